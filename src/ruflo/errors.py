@@ -1,0 +1,101 @@
+"""Errors a user can meet, each with a message that says what happened, what ruflo did and what
+to do next. Depends on nothing in ruflo.
+
+    RufloError
+    ├── ConfigError              settings or a file given to ruflo are wrong
+    ├── StoreError
+    │   ├── StoreUnreachable     DATABASE_URL set but the server can't be reached or refuses us
+    │   ├── StoreCorrupt         the store file is not a readable ruflo database (left untouched)
+    │   ├── NotFound             no such hive / task / conversation / note
+    │   └── Conflict             the thing changed under us (e.g. a claim already held)
+    ├── GatewayError
+    │   ├── GatewayAuthError     key refused: never retried, the hive pauses
+    │   ├── GatewayBudgetError   the gateway's budget for the key is spent: pause
+    │   ├── GatewayRateLimited   429 after bounded waiting
+    │   ├── GatewayUnavailable   5xx, connection errors, timeouts after bounded retries
+    │   └── GatewayBadResponse   the answer was not what an OpenAI-compatible gateway sends
+    ├── BudgetExceeded           ruflo's own cap for a hive or agent is reached
+    ├── PolicyError              a workload, org chart or policy input is invalid
+    ├── WorkspaceError           a tool call tried to leave the workspace or was malformed
+    └── ShellError               the shell inventory is invalid or could not be read
+"""
+
+from __future__ import annotations
+
+
+class RufloError(Exception):
+    """Base of every error ruflo raises on purpose; its message is meant for a person."""
+
+
+class ConfigError(RufloError):
+    pass
+
+
+class StoreError(RufloError):
+    pass
+
+
+class StoreUnreachable(StoreError):
+    pass
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class GatewayError(RufloError):
+    """Any failure talking to the gateway. `pauses_hive` says whether work must stop."""
+
+    pauses_hive: bool = False
+    pause_reason: str = ""
+
+
+class GatewayAuthError(GatewayError):
+    pauses_hive = True
+    pause_reason = "gateway refused the key"
+
+
+class GatewayBudgetError(GatewayError):
+    pauses_hive = True
+    pause_reason = "gateway budget exceeded"
+
+
+class GatewayRateLimited(GatewayError):
+    pass
+
+
+class GatewayUnavailable(GatewayError):
+    pass
+
+
+class GatewayBadResponse(GatewayError):
+    pass
+
+
+class BudgetExceeded(RufloError):
+    """A ruflo budget (hive or agent) would be passed by the next call."""
+
+    def __init__(self, message: str, *, scope: str = "hive", scope_id: str | None = None) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.scope_id = scope_id
+
+
+class PolicyError(RufloError):
+    pass
+
+
+class WorkspaceError(RufloError):
+    pass
+
+
+class ShellError(RufloError):
+    pass

@@ -1,0 +1,297 @@
+"""The core model: plain frozen dataclasses and enums that every layer shares.
+
+Depends on nothing in ruflo. Validation of outside input (API bodies, YAML, settings) happens at
+the edges with pydantic; inside, these are the facts.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    """The one clock read for stored timestamps: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A fresh opaque identifier (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class Mode(enum.StrEnum):
+    """How a hive decides who does what."""
+
+    SWARM = "swarm"
+    COMPANY = "company"
+    SOLO = "solo"
+    ROUND_ROBIN = "round_robin"
+
+
+class HiveStatus(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (HiveStatus.DONE, HiveStatus.FAILED, HiveStatus.CANCELLED)
+
+
+class AgentStatus(enum.StrEnum):
+    IDLE = "idle"
+    WORKING = "working"
+    PAUSED = "paused"
+    DEAD = "dead"
+
+
+class AdapterKind(enum.StrEnum):
+    """How an agent does a task: the built-in LLM tool loop, an external CLI, or an HTTP hook."""
+
+    LLM = "llm"
+    PROCESS = "process"
+    HTTP = "http"
+
+
+class TaskState(enum.StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+
+
+class ApprovalKind(enum.StrEnum):
+    BUDGET_OVERRIDE = "budget_override"
+    HIRE = "hire"
+    STRATEGY = "strategy"
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class CostKind(enum.StrEnum):
+    """What a metered call was for: doing the work, or deciding who does it."""
+
+    WORK = "work"
+    COORDINATION = "coordination"
+    CHAT = "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A cap on spend. Either limit may be absent; both absent means no cap."""
+
+    max_tokens: int | None = None
+    """Total prompt + completion tokens allowed."""
+    max_cost: float | None = None
+    """Total money allowed, in USD."""
+
+    @property
+    def unlimited(self) -> bool:
+        return self.max_tokens is None and self.max_cost is None
+
+
+@dataclass(frozen=True, slots=True)
+class Hive:
+    """One run of work: an objective, a board of tasks and the agents working it."""
+
+    id: str
+    name: str
+    mode: Mode
+    objective: str
+    status: HiveStatus = HiveStatus.RUNNING
+    pause_reason: str | None = None
+    """Why the hive is paused (e.g. "gateway refused the key"), shown to people."""
+    budget: Budget = field(default_factory=Budget)
+    workspace: str | None = None
+    """Folder the agents work in; None for simulated hives."""
+    config: JSON = field(default_factory=dict)
+    """Mode-specific settings (seed, auto-approval policy, ...), recorded for reproducibility."""
+    owner: str | None = None
+    """User who started it, when the server has auth on."""
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A cell of the hive: it takes up tasks and does them through its adapter."""
+
+    id: str
+    hive_id: str
+    name: str
+    role: str = "worker"
+    title: str = ""
+    capabilities: str = ""
+    """Free text a manager reads when choosing whom to delegate to (company mode)."""
+    skills: tuple[str, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Response threshold θ per skill: low means eager (swarm mode)."""
+    adapter: AdapterKind = AdapterKind.LLM
+    adapter_config: JSON = field(default_factory=dict)
+    model: str | None = None
+    reports_to: str | None = None
+    """Manager's agent id (company mode); None for the root and in swarm mode."""
+    budget: Budget = field(default_factory=Budget)
+    spent_tokens: int = 0
+    spent_cost: float = 0.0
+    status: AgentStatus = AgentStatus.IDLE
+    current_task: str | None = None
+    heartbeat_at: datetime | None = None
+    worker_id: str | None = None
+    """The worker process hosting this agent, when the hive is distributed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of work on the board."""
+
+    id: str
+    hive_id: str
+    title: str
+    description: str = ""
+    parent_id: str | None = None
+    skills: tuple[str, ...] = ()
+    priority: int = 1
+    """Higher is more urgent; feeds the stimulus."""
+    effort: float = 1.0
+    """Estimated work units (the simulator's duration at a perfect skill match)."""
+    depends_on: tuple[str, ...] = ()
+    state: TaskState = TaskState.OPEN
+    assignee: str | None = None
+    """Agent holding the claim, or the agent it is assigned to in company mode."""
+    lease_until: datetime | None = None
+    attempts: int = 0
+    stimulus: float = 0.0
+    verify: str | None = None
+    """Shell command run in the workspace; its exit code decides success."""
+    result: str | None = None
+    verified: bool | None = None
+    """The verify command's verdict: None when not run or no command."""
+    blocked_on: str | None = None
+    """What a blocked task waits on, in words or a task id."""
+    depth: int = 0
+    """How far the task was delegated from the objective (company mode)."""
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    claimed_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in a hive; append-only, ordered by a gap-free per-hive seq."""
+
+    seq: int
+    hive_id: str
+    kind: str
+    ts: datetime
+    agent_id: str | None = None
+    task_id: str | None = None
+    data: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One metered gateway call."""
+
+    id: int
+    ts: datetime
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+    """USD; None when neither the gateway nor the price table knew it (never recorded as 0)."""
+    cost_source: str
+    """Where the cost came from: "gateway", "price_table" or "unknown"."""
+    kind: CostKind = CostKind.WORK
+    hive_id: str | None = None
+    agent_id: str | None = None
+    task_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A decision that waits for a person (or an explicit auto-approval policy)."""
+
+    id: str
+    hive_id: str
+    kind: ApprovalKind
+    subject: str
+    """What is asked, in words."""
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    agent_id: str | None = None
+    data: JSON = field(default_factory=dict)
+    decided_by: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation; `parent_id` links make a tree so an edit can branch."""
+
+    id: str
+    conversation_id: str
+    role: str
+    """"user", "assistant" or "system" (ruvocal's `from`)."""
+    content: str
+    parent_id: str | None = None
+    interrupted: bool = False
+    data: JSON = field(default_factory=dict)
+    """Everything else ruvocal keeps on a message (updates, reasoning, files)."""
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A chat thread of one user."""
+
+    id: str
+    """24 hex characters, as ruvocal's ids."""
+    user_id: str
+    title: str
+    model: str
+    preprompt: str | None = None
+    root_message_id: str | None = None
+    data: JSON = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEntry:
+    """A namespaced note agents (and people) leave for each other."""
+
+    namespace: str
+    key: str
+    content: str
+    tags: tuple[str, ...] = ()
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    score: float | None = None
+    """Relevance, set only on search results."""

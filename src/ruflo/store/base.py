@@ -1,0 +1,209 @@
+"""The Store protocol: the only road to disk or database. Depends on the core model only.
+
+Every method is atomic on its own. Mutations that change a hive's board also append their event
+in the same transaction, so the event log and the board never disagree. `transaction()` groups
+several calls into one atomic unit (nesting is allowed; the outermost commits).
+
+Methods are synchronous: on SQLite a call takes tens of microseconds, and async callers may
+call them directly or through `asyncio.to_thread` for long ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from ruflo.model import (
+    JSON,
+    Agent,
+    Approval,
+    ApprovalStatus,
+    Conversation,
+    CostKind,
+    Event,
+    Hive,
+    HiveStatus,
+    LedgerEntry,
+    MemoryEntry,
+    Message,
+    Task,
+    TaskState,
+)
+
+EventListener = Callable[[Event], None]
+"""Called after commit, in the committing thread, for each event this process appended."""
+
+
+class Spend:
+    """Totals of metered calls for a scope (hive or agent)."""
+
+    __slots__ = ("calls", "cost", "tokens", "unknown_cost_calls")
+
+    def __init__(self, tokens: int = 0, cost: float = 0.0, calls: int = 0,
+                 unknown_cost_calls: int = 0) -> None:
+        self.tokens = tokens
+        self.cost = cost
+        self.calls = calls
+        self.unknown_cost_calls = unknown_cost_calls
+        """Calls whose cost nobody knew; their cost is not in `cost` (never counted as zero)."""
+
+    def __repr__(self) -> str:
+        return (f"Spend(tokens={self.tokens}, cost={self.cost:.6f}, calls={self.calls}, "
+                f"unknown_cost_calls={self.unknown_cost_calls})")
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of every hive, agent, task, event, ledger entry, conversation and note."""
+
+    url: str
+    """Where the data lives, password masked (for the boot trace)."""
+    dialect: str
+    """"sqlite" or "postgresql"."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None: ...
+    def ping(self) -> None:
+        """Raise StoreUnreachable if the store can't answer (used by /readyz)."""
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def add_listener(self, listener: EventListener) -> None: ...
+    def remove_listener(self, listener: EventListener) -> None: ...
+
+    # -- hives and agents --------------------------------------------------------------------
+    def create_hive(self, hive: Hive, agents: Sequence[Agent] = (),
+                    tasks: Sequence[Task] = ()) -> Hive:
+        """Store a new hive with its agents and first tasks; events: hive_created, agent_added,
+        task_posted."""
+    def get_hive(self, hive_id: str) -> Hive:
+        """Raise NotFound when absent."""
+    def list_hives(self, *, owner: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[Hive]: ...
+    def set_hive_status(self, hive_id: str, status: HiveStatus, *,
+                        reason: str | None = None) -> Hive:
+        """Event: hive_<status> (hive_running on resume) with the reason."""
+    def update_hive(self, hive_id: str, **fields: Any) -> Hive: ...
+
+    def add_agent(self, agent: Agent) -> Agent: ...
+    def get_agent(self, agent_id: str) -> Agent: ...
+    def list_agents(self, hive_id: str) -> list[Agent]: ...
+    def update_agent(self, agent_id: str, **fields: Any) -> Agent:
+        """Change plain fields (status, thresholds, current_task, heartbeat_at, ...); no event."""
+
+    # -- the board ---------------------------------------------------------------------------
+    def post_tasks(self, hive_id: str, tasks: Sequence[Task], *,
+                   agent_id: str | None = None) -> list[Task]:
+        """Add tasks (event task_posted each). Unknown dependencies raise PolicyError."""
+    def get_task(self, task_id: str) -> Task: ...
+    def list_tasks(self, hive_id: str, *, states: Sequence[TaskState] | None = None,
+                   assignee: str | None = None, limit: int | None = None,
+                   offset: int = 0) -> list[Task]: ...
+    def count_tasks(self, hive_id: str) -> dict[TaskState, int]: ...
+    def claim_task(self, hive_id: str, agent_id: str, *, lease_seconds: float,
+                   task_id: str | None = None, now: datetime | None = None) -> Task | None:
+        """Atomically claim `task_id` (or the most urgent ready open task) for the agent.
+
+        Ready means open with every dependency done. Compare-and-set on SQLite,
+        `FOR UPDATE SKIP LOCKED` on Postgres: of many concurrent claimers exactly one wins;
+        the others get None. Event: task_claimed. Increments `attempts`.
+        """
+    def renew_lease(self, task_id: str, agent_id: str, *, lease_seconds: float,
+                    now: datetime | None = None) -> bool:
+        """Extend the lease if the agent still holds the claim; False when it lost it."""
+    def finish_task(self, task_id: str, agent_id: str | None, *, state: TaskState,
+                    result: str | None = None, verified: bool | None = None,
+                    data: JSON | None = None) -> Task:
+        """Move a claimed task to done/failed (or any task to cancelled when agent_id is None).
+
+        Raises Conflict when the agent no longer holds the claim: a task is finished once.
+        Event: task_done / task_failed / task_cancelled.
+        """
+    def release_task(self, task_id: str, agent_id: str, *, reason: str) -> Task:
+        """Give a claim back: the task is open again. Event: task_released."""
+    def update_task(self, task_id: str, **fields: Any) -> Task:
+        """Change plain fields (assignee, blocked_on, stimulus, state for block/unblock...)."""
+    def expire_leases(self, *, hive_id: str | None = None,
+                      now: datetime | None = None) -> list[Task]:
+        """Reopen claimed tasks whose lease has passed. Event: lease_expired each."""
+    def next_lease_expiry(self, hive_id: str | None = None) -> datetime | None: ...
+
+    # -- events ------------------------------------------------------------------------------
+    def append_event(self, hive_id: str, kind: str, *, agent_id: str | None = None,
+                     task_id: str | None = None, data: JSON | None = None) -> Event: ...
+    def events(self, hive_id: str, *, after_seq: int = 0, limit: int | None = None,
+               kinds: Sequence[str] | None = None) -> list[Event]: ...
+    def last_seq(self, hive_id: str) -> int: ...
+
+    # -- ledger and approvals ------------------------------------------------------------------
+    def add_ledger_entry(self, *, model: str, prompt_tokens: int, completion_tokens: int,
+                         cost: float | None, cost_source: str, kind: CostKind = CostKind.WORK,
+                         hive_id: str | None = None, agent_id: str | None = None,
+                         task_id: str | None = None, request_id: str | None = None,
+                         ts: datetime | None = None) -> LedgerEntry:
+        """Record one metered call and add it to the agent's spent counters."""
+    def ledger(self, *, hive_id: str | None = None, agent_id: str | None = None,
+               limit: int | None = None) -> list[LedgerEntry]: ...
+    def spend(self, *, hive_id: str | None = None, agent_id: str | None = None,
+              kind: CostKind | None = None) -> Spend: ...
+
+    def create_approval(self, approval: Approval) -> Approval:
+        """Event: approval_requested."""
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
+                        decided_by: str) -> Approval:
+        """Raise Conflict when already decided. Event: approval_decided."""
+    def get_approval(self, approval_id: str) -> Approval: ...
+    def list_approvals(self, *, hive_id: str | None = None,
+                       status: ApprovalStatus | None = None) -> list[Approval]: ...
+
+    # -- chat ----------------------------------------------------------------------------------
+    def create_conversation(self, conversation: Conversation,
+                            messages: Sequence[Message] = ()) -> Conversation: ...
+    def get_conversation(self, conversation_id: str, *, user_id: str | None = None) -> Conversation:
+        """Raise NotFound when absent or owned by another user."""
+    def list_conversations(self, user_id: str, *, limit: int = 50,
+                           offset: int = 0) -> list[Conversation]:
+        """Newest first (by updated_at)."""
+    def count_conversations(self, user_id: str | None = None) -> int: ...
+    def update_conversation(self, conversation_id: str, **fields: Any) -> Conversation: ...
+    def delete_conversation(self, conversation_id: str, *, user_id: str | None = None) -> None: ...
+    def delete_conversations(self, user_id: str) -> int: ...
+    def add_message(self, message: Message) -> Message:
+        """Also bumps the conversation's updated_at."""
+    def update_message(self, message_id: str, **fields: Any) -> Message: ...
+    def messages(self, conversation_id: str) -> list[Message]: ...
+    def user_ids(self) -> list[str]: ...
+
+    def get_user_settings(self, user_id: str) -> JSON: ...
+    def put_user_settings(self, user_id: str, settings: JSON) -> JSON: ...
+
+    # -- auth tokens ---------------------------------------------------------------------------
+    def create_token(self, *, token_id: str, name: str, user_id: str,
+                     token_hash: str) -> JSON: ...
+    def find_token(self, token_hash: str) -> JSON | None:
+        """The live (not revoked) token with that hash, or None."""
+    def list_tokens(self) -> list[JSON]: ...
+    def revoke_token(self, token_id: str) -> None: ...
+
+    # -- memory --------------------------------------------------------------------------------
+    def memory_put(self, entry: MemoryEntry) -> MemoryEntry:
+        """Insert or replace the note at (namespace, key)."""
+    def memory_get(self, namespace: str, key: str) -> MemoryEntry: ...
+    def memory_list(self, namespace: str | None = None, *, limit: int | None = None) -> list[MemoryEntry]: ...
+    def memory_delete(self, namespace: str, key: str) -> bool: ...
+    def memory_search(self, query: str, *, namespace: str | None = None,
+                      limit: int = 10) -> list[MemoryEntry]:
+        """Full-text search ranked by relevance (FTS5 bm25 / Postgres ts_rank); best first."""
+
+    # -- workers (distributed hives) -----------------------------------------------------------
+    def register_worker(self, worker_id: str, *, hive_id: str | None, host: str,
+                        agents: int) -> None: ...
+    def worker_heartbeat(self, worker_id: str) -> None: ...
+    def unregister_worker(self, worker_id: str) -> None: ...
+    def list_workers(self, hive_id: str | None = None) -> list[JSON]: ...
+
+
+def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Split a sequence for bulk inserts that stay under driver parameter limits."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
