@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import click
-import typer.main
+import sys
 
-# name -> (module under ruflo.commands, one-line help). A module exposes either `app`
-# (a typer.Typer with sub-commands) or `command` (a single typer-decorated function's Typer).
+# name -> (module under ruflo.commands, one-line help). A module exposes `app`, a typer.Typer.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "Check settings, store, gateway and keys; print the boot trace."),
     "rvf": ("rvf", "Import or export upstream ruvocal RVF files."),
@@ -19,54 +17,68 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "notify": ("notify", "Send a test notification through a configured sender."),
     "memory": ("memory", "Store, get, search, list, delete, export and import memory notes."),
     "simulate": ("simulate", "Run a workload through a policy on a virtual clock."),
+    "serve": ("serve", "Run the web server: chat API, hive API, probes and pages."),
+    "token": ("token", "Create, list and revoke bearer tokens for the server."),
+    "orchestrate": ("orchestrate", "Run a hive on an objective through the gateway, live."),
+    "hive": ("hive", "List, show, pause, resume and cancel stored hives."),
+    "task": ("task", "Post, list, show and cancel tasks on a hive's board."),
 }
 
-
-class LazyGroup(click.Group):
-    """A click group that imports a sub-command's module only when that command runs."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # The listing comes from COMMANDS so that `ruflo --help` imports no sub-command.
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, text) for name, (_, text) in sorted(COMMANDS.items())])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
-            return None
-        module_name, text = COMMANDS[cmd_name]
-        module = importlib.import_module(f"ruflo.commands.{module_name}")
-        target = module.app if hasattr(module, "app") else module.command
-        command = typer.main.get_command(target)
-        command.help = command.help or text
-        return command
+USAGE = "Usage: ruflo [--version] [-h|--help] COMMAND [ARGS]..."
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ruflo")
-def cli() -> None:
-    """ruflo: a swarm orchestrator for LLM agents, with a company mode beside it."""
+def _version() -> str:
+    from ruflo import __version__
+
+    return __version__
 
 
-def main() -> None:
-    """Run the CLI. A RufloError is a message for a person: one line, no stack trace, unless
-    RUFLO_DEBUG=1 asks for it."""
+def _print_help() -> None:
+    width = max(len(name) for name in COMMANDS) + 2
+    lines = [USAGE, "",
+             "  ruflo: a swarm orchestrator for LLM agents, with a company mode beside it.", "",
+             "Commands:"]
+    lines += [f"  {name.ljust(width)}{text}" for name, (_, text) in sorted(COMMANDS.items())]
+    lines += ["", "Run `ruflo COMMAND --help` for a command's options. RUFLO_DEBUG=1 shows tracebacks."]
+    print("\n".join(lines))
+
+
+def run(argv: list[str]) -> int:
+    """Dispatch to one sub-command in typer's standalone mode (it owns help, usage errors and
+    exit codes); a RufloError is a message for a person: one line, no stack trace."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    if argv[0] == "--version":
+        print(f"ruflo {_version()}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"{USAGE}\nerror: no such command {name!r}; `ruflo --help` lists them.",
+              file=sys.stderr)
+        return 2
+
+    import typer.main
+
     from ruflo.errors import RufloError
 
+    module = importlib.import_module(f"ruflo.commands.{COMMANDS[name][0]}")
+    command = typer.main.get_command(module.app)
     try:
-        cli(prog_name="ruflo", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        raise SystemExit(130) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
-    except click.exceptions.Exit as done:
-        raise SystemExit(done.exit_code) from None
+        command.main(args=argv[1:], prog_name=f"ruflo {name}", standalone_mode=True)
+    except SystemExit as done:
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except RufloError as error:
         if os.environ.get("RUFLO_DEBUG") == "1":
             raise
-        click.echo(f"error: {error}", err=True)
-        raise SystemExit(2) from None
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main() -> None:
+    raise SystemExit(run(sys.argv[1:]))

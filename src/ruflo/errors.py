@@ -13,7 +13,8 @@ to do next. Depends on nothing in ruflo.
     │   ├── GatewayBudgetError   the gateway's budget for the key is spent: pause
     │   ├── GatewayRateLimited   429 after bounded waiting
     │   ├── GatewayUnavailable   5xx, connection errors, timeouts after bounded retries
-    │   └── GatewayBadResponse   the answer was not what an OpenAI-compatible gateway sends
+    │   ├── GatewayBadResponse   the answer was not what an OpenAI-compatible gateway sends
+    │   └── GatewayRequestRejected  the gateway refused this request (400/404/422): not retried
     ├── BudgetExceeded           ruflo's own cap for a hive or agent is reached
     ├── PolicyError              a workload, org chart or policy input is invalid
     ├── WorkspaceError           a tool call tried to leave the workspace or was malformed
@@ -78,6 +79,11 @@ class GatewayUnavailable(GatewayError):
 
 class GatewayBadResponse(GatewayError):
     pass
+
+
+class GatewayRequestRejected(GatewayError):
+    """The gateway understood the key but refused the request itself (unknown model, context
+    too long, bad parameters); retrying the same request would fail the same way."""
 
 
 class BudgetExceeded(RufloError):

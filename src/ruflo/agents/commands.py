@@ -1,0 +1,215 @@
+"""Running a command for an agent: workspace as cwd, a timeout with a grace period, an output cap
+and a scrubbed environment. Depends on the standard library (and, lazily, ruflo.gateway.env).
+
+The command runs in its own process group so a timeout stops it and everything it started:
+SIGTERM to the group, then SIGKILL after the grace period. Output is read as it comes; only a
+head and a tail of it are kept, so a command printing 100 MB costs a few kilobytes of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
+
+BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+"""Host variables a command needs to find programs and read text; nothing else leaks through."""
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+LINGER_SECONDS = 1.0
+"""How long output may stay open after the command exits (background children) before they are
+killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a finished (or stopped) command left behind."""
+
+    exit_code: int | None
+    """The exit status; negative for a signal (as subprocess reports it); None if never started."""
+    output: str
+    """Stdout and stderr interleaved, cut to the cap with a marker where bytes were dropped."""
+    output_bytes: int
+    """Everything the command printed, counted even where not kept."""
+    timed_out: bool = False
+    duration: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        return self.output_bytes > len(self.output.encode())
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def summary(self) -> str:
+        """The result as the agent (and the transcript) reads it."""
+        if self.timed_out:
+            head = f"timed out after {self.duration:.1f}s and was stopped (exit {self.exit_code})"
+        else:
+            head = f"exit code {self.exit_code}"
+        return f"{head}\n{self.output}" if self.output else head
+
+
+class OutputCap:
+    """Keeps the first and last `limit // 2` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = limit // 2
+        self.tail_limit = limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.tail_limit:
+                del self.tail[:len(self.tail) - self.tail_limit]
+
+    def text(self) -> str:
+        dropped = self.total - len(self.head) - len(self.tail)
+        if dropped <= 0:
+            return (bytes(self.head) + bytes(self.tail)).decode(errors="replace")
+        marker = f"\n[... {dropped} bytes of output omitted ...]\n"
+        return (self.head.decode(errors="replace") + marker + self.tail.decode(errors="replace"))
+
+
+def command_env(settings: Settings | None = None,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an agent's command gets: PATH and locale from the host, the gateway
+    variables (base URL and virtual key) when settings are given, and nothing else: no provider
+    keys, no cloud credentials, no tokens of the person running ruflo."""
+    base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+    base.setdefault("PATH", DEFAULT_PATH)
+    base.setdefault("LANG", "C.UTF-8")
+    if settings is None:
+        return {**base, **(extra or {})}
+    from ruflo.gateway.env import gateway_env
+
+    return gateway_env(settings, base=base, extra=extra)
+
+
+async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                      time_limit: float = 120.0, grace: float = 3.0, output_limit: int = 64_000,
+                      stdin: bytes | None = None,
+                      on_output: Callable[[bytes], None] | None = None) -> CommandResult:
+    """Run `command` (a shell string, or an argv list run without a shell) and wait for it.
+
+    Never raises for the command's own failure: a non-zero exit, a timeout or a program that
+    does not exist all come back as a CommandResult the agent can read.
+    """
+    started = time.monotonic()
+    try:
+        if isinstance(command, str):
+            process = await asyncio.create_subprocess_shell(
+                command, cwd=cwd, env=dict(env), start_new_session=True,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        else:
+            process = await asyncio.create_subprocess_exec(
+                *command, cwd=cwd, env=dict(env), start_new_session=True,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    except OSError as error:
+        return CommandResult(exit_code=None, output=f"could not start the command: {error}",
+                             output_bytes=0, duration=time.monotonic() - started)
+
+    cap = OutputCap(output_limit)
+
+    async def feed_stdin() -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            process.stdin.write(stdin or b"")
+            await process.stdin.drain()
+        process.stdin.close()
+
+    async def read_output() -> None:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            cap.add(chunk)
+            if on_output is not None:
+                on_output(chunk)
+
+    feeder = asyncio.ensure_future(feed_stdin()) if stdin is not None else None
+    reader = asyncio.ensure_future(read_output())
+    deadline = started + time_limit
+    timed_out = False
+    try:
+        exited_at: float | None = None
+        # On 3.11, process.wait() also waits for the pipes to close, so a background child that
+        # keeps stdout open would hold us to the timeout: watch returncode instead.
+        while not reader.done():
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if process.returncode is not None:
+                exited_at = exited_at or now
+                if now - exited_at > LINGER_SECONDS:
+                    break
+            await asyncio.wait({reader}, timeout=min(0.1, deadline - now))
+        if reader.done() and process.returncode is None:
+            # Output closed but the command runs on: give it until the deadline to exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), max(0.0, deadline - time.monotonic()))
+        if process.returncode is None:
+            timed_out = True
+    finally:
+        # Also on cancellation: whatever the command started must not outlive it.
+        if process.returncode is None:
+            await stop_group(process, grace)
+        kill_group(process.pid, signal.SIGKILL)
+        for helper in (reader, feeder):
+            if helper is not None and not helper.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(helper), 1.0)
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await helper
+    return CommandResult(exit_code=process.returncode, output=cap.text(),
+                         output_bytes=cap.total, timed_out=timed_out,
+                         duration=time.monotonic() - started)
+
+
+def kill_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def stop_group(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to the process group; SIGKILL to it if the leader is still alive after `grace`."""
+    kill_group(process.pid, signal.SIGTERM)
+    if not await wait_exit(process, grace):
+        kill_group(process.pid, signal.SIGKILL)
+        await wait_exit(process, 5.0)
+    # Children that ignored SIGTERM while the leader exited still get the group kill.
+    kill_group(process.pid, signal.SIGKILL)
+
+
+async def wait_exit(process: asyncio.subprocess.Process, seconds: float) -> bool:
+    """Whether the process exited within `seconds` (polls returncode: process.wait() would also
+    wait for pipes that a stray child may hold open)."""
+    deadline = time.monotonic() + seconds
+    while process.returncode is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

@@ -1,0 +1,193 @@
+"""The built-in agent: a tool-calling loop through the gateway, with every turn in the transcript.
+
+Depends on the Executor types, the tools, memory and the Gateway and Store protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome, TaskTool
+from ruflo.agents.tools import ToolBox, tool_schemas, truncate
+from ruflo.agents.workspace import Workspace
+from ruflo.errors import ConfigError
+from ruflo.gateway.base import CallContext, ChatMessage
+from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
+from ruflo.model import JSON, Agent, CostKind, Hive, MemoryEntry, Task
+
+if TYPE_CHECKING:
+    from ruflo.store.base import Store
+
+NUDGE = ("Use the tools to do the task. When it is done, call `complete` with what you did"
+         "{others}. Do not answer in plain text.")
+
+
+def learned_key(task: Task) -> str:
+    """The key of the note an attempt leaves in the hive's memory."""
+    return f"task:{task.id}"
+
+
+class LLMExecutor:
+    """Does a task by talking to a model that calls tools.
+
+    The loop: read the relevant notes; send the system prompt (role, skills, task, notes) and
+    the task; then each turn, ask the gateway for the next step — tool calls are run and their
+    results (cut to a bound) sent back; a task tool (complete, abstain, post_subtasks,
+    delegate, escalate) ends the attempt with its outcome; a plain-text answer gets a nudge back
+    to the tools. After `max_turns` calls without a task tool, the attempt fails. Each turn,
+    tool call and tool result is appended to the hive's events; what was done is left as a note
+    in the hive's memory.
+    """
+
+    async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
+        if ctx.gateway is None:
+            raise ConfigError("the built-in agent needs a gateway: set OPENAI_BASE_URL (or "
+                              "LITELLM_BASE_URL) and OPENAI_API_KEY; the task was left as it was")
+        gateway = ctx.gateway
+        workspace = Workspace.open(ctx.workspace)
+        memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
+        transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
+        model = agent.model or ctx.model
+        limits = ctx.limits
+
+        notes = memory.search_many(task_query(task),
+                                   [hive_namespace(hive.id), agent_namespace(agent.id)],
+                                   limit=5)
+        schemas = tool_schemas(ctx.task_tools)
+        transcript.add("agent_started", executor="llm", model=model,
+                       tools=[s["function"]["name"] for s in schemas],
+                       notes=[f"{n.namespace}/{n.key}" for n in notes])
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": system_prompt(agent, hive, ctx, notes)},
+            {"role": "user", "content": task_prompt(task)},
+        ]
+        toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=memory,
+                          workspace=workspace)
+        call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
+                                   kind=CostKind.WORK)
+        outcome: TaskOutcome | None = None
+        turn = 0
+        while outcome is None and turn < limits.max_turns:
+            turn += 1
+            answer = await gateway.chat(messages, model=model, context=call_context,
+                                        tools=schemas)
+            messages.append(answer.as_message())
+            transcript.add("agent_turn", turn=turn, content=answer.content or "",
+                           tool_calls=[{"name": c.name, "arguments": c.arguments}
+                                       for c in answer.tool_calls],
+                           model=answer.model, finish_reason=answer.finish_reason,
+                           prompt_tokens=answer.usage.prompt_tokens,
+                           completion_tokens=answer.usage.completion_tokens, cost=answer.cost)
+            if not answer.tool_calls:
+                others = ", or another task tool" if len(ctx.task_tools) > 1 else ""
+                messages.append({"role": "user", "content": NUDGE.format(others=others)})
+                continue
+            for call in answer.tool_calls:
+                transcript.add("tool_call", turn=turn, call_id=call.id, name=call.name,
+                               arguments=call.arguments)
+                if outcome is not None:
+                    # Every tool call needs an answer, but the attempt has already ended.
+                    content, error = "not run: the task already ended with an earlier call", True
+                else:
+                    reply = await toolbox.call(call.name, call.arguments)
+                    content, error = reply.content, reply.error
+                    if reply.outcome is not None:
+                        outcome = replace(reply.outcome, turns=turn)
+                transcript.add("tool_result", turn=turn, call_id=call.id, name=call.name,
+                               ok=not error, content=content)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+
+        if outcome is None:
+            outcome = TaskOutcome(OutcomeKind.FAILED, turns=turn,
+                                  reason=f"stopped after {limits.max_turns} turns without "
+                                         "finishing the task")
+        transcript.add("agent_outcome", kind=outcome.kind.value, result=outcome.result or "",
+                       reason=outcome.reason or "", turns=outcome.turns,
+                       changed_files=sorted(set(toolbox.changed_files)))
+        memory.put(hive_namespace(hive.id), learned_key(task),
+                   learned_note(task, agent, outcome, toolbox.changed_files),
+                   tags=(*task.skills, outcome.kind.value))
+        return outcome
+
+
+class Transcript:
+    """Appends an attempt's events to the hive's log, each text field cut to a bound."""
+
+    def __init__(self, store: Store, hive: Hive, agent: Agent, task: Task, limit: int) -> None:
+        self.store, self.hive, self.agent, self.task, self.limit = store, hive, agent, task, limit
+
+    def add(self, kind: str, /, **data: object) -> None:
+        self.store.append_event(self.hive.id, kind, agent_id=self.agent.id, task_id=self.task.id,
+                                data={k: self._bound(v) for k, v in data.items()})
+
+    def _bound(self, value: object) -> object:
+        if isinstance(value, str):
+            return truncate(value, self.limit)
+        if isinstance(value, list):
+            return [self._bound(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._bound(v) for k, v in value.items()}
+        return value
+
+
+def task_query(task: Task) -> str:
+    return f"{task.title}\n{task.description}".strip()
+
+
+def task_prompt(task: Task) -> str:
+    lines = [f"Task: {task.title}"]
+    if task.description:
+        lines += ["", task.description]
+    if task.skills:
+        lines += ["", f"Skills: {', '.join(task.skills)}"]
+    if task.verify:
+        lines += ["", f"When you call complete, this command will be run in the workspace and "
+                      f"its exit code decides success: `{task.verify}`. Run it yourself first."]
+    return "\n".join(lines)
+
+
+def system_prompt(agent: Agent, hive: Hive, ctx: RunContext, notes: list[MemoryEntry]) -> str:
+    who = f"You are {agent.name}, a {agent.title or agent.role} in a hive of agents"
+    lines = [f"{who} working on: {hive.objective}." if hive.objective else f"{who}."]
+    if agent.skills:
+        lines.append(f"Your skills: {', '.join(agent.skills)}.")
+    if agent.capabilities:
+        lines.append(agent.capabilities)
+    lines += [
+        "You work in a shared workspace folder: every path is relative to it, and you cannot "
+        "leave it. Read before you edit; edit_file needs the exact text to replace. Run the "
+        "tests (or the task's verify command) before you call complete.",
+        "Leave notes with memory_store when you learn something the others will need.",
+    ]
+    if TaskTool.ABSTAIN in ctx.task_tools:
+        lines.append("If the task does not fit your skills, call abstain with the reason.")
+    if TaskTool.POST_SUBTASKS in ctx.task_tools:
+        lines.append("If the task is too big for one agent, split it with post_subtasks.")
+    if TaskTool.DELEGATE in ctx.task_tools and ctx.reports:
+        reports = "; ".join(f"{a.name} ({a.title or a.role}): {a.capabilities or ', '.join(a.skills)}"
+                            for a in ctx.reports)
+        lines.append(f"Your reports, to whom you may delegate: {reports}.")
+    if TaskTool.ESCALATE in ctx.task_tools:
+        lines.append("If you are blocked, escalate to your manager with the reason.")
+    if notes:
+        lines.append("Notes from the hive that may help:")
+        lines += [f"- [{n.key}] {truncate(n.content, 800)}" for n in notes]
+    return "\n".join(lines)
+
+
+def learned_note(task: Task, agent: Agent, outcome: TaskOutcome, changed: list[str]) -> str:
+    text = f"{agent.name} worked on '{task.title}': {outcome.kind.value}."
+    if outcome.result:
+        text += f" Result: {outcome.result}"
+    if outcome.reason:
+        text += f" Reason: {outcome.reason}"
+    if changed:
+        text += f" Files changed: {', '.join(sorted(set(changed)))}."
+    return text
+
+
+def outcome_data(outcome: TaskOutcome) -> JSON:
+    """An outcome as event data (for adapters and the engine)."""
+    return {"kind": outcome.kind.value, "result": outcome.result, "reason": outcome.reason,
+            "verified": outcome.verified, "turns": outcome.turns}

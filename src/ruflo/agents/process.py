@@ -1,0 +1,153 @@
+"""The process adapter: an outside agent CLI (a coding agent, a script) does the task.
+
+Depends on the Executor types and the command runner. The agent's `adapter_config`::
+
+    command: ["my-agent", "--task", "{prompt}"]   # argv (or one string, split like a shell)
+    timeout: 1800                                  # seconds; SIGTERM, then SIGKILL after grace
+    grace: 5
+    env: {EXTRA: "1"}                              # added to the scrubbed environment
+
+The prompt goes in as `{prompt}` (an argument), through `{prompt_file}` (a file path), or on
+stdin when the command names neither. Placeholders `{workspace}` and `{task_id}` also work.
+No shell is involved, so a prompt can't inject commands. Exit code 0 means complete.
+"""
+
+from __future__ import annotations
+
+import codecs
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
+from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.loop import Transcript, task_prompt
+from ruflo.agents.tools import truncate
+from ruflo.errors import ConfigError
+from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
+from ruflo.model import Agent, Hive, Task
+
+MAX_OUTPUT_EVENTS = 200
+"""Transcript events one run may add with its output; past that the output is only counted."""
+
+
+def outside_prompt(task: Task, hive: Hive, workspace: Path, memory: Memory,
+                   agent: Agent) -> str:
+    """The task as an outside agent reads it: objective, task, verify command, relevant notes."""
+    parts = [f"Objective of the hive: {hive.objective}"] if hive.objective else []
+    parts += [task_prompt(task), f"Workspace folder: {workspace}"]
+    notes = memory.search_many(f"{task.title}\n{task.description}",
+                               [hive_namespace(hive.id), agent_namespace(agent.id)], limit=5)
+    if notes:
+        parts.append("Notes from the hive:\n" + "\n".join(f"- [{n.key}] {truncate(n.content, 800)}"
+                                                         for n in notes))
+    return "\n\n".join(parts)
+
+
+class ProcessExecutor:
+    """Runs the configured command for a task and streams its output into the transcript."""
+
+    async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
+        config = agent.adapter_config
+        argv = parse_command(config.get("command"), agent)
+        memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
+        prompt = outside_prompt(task, hive, ctx.workspace, memory, agent)
+        transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
+        timeout = number(config, "timeout", ctx.limits.process_timeout, agent)
+        grace = number(config, "grace", ctx.limits.command_grace, agent)
+        extra = config.get("env") or {}
+        if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+            raise ConfigError(f"agent {agent.name}: adapter env must map names to strings")
+        env = {**(dict(ctx.env) if ctx.env else command_env()), **extra}
+
+        with tempfile.TemporaryDirectory(prefix="ruflo-prompt-") as scratch:
+            prompt_file = Path(scratch) / "prompt.md"
+            uses_file = any("{prompt_file}" in a for a in argv)
+            uses_arg = any("{prompt}" in a for a in argv)
+            if uses_file:
+                prompt_file.write_text(prompt)
+            values = {"{prompt}": prompt, "{prompt_file}": str(prompt_file),
+                      "{workspace}": str(ctx.workspace), "{task_id}": task.id}
+            command = [substitute(a, values) for a in argv]
+            transcript.add("process_started", command=[truncate(a, 200) for a in command],
+                           prompt_via="file" if uses_file else "argument" if uses_arg
+                           else "stdin")
+            stream = OutputStream(transcript)
+            result = await run_command(
+                command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
+                output_limit=ctx.limits.command_output_bytes,
+                stdin=None if uses_file or uses_arg else prompt.encode(),
+                on_output=stream.feed)
+            stream.flush()
+        transcript.add("process_exited", exit_code=result.exit_code, timed_out=result.timed_out,
+                       output_bytes=result.output_bytes, duration=round(result.duration, 3))
+        tail = truncate(result.output, ctx.limits.tool_output_chars)
+        if result.ok:
+            return TaskOutcome(OutcomeKind.COMPLETE, result=tail.strip() or "(no output)")
+        why = (f"timed out after {timeout:g}s and was stopped" if result.timed_out
+               else f"exited with {result.exit_code}")
+        return TaskOutcome(OutcomeKind.FAILED, result=tail.strip() or None,
+                           reason=f"{argv[0]} {why}")
+
+
+class OutputStream:
+    """Cuts a command's output into transcript events of whole lines, up to a bound."""
+
+    def __init__(self, transcript: Transcript, chunk_chars: int = 2000) -> None:
+        self.transcript = transcript
+        self.chunk_chars = chunk_chars
+        self.pending = ""
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.events = 0
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> None:
+        self.pending += self.decoder.decode(data)
+        while True:
+            newline = self.pending.rfind("\n", 0, self.chunk_chars)
+            if newline >= 0:
+                cut = newline + 1
+            elif len(self.pending) >= self.chunk_chars:
+                cut = self.chunk_chars
+            else:
+                return
+            self.emit(self.pending[:cut])
+            self.pending = self.pending[cut:]
+
+    def flush(self) -> None:
+        self.pending += self.decoder.decode(b"", final=True)
+        if self.pending:
+            self.emit(self.pending)
+            self.pending = ""
+        if self.dropped:
+            self.transcript.add("process_output", text="", dropped_chars=self.dropped)
+
+    def emit(self, text: str) -> None:
+        if self.events >= MAX_OUTPUT_EVENTS:
+            self.dropped += len(text)
+            return
+        self.events += 1
+        self.transcript.add("process_output", text=text)
+
+
+def parse_command(value: Any, agent: Agent) -> list[str]:
+    if isinstance(value, str) and value.strip():
+        return shlex.split(value)
+    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+        return list(value)
+    raise ConfigError(f"agent {agent.name} uses the process adapter but its adapter config has "
+                      "no command (a list of arguments, or a string)")
+
+
+def number(config: dict[str, Any], name: str, default: float, agent: Agent) -> float:
+    value = config.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"agent {agent.name}: adapter {name} must be a positive number")
+    return float(value)
+
+
+def substitute(argument: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        argument = argument.replace(placeholder, value)
+    return argument

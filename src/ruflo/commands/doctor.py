@@ -1,0 +1,102 @@
+"""`ruflo doctor`: print the boot trace and check the settings, the store and the keys.
+
+Imports only typer and the stdlib at module level; settings and the store load when it runs.
+More checks (the gateway) append to `doctor_checks`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
+
+app = typer.Typer(help="Check settings, store, gateway and keys; print the boot trace.",
+                  add_completion=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the doctor's verdict."""
+
+    name: str
+    ok: bool
+    detail: str
+    fatal: bool = True
+    """A failed fatal check makes `ruflo doctor` exit non-zero; others are warnings."""
+
+
+def check_store(settings: Settings) -> Check:
+    """Open the store the settings name (never a fallback) and run a quick integrity check."""
+    from ruflo.config import describe_store
+    from ruflo.errors import StoreError
+    from ruflo.store import open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as error:
+        return Check("store", False, str(error))
+    try:
+        verdict = store.integrity_check()
+        if verdict != "ok":
+            return Check("store", False, f"{describe_store(settings)}: integrity check found "
+                                         f"{verdict}")
+        hives = len(store.list_hives(limit=1_000_000))
+        conversations = store.count_conversations()
+        state = "created just now (it was empty)" if store.created else "opened"
+        return Check("store", True, f"{describe_store(settings)} {state}: {hives} hives, "
+                                    f"{conversations} conversations")
+    except StoreError as error:
+        return Check("store", False, str(error))
+    finally:
+        store.close()
+
+
+def check_keys(settings: Settings) -> Check:
+    keys = [f for f in settings.findings if f.startswith("direct provider key")]
+    if not keys:
+        return Check("keys", True, "no direct provider keys in the environment")
+    names = ", ".join(f.split()[3] for f in keys)
+    return Check("keys", False, f"direct provider keys in the environment: {names}",
+                 fatal=settings.strict_keys)
+
+
+def doctor_checks(settings: Settings) -> list[Check]:
+    """Every check the doctor runs, in order. Append new checks here."""
+    return [check_store(settings), check_keys(settings)]
+
+
+@app.callback(invoke_without_command=True)
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")
+           ) -> None:
+    """Print the boot trace and check the store; exit 1 when a check fails."""
+    from ruflo.config import boot_trace, load_settings
+    from ruflo.errors import ConfigError
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "trace": [], "checks": [
+                {"name": "settings", "ok": False, "detail": str(error), "fatal": True}]}))
+        else:
+            typer.echo(f"FAIL settings: {error}", err=True)
+        raise SystemExit(1) from None
+    trace = boot_trace(settings)
+    checks = doctor_checks(settings)
+    failed = any(not check.ok and check.fatal for check in checks)
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "trace": trace,
+                               "checks": [asdict(check) for check in checks]}, indent=2))
+    else:
+        for line in trace:
+            typer.echo(line)
+        for check in checks:
+            mark = "ok  " if check.ok else ("FAIL" if check.fatal else "warn")
+            typer.echo(f"{mark} {check.name}: {check.detail}")
+    if failed:
+        raise SystemExit(1)

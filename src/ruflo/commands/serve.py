@@ -1,0 +1,139 @@
+"""`ruflo serve`: the web server (chat API, hive API, live streams, probes), with the boot trace.
+
+Imports only typer and stdlib at module level; the server loads when the command runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
+    from ruflo.gateway.base import Gateway
+    from ruflo.server.runner import HiveRunner
+    from ruflo.store.base import Store
+
+command = typer.Typer(help="Run the web server: chat API, hive API, live event streams, probes.")
+
+GRACEFUL_SECONDS = 5
+"""Open streams get this long to end on SIGTERM; Kubernetes waits 30 s before SIGKILL."""
+
+
+def check_bind(host: str, auth: str, *, insecure: bool) -> None:
+    """Refuse to serve every address without auth unless the person said --insecure."""
+    from ruflo.errors import ConfigError
+    from ruflo.server.auth import is_loopback_host
+
+    if auth == "none" and not is_loopback_host(host) and not insecure:
+        raise ConfigError(
+            f"refusing to listen on {host} with no auth (RUFLO_AUTH=none): anyone who can "
+            "reach it could use your gateway key. Set RUFLO_AUTH=forward or token, bind "
+            "127.0.0.1, or pass --insecure if that is really what you want.")
+
+
+def uvicorn_config(asgi_app: Any, host: str, port: int) -> Any:
+    """The uvicorn settings ruflo serves with (tests use the same)."""
+    import importlib.util
+
+    import uvicorn
+
+    fast = importlib.util.find_spec("uvloop") is not None
+    parser = importlib.util.find_spec("httptools") is not None
+    return uvicorn.Config(
+        asgi_app, host=host, port=port,
+        loop="uvloop" if fast else "asyncio", http="httptools" if parser else "h11",
+        # Forwarded headers are not believed: the client address decides forward-auth trust,
+        # and uvicorn would otherwise let a local caller rewrite it with X-Forwarded-For.
+        proxy_headers=False, server_header=False, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SECONDS, log_level="info")
+
+
+def build_server(asgi_app: Any, host: str, port: int) -> Any:
+    """A uvicorn server whose first SIGTERM/SIGINT also ends the event streams and stores the
+    chat answers being written, so open connections close at once and nothing is lost."""
+    import asyncio
+
+    import uvicorn
+
+    from ruflo.server.context import ServerContext
+
+    class RufloServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            ctx: ServerContext | None = getattr(getattr(asgi_app, "state", None), "ctx", None)
+            if ctx is not None and not self.should_exit:
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+                loop.call_soon_threadsafe(lambda: loop.create_task(ctx.drain()))
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    config = uvicorn_config(asgi_app, host, port)
+    assert isinstance(config, uvicorn.Config)
+    return RufloServer(config)
+
+
+@command.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(3000, min=0, max=65535, help="Port to listen on."),
+    insecure: bool = typer.Option(False, "--insecure",
+                                  help="Allow a non-loopback bind with no auth."),
+) -> None:
+    """Run the web server until SIGTERM/Ctrl-C."""
+    import asyncio
+    import logging
+
+    from ruflo.config import boot_trace, load_settings
+    from ruflo.server import create_app
+    from ruflo.server.deferred_gateway import DeferredGateway
+    from ruflo.store import open_store
+
+    settings = load_settings()
+    check_bind(host, settings.auth, insecure=insecure)
+    store = open_store(settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for line in boot_trace(settings):
+        typer.echo(line, err=True)
+    gateway = None
+    if settings.gateway_url and settings.openai_api_key is None:
+        typer.echo("gateway: not used (OPENAI_API_KEY is not set); chat will say so", err=True)
+    elif settings.gateway_url:
+        gateway = DeferredGateway(settings.gateway_url, lambda: _gateway_client(settings, store))
+    typer.echo(f"auth: {settings.auth}; listening on http://{host}:{port}", err=True)
+    runner = _engine_runner(store, gateway, settings)
+    server = build_server(create_app(settings, store, gateway, runner), host, port)
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        finally:
+            if gateway is not None:
+                await gateway.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+
+
+def _gateway_client(settings: Settings, store: Store) -> Gateway:
+    from ruflo.gateway.client import GatewayClient
+
+    return GatewayClient.from_settings(settings, store)
+
+
+def _engine_runner(store: Store, gateway: Gateway | None, settings: Settings) -> HiveRunner | None:
+    """The live engine's runner when the engine provides one, else None (the StoreRunner)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("ruflo.engine.runner")
+    except ModuleNotFoundError as missing:
+        if missing.name and missing.name.startswith("ruflo.engine"):
+            return None
+        raise
+    factory = getattr(module, "server_runner", None)
+    if factory is None:
+        return None
+    runner: HiveRunner = factory(store, gateway, settings)
+    return runner

@@ -1,0 +1,336 @@
+"""Settings from the environment and an optional TOML file, with a boot trace that says which
+store, gateway and data directory are in use and where each value came from.
+
+Depends on pydantic-settings and platformdirs (imported here only; keep it out of ruflo/__init__
+and model, since importing it costs ~200 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ruflo.errors import ConfigError
+
+PROVIDER_KEY_VARS = (
+    "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY",
+    "MISTRAL_API_KEY", "GROQ_API_KEY", "COHERE_API_KEY", "CO_API_KEY", "DEEPSEEK_API_KEY",
+    "TOGETHER_API_KEY", "TOGETHERAI_API_KEY", "XAI_API_KEY", "FIREWORKS_API_KEY",
+    "PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_API_KEY",
+    "HUGGINGFACE_API_KEY", "HF_TOKEN", "REPLICATE_API_TOKEN", "VOYAGE_API_KEY",
+    "AI21_API_KEY", "CEREBRAS_API_KEY", "NVIDIA_NIM_API_KEY", "AWS_BEARER_TOKEN_BEDROCK",
+)
+"""Keys that let a process reach an LLM provider directly, around the gateway (the kill switch)."""
+
+KNOWN_RUFLO_VARS = frozenset({"RUFLO_DEBUG", "RUFLO_REQUIRE_POSTGRES"})
+"""RUFLO_* variables read outside Settings (the CLI's debug switch, the test suite's flag)."""
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("ruflo", appauthor=False))
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir("ruflo", appauthor=False)) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Every setting ruflo reads. Build it with `load_settings()` to get the value sources and
+    findings the boot trace reports; `Settings()` alone reads the process environment only."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
+    litellm_base_url: str | None = Field(None, validation_alias=_env("LITELLM_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    """None means the embedded SQLite store at <data_dir>/ruflo.db."""
+    data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("RUFLO_DATA_DIR"))
+    config_file: Path | None = Field(None, validation_alias=_env("RUFLO_CONFIG"))
+    model: str = Field("gpt-4o-mini", validation_alias=_env("RUFLO_MODEL"))
+    task_model: str | None = Field(None, validation_alias=_env("TASK_MODEL"))
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict,
+                                                validation_alias=_env("RUFLO_PRICES"))
+    """model -> {"prompt": USD per 1M tokens, "completion": USD per 1M tokens}."""
+    lease_seconds: float = Field(60.0, gt=0, validation_alias=_env("RUFLO_LEASE_SECONDS"))
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal", validation_alias=_env("RUFLO_SQLITE_SYNCHRONOUS"))
+    strict_keys: bool = Field(False, validation_alias=_env("RUFLO_STRICT_KEYS"))
+    auth: Literal["none", "forward", "token"] = Field("none", validation_alias=_env("RUFLO_AUTH"))
+    trusted_proxies: list[str] = Field(default_factory=list,
+                                       validation_alias=_env("RUFLO_TRUSTED_PROXIES"))
+    workspace: Path | None = Field(None, validation_alias=_env("RUFLO_WORKSPACE"))
+    """None means <data_dir>/workspace (see `workspace_dir`)."""
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias=_env("RUFLO_TELEGRAM_BOT_TOKEN", "FRANK_C2_TELEGRAM_BOT_TOKEN"))
+    telegram_chat_id: str | None = Field(
+        None, validation_alias=_env("RUFLO_TELEGRAM_CHAT_ID", "FRANK_C2_TELEGRAM_CHAT_ID"))
+    telegram_credentials_file: Path | None = Field(
+        None, validation_alias=_env("RUFLO_TELEGRAM_CREDENTIALS_FILE"))
+    telegram_api_base: str = Field("https://api.telegram.org",
+                                   validation_alias=_env("RUFLO_TELEGRAM_API_BASE"))
+    resend_api_key: SecretStr | None = Field(None, validation_alias=_env("RESEND_API_KEY"))
+    resend_api_base: str = Field("https://api.resend.com",
+                                 validation_alias=_env("RUFLO_RESEND_API_BASE"))
+    notify_email_from: str | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_EMAIL_FROM"))
+    notify_email_to: str | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_EMAIL_TO"))
+    webhook_url: str | None = Field(None, validation_alias=_env("RUFLO_WEBHOOK_URL"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("RUFLO_WEBHOOK_SECRET"))
+    notify_rules: dict[str, Any] | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_RULES"))
+    notify_dedupe_seconds: float = Field(600.0, ge=0,
+                                         validation_alias=_env("RUFLO_NOTIFY_DEDUPE_SECONDS"))
+    notify_rate_per_minute: int = Field(20, ge=1,
+                                        validation_alias=_env("RUFLO_NOTIFY_RATE_PER_MINUTE"))
+    shell_inventory: Path = Field(Path("/etc/ruflo-shell/inventory.yaml"),
+                                  validation_alias=_env("RUFLO_SHELL_INVENTORY"))
+    shell_state_dir: Path | None = Field(None, validation_alias=_env("RUFLO_SHELL_STATE_DIR"))
+    """None means <data_dir>/shell (see `shell_state_path`)."""
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _findings: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("prices", "notify_rules", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"not valid JSON ({error.msg} at char {error.pos})") from None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sqlite_synchronous", "auth", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    # -- derived values ----------------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str | None:
+        return self.openai_base_url or self.litellm_base_url or None
+
+    @property
+    def gateway_url_var(self) -> str | None:
+        """Which variable the gateway URL came from."""
+        if self.openai_base_url:
+            return "OPENAI_BASE_URL"
+        if self.litellm_base_url:
+            return "LITELLM_BASE_URL"
+        return None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "ruflo.db"
+
+    @property
+    def store_url(self) -> str:
+        """The database URL actually used: DATABASE_URL, else the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.workspace or self.data_dir / "workspace"
+
+    @property
+    def shell_state_path(self) -> Path:
+        return self.shell_state_dir or self.data_dir / "shell"
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """field name -> "env NAME", "file PATH" or "default"."""
+        return dict(self._sources)
+
+    @property
+    def findings(self) -> list[str]:
+        """Things a person should know about this configuration (unknown variables, keys)."""
+        return list(self._findings)
+
+
+_FIELD_ENV: dict[str, tuple[str, ...]] = {}
+
+
+def _field_env_names() -> dict[str, tuple[str, ...]]:
+    if not _FIELD_ENV:
+        for name, info in Settings.model_fields.items():
+            alias = info.validation_alias
+            names = alias.choices if isinstance(alias, AliasChoices) else ()
+            _FIELD_ENV[name] = tuple(str(choice) for choice in names)
+    return _FIELD_ENV
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}; "
+                          "fix RUFLO_CONFIG or remove it") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML ({error}); "
+                          "nothing was started") from None
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `env` (default: the process environment) and the config file.
+
+    Precedence: environment, then config file, then default. Raises ConfigError for invalid
+    values, and when RUFLO_STRICT_KEYS is on and a direct provider key is in the environment.
+    """
+    env = dict(os.environ if env is None else env)
+    fields = _field_env_names()
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    findings: list[str] = []
+
+    config_path: Path | None = None
+    config_var = env.get("RUFLO_CONFIG", "").strip()
+    if config_var:
+        config_path = Path(config_var).expanduser()
+        if not config_path.is_file():
+            raise ConfigError(f"RUFLO_CONFIG points to {config_path}, which is not a file; "
+                              "nothing was started")
+    elif default_config_file().is_file():
+        config_path = default_config_file()
+    file_values = _read_config_file(config_path) if config_path else {}
+    for key in sorted(set(file_values) - set(fields)):
+        findings.append(f"unknown key {key!r} in config file {config_path} (ignored)")
+
+    for name, env_names in fields.items():
+        for var in env_names:
+            if var in env and env[var] != "":
+                values[name] = env[var]
+                sources[name] = f"env {var}"
+                break
+        else:
+            if name in file_values:
+                values[name] = file_values[name]
+                sources[name] = f"file {config_path}"
+            else:
+                sources[name] = "default"
+    if config_path is not None:
+        values["config_file"] = config_path
+    if "data_dir" in values:
+        values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+
+    try:
+        settings = Settings(**values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            where = sources.get(field, "default")
+            problems.append(f"{field} ({where}): {item['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)
+                          + "; nothing was started") from None
+
+    known = {var for names in fields.values() for var in names} | KNOWN_RUFLO_VARS
+    for var in sorted(env):
+        if var.startswith("RUFLO_") and var not in known:
+            findings.append(f"unknown variable {var} in the environment (ignored; a typo?)")
+    provider_keys = [var for var in PROVIDER_KEY_VARS if env.get(var)]
+    for var in provider_keys:
+        findings.append(f"direct provider key {var} in the environment: ruflo talks to LLMs "
+                        "only through the gateway; unset it so revoking the gateway key stops "
+                        "all inference")
+    if provider_keys and settings.strict_keys:
+        raise ConfigError(f"direct provider keys in the environment ({', '.join(provider_keys)}) "
+                          "and RUFLO_STRICT_KEYS is on: nothing was started; unset them and "
+                          "reach models through the gateway (OPENAI_BASE_URL)")
+    settings._sources.update(sources)
+    settings._findings.extend(findings)
+    return settings
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def describe_store(settings: Settings) -> str:
+    """One line naming the store in use: SQLite path, or Postgres host/db (password masked)."""
+    if not settings.database_url:
+        return f"sqlite {settings.sqlite_path}"
+    parts = urlsplit(settings.database_url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    database = parts.path.lstrip("/") or "(default database)"
+    user = f"{parts.username}@" if parts.username else ""
+    password = " (password ***)" if parts.password else ""
+    return f"{parts.scheme} {user}{host}{port}/{database}{password}"
+
+
+def _secret_text(value: SecretStr | None) -> str:
+    if value is None:
+        return "not set"
+    raw = value.get_secret_value()
+    return f"set (…{raw[-4:]})" if len(raw) >= 12 else "set"
+
+
+def boot_trace(settings: Settings) -> list[str]:
+    """Lines for `ruflo doctor` and long-running commands: what is actually in use, and why."""
+    sources = settings.sources
+    lines = []
+    store_source = sources.get("database_url", "default")
+    if settings.database_url:
+        lines.append(f"store: {describe_store(settings)} (from {store_source})")
+    else:
+        lines.append(f"store: {describe_store(settings)} (DATABASE_URL not set; data dir from "
+                     f"{sources.get('data_dir', 'default')})")
+    if settings.gateway_url:
+        var = settings.gateway_url_var or ""
+        field = "openai_base_url" if var == "OPENAI_BASE_URL" else "litellm_base_url"
+        lines.append(f"gateway: {settings.gateway_url} (from {var}, "
+                     f"{sources.get(field, 'default')})")
+    else:
+        lines.append("gateway: not configured (set OPENAI_BASE_URL or LITELLM_BASE_URL)")
+    lines.append(f"gateway key: {_secret_text(settings.openai_api_key)}"
+                 f" ({sources.get('openai_api_key', 'default')})")
+    lines.append(f"data dir: {settings.data_dir} ({sources.get('data_dir', 'default')})")
+    lines.append(f"config file: {settings.config_file or 'none'}")
+    for name in Settings.model_fields:
+        if name in ("database_url", "openai_base_url", "litellm_base_url", "openai_api_key",
+                    "data_dir", "config_file"):
+            continue
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) or name.endswith(("_token", "_secret", "_api_key")):
+            shown = _secret_text(value)
+        elif name == "workspace":
+            shown = str(settings.workspace_dir)
+        elif name == "shell_state_dir":
+            shown = str(settings.shell_state_path)
+        else:
+            shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        lines.append(f"  {name} = {shown} ({sources.get(name, 'default')})")
+    lines.extend(f"finding: {finding}" for finding in settings.findings)
+    return lines

@@ -1,0 +1,1024 @@
+"""The live engine: drives a stored hive through real time with asyncio. One loop per agent,
+asleep until an event wakes it; claims with leases renewed while the agent works; the same
+policy objects as the simulator decide who takes what.
+
+Depends on the model, the Store and Gateway protocols, ruflo.policies and ruflo.agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ruflo.agents import (
+    SOLO_TOOLS,
+    SWARM_TOOLS,
+    Executor,
+    Limits,
+    OutcomeKind,
+    RunContext,
+    SubtaskSpec,
+    TaskOutcome,
+    TaskTool,
+    executor_for,
+)
+from ruflo.errors import (
+    BudgetExceeded,
+    ConfigError,
+    Conflict,
+    GatewayError,
+    NotFound,
+    PolicyError,
+    RufloError,
+)
+from ruflo.model import (
+    JSON,
+    Agent,
+    AgentStatus,
+    Event,
+    Hive,
+    HiveStatus,
+    Mode,
+    Task,
+    TaskState,
+    utcnow,
+)
+from ruflo.policies import (
+    BasePolicy,
+    Decompose,
+    Delegate,
+    Idle,
+    SwarmParams,
+    SwarmPolicy,
+    Take,
+    TaskSpec,
+    find_cycle,
+    make_policy,
+)
+
+if TYPE_CHECKING:
+    from ruflo.gateway.base import Gateway
+    from ruflo.memory.notes import Memory
+    from ruflo.store.base import Store
+
+__all__ = ["LiveEngine", "LiveParams", "RunSummary", "summarise"]
+
+log = logging.getLogger(__name__)
+
+KILLED = "killed"
+"""Stop reason of an agent that dies on purpose (tests, chaos): nothing is released."""
+
+FOLLOWED = frozenset({
+    "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
+    "task_released", "lease_expired", "hive_paused", "hive_running",
+    "hive_cancelled", "hive_done", "hive_failed", "agent_added",
+})
+"""Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveParams:
+    """How a live run behaves."""
+
+    lease_seconds: float = 60.0
+    """A claim's lease; the holder renews it every third of this while it works. A dead
+    agent's task reopens at most this long after its last renewal."""
+    time_unit: float = 10.0
+    """Wall seconds per policy time unit (the simulator's effort unit): how fast stimulus
+    grows and thresholds learn in real time."""
+    poll_seconds: float = 1.0
+    """How often the store is read for changes made by other processes (CLI, server): a store
+    read, never a gateway call."""
+    seed: int = 0
+    limits: Limits = field(default_factory=Limits)
+    swarm: SwarmParams | None = None
+    stop_on_pause: bool = True
+    """`run` returns when the hive pauses (the CLI); False keeps waiting for a resume."""
+    max_split_depth: int = 2
+    """How many times a task may be split into subtasks, counting down from the objective."""
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
+            raise ConfigError("live engine: lease_seconds, time_unit and poll_seconds must be "
+                              "positive")
+
+
+class AgentSlot:
+    """One hosted agent: its executor, its wake-up flag and what it is doing now."""
+
+    def __init__(self, agent: Agent, executor: Executor) -> None:
+        self.agent = agent
+        self.executor = executor
+        self.wake = asyncio.Event()
+        self.loop_task: asyncio.Task[None] | None = None
+        self.work: asyncio.Task[None] | None = None
+        self.task_id: str | None = None
+        """The task it holds a claim on, while it works."""
+        self.stop_reason: str | None = None
+        """Why its work is being stopped from outside (pause, cancel, lost lease, killed)."""
+        self.retry: asyncio.TimerHandle | None = None
+        self.alive = True
+        self.lost = False
+        """The policy has been told this agent is gone."""
+        self.paused: str | None = None
+        """Why the agent stopped taking work on its own (budget, configuration, crash)."""
+
+    @property
+    def id(self) -> str:
+        return self.agent.id
+
+    @property
+    def can_work(self) -> bool:
+        return self.alive and self.paused is None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """How a hive stands: what the CLI prints at the end and `hive show` prints any time."""
+
+    hive: Hive
+    counts: dict[str, int]
+    objective_succeeded: bool
+    tokens: int
+    cost: float
+    coordination_tokens: int
+    calls: int
+
+    def to_json(self) -> JSON:
+        return {"hive_id": self.hive.id, "status": self.hive.status.value,
+                "reason": self.hive.pause_reason, "tasks": self.counts,
+                "objective_succeeded": self.objective_succeeded, "tokens": self.tokens,
+                "cost": self.cost, "coordination_tokens": self.coordination_tokens,
+                "calls": self.calls}
+
+
+def summarise(store: Store, hive_id: str) -> RunSummary:
+    from ruflo.model import CostKind
+
+    hive = store.get_hive(hive_id)
+    counts = {state.value: n for state, n in store.count_tasks(hive_id).items()}
+    spend = store.spend(hive_id=hive_id)
+    coordination = store.spend(hive_id=hive_id, kind=CostKind.COORDINATION)
+    return RunSummary(hive=hive, counts=counts,
+                      objective_succeeded=objective_succeeded(store.list_tasks(hive_id)),
+                      tokens=spend.tokens, cost=spend.cost,
+                      coordination_tokens=coordination.tokens, calls=spend.calls)
+
+
+def objective_succeeded(tasks: Sequence[Task]) -> bool:
+    """The objective's tasks are the top-level ones (subtasks serve their parent): all done."""
+    roots = [t for t in tasks if t.parent_id is None]
+    return bool(roots) and all(t.state is TaskState.DONE for t in roots)
+
+
+class LiveEngine:
+    """Drives one stored hive: see `run` for the loop."""
+
+    def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None = None,
+                 params: LiveParams | None = None,
+                 executors: Callable[[Agent], Executor] = executor_for,
+                 model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
+                 memory: Memory | None = None, hosted: Iterable[str] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.hive_id = hive_id
+        self.gateway = gateway
+        self.params = params or LiveParams()
+        self.executors = executors
+        self.model = model
+        self.env = dict(env or {})
+        self.memory = memory
+        self.hosted = frozenset(hosted) if hosted is not None else None
+        """Agents this engine runs; None means all of the hive's (one-process hives)."""
+        self.on_change = on_change
+        """Called (in the event loop) after the engine applied new events: for live views."""
+        self.rng = random.Random(self.params.seed)
+        self.slots: dict[str, AgentSlot] = {}
+        self.policy: BasePolicy
+        self.hive: Hive
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._seq = 0
+        self._signal = asyncio.Event()
+        self._claims_changed = asyncio.Event()
+        self._ended: asyncio.Future[None] | None = None
+        self._ending = False
+        self._status = HiveStatus.RUNNING
+        self._helpers: list[asyncio.Task[None]] = []
+        self._tools: frozenset[TaskTool] = SWARM_TOOLS
+
+    # -- time and wake-ups -----------------------------------------------------------------------
+    def now(self) -> float:
+        """Policy time: wall seconds since the run began, in time units."""
+        assert self._loop is not None
+        return (self._loop.time() - self._t0) / self.params.time_unit
+
+    def _flush_wakes(self) -> None:
+        for agent_id in self.policy.drain_wakes():
+            slot = self.slots.get(agent_id)
+            if slot is not None and slot.alive:
+                slot.wake.set()
+
+    def _on_store_event(self, event: Event) -> None:
+        # Called in the committing thread, right after commit: only flag the consumer (and the
+        # view, which shows spend and transcripts too).
+        if event.hive_id != self.hive_id or self._loop is None:
+            return
+        if event.kind in FOLLOWED:
+            self._loop.call_soon_threadsafe(self._signal.set)
+        if self.on_change is not None:
+            self._loop.call_soon_threadsafe(self.on_change)
+
+    # -- the run ---------------------------------------------------------------------------------
+    async def run(self) -> Hive:
+        """Drive the hive until it ends (done, failed, cancelled) or, by default, pauses.
+
+        The run loop:
+        1. Load the hive's agents into the policy and its unfinished tasks onto the policy's
+           board (a claim left by an earlier run of a hosted agent is released: this process
+           hosts that agent now). Start one loop per hosted agent, an event consumer and one
+           lease timer, then wake every agent.
+        2. An agent loop sleeps on its wake flag. Woken (by the policy: a task became ready for
+           it; by a resume; or by its own look-again time, which costs no tokens), it asks
+           `policy.choose`. Take → `store.claim_task(task_id)` is the atomic compare-and-set;
+           lost race → bring the board in line with the store and ask again. Won → the claim
+           goes to the policy, a renewal task renews the lease every third of it, and the
+           agent's executor does the task. Idle → sleep.
+        3. The outcome goes to the store and the policy: complete (verify passed or absent) →
+           done; failed → the task reopens, or fails for good after the policy's attempt cap
+           (and what depends on it is cancelled); abstain → released; decompose → subtasks
+           posted, the task blocked until they are done, then reopened to be integrated.
+           Learned thresholds are written to the agent's row.
+        4. Every change is an event in the store. The consumer reads events after its last seq
+           (flagged by the store's after-commit listener, or found by a slow store poll for
+           changes made by other processes) and applies them idempotently: tasks posted or
+           cancelled elsewhere, claims of other workers, expired leases (the task reopens; an
+           agent whose loop is gone is lost to the policy), hive paused/resumed/cancelled.
+        5. The lease timer sleeps until `store.next_lease_expiry()`, then `expire_leases()`.
+        6. A refused key or a spent budget pauses the hive (or the agent, for its own budget):
+           claims in flight are released, nothing is lost. A pause or a cancel stops the
+           executors in flight. When every task is terminal the hive ends done if the
+           objective's tasks succeeded (and the objective's verify command, if any, passes),
+           failed otherwise.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self._ended = self._loop.create_future()
+        hive = self.store.get_hive(self.hive_id)
+        if hive.status is not HiveStatus.RUNNING:
+            why = f" ({hive.pause_reason})" if hive.pause_reason else ""
+            raise Conflict(f"hive {hive.id} is {hive.status.value}{why}, not running; "
+                           + ("resume it first" if hive.status is HiveStatus.PAUSED
+                              else "nothing was run"))
+        self.hive = hive
+        self.store.add_listener(self._on_store_event)
+        try:
+            self._seq = self.store.last_seq(self.hive_id)
+            self._load()
+            self.store.append_event(self.hive_id, "engine_started", data={
+                "mode": hive.mode.value, "agents": sorted(self.slots),
+                "lease_seconds": self.params.lease_seconds, "seed": self.params.seed,
+                "time_unit": self.params.time_unit})
+            self._helpers = [asyncio.create_task(self._consume(), name="ruflo-consume"),
+                             asyncio.create_task(self._lease_timer(), name="ruflo-leases")]
+            for slot in self.slots.values():
+                slot.loop_task = asyncio.create_task(self._agent_loop(slot),
+                                                     name=f"ruflo-agent-{slot.agent.name}")
+                slot.loop_task.add_done_callback(self._loop_ended(slot))
+                slot.wake.set()
+            self._signal.set()
+            await self._ended
+        finally:
+            await self._teardown()
+            self.store.remove_listener(self._on_store_event)
+        final = self.store.get_hive(self.hive_id)
+        self.store.append_event(self.hive_id, "engine_stopped",
+                                data={"status": final.status.value})
+        return final
+
+    def stop(self) -> None:
+        """Stop driving the hive and leave it as it is (claims in flight are released)."""
+        self._end()
+
+    def _end(self) -> None:
+        self._ending = True
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    async def _teardown(self) -> None:
+        working = []
+        for slot in self.slots.values():
+            if slot.retry is not None:
+                slot.retry.cancel()
+            if slot.work is not None and not slot.work.done():
+                if slot.stop_reason is None:
+                    slot.stop_reason = self._stop_reason()
+                slot.work.cancel()
+                working.append(slot.work)
+        if working:
+            await asyncio.gather(*working, return_exceptions=True)
+        tasks = [t for t in self._helpers if not t.done()]
+        tasks += [s.loop_task for s in self.slots.values()
+                  if s.loop_task is not None and not s.loop_task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _stop_reason(self) -> str:
+        if self._status is HiveStatus.PAUSED:
+            return f"hive paused: {self.hive.pause_reason or 'no reason given'}"
+        if self._status is HiveStatus.CANCELLED:
+            return "hive cancelled"
+        return "the engine stopped"
+
+    # -- loading the board -----------------------------------------------------------------------
+    def _load(self) -> None:
+        hive = self.hive
+        if not hive.workspace:
+            raise ConfigError(f"hive {hive.id} has no workspace folder; nothing was run")
+        Path(hive.workspace).mkdir(parents=True, exist_ok=True)
+        agents = self.store.list_agents(self.hive_id)
+        if not agents:
+            raise ConfigError(f"hive {hive.id} has no agents; nothing was run")
+        if hive.mode is Mode.COMPANY:
+            raise ConfigError("company mode needs its own engine hooks (delegation, "
+                              "escalation), which this engine does not have yet; nothing was run")
+        self.policy = make_policy(hive.mode, agents, seed=self.params.seed,
+                                  swarm=self.params.swarm)
+        self._tools = task_tools_for(hive.mode)
+        hosted = [a for a in agents if self.hosted is None or a.id in self.hosted]
+        for agent in agents:
+            self.policy.add_agent(agent, 0.0)
+        for agent in hosted:
+            if agent.status is AgentStatus.DEAD:
+                self.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None)
+                agent = replace(agent, status=AgentStatus.IDLE)
+            slot = AgentSlot(agent, self.executors(agent))
+            if agent.status is AgentStatus.PAUSED:
+                slot.paused = "paused before this run"
+            self.slots[agent.id] = slot
+
+        tasks = self.store.list_tasks(self.hive_id)
+        by_id = {t.id: t for t in tasks}
+        for task in tasks:
+            if task.state is TaskState.CLAIMED and task.assignee in self.slots:
+                # The previous run of this agent is gone; this process hosts it now.
+                task = self.store.release_task(task.id, task.assignee,
+                                               reason="the run that held it stopped")
+                by_id[task.id] = task
+        for task in list(by_id.values()):
+            if task.state is TaskState.BLOCKED and not any(
+                    t.parent_id == task.id and not t.state.terminal for t in by_id.values()):
+                # Its subtasks ended while no engine ran: reopen it, or it cannot succeed.
+                self._reopen_parent(task.id)
+                by_id[task.id] = task = self.store.get_task(task.id)
+                if task.state is TaskState.BLOCKED:
+                    by_id[task.id] = self.store.finish_task(
+                        task.id, None, state=TaskState.CANCELLED,
+                        result="cancelled: one of its subtasks did not succeed")
+        unfinished = [t for t in by_id.values() if not t.state.terminal]
+        children: dict[str, list[str]] = {}
+        for task in unfinished:
+            if task.parent_id is not None:
+                children.setdefault(task.parent_id, []).append(task.id)
+        specs = []
+        doomed = []
+        for task in unfinished:
+            deps = []
+            for dep in task.depends_on:
+                state = by_id[dep].state if dep in by_id else TaskState.CANCELLED
+                if state is TaskState.DONE:
+                    continue
+                if state.terminal:
+                    doomed.append(task.id)
+                else:
+                    deps.append(dep)
+            if task.state is TaskState.BLOCKED:
+                deps += children.get(task.id, [])
+            specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
+        self.policy.post(specs, 0.0)
+        for task in unfinished:
+            if task.state is TaskState.CLAIMED and task.assignee is not None:
+                # Held by an agent of another process: its lease decides.
+                self.policy.claim(task.id, task.assignee, 0.0)
+        for task_id in doomed:
+            self._cancel_on_board(task_id)
+        self._mirror_ends("a task it depends on did not succeed")
+        self._restore_thresholds(agents)
+        self.policy.drain_wakes()
+
+    def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
+        if not isinstance(self.policy, SwarmPolicy):
+            return
+        for agent in agents:
+            state = self.policy.agents.get(agent.id)
+            if state is None:
+                continue
+            for skill, value in agent.thresholds.items():
+                if skill in state.theta:
+                    state.theta[skill] = value
+            if agent.id in self.slots:
+                self._persist_thresholds(agent.id)
+
+    def _persist_thresholds(self, agent_id: str) -> None:
+        if isinstance(self.policy, SwarmPolicy) and agent_id in self.policy.agents:
+            thresholds = {k: round(v, 4) for k, v in self.policy.thresholds(agent_id).items()}
+            self.store.update_agent(agent_id, thresholds=thresholds)
+
+    # -- agent loops -----------------------------------------------------------------------------
+    def _may_work(self, slot: AgentSlot) -> bool:
+        return (not self._ending and self._status is HiveStatus.RUNNING and slot.can_work)
+
+    async def _agent_loop(self, slot: AgentSlot) -> None:
+        while True:
+            await slot.wake.wait()
+            slot.wake.clear()
+            if not self._may_work(slot):
+                continue
+            task = self._decide(slot)
+            if task is None:
+                continue
+            slot.stop_reason = None
+            slot.work = asyncio.create_task(self._attempt(slot, task),
+                                            name=f"ruflo-work-{slot.agent.name}")
+            try:
+                await slot.work
+            finally:
+                slot.work = None
+            slot.wake.set()  # look for more work at once
+            self._check_end()
+
+    def _loop_ended(self, slot: AgentSlot) -> Callable[[asyncio.Task[None]], None]:
+        def ended(task: asyncio.Task[None]) -> None:
+            if self._ending:
+                return
+            slot.alive = False
+            if not task.cancelled() and task.exception() is not None:
+                log.error("agent %s's loop crashed", slot.agent.name,
+                          exc_info=task.exception())
+            if slot.task_id is None:
+                # It held nothing: it is gone now. Otherwise its lease says when.
+                self._lose_agent(slot, "its loop ended")
+            self._check_end()
+        return ended
+
+    def kill_agent(self, agent_id: str) -> None:
+        """Let a hosted agent die as a crashed process would: its loop and work stop at once and
+        nothing is released or recorded; its claim reopens when the lease expires."""
+        slot = self.slots[agent_id]
+        slot.stop_reason = KILLED
+        slot.alive = False
+        if slot.retry is not None:
+            slot.retry.cancel()
+        if slot.work is not None:
+            slot.work.cancel()
+        if slot.loop_task is not None:
+            slot.loop_task.cancel()
+
+    def _decide(self, slot: AgentSlot) -> Task | None:
+        """Ask the policy until a claim is won or it says to wait."""
+        for _ in range(16):
+            now = self.now()
+            decision = self.policy.choose(slot.id, now, self.rng)
+            self._flush_wakes()
+            if isinstance(decision, Take | Decompose):
+                # A live agent decides itself whether to split (post_subtasks).
+                claimed = self.store.claim_task(self.hive_id, slot.id,
+                                                lease_seconds=self.params.lease_seconds,
+                                                task_id=decision.task_id)
+                if claimed is None:
+                    self._reconcile(decision.task_id)
+                    continue
+                try:
+                    self.policy.claim(claimed.id, slot.id, now)
+                except Conflict:
+                    # The board disagrees with the store: give it back and look again.
+                    self.store.release_task(claimed.id, slot.id, reason="the board was out of "
+                                                                        "step; claim returned")
+                    self._reconcile(claimed.id)
+                    continue
+                self._claims_changed.set()
+                return claimed
+            if isinstance(decision, Idle):
+                if decision.retry_at is not None:
+                    self._retry_later(slot, decision.retry_at - now)
+                return None
+            if isinstance(decision, Delegate):
+                raise PolicyError(f"{self.hive.mode.value} mode asked agent {slot.agent.name} to "
+                                  "delegate, which this engine does not do")
+            raise AssertionError(decision)
+        # Lost every race: others are claiming as fast as we are; look again soon.
+        self._retry_later(slot, 0.1)
+        return None
+
+    def _retry_later(self, slot: AgentSlot, units: float) -> None:
+        assert self._loop is not None
+        if slot.retry is not None:
+            slot.retry.cancel()
+        slot.retry = self._loop.call_later(max(0.0, units) * self.params.time_unit,
+                                           slot.wake.set)
+
+    # -- one attempt -----------------------------------------------------------------------------
+    def _context(self, slot: AgentSlot) -> RunContext:
+        return RunContext(store=self.store, workspace=Path(self.hive.workspace or "."),
+                          gateway=self.gateway, memory=self.memory,
+                          task_tools=frozenset(self._tools), env=self.env,
+                          limits=self.params.limits, model=self.model)
+
+    async def _attempt(self, slot: AgentSlot, task: Task) -> None:
+        slot.task_id = task.id
+        self.store.update_agent(slot.id, status=AgentStatus.WORKING, current_task=task.id,
+                                heartbeat_at=utcnow())
+        renewal = asyncio.create_task(self._renew(slot, task.id))
+        try:
+            try:
+                agent = self.store.get_agent(slot.id)
+                outcome = await slot.executor.run(task, agent, self.hive, self._context(slot))
+            except asyncio.CancelledError:
+                if slot.stop_reason in (None, KILLED):
+                    raise
+                self._give_back(slot, task, slot.stop_reason, counts=False)
+                return
+            except GatewayError as error:
+                if error.pauses_hive:
+                    self._give_back(slot, task, f"hive paused: {error.pause_reason}",
+                                    counts=False)
+                    self._pause_hive(error.pause_reason, str(error))
+                else:
+                    self._failed(slot, task, TaskOutcome(OutcomeKind.FAILED,
+                                                         reason=f"gateway: {error}"))
+                return
+            except BudgetExceeded as error:
+                reason = str(error).split(";")[0]
+                self._give_back(slot, task, reason, counts=False)
+                if error.scope == "agent":
+                    self._pause_agent(slot, reason)
+                else:
+                    self._pause_hive(reason, str(error))
+                return
+            except RufloError as error:
+                # Configuration, workspace or store trouble: this agent can't work as it is.
+                self._give_back(slot, task, f"agent error: {error}", counts=False)
+                self._pause_agent(slot, str(error))
+                return
+            except Exception as error:
+                log.exception("agent %s crashed on task %s", slot.agent.name, task.id)
+                self._give_back(slot, task, f"agent crashed: {error!r}", counts=False)
+                self._pause_agent(slot, f"crashed: {error!r}")
+                return
+            self._apply(slot, task, outcome)
+        finally:
+            renewal.cancel()
+            if slot.stop_reason != KILLED:
+                # A killed agent keeps its claim until the lease says otherwise.
+                slot.task_id = None
+                status = AgentStatus.IDLE if slot.paused is None else AgentStatus.PAUSED
+                self.store.update_agent(slot.id, status=status, current_task=None)
+
+    async def _renew(self, slot: AgentSlot, task_id: str) -> None:
+        every = self.params.lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            if not self.store.renew_lease(task_id, slot.id,
+                                          lease_seconds=self.params.lease_seconds):
+                self._stop_work(slot, task_id, "lost the lease")
+                return
+            self.store.update_agent(slot.id, heartbeat_at=utcnow())
+            self._claims_changed.set()
+
+    def _stop_work(self, slot: AgentSlot, task_id: str, reason: str) -> None:
+        if slot.task_id == task_id and slot.work is not None and not slot.work.done():
+            slot.stop_reason = reason
+            slot.work.cancel()
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def _apply(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
+        kind = outcome.kind
+        if kind is OutcomeKind.COMPLETE:
+            self._done(slot, task, outcome)
+        elif kind is OutcomeKind.FAILED:
+            self._failed(slot, task, outcome)
+        elif kind is OutcomeKind.ABSTAIN:
+            swarm = isinstance(self.policy, SwarmPolicy)
+            self._give_back(slot, task, f"abstained: {outcome.reason or 'no reason given'}",
+                            counts=not swarm)
+            if isinstance(self.policy, SwarmPolicy) and task.id in self.policy.board.tasks:
+                self.policy.on_abstain(slot.id, task.id)
+                self._persist_thresholds(slot.id)
+        elif kind is OutcomeKind.DECOMPOSE:
+            self._split(slot, task, outcome.subtasks)
+        elif kind in (OutcomeKind.DELEGATE, OutcomeKind.ESCALATE):
+            # Not offered in this mode (an outside agent may still answer it): the task goes
+            # back to the board for someone else.
+            self._give_back(slot, task, f"{kind.value} is not available in "
+                                        f"{self.hive.mode.value} mode: "
+                                        f"{outcome.reason or outcome.delegate_to or ''}".rstrip(),
+                            counts=True)
+        else:
+            raise AssertionError(kind)
+        self._flush_wakes()
+
+    def _done(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
+        try:
+            self.store.finish_task(task.id, slot.id, state=TaskState.DONE,
+                                   result=outcome.result, verified=outcome.verified,
+                                   data={"turns": outcome.turns})
+        except Conflict as error:
+            self._discarded(slot, task, str(error))
+            return
+        board_task = self.policy.board.tasks.get(task.id)
+        if board_task is not None and board_task.holder == slot.id:
+            self.policy.on_task_finished(task.id, slot.id, True, self.now())
+        self._persist_thresholds(slot.id)
+        self._after_done(task)
+
+    def _failed(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
+        reason = outcome.reason or "the attempt failed"
+        board_task = self.policy.board.tasks.get(task.id)
+        if board_task is None or board_task.holder != slot.id:
+            self._discarded(slot, task, "the board no longer shows this agent holding it")
+            return
+        final = board_task.lost + 1 >= self.policy.board.max_attempts
+        try:
+            if final:
+                self.store.finish_task(task.id, slot.id, state=TaskState.FAILED,
+                                       result=outcome.result or reason,
+                                       verified=outcome.verified,
+                                       data={"reason": reason, "turns": outcome.turns,
+                                             "attempts": board_task.lost + 1})
+            else:
+                self.store.release_task(task.id, slot.id, reason=f"attempt failed: {reason}")
+        except Conflict as error:
+            self._discarded(slot, task, str(error))
+            return
+        self.policy.on_task_finished(task.id, slot.id, False, self.now())
+        self._persist_thresholds(slot.id)
+        if final:
+            self._mirror_ends(f"task {task.id} failed")
+
+    def _give_back(self, slot: AgentSlot, task: Task, reason: str, *, counts: bool) -> None:
+        """Release the claim (the task reopens); `counts` uses up one of its attempts."""
+        board_task = self.policy.board.tasks.get(task.id)
+        holds = board_task is not None and board_task.holder == slot.id
+        if counts and holds:
+            assert board_task is not None
+            if board_task.lost + 1 >= self.policy.board.max_attempts:
+                self._failed(slot, task, TaskOutcome(OutcomeKind.FAILED, reason=reason))
+                return
+        try:
+            self.store.release_task(task.id, slot.id, reason=reason)
+        except Conflict:
+            return  # it was not ours any more (expired, cancelled): the events say what it is
+        if holds:
+            self.policy.on_released(task.id, slot.id, self.now(), counts=counts)
+        self._flush_wakes()
+
+    def _discarded(self, slot: AgentSlot, task: Task, why: str) -> None:
+        self.store.append_event(self.hive_id, "attempt_discarded", agent_id=slot.id,
+                                task_id=task.id, data={"reason": why})
+
+    def _after_done(self, task: Task) -> None:
+        if task.parent_id is not None:
+            self._reopen_parent(task.parent_id)
+
+    def _reopen_parent(self, parent_id: str) -> None:
+        """When the last subtask of a split task is done, the split task reopens (the policy's
+        board already made it ready) for an agent to integrate the parts."""
+        try:
+            parent = self.store.get_task(parent_id)
+        except NotFound:
+            return
+        if parent.state is not TaskState.BLOCKED:
+            return
+        siblings = [t for t in self.store.list_tasks(self.hive_id) if t.parent_id == parent.id]
+        if not all(t.state is TaskState.DONE for t in siblings):
+            return
+        done = "\n".join(f"- {t.title}: {(t.result or '').strip()[:300]}" for t in siblings)
+        self.store.update_task(parent.id, state=TaskState.OPEN, blocked_on=None,
+                               description=f"{parent.description}\n\nIts subtasks are done:\n"
+                                           f"{done}\nIntegrate them and complete this task; "
+                                           "do not split it again.".strip())
+
+    def _split(self, slot: AgentSlot, task: Task, parts: Sequence[SubtaskSpec]) -> None:
+        try:
+            children = self._subtasks(task, parts)
+        except PolicyError as error:
+            self._failed(slot, task, TaskOutcome(OutcomeKind.FAILED,
+                                                 reason=f"could not split the task: {error}"))
+            return
+        try:
+            with self.store.transaction():
+                current = self.store.get_task(task.id)
+                if current.state is not TaskState.CLAIMED or current.assignee != slot.id:
+                    raise Conflict(f"task {task.id} is no longer held by {slot.agent.name}")
+                self.store.post_tasks(self.hive_id, children, agent_id=slot.id)
+                self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=None,
+                                       lease_until=None,
+                                       blocked_on=f"its {len(children)} subtasks")
+        except Conflict as error:
+            self._discarded(slot, task, str(error))
+            return
+        self.policy.decompose(task.id, slot.id, children, self.now(),
+                              max(0.1, task.effort * 0.1))
+
+    def _subtasks(self, task: Task, parts: Sequence[SubtaskSpec]) -> list[Task]:
+        if task.depth >= self.params.max_split_depth:
+            raise PolicyError(f"it is already {task.depth} splits deep")
+        existing = self.store.list_tasks(self.hive_id)
+        if any(t.parent_id == task.id for t in existing):
+            raise PolicyError("it was split once already; integrate its subtasks and complete")
+        known = {t.id: t for t in existing}
+        ids = [f"{task.id}.{n + 1}" for n in range(len(parts))]
+        by_title = {p.title: ids[n] for n, p in enumerate(parts)}
+        children = []
+        for n, part in enumerate(parts):
+            deps = []
+            for ref in part.depends_on:
+                if ref.isdigit() and int(ref) < len(parts):
+                    deps.append(ids[int(ref)])
+                elif ref in by_title:
+                    deps.append(by_title[ref])
+                elif ref in known and ref != task.id:
+                    if known[ref].state is not TaskState.DONE:
+                        deps.append(ref)
+                else:
+                    raise PolicyError(f"subtask {part.title!r} depends on {ref!r}, which is "
+                                      "neither another subtask nor a task of this hive")
+            children.append(Task(
+                id=ids[n], hive_id=self.hive_id, title=part.title,
+                description=part.description, parent_id=task.id,
+                skills=part.skills or task.skills, priority=task.priority,
+                effort=max(0.1, task.effort / len(parts)), depends_on=tuple(deps),
+                verify=part.verify, depth=task.depth + 1))
+        cycle = find_cycle({c.id: [d for d in c.depends_on if d in by_title.values()]
+                            for c in children})
+        if cycle:
+            raise PolicyError("the subtasks wait on each other in a cycle: " + " → ".join(cycle))
+        return children
+
+    # -- board and store in line -----------------------------------------------------------------
+    def _cancel_on_board(self, task_id: str) -> None:
+        board = self.policy.board
+        if task_id in board.tasks and not board.tasks[task_id].state.terminal:
+            # The policy absorbs the change (wakes, dependents) on its next call; cancelling
+            # is a board fact with nothing for a policy to decide.
+            board.cancel(task_id, self.now())
+            self.policy._absorb(self.now())
+
+    def _mirror_ends(self, why: str) -> None:
+        """Tasks the board ended because a dependency failed are cancelled in the store too
+        (and their holders stop)."""
+        board = self.policy.board
+        for task in self.store.list_tasks(self.hive_id, states=[
+                TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED]):
+            board_task = board.tasks.get(task.id)
+            if board_task is None or not board_task.state.terminal:
+                continue
+            if task.assignee in self.slots and task.state is TaskState.CLAIMED:
+                self._stop_work(self.slots[task.assignee], task.id, "task cancelled")
+            with contextlib.suppress(Conflict):
+                self.store.finish_task(task.id, None, state=TaskState.CANCELLED,
+                                       result=f"cancelled: {why}")
+
+    def _reconcile(self, task_id: str) -> None:
+        """A claim was refused: make the board show what the store says about the task."""
+        try:
+            task = self.store.get_task(task_id)
+        except NotFound:
+            self._cancel_on_board(task_id)
+            return
+        self._apply_task_state(task)
+
+    def _apply_task_state(self, task: Task) -> None:
+        board = self.policy.board
+        board_task = board.tasks.get(task.id)
+        if board_task is None:
+            return
+        now = self.now()
+        if board_task.holder is not None and board_task.holder != task.assignee:
+            self.policy.on_released(task.id, board_task.holder, now, counts=False)
+        if task.state is TaskState.CLAIMED and task.assignee is not None:
+            if board_task.ready:
+                self.policy.claim(task.id, task.assignee, now)
+        elif task.state is TaskState.DONE and not board_task.state.terminal:
+            holder = board_task.holder
+            if holder is None and board_task.ready and task.assignee in self.policy.alive:
+                self.policy.claim(task.id, task.assignee, now)
+                holder = task.assignee
+            if holder is not None:
+                self.policy.on_task_finished(task.id, holder, True, now)
+            else:
+                self._cancel_on_board(task.id)
+        elif task.state.terminal and not board_task.state.terminal:
+            self._cancel_on_board(task.id)
+        self._flush_wakes()
+
+    # -- following the event log -----------------------------------------------------------------
+    async def _consume(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signal.wait(), self.params.poll_seconds)
+            self._signal.clear()
+            events = self.store.events(self.hive_id, after_seq=self._seq, kinds=sorted(FOLLOWED))
+            if events:
+                self._seq = events[-1].seq
+            for event in events:
+                self._follow(event)
+            self._flush_wakes()
+            self._check_end()
+
+    def _follow(self, event: Event) -> None:
+        kind, task_id, agent_id = event.kind, event.task_id, event.agent_id
+        board = self.policy.board
+        if kind == "task_posted" and task_id is not None and task_id not in board.tasks:
+            self._post_foreign(task_id)
+        elif kind == "task_claimed":
+            self._claims_changed.set()
+            if task_id in board.tasks and board.tasks[task_id].holder != agent_id:
+                self._reconcile(task_id)
+        elif kind in ("task_done", "task_failed", "task_cancelled") and task_id in board.tasks:
+            if kind == "task_cancelled":
+                for slot in self.slots.values():
+                    self._stop_work(slot, task_id, "task cancelled")
+            if not board.tasks[task_id].state.terminal:
+                self._reconcile(task_id)
+                if kind == "task_done":
+                    self._after_done(self.store.get_task(task_id))
+        elif kind in ("task_released", "lease_expired") and task_id in board.tasks:
+            self._released(task_id, agent_id, expired=kind == "lease_expired")
+        elif kind == "hive_paused":
+            if self.store.get_hive(self.hive_id).status is HiveStatus.PAUSED:
+                self._paused()
+        elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
+            self._status = HiveStatus.RUNNING
+            self.hive = self.store.get_hive(self.hive_id)
+            for slot in self.slots.values():
+                slot.wake.set()
+        elif kind in ("hive_cancelled", "hive_done", "hive_failed"):
+            self._status = HiveStatus(kind.removeprefix("hive_"))
+            for slot in self.slots.values():
+                if slot.task_id is not None:
+                    self._stop_work(slot, slot.task_id, self._stop_reason())
+            self._end()
+        elif kind == "agent_added" and agent_id is not None and \
+                agent_id not in self.policy.alive:
+            self.policy.add_agent(self.store.get_agent(agent_id), self.now())
+
+    def _post_foreign(self, task_id: str) -> None:
+        task = self.store.get_task(task_id)
+        if task.state.terminal:
+            return
+        board = self.policy.board
+        deps = []
+        doomed = False
+        for dep in task.depends_on:
+            if dep in board.tasks:
+                deps.append(dep)
+                continue
+            try:
+                state = self.store.get_task(dep).state
+            except NotFound:
+                state = TaskState.CANCELLED
+            doomed = doomed or state is not TaskState.DONE
+        self.policy.post([TaskSpec(task.id, task.skills, task.priority, task.effort,
+                                   tuple(deps))], self.now())
+        if doomed:
+            self._cancel_on_board(task.id)
+            self._mirror_ends("a task it depends on did not succeed")
+        self._persist_all_thresholds()
+
+    def _persist_all_thresholds(self) -> None:
+        for agent_id in self.slots:
+            self._persist_thresholds(agent_id)
+
+    def _released(self, task_id: str, agent_id: str | None, *, expired: bool) -> None:
+        board_task = self.policy.board.tasks[task_id]
+        slot = self.slots.get(agent_id or "")
+        if board_task.holder is not None and board_task.holder == agent_id:
+            self.policy.on_released(task_id, agent_id, self.now(), counts=False)
+        if expired and slot is not None:
+            if not slot.alive:
+                slot.task_id = None
+                self._lose_agent(slot, "its lease expired and its loop is gone")
+            elif slot.task_id == task_id:
+                # Alive but too slow to renew (a stalled loop): the work is someone else's now.
+                self._stop_work(slot, task_id, "lost the lease")
+        self._flush_wakes()
+
+    def _lose_agent(self, slot: AgentSlot, why: str) -> None:
+        if slot.lost:
+            return
+        slot.lost = True
+        self.policy.on_agent_lost(slot.id, self.now())
+        self.store.update_agent(slot.id, status=AgentStatus.DEAD, current_task=None)
+        self.store.append_event(self.hive_id, "agent_lost", agent_id=slot.id,
+                                data={"reason": why})
+        self._flush_wakes()
+
+    async def _lease_timer(self) -> None:
+        assert self._loop is not None
+        while True:
+            self._claims_changed.clear()
+            expiry = self.store.next_lease_expiry(self.hive_id)
+            if expiry is None:
+                await self._claims_changed.wait()
+                continue
+            delay = (expiry - utcnow()).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    # A new claim may expire sooner; a renewal later (then this finds nothing).
+                    await asyncio.wait_for(self._claims_changed.wait(), delay + 0.01)
+                continue
+            if not self.store.expire_leases(hive_id=self.hive_id):
+                await asyncio.sleep(0.05)  # the clock read and the store disagree by a hair
+
+    # -- pausing and ending ----------------------------------------------------------------------
+    def _pause_hive(self, reason: str, detail: str) -> None:
+        hive = self.store.get_hive(self.hive_id)
+        if hive.status is HiveStatus.RUNNING:
+            self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
+            self.store.append_event(self.hive_id, "hive_pause_detail", data={"detail": detail})
+        self._paused()
+
+    def _paused(self) -> None:
+        """The hive is paused (here or elsewhere): stop the work in flight (it is released)."""
+        self._status = HiveStatus.PAUSED
+        self.hive = self.store.get_hive(self.hive_id)
+        for slot in self.slots.values():
+            if slot.task_id is not None:
+                self._stop_work(slot, slot.task_id, self._stop_reason())
+        self._check_end()
+
+    def _pause_agent(self, slot: AgentSlot, reason: str) -> None:
+        if slot.paused is not None:
+            return
+        slot.paused = reason
+        self.store.update_agent(slot.id, status=AgentStatus.PAUSED)
+        self.store.append_event(self.hive_id, "agent_paused", agent_id=slot.id,
+                                data={"reason": reason})
+        self._check_end()
+
+    def _check_end(self) -> None:
+        if self._ending:
+            return
+        if self._status is HiveStatus.PAUSED and self.params.stop_on_pause:
+            self._end()
+            return
+        if self._status is not HiveStatus.RUNNING:
+            return
+        board = self.policy.board
+        busy = any(s.work is not None and not s.work.done() for s in self.slots.values())
+        if len(board) and board.finished and not busy:
+            self._ending = True
+            self._helpers.append(asyncio.create_task(self._finish()))
+            return
+        if self.hosted is None and not busy and not any(
+                s.can_work for s in self.slots.values()):
+            reasons = sorted({s.paused or "lost" for s in self.slots.values()})
+            self._pause_hive("no agent left that can work", "; ".join(reasons))
+
+    async def _finish(self) -> None:
+        """Every task is terminal: the hive is done if the objective's tasks succeeded and the
+        objective's verify command (hive config `verify`) passes; failed otherwise."""
+        try:
+            tasks = self.store.list_tasks(self.hive_id)
+            succeeded = objective_succeeded(tasks)
+            reason = None if succeeded else "not every task of the objective succeeded"
+            command = self.hive.config.get("verify")
+            if succeeded and isinstance(command, str) and command.strip():
+                passed, output = await self._verify_objective(command)
+                self.store.append_event(self.hive_id, "objective_verified",
+                                        data={"command": command, "passed": passed,
+                                              "output": output[-2000:]})
+                if not passed:
+                    succeeded, reason = False, f"the objective's verify command `{command}` failed"
+            status = HiveStatus.DONE if succeeded else HiveStatus.FAILED
+            hive = self.store.get_hive(self.hive_id)
+            if hive.status is HiveStatus.RUNNING:
+                self.store.set_hive_status(self.hive_id, status, reason=reason)
+            self._status = status
+        finally:
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
+
+    async def _verify_objective(self, command: str) -> tuple[bool, str]:
+        from ruflo.agents.commands import command_env, run_command
+
+        limits = self.params.limits
+        result = await run_command(command, cwd=Path(self.hive.workspace or "."),
+                                   env=self.env or command_env(),
+                                   time_limit=limits.verify_timeout, grace=limits.command_grace,
+                                   output_limit=limits.command_output_bytes)
+        return result.ok, result.output
+
+
+def task_tools_for(mode: Mode) -> frozenset[TaskTool]:
+    """The task tools the built-in agent gets in a mode."""
+    return SWARM_TOOLS if mode is Mode.SWARM else SOLO_TOOLS

@@ -1,0 +1,455 @@
+"""GatewayClient: the only road from ruflo to a model, through one OpenAI-compatible gateway.
+
+Depends on the `openai` SDK (retries off: ours come from stamina), the Store protocol (ledger,
+pausing a hive) and the gateway's metering, budgets and error classification. Each call:
+book the budget → call, retrying 429 (as Retry-After says) and 5xx/connection errors (jittered
+backoff), bounded in attempts and time → meter the answer into the ledger → settle the budget.
+A refused key or a spent gateway budget is never retried: the call's hive is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import openai
+import stamina
+
+from ruflo.errors import ConfigError, GatewayError, NotFound
+from ruflo.gateway.base import (
+    CallContext,
+    ChatMessage,
+    ChatResult,
+    ModelInfo,
+    StreamDelta,
+    ToolCall,
+    Usage,
+)
+from ruflo.gateway.budget import Budgets, BudgetWarning, Reservation, estimate_prompt_tokens
+from ruflo.gateway.classify import ERROR_CLASSES, Failure, FailureKind, classify, describe
+from ruflo.gateway.metering import PriceTable, call_cost, record, request_id
+from ruflo.model import JSON, HiveStatus, utcnow
+from ruflo.store.base import Store
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
+
+__all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PauseHook = Callable[[str, GatewayError], None]
+"""Called with (hive_id, error) after a refused key or a spent gateway budget paused a hive."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try before giving up on a call."""
+
+    attempts: int = 5
+    timeout: float = 60.0
+    """Seconds for all attempts of one call together."""
+    wait_initial: float = 0.25
+    wait_max: float = 8.0
+    wait_jitter: float = 0.5
+    max_retry_after: float = 30.0
+    """A 429 asking for a longer wait than this is given up at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsStatus:
+    """The model list's health, for banners and `ruflo doctor`."""
+
+    ok: bool
+    error: str | None
+    refreshed_at: datetime | None
+    """Last successful refresh."""
+    checked_at: datetime | None
+    """Last attempt, successful or not."""
+    count: int
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed (stamina decides whether to try again)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+class _CallFailed(Exception):
+    """The call failed for good; the client words it once it knows what it did about it."""
+
+    def __init__(self, failure: Failure, attempts: int = 1, elapsed: float = 0.0) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+        self.attempts = attempts
+        self.elapsed = elapsed
+
+
+class _StreamState:
+    """What a streamed answer has delivered so far."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model = ""
+        self.response_id: str | None = None
+        self.chunks = 0
+
+    def add(self, chunk: Any) -> str:
+        self.chunks += 1
+        self.response_id = self.response_id or getattr(chunk, "id", None)
+        self.model = getattr(chunk, "model", None) or self.model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+        piece = ""
+        for choice in chunk.choices or []:
+            delta = choice.delta
+            if delta is not None and delta.content:
+                piece += delta.content
+            for call in (delta.tool_calls if delta is not None else None) or []:
+                slot = self.calls.setdefault(int(call.index or 0),
+                                             {"id": "", "name": "", "arguments": ""})
+                if call.id:
+                    slot["id"] = call.id
+                if call.function is not None:
+                    slot["name"] += call.function.name or ""
+                    slot["arguments"] += call.function.arguments or ""
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        if piece:
+            self.text.append(piece)
+        return piece
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(c["id"], c["name"], c["arguments"])
+                     for _, c in sorted(self.calls.items()))
+
+
+class GatewayClient:
+    """The Gateway: chat completions (plain, streaming, tools) and the model list, metered into
+    the store's ledger and charged to hive and agent budgets."""
+
+    def __init__(self, base_url: str, api_key: str, *, store: Store | None = None,
+                 prices: PriceTable | Mapping[str, Mapping[str, float]] | None = None,
+                 budgets: Budgets | None = None, retry: RetryPolicy | None = None,
+                 timeout: float = 120.0, connect_timeout: float = 5.0,
+                 models_ttl: float = 300.0, on_pause: PauseHook | None = None,
+                 on_budget_warning: Callable[[BudgetWarning], None] | None = None,
+                 base_url_source: str = "argument") -> None:
+        if not base_url:
+            raise ConfigError("no gateway URL: set OPENAI_BASE_URL (or LITELLM_BASE_URL) to the "
+                              "gateway's address; nothing was called")
+        if not api_key:
+            raise ConfigError("no gateway key: set OPENAI_API_KEY to the gateway's virtual key "
+                              "(not a provider key); nothing was called")
+        self.base_url = base_url.rstrip("/")
+        self.base_url_source = base_url_source
+        """Which setting the URL came from (OPENAI_BASE_URL or LITELLM_BASE_URL), for the boot
+        trace."""
+        self.store = store
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        if budgets is None and store is not None:
+            budgets = Budgets(store, self.prices, on_warning=on_budget_warning)
+        self.budgets = budgets
+        self.retry = retry or RetryPolicy()
+        self.models_ttl = models_ttl
+        self.on_pause = on_pause
+        self._sdk = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key, max_retries=0,
+            timeout=openai.Timeout(timeout, connect=connect_timeout))
+        self._models: list[ModelInfo] | None = None
+        self._models_at = 0.0
+        self._models_refreshed: datetime | None = None
+        self._models_checked: datetime | None = None
+        self._models_error: str | None = None
+        self._models_flight: asyncio.Future[list[ModelInfo]] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store | None = None,
+                      **kwargs: Any) -> GatewayClient:
+        """The client the settings describe: URL from OPENAI_BASE_URL else LITELLM_BASE_URL."""
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        return cls(settings.gateway_url or "", key, store=store, prices=settings.prices,
+                   base_url_source=settings.gateway_url_var or "unset", **kwargs)
+
+    async def aclose(self) -> None:
+        await self._sdk.close()
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- retries and failures ------------------------------------------------------------------
+    async def _attempts(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation` with bounded retries; raise _CallFailed with the classified failure."""
+        policy = self.retry
+        started = time.monotonic()
+        attempts = 0
+
+        def backoff(error: Exception) -> bool | float:
+            if not isinstance(error, _AttemptFailed):
+                return False
+            failure = error.failure
+            if failure.kind is FailureKind.RATE_LIMITED and failure.retry_after is not None:
+                remaining = policy.timeout - (time.monotonic() - started)
+                if failure.retry_after > min(policy.max_retry_after, remaining):
+                    return False
+                return failure.retry_after
+            return failure.kind.retried
+
+        try:
+            async for attempt in stamina.retry_context(
+                    on=backoff, attempts=policy.attempts, timeout=policy.timeout,
+                    wait_initial=policy.wait_initial, wait_max=policy.wait_max,
+                    wait_jitter=policy.wait_jitter):
+                with attempt:
+                    attempts += 1
+                    try:
+                        return await operation()
+                    except (openai.OpenAIError, ValueError, TypeError, KeyError,
+                            AttributeError) as error:
+                        raise _AttemptFailed(classify(error)) from error
+        except _AttemptFailed as failed:
+            raise _CallFailed(failed.failure, attempts, time.monotonic() - started) from None
+        raise AssertionError("stamina ended without a result or an error")
+
+    def _error(self, failed: _CallFailed, context: CallContext | None) -> GatewayError:
+        """The error to raise. A refused key or a spent gateway budget pauses the call's hive
+        first (the hive's claimed tasks stay as they are, recoverable), then tells `on_pause`."""
+        kind = failed.failure.kind
+        hive_id = context.hive_id if context is not None else None
+        pausing = kind in (FailureKind.AUTH, FailureKind.BUDGET)
+        paused = False
+        if pausing and hive_id is not None and self.store is not None:
+            try:
+                hive = self.store.get_hive(hive_id)
+            except NotFound:
+                hive = None
+            if hive is not None:
+                paused = True
+                if hive.status is HiveStatus.RUNNING:
+                    reason = ERROR_CLASSES[kind].pause_reason
+                    self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+                    log.warning("hive %s paused: %s", hive_id, reason)
+        error = failed.failure.to_error(self.base_url, attempts=failed.attempts,
+                                        elapsed=failed.elapsed, paused=paused)
+        if paused and hive_id is not None and self.on_pause is not None:
+            self.on_pause(hive_id, error)
+        return error
+
+    def _bad(self, detail: str) -> _CallFailed:
+        return _CallFailed(Failure(FailureKind.BAD_RESPONSE, detail))
+
+    # -- chat ------------------------------------------------------------------------------------
+    def _request(self, messages: Sequence[ChatMessage], model: str,
+                 tools: Sequence[JSON] | None, max_tokens: int | None,
+                 temperature: float | None) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": model, "messages": list(messages)}
+        if tools:
+            request["tools"] = list(tools)
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        if temperature is not None:
+            request["temperature"] = temperature
+        return request
+
+    async def _reserve(self, context: CallContext, model: str,
+                       messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                       max_tokens: int | None) -> Reservation | None:
+        if self.budgets is None:
+            return None
+        return await self.budgets.reserve(context, model=model, messages=messages, tools=tools,
+                                          max_tokens=max_tokens)
+
+    def _meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
+               usage: Usage, cost: float | None, cost_source: str, request: str | None) -> None:
+        if self.store is not None:
+            record(self.store, context, model=model, usage=usage, cost=cost,
+                   cost_source=cost_source, request=request)
+        if reservation is not None and self.budgets is not None:
+            self.budgets.settle(reservation, usage, cost, cost_source)
+
+    async def chat(self, messages: Sequence[ChatMessage], *, model: str, context: CallContext,
+                   tools: Sequence[JSON] | None = None, max_tokens: int | None = None,
+                   temperature: float | None = None) -> ChatResult:
+        """One chat completion (with tools when given), metered and charged."""
+        request = self._request(messages, model, tools, max_tokens, temperature)
+        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        try:
+            raw = await self._attempts(
+                lambda: self._sdk.chat.completions.with_raw_response.create(**request))
+            try:
+                completion = raw.parse()
+                result = self._result(completion, model)
+            except (ValueError, TypeError, KeyError, AttributeError,
+                    openai.OpenAIError) as error:
+                raise _CallFailed(classify(error)) from None
+        except _CallFailed as failed:
+            self._release(reservation)
+            raise self._error(failed, context) from None
+        except BaseException:
+            self._release(reservation)
+            raise
+        headers = raw.headers
+        usage = result.usage
+        if completion.usage is None:
+            # The gateway sent no usage: charge a size-based guess, never nothing.
+            usage = Usage(estimate_prompt_tokens(messages, tools),
+                          max(1, len(result.content or "") // 4))
+        cost, source = call_cost(headers, result.model,
+                                 result.usage if completion.usage is not None else None,
+                                 self.prices)
+        rid = request_id(headers, getattr(completion, "id", None))
+        self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
+                    cost_source=source, request=rid)
+        return ChatResult(result.content, result.tool_calls, result.finish_reason,
+                          result.model, usage, cost, rid)
+
+    def _release(self, reservation: Reservation | None) -> None:
+        if reservation is not None and self.budgets is not None:
+            self.budgets.release(reservation)
+
+    def _result(self, completion: Any, model: str) -> ChatResult:
+        """Read a completion, checking that it is one (the SDK does not validate)."""
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise self._bad(f"no choices in {describe(completion)}")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise self._bad(f"no message in {describe(choice)}")
+        content = message.content
+        if content is not None and not isinstance(content, str):
+            raise self._bad(f"content is {type(content).__name__}, not text")
+        calls = []
+        for call in message.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is None or not isinstance(getattr(function, "name", None), str):
+                raise self._bad(f"tool call without a function name: {describe(call)}")
+            arguments = function.arguments
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            calls.append(ToolCall(str(call.id or ""), function.name, arguments))
+        usage = completion.usage
+        used = (Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+                if usage is not None else Usage())
+        return ChatResult(content, tuple(calls), choice.finish_reason,
+                          str(completion.model or model), used)
+
+    async def stream(self, messages: Sequence[ChatMessage], *, model: str,
+                     context: CallContext, max_tokens: int | None = None,
+                     tools: Sequence[JSON] | None = None,
+                     temperature: float | None = None) -> AsyncIterator[StreamDelta]:
+        """A streamed chat completion: text deltas, then one `done` delta with the metered
+        result. Opening the stream is retried; a stream cut after it started is not (the
+        answer so far was already shown): it is metered with unknown cost and raised."""
+        request = self._request(messages, model, tools, max_tokens, temperature)
+        request.update(stream=True, stream_options={"include_usage": True})
+        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        state = _StreamState()
+        headers: Mapping[str, str] = {}
+        try:
+            raw = await self._attempts(
+                lambda: self._sdk.chat.completions.with_raw_response.create(**request))
+            headers = raw.headers
+            try:
+                async for chunk in raw.parse():
+                    piece = state.add(chunk)
+                    if piece:
+                        yield StreamDelta(text=piece)
+            except openai.APIConnectionError as error:
+                raise _CallFailed(Failure(
+                    FailureKind.UNAVAILABLE, f"the stream was cut after {state.chunks} chunks "
+                                             f"({classify(error).detail})")) from None
+            except (ValueError, TypeError, KeyError, AttributeError,
+                    openai.OpenAIError) as error:
+                raise _CallFailed(classify(error)) from None
+            if state.finish_reason is None:
+                raise _CallFailed(Failure(
+                    FailureKind.UNAVAILABLE,
+                    f"the stream ended after {state.chunks} chunks without a finish reason"))
+        except _CallFailed as failed:
+            if state.chunks:
+                # The gateway did work: record it rather than pretend it cost nothing.
+                guess = Usage(estimate_prompt_tokens(messages, tools),
+                              max(1, len("".join(state.text)) // 4))
+                self._meter(context, reservation, model=state.model or model, usage=guess,
+                            cost=None, cost_source="unknown",
+                            request=request_id(headers, state.response_id))
+            else:
+                self._release(reservation)
+            raise self._error(failed, context) from None
+        except BaseException:
+            self._release(reservation)
+            raise
+        text = "".join(state.text)
+        usage = state.usage or Usage(estimate_prompt_tokens(messages, tools),
+                                     max(1, len(text) // 4))
+        used_model = state.model or model
+        cost, source = call_cost(headers, used_model, state.usage, self.prices)
+        rid = request_id(headers, state.response_id)
+        self._meter(context, reservation, model=used_model, usage=usage, cost=cost,
+                    cost_source=source, request=rid)
+        result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
+                            state.finish_reason, used_model, usage, cost, rid)
+        yield StreamDelta(done=True, result=result)
+
+    # -- the model list --------------------------------------------------------------------------
+    @property
+    def models_status(self) -> ModelsStatus:
+        return ModelsStatus(ok=self._models_error is None and self._models is not None,
+                            error=self._models_error, refreshed_at=self._models_refreshed,
+                            checked_at=self._models_checked, count=len(self._models or []))
+
+    def cached_models(self) -> list[ModelInfo]:
+        """The last good list, without touching the network (for page renders)."""
+        return list(self._models or [])
+
+    async def models(self, *, refresh: bool = False) -> list[ModelInfo]:
+        """The models the key may use, cached for `models_ttl` seconds. Concurrent refreshes
+        share one request; a failed refresh keeps the last good list (and records the error),
+        and raises only when there is no list at all."""
+        fresh = time.monotonic() - self._models_at < self.models_ttl
+        if self._models is not None and fresh and not refresh:
+            return list(self._models)
+        if self._models_flight is None or self._models_flight.done():
+            self._models_flight = asyncio.ensure_future(self._refresh_models())
+        flight = self._models_flight
+        return list(await asyncio.shield(flight))
+
+    async def _refresh_models(self) -> list[ModelInfo]:
+        self._models_checked = utcnow()
+        try:
+            page = await self._attempts(self._sdk.models.list)
+            models = []
+            for item in page.data:
+                if not isinstance(getattr(item, "id", None), str):
+                    raise self._bad(f"model entry without an id: {describe(item)}")
+                models.append(ModelInfo(item.id, getattr(item, "owned_by", None),
+                                        item.model_dump()))
+        except _CallFailed as failed:
+            error = self._error(failed, None)
+            self._models_error = str(error)
+            log.warning("model list refresh failed: %s", error)
+            if self._models is None:
+                raise error from None
+            return self._models
+        self._models = models
+        self._models_at = time.monotonic()
+        self._models_refreshed = self._models_checked
+        self._models_error = None
+        return models

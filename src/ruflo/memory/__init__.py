@@ -1,0 +1,44 @@
+"""Memory: namespaced notes agents leave for each other, searchable by meaning or by keyword.
+
+Depends on the core model and the Store protocol; the semantic ranker is optional (the
+`embeddings` extra) and loaded only when asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ruflo.memory.notes import (
+    Memory,
+    agent_namespace,
+    entry_from_json,
+    entry_to_json,
+    hive_namespace,
+)
+from ruflo.memory.semantic import search_backend, semantic_available
+
+if TYPE_CHECKING:
+    from ruflo.store.base import Store
+
+__all__ = ["Memory", "agent_namespace", "entry_from_json", "entry_to_json", "hive_namespace",
+           "open_memory", "search_backend", "semantic_available"]
+
+VECTOR_CACHE_NAME = "memory-vectors.sqlite3"
+
+
+def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | None = None) -> Memory:
+    """Memory over `store`: semantic when the embeddings extra is installed (or `semantic=True`
+    demands it), keyword otherwise. Note vectors are cached under `data_dir`."""
+    from ruflo.errors import ConfigError
+
+    use_semantic = semantic_available() if semantic is None else semantic
+    if not use_semantic:
+        return Memory(store)
+    if not semantic_available():
+        raise ConfigError("semantic memory search needs the embeddings extra: "
+                          "pip install 'ruflo[embeddings]' (keyword search works without it)")
+    from ruflo.memory.semantic import SemanticRanker
+
+    cache = data_dir / VECTOR_CACHE_NAME if data_dir is not None else None
+    return Memory(store, SemanticRanker(cache))

@@ -1,0 +1,394 @@
+"""Company mode: an org chart (validated tree), the delegation-target heuristic, and the company
+policy the simulator runs (reference/paperclip.md). Pure: no I/O.
+
+The live company mode plans through the LLM but reuses `OrgChart` and `choose_delegate`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ruflo.errors import PolicyError
+from ruflo.model import Mode
+from ruflo.policies.base import (
+    AgentLike,
+    AssignedWork,
+    BasePolicy,
+    Decision,
+    Delegate,
+    Idle,
+    RandomLike,
+    Take,
+)
+from ruflo.policies.board import BoardTask
+
+_WORD = re.compile(r"[a-z0-9][a-z0-9+#.-]*")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+class OrgChart:
+    """Who reports to whom: exactly one root, every manager known, no cycles.
+
+    Built from agents whose `reports_to` holds the manager's id (or name: both are accepted,
+    ids win). Raises PolicyError naming the offending agents."""
+
+    def __init__(self, agents: Sequence[AgentLike]) -> None:
+        if not agents:
+            raise PolicyError("org chart is empty: a company needs at least one agent")
+        by_id: dict[str, AgentLike] = {}
+        for agent in agents:
+            if agent.id in by_id:
+                raise PolicyError(f"org chart: two agents have the id {agent.id!r}")
+            by_id[agent.id] = agent
+        by_name = {a.name: a.id for a in agents}
+        manager: dict[str, str | None] = {}
+        for agent in agents:
+            boss = agent.reports_to
+            if boss is None or boss == "":
+                manager[agent.id] = None
+                continue
+            boss_id = boss if boss in by_id else by_name.get(boss)
+            if boss_id is None:
+                raise PolicyError(
+                    f"org chart: agent {agent.name!r} reports to {boss!r}, who is not in the org"
+                )
+            if boss_id == agent.id:
+                raise PolicyError(f"org chart: agent {agent.name!r} reports to itself")
+            manager[agent.id] = boss_id
+        roots = [a for a, m in manager.items() if m is None]
+        cycle = _find_manager_cycle(manager)
+        if cycle is not None:
+            names = " → ".join(by_id[a].name for a in cycle)
+            raise PolicyError(f"org chart has a reporting cycle: {names}")
+        if len(roots) != 1:
+            names = ", ".join(repr(by_id[a].name) for a in roots)
+            raise PolicyError(
+                f"org chart has {len(roots)} roots ({names}): exactly one agent must have no "
+                "reports_to; make the others report to it"
+            )
+        self.root = roots[0]
+        self.agents = by_id
+        self.manager = manager
+        self.reports: dict[str, list[str]] = {a.id: [] for a in agents}
+        for agent in agents:
+            boss_id = manager[agent.id]
+            if boss_id is not None:
+                self.reports[boss_id].append(agent.id)
+        self.depth: dict[str, int] = {}
+        self.subtree_skills: dict[str, frozenset[str]] = {}
+        self.subtree_words: dict[str, frozenset[str]] = {}
+        order = self._preorder()
+        for agent_id in order:
+            boss_id = manager[agent_id]
+            self.depth[agent_id] = 0 if boss_id is None else self.depth[boss_id] + 1
+        for agent_id in reversed(order):
+            agent = by_id[agent_id]
+            skills = set(agent.skills)
+            words = set(_words(agent.capabilities))
+            for report in self.reports[agent_id]:
+                skills |= self.subtree_skills[report]
+                words |= self.subtree_words[report]
+            self.subtree_skills[agent_id] = frozenset(skills)
+            self.subtree_words[agent_id] = frozenset(words)
+
+    def _preorder(self) -> list[str]:
+        order: list[str] = []
+        stack = [self.root]
+        while stack:
+            agent_id = stack.pop()
+            order.append(agent_id)
+            stack.extend(reversed(self.reports[agent_id]))
+        return order
+
+    def chain(self, agent_id: str) -> list[str]:
+        """The agent and its managers up to the root."""
+        chain = [agent_id]
+        boss = self.manager[agent_id]
+        while boss is not None:
+            chain.append(boss)
+            boss = self.manager[boss]
+        return chain
+
+    def live_reports(self, agent_id: str, alive: Callable[[str], bool]) -> list[str]:
+        """Direct reports that are alive; a lost report's own reports are adopted in its place."""
+        found: list[str] = []
+        stack = list(reversed(self.reports[agent_id]))
+        while stack:
+            report = stack.pop()
+            if alive(report):
+                found.append(report)
+            else:
+                stack.extend(reversed(self.reports[report]))
+        return found
+
+    @classmethod
+    def generated(cls, agents: Sequence[AgentLike], span: int = 8) -> list[tuple[str, str | None]]:
+        """A default org for agents without `reports_to`: the first is the root, the next
+        ⌈(n−1)/(span+1)⌉ are managers under it, the rest engineers dealt to the managers.
+        Returns (agent id, manager id) pairs."""
+        ids = [a.id for a in agents]
+        if not ids:
+            return []
+        rest = ids[1:]
+        if len(rest) <= span:
+            return [(ids[0], None), *((a, ids[0]) for a in rest)]
+        n_managers = -(-len(rest) // (span + 1))
+        managers, engineers = rest[:n_managers], rest[n_managers:]
+        pairs: list[tuple[str, str | None]] = [(ids[0], None)]
+        pairs += [(m, ids[0]) for m in managers]
+        pairs += [(e, managers[i % n_managers]) for i, e in enumerate(engineers)]
+        return pairs
+
+
+def _find_manager_cycle(manager: Mapping[str, str | None]) -> list[str] | None:
+    state: dict[str, int] = {}
+    for start in manager:
+        path: list[str] = []
+        node: str | None = start
+        while node is not None and state.get(node, 0) == 0:
+            state[node] = 1
+            path.append(node)
+            node = manager[node]
+        if node is not None and state.get(node) == 1:
+            return [*path[path.index(node):], node]
+        for visited in path:
+            state[visited] = 2
+    return None
+
+
+def delegation_score(org: OrgChart, report: str, skills: Sequence[str]) -> float:
+    """How well a report's part of the org matches a task: a point per task skill someone in it
+    declares, half a point per task skill named in their capabilities text."""
+    have = org.subtree_skills[report]
+    words = org.subtree_words[report]
+    score = 0.0
+    for skill in skills:
+        if skill in have:
+            score += 1.0
+        elif skill.lower() in words:
+            score += 0.5
+    return score
+
+
+def choose_delegate(
+    org: OrgChart,
+    manager_id: str,
+    skills: Sequence[str],
+    load: Mapping[str, int],
+    alive: Callable[[str], bool] = lambda _agent: True,
+    exclude: str | None = None,
+) -> str | None:
+    """The report a manager hands a task to: best capability/skill match, then least loaded,
+    then org-chart order. None when the manager has no live report."""
+    best: tuple[float, int, int] | None = None
+    chosen: str | None = None
+    for order, report in enumerate(org.live_reports(manager_id, alive)):
+        if report == exclude:
+            continue
+        key = (-delegation_score(org, report, skills), load.get(report, 0), order)
+        if best is None or key < best:
+            best, chosen = key, report
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyParams:
+    max_depth: int = 3
+    """Delegation hops from the root after which the holder must do the ticket itself."""
+    batch: int = 20
+    """Tickets a manager hands out in one delegation decision (one planning call)."""
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_depth < 0 or self.batch < 1:
+            raise PolicyError("company: max_depth must be >= 0 and batch >= 1")
+
+
+class CompanyPolicy(BasePolicy):
+    """An org chart delegating tickets down by capability.
+
+    Run loop (one woken agent's decision, `choose`):
+    1. Tickets in its inbox (from its manager, or the objective for the root): hand up to `batch`
+       of them to direct reports (`choose_delegate`) → Delegate, which the engine charges as
+       coordination (tokens and the manager's time). A ticket at max depth, or held by an agent
+       with no live reports, goes to its own work pile instead.
+    2. Otherwise take its own highest-priority ready ticket → Take.
+    3. Otherwise sleep: it is woken only by an assignment or a dependency of its pile finishing.
+
+    Escalation: a failed attempt sends the ticket back up to the assignee's manager (the nearest
+    live one), which re-delegates it, to another report when it can. A lost agent's inbox, pile
+    and claim go to its nearest live manager; if the root is lost, the highest live agent acts
+    as root."""
+
+    mode = Mode.COMPANY
+
+    def __init__(self, org: OrgChart, params: CompanyParams | None = None) -> None:
+        self.params = params or CompanyParams()
+        super().__init__(max_attempts=self.params.max_attempts)
+        self.org = org
+        self.work = AssignedWork()
+        self.inbox: dict[str, list[tuple[int, int, BoardTask]]] = {a: [] for a in org.agents}
+        self.in_flight: dict[str, list[BoardTask]] = {}
+        """Tickets a manager is delegating right now (lost with it if it dies mid-way)."""
+        self.load: dict[str, int] = dict.fromkeys(org.agents, 0)
+        """Unfinished tickets in each agent's part of the org."""
+        self._charged: dict[str, str] = {}
+        """Task id → agent whose load (and its managers') the task counts in."""
+        self.acting_root = org.root
+        self.decisions = 0
+        self.delegations = 0
+        self.escalations = 0
+        self.failed_by: dict[str, str] = {}
+
+    def add_agent(self, agent: AgentLike, now: float) -> None:
+        if agent.id not in self.org.agents:
+            raise PolicyError(f"agent {agent.name!r} is not in the org chart")
+        super().add_agent(agent, now)
+
+    def _is_alive(self, agent_id: str) -> bool:
+        return self.alive.get(agent_id, False)
+
+    # -- load accounting ---------------------------------------------------------------------
+    def _charge(self, task: BoardTask, agent_id: str) -> None:
+        self._uncharge(task)
+        for member in self.org.chain(agent_id):
+            self.load[member] += 1
+        self._charged[task.id] = agent_id
+
+    def _uncharge(self, task: BoardTask) -> None:
+        agent_id = self._charged.pop(task.id, None)
+        if agent_id is not None:
+            for member in self.org.chain(agent_id):
+                self.load[member] -= 1
+
+    # -- routing -----------------------------------------------------------------------------
+    def _to_inbox(self, task: BoardTask, agent_id: str) -> None:
+        task.assignee = None
+        heapq.heappush(self.inbox[agent_id], (-task.priority, task.seq, task))
+        self._charge(task, agent_id)
+        self._wakes.append(agent_id)
+
+    def _to_pile(self, task: BoardTask, agent_id: str) -> None:
+        self._charge(task, agent_id)
+        if self.work.assign(task, agent_id):
+            self._wakes.append(agent_id)
+
+    def _heir(self, agent_id: str) -> str | None:
+        for member in self.org.chain(agent_id)[1:]:
+            if self._is_alive(member):
+                return member
+        return self.acting_root if self._is_alive(self.acting_root) else None
+
+    def _on_posted(self, tasks: list[BoardTask], now: float) -> None:
+        for task in tasks:
+            if task.state.terminal:
+                continue
+            if task.parent is not None and self._charged.get(task.parent):
+                # Subtasks of a ticket stay with the ticket's owner to hand out.
+                self._to_inbox(task, self._charged[task.parent])
+            else:
+                self._to_inbox(task, self.acting_root)
+
+    def _on_ready(self, task: BoardTask, now: float) -> None:
+        if task.assignee is not None:
+            self.work.push_ready(task)
+            self._wakes.append(task.assignee)
+        # An unassigned ready ticket is in some inbox already; its holder decides.
+
+    # -- deciding ----------------------------------------------------------------------------
+    def choose(self, agent_id: str, now: float, rng: RandomLike) -> Decision:
+        self.decisions += 1
+        if not self._is_alive(agent_id):
+            raise PolicyError(f"agent {agent_id!r} is not an active member of this company")
+        inbox = self.inbox[agent_id]
+        if inbox:
+            assignments = self._plan(agent_id, inbox)
+            if assignments:
+                return Delegate(tuple(assignments))
+        task = self.work.pop_ready(agent_id)
+        if task is not None:
+            return Take(task.id)
+        return Idle(None)
+
+    def _plan(self, agent_id: str, inbox: list[tuple[int, int, BoardTask]]) -> list[tuple[str, str]]:
+        assignments: list[tuple[str, str]] = []
+        in_flight = self.in_flight.setdefault(agent_id, [])
+        at_depth_limit = self.org.depth[agent_id] >= self.params.max_depth
+        while inbox and len(assignments) < self.params.batch:
+            _, _, task = heapq.heappop(inbox)
+            if task.state.terminal:
+                self._uncharge(task)
+                continue
+            target = None
+            if not at_depth_limit:
+                target = choose_delegate(
+                    self.org, agent_id, task.skills, self.load, self._is_alive,
+                    exclude=self.failed_by.get(task.id),
+                )
+            if target is None:
+                self._to_pile(task, agent_id)
+                continue
+            in_flight.append(task)
+            assignments.append((task.id, target))
+        return assignments
+
+    def on_delegated(
+        self, agent_id: str, assignments: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        """The manager finished handing these tickets down."""
+        flying = {t.id: t for t in self.in_flight.pop(agent_id, [])}
+        for task_id, target in assignments:
+            task = flying.pop(task_id, None) or self.board.get(task_id)
+            if task.state.terminal:
+                self._uncharge(task)
+                continue
+            self.delegations += 1
+            task.depth += 1
+            if not self._is_alive(target):
+                self._to_inbox(task, self._heir(target) or agent_id)
+            elif self.org.live_reports(target, self._is_alive) and task.depth < self.params.max_depth:
+                self._to_inbox(task, target)
+            else:
+                self._to_pile(task, target)
+        if flying:  # not in this batch after all: back to the inbox
+            for task in flying.values():
+                self._to_inbox(task, agent_id)
+        self._absorb(now)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _on_terminal(self, task: BoardTask, now: float) -> None:
+        self._uncharge(task)
+
+    def on_task_finished(self, task_id: str, agent_id: str, success: bool, now: float) -> None:
+        task = self.board.get(task_id)
+        self.board.finish(task_id, agent_id, success, now)
+        if not task.state.terminal:
+            # A failed attempt escalates to the manager, who re-delegates it.
+            self.escalations += 1
+            self.failed_by[task.id] = agent_id
+            boss = self._heir(agent_id)
+            self._to_inbox(task, boss if boss is not None else agent_id)
+        self._absorb(now)
+
+    def _on_lost(self, agent_id: str, now: float) -> None:
+        if agent_id == self.acting_root:
+            live = [a for a in self.org.agents if self._is_alive(a)]
+            if live:
+                self.acting_root = min(live, key=lambda a: (self.org.depth[a], a))
+        heir = self._heir(agent_id)
+        orphans = [t for _, _, t in self.inbox[agent_id]]
+        self.inbox[agent_id] = []
+        orphans += self.in_flight.pop(agent_id, [])
+        orphans += self.work.take_back(agent_id)
+        for task in orphans:
+            if task.state.terminal:
+                self._uncharge(task)
+            elif heir is not None:
+                self.escalations += 1
+                self._to_inbox(task, heir)

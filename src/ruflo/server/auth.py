@@ -1,0 +1,133 @@
+"""Who is asking: no auth (one local user, loopback only), forward auth from trusted proxies, or
+bearer tokens minted by `ruflo token create`. Depends on the store protocol and stdlib.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Mapping, Sequence
+
+from ruflo.errors import ConfigError
+from ruflo.store.base import Store
+
+LOCAL_USER = "local"
+FORWARD_HEADERS = ("x-authentik-username", "remote-user")
+TOKEN_PREFIX = "rfl_"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AuthMode(enum.StrEnum):
+    NONE = "none"
+    FORWARD = "forward"
+    TOKEN = "token"
+
+
+class Unauthenticated(Exception):
+    """The request names no user we can trust; the message says why, for the caller."""
+
+    def __init__(self, message: str, *, bearer: bool = False) -> None:
+        super().__init__(message)
+        self.bearer = bearer
+
+
+def new_token() -> str:
+    """A fresh bearer token: 32 random bytes, URL-safe, with a recognisable prefix."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What the store keeps of a token. A plain digest suffices: tokens are 256 random bits,
+    so there is nothing to brute-force that a slow hash would protect."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_networks(text: str | Sequence[str] | None) -> tuple[Network, ...]:
+    """RUFLO_TRUSTED_PROXIES: addresses or CIDRs, comma-separated (or already a list)."""
+    if not text:
+        return ()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    networks: list[Network] = []
+    for item in (part.strip() for part in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"RUFLO_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR; "
+                              "the server did not start. Fix the list and start again.") from None
+    return tuple(networks)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding `host` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Authenticator:
+    """Turns a request's client address and headers into a user name, or refuses."""
+
+    def __init__(self, mode: str, store: Store, *,
+                 trusted_proxies: str | Sequence[str] | None = None) -> None:
+        try:
+            self.mode = AuthMode(str(mode).lower())
+        except ValueError:
+            raise ConfigError(f"RUFLO_AUTH={mode!r} is not one of none, forward, token; "
+                              "the server did not start.") from None
+        self.store = store
+        self.trusted = parse_networks(trusted_proxies)
+        if self.mode is AuthMode.FORWARD and not self.trusted:
+            raise ConfigError("RUFLO_AUTH=forward needs RUFLO_TRUSTED_PROXIES (the proxy "
+                              "addresses whose user headers are believed); the server did "
+                              "not start.")
+
+    def user(self, client_host: str | None, headers: Mapping[str, str]) -> str:
+        """The user making the request. `headers` answers lower-case names."""
+        if self.mode is AuthMode.NONE:
+            return LOCAL_USER
+        if self.mode is AuthMode.FORWARD:
+            return self._forwarded_user(client_host, headers)
+        return self._token_user(headers)
+
+    def _forwarded_user(self, client_host: str | None, headers: Mapping[str, str]) -> str:
+        if not self._from_trusted_proxy(client_host):
+            raise Unauthenticated("this server trusts user headers only from its proxy, and "
+                                  "the request did not come through it")
+        for name in FORWARD_HEADERS:
+            value = headers.get(name, "").strip()
+            if value:
+                if len(value) > 200 or any(ord(c) < 32 for c in value):
+                    raise Unauthenticated(f"the proxy sent an unusable {name} header")
+                return value
+        raise Unauthenticated("the proxy sent no X-authentik-username or Remote-User header")
+
+    def _from_trusted_proxy(self, client_host: str | None) -> bool:
+        if not client_host:
+            return False
+        try:
+            address = ipaddress.ip_address(client_host)
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        if mapped is not None:
+            address = mapped
+        return any(address in network for network in self.trusted)
+
+    def _token_user(self, headers: Mapping[str, str]) -> str:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("send a bearer token (Authorization: Bearer ...); make one "
+                                  "with `ruflo token create`", bearer=True)
+        found = self.store.find_token(hash_token(token))
+        if found is None:
+            raise Unauthenticated("this bearer token is unknown or revoked", bearer=True)
+        return str(found["user_id"])

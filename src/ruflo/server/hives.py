@@ -1,0 +1,328 @@
+"""The hive API: start a hive (objective, mode, agents or an org chart), list and show hives,
+pause/resume/cancel through the hive runner, post tasks, decide approvals, read the ledger and
+the event log, and follow a hive's events live over SSE. Hives are a shared board: every
+authenticated user sees them; the starter is recorded as the owner.
+Depends on the server context, the store protocol and the core model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import StreamingResponse
+
+from ruflo.errors import Conflict, NotFound, PolicyError
+from ruflo.model import (
+    Agent,
+    ApprovalStatus,
+    Budget,
+    Hive,
+    Mode,
+    Task,
+    TaskState,
+    new_id,
+)
+from ruflo.server.context import ServerContext, context, current_user
+from ruflo.server.event_stream import event_json
+from ruflo.server.schemas import (
+    AgentSpec,
+    ApprovalDecision,
+    BudgetSpec,
+    HiveCreate,
+    PauseBody,
+    TaskSpec,
+)
+from ruflo.server.wire import SSE_HEADERS, iso
+from ruflo.store.base import Spend
+
+router = APIRouter(prefix="/api/v2/hives", tags=["hives"], dependencies=[Depends(current_user)])
+
+Ctx = Annotated[ServerContext, Depends(context)]
+User = Annotated[str, Depends(current_user)]
+HiveId = Annotated[str, Path(max_length=100)]
+DEFAULT_SWARM_SIZE = 4
+
+
+def plain(value: Any) -> Any:
+    """A core dataclass (or anything inside one) as JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    return value
+
+
+def record(value: Any) -> dict[str, Any]:
+    """A core dataclass as a JSON object."""
+    out: dict[str, Any] = plain(value)
+    return out
+
+
+def spend_json(spend: Spend) -> dict[str, Any]:
+    return {"tokens": spend.tokens, "cost": round(spend.cost, 9), "calls": spend.calls,
+            "unknown_cost_calls": spend.unknown_cost_calls}
+
+
+def budget_of(spec: BudgetSpec | None) -> Budget:
+    return Budget() if spec is None else Budget(max_tokens=spec.max_tokens,
+                                                max_cost=spec.max_cost)
+
+
+def live_hive(ctx: ServerContext, hive_id: str) -> Hive:
+    return ctx.store.get_hive(hive_id)
+
+
+def hive_summary(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
+    counts = ctx.store.count_tasks(hive.id)
+    return {**plain(hive), "tasks": {TaskState(state).value: n for state, n in counts.items()}}
+
+
+def hive_detail(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
+    agents = ctx.store.list_agents(hive.id)
+    return {
+        **hive_summary(ctx, hive),
+        "agents": [plain(agent) for agent in agents],
+        "spend": spend_json(ctx.store.spend(hive_id=hive.id)),
+        "approvals": [plain(a) for a in ctx.store.list_approvals(
+            hive_id=hive.id, status=ApprovalStatus.PENDING)],
+        "last_seq": ctx.store.last_seq(hive.id),
+    }
+
+
+def org_agents(hive_id: str, specs: Sequence[AgentSpec], *, default_model: str,
+               chart: bool) -> list[Agent]:
+    """Agents from their specs, `reports_to` names resolved to ids. An org chart must have
+    exactly one root and no reporting loop."""
+    names = [spec.name for spec in specs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise PolicyError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
+    ids = {spec.name: new_id() for spec in specs}
+    for spec in specs:
+        if spec.reports_to is not None and spec.reports_to not in ids:
+            raise PolicyError(f"agent {spec.name!r} reports to {spec.reports_to!r}, who is "
+                              "not in the list")
+        if spec.reports_to == spec.name:
+            raise PolicyError(f"agent {spec.name!r} can't report to itself")
+    if chart:
+        roots = [spec.name for spec in specs if spec.reports_to is None]
+        if len(roots) != 1:
+            raise PolicyError("an org chart needs exactly one agent who reports to nobody; "
+                              f"found {len(roots)}")
+        managers = {spec.name: spec.reports_to for spec in specs}
+        for name in managers:
+            seen = {name}
+            boss = managers[name]
+            while boss is not None:
+                if boss in seen:
+                    raise PolicyError(f"the org chart has a reporting loop through {boss!r}")
+                seen.add(boss)
+                boss = managers[boss]
+    return [Agent(id=ids[spec.name], hive_id=hive_id, name=spec.name, role=spec.role,
+                  title=spec.title, capabilities=spec.capabilities, skills=tuple(spec.skills),
+                  thresholds=dict(spec.thresholds), adapter=spec.adapter,
+                  adapter_config=dict(spec.adapter_config), model=spec.model or default_model,
+                  reports_to=ids[spec.reports_to] if spec.reports_to else None,
+                  budget=budget_of(spec.budget))
+            for spec in specs]
+
+
+def board_tasks(hive_id: str, specs: Sequence[TaskSpec], *,
+                known: dict[str, str] | None = None) -> list[Task]:
+    """Tasks from their specs. In one request, `depends_on` may name another task of the same
+    request by its title, or an existing task by id."""
+    ids = [new_id() for _ in specs]
+    by_title = dict(known or {})
+    by_title.update({spec.title: task_id for spec, task_id in zip(specs, ids, strict=True)})
+    return [Task(id=task_id, hive_id=hive_id, title=spec.title, description=spec.description,
+                 parent_id=spec.parent_id, skills=tuple(spec.skills), priority=spec.priority,
+                 effort=spec.effort,
+                 depends_on=tuple(by_title.get(dep, dep) for dep in spec.depends_on),
+                 verify=spec.verify)
+            for spec, task_id in zip(specs, ids, strict=True)]
+
+
+@router.post("", status_code=201)
+async def create_hive(body: HiveCreate, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Start a hive: store it with its agents and first tasks, then hand it to the runner."""
+    mode = body.mode or (Mode.COMPANY if body.org is not None else Mode.SWARM)
+    hive_id = new_id()
+    default_model = body.model or ctx.settings.model
+    if body.org is not None:
+        agents = org_agents(hive_id, body.org, default_model=default_model, chart=True)
+    elif isinstance(body.agents, list):
+        agents = org_agents(hive_id, body.agents, default_model=default_model,
+                            chart=mode is Mode.COMPANY)
+    elif mode is Mode.COMPANY:
+        raise PolicyError("company mode needs an org chart: give `org`, a list of agents with "
+                          "reports_to naming their manager")
+    else:
+        count = body.agents if isinstance(body.agents, int) else DEFAULT_SWARM_SIZE
+        agents = [Agent(id=new_id(), hive_id=hive_id, name=f"agent-{n}", model=default_model)
+                  for n in range(1, count + 1)]
+    if not agents:
+        raise PolicyError("a hive needs at least one agent")
+    workspace = ctx.settings.workspace_dir / hive_id
+    hive = Hive(id=hive_id, name=body.name or body.objective.splitlines()[0][:100], mode=mode,
+                objective=body.objective, budget=budget_of(body.budget),
+                workspace=str(workspace), config=dict(body.config), owner=user)
+    hive = ctx.store.create_hive(hive, agents, board_tasks(hive_id, body.tasks))
+    await ctx.runner.start(hive.id)
+    return hive_detail(ctx, ctx.store.get_hive(hive.id))
+
+
+@router.get("")
+async def list_hives(ctx: Ctx, p: Annotated[int, Query(ge=0, le=100_000)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """Hives, newest first, with their task counts."""
+    found = ctx.store.list_hives(limit=limit + 1, offset=p * limit)
+    return {"hives": [hive_summary(ctx, hive) for hive in found[:limit]],
+            "hasMore": len(found) > limit}
+
+
+@router.get("/{hive_id}")
+async def show_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
+    """A hive with its agents (status, current task, spend), task counts by state, spend,
+    pending approvals and the seq of its last event."""
+    return hive_detail(ctx, live_hive(ctx, hive_id))
+
+
+@router.post("/{hive_id}/pause")
+async def pause_hive(hive_id: HiveId, ctx: Ctx, body: PauseBody | None = None) -> dict[str, Any]:
+    hive = await ctx.runner.pause(live_hive(ctx, hive_id).id,
+                                  reason=(body or PauseBody()).reason)
+    return record(hive)
+
+
+@router.post("/{hive_id}/resume")
+async def resume_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
+    return record(await ctx.runner.resume(live_hive(ctx, hive_id).id))
+
+
+@router.post("/{hive_id}/cancel")
+async def cancel_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
+    return record(await ctx.runner.cancel(live_hive(ctx, hive_id).id))
+
+
+@router.get("/{hive_id}/tasks")
+async def list_tasks(hive_id: HiveId, ctx: Ctx,
+                     state: Annotated[list[TaskState] | None, Query()] = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                     offset: Annotated[int, Query(ge=0, le=10**7)] = 0) -> dict[str, Any]:
+    hive = live_hive(ctx, hive_id)
+    tasks = ctx.store.list_tasks(hive.id, states=state, limit=limit + 1, offset=offset)
+    return {"tasks": [plain(task) for task in tasks[:limit]], "hasMore": len(tasks) > limit}
+
+
+@router.post("/{hive_id}/tasks", status_code=201)
+async def post_task(hive_id: HiveId, body: TaskSpec, ctx: Ctx) -> dict[str, Any]:
+    """Post a task to the board; `depends_on` names task ids of this hive."""
+    hive = live_hive(ctx, hive_id)
+    if hive.status.terminal:
+        raise Conflict(f"hive {hive.id} is {hive.status.value}; the task was not posted")
+    if body.parent_id is not None:
+        _task_of(ctx, hive.id, body.parent_id)
+    for dependency in body.depends_on:
+        _task_of(ctx, hive.id, dependency)
+    (task,) = ctx.store.post_tasks(hive.id, board_tasks(hive.id, [body]))
+    return record(task)
+
+
+def _task_of(ctx: ServerContext, hive_id: str, task_id: str) -> Task:
+    try:
+        task = ctx.store.get_task(task_id)
+    except NotFound:
+        raise PolicyError(f"no task {task_id!r} in this hive") from None
+    if task.hive_id != hive_id:
+        raise PolicyError(f"no task {task_id!r} in this hive")
+    return task
+
+
+@router.get("/{hive_id}/tasks/{task_id}")
+async def show_task(hive_id: HiveId, task_id: Annotated[str, Path(max_length=100)],
+                    ctx: Ctx) -> dict[str, Any]:
+    task = ctx.store.get_task(task_id)
+    if task.hive_id != hive_id:
+        raise NotFound(f"no task {task_id!r} in hive {hive_id!r}")
+    return record(task)
+
+
+@router.get("/{hive_id}/approvals")
+async def list_approvals(hive_id: HiveId, ctx: Ctx,
+                         status: ApprovalStatus | None = None) -> dict[str, Any]:
+    hive = live_hive(ctx, hive_id)
+    return {"approvals": [plain(a) for a in ctx.store.list_approvals(hive_id=hive.id,
+                                                                      status=status)]}
+
+
+@router.post("/{hive_id}/approvals/{approval_id}")
+async def decide_approval(hive_id: HiveId, approval_id: Annotated[str, Path(max_length=100)],
+                          body: ApprovalDecision, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Approve or reject a pending approval; deciding twice is a 409."""
+    approval = ctx.store.get_approval(approval_id)
+    if approval.hive_id != hive_id:
+        raise NotFound(f"no approval {approval_id!r} in hive {hive_id!r}")
+    decided = await ctx.runner.decide_approval(approval.id, ApprovalStatus(body.decision),
+                                               decided_by=user)
+    return record(decided)
+
+
+@router.get("/{hive_id}/ledger")
+async def read_ledger(hive_id: HiveId, ctx: Ctx,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> dict[str, Any]:
+    """Metered gateway calls of the hive, and its spend totals."""
+    hive = live_hive(ctx, hive_id)
+    return {"entries": [plain(e) for e in ctx.store.ledger(hive_id=hive.id, limit=limit)],
+            "spend": spend_json(ctx.store.spend(hive_id=hive.id))}
+
+
+@router.get("/{hive_id}/events")
+async def read_events(hive_id: HiveId, ctx: Ctx,
+                      after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict[str, Any]:
+    """A page of the hive's event log after seq `after` (JSON; see /stream for live)."""
+    hive = live_hive(ctx, hive_id)
+    events = ctx.store.events(hive.id, after_seq=after, limit=limit)
+    return {"events": [event_json(e) for e in events], "last_seq": ctx.store.last_seq(hive.id)}
+
+
+@router.get("/{hive_id}/stream",
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "SSE: one event per hive event, `id` = its seq."}})
+async def stream_events(hive_id: HiveId, ctx: Ctx,
+                        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+                        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                        ) -> StreamingResponse:
+    """The hive's events live, resuming after `Last-Event-ID` (or `?after=`) without loss or
+    duplication."""
+    hive = live_hive(ctx, hive_id)
+    start = after or 0
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            start = int(last_event_id.strip())
+        except ValueError:
+            raise PolicyError("Last-Event-ID must be the seq number of an event") from None
+        if start < 0:
+            raise PolicyError("Last-Event-ID must not be negative")
+    return StreamingResponse(_counted(ctx, hive.id, start), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
+async def _counted(ctx: ServerContext, hive_id: str, start: int) -> Any:
+    ctx.metrics.event_streams_open += 1
+    try:
+        async for frame in ctx.hub.stream(hive_id, start):
+            yield frame
+    finally:
+        ctx.metrics.event_streams_open -= 1

@@ -1,0 +1,102 @@
+"""The seam between the hive routes and whatever drives hives through time.
+
+The server is handed a `HiveRunner`. The live engine plugs in here; `StoreRunner` is the one
+that only records decisions in the store (status changes and their events), for a server that
+shows and steers hives run elsewhere (`ruflo worker`) or before the engine is attached.
+Depends on the core model and the store protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ruflo.errors import Conflict
+from ruflo.model import Approval, ApprovalStatus, Hive, HiveStatus, Task, TaskState, new_id
+from ruflo.store.base import Store
+
+
+@runtime_checkable
+class HiveRunner(Protocol):
+    """What the hive routes ask of the thing that runs hives. Every method is idempotent where
+    the state already matches (pausing a paused hive answers the hive as it is) and raises
+    Conflict when the change is impossible (resuming a cancelled hive)."""
+
+    async def start(self, hive_id: str) -> None:
+        """Begin work on a stored hive. When its board is empty, the objective is posted as
+        the first task."""
+
+    async def pause(self, hive_id: str, *, reason: str) -> Hive:
+        """Stop taking up new work; work in flight finishes or is released, nothing is lost."""
+
+    async def resume(self, hive_id: str) -> Hive:
+        """Continue a paused hive where it stopped."""
+
+    async def cancel(self, hive_id: str) -> Hive:
+        """End the hive: every unfinished task is cancelled."""
+
+    async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
+                              decided_by: str) -> Approval:
+        """Record a person's decision and let the waiting work go on."""
+
+    async def aclose(self) -> None:
+        """Stop driving hives (server shutdown); their state stays in the store."""
+
+
+class StoreRunner:
+    """A runner that drives nothing: it records status changes, first tasks, cancellations and
+    approval decisions in the store, each with its event, so the routes and streams work."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def start(self, hive_id: str) -> None:
+        hive = self.store.get_hive(hive_id)
+        if not any(self.store.count_tasks(hive_id).values()):
+            self.store.post_tasks(hive_id, [Task(
+                id=new_id(), hive_id=hive_id, title=_first_line(hive.objective),
+                description=hive.objective)])
+
+    async def pause(self, hive_id: str, *, reason: str) -> Hive:
+        hive = self.store.get_hive(hive_id)
+        if hive.status is HiveStatus.PAUSED:
+            return hive
+        _refuse_if_over(hive, "paused")
+        return self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+
+    async def resume(self, hive_id: str) -> Hive:
+        hive = self.store.get_hive(hive_id)
+        if hive.status is HiveStatus.RUNNING:
+            return hive
+        _refuse_if_over(hive, "resumed")
+        return self.store.set_hive_status(hive_id, HiveStatus.RUNNING)
+
+    async def cancel(self, hive_id: str) -> Hive:
+        hive = self.store.get_hive(hive_id)
+        if hive.status is HiveStatus.CANCELLED:
+            return hive
+        _refuse_if_over(hive, "cancelled")
+        with self.store.transaction():
+            for task in self.store.list_tasks(hive_id, states=[
+                    TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED]):
+                self.store.finish_task(task.id, None, state=TaskState.CANCELLED,
+                                       result="the hive was cancelled")
+            return self.store.set_hive_status(hive_id, HiveStatus.CANCELLED,
+                                              reason="cancelled by a person")
+
+    async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
+                              decided_by: str) -> Approval:
+        return self.store.decide_approval(approval_id, status, decided_by=decided_by)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _refuse_if_over(hive: Hive, verb: str) -> None:
+    if hive.status.terminal:
+        raise Conflict(f"hive {hive.id} is {hive.status.value} and can't be {verb}; "
+                       "nothing was changed.")
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "objective"
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,240 @@
+"""Request bodies (validated at the edge with pydantic) and the response shapes the OpenAPI
+schema advertises. Chat shapes follow ruvocal's camelCase; hive shapes follow the core model.
+Depends on pydantic and the core model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from ruflo.model import AdapterKind, Mode
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused, so a typo is a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    message: str
+    error: str
+    details: list[dict[str, Any]] | None = None
+
+
+# -- probes ------------------------------------------------------------------------------------
+
+class FeatureFlags(BaseModel):
+    enableAssistants: bool
+    loginEnabled: bool
+    isAdmin: bool
+    transcriptionEnabled: bool
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    """"ready" when the store answers; the gateway never decides readiness."""
+    store: str
+    gateway: dict[str, Any]
+
+
+# -- chat --------------------------------------------------------------------------------------
+
+class ModelEntry(BaseModel):
+    id: str
+    name: str
+    displayName: str
+    description: str = ""
+    multimodal: bool = False
+    supportsTools: bool = True
+    unlisted: bool = False
+
+
+class GatewayStatus(BaseModel):
+    status: Literal["ok", "unconfigured", "refused", "budget", "rate_limited", "unreachable",
+                    "bad_response", "timeout", "unknown"]
+    message: str | None = None
+    base_url: str | None = None
+
+
+class RefreshAnswer(BaseModel):
+    models: list[ModelEntry]
+    gateway: GatewayStatus
+
+
+class ConversationCreate(Body):
+    model: ModelName | None = None
+    """Defaults to the user's active model, then RUFLO_MODEL."""
+    preprompt: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                            max_length=100)] | None = None
+
+
+class ConversationCreated(BaseModel):
+    conversationId: str
+
+
+class ConversationPatch(Body):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                            max_length=100)] | None = None
+    model: ModelName | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ConversationPatch:
+        if self.title is None and self.model is None:
+            raise ValueError("give a title or a model to change")
+        return self
+
+
+class ConversationItem(BaseModel):
+    id: str
+    title: str
+    updatedAt: str
+    model: str
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationItem]
+    hasMore: bool
+
+
+class MessageOut(BaseModel):
+    id: str
+    parentId: str | None
+    from_: str = Field(alias="from")
+    content: str
+    createdAt: str
+    updatedAt: str
+    ancestors: list[str]
+    children: list[str]
+    interrupted: bool = False
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    model: str
+    preprompt: str | None
+    rootMessageId: str | None
+    updatedAt: str
+    createdAt: str
+    messages: list[MessageOut]
+
+
+class MessageCreate(Body):
+    inputs: Annotated[str, StringConstraints(max_length=200_000)] | None = None
+    """The user's text. Absent only with is_retry."""
+    id: Annotated[str, StringConstraints(max_length=100)] | None = None
+    """The message to answer under: a new user message becomes its child (an edit branches
+    from the edited message's parent). With is_retry, the user message to answer again."""
+    is_retry: bool = False
+
+    @model_validator(mode="after")
+    def _inputs_or_retry(self) -> MessageCreate:
+        if self.is_retry:
+            if not self.id:
+                raise ValueError("is_retry needs id: the user message to answer again")
+        elif self.inputs is None or not self.inputs.strip():
+            raise ValueError("inputs must hold the message text")
+        return self
+
+
+class StopAnswer(BaseModel):
+    stopped: bool
+
+
+class UserSettings(Body):
+    activeModel: ModelName | None = None
+    customPrompts: dict[Annotated[str, StringConstraints(max_length=200)],
+                        Annotated[str, StringConstraints(max_length=20_000)]] | None = None
+    streamingMode: Literal["raw", "smooth"] | None = None
+    hidePromptExamples: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    disableStream: bool | None = None
+    directPaste: bool | None = None
+    welcomeModalSeen: bool | None = None
+    shareConversationsWithModelAuthors: bool | None = None
+    multimodalOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    toolsOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+
+
+# -- hives -------------------------------------------------------------------------------------
+
+class BudgetSpec(Body):
+    max_tokens: int | None = Field(default=None, ge=0, le=10**12)
+    max_cost: float | None = Field(default=None, ge=0, le=10**9)
+
+
+class AgentSpec(Body):
+    name: Name
+    role: Name = "worker"
+    title: Annotated[str, StringConstraints(max_length=200)] = ""
+    capabilities: Annotated[str, StringConstraints(max_length=5_000)] = ""
+    skills: list[Skill] = Field(default_factory=list, max_length=50)
+    thresholds: dict[Skill, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict)
+    model: ModelName | None = None
+    reports_to: Name | None = None
+    """The manager's name, in an org chart."""
+    adapter: AdapterKind = AdapterKind.LLM
+    adapter_config: dict[str, Any] = Field(default_factory=dict)
+    budget: BudgetSpec | None = None
+
+
+class TaskSpec(Body):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    description: Annotated[str, StringConstraints(max_length=50_000)] = ""
+    skills: list[Skill] = Field(default_factory=list, max_length=50)
+    priority: int = Field(default=1, ge=0, le=1000)
+    effort: float = Field(default=1.0, ge=0, le=1e6)
+    depends_on: list[Ident] = Field(default_factory=list, max_length=200)
+    verify: Annotated[str, StringConstraints(max_length=5_000)] | None = None
+    parent_id: Ident | None = None
+
+
+class HiveCreate(Body):
+    objective: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                max_length=50_000)]
+    name: Name | None = None
+    mode: Mode | None = None
+    """Defaults to company when an org chart is given, else swarm."""
+    agents: list[AgentSpec] | Annotated[int, Field(ge=1, le=500)] | None = None
+    """Agent specs, or a count of alike generalists."""
+    org: list[AgentSpec] | None = Field(default=None, max_length=500)
+    """An org chart: agents with reports_to naming their manager; exactly one root."""
+    model: ModelName | None = None
+    """Model for agents that name none."""
+    budget: BudgetSpec | None = None
+    tasks: list[TaskSpec] = Field(default_factory=list, max_length=2_000)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _agents_or_org(self) -> HiveCreate:
+        if self.agents is not None and self.org is not None:
+            raise ValueError("give agents or org, not both")
+        if isinstance(self.agents, list) and len(self.agents) > 500:
+            raise ValueError("at most 500 agents")
+        return self
+
+
+class PauseBody(Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                             max_length=500)] = "paused by a person"
+
+
+class ApprovalDecision(Body):
+    decision: Literal["approved", "rejected"]

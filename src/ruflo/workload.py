@@ -1,0 +1,290 @@
+"""Workload files: YAML describing an objective, its tasks and the agents (optionally an org chart),
+validated with pydantic at the edge and turned into ruflo.model Task and Agent tuples.
+Depends on the model, errors, and ruflo.policies (org chart and cycle checks). Format: docs/workloads.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ruflo.errors import PolicyError
+from ruflo.model import AdapterKind, Agent, Budget, Task
+
+__all__ = ["Workload", "load_workload", "parse_workload"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _listify(value: Any) -> Any:
+    """`skills: python` is read as `skills: [python]`."""
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class BudgetModel(_Strict):
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0)
+
+
+class TaskModel(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    title: str | None = None
+    description: str = ""
+    skills: list[str] = Field(default_factory=list)
+    effort: float = Field(default=1.0, gt=0, le=1e9)
+    priority: int = Field(default=1, ge=0, le=1000)
+    depends_on: list[str] = Field(default_factory=list)
+    verify: str | None = None
+
+    _lists = field_validator("skills", "depends_on", mode="before")(_listify)
+
+
+class AgentModel(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    skills: list[str] = Field(default_factory=list)
+    model: str | None = None
+    role: str = "worker"
+    title: str = ""
+    capabilities: str = ""
+    reports_to: str | None = None
+    budget: BudgetModel | None = None
+    adapter: AdapterKind = AdapterKind.LLM
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    _lists = field_validator("skills", mode="before")(_listify)
+
+
+class GenerateModel(_Strict):
+    shape: Literal["wide", "deep", "mixed"]
+    tasks: int = Field(ge=1, le=5_000_000)
+    seed: int = 0
+
+
+class WorkloadModel(_Strict):
+    name: str = Field(min_length=1)
+    objective: str = ""
+    verify: str | None = None
+    fixture: str | None = None
+    tasks: list[TaskModel] = Field(default_factory=list)
+    agents: list[AgentModel] = Field(default_factory=list)
+    generate: GenerateModel | None = None
+    """Instead of `tasks`: a generated shape (simulation only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A validated workload: the objective, the board to post, and the agents to run it."""
+
+    name: str
+    objective: str
+    tasks: tuple[Task, ...]
+    agents: tuple[Agent, ...] = ()
+    """Empty when the file names none: the runner then makes `--agents N` of them."""
+    verify: str | None = None
+    """Command whose exit code decides whether the whole objective succeeded."""
+    fixture: Path | None = None
+    """Folder copied fresh into the workspace of every live run."""
+    source: Path | None = None
+
+    @property
+    def skills(self) -> list[str]:
+        """Every skill the tasks name, in order of first appearance."""
+        return list(dict.fromkeys(s for t in self.tasks for s in t.skills))
+
+    @property
+    def has_org(self) -> bool:
+        return any(a.reports_to for a in self.agents)
+
+
+def load_workload(path: str | Path) -> Workload:
+    """Read and validate a workload file. Raises PolicyError naming the file, field and problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"workload file {path} does not exist") from None
+    except IsADirectoryError:
+        raise PolicyError(f"workload {path} is a folder; give the YAML file inside it") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"workload file {path} could not be read: {error}") from None
+    return parse_workload(text, source=path)
+
+
+def parse_workload(text: str, source: Path | None = None) -> Workload:
+    where = str(source) if source is not None else "workload"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise PolicyError(f"{where}: not valid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(
+            f"{where}: expected a mapping with name, objective, tasks and agents; "
+            f"found {type(data).__name__}"
+        )
+    try:
+        model = WorkloadModel.model_validate(data)
+    except ValidationError as error:
+        raise PolicyError(_explain(where, data, error)) from None
+    return _build(model, where, source)
+
+
+def _explain(where: str, data: dict[str, Any], error: ValidationError) -> str:
+    problems = [f"{_locate(data, e['loc'])}: {_reword(e)}" for e in error.errors()]
+    head = f"{where}: {len(problems)} problem{'s' if len(problems) > 1 else ''}, nothing was run"
+    shown = problems[:5]
+    more = f"\n  (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return head + "".join(f"\n  - {p}" for p in shown) + more
+
+
+def _locate(data: Any, loc: Sequence[int | str]) -> str:
+    """tasks.3.effort → tasks[3] (id 'build').effort"""
+    parts: list[str] = []
+    node = data
+    for step in loc:
+        if isinstance(step, int):
+            label = f"[{step}]"
+            item = node[step] if isinstance(node, list) and step < len(node) else None
+            if isinstance(item, dict):
+                key = item.get("id") or item.get("name")
+                if isinstance(key, str):
+                    label += f" ({key!r})"
+            parts.append(label)
+            node = item
+        else:
+            parts.append(("." if parts else "") + step)
+            node = node.get(step) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def _reword(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        field = str(error["loc"][-1])
+        known = {
+            "tasks": TaskModel.model_fields,
+            "agents": AgentModel.model_fields,
+        }
+        names: list[str] = list(WorkloadModel.model_fields)
+        for section, fields in known.items():
+            if section in error["loc"][:-1]:
+                names = list(fields)
+        close = difflib.get_close_matches(field, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field{hint}; allowed: {', '.join(names)}"
+    return str(error["msg"])
+
+
+def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
+    problems: list[str] = []
+    if model.generate is not None and model.tasks:
+        problems.append("give either tasks or generate, not both")
+    if model.generate is None and not model.tasks:
+        problems.append("tasks: at least one task is required (or a generate: section)")
+    ids: dict[str, int] = {}
+    for index, task in enumerate(model.tasks):
+        if task.id in ids:
+            problems.append(f"tasks[{index}]: duplicate id {task.id!r} (also tasks[{ids[task.id]}])")
+        ids.setdefault(task.id, index)
+    for index, task in enumerate(model.tasks):
+        for dep in task.depends_on:
+            if dep == task.id:
+                problems.append(f"tasks[{index}] ({task.id!r}).depends_on: a task cannot wait on itself")
+            elif dep not in ids:
+                close = difflib.get_close_matches(dep, list(ids), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(
+                    f"tasks[{index}] ({task.id!r}).depends_on: unknown task {dep!r}{hint}"
+                )
+    if not problems:
+        from ruflo.policies import find_cycle
+
+        cycle = find_cycle({t.id: list(t.depends_on) for t in model.tasks})
+        if cycle:
+            problems.append("tasks: dependency cycle " + " → ".join(cycle))
+    names: dict[str, int] = {}
+    for index, agent in enumerate(model.agents):
+        if agent.name in names:
+            problems.append(f"agents[{index}]: duplicate name {agent.name!r}")
+        names.setdefault(agent.name, index)
+    fixture: Path | None = None
+    if model.fixture is not None:
+        base = source.parent if source is not None else Path.cwd()
+        fixture = (base / model.fixture).resolve()
+        if not fixture.is_dir():
+            problems.append(f"fixture: folder {model.fixture!r} not found (looked in {fixture})")
+    if problems:
+        head = f"{where}: {len(problems)} problem{'s' if len(problems) > 1 else ''}, nothing was run"
+        raise PolicyError(head + "".join(f"\n  - {p}" for p in problems[:5]))
+
+    agents = tuple(
+        Agent(
+            id=a.name,
+            hive_id="",
+            name=a.name,
+            role=a.role,
+            title=a.title,
+            capabilities=a.capabilities,
+            skills=tuple(a.skills),
+            adapter=a.adapter,
+            adapter_config=dict(a.config),
+            model=a.model,
+            reports_to=a.reports_to,
+            budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget(),
+        )
+        for a in model.agents
+    )
+    if any(a.reports_to for a in agents):
+        from ruflo.policies import OrgChart
+
+        try:
+            OrgChart(agents)
+        except PolicyError as error:
+            raise PolicyError(f"{where}: agents: {error}") from None
+    if model.generate is not None:
+        from ruflo.engine.shapes import shape_tasks
+
+        specs = shape_tasks(model.generate.shape, model.generate.tasks, model.generate.seed)
+        tasks = tuple(
+            Task(id=s.id, hive_id="", title=s.id, skills=s.skills, priority=s.priority,
+                 effort=s.effort, depends_on=s.depends_on)
+            for s in specs
+        )
+    else:
+        tasks = tuple(
+            Task(
+                id=t.id,
+                hive_id="",
+                title=t.title or t.id,
+                description=t.description,
+                skills=tuple(t.skills),
+                priority=t.priority,
+                effort=t.effort,
+                depends_on=tuple(t.depends_on),
+                verify=t.verify,
+            )
+            for t in model.tasks
+        )
+    return Workload(
+        name=model.name,
+        objective=model.objective or model.name,
+        tasks=tasks,
+        agents=agents,
+        verify=model.verify,
+        fixture=fixture,
+        source=source,
+    )

@@ -1,0 +1,100 @@
+"""Running commands: timeout with SIGTERM then SIGKILL, the output cap, the scrubbed env."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ruflo.agents.commands import command_env, run_command
+from ruflo.config import load_settings
+
+
+async def test_exit_code_and_interleaved_output(workspace: Path) -> None:
+    result = await run_command("echo out; echo err >&2; exit 3", cwd=workspace,
+                               env=command_env())
+    assert result.exit_code == 3
+    assert not result.timed_out
+    assert result.output == "out\nerr\n"
+
+
+async def test_the_workspace_is_the_cwd(workspace: Path) -> None:
+    result = await run_command("pwd", cwd=workspace, env=command_env())
+    assert result.output.strip() == str(workspace)  # tmp_path is already a real path
+
+
+async def test_a_command_that_never_ends_is_stopped(workspace: Path) -> None:
+    result = await run_command("sleep 600", cwd=workspace, env=command_env(), time_limit=0.5,
+                               grace=0.5)
+    assert result.timed_out
+    assert result.exit_code == -15
+    assert result.duration < 5
+    assert "timed out" in result.summary()
+
+
+async def test_sigterm_ignored_then_sigkill_for_the_whole_group(workspace: Path) -> None:
+    marker = workspace / "child.pid"
+    script = f"trap '' TERM; (trap '' TERM; sleep 600) & echo $! > {marker}; sleep 600"
+    result = await run_command(script, cwd=workspace, env=command_env(), time_limit=0.5,
+                               grace=0.3)
+    assert result.timed_out
+    assert result.exit_code == -9
+    child = int(marker.read_text())
+    assert process_gone(child)
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie (killed, waiting to be reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_background_children_do_not_hold_the_call(workspace: Path) -> None:
+    result = await run_command("sleep 600 & echo started", cwd=workspace, env=command_env(),
+                               time_limit=30)
+    assert result.exit_code == 0
+    assert not result.timed_out
+    assert result.output == "started\n"
+    assert result.duration < 10
+
+
+async def test_a_command_printing_100_mb_keeps_only_the_cap(workspace: Path) -> None:
+    result = await run_command(f"{sys.executable} -c \"import sys; [sys.stdout.write('y' * 1048575 + chr(10)) for _ in range(100)]\"; echo the-end",
+                               cwd=workspace, env=command_env(), output_limit=10_000,
+                               time_limit=60)
+    assert result.exit_code == 0
+    assert result.output_bytes == 100 * 1048576 + len("the-end\n")
+    assert len(result.output) < 10_200
+    assert result.truncated
+    assert "bytes of output omitted" in result.output
+    assert result.output.endswith("the-end\n")  # the tail is kept: test summaries live there
+
+
+async def test_a_missing_program_is_a_result_not_a_crash(workspace: Path) -> None:
+    result = await run_command(["/nonexistent/program"], cwd=workspace, env=command_env())
+    assert result.exit_code is None
+    assert "could not start" in result.output
+
+
+async def test_stdin_is_fed(workspace: Path) -> None:
+    result = await run_command("cat", cwd=workspace, env=command_env(), stdin=b"hello")
+    assert result.output == "hello"
+
+
+async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-provider")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws")
+    monkeypatch.setenv("HARMLESS_BUT_UNLISTED", "1")
+    settings = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:4000",
+                              "OPENAI_API_KEY": "sk-virtual", "RUFLO_CONFIG": ""})
+    result = await run_command("env", cwd=workspace, env=command_env(settings))
+    names = dict(line.split("=", 1) for line in result.output.splitlines() if "=" in line)
+    assert names["OPENAI_BASE_URL"] == "http://127.0.0.1:4000"
+    assert names["OPENAI_API_KEY"] == "sk-virtual"
+    for hidden in ("ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HARMLESS_BUT_UNLISTED", "HOME"):
+        assert hidden not in names
+    assert "PATH" in names

@@ -1,0 +1,83 @@
+"""Shared fixtures: a store on SQLite and on Postgres for every store test, and Postgres URLs.
+
+Postgres tests use a fresh schema per test in database `test` on 127.0.0.1:5432, dropped after.
+With RUFLO_REQUIRE_POSTGRES=1 (CI) an unreachable Postgres fails those tests instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+_pg_problem: list[str | None] = []
+
+
+def _postgres_problem() -> str | None:
+    """Why Postgres can't be used (cached), or None when it answers."""
+    if not _pg_problem:
+        import psycopg
+
+        try:
+            psycopg.connect(PG_ADMIN_DSN).close()
+            _pg_problem.append(None)
+        except psycopg.Error as error:
+            _pg_problem.append(str(error).strip().splitlines()[0])
+    return _pg_problem[0]
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("RUFLO_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"Postgres is required (RUFLO_REQUIRE_POSTGRES=1) but unreachable: {problem}")
+    pytest.skip(f"Postgres unreachable: {problem}")
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A database URL whose search_path is a fresh, empty schema; dropped afterwards."""
+    require_postgres()
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+STORE_KINDS = [pytest.param("sqlite", id="sqlite"),
+               pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for an empty store, once on SQLite (a temp file) and once on Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}"
+    url: str = request.getfixturevalue("pg_schema_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Any]:
+    """An open, empty store (SQLite and Postgres); closed afterwards."""
+    from ruflo.store import open_store
+
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -1,0 +1,97 @@
+"""Of many claimers of one task, from threads or from separate processes, exactly one wins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+
+from ruflo.store import open_store
+from store_helpers import make_hive
+
+
+def test_one_winner_among_threads(store: Any) -> None:
+    hive = make_hive(store, tasks=1, agents=12)
+    barrier = threading.Barrier(12)
+    winners: list[str] = []
+    errors: list[BaseException] = []
+
+    def claim(i: int) -> None:
+        try:
+            barrier.wait()
+            task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30)
+            if task is not None:
+                winners.append(task.assignee)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(winners) == 1
+    claimed = store.events(hive.id, kinds=["task_claimed"])
+    assert len(claimed) == 1 and claimed[0].agent_id == winners[0]
+
+
+def test_many_threads_drain_a_board_without_double_claims(store: Any) -> None:
+    hive = make_hive(store, tasks=60, agents=6)
+    taken: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        me = f"{hive.id[:8]}-a{i}"
+        try:
+            while (task := store.claim_task(hive.id, me, lease_seconds=30)) is not None:
+                store.finish_task(task.id, me, state="done")
+                taken.append(task.id)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(taken) == 60 and len(set(taken)) == 60
+
+
+CLAIMER = textwrap.dedent("""
+    import sys
+    from ruflo.store import open_store
+    store = open_store(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    task = store.claim_task(sys.argv[2], sys.argv[3], lease_seconds=30)
+    print("won" if task else "lost", flush=True)
+    store.close()
+""")
+
+
+@pytest.mark.integration
+def test_one_winner_among_processes(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        hive = make_hive(store, tasks=1, agents=6)
+        procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, store_url, hive.id,
+                                   f"{hive.id[:8]}-a{i}"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for i in range(6)]
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        answers = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs)
+        assert sorted(answers) == ["lost"] * 5 + ["won"]
+        assert len(store.events(hive.id, kinds=["task_claimed"])) == 1
+    finally:
+        store.close()

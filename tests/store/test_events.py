@@ -1,0 +1,102 @@
+"""Transactions, the event log's gap-free per-hive sequence, and listeners after commit."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from ruflo.model import Event, Task, TaskState, new_id
+from store_helpers import agent_id, make_hive
+
+
+def test_a_failed_transaction_leaves_no_trace(store: Any) -> None:
+    hive = make_hive(store)
+    seen: list[Event] = []
+    store.add_listener(seen.append)
+    before = store.last_seq(hive.id)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
+        store.append_event(hive.id, "note")
+        raise RuntimeError("boom")
+    assert store.list_tasks(hive.id) == []
+    assert store.last_seq(hive.id) == before
+    assert seen == [], "listeners hear only committed events"
+    # The sequence continues without a gap after the rollback.
+    assert store.append_event(hive.id, "after").seq == before + 1
+
+
+def test_nested_transactions_commit_once_and_listeners_run_after_commit(store: Any) -> None:
+    hive = make_hive(store)
+    seen: list[tuple[int, int]] = []
+
+    def listener(event: Event) -> None:
+        # Runs after commit: the event is readable by the store (as by any other reader).
+        seen.append((event.seq, len(store.events(hive.id, after_seq=event.seq - 1))))
+
+    store.add_listener(listener)
+    with store.transaction():
+        store.append_event(hive.id, "a")
+        with store.transaction():
+            store.append_event(hive.id, "b")
+        assert seen == []
+    assert [s for s, _ in seen] == [store.last_seq(hive.id) - 1, store.last_seq(hive.id)]
+    assert all(visible >= 1 for _, visible in seen)
+    store.remove_listener(listener)
+    store.append_event(hive.id, "c")
+    assert len(seen) == 2
+
+
+def test_board_change_and_event_are_one_unit(store: Any) -> None:
+    hive = make_hive(store, tasks=1)
+    task = store.claim_task(hive.id, agent_id(hive), lease_seconds=30)
+    store.finish_task(task.id, agent_id(hive), state=TaskState.DONE, result="x" * 2000,
+                      data={"tokens": 12})
+    done = store.events(hive.id, kinds=["task_done"])
+    assert len(done) == 1 and done[0].task_id == task.id and done[0].data["tokens"] == 12
+    assert len(done[0].data["result"]) == 500
+
+
+def test_events_paging_and_filters(store: Any) -> None:
+    hive = make_hive(store)
+    start = store.last_seq(hive.id)
+    for i in range(10):
+        store.append_event(hive.id, "tick" if i % 2 else "tock", data={"i": i})
+    page = store.events(hive.id, after_seq=start + 3, limit=4)
+    assert [e.seq for e in page] == [start + 4, start + 5, start + 6, start + 7]
+    assert [e.data["i"] for e in store.events(hive.id, kinds=["tick"])] == [1, 3, 5, 7, 9]
+
+
+def test_two_hives_have_independent_sequences(store: Any) -> None:
+    a, b = make_hive(store), make_hive(store)
+    for _ in range(3):
+        store.append_event(a.id, "x")
+    assert store.last_seq(b.id) == store.last_seq(a.id) - 3
+
+
+def test_gap_free_seq_under_concurrent_appenders(store: Any) -> None:
+    hive = make_hive(store)
+    start = store.last_seq(hive.id)
+    got: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def append(n: int) -> None:
+        try:
+            for _ in range(n):
+                seq = store.append_event(hive.id, "tick").seq
+                with lock:
+                    got.append(seq)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=append, args=(40,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(got) == list(range(start + 1, start + 321))
+    stored = [e.seq for e in store.events(hive.id, after_seq=start)]
+    assert stored == list(range(start + 1, start + 321))
