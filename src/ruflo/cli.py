@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "orchestrate": ("orchestrate", "Run a hive on an objective through the gateway, live."),
     "hive": ("hive", "List, show, pause, resume and cancel stored hives."),
     "task": ("task", "Post, list, show and cancel tasks on a hive's board."),
+    "mcp": ("mcp", "Serve the hive tools to MCP clients (Claude Code, Codex) over stdio or HTTP."),
 }
 
 USAGE = "Usage: ruflo [--version] [-h|--help] COMMAND [ARGS]..."

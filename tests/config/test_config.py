@@ -17,8 +17,10 @@ from ruflo.errors import ConfigError
 def test_defaults(tmp_path: Path) -> None:
     settings = load_settings({"RUFLO_DATA_DIR": str(tmp_path)})
     assert settings.store_url == f"sqlite:///{tmp_path / 'ruflo.db'}"
-    assert settings.gateway_url is None and settings.model == "gpt-4o-mini"
-    assert settings.lease_seconds == 60 and settings.sqlite_synchronous == "normal"
+    assert settings.gateway_url is None
+    assert settings.model == "gpt-4o-mini"
+    assert settings.lease_seconds == 60
+    assert settings.sqlite_synchronous == "normal"
     assert settings.workspace_dir == tmp_path / "workspace"
     assert settings.shell_state_path == tmp_path / "shell"
     assert settings.sources["model"] == "default"
@@ -36,7 +38,8 @@ def test_env_beats_file_beats_default(tmp_path: Path) -> None:
                       'prices = { "m" = { prompt = 1.0, completion = 2.0 } }\nbogus = 1\n')
     settings = load_settings({"RUFLO_CONFIG": str(config), "RUFLO_MODEL": "from-env",
                               "RUFLO_DATA_DIR": str(tmp_path)})
-    assert settings.model == "from-env" and settings.sources["model"] == "env RUFLO_MODEL"
+    assert settings.model == "from-env"
+    assert settings.sources["model"] == "env RUFLO_MODEL"
     assert settings.task_model == "titles"
     assert settings.sources["task_model"] == f"file {config}"
     assert settings.prices == {"m": {"prompt": 1.0, "completion": 2.0}}
@@ -46,7 +49,8 @@ def test_env_beats_file_beats_default(tmp_path: Path) -> None:
 
 def test_gateway_url_prefers_openai_base_url() -> None:
     both = load_settings({"OPENAI_BASE_URL": "http://a:4000", "LITELLM_BASE_URL": "http://b"})
-    assert both.gateway_url == "http://a:4000" and both.gateway_url_var == "OPENAI_BASE_URL"
+    assert both.gateway_url == "http://a:4000"
+    assert both.gateway_url_var == "OPENAI_BASE_URL"
     only = load_settings({"LITELLM_BASE_URL": "http://litellm.litellm.svc:4000"})
     assert only.gateway_url_var == "LITELLM_BASE_URL"
     assert any("LITELLM_BASE_URL" in line for line in boot_trace(only) if "gateway:" in line)
@@ -60,7 +64,9 @@ def test_trace_masks_the_password_and_names_sources(tmp_path: Path) -> None:
         "RUFLO_DATA_DIR": str(tmp_path),
     })
     trace = "\n".join(boot_trace(settings))
-    assert "hunter2" not in trace and "virtual-key" not in trace and "very-secret" not in trace
+    assert "hunter2" not in trace
+    assert "virtual-key" not in trace
+    assert "very-secret" not in trace
     assert "store: postgresql ruflo@db.example:5433/hive (password ***) (from env DATABASE_URL)" \
         in trace
     assert f"data dir: {tmp_path} (env RUFLO_DATA_DIR)" in trace
@@ -140,7 +146,8 @@ def test_doctor_prints_trace_and_checks_the_store(tmp_path: Path) -> None:
     assert "gateway: http://127.0.0.1:4000 (from OPENAI_BASE_URL" in done.stdout
     assert "ok   store:" in done.stdout
     report = json.loads(run_doctor(env, "--json").stdout)
-    assert report["ok"] and report["checks"][0]["name"] == "store"
+    assert report["ok"]
+    assert report["checks"][0]["name"] == "store"
 
 
 @pytest.mark.integration
@@ -159,5 +166,6 @@ def test_doctor_refuses_a_corrupt_store(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "ruflo.db").write_bytes(b"garbage" * 100)
     done = run_doctor(env)
-    assert done.returncode == 1 and "left the file untouched" in done.stdout
+    assert done.returncode == 1
+    assert "left the file untouched" in done.stdout
     assert (tmp_path / "data" / "ruflo.db").read_bytes() == b"garbage" * 100

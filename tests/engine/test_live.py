@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
+from ruflo.engine.control import cancel_hive, resume_hive
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
@@ -148,3 +148,230 @@ async def test_four_agents_run_a_small_workload_to_verified_completion(
     assert all(a.status is AgentStatus.IDLE and a.current_task is None for a in agents)
     assert sum(a.spent_tokens for a in agents) > 0
     assert gateway_server.chat_count == 2 * len(names)
+
+
+async def wait_for_event(store: SqlStore, hive_id: str, kind: str, task_id: str | None = None,
+                         within: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        for event in store.events(hive_id, kinds=[kind]):
+            if task_id is None or event.task_id == task_id:
+                return event
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} event for {task_id} within {within}s")
+
+
+async def test_an_agent_killed_mid_task_loses_nothing_and_no_task_is_done_twice(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    names = ["t1", "t2", "t3", "t4", "t5"]
+    gateway_server.add_rules(*work_rules("t2", delay=3.0, times=1)[:1])  # the first try hangs
+    for name in names:
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, board(names, {"t5": ["t2"]}))
+    run = engine(store, hive, client)
+    running = asyncio.create_task(run.run())
+    slow = f"{hive.id}h-t2"
+    claim = await wait_for_event(store, hive.id, "task_claimed", slow)
+    await asyncio.sleep(0.2)
+    run.kill_agent(claim.agent_id)
+
+    final = await asyncio.wait_for(running, 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert set(finishes(store, hive.id).values()) == {1}
+    assert len(finishes(store, hive.id)) == len(names)
+    assert_no_double_holders(store, hive.id)
+    expired = store.events(hive.id, kinds=["lease_expired"])
+    assert [(e.task_id, e.agent_id) for e in expired] == [(slow, claim.agent_id)]
+    done_by = {e.task_id: e.agent_id for e in store.events(hive.id, kinds=["task_done"])}
+    assert done_by[slow] != claim.agent_id
+    assert claim.agent_id not in done_by.values() or \
+        all(e.seq < expired[0].seq for e in store.events(hive.id, kinds=["task_done"])
+            if e.agent_id == claim.agent_id)
+    assert store.get_agent(claim.agent_id).status is AgentStatus.DEAD
+    assert store.events(hive.id, kinds=["agent_lost"])[0].agent_id == claim.agent_id
+
+
+async def test_a_refused_key_pauses_the_hive_and_resume_finishes_with_nothing_lost(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    names = ["t1", "t2", "t3", "t4"]
+    gateway_server.add_rules(*work_rules("t3", delay=0.5))
+    for name in names:
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, board(names, {"t3": ["t1"], "t4": ["t3"]}), agents=2)
+    running = asyncio.create_task(engine(store, hive, client).run())
+    await wait_for_event(store, hive.id, "task_claimed", f"{hive.id}h-t3")
+    gateway_server.revoke_key(KEY)
+
+    paused = await asyncio.wait_for(running, 30)
+
+    assert paused.status is HiveStatus.PAUSED
+    assert paused.pause_reason == "gateway refused the key"
+    states = {t.title: t.state for t in store.list_tasks(hive.id)}
+    assert states["t1"] is TaskState.DONE
+    assert states["t3"] is TaskState.OPEN, "the claim in flight went back to the board"
+    assert states["t4"] is TaskState.OPEN
+    assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED])
+    released = store.events(hive.id, kinds=["task_released"])
+    assert any(e.task_id == f"{hive.id}h-t3" and "gateway refused the key" in e.data["reason"]
+               for e in released)
+    refused = gateway_server.chat_count
+
+    gateway_server.restore_key(KEY)
+    resume_hive(store, hive.id)
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert set(finishes(store, hive.id).values()) == {1}
+    assert len(finishes(store, hive.id)) == len(names)
+    assert gateway_server.chat_count > refused
+    assert_no_double_holders(store, hive.id)
+
+
+async def test_cancel_stops_the_executors_and_cancels_every_unfinished_task(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("slow", delay=5.0))
+    gateway_server.add_rules(*work_rules("after"))
+    hive = make_hive(store, tmp_path, board(["slow", "after"], {"after": ["slow"]}), agents=2)
+    running = asyncio.create_task(engine(store, hive, client).run())
+    await wait_for_event(store, hive.id, "agent_started", f"{hive.id}h-slow")
+
+    cancel_hive(store, hive.id)
+    final = await asyncio.wait_for(running, 3)
+
+    assert final.status is HiveStatus.CANCELLED
+    assert {t.state for t in store.list_tasks(hive.id)} == {TaskState.CANCELLED}
+    assert not store.events(hive.id, kinds=["task_done", "agent_outcome"])
+    assert all(a.current_task is None for a in store.list_agents(hive.id))
+
+
+async def test_fifty_idle_agents_cost_nothing_and_a_task_posted_elsewhere_wakes_them(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    hive = make_hive(store, tmp_path, [], agents=50)
+    gateway_server.add_rules(*work_rules("late"))
+    running = asyncio.create_task(engine(store, hive, client).run())
+    await asyncio.sleep(2.0)
+
+    assert gateway_server.request_count == 0
+    assert not running.done()
+
+    # Another process (its own connection, no shared listener) posts work: the poll finds it.
+    other = open_store(f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}")
+    try:
+        other.post_tasks(hive.id, [_in(t, hive.id) for t in board(["late"])])
+    finally:
+        other.close()
+    final = await asyncio.wait_for(running, 30)
+
+    assert final.status is HiveStatus.DONE
+    assert gateway_server.chat_count == 2
+
+
+async def test_a_task_that_never_verifies_fails_after_its_attempts_and_so_does_the_hive(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("wrong", content="not what verify wants"))
+    gateway_server.add_rules(*work_rules("fine"))
+    hive = make_hive(store, tmp_path, board(["wrong", "fine", "next"], {"next": ["wrong"]}),
+                     agents=2)
+
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 60)
+
+    assert final.status is HiveStatus.FAILED
+    states = {t.title: t for t in store.list_tasks(hive.id)}
+    assert states["wrong"].state is TaskState.FAILED
+    assert states["wrong"].verified is False
+    assert states["fine"].state is TaskState.DONE
+    assert states["next"].state is TaskState.CANCELLED
+    attempts = [e for e in store.events(hive.id, kinds=["task_verified"])
+                if e.task_id == states["wrong"].id]
+    assert len(attempts) == 5
+    assert all(not e.data["passed"] for e in attempts)
+
+
+async def test_a_spent_hive_budget_pauses_and_a_bigger_budget_resumes(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    for name in ["t1", "t2"]:
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, board(["t1", "t2"]), agents=1,
+                     budget=Budget(max_tokens=1))
+
+    paused = await asyncio.wait_for(engine(store, hive, client).run(), 30)
+
+    assert paused.status is HiveStatus.PAUSED
+    assert "spent its budget" in (paused.pause_reason or "")
+    assert gateway_server.chat_count == 1
+    assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED])
+    assert store.events(hive.id, kinds=["budget_exceeded"])
+
+    resume_hive(store, hive.id, budget=Budget(max_tokens=1_000_000))
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 30)
+    assert final.status is HiveStatus.DONE
+
+
+async def test_an_agent_over_its_own_budget_pauses_and_the_others_finish(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    names = ["t1", "t2", "t3"]
+    for name in names:
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, board(names), agents=2)
+    broke = store.list_agents(hive.id)[0]
+    with store.transaction():
+        store.update_agent(broke.id, budget=Budget(max_tokens=0))
+
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 30)
+
+    assert final.status is HiveStatus.DONE
+    assert store.get_agent(broke.id).status is AgentStatus.PAUSED
+    assert [e.agent_id for e in store.events(hive.id, kinds=["agent_paused"])] == [broke.id]
+    assert broke.id not in {e.agent_id for e in store.events(hive.id, kinds=["task_done"])}
+
+
+@pytest.mark.parametrize("mode", [Mode.SOLO, Mode.ROUND_ROBIN])
+async def test_the_baselines_run_through_the_same_engine(
+        mode: Mode, store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    names = ["t1", "t2", "t3", "t4"]
+    for name in names:
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, board(names, {"t4": ["t1"]}), agents=2, mode=mode)
+
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE
+    doers = Counter(e.agent_id for e in store.events(hive.id, kinds=["task_done"]))
+    if mode is Mode.SOLO:
+        assert len(doers) == 1
+    else:
+        assert sorted(doers.values()) == [2, 2]
+
+
+async def test_an_agent_splits_a_task_and_it_is_integrated_once_the_parts_are_done(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(
+        {"match": {"last_user": "^Task: big$", "turn": 1},
+         "reply": {"tool_calls": [{"name": "post_subtasks", "arguments": {"subtasks": [
+             {"title": "part-a"}, {"title": "part-b", "depends_on": [0]}]}}]}},
+        {"match": {"last_user": "subtasks are done", "turn": 1},
+         "reply": {"tool_calls": [{"name": "complete", "arguments": {"result": "merged"}}]}},
+        *work_rules("part-a"), *work_rules("part-b"))
+    hive = make_hive(store, tmp_path, [Task(id="h-big", hive_id="", title="big")], agents=3)
+
+    final = await asyncio.wait_for(engine(store, hive, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    tasks = {t.title: t for t in store.list_tasks(hive.id)}
+    big = tasks["big"]
+    assert big.result == "merged"
+    assert tasks["part-a"].parent_id == big.id
+    assert tasks["part-b"].parent_id == big.id
+    assert tasks["part-b"].depends_on == (tasks["part-a"].id,)
+    order = [e.task_id for e in store.events(hive.id, kinds=["task_done"])]
+    assert order == [tasks["part-a"].id, tasks["part-b"].id, big.id]

@@ -4,6 +4,7 @@ recovered."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
@@ -57,14 +58,14 @@ def check_invariants(tasks: list[TaskSpec], result: SimResult) -> None:
     assert len(done_at) == result.done
     for task_id, spans in claims.items():
         spans.sort()
-        for (_, released), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, released), (start, _) in itertools.pairwise(spans):
             assert start >= released - 1e-9, f"two holders of {task_id}"
     for spans in per_agent.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end - 1e-9, "an agent did two things at once"
     by_id = {t.id: t for t in tasks}
-    for task_id, end in done_at.items():
+    for task_id in done_at:
         if task_id not in by_id:
             continue
         first_start = min(start for start, _ in claims[task_id])

@@ -143,6 +143,7 @@ def test_numpy_encoder_matches_sentence_transformers() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_memory_command(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "RUFLO_DATA_DIR": str(tmp_path / "data"),
            "RUFLO_CONFIG": "", "HF_HUB_OFFLINE": "1"}

@@ -54,7 +54,9 @@ def test_high_thresholds_decline_and_abstaining_raises_them() -> None:
     policy.post([TaskSpec("t", ("python",))], 0.0)
     rng = random.Random(4)
     decision = policy.choose("docs", 0.0, rng)
-    assert isinstance(decision, Idle) and decision.retry_at is not None and decision.retry_at > 0
+    assert isinstance(decision, Idle)
+    assert decision.retry_at is not None
+    assert decision.retry_at > 0
     assert policy.thresholds("docs")["python"] == 30.0  # clipped at theta_max
     policy.add_agent(agent("py", "python"), 0.0)
     before = policy.thresholds("py")["python"]
@@ -82,7 +84,9 @@ def test_large_tasks_are_decomposed() -> None:
     assert decision == Decompose("big", 4)
     result = simulate([TaskSpec("big", effort=7.0)], [agent("x"), agent("y")], "swarm", seed=1,
                       swarm=SwarmParams(decompose_above=2.0))
-    assert result.all_done and result.decompositions == 1 and result.tasks == 5
+    assert result.all_done
+    assert result.decompositions == 1
+    assert result.tasks == 5
 
 
 def test_idle_agents_on_an_empty_board_are_not_woken() -> None:
@@ -117,7 +121,8 @@ def _specialisation_run(seed: int) -> dict[str, float]:
     agents = [agent(f"x{i}") for i in range(12)]
     result = simulate(tasks, agents, "swarm", seed=seed, arrivals=arrivals)
     assert result.all_done
-    assert result.thresholds is not None and result.done_by is not None
+    assert result.thresholds is not None
+    assert result.done_by is not None
     shares = {}
     for skill in skills:
         by_theta = sorted(agents, key=lambda a: result.thresholds[a.id][skill])  # type: ignore[index]

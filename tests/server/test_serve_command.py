@@ -133,7 +133,9 @@ def test_sigterm_ends_the_server_fast_and_keeps_the_partial_answer(tmp_path: Pat
             if server.poll() is None:
                 server.kill()
                 server.wait()
-    assert server.returncode == 0, server.stderr.read() if server.stderr else ""
+    # uvicorn re-raises the signal once shut down, so a clean end reads as "killed by SIGTERM".
+    assert server.returncode in (0, -signal.SIGTERM), server.stderr.read() if server.stderr else ""
+    assert "Application shutdown complete" in (server.stderr.read() if server.stderr else "")
     from ruflo.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'ruflo.db'}")

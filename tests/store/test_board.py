@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from store_helpers import agent_id, make_hive
 
 from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.model import Task, TaskState, new_id
-from store_helpers import agent_id, make_hive
 
 
 def test_claim_takes_the_most_urgent_ready_task_first(store: Any) -> None:
@@ -24,7 +24,9 @@ def test_claim_takes_the_most_urgent_ready_task_first(store: Any) -> None:
     me = agent_id(hive)
     first = store.claim_task(hive.id, me, lease_seconds=30)
     assert first.id == high
-    assert first.state is TaskState.CLAIMED and first.assignee == me and first.attempts == 1
+    assert first.state is TaskState.CLAIMED
+    assert first.assignee == me
+    assert first.attempts == 1
     second = store.claim_task(hive.id, me, lease_seconds=30)
     assert second.id == low
     assert store.claim_task(hive.id, me, lease_seconds=30) is None, "blocked task is not ready"
@@ -89,8 +91,11 @@ def test_a_task_is_finished_once(store: Any) -> None:
     with pytest.raises(Conflict):
         store.finish_task(task.id, other, state=TaskState.DONE)
     done = store.finish_task(task.id, me, state=TaskState.DONE, result="r", verified=True)
-    assert done.state is TaskState.DONE and done.result == "r" and done.verified is True
-    assert done.finished_at is not None and done.lease_until is None
+    assert done.state is TaskState.DONE
+    assert done.result == "r"
+    assert done.verified is True
+    assert done.finished_at is not None
+    assert done.lease_until is None
     with pytest.raises(Conflict):
         store.finish_task(task.id, me, state=TaskState.FAILED)
     with pytest.raises(Conflict):
@@ -118,9 +123,11 @@ def test_release_reopens(store: Any) -> None:
     with pytest.raises(Conflict):
         store.release_task(task.id, agent_id(hive, 1), reason="not mine")
     reopened = store.release_task(task.id, me, reason="too hard")
-    assert reopened.state is TaskState.OPEN and reopened.assignee is None
+    assert reopened.state is TaskState.OPEN
+    assert reopened.assignee is None
     again = store.claim_task(hive.id, agent_id(hive, 1), lease_seconds=30)
-    assert again.id == task.id and again.attempts == 2
+    assert again.id == task.id
+    assert again.attempts == 2
     assert store.events(hive.id, kinds=["task_released"])[0].data == {"reason": "too hard"}
 
 
@@ -136,16 +143,19 @@ def test_lease_expiry_reopens_a_task(store: Any) -> None:
 
     expired = store.expire_leases(now=t0 + timedelta(seconds=20))
     assert [t.id for t in expired] == [task.id]
-    assert expired[0].state is TaskState.OPEN and expired[0].assignee is None
+    assert expired[0].state is TaskState.OPEN
+    assert expired[0].assignee is None
     assert store.next_lease_expiry(hive.id) is None
     event = store.events(hive.id, kinds=["lease_expired"])[0]
-    assert event.agent_id == dead and event.task_id == task.id
+    assert event.agent_id == dead
+    assert event.task_id == task.id
 
     assert not store.renew_lease(task.id, dead, lease_seconds=10), "the dead agent lost it"
     with pytest.raises(Conflict):
         store.finish_task(task.id, dead, state=TaskState.DONE)
     retaken = store.claim_task(hive.id, alive, lease_seconds=10)
-    assert retaken.id == task.id and retaken.attempts == 2
+    assert retaken.id == task.id
+    assert retaken.attempts == 2
 
 
 def test_update_task_to_done_unblocks_dependents(store: Any) -> None:
@@ -165,7 +175,8 @@ def test_list_and_count(store: Any) -> None:
     me = agent_id(hive)
     claimed = store.claim_task(hive.id, me, lease_seconds=5)
     counts = store.count_tasks(hive.id)
-    assert counts[TaskState.OPEN] == 3 and counts[TaskState.CLAIMED] == 1
+    assert counts[TaskState.OPEN] == 3
+    assert counts[TaskState.CLAIMED] == 1
     assert counts[TaskState.DONE] == 0
     assert [t.id for t in store.list_tasks(hive.id, assignee=me)] == [claimed.id]
     assert len(store.list_tasks(hive.id, states=[TaskState.OPEN])) == 3
@@ -181,19 +192,22 @@ def test_hives_and_agents(store: Any) -> None:
     hive = make_hive(store, agents=2)
     assert store.get_hive(hive.id).name == "test hive"
     paused = store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="gateway refused the key")
-    assert paused.status is HiveStatus.PAUSED and paused.pause_reason == "gateway refused the key"
+    assert paused.status is HiveStatus.PAUSED
+    assert paused.pause_reason == "gateway refused the key"
     store.set_hive_status(hive.id, HiveStatus.RUNNING)
     kinds = [e.kind for e in store.events(hive.id)]
     assert kinds[-2:] == ["hive_paused", "hive_running"]
     updated = store.update_hive(hive.id, budget=Budget(max_tokens=10), config={"seed": 1})
-    assert updated.budget.max_tokens == 10 and updated.config == {"seed": 1}
+    assert updated.budget.max_tokens == 10
+    assert updated.config == {"seed": 1}
     assert [h.id for h in store.list_hives()] == [hive.id]
 
     agents = store.list_agents(hive.id)
     assert [a.name for a in agents] == ["agent 0", "agent 1"]
     changed = store.update_agent(agents[0].id, status=AgentStatus.WORKING,
                                  thresholds={"python": 0.2})
-    assert changed.status is AgentStatus.WORKING and changed.thresholds == {"python": 0.2}
+    assert changed.status is AgentStatus.WORKING
+    assert changed.thresholds == {"python": 0.2}
     with pytest.raises(NotFound):
         store.get_hive("nope")
     with pytest.raises(NotFound):

@@ -27,7 +27,8 @@ def test_paging_is_newest_first_and_per_user(store: Any) -> None:
     assert [c.title for c in first] == ["chat 6", "chat 5", "chat 4"]
     assert [c.title for c in second] == ["chat 3", "chat 2", "chat 1"]
     assert [c.title for c in third] == ["chat 0"]
-    assert store.count_conversations("alice") == 7 and store.count_conversations() == 8
+    assert store.count_conversations("alice") == 7
+    assert store.count_conversations() == 8
     with pytest.raises(NotFound):
         store.get_conversation(mine[0].id, user_id="bob")
     with pytest.raises(NotFound):
@@ -58,9 +59,11 @@ def test_message_tree_and_updates(store: Any) -> None:
     bumped = store.get_conversation(chat.id)
     assert bumped.updated_at > chat.updated_at, "a new message bumps the conversation"
     edited = store.update_message("m3", content="hello!", interrupted=True)
-    assert edited.content == "hello!" and edited.interrupted
+    assert edited.content == "hello!"
+    assert edited.interrupted
     renamed = store.update_conversation(chat.id, title="renamed", root_message_id="m1")
-    assert renamed.title == "renamed" and renamed.root_message_id == "m1"
+    assert renamed.title == "renamed"
+    assert renamed.root_message_id == "m1"
     with pytest.raises(NotFound):
         store.add_message(Message(id="x", conversation_id="missing", role="user", content=""))
     with pytest.raises(Conflict):
@@ -81,7 +84,9 @@ def test_user_settings_and_users(store: Any) -> None:
 
 def test_tokens_store_only_hashes(store: Any) -> None:
     made = store.create_token(token_id="t1", name="ci", user_id="u", token_hash="h" * 64)
-    assert made["id"] == "t1" and made["revoked_at"] is None and "token_hash" not in made
+    assert made["id"] == "t1"
+    assert made["revoked_at"] is None
+    assert "token_hash" not in made
     assert store.find_token("h" * 64)["user_id"] == "u"
     assert store.find_token("other") is None
     store.revoke_token("t1")

@@ -9,9 +9,9 @@ import threading
 from typing import Any
 
 import pytest
+from store_helpers import make_hive
 
 from ruflo.store import open_store
-from store_helpers import make_hive
 
 
 def test_one_winner_among_threads(store: Any) -> None:
@@ -37,7 +37,8 @@ def test_one_winner_among_threads(store: Any) -> None:
     assert errors == []
     assert len(winners) == 1
     claimed = store.events(hive.id, kinds=["task_claimed"])
-    assert len(claimed) == 1 and claimed[0].agent_id == winners[0]
+    assert len(claimed) == 1
+    assert claimed[0].agent_id == winners[0]
 
 
 def test_many_threads_drain_a_board_without_double_claims(store: Any) -> None:
@@ -60,7 +61,8 @@ def test_many_threads_drain_a_board_without_double_claims(store: Any) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(taken) == 60 and len(set(taken)) == 60
+    assert len(taken) == 60
+    assert len(set(taken)) == 60
 
 
 CLAIMER = textwrap.dedent("""
@@ -84,7 +86,8 @@ def test_one_winner_among_processes(store_url: str) -> None:
                                    f"{hive.id[:8]}-a{i}"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True) for i in range(6)]
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")

@@ -10,9 +10,9 @@ import textwrap
 import time
 
 import pytest
+from store_helpers import make_hive
 
 from ruflo.store import open_store
-from store_helpers import make_hive
 
 WRITER = textwrap.dedent("""
     import sys

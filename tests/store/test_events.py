@@ -6,9 +6,9 @@ import threading
 from typing import Any
 
 import pytest
+from store_helpers import agent_id, make_hive
 
 from ruflo.model import Event, Task, TaskState, new_id
-from store_helpers import agent_id, make_hive
 
 
 def test_a_failed_transaction_leaves_no_trace(store: Any) -> None:
@@ -16,10 +16,14 @@ def test_a_failed_transaction_leaves_no_trace(store: Any) -> None:
     seen: list[Event] = []
     store.add_listener(seen.append)
     before = store.last_seq(hive.id)
-    with pytest.raises(RuntimeError), store.transaction():
-        store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
-        store.append_event(hive.id, "note")
-        raise RuntimeError("boom")
+    def doomed() -> None:
+        with store.transaction():
+            store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
+            store.append_event(hive.id, "note")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        doomed()
     assert store.list_tasks(hive.id) == []
     assert store.last_seq(hive.id) == before
     assert seen == [], "listeners hear only committed events"
@@ -54,7 +58,9 @@ def test_board_change_and_event_are_one_unit(store: Any) -> None:
     store.finish_task(task.id, agent_id(hive), state=TaskState.DONE, result="x" * 2000,
                       data={"tokens": 12})
     done = store.events(hive.id, kinds=["task_done"])
-    assert len(done) == 1 and done[0].task_id == task.id and done[0].data["tokens"] == 12
+    assert len(done) == 1
+    assert done[0].task_id == task.id
+    assert done[0].data["tokens"] == 12
     assert len(done[0].data["result"]) == 500
 
 
@@ -100,3 +106,27 @@ def test_gap_free_seq_under_concurrent_appenders(store: Any) -> None:
     assert sorted(got) == list(range(start + 1, start + 321))
     stored = [e.seq for e in store.events(hive.id, after_seq=start)]
     assert stored == list(range(start + 1, start + 321))
+
+
+@pytest.mark.postgres
+def test_postgres_notifies_each_commit(pg_schema_url: str) -> None:
+    import psycopg
+
+    from ruflo.store import open_store
+
+    store = open_store(pg_schema_url)
+    listener = psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True)
+    try:
+        hive = make_hive(store)
+        listener.execute("LISTEN ruflo_events")
+        with store.transaction():
+            store.append_event(hive.id, "a")
+            store.append_event(hive.id, "b")
+            assert list(listener.notifies(timeout=0.2)) == [], "nothing before commit"
+        event = store.append_event(hive.id, "c")
+        got = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+        assert got == [f"{hive.id}:{event.seq - 2}", f"{hive.id}:{event.seq - 1}",
+                       f"{hive.id}:{event.seq}"]
+    finally:
+        listener.close()
+        store.close()

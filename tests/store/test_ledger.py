@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from store_helpers import agent_id, make_hive
 
 from ruflo.errors import Conflict, NotFound
 from ruflo.model import Approval, ApprovalKind, ApprovalStatus, CostKind, new_id
-from store_helpers import agent_id, make_hive
 
 
 def test_ledger_and_spend(store: Any) -> None:
@@ -28,7 +28,8 @@ def test_ledger_and_spend(store: Any) -> None:
     assert (mine.tokens, mine.calls, mine.unknown_cost_calls) == (17, 2, 1)
     assert store.spend(hive_id=hive.id, kind=CostKind.COORDINATION).calls == 1
     agent = store.get_agent(me)
-    assert agent.spent_tokens == 17 and agent.spent_cost == 0.5
+    assert agent.spent_tokens == 17
+    assert agent.spent_cost == 0.5
     entries = store.ledger(hive_id=hive.id)
     assert [e.total_tokens for e in entries] == [15, 2, 100]
     assert entries[1].cost is None, "unknown cost is never recorded as 0"
@@ -41,7 +42,8 @@ def test_approval_is_decided_once(store: Any) -> None:
                                               kind=ApprovalKind.HIRE, subject="hire a tester"))
     assert [a.id for a in store.list_approvals(status=ApprovalStatus.PENDING)] == [approval.id]
     decided = store.decide_approval(approval.id, ApprovalStatus.APPROVED, decided_by="alice")
-    assert decided.status is ApprovalStatus.APPROVED and decided.decided_at is not None
+    assert decided.status is ApprovalStatus.APPROVED
+    assert decided.decided_at is not None
     with pytest.raises(Conflict, match="alice"):
         store.decide_approval(approval.id, ApprovalStatus.REJECTED, decided_by="bob")
     with pytest.raises(NotFound):

@@ -49,7 +49,8 @@ HOSTILE = [
 def test_best_match_ranks_first(notes: Any) -> None:
     for query, expected in RELEVANCE:
         found = notes.memory_search(query, namespace="ops")
-        assert found and found[0].key == expected, query
+        assert found, query
+        assert found[0].key == expected, query
         scores = [entry.score for entry in found]
         assert scores == sorted(scores, reverse=True)
 
@@ -63,7 +64,8 @@ def test_any_query_is_safe(notes: Any) -> None:
 
 def test_punctuation_does_not_hide_words(notes: Any) -> None:
     assert notes.memory_search("budget!!! caps???")[0].key == "budget-caps"
-    assert notes.memory_search("") == [] and notes.memory_search("  ...  ") == []
+    assert notes.memory_search("") == []
+    assert notes.memory_search("  ...  ") == []
 
 
 def test_namespace_filter_put_get_delete(notes: Any) -> None:
@@ -74,8 +76,10 @@ def test_namespace_filter_put_get_delete(notes: Any) -> None:
     assert notes.memory_search("writer", namespace="other") == []
     assert notes.memory_search("replaced")[0].key == "wal"
     assert [e.key for e in notes.memory_list("other")] == ["wal"]
-    assert len(notes.memory_list()) == 6 and len(notes.memory_list(limit=2)) == 2
-    assert notes.memory_delete("other", "wal") and not notes.memory_delete("other", "wal")
+    assert len(notes.memory_list()) == 6
+    assert len(notes.memory_list(limit=2)) == 2
+    assert notes.memory_delete("other", "wal")
+    assert not notes.memory_delete("other", "wal")
     assert notes.memory_search("replaced") == []
     with pytest.raises(NotFound):
         notes.memory_get("other", "wal")

@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from store_helpers import make_hive
 
 from ruflo.errors import StoreCorrupt, StoreUnreachable
 from ruflo.store import open_store
 from ruflo.store.opening import HEAD_REVISION, migrations_head
-from store_helpers import make_hive
 
 
 def digest(path: Path) -> str:
@@ -27,8 +27,10 @@ def test_unreachable_database_url_names_host_and_cause(tmp_path: Path) -> None:
     with pytest.raises(StoreUnreachable) as caught:
         open_store("postgresql://postgres@127.0.0.1:1/test")
     message = str(caught.value)
-    assert "127.0.0.1:1/test" in message and "refused" in message.lower()
-    assert "\n" not in message and "did not fall back to SQLite" in message
+    assert "127.0.0.1:1/test" in message
+    assert "refused" in message.lower()
+    assert "\n" not in message
+    assert "did not fall back to SQLite" in message
 
 
 @pytest.mark.postgres
@@ -72,7 +74,7 @@ def test_another_apps_sqlite_database_is_refused_and_untouched(tmp_path: Path) -
     conn.commit()
     conn.close()
     before = digest(path)
-    with pytest.raises(StoreCorrupt, match="not ruflo's.*photos"):
+    with pytest.raises(StoreCorrupt, match=r"not ruflo's.*photos"):
         open_store(f"sqlite:///{path}")
     assert digest(path) == before
 

@@ -75,7 +75,8 @@ def test_import_maps_the_tree_and_owners(store: Any, tmp_path: Path) -> None:
     counts = import_rvf(store, upstream_file(tmp_path / "ruvocal.rvf.json"))
     assert (counts.conversations, counts.messages, counts.users, counts.settings) == (2, 6, 1, 1)
     messages = {m.id: m for m in store.messages("65f000000000000000000001")}
-    assert messages["m-a1b"].parent_id == "m-u1" and messages["m-a1b"].interrupted
+    assert messages["m-a1b"].parent_id == "m-u1"
+    assert messages["m-a1b"].interrupted
     assert messages["m-sys"].parent_id is None
     assert messages["m-a1"].data["reasoning"] == "greet"
     assert store.get_conversation("65f000000000000000000002").user_id == "sess-7"
@@ -90,9 +91,11 @@ def test_round_trip_keeps_every_conversation_and_message(store: Any, store_url: 
     before = snapshot(store)
     out = tmp_path / "out.rvf.json"
     counts = export_rvf(store, out)
-    assert counts.conversations == 2 and counts.messages == 6
+    assert counts.conversations == 2
+    assert counts.messages == 6
     exported = json.loads(out.read_text())
-    assert exported["rvf_version"] == "2.0" and exported["format"] == "rvf-database"
+    assert exported["rvf_version"] == "2.0"
+    assert exported["format"] == "rvf-database"
     assert exported["metadata"]["doc_count"] == 4
     first = exported["collections"]["conversations"]["65f000000000000000000001"]
     by_id = {m["id"]: m for m in first["messages"]}
@@ -101,7 +104,8 @@ def test_round_trip_keeps_every_conversation_and_message(store: Any, store_url: 
     for message in original:
         assert by_id[message["id"]]["ancestors"] == message["ancestors"]
         assert by_id[message["id"]]["children"] == message["children"]
-    assert first["assistantId"] == "a-9" and first["userId"] == "user-1"
+    assert first["assistantId"] == "a-9"
+    assert first["userId"] == "user-1"
     assert not list(tmp_path.glob(".out.rvf.json.*")), "no temp file left behind"
 
     # Into a second, empty store: the same conversations and messages.
@@ -140,7 +144,8 @@ def test_malformed_file_imports_nothing(store: Any, tmp_path: Path, name: str) -
     path.write_text(MALFORMED[name])
     with pytest.raises(ConfigError, match="nothing was imported"):
         import_rvf(store, path)
-    assert store.count_conversations() == 0 and store.user_ids() == []
+    assert store.count_conversations() == 0
+    assert store.user_ids() == []
 
 
 def test_a_late_error_rolls_back_everything(store: Any, tmp_path: Path) -> None:
@@ -172,4 +177,5 @@ def test_cli_import_export_report_counts(tmp_path: Path) -> None:
     bad.write_text("{oops")
     done = ruflo("rvf", "import", str(bad))
     assert done.returncode == 2
-    assert "not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    assert "not valid JSON" in done.stderr
+    assert "Traceback" not in done.stderr

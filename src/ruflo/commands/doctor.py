@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -71,8 +71,8 @@ def doctor_checks(settings: Settings) -> list[Check]:
 
 
 @app.callback(invoke_without_command=True)
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")
-           ) -> None:
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+           = False) -> None:
     """Print the boot trace and check the store; exit 1 when a check fails."""
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError

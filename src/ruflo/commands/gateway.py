@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,9 @@ def models(
     from ruflo.gateway.client import GatewayClient
 
     settings = load_settings()
+    # The error, if any, is printed once by the CLI; retry chatter would only repeat it.
+    for noisy in ("stamina", "ruflo.gateway"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
     async def fetch() -> tuple[str, str, list[tuple[str, str | None]]]:
         async with GatewayClient.from_settings(settings) as client:

@@ -5,6 +5,7 @@ store. Imports only typer and the stdlib at module level.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,8 +14,8 @@ app = typer.Typer(help="Import or export upstream ruvocal RVF files.", add_compl
 
 
 @app.command("import")
-def import_command(path: Path = typer.Argument(..., help="An upstream ruvocal.rvf.json.")
-                   ) -> None:
+def import_command(
+        path: Annotated[Path, typer.Argument(help="An upstream ruvocal.rvf.json.")]) -> None:
     """Import conversations (with message trees), users and settings in one transaction."""
     from ruflo.rvf import import_rvf
     from ruflo.store import open_store
@@ -28,8 +29,8 @@ def import_command(path: Path = typer.Argument(..., help="An upstream ruvocal.rv
 
 
 @app.command("export")
-def export_command(path: Path = typer.Argument(..., help="Where to write the RVF 2.0 file.")
-                   ) -> None:
+def export_command(
+        path: Annotated[Path, typer.Argument(help="Where to write the RVF 2.0 file.")]) -> None:
     """Write the store's conversations, users and settings as RVF 2.0, atomically."""
     from ruflo.rvf import export_rvf
     from ruflo.store import open_store

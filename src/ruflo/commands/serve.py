@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ruflo.server.runner import HiveRunner
     from ruflo.store.base import Store
 
-command = typer.Typer(help="Run the web server: chat API, hive API, live event streams, probes.")
+app = typer.Typer(help="Run the web server: chat API, hive API, live event streams, probes.")
 
 GRACEFUL_SECONDS = 5
 """Open streams get this long to end on SIGTERM; Kubernetes waits 30 s before SIGKILL."""
@@ -72,7 +72,7 @@ def build_server(asgi_app: Any, host: str, port: int) -> Any:
     return RufloServer(config)
 
 
-@command.command()
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(3000, min=0, max=65535, help="Port to listen on."),

@@ -76,7 +76,7 @@ KILLED = "killed"
 
 FOLLOWED = frozenset({
     "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
-    "task_released", "lease_expired", "hive_paused", "hive_running",
+    "task_released", "lease_expired", "hive_paused", "hive_running", "hive_budget_changed",
     "hive_cancelled", "hive_done", "hive_failed", "agent_added",
 })
 """Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
@@ -281,6 +281,7 @@ class LiveEngine:
         try:
             self._seq = self.store.last_seq(self.hive_id)
             self._load()
+            self._refresh_budgets()
             self.store.append_event(self.hive_id, "engine_started", data={
                 "mode": hive.mode.value, "agents": sorted(self.slots),
                 "lease_seconds": self.params.lease_seconds, "seed": self.params.seed,
@@ -413,6 +414,16 @@ class LiveEngine:
         self._mirror_ends("a task it depends on did not succeed")
         self._restore_thresholds(agents)
         self.policy.drain_wakes()
+
+    def _refresh_budgets(self) -> None:
+        """Budgets may have changed while the hive was paused: the gateway client's accounts
+        are reloaded from the store."""
+        budgets = getattr(self.gateway, "budgets", None)
+        if budgets is None:
+            return
+        budgets.refresh(hive_id=self.hive_id)
+        for agent_id in self.slots:
+            budgets.refresh(agent_id=agent_id)
 
     def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
         if not isinstance(self.policy, SwarmPolicy):
@@ -823,8 +834,7 @@ class LiveEngine:
     # -- following the event log -----------------------------------------------------------------
     async def _consume(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._signal.wait(), self.params.poll_seconds)
+            await wait_at_most(self._signal, self.params.poll_seconds)
             self._signal.clear()
             events = self.store.events(self.hive_id, after_seq=self._seq, kinds=sorted(FOLLOWED))
             if events:
@@ -859,7 +869,11 @@ class LiveEngine:
         elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
             self._status = HiveStatus.RUNNING
             self.hive = self.store.get_hive(self.hive_id)
+            self._refresh_budgets()
+            stored = {a.id: a.status for a in self.store.list_agents(self.hive_id)}
             for slot in self.slots.values():
+                if slot.alive and stored.get(slot.id) is not AgentStatus.PAUSED:
+                    slot.paused = None
                 slot.wake.set()
         elif kind in ("hive_cancelled", "hive_done", "hive_failed"):
             self._status = HiveStatus(kind.removeprefix("hive_"))
@@ -867,6 +881,8 @@ class LiveEngine:
                 if slot.task_id is not None:
                     self._stop_work(slot, slot.task_id, self._stop_reason())
             self._end()
+        elif kind == "hive_budget_changed":
+            self._refresh_budgets()
         elif kind == "agent_added" and agent_id is not None and \
                 agent_id not in self.policy.alive:
             self.policy.add_agent(self.store.get_agent(agent_id), self.now())
@@ -932,9 +948,8 @@ class LiveEngine:
                 continue
             delay = (expiry - utcnow()).total_seconds()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    # A new claim may expire sooner; a renewal later (then this finds nothing).
-                    await asyncio.wait_for(self._claims_changed.wait(), delay + 0.01)
+                # A new claim may expire sooner; a renewal later (then this finds nothing).
+                await wait_at_most(self._claims_changed, delay + 0.01)
                 continue
             if not self.store.expire_leases(hive_id=self.hive_id):
                 await asyncio.sleep(0.05)  # the clock read and the store disagree by a hair
@@ -1017,6 +1032,14 @@ class LiveEngine:
                                    time_limit=limits.verify_timeout, grace=limits.command_grace,
                                    output_limit=limits.command_output_bytes)
         return result.ok, result.output
+
+
+async def wait_at_most(flag: asyncio.Event, seconds: float) -> None:
+    """Wait until the flag is set or the time is up. (`asyncio.timeout` rather than `wait_for`:
+    on 3.11 the latter can turn a cancellation into a TimeoutError, which would be swallowed.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await flag.wait()
 
 
 def task_tools_for(mode: Mode) -> frozenset[TaskTool]:

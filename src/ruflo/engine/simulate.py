@@ -143,6 +143,8 @@ class SimResult:
     stalled: bool
     """True when the run stopped with work left and nobody able to do it."""
     wall_seconds: float
+    cpu_seconds: float
+    """Processor time of the run (what it costs, whatever else the machine is doing)."""
     timeline: list[TimelineEntry] | None = None
     done_by: dict[str, dict[str, int]] | None = None
     """Agent → skill → tasks of that skill it finished (kept for up to `detail_limit` agents)."""
@@ -151,7 +153,12 @@ class SimResult:
 
     @property
     def decisions_per_second(self) -> float:
+        """Decisions per second of wall time, the whole simulation included."""
         return self.decisions / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def decisions_per_cpu_second(self) -> float:
+        return self.decisions / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
     @property
     def all_done(self) -> bool:
@@ -160,6 +167,7 @@ class SimResult:
     def to_dict(self, *, with_timeline: bool = False) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["decisions_per_second"] = self.decisions_per_second
+        data["decisions_per_cpu_second"] = self.decisions_per_cpu_second
         data["timeline"] = (
             [dataclasses.asdict(e) for e in self.timeline]
             if with_timeline and self.timeline is not None
@@ -306,6 +314,7 @@ def simulate(
     policy: BasePolicy = make_policy(mode, agents, seed=seed, swarm=swarm, company=company)
     run = _Run(policy, agents, params, rng, clock, record, len(agents) <= detail_limit)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for agent in agents:
         policy.add_agent(agent, 0.0)
     policy.post(batches.pop(0.0, []), 0.0)
@@ -315,7 +324,8 @@ def simulate(
     run.total = len(tasks)
     run.start(kill, on_progress)
     wall = time.perf_counter() - started
-    return run.result(mode, seed, len(tasks), critical, total, bound, wall)
+    cpu = time.process_time() - cpu_started
+    return run.result(mode, seed, len(tasks), critical, total, bound, wall, cpu)
 
 
 class _Run:
@@ -613,7 +623,7 @@ class _Run:
 
     # -- results ---------------------------------------------------------------------------
     def result(self, mode: Mode, seed: int, n_tasks: int, critical: float, total: float,
-               bound: float, wall: float) -> SimResult:
+               bound: float, wall: float, cpu: float) -> SimResult:
         board = self.board
         states = {"done": 0, "failed": 0, "cancelled": 0}
         for task in board.tasks.values():
@@ -663,6 +673,7 @@ class _Run:
             recovered=sum(1 for t in self.held_by_killed if t.state.value == "done"),
             stalled=self.stalled,
             wall_seconds=wall,
+            cpu_seconds=cpu,
             timeline=self.timeline,
             done_by=done_by,
             thresholds=thresholds,

@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx2
 import openai
 import stamina
+from openai.types.chat import ChatCompletionChunk
 
 from ruflo.errors import ConfigError, GatewayError, NotFound
 from ruflo.gateway.base import (
     CallContext,
     ChatMessage,
     ChatResult,
+    Gateway,
     ModelInfo,
     StreamDelta,
     ToolCall,
@@ -290,30 +293,30 @@ class GatewayClient:
         request = self._request(messages, model, tools, max_tokens, temperature)
         reservation = await self._reserve(context, model, messages, tools, max_tokens)
         try:
-            raw = await self._attempts(
-                lambda: self._sdk.chat.completions.with_raw_response.create(**request))
+            # The SDK's generic post skips its per-call request transformation (milliseconds
+            # for a long conversation); the answer is checked here instead of by the SDK.
+            response = await self._attempts(lambda: self._sdk.post(
+                "/chat/completions", body=request, cast_to=httpx2.Response))
             try:
-                completion = raw.parse()
-                result = self._result(completion, model)
-            except (ValueError, TypeError, KeyError, AttributeError,
-                    openai.OpenAIError) as error:
-                raise _CallFailed(classify(error)) from None
+                data = response.json()
+            except ValueError:
+                raise self._bad(f"not JSON: {describe(response.text[:120])}") from None
+            result, has_usage = self._completion(data, model)
         except _CallFailed as failed:
             self._release(reservation)
             raise self._error(failed, context) from None
         except BaseException:
             self._release(reservation)
             raise
-        headers = raw.headers
+        headers = response.headers
         usage = result.usage
-        if completion.usage is None:
+        if not has_usage:
             # The gateway sent no usage: charge a size-based guess, never nothing.
             usage = Usage(estimate_prompt_tokens(messages, tools),
                           max(1, len(result.content or "") // 4))
-        cost, source = call_cost(headers, result.model,
-                                 result.usage if completion.usage is not None else None,
+        cost, source = call_cost(headers, result.model, usage if has_usage else None,
                                  self.prices)
-        rid = request_id(headers, getattr(completion, "id", None))
+        rid = request_id(headers, data.get("id"))
         self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
                     cost_source=source, request=rid)
         return ChatResult(result.content, result.tool_calls, result.finish_reason,
@@ -323,32 +326,48 @@ class GatewayClient:
         if reservation is not None and self.budgets is not None:
             self.budgets.release(reservation)
 
-    def _result(self, completion: Any, model: str) -> ChatResult:
-        """Read a completion, checking that it is one (the SDK does not validate)."""
-        choices = getattr(completion, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise self._bad(f"no choices in {describe(completion)}")
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        if message is None:
-            raise self._bad(f"no message in {describe(choice)}")
-        content = message.content
+    def _completion(self, data: Any, model: str) -> tuple[ChatResult, bool]:
+        """Read a chat completion body, checking that it is one; also whether it had usage."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise self._bad(f"no choices in {describe(data)}")
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise self._bad(f"no message in {describe(choices[0])}")
+        content = message.get("content")
         if content is not None and not isinstance(content, str):
             raise self._bad(f"content is {type(content).__name__}, not text")
+        raw_calls = message.get("tool_calls") or []
+        if not isinstance(raw_calls, list):
+            raise self._bad(f"tool_calls is not a list: {describe(raw_calls)}")
         calls = []
-        for call in message.tool_calls or []:
-            function = getattr(call, "function", None)
-            if function is None or not isinstance(getattr(function, "name", None), str):
+        for call in raw_calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(name, str) or not name or not isinstance(function, dict):
                 raise self._bad(f"tool call without a function name: {describe(call)}")
-            arguments = function.arguments
+            arguments = function.get("arguments")
             if not isinstance(arguments, str):
-                arguments = json.dumps(arguments)
-            calls.append(ToolCall(str(call.id or ""), function.name, arguments))
-        usage = completion.usage
-        used = (Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
-                if usage is not None else Usage())
-        return ChatResult(content, tuple(calls), choice.finish_reason,
-                          str(completion.model or model), used)
+                arguments = "" if arguments is None else json.dumps(arguments)
+            calls.append(ToolCall(str(call.get("id") or ""), name, arguments))
+        usage = data.get("usage")
+        has_usage = isinstance(usage, dict)
+        used = Usage()
+        if isinstance(usage, dict):
+            used = Usage(self._count(usage.get("prompt_tokens")),
+                         self._count(usage.get("completion_tokens")))
+        finish = choices[0].get("finish_reason")
+        answered_model = data.get("model")
+        return ChatResult(content, tuple(calls), finish if isinstance(finish, str) else None,
+                          answered_model if isinstance(answered_model, str) and answered_model
+                          else model, used), has_usage
+
+    def _count(self, value: Any) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self._bad(f"token count {describe(value)} is not a number of tokens")
+        return int(value)
 
     async def stream(self, messages: Sequence[ChatMessage], *, model: str,
                      context: CallContext, max_tokens: int | None = None,
@@ -363,11 +382,12 @@ class GatewayClient:
         state = _StreamState()
         headers: Mapping[str, str] = {}
         try:
-            raw = await self._attempts(
-                lambda: self._sdk.chat.completions.with_raw_response.create(**request))
-            headers = raw.headers
+            chunks = await self._attempts(lambda: self._sdk.post(
+                "/chat/completions", body=request, cast_to=ChatCompletionChunk, stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk]))
+            headers = chunks.response.headers
             try:
-                async for chunk in raw.parse():
+                async for chunk in chunks:
                     piece = state.add(chunk)
                     if piece:
                         yield StreamDelta(text=piece)
@@ -434,13 +454,22 @@ class GatewayClient:
     async def _refresh_models(self) -> list[ModelInfo]:
         self._models_checked = utcnow()
         try:
-            page = await self._attempts(self._sdk.models.list)
+            response = await self._attempts(
+                lambda: self._sdk.get("/models", cast_to=httpx2.Response))
+            try:
+                data = response.json()
+            except ValueError:
+                raise self._bad(f"not JSON: {describe(response.text[:120])}") from None
+            items = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(items, list):
+                raise self._bad(f"no model list in {describe(data)}")
             models = []
-            for item in page.data:
-                if not isinstance(getattr(item, "id", None), str):
+            for item in items:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                     raise self._bad(f"model entry without an id: {describe(item)}")
-                models.append(ModelInfo(item.id, getattr(item, "owned_by", None),
-                                        item.model_dump()))
+                owner = item.get("owned_by")
+                models.append(ModelInfo(item["id"], owner if isinstance(owner, str) else None,
+                                        item))
         except _CallFailed as failed:
             error = self._error(failed, None)
             self._models_error = str(error)
@@ -453,3 +482,8 @@ class GatewayClient:
         self._models_refreshed = self._models_checked
         self._models_error = None
         return models
+
+
+if TYPE_CHECKING:
+    def _implements_the_seam(client: GatewayClient) -> Gateway:
+        return client

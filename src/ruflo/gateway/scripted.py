@@ -485,6 +485,9 @@ class ScriptedGateway:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
+        # Listening before uvicorn starts: a client told the URL early waits in the backlog
+        # instead of being refused.
+        sock.listen(2048)
         self.port = sock.getsockname()[1]
         return sock
 

@@ -56,8 +56,8 @@ class Memory:
             namespace=namespace, key=key, content=content,
             tags=tuple(dict.fromkeys(t.strip() for t in tags if t.strip())),
             created_at=created, updated_at=now))
-        if self.ranker is not None:
-            self.ranker.remember([entry])
+        # Not embedded here: the next semantic search embeds (and caches) what is new, so
+        # storing a note stays as quick as a keyword store.
         return entry
 
     def get(self, namespace: str, key: str) -> MemoryEntry:
@@ -105,8 +105,6 @@ class Memory:
         with self.store.transaction():
             for entry in entries:
                 self.store.memory_put(entry)
-        if self.ranker is not None and entries:
-            self.ranker.remember(entries)
         return len(entries)
 
 

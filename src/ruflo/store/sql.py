@@ -114,11 +114,18 @@ TASK_COLS = ("id, hive_id, title, description, parent_id, skills, priority, effo
              "blocked_on, depth, created_at, updated_at, claimed_at, finished_at")
 
 
+_TASK_STATES = {str(state): state for state in TaskState}
+
+
+def _id_list(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(_loads(text))
+
+
 def _task(row: Sequence[Any]) -> Task:
     verified = row[16]
     return Task(id=row[0], hive_id=row[1], title=row[2], description=row[3], parent_id=row[4],
-                skills=tuple(_loads(row[5])), priority=row[6], effort=float(row[7]),
-                depends_on=tuple(_loads(row[8])), state=TaskState(row[9]), assignee=row[10],
+                skills=_id_list(row[5]), priority=row[6], effort=float(row[7]),
+                depends_on=_id_list(row[8]), state=_TASK_STATES[row[9]], assignee=row[10],
                 lease_until=_dt(row[11]), attempts=row[12], stimulus=float(row[13]), verify=row[14],
                 result=row[15], verified=None if verified is None else bool(verified),
                 blocked_on=row[17], depth=row[18], created_at=_dt_req(row[19]),
@@ -285,8 +292,19 @@ class _Statements:
             f"AND pending_deps = 0{lock}) AND state = 'open' RETURNING {TASK_COLS}")
         self.expiring = ("SELECT id, assignee FROM tasks WHERE state = 'claimed' AND "
                          "lease_until < ? {hive} ORDER BY lease_until" + lock)
-        self.bump_seq = self.q("UPDATE hives SET last_seq = last_seq + ? WHERE id = ? "
-                               "RETURNING last_seq")
+        # Postgres: the hive row's counter hands out seqs, its row lock serialising appenders
+        # of one hive. SQLite: writers are already serialised (BEGIN IMMEDIATE), so the next
+        # seq is read from the events' primary key, sparing a page write per transaction.
+        if self.postgres:
+            self.bump_seq = self.q("UPDATE hives SET last_seq = last_seq + ? WHERE id = ? "
+                                   "RETURNING last_seq")
+        else:
+            self.bump_seq = ("SELECT (SELECT COALESCE(MAX(seq), 0) FROM events WHERE "
+                             "hive_id = h.id) + ? FROM hives h WHERE h.id = ?")
+        self.last_seq = (  # run through SqlStore._read, which translates placeholders
+            "SELECT last_seq FROM hives WHERE id = ?" if self.postgres else
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events WHERE hive_id = h.id) "
+            "FROM hives h WHERE h.id = ?")
         self.insert_event = self.q(
             "INSERT INTO events (hive_id, seq, ts, kind, agent_id, task_id, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -317,10 +335,8 @@ class SqlStore:
     """The Store protocol on SQLite (embedded, WAL) or Postgres (psycopg 3)."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "normal") -> None:
-        from ruflo.config import mask_url
-
         url = opening.normalise_url(url)
-        self.url = mask_url(url)
+        self.url = opening.mask_password(url)
         self.created = False
         """True when this open created a new, empty store (the boot trace says so)."""
         self.path: Path | None = None
@@ -502,9 +518,8 @@ class SqlStore:
 
     # -- events ------------------------------------------------------------------------------
     def _append(self, hive_id: str, items: Sequence[tuple[str, str | None, str | None, JSON]],
-                ts: float | None = None) -> list[Event]:
-        """Append events inside the current transaction: the hive row's counter hands out
-        the seqs (its row lock serialises appenders per hive on Postgres)."""
+                ts: float | None = None, *, want: bool = False) -> list[Event]:
+        """Append events inside the current transaction with the next gap-free seqs."""
         if not items:
             return []
         state = self._state()
@@ -524,16 +539,19 @@ class SqlStore:
             cur.executemany(sql.insert_event, rows)
         if sql.postgres:
             cur.execute(sql.notify, (f"{hive_id}:{rows[-1][1]}",))
+        if not (want or self._listeners):
+            return []
         when = _dt_req(ts)
         events = [Event(seq=r[1], hive_id=hive_id, kind=r[3], ts=when, agent_id=r[4],
                         task_id=r[5], data=items[i][3]) for i, r in enumerate(rows)]
-        state.pending.extend(events)
+        if self._listeners:
+            state.pending.extend(events)
         return events
 
     def append_event(self, hive_id: str, kind: str, *, agent_id: str | None = None,
                      task_id: str | None = None, data: JSON | None = None) -> Event:
         with self.transaction():
-            return self._append(hive_id, [(kind, agent_id, task_id, data or {})])[0]
+            return self._append(hive_id, [(kind, agent_id, task_id, data or {})], want=True)[0]
 
     def events(self, hive_id: str, *, after_seq: int = 0, limit: int | None = None,
                kinds: Sequence[str] | None = None) -> list[Event]:
@@ -549,7 +567,7 @@ class SqlStore:
         return [_event(row) for row in self._read(sql, params)]
 
     def last_seq(self, hive_id: str) -> int:
-        row = self._one("SELECT last_seq FROM hives WHERE id = ?", (hive_id,))
+        row = self._one(self._sql.last_seq, (hive_id,))
         if row is None:
             raise NotFound(f"no hive {hive_id!r}")
         return int(row[0])
@@ -591,14 +609,15 @@ class SqlStore:
                         reason: str | None = None) -> Hive:
         status = HiveStatus(status)
         with self.transaction():
-            hive = self._update_row("hives", "hive", HIVE_COLS, _hive, hive_id,
-                                    {"status": status, "pause_reason": reason})
+            hive: Hive = self._update_row("hives", "hive", HIVE_COLS, _hive, hive_id,
+                                          {"status": status, "pause_reason": reason})
             self._append(hive_id, [(f"hive_{status}", None, None, {"reason": reason})])
         return hive
 
     def update_hive(self, hive_id: str, **fields: Any) -> Hive:
         with self.transaction():
-            return self._update_row("hives", "hive", HIVE_COLS, _hive, hive_id, fields)
+            hive: Hive = self._update_row("hives", "hive", HIVE_COLS, _hive, hive_id, fields)
+        return hive
 
     def _update_row(self, table: str, kind: str, cols: str, build: Callable[[Any], Any],
                     row_id: str, fields: dict[str, Any], *, touch: bool = True) -> Any:
@@ -1077,7 +1096,7 @@ class SqlStore:
 
     def get_user_settings(self, user_id: str) -> JSON:
         row = self._one("SELECT data FROM user_settings WHERE user_id = ?", (user_id,))
-        return {} if row is None else _loads(row[0])  # type: ignore[no-any-return]
+        return {} if row is None else dict(_loads(row[0]))
 
     def put_user_settings(self, user_id: str, settings: JSON) -> JSON:
         with self.transaction():
@@ -1133,7 +1152,7 @@ class SqlStore:
 
     def memory_list(self, namespace: str | None = None, *,
                     limit: int | None = None) -> list[MemoryEntry]:
-        sql, params = f"SELECT {MEMORY_COLS} FROM memory", []
+        sql, params = f"SELECT {MEMORY_COLS} FROM memory", list[Any]()
         if namespace is not None:
             sql += " WHERE namespace = ?"
             params.append(namespace)

@@ -105,7 +105,8 @@ def upgrade() -> None:
     op.create_index("tasks_ready", "tasks", ["hive_id", sa.text("priority DESC"), "ord"],
                     sqlite_where=sa.text("state = 'open' AND pending_deps = 0"),
                     postgresql_where=sa.text("state = 'open' AND pending_deps = 0"))
-    op.create_index("tasks_hive_state", "tasks", ["hive_id", "state", "ord"])
+    # No state column here: a claim or finish then rewrites no page of this index.
+    op.create_index("tasks_hive", "tasks", ["hive_id", "ord"])
     op.create_index("tasks_leases", "tasks", ["lease_until"],
                     sqlite_where=sa.text("state = 'claimed'"),
                     postgresql_where=sa.text("state = 'claimed'"))
@@ -126,6 +127,7 @@ def upgrade() -> None:
         sa.Column("agent_id", sa.Text),
         sa.Column("task_id", sa.Text),
         sa.Column("data", sa.Text, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "ledger",

@@ -1,0 +1,258 @@
+"""`ruflo orchestrate "<objective>"`: run a real hive through the gateway, live, and end with a
+summary. Exit code 0 only when the objective's tasks succeeded.
+
+Without `--workload`, the objective is first planned into tasks by ONE metered coordination call
+(the planner must answer a JSON task list; anything else is refused and nothing is posted). We
+chose a plan up front over a single task that agents decompose: the board shows the whole piece
+of work from the start, the swarm can spread it at once, and the one planning call is metered as
+coordination, apart from the work. Agents may still split a task they find too big.
+
+Imports only typer and the standard library at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
+    from ruflo.engine.live import RunSummary
+    from ruflo.model import Agent, Hive
+    from ruflo.store.sql import SqlStore
+    from ruflo.workload import Workload
+
+app = typer.Typer(add_completion=False)
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_PAUSED = 3
+EXIT_CANCELLED = 4
+EXIT_INTERRUPTED = 130
+
+
+@app.command()
+def orchestrate(
+    objective: Annotated[str | None, typer.Argument(
+        help="What the hive should achieve (default: the workload file's objective).")] = None,
+    mode: Annotated[str, typer.Option(help="swarm, round_robin or solo.")] = "swarm",
+    agents: Annotated[int, typer.Option(
+        min=1, max=1000, help="Agents to run when the workload names none.")] = 4,
+    workspace: Annotated[Path | None, typer.Option(
+        help="Folder the agents work in (default: <RUFLO_WORKSPACE>/<hive id>).")] = None,
+    workload: Annotated[Path | None, typer.Option(
+        help="Workload YAML with tasks (and agents); without it the objective is planned "
+             "into tasks by the LLM.")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(
+        min=0, help="Stop (pause) the hive after this many tokens.")] = None,
+    budget_cost: Annotated[float | None, typer.Option(
+        min=0, help="Stop (pause) the hive after this much money, in USD.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Model for agents that name none (default: RUFLO_MODEL).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the policy's random choices.")] = 0,
+    time_unit: Annotated[float, typer.Option(
+        min=0.001, help="Seconds per policy time unit (how fast stimulus grows).")] = 10.0,
+    name: Annotated[str | None, typer.Option(help="A name for the hive.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run a hive of agents on an objective through the gateway, with a live view."""
+    from ruflo.config import boot_trace, load_settings
+    from ruflo.errors import ConfigError, PolicyError
+    from ruflo.model import Mode
+    from ruflo.store import open_store
+    from ruflo.workload import load_workload
+
+    settings = load_settings()
+    for line in boot_trace(settings):
+        typer.echo(line, err=True)
+    try:
+        run_mode = Mode(mode)
+    except ValueError:
+        raise PolicyError(f"unknown mode {mode!r}; choose swarm, round_robin or solo; "
+                          "nothing was run") from None
+    if run_mode is Mode.COMPANY:
+        raise ConfigError("company mode does not run live yet; use swarm, round_robin or "
+                          "solo (or `ruflo simulate --mode company`); nothing was run")
+    loaded = load_workload(workload) if workload is not None else None
+    goal = (objective or (loaded.objective if loaded else "")).strip()
+    if not goal:
+        raise ConfigError("give an objective (`ruflo orchestrate \"...\"`) or a --workload "
+                          "file; nothing was run")
+    require_gateway(settings)
+    store = open_store(settings)
+    try:
+        hive = create_hive(settings, store, goal, run_mode, loaded, agents=agents,
+                           workspace=workspace, budget_tokens=budget_tokens,
+                           budget_cost=budget_cost, model=model, seed=seed,
+                           time_unit=time_unit, name=name)
+        typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
+                   f"agents, workspace {hive.workspace}", err=True)
+        summary = run_in_foreground(settings, store, hive.id, show=not as_json)
+        raise typer.Exit(report(summary, as_json))
+    finally:
+        store.close()
+
+
+def require_gateway(settings: Settings) -> None:
+    from ruflo.errors import ConfigError
+
+    if not settings.gateway_url:
+        raise ConfigError("no gateway: set OPENAI_BASE_URL (or LITELLM_BASE_URL) to the "
+                          "gateway's address; nothing was run")
+    if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
+        raise ConfigError("no gateway key: set OPENAI_API_KEY to the gateway's virtual key; "
+                          "nothing was run")
+
+
+def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
+                workload: Workload | None, *, agents: int, workspace: Path | None,
+                budget_tokens: int | None, budget_cost: float | None, model: str | None,
+                seed: int, time_unit: float, name: str | None) -> Hive:
+    """Store the hive with its agents and (from a workload) its first tasks."""
+    import shutil
+
+    from ruflo.engine.plan import tasks_for_hive
+    from ruflo.model import Budget, Hive, new_id
+
+    hive_id = new_id()
+    folder = (workspace or settings.workspace_dir / hive_id).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    if workload is not None and workload.fixture is not None:
+        shutil.copytree(workload.fixture, folder, dirs_exist_ok=True)
+    config: dict[str, Any] = {"seed": seed, "time_unit": time_unit,
+                              "lease_seconds": settings.lease_seconds,
+                              "model": model or settings.model}
+    if workload is not None:
+        config["workload"] = str(workload.source) if workload.source else workload.name
+        if workload.verify:
+            config["verify"] = workload.verify
+    hive = Hive(id=hive_id, name=name or (workload.name if workload else first_line(objective)),
+                mode=mode, objective=objective,
+                budget=Budget(max_tokens=budget_tokens, max_cost=budget_cost),
+                workspace=str(folder), config=config)
+    crew = hive_agents(hive_id, workload.agents if workload else (), agents)
+    tasks = tasks_for_hive(hive_id, workload.tasks) if workload else []
+    return store.create_hive(hive, agents=crew, tasks=tasks)
+
+
+def hive_agents(hive_id: str, declared: tuple[Agent, ...], count: int) -> list[Agent]:
+    """The workload's agents, or `count` generalists; ids made unique across hives."""
+    from dataclasses import replace
+
+    from ruflo.engine.plan import board_id
+    from ruflo.model import Agent
+
+    if not declared:
+        return [Agent(id=board_id(hive_id, f"agent-{n}"), hive_id=hive_id, name=f"agent-{n}")
+                for n in range(1, count + 1)]
+    ids = {a.name: board_id(hive_id, a.name) for a in declared}
+    return [replace(a, id=ids[a.name], hive_id=hive_id,
+                    reports_to=ids.get(a.reports_to or "", a.reports_to))
+            for a in declared]
+
+
+def first_line(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "hive"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
+                      show: bool) -> RunSummary:
+    """Drive a running hive here until it ends or pauses. Ctrl-C pauses it (claims released,
+    nothing lost) so `ruflo hive resume` can go on."""
+    from ruflo.engine.control import pause_hive
+    from ruflo.engine.live import summarise
+
+    try:
+        asyncio.run(drive(settings, store, hive_id, show=show))
+    except KeyboardInterrupt:
+        pause_hive(store, hive_id, reason="interrupted from the terminal")
+        typer.echo(f"interrupted: hive {hive_id} is paused, nothing was lost; "
+                   f"`ruflo hive resume {hive_id}` goes on", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return summarise(store, hive_id)
+
+
+async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool) -> None:
+    """Plan the objective if the board is empty, then run the engine (with the live view)."""
+    from ruflo.agents.commands import command_env
+    from ruflo.engine.live import LiveEngine, LiveParams
+    from ruflo.engine.plan import plan_objective
+    from ruflo.engine.view import HiveView
+    from ruflo.errors import PolicyError
+    from ruflo.gateway.client import GatewayClient
+    from ruflo.model import HiveStatus
+
+    hive = store.get_hive(hive_id)
+    config = hive.config
+    params = LiveParams(lease_seconds=float(config.get("lease_seconds", settings.lease_seconds)),
+                        time_unit=float(config.get("time_unit", 10.0)),
+                        seed=int(config.get("seed", 0)))
+    model = str(config.get("model") or settings.model)
+    async with GatewayClient.from_settings(settings, store=store) as gateway:
+        if not any(store.count_tasks(hive_id).values()):
+            typer.echo(f"planning the objective with {model} (one coordination call)…",
+                       err=True)
+            try:
+                tasks, answer = await plan_objective(gateway, hive, model=model,
+                                                     agents=len(store.list_agents(hive_id)))
+            except PolicyError as error:
+                store.set_hive_status(hive_id, HiveStatus.FAILED,
+                                      reason="the objective could not be planned")
+                store.append_event(hive_id, "plan_refused", data={"error": str(error)})
+                raise
+            with store.transaction():
+                store.post_tasks(hive_id, tasks)
+                store.append_event(hive_id, "objective_planned",
+                                   data={"tasks": len(tasks), "answer": answer[:4000]})
+            typer.echo(f"planned {len(tasks)} tasks", err=True)
+        view = HiveView(store, hive_id) if show else None
+        engine = LiveEngine(store, hive_id, gateway=gateway, params=params, model=model,
+                            env=command_env(settings),
+                            on_change=view.changed if view is not None else None)
+        follow = asyncio.create_task(view.follow()) if view is not None else None
+        try:
+            await engine.run()
+        finally:
+            if follow is not None:
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
+
+
+def report(summary: RunSummary, as_json: bool) -> int:
+    """Print the end of a run and return the exit code."""
+    from ruflo.model import HiveStatus
+
+    hive = summary.hive
+    status = hive.status
+    code = {HiveStatus.DONE: EXIT_DONE, HiveStatus.FAILED: EXIT_FAILED,
+            HiveStatus.PAUSED: EXIT_PAUSED, HiveStatus.CANCELLED: EXIT_CANCELLED,
+            HiveStatus.RUNNING: EXIT_PAUSED}[status]
+    if code == EXIT_DONE and not summary.objective_succeeded:
+        code = EXIT_FAILED
+    if as_json:
+        typer.echo(json.dumps({**summary.to_json(), "exit_code": code}))
+        return code
+    counts = summary.counts
+    total = sum(counts.values())
+    spend = (f"{summary.calls} calls, {summary.tokens} tokens, ${summary.cost:.4f} "
+             f"(planning and coordination: {summary.coordination_tokens} tokens)")
+    board = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines = [f"hive {hive.id} {status.value}: {counts.get('done', 0)}/{total} tasks done "
+             f"({board or 'no tasks'}); {spend}"]
+    if status is HiveStatus.PAUSED or status is HiveStatus.RUNNING:
+        lines.append(f"paused: {hive.pause_reason or 'no reason recorded'}. Nothing was lost; "
+                     f"fix the cause, then `ruflo hive resume {hive.id}`")
+    elif status is HiveStatus.FAILED:
+        lines.append(f"failed: {hive.pause_reason or 'not every task succeeded'}; see "
+                     f"`ruflo hive show {hive.id}`")
+    elif status is HiveStatus.CANCELLED:
+        lines.append(f"cancelled: {hive.pause_reason or 'by a person'}")
+    for line in lines:
+        typer.echo(line, file=sys.stdout if code == EXIT_DONE else sys.stderr)
+    return code

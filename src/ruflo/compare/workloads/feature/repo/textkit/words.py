@@ -1,0 +1,5 @@
+"""Counting words."""
+
+
+def word_count(text: str) -> int:
+    return len(text.split())

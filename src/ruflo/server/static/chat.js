@@ -1,0 +1,352 @@
+// The chat page: conversations, the message thread, the composer with streamed answers, stop,
+// rename/delete, the model picker and settings. Talks only to /api/v2.
+"use strict";
+
+(function () {
+  const { api, request, readEvents, el, toast, loadModels, fillModels, boot } = window.ruflo;
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    conversations: [], page: 0, current: null, messages: [], models: [], settings: {},
+    generating: false,
+  };
+
+  function setTitle(text) {
+    $("thread-title").textContent = text;
+    document.title = text + " · ruflo";
+  }
+
+  // -- conversation list ----------------------------------------------------------------
+  async function loadConversations(reset) {
+    if (reset) { state.page = 0; state.conversations = []; }
+    const answer = await api("GET", "/api/v2/conversations?p=" + state.page);
+    state.conversations = state.conversations.concat(answer.conversations);
+    $("more-conversations").hidden = !answer.hasMore;
+    renderConversations();
+  }
+
+  function renderConversations() {
+    const list = $("conversation-list");
+    list.textContent = "";
+    for (const c of state.conversations) {
+      const link = el("a", { href: "/conversation/" + c.id, text: c.title,
+                             "aria-current": state.current === c.id ? "page" : null });
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        openConversation(c.id, true);
+        closeDrawer();
+      });
+      list.append(el("li", {}, link));
+    }
+    $("conversation-empty").hidden = state.conversations.length > 0;
+  }
+
+  // -- thread -----------------------------------------------------------------------------
+  // The branch shown: from the root, always the newest child (an edit or retry branches).
+  function branch(messages) {
+    const byParent = new Map();
+    let root = null;
+    for (const m of messages) {
+      if (m.parentId === null || m.parentId === undefined) { if (!root) root = m; continue; }
+      if (!byParent.has(m.parentId)) byParent.set(m.parentId, []);
+      byParent.get(m.parentId).push(m);
+    }
+    const path = [];
+    let node = root;
+    const seen = new Set();
+    while (node && !seen.has(node.id)) {
+      seen.add(node.id);
+      path.push(node);
+      const kids = byParent.get(node.id) || [];
+      node = kids[kids.length - 1];
+    }
+    return path;
+  }
+
+  function bubble(role, text, options) {
+    const opts = options || {};
+    const who = role === "user" ? "You" : role === "assistant" ? (opts.model || "Assistant") : "System";
+    const body = el("div", { class: "message-body", text: text });
+    const node = el("article", { class: "message " + role, "aria-label": "Message from " + who },
+      el("header", { class: "message-from", text: who }), body);
+    if (opts.interrupted) node.append(el("p", { class: "note", text: "stopped before the end" }));
+    if (opts.error) node.append(el("p", { class: "error", role: "alert", text: opts.error }));
+    return node;
+  }
+
+  function renderThread() {
+    const thread = $("thread");
+    thread.textContent = "";
+    const shown = branch(state.messages).filter((m) => m.from !== "system" || m.content);
+    if (!shown.length) {
+      thread.append(el("p", { id: "thread-empty", class: "muted",
+        text: "Ask anything. Answers stream from the model chosen below." }));
+    }
+    for (const m of shown) {
+      thread.append(bubble(m.from, m.content, { model: m.model, interrupted: m.interrupted && m.from === "assistant", error: m.error }));
+    }
+    thread.scrollTop = thread.scrollHeight;
+  }
+
+  async function openConversation(id, push) {
+    try {
+      const conversation = await api("GET", "/api/v2/conversations/" + id);
+      state.current = conversation.id;
+      state.messages = conversation.messages;
+      setTitle(conversation.title);
+      fillModels($("model"), state.models, conversation.model);
+      if (push) history.pushState({ id: id }, "", "/conversation/" + id);
+      $("rename").disabled = false;
+      $("delete").disabled = false;
+      renderThread();
+      renderConversations();
+    } catch (error) {
+      toast(error.status === 404 ? "That conversation does not exist (or is not yours)." : error.message);
+      newChat(true);
+    }
+  }
+
+  function newChat(push) {
+    state.current = null;
+    state.messages = [];
+    setTitle("New chat");
+    $("rename").disabled = true;
+    $("delete").disabled = true;
+    fillModels($("model"), state.models, state.settings.activeModel || boot.defaultModel);
+    if (push) history.pushState({}, "", "/");
+    renderThread();
+    renderConversations();
+    $("prompt").focus();
+  }
+
+  // -- sending and streaming ------------------------------------------------------------
+  function setGenerating(on) {
+    state.generating = on;
+    $("stop").hidden = !on;
+    $("send").disabled = on;
+    $("thread").setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  async function send(text) {
+    if (state.generating || !text.trim()) return;
+    const model = $("model").value || state.settings.activeModel || boot.defaultModel;
+    setGenerating(true);
+    $("chat-status").textContent = "Sending…";
+    try {
+      if (!state.current) {
+        const preprompt = (state.settings.customPrompts || {})[model];
+        const body = { model: model };
+        if (preprompt) body.preprompt = preprompt;
+        const created = await api("POST", "/api/v2/conversations", body);
+        state.current = created.conversationId;
+        history.pushState({ id: state.current }, "", "/conversation/" + state.current);
+        $("rename").disabled = false;
+        $("delete").disabled = false;
+        state.conversations.unshift({ id: state.current, title: "New Chat", model: model });
+        renderConversations();
+      }
+      const thread = $("thread");
+      const empty = $("thread-empty");
+      if (empty) empty.remove();
+      thread.append(bubble("user", text));
+      const answer = bubble("assistant", "", { model: model });
+      answer.classList.add("streaming");
+      thread.append(answer);
+      thread.scrollTop = thread.scrollHeight;
+      const body = answer.querySelector(".message-body");
+      const buffered = Boolean(state.settings.disableStream);
+      let written = "";
+      const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", { inputs: text });
+      $("chat-status").textContent = "The answer is being written.";
+      await readEvents(response, (frame) => {
+        const update = frame.data;
+        if (update.type === "stream") {
+          written += update.token;
+          if (!buffered) { body.textContent = written; thread.scrollTop = thread.scrollHeight; }
+        } else if (update.type === "finalAnswer") {
+          body.textContent = update.text;
+          if (update.interrupted) answer.append(el("p", { class: "note", text: "stopped before the end" }));
+        } else if (update.type === "status" && update.status === "error") {
+          answer.append(el("p", { class: "error", role: "alert", text: update.message }));
+        } else if (update.type === "title") {
+          setTitle(update.title);
+          const item = state.conversations.find((c) => c.id === state.current);
+          if (item) item.title = update.title;
+          renderConversations();
+        }
+      });
+      answer.classList.remove("streaming");
+      $("chat-status").textContent = "The answer is complete.";
+      const fresh = await api("GET", "/api/v2/conversations/" + state.current);
+      state.messages = fresh.messages;
+    } catch (error) {
+      toast(error.message);
+      $("chat-status").textContent = "The message could not be sent: " + error.message;
+    } finally {
+      setGenerating(false);
+    }
+  }
+
+  async function stop() {
+    if (!state.current) return;
+    try { await api("POST", "/api/v2/conversations/" + state.current + "/stop-generating"); }
+    catch (error) { toast(error.message); }
+  }
+
+  // -- rename, delete, model --------------------------------------------------------------
+  function startRename() {
+    $("rename-form").hidden = false;
+    $("rename-input").value = $("thread-title").textContent;
+    $("rename-input").focus();
+    $("rename-input").select();
+  }
+
+  async function rename(event) {
+    event.preventDefault();
+    const title = $("rename-input").value.trim();
+    if (!title || !state.current) return;
+    try {
+      const updated = await api("PATCH", "/api/v2/conversations/" + state.current, { title: title });
+      setTitle(updated.title);
+      const item = state.conversations.find((c) => c.id === state.current);
+      if (item) item.title = updated.title;
+      renderConversations();
+      $("rename-form").hidden = true;
+      $("rename").focus();
+    } catch (error) { toast(error.message); }
+  }
+
+  async function remove() {
+    if (!state.current) return;
+    if (!window.confirm("Delete this conversation? This can't be undone.")) return;
+    try {
+      await api("DELETE", "/api/v2/conversations/" + state.current);
+      state.conversations = state.conversations.filter((c) => c.id !== state.current);
+      toast("Conversation deleted.");
+      newChat(true);
+    } catch (error) { toast(error.message); }
+  }
+
+  async function switchModel() {
+    if (!state.current || !$("model").value) return;
+    try { await api("PATCH", "/api/v2/conversations/" + state.current, { model: $("model").value }); }
+    catch (error) { toast(error.message); }
+  }
+
+  // -- settings ---------------------------------------------------------------------------
+  function openSettings() {
+    const s = state.settings;
+    const model = s.activeModel || boot.defaultModel;
+    fillModels($("settings-model"), state.models, model);
+    $("settings-prompt").value = (s.customPrompts || {})[model] || "";
+    $("settings-nostream").checked = Boolean(s.disableStream);
+    $("settings").showModal();
+  }
+
+  async function saveSettings(event) {
+    event.preventDefault();
+    const model = $("settings-model").value;
+    const prompts = Object.assign({}, state.settings.customPrompts || {});
+    const prompt = $("settings-prompt").value.trim();
+    if (prompt) prompts[model] = prompt; else delete prompts[model];
+    try {
+      state.settings = await api("POST", "/api/v2/user/settings", {
+        activeModel: model, customPrompts: prompts, disableStream: $("settings-nostream").checked });
+      $("settings").close();
+      if (!state.current) fillModels($("model"), state.models, state.settings.activeModel);
+      toast("Settings saved.");
+    } catch (error) { toast(error.message); }
+  }
+
+  async function deleteAll() {
+    if (!window.confirm("Delete all your conversations? This can't be undone.")) return;
+    try {
+      const answer = await api("DELETE", "/api/v2/conversations");
+      $("settings").close();
+      toast(answer.deleted + " conversations deleted.");
+      await loadConversations(true);
+      newChat(true);
+    } catch (error) { toast(error.message); }
+  }
+
+  async function exportData(event) {
+    event.preventDefault();
+    try {
+      const data = await api("GET", "/api/v2/export");
+      const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+      const link = el("a", { href: URL.createObjectURL(blob), download: "ruflo-export.json" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (error) { toast(error.message); }
+  }
+
+  // -- narrow screens ---------------------------------------------------------------------
+  function closeDrawer() {
+    $("conversations").classList.remove("open");
+    $("toggle-conversations").setAttribute("aria-expanded", "false");
+  }
+
+  function toggleDrawer() {
+    const open = $("conversations").classList.toggle("open");
+    $("toggle-conversations").setAttribute("aria-expanded", open ? "true" : "false");
+  }
+
+  // -- wiring -------------------------------------------------------------------------------
+  function bind() {
+    const prompt = $("prompt");
+    $("composer").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = prompt.value;
+      if (!text.trim() || state.generating) return;
+      prompt.value = "";
+      send(text);
+    });
+    prompt.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        $("composer").requestSubmit();
+      }
+    });
+    $("stop").addEventListener("click", stop);
+    $("new-chat").addEventListener("click", () => { newChat(true); closeDrawer(); });
+    $("more-conversations").addEventListener("click", () => { state.page += 1; loadConversations(false); });
+    $("rename").addEventListener("click", startRename);
+    $("rename-form").addEventListener("submit", rename);
+    $("rename-cancel").addEventListener("click", () => { $("rename-form").hidden = true; $("rename").focus(); });
+    $("delete").addEventListener("click", remove);
+    $("model").addEventListener("change", switchModel);
+    $("open-settings").addEventListener("click", openSettings);
+    $("settings-form").addEventListener("submit", saveSettings);
+    $("settings-cancel").addEventListener("click", () => $("settings").close());
+    $("delete-all").addEventListener("click", deleteAll);
+    document.querySelector(".settings-links a").addEventListener("click", exportData);
+    $("toggle-conversations").addEventListener("click", toggleDrawer);
+    window.addEventListener("popstate", () => {
+      const match = window.location.pathname.match(/^\/conversation\/([0-9a-f]{24})$/);
+      if (match) openConversation(match[1], false); else newChat(false);
+    });
+  }
+
+  async function start() {
+    bind();
+    if (boot.auth === "token" && !boot.signedIn) return;
+    fillModels($("model"), [], boot.defaultModel);
+    // The page is already shown; the gateway is asked only now, and never holds it up.
+    const models = loadModels().then((found) => {
+      state.models = found;
+      const chosen = $("model").value || state.settings.activeModel || boot.defaultModel;
+      fillModels($("model"), found, chosen);
+      $("model-note").textContent = found.length ? "" : "the gateway offers no models right now";
+    });
+    try {
+      state.settings = await api("GET", "/api/v2/user/settings");
+      if (!boot.conversationId) fillModels($("model"), state.models, state.settings.activeModel);
+      await loadConversations(true);
+    } catch (error) { toast(error.message); }
+    if (boot.conversationId) await openConversation(boot.conversationId, false);
+    await models;
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

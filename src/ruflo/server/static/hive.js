@@ -1,0 +1,302 @@
+// One hive, live: the board by task state, agents, approvals, spend, the event log and a
+// timeline of who worked on what. Follows the hive's SSE stream (resuming from the last event
+// seen) and re-reads the hive from the API when events say something changed.
+"use strict";
+
+(function () {
+  const { api, request, readEvents, el, toast, when, money, boot } = window.ruflo;
+  const $ = (id) => document.getElementById(id);
+  const hiveId = boot.hiveId;
+  const STATES = ["open", "claimed", "blocked", "done", "failed", "cancelled"];
+  const ENDS = new Set(["task_done", "task_failed", "task_released", "lease_expired", "task_cancelled"]);
+  const LOG_SHOWN = 300;
+
+  const state = {
+    hive: null, tasks: new Map(), agents: new Map(), events: [], lastSeq: 0,
+    open: new Map(), spans: [], refreshing: false, again: false, timer: null, gone: false,
+  };
+
+  function agentName(id) {
+    if (!id) return null;
+    const agent = state.agents.get(id);
+    return agent ? agent.name : id.slice(0, 8);
+  }
+
+  function taskTitle(id) {
+    if (!id) return null;
+    const task = state.tasks.get(id);
+    return task ? task.title : id.slice(0, 8);
+  }
+
+  // -- reading the hive -----------------------------------------------------------------------
+  function scheduleRefresh() {
+    if (state.timer) return;
+    state.timer = setTimeout(() => { state.timer = null; refresh(); }, 150);
+  }
+
+  async function refresh() {
+    if (state.refreshing) { state.again = true; return; }
+    state.refreshing = true;
+    try {
+      const [hive, tasks] = await Promise.all([
+        api("GET", "/api/v2/hives/" + hiveId),
+        api("GET", "/api/v2/hives/" + hiveId + "/tasks?limit=1000"),
+      ]);
+      state.hive = hive;
+      state.agents = new Map(hive.agents.map((a) => [a.id, a]));
+      state.tasks = new Map(tasks.tasks.map((t) => [t.id, t]));
+      renderHive();
+      renderBoard(tasks.hasMore);
+      renderAgents();
+      renderApprovals();
+      renderSpend();
+      renderLog();
+      renderTimeline();
+    } catch (error) {
+      if (error.status === 404) {
+        state.gone = true;
+        $("hive-name").textContent = "No such hive";
+        $("live-state").textContent = "There is no hive " + hiveId + ".";
+      } else {
+        toast("Could not read the hive: " + error.message);
+      }
+    } finally {
+      state.refreshing = false;
+      if (state.again) { state.again = false; scheduleRefresh(); }
+    }
+  }
+
+  function renderHive() {
+    const hive = state.hive;
+    $("hive-name").textContent = hive.name;
+    document.title = hive.name + " · ruflo";
+    $("hive-mode").textContent = hive.mode + " mode";
+    const status = $("hive-status");
+    status.textContent = hive.status;
+    status.className = "status status-" + hive.status;
+    $("hive-reason").textContent = hive.status === "paused" && hive.pause_reason ? "— " + hive.pause_reason : "";
+    $("hive-objective").textContent = hive.objective;
+    const over = ["done", "failed", "cancelled"].includes(hive.status);
+    $("pause").disabled = hive.status !== "running";
+    $("resume").disabled = hive.status !== "paused";
+    $("cancel").disabled = over;
+    $("agents-role-head").textContent = hive.mode === "company" ? "Role" : "Threshold";
+  }
+
+  function renderBoard(truncated) {
+    const columns = Object.fromEntries(STATES.map((s) => [s, []]));
+    for (const task of state.tasks.values()) (columns[task.state] || columns.open).push(task);
+    for (const s of STATES) {
+      const list = $("tasks-" + s);
+      list.textContent = "";
+      columns[s].sort((a, b) => (b.priority - a.priority) || a.created_at.localeCompare(b.created_at));
+      for (const task of columns[s]) {
+        const who = agentName(task.assignee);
+        const card = el("li", { class: "task", "data-task-id": task.id, "data-state": task.state },
+          el("span", { class: "task-title", text: task.title }),
+          who ? el("span", { class: "task-who", text: (s === "claimed" ? "with " : "by ") + who }) : null,
+          task.attempts > 1 ? el("span", { class: "task-note", text: "attempt " + task.attempts }) : null,
+          task.blocked_on ? el("span", { class: "task-note", text: "waits on " + (taskTitle(task.blocked_on)) }) : null,
+          task.verified === false ? el("span", { class: "task-note bad", text: "verify failed" }) : null);
+        if (task.result) card.title = task.result.slice(0, 500);
+        list.append(card);
+      }
+      $("count-" + s).textContent = String(columns[s].length);
+    }
+    if (truncated) toast("The board shows the first 1000 tasks.");
+  }
+
+  function thresholdText(agent) {
+    const entries = Object.entries(agent.thresholds || {});
+    if (!entries.length) return agent.skills && agent.skills.length ? agent.skills.join(", ") : "—";
+    return entries.sort().map(([skill, theta]) => skill + " θ " + Number(theta).toFixed(2)).join(", ");
+  }
+
+  function roleText(agent) {
+    const role = agent.title || agent.role;
+    const boss = agent.reports_to ? " · reports to " + agentName(agent.reports_to) : "";
+    return role + boss;
+  }
+
+  function renderAgents() {
+    const body = $("agents");
+    body.textContent = "";
+    const company = state.hive.mode === "company";
+    for (const agent of state.agents.values()) {
+      body.append(el("tr", { "data-agent-id": agent.id },
+        el("th", { scope: "row", text: agent.name }),
+        el("td", {}, el("span", { class: "status status-" + agent.status, text: agent.status })),
+        el("td", { text: agent.current_task ? taskTitle(agent.current_task) : "—" }),
+        el("td", { text: company ? roleText(agent) : thresholdText(agent) }),
+        el("td", { text: money(agent.spent_cost) + " · " + agent.spent_tokens.toLocaleString() + " tokens" })));
+    }
+  }
+
+  function renderApprovals() {
+    const pending = state.hive.approvals || [];
+    const list = $("approvals");
+    list.textContent = "";
+    $("approvals-section").hidden = pending.length === 0;
+    for (const approval of pending) {
+      const by = agentName(approval.agent_id);
+      const details = Object.keys(approval.data || {}).length ? JSON.stringify(approval.data) : "";
+      list.append(el("li", { class: "approval", "data-approval-id": approval.id },
+        el("p", {}, el("strong", { text: approval.subject })),
+        el("p", { class: "muted", text: approval.kind.replace(/_/g, " ") + (by ? " · asked by " + by : "") + " · " + when(approval.created_at) }),
+        details ? el("p", { class: "approval-data", text: details }) : null,
+        el("div", { class: "row" },
+          el("button", { type: "button", class: "primary", "aria-label": "Approve: " + approval.subject,
+                         onclick: () => decide(approval, "approved") }, "Approve"),
+          el("button", { type: "button", class: "danger", "aria-label": "Reject: " + approval.subject,
+                         onclick: () => decide(approval, "rejected") }, "Reject"))));
+    }
+  }
+
+  function renderSpend() {
+    const spend = state.hive.spend;
+    const budget = state.hive.budget || {};
+    let fraction = null;
+    const parts = [money(spend.cost) + " spent"];
+    if (budget.max_cost !== null && budget.max_cost !== undefined) {
+      parts[0] += " of " + money(budget.max_cost);
+      fraction = budget.max_cost > 0 ? spend.cost / budget.max_cost : 1;
+    }
+    let tokens = spend.tokens.toLocaleString() + " tokens";
+    if (budget.max_tokens !== null && budget.max_tokens !== undefined) {
+      tokens += " of " + budget.max_tokens.toLocaleString();
+      const f = budget.max_tokens > 0 ? spend.tokens / budget.max_tokens : 1;
+      fraction = fraction === null ? f : Math.max(fraction, f);
+    }
+    parts.push(tokens, spend.calls + " gateway calls");
+    if (spend.unknown_cost_calls) parts.push(spend.unknown_cost_calls + " with unknown cost (not counted)");
+    if (fraction === null) parts.push("no budget cap");
+    $("cost-text").textContent = parts.join(" · ");
+    const fill = $("cost-fill");
+    $("cost-meter").hidden = fraction === null;
+    if (fraction !== null) {
+      fill.style.width = Math.min(100, fraction * 100).toFixed(1) + "%";
+      fill.classList.toggle("warn", fraction >= 0.8);
+    }
+  }
+
+  // -- events -------------------------------------------------------------------------------
+  function describe(event) {
+    const who = agentName(event.agent_id);
+    const what = event.task_id ? "“" + taskTitle(event.task_id) + "”" : "";
+    const data = event.data || {};
+    const reason = data.reason ? " (" + data.reason + ")" : "";
+    const text = event.kind.replace(/_/g, " ");
+    return [who, text, what].filter(Boolean).join(" ") + reason;
+  }
+
+  function renderLog() {
+    const list = $("events");
+    list.textContent = "";
+    const shown = state.events.slice(-LOG_SHOWN).reverse();
+    for (const event of shown) {
+      list.append(el("li", { value: String(event.seq), "data-kind": event.kind },
+        el("time", { datetime: event.ts, text: new Date(event.ts).toLocaleTimeString() }), " ", describe(event)));
+    }
+  }
+
+  function track(event) {
+    if (event.kind === "task_claimed" && event.task_id) {
+      state.open.set(event.task_id, { agent: event.agent_id, task: event.task_id, start: Date.parse(event.ts), end: null, outcome: null });
+    } else if (ENDS.has(event.kind) && event.task_id && state.open.has(event.task_id)) {
+      const span = state.open.get(event.task_id);
+      state.open.delete(event.task_id);
+      span.end = Date.parse(event.ts);
+      span.outcome = event.kind.replace("task_", "").replace("_", " ");
+      state.spans.push(span);
+    }
+  }
+
+  function renderTimeline() {
+    const spans = state.spans.concat(Array.from(state.open.values()));
+    const box = $("timeline");
+    box.textContent = "";
+    $("timeline-empty").hidden = spans.length > 0;
+    if (!spans.length) return;
+    const t0 = Math.min(...spans.map((s) => s.start));
+    const last = state.events.length ? Date.parse(state.events[state.events.length - 1].ts) : t0;
+    const running = state.hive && state.hive.status === "running";
+    const t1 = Math.max(last, running ? Date.now() : last, ...spans.map((s) => s.end || 0), t0 + 1);
+    const byAgent = new Map();
+    for (const span of spans) {
+      if (!byAgent.has(span.agent)) byAgent.set(span.agent, []);
+      byAgent.get(span.agent).push(span);
+    }
+    for (const [agent, list] of byAgent) {
+      const lane = el("ul", { class: "lane", "aria-label": agentName(agent) });
+      for (const span of list) {
+        const end = span.end || t1;
+        const seconds = ((end - span.start) / 1000).toFixed(1);
+        const label = taskTitle(span.task) + ": " + seconds + " s, " + (span.outcome || "in progress");
+        const bar = el("li", { class: "bar " + (span.outcome || "working").replace(" ", "-"), title: label },
+          el("span", { class: "visually-hidden", text: label }));
+        bar.style.left = ((span.start - t0) / (t1 - t0) * 100).toFixed(2) + "%";
+        bar.style.width = Math.max(0.6, (end - span.start) / (t1 - t0) * 100).toFixed(2) + "%";
+        lane.append(bar);
+      }
+      box.append(el("div", { class: "lane-row" }, el("span", { class: "lane-name", text: agentName(agent) }), lane));
+    }
+  }
+
+  async function follow() {
+    for (;;) {
+      if (state.gone) return;
+      try {
+        const headers = state.lastSeq ? { "Last-Event-ID": String(state.lastSeq) } : {};
+        const response = await fetch("/api/v2/hives/" + hiveId + "/stream", { headers: Object.assign(window.ruflo.headers(), headers) });
+        if (!response.ok) {
+          if (response.status === 404) { state.gone = true; refresh(); return; }
+          throw new Error("the event stream answered " + response.status);
+        }
+        $("live-state").textContent = "Live: changes appear as they happen.";
+        await readEvents(response, (frame) => {
+          const event = frame.data;
+          if (!event || typeof event.seq !== "number" || event.seq <= state.lastSeq) return;
+          state.lastSeq = event.seq;
+          state.events.push(event);
+          if (state.events.length > 5000) state.events.splice(0, state.events.length - 5000);
+          track(event);
+          scheduleRefresh();
+        });
+      } catch (error) {
+        /* a dropped connection: reconnect below, resuming after the last event seen */
+      }
+      $("live-state").textContent = "Connection lost; reconnecting…";
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+
+  // -- steering -----------------------------------------------------------------------------
+  async function steer(action) {
+    if (action === "cancel" && !window.confirm("Cancel this hive? Every unfinished task is cancelled.")) return;
+    try {
+      await api("POST", "/api/v2/hives/" + hiveId + "/" + action, action === "pause" ? { reason: "paused from the web page" } : undefined);
+      toast("Hive " + (action === "pause" ? "paused" : action === "resume" ? "resumed" : "cancelled") + ".");
+    } catch (error) { toast(error.message); }
+    refresh();
+  }
+
+  async function decide(approval, decision) {
+    try {
+      await api("POST", "/api/v2/hives/" + hiveId + "/approvals/" + approval.id, { decision: decision });
+      toast((decision === "approved" ? "Approved: " : "Rejected: ") + approval.subject);
+    } catch (error) { toast(error.message); }
+    refresh();
+  }
+
+  function start() {
+    $("pause").addEventListener("click", () => steer("pause"));
+    $("resume").addEventListener("click", () => steer("resume"));
+    $("cancel").addEventListener("click", () => steer("cancel"));
+    if (boot.auth === "token" && !boot.signedIn) return;
+    refresh();
+    follow();
+    setInterval(() => { if (state.hive && state.hive.status === "running") renderTimeline(); }, 2000);
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

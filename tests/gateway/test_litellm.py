@@ -1,0 +1,143 @@
+"""Against a real LiteLLM proxy (`litellm[proxy]`, the project's `litellm` extra) started on a
+loopback port with a `mock_response` model and a master key, offline, without a database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ruflo.errors import GatewayAuthError
+from ruflo.gateway.base import CallContext
+from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.model import Agent, Hive, HiveStatus, Mode, new_id
+from ruflo.store.sql import SqlStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MASTER_KEY = "sk-master-ruflo-test"
+CONFIG = f"""\
+model_list:
+  - model_name: mock-gpt
+    litellm_params:
+      model: openai/mock-gpt
+      api_key: not-a-real-key
+      mock_response: "Hello from the mock"
+general_settings:
+  master_key: {MASTER_KEY}
+litellm_settings:
+  telemetry: false
+"""
+STARTUP_SECONDS = 180
+
+
+def _litellm() -> str:
+    found = Path(sys.executable).with_name("litellm")
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("litellm")
+    if on_path:
+        return on_path
+    message = "LiteLLM is not installed: pip install -e '.[litellm]'"
+    if os.environ.get("CI") or os.environ.get("RUFLO_REQUIRE_POSTGRES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def litellm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    program = _litellm()
+    folder = tmp_path_factory.mktemp("litellm")
+    (folder / "config.yaml").write_text(CONFIG)
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(folder),
+           "LANG": "C.UTF-8", "LITELLM_LOG": "ERROR",
+           # Offline: the bundled cost map instead of a download, no telemetry, no UI build.
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
+           "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True", "NO_REDOC": "True",
+           "USE_PRISMA_MIGRATE": "False"}
+    log = (folder / "litellm.log").open("w")
+    process = subprocess.Popen(
+        [program, "--config", str(folder / "config.yaml"), "--host", "127.0.0.1",
+         "--port", str(port)], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"litellm exited with {process.returncode}: "
+                            f"{(folder / 'litellm.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"litellm did not start in {STARTUP_SECONDS} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+async def test_the_model_list_a_metered_call_and_a_refused_key(
+        litellm_url: str, store: SqlStore) -> None:
+    hive_id = new_id()
+    agent = Agent(id=new_id(), hive_id=hive_id, name="a")
+    store.create_hive(Hive(id=hive_id, name="litellm", mode=Mode.SWARM, objective="x"), [agent])
+    retry = RetryPolicy(attempts=2, timeout=30, wait_initial=0.05, wait_max=0.1)
+    prices = {"mock-gpt": {"prompt": 1.0, "completion": 2.0}}
+    async with GatewayClient(litellm_url, MASTER_KEY, store=store, prices=prices,
+                             retry=retry) as client:
+        assert [m.id for m in await client.models()] == ["mock-gpt"]
+        context = CallContext(hive_id=hive_id, agent_id=agent.id)
+        result = await client.chat([{"role": "user", "content": "hi"}], model="mock-gpt",
+                                   context=context)
+        assert result.content == "Hello from the mock"
+        [entry] = store.ledger(hive_id=hive_id)
+        assert entry.model == "mock-gpt"
+        assert entry.total_tokens == result.usage.total_tokens > 0
+        assert entry.cost_source in ("gateway", "price_table")
+        assert entry.cost is not None
+        # The request id is LiteLLM's call id header, not the completion id.
+        assert entry.request_id == result.request_id
+        assert entry.request_id is not None
+        assert not entry.request_id.startswith("chatcmpl")
+
+        deltas = [d async for d in client.stream([{"role": "user", "content": "hi"}],
+                                                 model="mock-gpt", context=context)]
+        assert deltas[-1].result is not None
+        assert "".join(d.text for d in deltas) == "Hello from the mock"
+        assert len(store.ledger(hive_id=hive_id)) == 2
+
+    async with GatewayClient(litellm_url, "sk-a-provider-key", store=store,
+                             retry=retry) as refused:
+        with pytest.raises(GatewayAuthError, match="virtual key"):
+            await refused.chat([{"role": "user", "content": "hi"}], model="mock-gpt",
+                                context=CallContext(hive_id=hive_id, agent_id=agent.id))
+        with pytest.raises(GatewayAuthError):
+            await refused.models()
+    hive = store.get_hive(hive_id)
+    assert hive.status is HiveStatus.PAUSED
+    assert hive.pause_reason == "gateway refused the key"
+    assert len(store.ledger(hive_id=hive_id)) == 2

@@ -1,0 +1,182 @@
+"""The UI tests' harness: a real ruflo server (SQLite in a temp dir, uvicorn on a free loopback
+port in a thread) in front of the ScriptedGateway, optionally with the live engine driving the
+hives, and a runner that starts the engine when a hive is created from a page."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ruflo.commands.serve import build_server
+from ruflo.config import Settings, load_settings
+from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.gateway.base import Gateway
+from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.server import StoreRunner, create_app
+from ruflo.server.context import ServerContext
+from ruflo.store import open_store
+from ruflo.store.base import Store
+from ruflo.store.sql import SqlStore
+
+GATEWAY_KEY = "sk-ui-test"
+SCRIPT: dict[str, Any] = {
+    "models": ["gpt-4o-mini", "scripted-large"],
+    "keys": [GATEWAY_KEY],
+    "cost": 0.0003,
+    "rules": [
+        # The built-in agent's system prompt says where it is; every task is done in one turn,
+        # slowly enough that the board can be seen moving.
+        {"name": "agent-completes", "match": {"system": "in a hive of agents"}, "delay": 0.4,
+         "reply": {"tool_calls": [{"name": "complete",
+                                   "arguments": {"result": "done as asked"}}]}},
+        {"name": "hello", "match": {"last_user": "(?i)hello"},
+         "reply": {"content": "Hello there! The swarm is ready when you are.", "chunk": 3}},
+        {"name": "slow", "match": {"last_user": "(?i)long story"}, "delay": 0.05,
+         "reply": {"content": "once upon a time " * 2000, "chunk": 2}},
+    ],
+    "default": {"echo": True, "chunk": 4},
+}
+FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2, stop_on_pause=False)
+
+
+class LiveRunner(StoreRunner):
+    """The store runner, plus the live engine started on every hive created: the same wiring
+    `ruflo serve` gets from the engine, with fast test timings."""
+
+    def __init__(self, store: Store, gateway: Gateway | None, settings: Settings) -> None:
+        super().__init__(store)
+        self.gateway = gateway
+        self.settings = settings
+        self.engines: dict[str, tuple[LiveEngine, asyncio.Task[Any]]] = {}
+
+    async def start(self, hive_id: str) -> None:
+        from ruflo.agents.commands import command_env
+
+        await super().start(hive_id)
+        Path(self.store.get_hive(hive_id).workspace or "").mkdir(parents=True, exist_ok=True)
+        engine = LiveEngine(self.store, hive_id, gateway=self.gateway, params=FAST,
+                            model=str(self.settings.model), env=command_env())
+        self.engines[hive_id] = (engine, asyncio.create_task(engine.run()))
+
+    async def aclose(self) -> None:
+        for engine, task in self.engines.values():
+            engine.stop()
+            await asyncio.wait({task}, timeout=10)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+@dataclass
+class Served:
+    url: str
+    store: SqlStore
+    settings: Settings
+    ctx: ServerContext
+    http: httpx.Client
+
+
+class ServerThread:
+    """uvicorn serving the app in a thread; the gateway client is closed in that loop."""
+
+    def __init__(self, app: Any, gateway: GatewayClient | None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server: Any = build_server(app, "127.0.0.1", self.port)
+        self.gateway = gateway
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            try:
+                await self.server.serve(sockets=[self.sock])
+            finally:
+                if self.gateway is not None:
+                    await self.gateway.aclose()
+
+        asyncio.run(main())
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the ruflo server did not start")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "the server did not stop"
+
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-output"
+
+
+def shoot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under test-output/ (git-ignored) and return its path."""
+    SHOTS.mkdir(exist_ok=True)
+    path = SHOTS / f"ui-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class Servers:
+    """Starts servers for one test and stops them all after it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.running: list[tuple[ServerThread, SqlStore, httpx.Client]] = []
+        self.gateways: list[ScriptedGateway] = []
+
+    def scripted(self) -> ScriptedGateway:
+        gateway = ScriptedGateway(SCRIPT)
+        gateway.start()
+        self.gateways.append(gateway)
+        return gateway
+
+    def start(self, *, gateway_url: str | None, key: str = GATEWAY_KEY, live: bool = False,
+              auth: str = "none") -> Served:
+        env = {"RUFLO_DATA_DIR": str(self.root / f"data{len(self.running)}"),
+               "RUFLO_AUTH": auth, "RUFLO_CONFIG": "", "RUFLO_MODEL": "gpt-4o-mini"}
+        if gateway_url is not None:
+            env.update(OPENAI_BASE_URL=gateway_url, OPENAI_API_KEY=key)
+        settings = load_settings(env)
+        store = open_store(settings)
+        assert isinstance(store, SqlStore)
+        client = None
+        if gateway_url is not None:
+            client = GatewayClient.from_settings(settings, store, retry=RetryPolicy(
+                attempts=1, timeout=3.0, wait_initial=0.05, wait_max=0.1))
+        runner = LiveRunner(store, client, settings) if live else None
+        app = create_app(settings, store, client, runner, event_poll_seconds=0.5)
+        thread = ServerThread(app, client)
+        url = thread.start()
+        http = httpx.Client(base_url=url, timeout=20.0)
+        self.running.append((thread, store, http))
+        return Served(url=url, store=store, settings=settings, ctx=app.state.ctx, http=http)
+
+    def close(self) -> None:
+        for thread, store, http in reversed(self.running):
+            http.close()
+            thread.stop()
+            store.close()
+        for gateway in self.gateways:
+            gateway.stop()
