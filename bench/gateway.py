@@ -47,7 +47,8 @@ def start_gateway(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return process, line.split()[-1]
 
 
-async def measure(base_url: str, folder: Path, calls: int) -> tuple[list[float], list[float]]:
+async def measure(base_url: str, folder: Path,
+                  calls: int) -> tuple[list[float], list[float], dict[str, float]]:
     store = open_store(f"sqlite:///{folder / 'ruflo.db'}")
     hive_id = new_id()
     agent = Agent(id=new_id(), hive_id=hive_id, name="bench", budget=Budget(max_tokens=10**12))
@@ -56,6 +57,7 @@ async def measure(base_url: str, folder: Path, calls: int) -> tuple[list[float],
     context = CallContext(hive_id=hive_id, agent_id=agent.id)
     ruflo_times: list[float] = []
     plain_times: list[float] = []
+    cpu = {"ruflo": 0.0, "httpx": 0.0}
     body = {"model": "gpt-4o-mini", "messages": MESSAGES}
     async with GatewayClient(base_url, "sk-bench", store=store) as client, \
             httpx.AsyncClient(base_url=base_url,
@@ -76,15 +78,18 @@ async def measure(base_url: str, folder: Path, calls: int) -> tuple[list[float],
         # Alternate in small blocks so drift in machine load hits both sides alike.
         block = 20
         for _ in range(max(1, calls // block)):
-            for timings, call in ((ruflo_times, through_ruflo), (plain_times, through_httpx)):
+            for name, timings, call in (("ruflo", ruflo_times, through_ruflo),
+                                        ("httpx", plain_times, through_httpx)):
+                cpu_started = time.process_time()
                 for _ in range(block):
                     started = time.perf_counter()
                     await call()
                     timings.append(time.perf_counter() - started)
+                cpu[name] += time.process_time() - cpu_started
     metered = store.spend(hive_id=hive_id).calls
     store.close()
     assert metered == 30 + len(ruflo_times), metered
-    return ruflo_times, plain_times
+    return ruflo_times, plain_times, cpu
 
 
 def main() -> None:
@@ -95,7 +100,7 @@ def main() -> None:
         folder = Path(tmp)
         process, base_url = start_gateway(folder)
         try:
-            ruflo_times, plain_times = asyncio.run(measure(base_url, folder, args.calls))
+            ruflo_times, plain_times, cpu = asyncio.run(measure(base_url, folder, args.calls))
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -108,6 +113,12 @@ def main() -> None:
     print(f"  plain httpx (baseline):                  {plain_ms:7.3f} ms")
     print(f"  ratio ruflo/httpx: {ruflo_ms / plain_ms:.2f}x; ruflo adds {added:+.3f} ms "
           f"(target <= {allowed:.3f} ms: {'met' if added <= allowed else 'NOT met'})")
+    # Client-process CPU per call: steadier than wall time on a busy machine, and what the
+    # wall-time difference is made of when the gateway is local.
+    ruflo_cpu = cpu["ruflo"] / len(ruflo_times) * 1000
+    plain_cpu = cpu["httpx"] / len(plain_times) * 1000
+    print(f"  client CPU per call: ruflo {ruflo_cpu:.3f} ms, httpx {plain_cpu:.3f} ms "
+          f"(ratio {ruflo_cpu / plain_cpu:.2f}x, ruflo adds {ruflo_cpu - plain_cpu:+.3f} ms)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "orchestrate": ("orchestrate", "Run a hive on an objective through the gateway, live."),
     "hive": ("hive", "List, show, pause, resume and cancel stored hives."),
     "task": ("task", "Post, list, show and cancel tasks on a hive's board."),
+    "approval": ("approval", "List, approve and reject what hives wait on (budget overrides...)."),
+    "worker": ("worker", "Host agent loops of hives in a shared Postgres (many machines)."),
     "mcp": ("mcp", "Serve the hive tools to MCP clients (Claude Code, Codex) over stdio or HTTP."),
+    "compare": ("compare", "Run workloads through several modes and report which one won what."),
 }
 
 USAGE = "Usage: ruflo [--version] [-h|--help] COMMAND [ARGS]..."
@@ -59,9 +62,16 @@ def run(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
 
+    import logging
+
     import typer.main
 
     from ruflo.errors import RufloError
+
+    # Warnings from ruflo's modules reach the terminal as plain lines; retry chatter from
+    # libraries does not (ruflo's own errors say how many attempts were made).
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("stamina").setLevel(logging.ERROR)
 
     module = importlib.import_module(f"ruflo.commands.{COMMANDS[name][0]}")
     command = typer.main.get_command(module.app)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruflo.errors import PolicyError
 from ruflo.model import AdapterKind, Agent, Budget, Task
 
-__all__ = ["Workload", "load_workload", "parse_workload"]
+__all__ = ["Org", "Workload", "load_org", "load_workload", "parse_org", "parse_workload"]
 
 
 class _Strict(BaseModel):
@@ -288,3 +288,79 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
         fixture=fixture,
         source=source,
     )
+
+
+class OrgModel(_Strict):
+    name: str | None = None
+    budget: BudgetModel | None = None
+    """The hive's budget (each agent may have its own too)."""
+    approvals: dict[Literal["budget_override", "hire", "strategy"],
+                    Literal["ask", "approve", "reject"]] = Field(default_factory=dict)
+    max_depth: int = Field(default=2, ge=0, le=10)
+    agents: list[AgentModel] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    """A validated org chart file for company mode (`ruflo orchestrate --org ORG.yaml`)."""
+
+    agents: tuple[Agent, ...]
+    """Ids are the agents' names; `reports_to` holds the manager's name."""
+    name: str | None = None
+    budget: Budget = field(default_factory=Budget)
+    approvals: dict[str, str] | None = None
+    """The explicit auto-approval policy (kind → approve | reject | ask), recorded in the hive."""
+    max_depth: int = 2
+    """How many times a ticket may be delegated down from the objective."""
+    source: Path | None = None
+
+
+def load_org(path: str | Path) -> Org:
+    """Read and validate an org chart file. Raises PolicyError naming the file and problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"org file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"org file {path} could not be read: {error}") from None
+    return parse_org(text, source=path)
+
+
+def parse_org(text: str, source: Path | None = None) -> Org:
+    """An org chart: `agents` (required, one tree by `reports_to`), and optionally `name`,
+    `budget` (the hive's), `approvals` (auto-approval policy) and `max_depth`."""
+    where = str(source) if source is not None else "org"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise PolicyError(f"{where}: not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}: expected a mapping with agents (and optionally name, "
+                          f"budget, approvals, max_depth); found {type(data).__name__}")
+    try:
+        model = OrgModel.model_validate(data)
+    except ValidationError as error:
+        raise PolicyError(_explain(where, data, error)) from None
+    names = [a.name for a in model.agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PolicyError(f"{where}: agents: duplicate name {duplicates[0]!r}, nothing was run")
+    agents = tuple(
+        Agent(id=a.name, hive_id="", name=a.name, role=a.role, title=a.title,
+              capabilities=a.capabilities, skills=tuple(a.skills), adapter=a.adapter,
+              adapter_config=dict(a.config), model=a.model, reports_to=a.reports_to,
+              budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget())
+        for a in model.agents)
+    from ruflo.policies import OrgChart
+
+    try:
+        OrgChart(agents)
+    except PolicyError as error:
+        raise PolicyError(f"{where}: agents: {error}; nothing was run") from None
+    budget = Budget(model.budget.max_tokens, model.budget.max_cost) if model.budget else Budget()
+    return Org(agents=agents, name=model.name, budget=budget,
+               approvals={str(k): str(v) for k, v in model.approvals.items()} or None, max_depth=model.max_depth,
+               source=source)

@@ -56,7 +56,7 @@ def test_hive_and_task_commands_act_on_a_stored_hive(cli: Cli, tmp_path: Path) -
     shown = cli("hive", "show", hive.id)
     assert shown.returncode == 0
     assert "agent-1" in shown.stdout
-    assert "θ: python=" in shown.stdout
+    assert "python=" in shown.stdout, "thresholds are shown"
     assert "tool_call agent-1" in shown.stdout, "the transcript is in the events"
     task = json.loads(cli("task", "show", "b", "--hive", hive.id, "--json").stdout)
     assert task["state"] == "done"

@@ -71,6 +71,8 @@ def test_orchestrate_plans_the_objective_with_one_coordination_call(
 
     assert done.returncode == 0, done.stderr
     assert "2/2 tasks done" in done.stdout
+    assert "planned 2 tasks" in done.stderr
+    assert "task_done agent-" in done.stderr, "the view prints events when not on a terminal"
     store = cli.store()
     try:
         hive = store.list_hives()[0]

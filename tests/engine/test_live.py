@@ -375,3 +375,27 @@ async def test_an_agent_splits_a_task_and_it_is_integrated_once_the_parts_are_do
     assert tasks["part-b"].depends_on == (tasks["part-a"].id,)
     order = [e.task_id for e in store.events(hive.id, kinds=["task_done"])]
     assert order == [tasks["part-a"].id, tasks["part-b"].id, big.id]
+
+
+async def test_the_live_view_draws_the_board_agents_and_latest_events(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ruflo.engine.view import HiveView
+
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, board(["t1", "t2"]), agents=2)
+    store.finish_task(f"{hive.id}h-t2", None, state=TaskState.CANCELLED, result="not needed")
+    await asyncio.wait_for(engine(store, hive, client).run(), 30)
+    console = Console(record=True, width=120, force_terminal=False)
+
+    console.print(HiveView(store, hive.id, console).render())
+
+    drawn = console.export_text()
+    assert f"hive {hive.id}" in drawn
+    assert "done 1" in drawn
+    assert "cancelled 1" in drawn
+    assert "agent-0" in drawn
+    assert "agent-1" in drawn
+    assert "hive_failed: not every task of the objective succeeded" in drawn

@@ -18,6 +18,7 @@ from ruflo.errors import (
     GatewayUnavailable,
 )
 from ruflo.gateway.base import CallContext
+from ruflo.gateway.classify import retry_after_seconds
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 
@@ -202,3 +203,19 @@ async def test_a_stream_opening_retries_5xx(gateway: ScriptedGateway,
     assert deltas[-1].result is not None
     assert deltas[-1].result.content == "streamed fine"
     assert gateway.chat_count == 2
+
+
+@pytest.mark.parametrize(("headers", "seconds"), [
+    ({"retry-after": "2"}, 2.0),
+    ({"retry-after": "0.5"}, 0.5),
+    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+    ({"retry-after": "-3"}, 0.0),
+    ({"retry-after": "soon"}, None),
+    ({"retry-after": ""}, None),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+    ({"retry-after-ms": "x"}, None),
+    ({}, None),
+])
+def test_retry_after_is_read_defensively(headers: dict[str, str],
+                                         seconds: float | None) -> None:
+    assert retry_after_seconds(headers) == seconds

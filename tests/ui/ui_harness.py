@@ -5,6 +5,7 @@ hives, and a runner that starts the engine when a hive is created from a page.""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -39,8 +40,8 @@ SCRIPT: dict[str, Any] = {
                                    "arguments": {"result": "done as asked"}}]}},
         {"name": "hello", "match": {"last_user": "(?i)hello"},
          "reply": {"content": "Hello there! The swarm is ready when you are.", "chunk": 3}},
-        {"name": "slow", "match": {"last_user": "(?i)long story"}, "delay": 0.05,
-         "reply": {"content": "once upon a time " * 2000, "chunk": 2}},
+        {"name": "slow", "match": {"last_user": "(?i)long story"},
+         "reply": {"content": "once upon a time " * 4000, "chunk": 1}},
     ],
     "default": {"echo": True, "chunk": 4},
 }
@@ -61,7 +62,9 @@ class LiveRunner(StoreRunner):
         from ruflo.agents.commands import command_env
 
         await super().start(hive_id)
-        Path(self.store.get_hive(hive_id).workspace or "").mkdir(parents=True, exist_ok=True)
+        workspace = self.store.get_hive(hive_id).workspace
+        assert workspace is not None
+        os.makedirs(workspace, exist_ok=True)
         engine = LiveEngine(self.store, hive_id, gateway=self.gateway, params=FAST,
                             model=str(self.settings.model), env=command_env())
         self.engines[hive_id] = (engine, asyncio.create_task(engine.run()))
@@ -153,12 +156,13 @@ class Servers:
         return gateway
 
     def start(self, *, gateway_url: str | None, key: str = GATEWAY_KEY, live: bool = False,
-              auth: str = "none") -> Served:
-        env = {"RUFLO_DATA_DIR": str(self.root / f"data{len(self.running)}"),
-               "RUFLO_AUTH": auth, "RUFLO_CONFIG": "", "RUFLO_MODEL": "gpt-4o-mini"}
+              auth: str = "none", env: dict[str, str] | None = None) -> Served:
+        values = {"RUFLO_DATA_DIR": str(self.root / f"data{len(self.running)}"),
+                  "RUFLO_AUTH": auth, "RUFLO_CONFIG": "", "RUFLO_MODEL": "gpt-4o-mini",
+                  **(env or {})}
         if gateway_url is not None:
-            env.update(OPENAI_BASE_URL=gateway_url, OPENAI_API_KEY=key)
-        settings = load_settings(env)
+            values.update(OPENAI_BASE_URL=gateway_url, OPENAI_API_KEY=key)
+        settings = load_settings(values)
         store = open_store(settings)
         assert isinstance(store, SqlStore)
         client = None

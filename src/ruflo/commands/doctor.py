@@ -65,9 +65,53 @@ def check_keys(settings: Settings) -> Check:
                  fatal=settings.strict_keys)
 
 
+def check_gateway(settings: Settings) -> Check:
+    """Ask the gateway for its model list with the configured key: the one call that shows
+    both that it answers and that it accepts the key. Nothing is metered (no completion)."""
+    import asyncio
+
+    from ruflo.errors import RufloError
+    from ruflo.gateway.client import GatewayClient
+
+    if not settings.gateway_url:
+        return Check("gateway", False, "not configured: set OPENAI_BASE_URL (or LITELLM_BASE_URL) "
+                                       "to your OpenAI-compatible gateway", fatal=False)
+
+    async def ask() -> int:
+        client = GatewayClient.from_settings(settings)
+        try:
+            return len(await client.models(refresh=True))
+        finally:
+            await client.aclose()
+
+    try:
+        count = asyncio.run(ask())
+    except RufloError as error:
+        return Check("gateway", False, f"{settings.gateway_url}: {error}")
+    return Check("gateway", True, f"{settings.gateway_url} (from {settings.gateway_url_var}) "
+                                  f"answers with {count} models for this key")
+
+
+def check_notify(settings: Settings) -> Check:
+    from ruflo.notify.configured import notify_status
+
+    lines = notify_status(settings)
+    problems = [line for line in lines if ": ready" not in line]
+    detail = "; ".join(lines) if lines else "no senders"
+    return Check("notify", not problems or any(": ready" in line for line in lines), detail,
+                 fatal=False)
+
+
+def check_memory(settings: Settings) -> Check:
+    from ruflo.memory.semantic import search_backend
+
+    return Check("memory search", True, search_backend(), fatal=False)
+
+
 def doctor_checks(settings: Settings) -> list[Check]:
     """Every check the doctor runs, in order. Append new checks here."""
-    return [check_store(settings), check_keys(settings)]
+    return [check_store(settings), check_keys(settings), check_gateway(settings),
+            check_notify(settings), check_memory(settings)]
 
 
 @app.callback(invoke_without_command=True)

@@ -284,8 +284,9 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
                      hive_id: str = "sim") -> tuple[list[Event], list[LedgerEntry], list[Task]]:
     """A simulator result (with its timeline) as events, ledger and tasks, so `run_metrics`
     measures it as it measures a live hive. Work tokens are charged per attempt as the simulator
-    charges them (time worked × tokens per effort unit); its coordination tokens, which it
-    totals only, are one coordination entry at the end."""
+    charges them (time worked × tokens per effort unit, nothing for an attempt cut short by a
+    death); its coordination tokens, which it totals only, are one coordination entry at the
+    end."""
     if result.timeline is None:
         raise ValueError("the simulation kept no timeline; run it with record=True")
     raw: list[tuple[float, int, str, str | None, str | None, dict[str, Any]]] = []
@@ -342,7 +343,9 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
             if parts and all(p in done_at for p in parts):
                 add(max(done_at[p] for p in parts), "task_updated", None, entry.task,
                     {"fields": {"state": "open"}})
-        if outcome != "decomposed":
+        if outcome not in ("decomposed", "died"):
+            # As the simulator charges: nothing for decomposing (its coordination total has it)
+            # nor for an attempt cut short by a death.
             spent = entry.end - entry.start
             ledger.append(_entry(len(ledger) + 1, entry.end, round(spent * tokens_per_effort),
                                  CostKind.WORK, hive_id, entry.agent, entry.task))

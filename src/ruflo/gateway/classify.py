@@ -121,8 +121,11 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         pass
-    when = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
-    if when is None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
 

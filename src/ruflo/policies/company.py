@@ -394,3 +394,61 @@ class CompanyPolicy(BasePolicy):
             elif heir is not None:
                 self.escalations += 1
                 self._to_inbox(task, heir)
+
+
+def review_delegate(
+    org: OrgChart,
+    manager_id: str,
+    named: str | None,
+    skills: Sequence[str],
+    load: Mapping[str, float],
+    alive: Callable[[str], bool] = lambda _agent: True,
+    exclude: str | None = None,
+) -> tuple[str | None, str | None]:
+    """Check a manager's (the LLM's) choice of report against the org chart and capabilities.
+
+    Returns (report id, correction): the named report when it is a live report whose part of the
+    org can do the ticket; otherwise `choose_delegate`'s pick and why the choice was corrected
+    (not a report, gone, excluded after it escalated the ticket, or lacking every skill the
+    ticket needs while another report has some). (None, None) when the manager has no report."""
+    reports = org.live_reports(manager_id, alive)
+    if not reports:
+        return None, None
+    fallback = choose_delegate(org, manager_id, skills, load, alive, exclude=exclude)
+    if named is None or not named.strip():
+        return fallback, "no report was named"
+    wanted = named.strip()
+    by_name = {org.agents[r].name.lower(): r for r in reports}
+    chosen = wanted if wanted in reports else by_name.get(wanted.lower())
+    if chosen is None:
+        known = next((a for a in org.agents.values() if wanted in (a.id, a.name)), None)
+        why = (f"{wanted!r} is not a direct report of {org.agents[manager_id].name}"
+               if known is None or org.manager.get(known.id) != manager_id
+               else f"{wanted!r} is no longer working")
+        return fallback, why
+    if chosen == exclude and fallback is not None and fallback != exclude:
+        return fallback, f"{org.agents[chosen].name} escalated this ticket already"
+    if skills and fallback is not None and delegation_score(org, chosen, skills) == 0 \
+            and delegation_score(org, fallback, skills) > 0:
+        return fallback, (f"{org.agents[chosen].name}'s part of the org declares none of the "
+                          f"ticket's skills ({', '.join(skills)})")
+    return chosen, None
+
+
+AUTO_DECISIONS = ("approve", "reject", "ask")
+
+
+def auto_decision(config: Mapping[str, object], kind: str) -> str | None:
+    """The hive's explicit auto-approval policy for an approval kind: "approve", "reject", or
+    None when a person must decide. Read from hive config `approvals: {kind: decision}`; an
+    unknown value raises PolicyError (a typo must not approve spend)."""
+    table = config.get("approvals")
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise PolicyError("hive config `approvals` must map an approval kind (budget_override, "
+                          "hire, strategy) to approve, reject or ask")
+    value = table.get(kind, "ask")
+    if value not in AUTO_DECISIONS:
+        raise PolicyError(f"hive config approvals.{kind} is {value!r}; use approve, reject or ask")
+    return None if value == "ask" else str(value)

@@ -28,7 +28,7 @@ from ruflo.errors import (
     WorkspaceError,
 )
 from ruflo.gateway.base import Gateway
-from ruflo.server import chat, hives, pages, probes
+from ruflo.server import board, chat, hives, pages, probes
 from ruflo.server.auth import Authenticator
 from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
@@ -176,6 +176,7 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.include_router(probes.router)
     app.include_router(chat.router)
     app.include_router(hives.router)
+    app.include_router(board.router)
     app.include_router(pages.router)
     app.add_middleware(FrontDoor, ctx=ctx)
     return app

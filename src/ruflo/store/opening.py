@@ -1,7 +1,9 @@
 """Opening a store safely: URL normalisation, the refusal to touch a file that is not a ruflo
 database, one-line reasons when Postgres can't be reached, and migrations applied at start.
 
-Depends on SQLAlchemy (engines) and, only when the schema must change, on Alembic.
+Depends on SQLAlchemy (engines) and, only when the schema must change, on Alembic; opening an
+existing SQLite store at the current revision needs neither (stdlib sqlite3 only), because their
+imports alone cost more than a whole `ruflo memory` call may take.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import sqlite3
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
-
 from ruflo.errors import StoreCorrupt, StoreError, StoreUnreachable
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 HEAD_REVISION = "0001"
 """The schema revision this code writes; a test keeps it equal to the migrations' head."""
@@ -139,8 +141,7 @@ def create_sqlite_file(path: Path, synchronous: str) -> None:
     conn = sqlite_connect(temp, "full")
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        engine = sa.create_engine("sqlite://", creator=lambda: conn, poolclass=sa.pool.StaticPool)
-        run_migrations(engine, dialect="sqlite")
+        run_migrations(sqlite_engine(conn), dialect="sqlite")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
@@ -153,6 +154,13 @@ def create_sqlite_file(path: Path, synchronous: str) -> None:
     finally:
         temp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def sqlite_engine(conn: sqlite3.Connection) -> sa.Engine:
+    """An engine over this one connection, for Alembic (which needs SQLAlchemy)."""
+    import sqlalchemy as sa
+
+    return sa.create_engine("sqlite://", creator=lambda: conn, poolclass=sa.pool.StaticPool)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -171,9 +179,7 @@ def upgrade_sqlite(path: Path, synchronous: str) -> None:
         try:
             current = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             if not current or current[0] != HEAD_REVISION:
-                engine = sa.create_engine("sqlite://", creator=lambda: conn,
-                                          poolclass=sa.pool.StaticPool)
-                run_migrations(engine, dialect="sqlite")
+                run_migrations(sqlite_engine(conn), dialect="sqlite")
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except BaseException:
@@ -205,6 +211,9 @@ def pg_cause(error: BaseException) -> str:
 
 
 def pg_engine(url: str) -> sa.Engine:
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
     query = {"connect_timeout": "5", "application_name": "ruflo"}
     engine = sa.create_engine(url, poolclass=NullPool,
                               connect_args={k: v for k, v in query.items() if k not in url})
@@ -214,6 +223,7 @@ def pg_engine(url: str) -> sa.Engine:
 def pg_connect(engine: sa.Engine, url: str) -> Any:
     """A raw psycopg connection in autocommit mode (ruflo sends BEGIN/COMMIT itself)."""
     import psycopg
+    import sqlalchemy as sa
 
     try:
         raw = engine.raw_connection()

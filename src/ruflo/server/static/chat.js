@@ -156,15 +156,23 @@
       const body = answer.querySelector(".message-body");
       const buffered = Boolean(state.settings.disableStream);
       let written = "";
+      let painting = false;
+      // Tokens can come faster than frames: paint the text once per frame, not per token.
+      const paint = () => {
+        painting = false;
+        body.textContent = written;
+        thread.scrollTop = thread.scrollHeight;
+      };
       const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", { inputs: text });
       $("chat-status").textContent = "The answer is being written.";
       await readEvents(response, (frame) => {
         const update = frame.data;
         if (update.type === "stream") {
           written += update.token;
-          if (!buffered) { body.textContent = written; thread.scrollTop = thread.scrollHeight; }
+          if (!buffered && !painting) { painting = true; window.requestAnimationFrame(paint); }
         } else if (update.type === "finalAnswer") {
-          body.textContent = update.text;
+          written = update.text;
+          body.textContent = written;
           if (update.interrupted) answer.append(el("p", { class: "note", text: "stopped before the end" }));
         } else if (update.type === "status" && update.status === "error") {
           answer.append(el("p", { class: "error", role: "alert", text: update.message }));

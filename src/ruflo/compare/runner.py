@@ -1,0 +1,356 @@
+"""Runs every workload in every mode for every seed — live through the engine and the gateway, each
+run in a fresh copy of its fixture, or in the simulator — and measures each run from its events
+and ledger. Depends on the engine, the store and gateway protocols, workloads and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ruflo.compare.metrics import KILLED, VERIFIED, RunMetrics, run_metrics, simulated_record
+from ruflo.compare.metrics import timeline as timeline_of
+from ruflo.compare.workloads import BUILTIN, builtin_path
+from ruflo.errors import ConfigError, PolicyError, RufloError
+from ruflo.model import Agent, Hive, HiveStatus, Mode, new_id
+
+if TYPE_CHECKING:
+    from ruflo.engine.live import LiveEngine, LiveParams
+    from ruflo.gateway.base import Gateway
+    from ruflo.store.base import Store
+    from ruflo.workload import Workload
+
+BASELINE = "baseline"
+KILLED_VARIANT = "killed"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRef:
+    """A workload as named on the command line: built-in, a YAML file, or a simulated shape."""
+
+    name: str
+    path: Path | None
+    """The YAML file; None for a shape."""
+    shape: str | None = None
+
+
+def resolve(names: Sequence[str]) -> list[WorkloadRef]:
+    """Built-in names (ticket, bug, feature), shapes (wide, deep, mixed) or paths to YAML files."""
+    from ruflo.engine.shapes import SHAPES
+
+    refs = []
+    for name in names:
+        path = Path(name)
+        if path.is_file():
+            refs.append(WorkloadRef(path.stem, path))
+        elif name in BUILTIN:
+            refs.append(WorkloadRef(name, builtin_path(name)))
+        elif name in SHAPES:
+            refs.append(WorkloadRef(name, None, shape=name))
+        else:
+            raise ConfigError(f"no workload {name!r}: give a YAML file, a built-in workload "
+                              f"({', '.join(BUILTIN)}) or a simulated shape ({', '.join(SHAPES)}); "
+                              "nothing was run")
+    return refs
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One run: which workload, mode, seed and variant; how it ended; what it measured."""
+
+    workload: str
+    mode: str
+    seed: int
+    variant: str
+    status: str = "ok"
+    """ok, or "unavailable: why", "error: what", "timed out"."""
+    hive_id: str | None = None
+    workspace: str | None = None
+    metrics: RunMetrics | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    time_unit: str = "s"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.workload}/{self.mode}/{self.seed}/{self.variant}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "workload": self.workload, "mode": self.mode, "seed": self.seed,
+                "variant": self.variant, "status": self.status, "hive_id": self.hive_id,
+                "workspace": self.workspace, "time_unit": self.time_unit,
+                "metrics": self.metrics.to_json() if self.metrics is not None else None,
+                "detail": self.detail, "timeline": self.timeline}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to run."""
+
+    workloads: tuple[WorkloadRef, ...]
+    modes: tuple[Mode, ...]
+    seeds: tuple[int, ...]
+    agents: int | None = None
+    """Agents per run when a workload names none (default: 4 live, 100 simulated)."""
+    simulate: bool = False
+    kill_fraction: float | None = None
+    tasks: int = 1000
+    """Tasks of a generated shape."""
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (BASELINE, KILLED_VARIANT) if self.kill_fraction else (BASELINE,)
+
+    @property
+    def total(self) -> int:
+        return len(self.workloads) * len(self.modes) * len(self.seeds) * len(self.variants)
+
+
+def kill_count(fraction: float, agents: int) -> int:
+    """Agents to kill: the fraction rounded, at least one, never all."""
+    return max(1, min(agents - 1, round(fraction * agents)))
+
+
+# -- simulated runs ------------------------------------------------------------------------------
+def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
+                  variant: str) -> RunRecord:
+    """One simulated run: the simulator's timeline mapped to events and ledger, then measured."""
+    from ruflo.engine.shapes import mixed_agents, shape_agents, shape_tasks
+    from ruflo.engine.simulate import KillPlan, lower_bound, simulate
+
+    agents_n = plan.agents or 100
+    tasks: Sequence[Any]
+    if ref.shape is not None:
+        tasks = shape_tasks(ref.shape, plan.tasks, seed)
+        crew = shape_agents(ref.shape, agents_n)
+    else:
+        assert ref.path is not None
+        workload = _load(ref)
+        tasks = workload.tasks
+        crew = list(workload.agents) if workload.agents and plan.agents is None else \
+            mixed_agents(agents_n, workload.skills)
+    record = RunRecord(ref.name, mode.value, seed, variant, time_unit="effort units")
+    kill = None
+    victims: list[str] = []
+    at = None
+    if variant == KILLED_VARIANT and plan.kill_fraction:
+        if len(crew) < 2:
+            record.status = "unavailable: killing agents needs at least two"
+            return record
+        at = lower_bound(tasks, len(crew))[2] / 2
+        victims = random.Random(f"kill:{seed}").sample(
+            [a.id for a in crew], kill_count(plan.kill_fraction, len(crew)))
+        kill = KillPlan(plan.kill_fraction, at, agents=tuple(victims))
+    result = simulate(tasks, crew, mode, seed=seed, kill=kill, record=True)
+    events, ledger, board = simulated_record(result, tasks, killed=victims, kill_at=at,
+                                             hive_id=f"sim-{ref.name}-{mode.value}-{seed}")
+    record.metrics = run_metrics(events, ledger, board)
+    record.timeline = timeline_of(events)
+    record.detail = {"agents": len(crew), "lower_bound": result.lower_bound,
+                     "makespan_over_lb": result.ratio, "utilisation": result.utilisation,
+                     "stalled": result.stalled, "killed_at": at, "killed": victims}
+    return record
+
+
+def _load(ref: WorkloadRef) -> Workload:
+    from ruflo.workload import load_workload
+
+    assert ref.path is not None
+    return load_workload(ref.path)
+
+
+# -- live runs -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class LiveSetup:
+    """What every live run shares: the store, the gateway, the engine's settings."""
+
+    store: Store
+    gateway: Gateway
+    params: LiveParams
+    root: Path
+    """Folder under which each run gets its own workspace."""
+    model: str
+    env: dict[str, str]
+    run_timeout: float = 900.0
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Mode → why the live engine cannot run it (learned from the first try)."""
+
+
+def command_env() -> dict[str, str]:
+    """The scrubbed command environment, with this Python first on PATH so a workload's
+    `python -m unittest` runs where ruflo runs."""
+    import os
+
+    from ruflo.agents.commands import command_env as base
+
+    env = base()
+    here = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([here, env.get("PATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
+                   variant: str) -> RunRecord:
+    """One live run: a fresh copy of the fixture, a new hive in the store, the live engine until
+    the hive ends, then the workload's verify command on the final workspace (an event), and
+    the metrics from the hive's events and ledger."""
+    record = RunRecord(ref.name, mode.value, seed, variant)
+    if ref.shape is not None:
+        record.status = "unavailable: shapes are simulated only (use --simulate)"
+        return record
+    if mode.value in setup.unavailable:
+        record.status = f"unavailable: {setup.unavailable[mode.value]}"
+        return record
+    workload = _load(ref)
+    store = setup.store
+    hive_id = new_id()
+    workspace = setup.root / f"{ref.name}-{mode.value}-{seed}-{variant}-{hive_id[:8]}"
+    if workload.fixture is not None:
+        shutil.copytree(workload.fixture, workspace)
+    else:
+        workspace.mkdir(parents=True)
+    crew = live_agents(workload, plan.agents or 4, hive_id, mode)
+    from ruflo.engine.plan import tasks_for_hive
+
+    tasks = tasks_for_hive(hive_id, workload.tasks)
+    hive = Hive(id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
+                                 + (" · killed" if variant == KILLED_VARIANT else ""),
+                mode=mode, objective=workload.objective, workspace=str(workspace),
+                config={"seed": seed, "compare": record.id, "verify": workload.verify,
+                        "auto_approval": None})
+    store.create_hive(hive, agents=crew, tasks=tasks)
+    record.hive_id, record.workspace = hive_id, str(workspace)
+
+    from ruflo.engine.live import LiveEngine
+
+    engine = LiveEngine(store, hive_id, gateway=setup.gateway,
+                        params=replace(setup.params, seed=seed), model=setup.model,
+                        env=setup.env)
+    killer = None
+    if variant == KILLED_VARIANT and plan.kill_fraction:
+        killer = asyncio.create_task(_kill_mid_run(engine, store, hive_id, crew,
+                                                   plan.kill_fraction, seed))
+    try:
+        async with asyncio.timeout(setup.run_timeout):
+            await engine.run()
+    except TimeoutError:
+        record.status = f"timed out after {setup.run_timeout:g} s"
+        store.set_hive_status(hive_id, HiveStatus.CANCELLED, reason="compare: run timed out")
+    except RufloError as error:
+        started = store.events(hive_id, kinds=["engine_started"])
+        current = store.get_hive(hive_id)
+        if not current.status.terminal:
+            store.set_hive_status(hive_id, HiveStatus.CANCELLED, reason=f"compare: {error}")
+        if not started and isinstance(error, ConfigError):
+            setup.unavailable[mode.value] = str(error)
+            record.status = f"unavailable: {error}"
+            return record
+        record.status = f"error: {error}"
+    finally:
+        if killer is not None:
+            killer.cancel()
+            await asyncio.gather(killer, return_exceptions=True)
+    await verify_workspace(store, hive_id, workload, workspace, setup.env)
+    final = store.get_hive(hive_id)
+    record.metrics = run_metrics(store.events(hive_id), store.ledger(hive_id=hive_id),
+                                 store.list_tasks(hive_id))
+    record.timeline = timeline_of(store.events(hive_id))
+    record.detail = {"agents": len(crew), "hive_status": final.status.value,
+                     "hive_reason": final.pause_reason}
+    return record
+
+
+def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Agent]:
+    """The workload's agents, or N specialists dealt over its skills; in company mode without an
+    org chart, the simulator's generated org. Ids are made unique to the hive."""
+    from ruflo.engine.shapes import mixed_agents
+    from ruflo.engine.simulate import company_agents
+
+    crew = list(workload.agents) or mixed_agents(n, workload.skills, hive_id=hive_id)
+    if mode is Mode.COMPANY:
+        crew = company_agents(crew)
+
+    def own(agent_id: str) -> str:
+        return f"{hive_id[:8]}.{agent_id}"
+
+    return [replace(a, id=own(a.id), hive_id=hive_id,
+                    reports_to=own(a.reports_to) if a.reports_to else None) for a in crew]
+
+
+async def _kill_mid_run(engine: LiveEngine, store: Store, hive_id: str, crew: Sequence[Agent],
+                        fraction: float, seed: int) -> None:
+    """When the first task is claimed, kill a fraction of the agents as crashed processes die:
+    the first claimer (so the kill hits work in flight) and others chosen by the seed."""
+    while True:
+        claims = store.events(hive_id, kinds=["task_claimed"], limit=1)
+        if claims:
+            break
+        await asyncio.sleep(0.02)
+    first = claims[0].agent_id
+    others = [a.id for a in crew if a.id != first]
+    count = kill_count(fraction, len(crew))
+    victims = ([first] if first else []) + random.Random(f"kill:{seed}").sample(
+        others, max(0, count - (1 if first else 0)))
+    for agent_id in victims:
+        engine.kill_agent(agent_id)
+        store.append_event(hive_id, KILLED, agent_id=agent_id,
+                           data={"fraction": fraction, "reason": "compare --kill-fraction"})
+
+
+async def verify_workspace(store: Store, hive_id: str, workload: Workload, workspace: Path,
+                           env: dict[str, str]) -> None:
+    """Run the workload's verify command on the final workspace; its verdict is an event."""
+    if not workload.verify:
+        return
+    from ruflo.agents.commands import run_command
+
+    result = await run_command(workload.verify, cwd=workspace, env=env, time_limit=600.0,
+                               grace=3.0, output_limit=64_000)
+    store.append_event(hive_id, VERIFIED, data={
+        "command": workload.verify, "passed": result.ok, "exit_code": result.exit_code,
+        "timed_out": result.timed_out, "output": result.output[-2000:]})
+
+
+# -- the whole comparison ------------------------------------------------------------------------
+def check(plan: Plan) -> None:
+    if not plan.workloads or not plan.modes or not plan.seeds:
+        raise ConfigError("compare needs at least one workload, one mode and one seed; "
+                          "nothing was run")
+    if plan.kill_fraction is not None and not 0 < plan.kill_fraction < 1:
+        raise PolicyError(f"--kill-fraction must be between 0 and 1 (got {plan.kill_fraction}); "
+                          "nothing was run")
+    for ref in plan.workloads:
+        if ref.path is not None:
+            _load(ref)  # refuse a bad file before anything runs
+
+
+def run_plan_simulated(plan: Plan, on_run: Callable[[RunRecord], None]) -> list[RunRecord]:
+    records = []
+    for ref in plan.workloads:
+        for mode in plan.modes:
+            for seed in plan.seeds:
+                for variant in plan.variants:
+                    record = run_simulated(plan, ref, mode, seed, variant)
+                    records.append(record)
+                    on_run(record)
+    return records
+
+
+async def run_plan_live(plan: Plan, setup: LiveSetup,
+                        on_run: Callable[[RunRecord], None]) -> list[RunRecord]:
+    records = []
+    for ref in plan.workloads:
+        for mode in plan.modes:
+            for seed in plan.seeds:
+                for variant in plan.variants:
+                    record = await run_live(setup, plan, ref, mode, seed, variant)
+                    records.append(record)
+                    on_run(record)
+    return records
+

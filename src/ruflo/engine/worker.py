@@ -1,0 +1,550 @@
+"""The distributed worker: hosts agent loops of hives stored in a shared Postgres, wakes on
+LISTEN/NOTIFY, registers itself and reports liveness, hands its claims back when stopped. Also
+`watch_hive`, which follows a hive whose agents all live in workers elsewhere.
+
+Depends on the model, the Store protocol, the live engine and psycopg (LISTEN and the adoption
+lock are Postgres features; SQLite hives stay on one machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ruflo.agents import Executor, executor_for
+from ruflo.engine.live import LiveEngine, LiveParams, wait_at_most
+from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
+from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, new_id, utcnow
+
+if TYPE_CHECKING:
+    from ruflo.gateway.base import Gateway
+    from ruflo.store.base import Store
+
+__all__ = ["CHANNEL", "DISTRIBUTED_MODES", "Worker", "WorkerParams", "hive_workers",
+           "require_shared_store", "watch_hive"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "ruflo_events"
+"""The store sends `pg_notify(CHANNEL, '<hive_id>:<seq>')` in every transaction that appends
+events."""
+
+DISTRIBUTED_MODES = frozenset({Mode.SWARM})
+"""Modes whose agents may live in many processes. Round robin and solo deal tasks to named
+agents up front: a pile dealt to an agent no worker hosts would wait forever."""
+
+ADOPTION_LOCK = 0x7275666C6F5F7731
+"""Postgres advisory lock key that serialises agent adoption across workers ("ruflo_w1")."""
+
+
+def require_shared_store(url: str) -> None:
+    """Refuse anything but Postgres: a SQLite file is one machine's."""
+    if not url.startswith(("postgresql", "postgres:")):
+        raise ConfigError("this hive is stored in SQLite, which stays on one machine: workers "
+                          "on many machines need a shared Postgres (set DATABASE_URL="
+                          "postgresql://...). Nothing was started; run the hive here with "
+                          "`ruflo orchestrate` instead")
+
+
+def libpq_url(url: str) -> str:
+    """The store URL as libpq reads it (SQLAlchemy's `+psycopg` driver suffix removed)."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
+
+
+def pg_connection(url: str, purpose: str) -> Any:
+    """A dedicated autocommit psycopg connection (outside the store's per-thread ones)."""
+    import psycopg
+
+    try:
+        return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5,
+                               application_name=f"ruflo-{purpose}")
+    except psycopg.Error as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise StoreUnreachable(f"cannot reach Postgres for the worker's {purpose} connection: "
+                               f"{reason}; nothing was started") from None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerParams:
+    """How a worker behaves."""
+
+    agents: int = 8
+    """Agent loops this worker hosts per hive, at most (the hive's roster may be smaller)."""
+    hive_id: str | None = None
+    """The one hive to host; None hosts every running hive (`--all-hives`)."""
+    lease_seconds: float = 60.0
+    """Claim lease; also how long a silent worker is trusted before its agents are free."""
+    poll_seconds: float = 5.0
+    """The safety-net poll (store reads only, never a gateway call) for a lost notification."""
+    heartbeat_seconds: float | None = None
+    """Liveness report period; None means a quarter of the lease, at most 15 s."""
+    time_unit: float | None = None
+    """Seconds per policy time unit; None takes the hive's own (config `time_unit`)."""
+    seed: int | None = None
+    """Policy seed; None takes the hive's own (config `seed`)."""
+    model: str = "gpt-4o-mini"
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment for agents' commands (see agents.commands.command_env)."""
+
+    def __post_init__(self) -> None:
+        if self.agents < 1:
+            raise ConfigError("a worker hosts at least one agent (--agents 1 or more)")
+        if self.lease_seconds <= 0 or self.poll_seconds <= 0:
+            raise ConfigError("worker: lease and poll seconds must be positive")
+
+    @property
+    def heartbeat(self) -> float:
+        if self.heartbeat_seconds is not None:
+            return self.heartbeat_seconds
+        return max(0.2, min(15.0, self.lease_seconds / 4))
+
+    @property
+    def stale_after(self) -> float:
+        """A worker silent this long is gone: its agents may be adopted by another."""
+        return max(self.lease_seconds, 3 * self.heartbeat)
+
+
+class Attachment:
+    """One live engine driving the agents this worker adopted in one hive."""
+
+    def __init__(self, hive_id: str, agents: list[str], engine: LiveEngine) -> None:
+        self.hive_id = hive_id
+        self.agents = agents
+        self.engine = engine
+        self.run: asyncio.Task[Hive] | None = None
+
+
+class Worker:
+    """Hosts agent loops of stored hives: see `run` for the loop."""
+
+    def __init__(self, store: Store, database_url: str, params: WorkerParams, *,
+                 gateway: Gateway | None = None,
+                 executors: Callable[[Agent], Executor] = executor_for,
+                 worker_id: str | None = None, host: str | None = None) -> None:
+        require_shared_store(database_url if store.dialect == "postgresql" else store.dialect)
+        self.store = store
+        self.url = database_url
+        self.params = params
+        self.gateway = gateway
+        self.executors = executors
+        self.host = host or f"{socket.gethostname()}:{os.getpid()}"
+        self.id = worker_id or f"w-{new_id()[:12]}"
+        self.attachments: list[Attachment] = []
+        self.refused: dict[str, str] = {}
+        """Hives this worker will not host, with why (wrong mode, broken configuration)."""
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._look = asyncio.Event()
+        self._stopping = False
+        self._listener: NotificationListener | None = None
+        self._said_waiting: set[str] = set()
+
+    # -- the run ---------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Host agents until stopped (or, with one hive, until that hive ends). Returns the exit
+        code: 0 when stopped or the hive ended, 1 when a hive could not be hosted.
+
+        The run loop:
+        1. Register in the workers table; start the heartbeat and the LISTEN thread (a
+           notification of a hive this worker hosts wakes that hive's engine at once; one of a
+           hive it does not host wakes this loop, which may attach to it).
+        2. Look for hives to host (the one hive, or every running swarm hive): adopt free agents
+           of the hive — never hosted, or hosted by a worker silent for longer than
+           `stale_after` — up to `agents`, under a Postgres advisory lock so two workers never
+           adopt one agent, and start a live engine that hosts exactly those agents. The engine
+           claims through the store (FOR UPDATE SKIP LOCKED), renews leases, and expires the
+           leases of dead workers' claims (every engine tries; the store makes it race-safe).
+        3. Sleep until a notification or the safety-net poll (store reads only), then look
+           again: a hive that ended lets go of its agents; new hives and newly free agents are
+           taken up.
+        4. On stop (SIGTERM): every engine stops its work in flight and releases those claims
+           (task_released, the tasks reopen at once), the agents are let go, and the worker
+           unregisters.
+        """
+        self._loop = asyncio.get_running_loop()
+        self.store.register_worker(self.id, hive_id=self.params.hive_id, host=self.host,
+                                   agents=self.params.agents)
+        log.info("worker %s registered (%s, up to %d agents per hive)", self.id, self.host,
+                 self.params.agents)
+        self._listener = NotificationListener(self.url, self._notified)
+        self._listener.start()
+        beat = asyncio.create_task(self._heartbeat(), name="ruflo-worker-heartbeat")
+        try:
+            if self.params.hive_id is not None:
+                self._check_single_hive()
+            while not self._stopping:
+                self._reap()
+                if self._one_hive_over():
+                    break
+                self._attach_where_needed()
+                await wait_at_most(self._look, self.params.poll_seconds)
+                self._look.clear()
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self._shutdown()
+        return self.exit_code
+
+    def stop(self) -> None:
+        """Stop hosting (SIGTERM): claims in flight are handed back, then the worker exits."""
+        self._stopping = True
+        self._look.set()
+
+    async def _shutdown(self) -> None:
+        for attachment in self.attachments:
+            attachment.engine.stop()
+        runs = [a.run for a in self.attachments if a.run is not None]
+        if runs:
+            await asyncio.gather(*runs, return_exceptions=True)
+        for attachment in list(self.attachments):
+            self._detach(attachment, "the worker stopped")
+        if self._listener is not None:
+            self._listener.stop()
+        try:
+            self.store.unregister_worker(self.id)
+        except RufloError:
+            log.exception("worker %s could not unregister", self.id)
+
+    # -- hives -----------------------------------------------------------------------------------
+    def _check_single_hive(self) -> None:
+        hive_id = self.params.hive_id
+        assert hive_id is not None
+        hive = self.store.get_hive(hive_id)
+        refusal = self._refusal(hive)
+        if refusal is not None:
+            raise ConfigError(f"{refusal}; nothing was started")
+        if hive.status.terminal:
+            raise Conflict(f"hive {hive.id} is {hive.status.value}: there is nothing left to "
+                           "host; nothing was started")
+        if hive.status is HiveStatus.PAUSED:
+            log.warning("hive %s is paused (%s); waiting for `ruflo hive resume`", hive.id,
+                        hive.pause_reason or "no reason given")
+
+    @staticmethod
+    def _refusal(hive: Hive) -> str | None:
+        if hive.mode not in DISTRIBUTED_MODES:
+            return (f"hive {hive.id} runs in {hive.mode.value} mode, which deals tasks to named "
+                    "agents and so runs on one machine; workers host swarm hives")
+        if not hive.workspace:
+            return f"hive {hive.id} has no workspace folder"
+        return None
+
+    def _one_hive_over(self) -> bool:
+        if self.params.hive_id is None:
+            return False
+        if self.params.hive_id in self.refused:
+            self.exit_code = 1
+            return True
+        hive = self.store.get_hive(self.params.hive_id)
+        return hive.status.terminal and not self.attachments
+
+    def _candidates(self) -> list[Hive]:
+        if self.params.hive_id is not None:
+            hive = self.store.get_hive(self.params.hive_id)
+            return [hive] if hive.status is HiveStatus.RUNNING else []
+        hives = []
+        offset = 0
+        while True:
+            page = self.store.list_hives(limit=500, offset=offset)
+            hives += [h for h in page if h.status is HiveStatus.RUNNING]
+            if len(page) < 500:
+                return hives
+            offset += 500
+
+    def _attach_where_needed(self) -> None:
+        hosted: dict[str, int] = {}
+        for attachment in self.attachments:
+            hosted[attachment.hive_id] = hosted.get(attachment.hive_id, 0) + len(attachment.agents)
+        for hive in self._candidates():
+            if self._stopping or hive.id in self.refused:
+                continue
+            refusal = self._refusal(hive)
+            if refusal is not None:
+                self._refuse(hive.id, refusal)
+                continue
+            room = self.params.agents - hosted.get(hive.id, 0)
+            if room <= 0:
+                continue
+            agents = self._adopt(hive.id, room)
+            if not agents:
+                if hive.id not in self._said_waiting and not hosted.get(hive.id):
+                    self._said_waiting.add(hive.id)
+                    log.info("hive %s: every agent is hosted by a live worker; this worker "
+                             "stands by", hive.id)
+                continue
+            self._attach(hive, agents)
+            hosted[hive.id] = hosted.get(hive.id, 0) + len(agents)
+
+    def _refuse(self, hive_id: str, why: str) -> None:
+        self.refused[hive_id] = why
+        log.error("not hosting hive %s: %s", hive_id, why)
+
+    def _adopt(self, hive_id: str, room: int) -> list[Agent]:
+        """Take up to `room` free agents of the hive. Free: no worker, or a worker silent for
+        longer than `stale_after` (it is unregistered; its claims reopen by lease expiry, or at
+        once when its agents' new engine loads). Serialised by an advisory lock: the store's
+        plain updates could otherwise let two workers adopt one agent."""
+        cutoff = utcnow() - timedelta(seconds=self.params.stale_after)
+        with pg_connection(self.url, "adoption") as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
+            try:
+                workers = {w["id"]: w for w in self.store.list_workers()}
+                live = {wid for wid, w in workers.items() if w["heartbeat_at"] >= cutoff}
+                live.add(self.id)
+                free = [a for a in self.store.list_agents(hive_id)
+                        if a.worker_id is None or a.worker_id not in live]
+                taken = free[:room]
+                if not taken:
+                    return []
+                lost = sorted({a.worker_id for a in taken if a.worker_id is not None})
+                with self.store.transaction():
+                    for worker_id in lost:
+                        if worker_id in workers:
+                            self.store.unregister_worker(worker_id)
+                        self.store.append_event(hive_id, "worker_lost", data={
+                            "worker_id": worker_id,
+                            "reason": f"silent for more than {self.params.stale_after:g}s"})
+                    for agent in taken:
+                        self.store.update_agent(agent.id, worker_id=self.id)
+                    self.store.append_event(hive_id, "worker_attached", data={
+                        "worker_id": self.id, "host": self.host,
+                        "agents": [a.id for a in taken]})
+                return taken
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADOPTION_LOCK,))
+
+    def _attach(self, hive: Hive, agents: list[Agent]) -> None:
+        config = hive.config
+        params = LiveParams(
+            lease_seconds=self.params.lease_seconds,
+            time_unit=self.params.time_unit or float(config.get("time_unit", 10.0)),
+            poll_seconds=self.params.poll_seconds,
+            seed=self.params.seed if self.params.seed is not None else int(config.get("seed", 0)),
+            stop_on_pause=False)
+        engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
+                            executors=self.executors,
+                            model=str(config.get("model") or self.params.model),
+                            env=self.params.env, hosted=[a.id for a in agents])
+        attachment = Attachment(hive.id, [a.id for a in agents], engine)
+        attachment.run = asyncio.create_task(engine.run(), name=f"ruflo-hive-{hive.id}")
+        attachment.run.add_done_callback(lambda _: self._look.set())
+        self.attachments.append(attachment)
+        self._said_waiting.discard(hive.id)
+        log.info("hive %s: hosting %d agents (%s)", hive.id, len(agents),
+                 ", ".join(a.name for a in agents))
+
+    def _reap(self) -> None:
+        """Engines that returned (their hive ended, or they could not start) let go."""
+        for attachment in list(self.attachments):
+            run = attachment.run
+            if run is None or not run.done():
+                continue
+            error = run.exception() if not run.cancelled() else None
+            if error is not None:
+                why = str(error) if isinstance(error, RufloError) else repr(error)
+                if not isinstance(error, RufloError):
+                    log.error("hive %s: the engine crashed", attachment.hive_id, exc_info=error)
+                if isinstance(error, Conflict):
+                    # Not running (paused or ended between the look and the start): try later.
+                    self._detach(attachment, f"the hive could not start: {why}")
+                    continue
+                self._refuse(attachment.hive_id, why)
+                self._detach(attachment, f"refused: {why}")
+                continue
+            hive = run.result()
+            self._detach(attachment, f"the hive is {hive.status.value}")
+
+    def _detach(self, attachment: Attachment, why: str) -> None:
+        if attachment in self.attachments:
+            self.attachments.remove(attachment)
+        try:
+            with self.store.transaction():
+                for agent_id in attachment.agents:
+                    agent = self.store.get_agent(agent_id)
+                    if agent.worker_id != self.id:
+                        continue  # adopted by another worker while this one was silent
+                    status = (AgentStatus.PAUSED if agent.status is AgentStatus.PAUSED
+                              else AgentStatus.IDLE)
+                    self.store.update_agent(agent_id, worker_id=None, status=status,
+                                            current_task=None)
+                self.store.append_event(attachment.hive_id, "worker_detached", data={
+                    "worker_id": self.id, "agents": attachment.agents, "reason": why})
+        except NotFound:
+            pass  # the hive was deleted: nothing to let go of
+        log.info("hive %s: let go of %d agents (%s)", attachment.hive_id,
+                 len(attachment.agents), why)
+
+    # -- wake-ups and liveness -------------------------------------------------------------------
+    def _notified(self, hive_id: str | None) -> None:
+        """From the LISTEN thread: None means the connection was (re)established, so anything
+        may have been missed."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us at exit
+            loop.call_soon_threadsafe(self._wake, hive_id)
+
+    def _wake(self, hive_id: str | None) -> None:
+        hosted = False
+        for attachment in self.attachments:
+            if hive_id is None or attachment.hive_id == hive_id:
+                wake_engine(attachment.engine)
+                hosted = True
+        if hive_id is None or not hosted:
+            self._look.set()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.params.heartbeat)
+            try:
+                self.store.worker_heartbeat(self.id)
+            except NotFound:
+                # Declared lost while silent (a long stall): another worker may host our agents
+                # now, so going on would run one agent in two places.
+                log.error("worker %s was declared lost by another worker while silent; "
+                          "stopping (a supervisor restarts it)", self.id)
+                self.exit_code = 1
+                self.stop()
+                return
+            except RufloError:
+                log.exception("worker %s: heartbeat failed; retrying", self.id)
+
+
+def wake_engine(engine: LiveEngine) -> None:
+    """Make the engine read the event log now rather than at its next poll."""
+    # LiveEngine has no public hook for an outside wake-up yet (see the report for the one-line
+    # `LiveEngine.wake()` asked for); its consumer's flag is the documented wake-up path.
+    engine._signal.set()
+
+
+class NotificationListener:
+    """A thread on a dedicated connection: LISTEN ruflo_events, calling `on_notify(hive_id)` for
+    each notification and `on_notify(None)` after every (re)connect. Reconnects with backoff;
+    the callers' safety-net poll covers the gap."""
+
+    def __init__(self, url: str, on_notify: Callable[[str | None], None],
+                 hives: Iterable[str] | None = None) -> None:
+        self.url = url
+        self.on_notify = on_notify
+        self.hives = frozenset(hives) if hives is not None else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="ruflo-listen", daemon=True)
+        self._conn: Any = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                with pg_connection(self.url, "listen") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.5
+                    self.on_notify(None)
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            hive_id = note.payload.rpartition(":")[0]
+                            if self.hives is None or hive_id in self.hives:
+                                self.on_notify(hive_id)
+            except Exception as error:
+                if self._stop.is_set():
+                    return
+                log.warning("LISTEN %s connection lost (%s); reconnecting in %.1fs, polling "
+                            "meanwhile", CHANNEL, error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+# -- who hosts what ------------------------------------------------------------------------------
+
+def hive_workers(store: Store, hive_id: str, *, stale_after: float) -> list[JSON]:
+    """The workers hosting agents of a hive, with their agents and liveness (for the hive API,
+    `ruflo hive show` and the watcher). A worker silent for longer than `stale_after` seconds is
+    shown as not alive: its claims reopen when their leases expire."""
+    by_worker: dict[str, list[Agent]] = {}
+    for agent in store.list_agents(hive_id):
+        if agent.worker_id is not None:
+            by_worker.setdefault(agent.worker_id, []).append(agent)
+    if not by_worker:
+        return []
+    known = {w["id"]: w for w in store.list_workers()}
+    now = utcnow()
+    rows: list[JSON] = []
+    for worker_id, agents in sorted(by_worker.items()):
+        row = known.get(worker_id)
+        beat: datetime | None = row["heartbeat_at"] if row else None
+        age = (now - beat).total_seconds() if beat is not None else None
+        rows.append({
+            "id": worker_id, "host": row["host"] if row else None,
+            "capacity": row["agents"] if row else None,
+            "started_at": row["started_at"].isoformat() if row else None,
+            "heartbeat_at": beat.isoformat() if beat is not None else None,
+            "heartbeat_age": round(age, 3) if age is not None else None,
+            "alive": age is not None and age <= stale_after,
+            "agents": [{"id": a.id, "name": a.name, "status": a.status.value,
+                        "current_task": a.current_task} for a in agents]})
+    return rows
+
+
+async def watch_hive(store: Store, hive_id: str, database_url: str, *,
+                     on_change: Callable[[], None] | None = None,
+                     say: Callable[[str], None] = print, lease_seconds: float = 60.0,
+                     poll_seconds: float = 5.0) -> Hive:
+    """Follow a hive whose agents live in workers elsewhere until it stops running (done,
+    failed, cancelled or paused); return it. Hosts no agent and makes no gateway call.
+
+    Wakes on NOTIFY for this hive (the safety-net poll otherwise), calls `on_change` so a view
+    can redraw, expires passed leases (race-safe; the workers do it too, this covers the time
+    when none runs) and says once when no live worker hosts the hive's agents, and again when
+    that changes.
+    """
+    require_shared_store(database_url)
+    loop = asyncio.get_running_loop()
+    flag = asyncio.Event()
+
+    def notified(_: str | None) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(flag.set)
+
+    listener = NotificationListener(database_url, notified, hives=[hive_id])
+    listener.start()
+    hosted: bool | None = None
+    try:
+        while True:
+            hive = store.get_hive(hive_id)
+            if hive.status is not HiveStatus.RUNNING:
+                return hive
+            alive = [w for w in hive_workers(store, hive_id, stale_after=lease_seconds)
+                     if w["alive"]]
+            if bool(alive) != hosted:
+                hosted = bool(alive)
+                agents = sum(len(w["agents"]) for w in alive)
+                say(f"hive {hive_id}: {agents} agents in {len(alive)} live workers" if alive
+                    else f"hive {hive_id}: no live worker hosts its agents yet; start "
+                         f"`ruflo worker --hive {hive_id} --agents N` where Postgres is reachable")
+            expiry = store.next_lease_expiry(hive_id)
+            if expiry is not None and expiry <= utcnow():
+                store.expire_leases(hive_id=hive_id)
+            if on_change is not None:
+                on_change()
+            wait = poll_seconds
+            if expiry is not None:
+                wait = min(wait, max(0.05, (expiry - utcnow()).total_seconds() + 0.05))
+            await wait_at_most(flag, wait)
+            flag.clear()
+    finally:
+        await asyncio.to_thread(listener.stop)

@@ -1,0 +1,175 @@
+"""The board API for agents that work over REST: claim a task (the most urgent ready one, or a
+named one) under a lease, then complete or release it. An agent is named by the caller and
+registered on its first claim. Depends on the server context, the store protocol and the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
+from pydantic import Field, StringConstraints
+
+from ruflo.errors import Conflict, NotFound
+from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
+from ruflo.server.context import ServerContext, context, current_user
+from ruflo.server.hives import live_hive, record
+from ruflo.server.schemas import Body, Ident, Name, Skill
+
+router = APIRouter(prefix="/api/v2/hives", tags=["board"], dependencies=[Depends(current_user)])
+
+Ctx = Annotated[ServerContext, Depends(context)]
+HiveId = Annotated[str, PathParam(max_length=100)]
+TaskId = Annotated[str, PathParam(max_length=100)]
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0
+VERIFY_SECONDS = 600.0
+VERIFY_OUTPUT_CHARS = 2_000
+
+
+class ClaimBody(Body):
+    agent: Name
+    """The claiming agent's name in the hive; a new name registers the agent."""
+    lease_seconds: float | None = Field(default=None, gt=0, le=MAX_LEASE_SECONDS)
+    """How long the claim holds without a renewal (default: RUFLO_LEASE_SECONDS)."""
+    task_id: Ident | None = None
+    """Claim this task; without it, the most urgent ready task (priority, then age)."""
+    skills: list[Skill] = Field(default_factory=list, max_length=50)
+    """The agent's skills, recorded when it registers."""
+
+
+class CompleteBody(Body):
+    agent: Name
+    success: bool = True
+    """False records the attempt as failed; true runs the task's verify command, if any, whose
+    exit code then decides."""
+    result: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+
+
+class ReleaseBody(Body):
+    agent: Name
+    reason: Annotated[str, StringConstraints(max_length=2_000)] = "released by the agent"
+
+
+# (store, hive id, agent name) -> agent id: claims by name skip listing the hive's agents.
+_agent_ids: dict[tuple[int, str, str], str] = {}
+
+
+def agent_named(ctx: ServerContext, hive: Hive, name: str) -> Agent | None:
+    key = (id(ctx.store), hive.id, name)
+    known = _agent_ids.get(key)
+    if known is not None:
+        try:
+            agent = ctx.store.get_agent(known)
+        except NotFound:
+            agent = None
+        if agent is not None and agent.hive_id == hive.id and agent.name == name:
+            return agent
+        _agent_ids.pop(key, None)
+    for agent in ctx.store.list_agents(hive.id):
+        if agent.name == name:
+            _agent_ids[key] = agent.id
+            return agent
+    return None
+
+
+def held_by(ctx: ServerContext, hive: Hive, task_id: str, name: str) -> tuple[Task, Agent]:
+    """The task and the agent, refusing (409) when the agent does not hold the task's claim."""
+    task = ctx.store.get_task(task_id)
+    if task.hive_id != hive.id:
+        raise NotFound(f"no task {task_id!r} in hive {hive.id!r}")
+    agent = agent_named(ctx, hive, name)
+    if agent is None or task.state is not TaskState.CLAIMED or task.assignee != agent.id:
+        raise Conflict(f"task {task.id} is {task.state.value}, not held by agent {name!r}; "
+                       "nothing was changed")
+    return task, agent
+
+
+@router.post("/{hive_id}/tasks/claim")
+async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> dict[str, Any]:
+    """Claim a task under a lease. `task` is null when no task is ready (poll again, or follow
+    the hive's event stream); naming a task that is taken or waiting is a 409."""
+    hive = live_hive(ctx, hive_id)
+    if hive.status is not HiveStatus.RUNNING:
+        raise Conflict(f"hive {hive.id} is {hive.status.value}; no task was claimed")
+    lease = body.lease_seconds or float(ctx.settings.lease_seconds)
+    store = ctx.store
+    with store.transaction():
+        agent = agent_named(ctx, hive, body.agent)
+        if agent is None:
+            agent = store.add_agent(Agent(id=new_id(), hive_id=hive.id, name=body.agent,
+                                          role="rest", skills=tuple(body.skills),
+                                          adapter_config={"via": "rest"}))
+            _agent_ids[(id(store), hive.id, agent.name)] = agent.id
+        task = store.claim_task(hive.id, agent.id, lease_seconds=lease, task_id=body.task_id)
+        if task is None and body.task_id is not None:
+            wanted = store.get_task(body.task_id)
+            if wanted.hive_id != hive.id:
+                raise NotFound(f"no task {body.task_id!r} in hive {hive.id!r}")
+            raise Conflict(f"task {wanted.id} is {wanted.state.value} or waits on its "
+                           "dependencies, so it cannot be claimed now")
+        if task is not None:
+            store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
+                               heartbeat_at=utcnow())
+    return {"task": None if task is None else record(task), "agent": agent.name,
+            "agent_id": agent.id, "lease_seconds": lease}
+
+
+@router.post("/{hive_id}/tasks/{task_id}/complete")
+async def complete_task(hive_id: HiveId, task_id: TaskId, body: CompleteBody,
+                        ctx: Ctx) -> dict[str, Any]:
+    """Finish the agent's claim: done, or failed when `success` is false or the task's verify
+    command fails in the hive's workspace."""
+    hive = live_hive(ctx, hive_id)
+    task, agent = held_by(ctx, hive, task_id, body.agent)
+    verdict = await verify(ctx, hive, task, agent) if body.success and task.verify else None
+    passed = None if verdict is None else verdict["passed"]
+    state = TaskState.DONE if body.success and passed is not False else TaskState.FAILED
+    with ctx.store.transaction():
+        finished = ctx.store.finish_task(
+            task.id, agent.id, state=state, result=body.result,
+            verified=passed if isinstance(passed, bool) else None,
+            data={"via": "rest", "claimed_success": body.success})
+        ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
+                               heartbeat_at=utcnow())
+    answer = {"task": record(finished)}
+    if verdict is not None:
+        answer["verify"] = verdict
+    return answer
+
+
+@router.post("/{hive_id}/tasks/{task_id}/release")
+async def release_task(hive_id: HiveId, task_id: TaskId, body: ReleaseBody,
+                       ctx: Ctx) -> dict[str, Any]:
+    """Give the claim back: the task is open again for any agent."""
+    hive = live_hive(ctx, hive_id)
+    task, agent = held_by(ctx, hive, task_id, body.agent)
+    with ctx.store.transaction():
+        released = ctx.store.release_task(task.id, agent.id, reason=body.reason)
+        ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
+                               heartbeat_at=utcnow())
+    return {"task": record(released)}
+
+
+async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> dict[str, Any]:
+    """Run the task's verify command in the hive's workspace; its exit code decides."""
+    from ruflo.agents.commands import command_env, run_command
+
+    folder = Path(hive.workspace) if hive.workspace else None
+    if folder is None or not folder.is_dir():
+        verdict: dict[str, Any] = {"command": task.verify, "passed": None,
+                                   "skipped": "the hive has no workspace folder, so the verify "
+                                              "command was not run"}
+    else:
+        assert task.verify is not None
+        # Verification may outlast the lease: hold the claim while it runs.
+        ctx.store.renew_lease(task.id, agent.id,
+                              lease_seconds=VERIFY_SECONDS + float(ctx.settings.lease_seconds))
+        ran = await run_command(task.verify, cwd=folder, env=command_env(),
+                                time_limit=VERIFY_SECONDS)
+        verdict = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
+                   "timed_out": ran.timed_out, "output": ran.output[-VERIFY_OUTPUT_CHARS:]}
+    ctx.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
+                           data=verdict)
+    return verdict

@@ -1,0 +1,147 @@
+"""Budgets and approvals in live company mode: an agent's hard stop opens a budget override and
+pauses only that agent (nothing is called while it waits); approving resumes it; a hive's hard
+stop pauses the hive until `ruflo approval approve` raises the cap; an explicit auto-approval
+policy decides alone and says so in the events and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ruflo.agents.commands import command_env
+from ruflo.engine.approvals import AUTO_POLICY, decide
+from ruflo.engine.company import CompanyEngine, company_report
+from ruflo.engine.live import LiveParams
+from ruflo.gateway.client import GatewayClient
+from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.model import (
+    AgentStatus,
+    ApprovalKind,
+    ApprovalStatus,
+    Budget,
+    HiveStatus,
+    TaskState,
+)
+from ruflo.store.sql import SqlStore
+
+from .conftest import VERIFY_ALL, company_script, make_company
+
+FAST = LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2)
+RUFLO = Path(sys.executable).parent / "ruflo"
+
+
+def engine(store: SqlStore, hive_id: str, client: GatewayClient,
+           params: LiveParams = FAST) -> CompanyEngine:
+    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
+
+
+async def wait_for(condition: object, within: float = 20.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    company_script(gateway_server)
+    # dev-1's first call (220 tokens) passes 80% and the cap; its second is refused.
+    hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL},
+                        agent_budgets={"dev-1": Budget(max_tokens=200)})
+    dev1 = f"{hive.id}-dev-1"
+    running = asyncio.create_task(engine(store, hive.id, client).run())
+    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    approval = store.list_approvals(hive_id=hive.id)[0]
+    assert approval.kind is ApprovalKind.BUDGET_OVERRIDE
+    assert approval.status is ApprovalStatus.PENDING and approval.agent_id == dev1
+    assert approval.data["proposed"] == {"max_tokens": 400, "max_cost": None}
+    await wait_for(lambda: store.get_agent(dev1).status is AgentStatus.PAUSED)
+    warned = store.events(hive.id, kinds=["budget_warning"])
+    assert [e.agent_id for e in warned] == [dev1]
+    assert [e.agent_id for e in store.events(hive.id, kinds=["budget_exceeded"])] == [dev1]
+    # The others finish what does not wait on dev-1; then nothing calls the gateway.
+    await wait_for(lambda: any(t.title == "Write the docs" and t.state is TaskState.DONE
+                               for t in store.list_tasks(hive.id)))
+    await asyncio.sleep(0.3)
+    calls = gateway_server.chat_count
+    await asyncio.sleep(1.0)
+    assert gateway_server.chat_count == calls, "nobody is woken while the approval waits"
+    assert not running.done()
+    a_py = next(t for t in store.list_tasks(hive.id) if t.title == "Write a.py")
+    assert a_py.state is TaskState.OPEN and a_py.assignee == dev1, "the ticket waits for dev-1"
+
+    decide(store, approval.id, ApprovalStatus.APPROVED, decided_by="person:test",
+           budget=Budget(max_tokens=5000))
+    final = await asyncio.wait_for(running, 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert store.get_agent(dev1).budget == Budget(max_tokens=5000)
+    woken = [e for e in store.events(hive.id, kinds=["agent_woken"])
+             if e.agent_id == dev1 and e.data["reason"] == "approval decided"]
+    assert woken, "the decided approval woke the agent concerned"
+    done_by = {e.task_id: e.agent_id for e in store.events(hive.id, kinds=["task_done"])}
+    assert done_by[a_py.id] == dev1
+    applied = store.events(hive.id, kinds=["approval_applied"])
+    assert [e.data["budget"] for e in applied] == [{"max_tokens": 5000, "max_cost": None}]
+
+
+async def test_a_hive_hard_stop_pauses_it_until_the_cli_approves_the_override(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    company_script(gateway_server)
+    hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL},
+                        budget=Budget(max_tokens=1500))
+
+    paused = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
+
+    assert paused.status is HiveStatus.PAUSED and paused.pause_reason == "budget exceeded"
+    assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED]), "claims were released"
+    [approval] = store.list_approvals(hive_id=hive.id, status=ApprovalStatus.PENDING)
+    assert approval.data["scope"] == "hive"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "LITELLM_", "RUFLO_", "DATABASE_"))}
+    env.update(RUFLO_DATA_DIR=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    listed = subprocess.run([str(RUFLO), "approval", "list"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert approval.id[:12] in listed.stdout and "budget_override" in listed.stdout
+    approved = subprocess.run([str(RUFLO), "approval", "approve", approval.id[:10],
+                               "--max-tokens", "100000", "--by", "person:lead"], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert approved.returncode == 0, approved.stderr
+    assert store.get_hive(hive.id).status is HiveStatus.RUNNING
+    assert store.get_hive(hive.id).budget == Budget(max_tokens=100000)
+    again = subprocess.run([str(RUFLO), "approval", "reject", approval.id], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 2 and "already approved" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    final = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert {t.state for t in store.list_tasks(hive.id)} == {TaskState.DONE}
+
+
+async def test_an_explicit_auto_approval_policy_decides_and_is_recorded(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    company_script(gateway_server)
+    hive = make_company(store, tmp_path, config={
+        "verify": VERIFY_ALL, "approvals": {"budget_override": "approve"}},
+        agent_budgets={"dev-1": Budget(max_tokens=200)})
+
+    final = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    approvals = store.list_approvals(hive_id=hive.id)
+    assert approvals and all(a.status is ApprovalStatus.APPROVED and a.decided_by == AUTO_POLICY
+                             for a in approvals)
+    assert len(store.events(hive.id, kinds=["approval_auto_decided"])) == len(approvals)
+    report = company_report(store, hive.id)
+    assert report["auto_approval_policy"] == {"budget_override": "approve"}
+    assert {a["decided_by"] for a in report["approvals"]} == {AUTO_POLICY}
