@@ -27,7 +27,7 @@ from pathlib import Path
 from ruflo.agents import OutcomeKind, RunContext, TaskOutcome
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.worker import Worker, WorkerParams
-from ruflo.model import Agent, AdapterKind, Hive, HiveStatus, Mode, Task
+from ruflo.model import AdapterKind, Agent, Hive, HiveStatus, Mode, Task
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
@@ -35,6 +35,8 @@ PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PROCESSES = (1, 2, 4, 8)
 TIME_UNIT = 0.01
+PG_OPTIONS = ""
+"""Extra server options for the workers' sessions (--synchronous-commit off adds one)."""
 LEASE = 30.0
 
 
@@ -93,7 +95,7 @@ def postgres_run(processes: int, tasks: int, agents: int, scratch: Path) -> tupl
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}{PG_OPTIONS}"
     store = open_store(url)
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -139,13 +141,20 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=8, help="agents per worker process")
     parser.add_argument("--worker", nargs=3, metavar=("URL", "HIVE", "AGENTS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--synchronous-commit", choices=("on", "off"), default="on",
+                        help="Postgres synchronous_commit for the workers' sessions (off: a "
+                             "commit does not wait for its WAL flush)")
     args = parser.parse_args()
+    global PG_OPTIONS
+    if args.synchronous_commit == "off":
+        PG_OPTIONS = "%20-csynchronous_commit%3Doff"
     if args.worker:
         url, hive_id, agents = args.worker
         return serve_worker(url, hive_id, int(agents))
 
     print(f"# Claims per second: {args.tasks} tasks, {args.agents} agents per process, "
-          f"trivial executor (os.cpu_count()={os.cpu_count()})", flush=True)
+          f"trivial executor, "
+          f"synchronous_commit={args.synchronous_commit} (os.cpu_count()={os.cpu_count()})", flush=True)
     with tempfile.TemporaryDirectory(prefix="ruflo-bench-") as tmp:
         scratch = Path(tmp)
         rate, claims = sqlite_run(args.tasks, args.agents, scratch)

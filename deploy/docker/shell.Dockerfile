@@ -16,7 +16,11 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
-ARG MISE_VERSION=v2025.5.2
+# v2026.9.15 exists: verified on the npm registry (`npm view @jdxcode/mise versions` and
+# @jdxcode/mise-linux-x64@2026.9.15, whose bin/mise ran on bookworm and reported
+# "2026.9.15 linux-x64"). The former pin, v2025.5.2, is not among the versions published there.
+# The GitHub release asset below (name, checksum) could not be fetched from where this was checked.
+ARG MISE_VERSION=v2026.9.15
 ARG TARGETARCH=amd64
 
 # build-essential: cargo install links with cc. The host keys the package generates are removed:
@@ -42,8 +46,12 @@ RUN python -m venv /opt/ruflo \
  && ln -s /opt/ruflo/bin/pipx /usr/local/bin/pipx \
  && rm -rf /tmp/wheels
 
+# Group tty: sshd, running as agent, hands each session's pty to (agent, tty) and gives up on the
+# session when that chown fails. Container runtimes usually mount /dev/pts with gid=5 so no chown
+# is needed; where they do not (the test machine of tests/deploy/test_shell_sshd.py), membership
+# makes it succeed, and without it every `ssh -t` and interactive login is closed at once.
 RUN groupadd --gid 1000 agent \
- && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/agent --shell /bin/bash agent \
+ && useradd --uid 1000 --gid 1000 --groups tty --create-home --home-dir /home/agent --shell /bin/bash agent \
  && install -d -o 1000 -g 1000 -m 0700 /run/ruflo-shell \
  && install -d -o 1000 -g 1000 /workspace /app /app/db
 

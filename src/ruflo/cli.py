@@ -26,7 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "Host agent loops of hives in a shared Postgres (many machines)."),
     "mcp": ("mcp", "Serve the hive tools to MCP clients (Claude Code, Codex) over stdio or HTTP."),
     "compare": ("compare", "Run workloads through several modes and report which one won what."),
+    "demo": ("demo", "Compare the modes on the built-in workloads, then serve the UI."),
 }
+
+QUICK: dict[str, str] = {"memory": "memory_quick"}
+"""name -> module under ruflo.commands whose `run(args) -> int | None` serves that command's
+everyday calls without typer (`ruflo memory store/search` must answer within 250 ms)."""
 
 USAGE = "Usage: ruflo [--version] [-h|--help] COMMAND [ARGS]..."
 
@@ -64,8 +69,6 @@ def run(argv: list[str]) -> int:
 
     import logging
 
-    import typer.main
-
     from ruflo.errors import RufloError
 
     # Warnings from ruflo's modules reach the terminal as plain lines; retry chatter from
@@ -73,9 +76,17 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("stamina").setLevel(logging.ERROR)
 
-    module = importlib.import_module(f"ruflo.commands.{COMMANDS[name][0]}")
-    command = typer.main.get_command(module.app)
     try:
+        if name in QUICK:
+            # The everyday calls of a few commands skip typer (and pydantic) altogether;
+            # `run` answers None for anything it does not plainly recognise.
+            code = importlib.import_module(f"ruflo.commands.{QUICK[name]}").run(argv[1:])
+            if code is not None:
+                return int(code)
+        import typer.main
+
+        module = importlib.import_module(f"ruflo.commands.{COMMANDS[name][0]}")
+        command = typer.main.get_command(module.app)
         command.main(args=argv[1:], prog_name=f"ruflo {name}", standalone_mode=True)
     except SystemExit as done:
         code = done.code

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import platformdirs
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -28,7 +26,18 @@ from pydantic import (
     field_validator,
 )
 
+from ruflo.environment import (
+    FIELD_VARS,
+    config_path,
+    default_config_file,
+    default_data_dir,
+    gather,
+)
 from ruflo.errors import ConfigError
+
+__all__ = ["KNOWN_RUFLO_VARS", "PROVIDER_KEY_VARS", "Settings", "boot_trace",
+           "default_config_file", "default_data_dir", "describe_store", "load_settings",
+           "mask_url"]
 
 PROVIDER_KEY_VARS = (
     "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY",
@@ -44,16 +53,8 @@ KNOWN_RUFLO_VARS = frozenset({"RUFLO_DEBUG", "RUFLO_REQUIRE_POSTGRES"})
 """RUFLO_* variables read outside Settings (the CLI's debug switch, the test suite's flag)."""
 
 
-def _env(*names: str) -> Any:
-    return AliasChoices(*names)
-
-
-def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("ruflo", appauthor=False))
-
-
-def default_config_file() -> Path:
-    return Path(platformdirs.user_config_dir("ruflo", appauthor=False)) / "config.toml"
+def _env(field: str) -> Any:
+    return AliasChoices(*FIELD_VARS[field])
 
 
 class Settings(BaseModel):
@@ -63,50 +64,50 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
-    openai_base_url: str | None = Field(None, validation_alias=_env("OPENAI_BASE_URL"))
-    litellm_base_url: str | None = Field(None, validation_alias=_env("LITELLM_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
-    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    openai_base_url: str | None = Field(None, validation_alias=_env("openai_base_url"))
+    litellm_base_url: str | None = Field(None, validation_alias=_env("litellm_base_url"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("openai_api_key"))
+    database_url: str | None = Field(None, validation_alias=_env("database_url"))
     """None means the embedded SQLite store at <data_dir>/ruflo.db."""
-    data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("RUFLO_DATA_DIR"))
-    config_file: Path | None = Field(None, validation_alias=_env("RUFLO_CONFIG"))
-    model: str = Field("gpt-4o-mini", validation_alias=_env("RUFLO_MODEL"))
-    task_model: str | None = Field(None, validation_alias=_env("TASK_MODEL"))
+    data_dir: Path = Field(default_factory=default_data_dir, validation_alias=_env("data_dir"))
+    config_file: Path | None = Field(None, validation_alias=_env("config_file"))
+    model: str = Field("gpt-4o-mini", validation_alias=_env("model"))
+    task_model: str | None = Field(None, validation_alias=_env("task_model"))
     prices: dict[str, dict[str, float]] = Field(default_factory=dict,
-                                                validation_alias=_env("RUFLO_PRICES"))
+                                                validation_alias=_env("prices"))
     """model -> {"prompt": USD per 1M tokens, "completion": USD per 1M tokens}."""
-    lease_seconds: float = Field(60.0, gt=0, validation_alias=_env("RUFLO_LEASE_SECONDS"))
+    lease_seconds: float = Field(60.0, gt=0, validation_alias=_env("lease_seconds"))
     sqlite_synchronous: Literal["normal", "full"] = Field(
-        "normal", validation_alias=_env("RUFLO_SQLITE_SYNCHRONOUS"))
-    strict_keys: bool = Field(False, validation_alias=_env("RUFLO_STRICT_KEYS"))
-    auth: Literal["none", "forward", "token"] = Field("none", validation_alias=_env("RUFLO_AUTH"))
+        "normal", validation_alias=_env("sqlite_synchronous"))
+    strict_keys: bool = Field(False, validation_alias=_env("strict_keys"))
+    auth: Literal["none", "forward", "token"] = Field("none", validation_alias=_env("auth"))
     trusted_proxies: list[str] = Field(default_factory=list,
-                                       validation_alias=_env("RUFLO_TRUSTED_PROXIES"))
-    workspace: Path | None = Field(None, validation_alias=_env("RUFLO_WORKSPACE"))
+                                       validation_alias=_env("trusted_proxies"))
+    workspace: Path | None = Field(None, validation_alias=_env("workspace"))
     """None means <data_dir>/workspace (see `workspace_dir`)."""
     telegram_bot_token: SecretStr | None = Field(
-        None, validation_alias=_env("RUFLO_TELEGRAM_BOT_TOKEN", "FRANK_C2_TELEGRAM_BOT_TOKEN"))
+        None, validation_alias=_env("telegram_bot_token"))
     telegram_chat_id: str | None = Field(
-        None, validation_alias=_env("RUFLO_TELEGRAM_CHAT_ID", "FRANK_C2_TELEGRAM_CHAT_ID"))
+        None, validation_alias=_env("telegram_chat_id"))
     telegram_credentials_file: Path | None = Field(
-        None, validation_alias=_env("RUFLO_TELEGRAM_CREDENTIALS_FILE"))
+        None, validation_alias=_env("telegram_credentials_file"))
     telegram_api_base: str = Field("https://api.telegram.org",
-                                   validation_alias=_env("RUFLO_TELEGRAM_API_BASE"))
-    resend_api_key: SecretStr | None = Field(None, validation_alias=_env("RESEND_API_KEY"))
+                                   validation_alias=_env("telegram_api_base"))
+    resend_api_key: SecretStr | None = Field(None, validation_alias=_env("resend_api_key"))
     resend_api_base: str = Field("https://api.resend.com",
-                                 validation_alias=_env("RUFLO_RESEND_API_BASE"))
-    notify_email_from: str | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_EMAIL_FROM"))
-    notify_email_to: str | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_EMAIL_TO"))
-    webhook_url: str | None = Field(None, validation_alias=_env("RUFLO_WEBHOOK_URL"))
-    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("RUFLO_WEBHOOK_SECRET"))
-    notify_rules: dict[str, Any] | None = Field(None, validation_alias=_env("RUFLO_NOTIFY_RULES"))
+                                 validation_alias=_env("resend_api_base"))
+    notify_email_from: str | None = Field(None, validation_alias=_env("notify_email_from"))
+    notify_email_to: str | None = Field(None, validation_alias=_env("notify_email_to"))
+    webhook_url: str | None = Field(None, validation_alias=_env("webhook_url"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("webhook_secret"))
+    notify_rules: dict[str, Any] | None = Field(None, validation_alias=_env("notify_rules"))
     notify_dedupe_seconds: float = Field(600.0, ge=0,
-                                         validation_alias=_env("RUFLO_NOTIFY_DEDUPE_SECONDS"))
+                                         validation_alias=_env("notify_dedupe_seconds"))
     notify_rate_per_minute: int = Field(20, ge=1,
-                                        validation_alias=_env("RUFLO_NOTIFY_RATE_PER_MINUTE"))
+                                        validation_alias=_env("notify_rate_per_minute"))
     shell_inventory: Path = Field(Path("/etc/ruflo-shell/inventory.yaml"),
-                                  validation_alias=_env("RUFLO_SHELL_INVENTORY"))
-    shell_state_dir: Path | None = Field(None, validation_alias=_env("RUFLO_SHELL_STATE_DIR"))
+                                  validation_alias=_env("shell_inventory"))
+    shell_state_dir: Path | None = Field(None, validation_alias=_env("shell_state_dir"))
     """None means <data_dir>/shell (see `shell_state_path`)."""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -178,29 +179,8 @@ class Settings(BaseModel):
         return list(self._findings)
 
 
-_FIELD_ENV: dict[str, tuple[str, ...]] = {}
-
-
 def _field_env_names() -> dict[str, tuple[str, ...]]:
-    if not _FIELD_ENV:
-        for name, info in Settings.model_fields.items():
-            alias = info.validation_alias
-            names = alias.choices if isinstance(alias, AliasChoices) else ()
-            _FIELD_ENV[name] = tuple(str(choice) for choice in names)
-    return _FIELD_ENV
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}; "
-                          "fix RUFLO_CONFIG or remove it") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML ({error}); "
-                          "nothing was started") from None
-    return {str(key).lower(): value for key, value in data.items()}
+    return FIELD_VARS
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -211,39 +191,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """
     env = dict(os.environ if env is None else env)
     fields = _field_env_names()
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
     findings: list[str] = []
-
-    config_path: Path | None = None
-    config_var = env.get("RUFLO_CONFIG", "").strip()
-    if config_var:
-        config_path = Path(config_var).expanduser()
-        if not config_path.is_file():
-            raise ConfigError(f"RUFLO_CONFIG points to {config_path}, which is not a file; "
-                              "nothing was started")
-    elif default_config_file().is_file():
-        config_path = default_config_file()
-    file_values = _read_config_file(config_path) if config_path else {}
-    for key in sorted(set(file_values) - set(fields)):
-        findings.append(f"unknown key {key!r} in config file {config_path} (ignored)")
-
-    for name, env_names in fields.items():
-        for var in env_names:
-            if var in env and env[var] != "":
-                values[name] = env[var]
-                sources[name] = f"env {var}"
-                break
-        else:
-            if name in file_values:
-                values[name] = file_values[name]
-                sources[name] = f"file {config_path}"
-            else:
-                sources[name] = "default"
-    if config_path is not None:
-        values["config_file"] = config_path
-    if "data_dir" in values:
-        values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+    config = config_path(env)
+    gathered = gather(env, config=config)
+    values, sources = gathered.values, gathered.sources
+    for key in sorted(set(gathered.file_values) - set(fields)):
+        findings.append(f"unknown key {key!r} in config file {config} (ignored)")
 
     try:
         settings = Settings(**values)

@@ -37,6 +37,16 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
     opened.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """The store on SQLite, and on Postgres (a fresh schema) for the tests that take both."""
+    url = (f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_schema_url"))
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def gateway_server() -> Iterator[ScriptedGateway]:
     server = ScriptedGateway({"keys": [KEY], "cost": 0.0001})

@@ -38,6 +38,12 @@ def engine(store: SqlStore, hive_id: str, client: GatewayClient,
     return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
 
 
+async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `ruflo` program, off the event loop so the test's engine keeps running."""
+    return await asyncio.to_thread(subprocess.run, [str(RUFLO), *args], env=env,
+                                   capture_output=True, text=True, timeout=60, check=False)
+
+
 async def wait_for(condition: object, within: float = 20.0) -> None:
     assert callable(condition)
     deadline = asyncio.get_running_loop().time() + within
@@ -58,7 +64,8 @@ async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(
     await wait_for(lambda: store.list_approvals(hive_id=hive.id))
     approval = store.list_approvals(hive_id=hive.id)[0]
     assert approval.kind is ApprovalKind.BUDGET_OVERRIDE
-    assert approval.status is ApprovalStatus.PENDING and approval.agent_id == dev1
+    assert approval.status is ApprovalStatus.PENDING
+    assert approval.agent_id == dev1
     assert approval.data["proposed"] == {"max_tokens": 400, "max_cost": None}
     await wait_for(lambda: store.get_agent(dev1).status is AgentStatus.PAUSED)
     warned = store.events(hive.id, kinds=["budget_warning"])
@@ -73,7 +80,8 @@ async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(
     assert gateway_server.chat_count == calls, "nobody is woken while the approval waits"
     assert not running.done()
     a_py = next(t for t in store.list_tasks(hive.id) if t.title == "Write a.py")
-    assert a_py.state is TaskState.OPEN and a_py.assignee == dev1, "the ticket waits for dev-1"
+    assert a_py.state is TaskState.OPEN, "the ticket waits for dev-1"
+    assert a_py.assignee == dev1
 
     decide(store, approval.id, ApprovalStatus.APPROVED, decided_by="person:test",
            budget=Budget(max_tokens=5000))
@@ -99,26 +107,26 @@ async def test_a_hive_hard_stop_pauses_it_until_the_cli_approves_the_override(
 
     paused = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
 
-    assert paused.status is HiveStatus.PAUSED and paused.pause_reason == "budget exceeded"
+    assert paused.status is HiveStatus.PAUSED
+    assert paused.pause_reason == "budget exceeded"
     assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED]), "claims were released"
     [approval] = store.list_approvals(hive_id=hive.id, status=ApprovalStatus.PENDING)
     assert approval.data["scope"] == "hive"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "LITELLM_", "RUFLO_", "DATABASE_"))}
     env.update(RUFLO_DATA_DIR=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
-    listed = subprocess.run([str(RUFLO), "approval", "list"], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    listed = await ruflo(env, "approval", "list")
     assert listed.returncode == 0, listed.stderr
-    assert approval.id[:12] in listed.stdout and "budget_override" in listed.stdout
-    approved = subprocess.run([str(RUFLO), "approval", "approve", approval.id[:10],
-                               "--max-tokens", "100000", "--by", "person:lead"], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+    assert approval.id[:12] in listed.stdout
+    assert "budget_override" in listed.stdout
+    approved = await ruflo(env, "approval", "approve", approval.id[:10], "--max-tokens",
+                           "100000", "--by", "person:lead")
     assert approved.returncode == 0, approved.stderr
     assert store.get_hive(hive.id).status is HiveStatus.RUNNING
     assert store.get_hive(hive.id).budget == Budget(max_tokens=100000)
-    again = subprocess.run([str(RUFLO), "approval", "reject", approval.id], env=env,
-                           capture_output=True, text=True, timeout=60, check=False)
-    assert again.returncode == 2 and "already approved" in again.stderr
+    again = await ruflo(env, "approval", "reject", approval.id)
+    assert again.returncode == 2
+    assert "already approved" in again.stderr
     assert "Traceback" not in again.stderr
 
     final = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
@@ -139,9 +147,37 @@ async def test_an_explicit_auto_approval_policy_decides_and_is_recorded(
 
     assert final.status is HiveStatus.DONE, final.pause_reason
     approvals = store.list_approvals(hive_id=hive.id)
-    assert approvals and all(a.status is ApprovalStatus.APPROVED and a.decided_by == AUTO_POLICY
+    assert approvals
+    assert all(a.status is ApprovalStatus.APPROVED and a.decided_by == AUTO_POLICY
                              for a in approvals)
     assert len(store.events(hive.id, kinds=["approval_auto_decided"])) == len(approvals)
     report = company_report(store, hive.id)
     assert report["auto_approval_policy"] == {"budget_override": "approve"}
     assert {a["decided_by"] for a in report["approvals"]} == {AUTO_POLICY}
+
+
+async def test_decisions_recorded_by_the_server_runner_wake_the_engine(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from ruflo.server.runner import StoreRunner
+
+    company_script(gateway_server)
+    hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL},
+                        agent_budgets={"dev-1": Budget(max_tokens=200)})
+    running = asyncio.create_task(engine(store, hive.id, client).run())
+    runner = StoreRunner(store)  # what the server's approval route calls: the store only
+    decided = 0
+    while not running.done():
+        for approval in store.list_approvals(hive_id=hive.id, status=ApprovalStatus.PENDING):
+            await runner.decide_approval(approval.id, ApprovalStatus.APPROVED,
+                                         decided_by="person:web")
+            decided += 1
+        assert decided <= 5, "the proposed overrides should let the agent finish"
+        await asyncio.sleep(0.05)
+
+    final = await running
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert decided == 2, "each override doubles the cap: 400, then 800 tokens"
+    applied = store.events(hive.id, kinds=["approval_applied"])
+    assert [e.data["budget"]["max_tokens"] for e in applied] == [400, 800]
+    assert store.get_agent(f"{hive.id}-dev-1").budget.max_tokens == 800

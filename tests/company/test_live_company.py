@@ -16,7 +16,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind, HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
 
-from .conftest import PLAN_USAGE, VERIFY_ALL, WORK_USAGE, company_script, make_company
+from .conftest import KEY, PLAN_USAGE, VERIFY_ALL, WORK_USAGE, company_script, make_company
 
 FAST = LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2)
 WAKE_REASONS = {"engine started", "assigned", "escalated", "children completed",
@@ -30,8 +30,17 @@ def engine(store: SqlStore, hive_id: str, client: GatewayClient | None,
 
 
 async def test_a_three_level_org_takes_the_objective_to_verified_completion(
-        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
-        tmp_path: Path) -> None:
+        any_store: SqlStore, gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    store = any_store
+    client = GatewayClient(gateway_server.base_url, KEY, store=store)
+    try:
+        await run_three_levels(store, client, gateway_server, tmp_path)
+    finally:
+        await client.aclose()
+
+
+async def run_three_levels(store: SqlStore, client: GatewayClient,
+                           gateway_server: ScriptedGateway, tmp_path: Path) -> None:
     company_script(gateway_server)
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
 
@@ -44,7 +53,8 @@ async def test_a_three_level_org_takes_the_objective_to_verified_completion(
     assert {t.state for t in tasks.values()} == {TaskState.DONE}
     assert tasks["Ship the greeter"].verify == VERIFY_ALL, "the objective's check is the root's"
     checked = [t for t in tasks.values() if t.verify]
-    assert len(checked) == 5 and all(t.verified for t in checked), "every verify command passed"
+    assert len(checked) == 5
+    assert all(t.verified for t in checked), "every verify command passed"
     for name in ("a", "b", "guide", "faq"):
         suffix = "py" if len(name) == 1 else "md"
         assert (tmp_path / "workspace" / f"{name}.{suffix}").read_text() == name
@@ -65,10 +75,12 @@ async def test_a_three_level_org_takes_the_objective_to_verified_completion(
         "Write guide.md": ("docs-lead", "writer-1", "Write the docs"),
         "Write faq.md": ("docs-lead", "writer-2", "Write the docs"),
     }
-    assert tasks["Write a.py"].depth == 2 and tasks["Build the code"].depth == 1
+    assert tasks["Write a.py"].depth == 2
+    assert tasks["Build the code"].depth == 1
     done_by = {by_title[e.task_id]: agents[e.agent_id]
                for e in store.events(hive.id, kinds=["task_done"])}
-    assert done_by["Write a.py"] == "dev-1" and done_by["Write faq.md"] == "writer-2"
+    assert done_by["Write a.py"] == "dev-1"
+    assert done_by["Write faq.md"] == "writer-2"
     assert done_by["Build the code"] == "eng-lead", "the parent's owner integrates and closes"
     assert done_by["Ship the greeter"] == "ceo"
     last = {(e.kind, by_title.get(e.task_id or "")): e.seq for e in store.events(hive.id)}
@@ -83,11 +95,17 @@ async def test_a_three_level_org_takes_the_objective_to_verified_completion(
     plan_tokens = PLAN_USAGE["prompt_tokens"] + PLAN_USAGE["completion_tokens"]
     work_tokens = WORK_USAGE["prompt_tokens"] + WORK_USAGE["completion_tokens"]
     assert (coordination.calls, coordination.tokens) == (3, 3 * plan_tokens)
-    assert (work.calls, work.tokens) == (4 * 2 + 3, 11 * work_tokens)
+    names_ = {a.id: a.name for a in store.list_agents(hive.id)}
+    assert (work.calls, work.tokens) == (4 * 2 + 3, 11 * work_tokens), [
+        (e.seq, e.kind, names_.get(e.agent_id or ""), by_title.get(e.task_id or ""), e.data)
+        for e in store.events(hive.id) if e.kind in (
+            "task_claimed", "task_released", "lease_expired", "attempt_discarded",
+            "task_done", "agent_started", "children_completed", "task_verified")]
     report = company_report(store, hive.id)
     assert report["coordination"]["tokens"] == 3 * plan_tokens
     assert report["work"]["tokens"] == 11 * work_tokens
-    assert report["delegations"] == 6 and report["corrected_delegations"] == 0
+    assert report["delegations"] == 6
+    assert report["corrected_delegations"] == 0
     assert gateway_server.chat_count == 14
 
     # Nothing woke on a timer: every wake-up names the event that caused it.
@@ -131,7 +149,8 @@ async def test_a_blocked_ticket_names_what_it_waits_on_and_escalates_to_the_mana
                                      "waiting on the API spec for a.py")]
     blocked = [e for e in store.events(hive.id, kinds=["task_updated"])
                if e.task_id == escalated[0].task_id and e.data["fields"].get("state") == "blocked"]
-    assert blocked and blocked[0].data["fields"]["blocked_on"] == "waiting on the API spec for a.py"
+    assert blocked
+    assert blocked[0].data["fields"]["blocked_on"] == "waiting on the API spec for a.py"
     woken = [e for e in store.events(hive.id, kinds=["agent_woken"])
              if e.data["reason"] == "escalated"]
     assert [(agent[e.agent_id], title[e.task_id]) for e in woken] == [("eng-lead", "Write a.py")]
@@ -144,7 +163,8 @@ async def test_a_blocked_ticket_names_what_it_waits_on_and_escalates_to_the_mana
                for e in store.events(hive.id, kinds=["task_done"])}
     assert done_by["Write a.py"] == "dev-2"
     task = next(t for t in store.list_tasks(hive.id) if t.title == "Write a.py")
-    assert "the spec is in the README" in task.description and task.blocked_on is None
+    assert "the spec is in the README" in task.description
+    assert task.blocked_on is None
 
 
 async def test_a_killed_manager_s_ticket_is_recovered_by_lease_and_redelegated_by_the_root(
@@ -177,7 +197,55 @@ async def test_a_killed_manager_s_ticket_is_recovered_by_lease_and_redelegated_b
     # The root adopted the lost lead's engineers and delegated to them directly.
     chain = {title[e.task_id]: (agent[e.agent_id], e.data["owner_name"])
              for e in store.events(hive.id, kinds=["ticket_delegated"])}
-    assert chain["Write a.py"] == ("ceo", "dev-1") and chain["Write b.py"] == ("ceo", "dev-2")
+    assert chain["Write a.py"] == ("ceo", "dev-1")
+    assert chain["Write b.py"] == ("ceo", "dev-2")
     finished = Counter(title[e.task_id] for e in store.events(hive.id, kinds=["task_done"]))
-    assert set(finished.values()) == {1} and len(finished) == 7
+    assert set(finished.values()) == {1}
+    assert len(finished) == 7
     assert not any(e.agent_id == lead for e in store.events(hive.id, kinds=["task_done"]))
+
+
+async def test_a_root_escalation_goes_to_people_and_their_approval_wakes_the_root(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from ruflo.engine.approvals import decide
+    from ruflo.model import ApprovalKind, ApprovalStatus
+
+    from .conftest import plan_rule
+
+    gateway_server.add_rules(
+        plan_rule("docs-lead", "Write the docs", action="escalate", times=1,
+                  reason="no style guide for the docs"),
+        plan_rule("ceo", "Write the docs", action="escalate", times=1,
+                  reason="the board must choose a style guide"),
+        plan_rule("ceo", "Write the docs", action="assign", report="docs-lead",
+                  note="use the plain style"))
+    company_script(gateway_server)
+    hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
+    running = asyncio.create_task(engine(store, hive.id, client).run())
+    deadline = asyncio.get_running_loop().time() + 20
+    while not store.list_approvals(hive_id=hive.id):
+        assert asyncio.get_running_loop().time() < deadline, "no approval was opened"
+        await asyncio.sleep(0.02)
+    [approval] = store.list_approvals(hive_id=hive.id)
+    assert approval.kind is ApprovalKind.STRATEGY
+    assert "the board must choose a style guide" in approval.subject
+    docs = next(t for t in store.list_tasks(hive.id) if t.title == "Write the docs")
+    await asyncio.sleep(0.5)
+    docs = store.get_task(docs.id)
+    assert docs.state is TaskState.BLOCKED
+    assert docs.blocked_on is not None
+    assert approval.id in docs.blocked_on
+
+    decide(store, approval.id, ApprovalStatus.APPROVED, decided_by="person:board")
+    final = await asyncio.wait_for(running, 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    agent = names(store, hive.id)
+    path = [(agent[e.agent_id], e.data["owner_name"])
+            for e in store.events(hive.id, kinds=["ticket_escalated"])]
+    assert path == [("docs-lead", "ceo")]
+    woken = [e for e in store.events(hive.id, kinds=["agent_woken"])
+             if e.data["reason"] == "approval decided"]
+    assert [(agent[e.agent_id], e.task_id) for e in woken] == [("ceo", docs.id)]
+    assert store.get_task(docs.id).state is TaskState.DONE

@@ -11,6 +11,7 @@ import httpx
 from server_harness import Served
 
 from ruflo.model import TaskState
+from ruflo.server.hives import task_json, walk
 
 
 def hive_with(served: Served, titles: list[str], **extra: Any) -> str:
@@ -151,3 +152,16 @@ def test_a_paused_hive_hands_out_no_work(served: Served) -> None:
     assert answer.status_code == 409
     assert "paused" in answer.json()["message"]
     assert served.store.list_tasks(hive_id)[0].state is TaskState.OPEN
+
+
+def test_the_written_out_task_json_equals_the_generic_conversion(served: Served) -> None:
+    hive_id = hive_with(served, ["a", "b"])
+    first, second = served.store.list_tasks(hive_id)
+    claimed = served.store.claim_task(hive_id, served.store.list_agents(hive_id)[0].id,
+                                      lease_seconds=5, task_id=first.id)
+    assert claimed is not None
+    finished = served.store.finish_task(first.id, claimed.assignee, state=TaskState.DONE,
+                                        result="r", verified=True)
+    for task in (second, claimed, finished):
+        assert task_json(task) == walk(task)
+        assert list(task_json(task)) == list(walk(task)), "same keys in the same order"

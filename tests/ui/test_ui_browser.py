@@ -150,6 +150,10 @@ def test_an_approval_in_a_company_hive_is_decided_from_the_page(servers: Servers
     page.get_by_label("Objective").fill("Plan the quarter")
     page.get_by_label("Mode", exact=True).select_option("company")
     expect()(page.get_by_label("Org chart")).to_be_visible()
+    expect()(page.get_by_label("Agents", exact=True)).to_be_hidden()
+    shoot(page, "hives-start-company")
+    violations = axe_violations(page)
+    assert not violations, describe(violations)
     page.get_by_role("button", name="Start the hive").click()
     page.wait_for_url(re.compile(r".*/hives/[0-9a-f]{32}$"))
     hive_id = page.url.rsplit("/", 1)[1]

@@ -8,6 +8,7 @@ gateway), so the board, claims, leases, notifications and processes are all real
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ from .harness import (
     worker_env,
 )
 
-LEASE = 2.0
+LEASE = 3.0
 
 
 @pytest.fixture
@@ -83,7 +84,8 @@ def test_four_workers_complete_every_task_once_though_one_is_killed(
     assert pg_store.get_hive(hive.id).status is HiveStatus.DONE
     events = pg_store.events(hive.id)
     done = Counter(e.task_id for e in events if e.kind == "task_done")
-    assert len(done) == 500 and set(done.values()) == {1}, "every task completed exactly once"
+    assert len(done) == 500, "every task completed"
+    assert set(done.values()) == {1}, "no task completed twice"
     assert not [e for e in events if e.kind == "task_failed"]
 
     claims = claim_history(events)
@@ -95,22 +97,22 @@ def test_four_workers_complete_every_task_once_though_one_is_killed(
         by_agent.setdefault(claim.agent_id, []).append((claim.start, claim.end))
     for agent, spans in by_agent.items():
         spans.sort()
-        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False)), \
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), \
             f"agent {agent} held two claims at once (hosted twice?)"
 
-    # The dead worker's claims ended by lease expiry, after it died, and were then completed by
-    # agents of the live workers.
-    orphaned = [c for c in claims if c.agent_id in victim_agents and c.ended_by != "task_done"]
-    expired = [c for c in orphaned if c.ended_by == "lease_expired"]
-    assert len(expired) >= 2
+    # The claims the dead worker held when it died ended by lease expiry (nobody released
+    # them), and other workers' agents completed those tasks afterwards.
     seq_ts = {e.seq: e.ts.timestamp() for e in events}
-    for claim in expired:
-        assert claim.end is not None
-        assert seq_ts[claim.end] >= killed_at - 0.5
+    held_at_death = [c for c in claims if c.agent_id in victim_agents and c.end is not None
+                     and seq_ts[c.start] < killed_at < seq_ts[c.end] - 0.2]
+    assert held_at_death, "the victim died holding claims"
+    for claim in held_at_death:
+        assert claim.ended_by == "lease_expired", claim
         finisher = next(c for c in claims if c.task_id == claim.task_id and
                         c.ended_by == "task_done")
-        assert finisher.start > claim.end and finisher.agent_id not in victim_agents
-    assert all(c.ended_by in ("lease_expired", "task_released") for c in orphaned)
+        assert claim.end is not None
+        assert finisher.start > claim.end
+        assert finisher.agent_id not in victim_agents
 
     # Live workers let go of their agents and unregistered; the dead one is shown not alive.
     left = pg_store.list_workers()
@@ -193,7 +195,9 @@ def test_watcher_says_when_no_worker_hosts_the_hive(pg_store: SqlStore, pg_schem
         return (await asyncio.wait_for(task, 10)).status
 
     assert asyncio.run(watch()) is HiveStatus.CANCELLED
-    assert len(said) == 1 and "no live worker" in said[0] and hive.id in said[0]
+    assert len(said) == 1
+    assert "no live worker" in said[0]
+    assert hive.id in said[0]
 
 
 def run_worker(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -206,7 +210,8 @@ def test_sqlite_store_is_refused(tmp_path: Path) -> None:
     env.pop("DATABASE_URL")
     done = run_worker(["--hive", "anything", "--agents", "2"], env)
     assert done.returncode == 2
-    assert "SQLite" in done.stderr and "one machine" in done.stderr
+    assert "SQLite" in done.stderr
+    assert "one machine" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data" / "ruflo.db").exists(), "nothing was started"
 
@@ -227,7 +232,10 @@ def test_round_robin_and_missing_hives_are_refused(pg_store: SqlStore, pg_schema
     pg_store.update_hive(hive.id, mode=Mode.ROUND_ROBIN)
     env = worker_env(pg_schema_url, tmp_path / "data", lease_seconds=LEASE)
     done = run_worker(["--hive", hive.id], env)
-    assert done.returncode == 2 and "round_robin" in done.stderr and "one machine" in done.stderr
+    assert done.returncode == 2
+    assert "round_robin" in done.stderr
+    assert "one machine" in done.stderr
     assert pg_store.list_workers() == [], "a refused worker leaves no registration behind"
     missing = run_worker(["--hive", "no-such-hive"], env)
-    assert missing.returncode == 2 and "no hive" in missing.stderr
+    assert missing.returncode == 2
+    assert "no hive" in missing.stderr

@@ -35,6 +35,12 @@ fi
 case "$reconcile_timeout" in
     ''|*[!0-9]*) echo "boot.sh: --reconcile-timeout must be whole seconds, got '$reconcile_timeout'" >&2; exit 64 ;;
 esac
+# sshd silently skips an Include that matches no file and would run on its defaults (port 22,
+# ~/.ssh/rc honoured, no AllowUsers): say what is wrong instead of starting that.
+if ! [ -f "$sshd_base_config" ] || ! [ -r "$sshd_base_config" ]; then
+    echo "boot.sh: the fixed sshd configuration $sshd_base_config is missing or unreadable; sshd was not started (rebuild the image, or pass --sshd-base-config)" >&2
+    exit 78
+fi
 
 # Same default as ruflo.config.Settings.shell_state_path, so boot and `ruflo shell` agree.
 state_dir="${RUFLO_SHELL_STATE_DIR:-${RUFLO_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ruflo}/shell}"

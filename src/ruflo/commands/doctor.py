@@ -102,6 +102,42 @@ def check_notify(settings: Settings) -> Check:
                  fatal=False)
 
 
+RECENT_HIVES = 20
+RECENT_HOURS = 24
+
+
+def check_notify_failures(settings: Settings) -> Check:
+    """Notifications that could not be delivered lately: `notify_failed` events of the most
+    recent hives within the last day (a bounded read: a few hives, one event kind)."""
+    from datetime import timedelta
+
+    from ruflo.errors import StoreError
+    from ruflo.model import utcnow
+    from ruflo.store import open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as error:
+        return Check("notify delivery", False, f"not checked: {error}", fatal=False)
+    try:
+        since = utcnow() - timedelta(hours=RECENT_HOURS)
+        failed = [event for hive in store.list_hives(limit=RECENT_HIVES)
+                  for event in store.events(hive.id, kinds=["notify_failed"])
+                  if event.ts >= since]
+    except StoreError as error:
+        return Check("notify delivery", False, f"not checked: {error}", fatal=False)
+    finally:
+        store.close()
+    scope = f"in the last {RECENT_HOURS} h (the {RECENT_HIVES} newest hives)"
+    if not failed:
+        return Check("notify delivery", True, f"no failed notifications {scope}", fatal=False)
+    last = max(failed, key=lambda event: event.ts)
+    return Check("notify delivery", False,
+                 f"{len(failed)} notification(s) could not be delivered {scope}; the last, "
+                 f"on hive {last.hive_id}: {last.data.get('sender') or 'queue'}: "
+                 f"{last.data.get('description') or 'no description'}", fatal=False)
+
+
 def check_memory(settings: Settings) -> Check:
     from ruflo.memory.semantic import search_backend
 
@@ -111,7 +147,7 @@ def check_memory(settings: Settings) -> Check:
 def doctor_checks(settings: Settings) -> list[Check]:
     """Every check the doctor runs, in order. Append new checks here."""
     return [check_store(settings), check_keys(settings), check_gateway(settings),
-            check_notify(settings), check_memory(settings)]
+            check_notify(settings), check_notify_failures(settings), check_memory(settings)]
 
 
 @app.callback(invoke_without_command=True)

@@ -113,9 +113,10 @@ def show(
     """Show a hive: agents (thresholds, status, spend), tasks by state, recent events."""
     from ruflo.engine.live import summarise
     from ruflo.engine.view import describe_event
+    from ruflo.engine.worker import hive_workers
     from ruflo.model import TaskState
 
-    with opened() as (_, store):
+    with opened() as (settings, store):
         hive = find_hive(store, hive_ref)
         agents = store.list_agents(hive.id)
         tasks = store.list_tasks(hive.id)
@@ -125,6 +126,7 @@ def show(
         if not transcript:
             recent = [e for e in recent if e.kind not in TRANSCRIPT]
         recent = recent[-events:] if events else []
+        workers = hive_workers(store, hive.id, stale_after=settings.lease_seconds)
     if as_json:
         typer.echo(json.dumps({
             "hive": hive_json(hive), "summary": summary.to_json(),
@@ -134,6 +136,7 @@ def show(
                         "spent_cost": a.spent_cost, "model": a.model,
                         "adapter": a.adapter.value} for a in agents],
             "tasks": [task_json(t) for t in tasks],
+            "workers": workers,
             "events": [event_json(e) for e in recent]}, default=str))
         return
     reason = f" ({hive.pause_reason})" if hive.pause_reason else ""
@@ -148,6 +151,13 @@ def show(
         doing = f" on {agent.current_task}" if agent.current_task else ""
         typer.echo(f"  {agent.name:<16} {agent.status.value:<8}{doing}  {agent.spent_tokens} "
                    f"tokens ${agent.spent_cost:.4f}  θ: {thresholds or '-'}")
+    if workers:
+        typer.echo("workers:")
+        for worker in workers:
+            typer.echo(f"  {worker.get('id')}  {worker.get('host')}  "
+                       f"{len(worker.get('agents') or [])} agents  "
+                       f"heartbeat {worker.get('heartbeat_at')}  "
+                       f"{'alive' if worker.get('alive') else 'NOT ALIVE'}")
     typer.echo("tasks:")
     for state in TaskState:
         group = [t for t in tasks if t.state is state]

@@ -1,7 +1,8 @@
 """`ruflo memory store|get|search|list|delete|export|import`: namespaced notes from the shell.
 
 Imports only typer and the standard library at module level; the store and the memory layer load
-inside each command, so a call stays quick.
+inside each command. The everyday store and search calls take the quicker road in
+`memory_quick` (no typer, no pydantic); what they print is written there for both roads.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ruflo.commands.memory_quick import (
+    DEFAULT_NAMESPACE,
+    SEARCH_LIMIT,
+    search_notes,
+    show,
+    store_note,
+)
+
 if TYPE_CHECKING:
     from ruflo.memory.notes import Memory
-    from ruflo.model import MemoryEntry
 
 app = typer.Typer(help="Store, get, search, list, delete, export and import memory notes.",
                   no_args_is_help=True)
-
-DEFAULT_NAMESPACE = "default"
 
 NamespaceOption = typer.Option(DEFAULT_NAMESPACE, "--namespace", "-n",
                                help="Namespace, e.g. hive:<id> or agent:<id>.")
@@ -43,27 +49,6 @@ def open_memory(*, keyword: bool = False) -> Iterator[Memory]:
         store.close()
 
 
-def show(entries: list[MemoryEntry], as_json: bool, *, full: bool = False) -> None:
-    from ruflo.memory import entry_to_json
-
-    if as_json:
-        typer.echo(json.dumps([entry_to_json(e) for e in entries], ensure_ascii=False))
-        return
-    if not entries:
-        typer.echo("no notes", err=True)
-        return
-    for entry in entries:
-        score = f"  (score {entry.score:.3f})" if entry.score is not None else ""
-        tags = f"  [{', '.join(entry.tags)}]" if entry.tags else ""
-        text = entry.content if full else one_line(entry.content)
-        typer.echo(f"{entry.namespace} / {entry.key}{tags}{score}\n  {text}")
-
-
-def one_line(text: str, limit: int = 160) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
-
-
 @app.command()
 def store(
     key: str = typer.Argument(..., help="The note's key (unique in its namespace)."),
@@ -73,15 +58,8 @@ def store(
     as_json: bool = JsonOption,
 ) -> None:
     """Store (or replace) the note KEY."""
-    text = sys.stdin.read() if content == "-" else content
     with open_memory() as memory:
-        entry = memory.put(namespace, key, text, tags=tags)
-    if as_json:
-        from ruflo.memory import entry_to_json
-
-        typer.echo(json.dumps(entry_to_json(entry), ensure_ascii=False))
-    else:
-        typer.echo(f"stored {entry.namespace} / {entry.key}")
+        store_note(memory, namespace, key, content, tags, as_json)
 
 
 @app.command()
@@ -103,14 +81,14 @@ def search(
     query: str = typer.Argument(...),
     namespace: str | None = typer.Option(None, "--namespace", "-n",
                                          help="Only this namespace (default: all)."),
-    limit: int = typer.Option(10, "--limit", "-l", min=1, max=1000),
+    limit: int = typer.Option(10, "--limit", "-l", min=SEARCH_LIMIT[0], max=SEARCH_LIMIT[1]),
     keyword: bool = typer.Option(False, "--keyword",
                                  help="Full-text search only, even with the embeddings extra."),
     as_json: bool = JsonOption,
 ) -> None:
     """Notes most relevant to QUERY, best first."""
     with open_memory(keyword=keyword) as memory:
-        show(memory.search(query, namespace=namespace, limit=limit), as_json)
+        search_notes(memory, query, namespace, limit, as_json)
 
 
 @app.command("list")

@@ -59,8 +59,12 @@ def orchestrate(
         min=0.001, help="Seconds per policy time unit (how fast stimulus grows).")] = 10.0,
     name: Annotated[str | None, typer.Option(help="A name for the hive.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    workers_only: Annotated[bool, typer.Option(
+        "--workers-only", help="Host no agents here: post the work to a Postgres hive and watch "
+                               "`ruflo worker` processes elsewhere do it.")] = False,
 ) -> None:
     """Run a hive of agents on an objective through the gateway, with a live view."""
+    from ruflo.commands.serve import hive_notifications
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError, PolicyError
     from ruflo.model import Mode
@@ -83,16 +87,23 @@ def orchestrate(
     if not goal:
         raise ConfigError("give an objective (`ruflo orchestrate \"...\"`) or a --workload "
                           "file; nothing was run")
-    require_gateway(settings)
+    if workers_only:
+        from ruflo.engine.worker import require_shared_store
+
+        require_shared_store(settings.store_url)
+    if not (workers_only and loaded is not None and loaded.tasks):
+        require_gateway(settings)  # planning the objective, or hosting agents, needs it
     store = open_store(settings)
     try:
-        hive = create_hive(settings, store, goal, run_mode, loaded, agents=agents,
-                           workspace=workspace, budget_tokens=budget_tokens,
-                           budget_cost=budget_cost, model=model, seed=seed,
-                           time_unit=time_unit, name=name)
-        typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
-                   f"agents, workspace {hive.workspace}", err=True)
-        summary = run_in_foreground(settings, store, hive.id, show=not as_json)
+        with hive_notifications(settings, store, echo=lambda line: typer.echo(line, err=True)):
+            hive = create_hive(settings, store, goal, run_mode, loaded, agents=agents,
+                               workspace=workspace, budget_tokens=budget_tokens,
+                               budget_cost=budget_cost, model=model, seed=seed,
+                               time_unit=time_unit, name=name)
+            typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
+                       f"agents, workspace {hive.workspace}", err=True)
+            summary = run_in_foreground(settings, store, hive.id, show=not as_json,
+                                        workers_only=workers_only)
         raise typer.Exit(report(summary, as_json))
     finally:
         store.close()
@@ -162,14 +173,14 @@ def first_line(text: str, limit: int = 80) -> str:
 
 
 def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
-                      show: bool) -> RunSummary:
+                      show: bool, workers_only: bool = False) -> RunSummary:
     """Drive a running hive here until it ends or pauses. Ctrl-C pauses it (claims released,
     nothing lost) so `ruflo hive resume` can go on."""
     from ruflo.engine.control import pause_hive
     from ruflo.engine.live import summarise
 
     try:
-        asyncio.run(drive(settings, store, hive_id, show=show))
+        asyncio.run(drive(settings, store, hive_id, show=show, workers_only=workers_only))
     except KeyboardInterrupt:
         pause_hive(store, hive_id, reason="interrupted from the terminal")
         typer.echo(f"interrupted: hive {hive_id} is paused, nothing was lost; "
@@ -178,8 +189,10 @@ def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
     return summarise(store, hive_id)
 
 
-async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool) -> None:
-    """Plan the objective if the board is empty, then run the engine (with the live view)."""
+async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool,
+                workers_only: bool = False) -> None:
+    """Plan the objective if the board is empty, then run the engine (with the live view), or,
+    with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
     from ruflo.engine.live import LiveEngine, LiveParams
     from ruflo.engine.plan import plan_objective
@@ -194,6 +207,25 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
                         time_unit=float(config.get("time_unit", 10.0)),
                         seed=int(config.get("seed", 0)))
     model = str(config.get("model") or settings.model)
+
+    async def watch_workers() -> None:
+        from ruflo.engine.worker import watch_hive
+
+        view = HiveView(store, hive_id) if show else None
+        follow = asyncio.create_task(view.follow()) if view is not None else None
+        try:
+            await watch_hive(store, hive_id, settings.store_url,
+                             on_change=view.changed if view is not None else None,
+                             say=lambda line: typer.echo(line, err=True),
+                             lease_seconds=params.lease_seconds)
+        finally:
+            if follow is not None:
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
+
+    if workers_only and any(store.count_tasks(hive_id).values()):
+        await watch_workers()
+        return
     async with GatewayClient.from_settings(settings, store=store) as gateway:
         if not any(store.count_tasks(hive_id).values()):
             typer.echo(f"planning the objective with {model} (one coordination call)…",
@@ -211,6 +243,9 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
                 store.append_event(hive_id, "objective_planned",
                                    data={"tasks": len(tasks), "answer": answer[:4000]})
             typer.echo(f"planned {len(tasks)} tasks", err=True)
+        if workers_only:
+            await watch_workers()
+            return
         view = HiveView(store, hive_id) if show else None
         engine = LiveEngine(store, hive_id, gateway=gateway, params=params, model=model,
                             env=command_env(settings),

@@ -5,6 +5,8 @@ Imports only typer and stdlib at module level; the server loads when the command
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -19,6 +21,9 @@ app = typer.Typer(help="Run the web server: chat API, hive API, live event strea
 
 GRACEFUL_SECONDS = 5
 """Open streams get this long to end on SIGTERM; Kubernetes waits 30 s before SIGKILL."""
+NOTIFY_DRAIN_SECONDS = 2.0
+"""Notifications in flight at shutdown get this long; with the streams' 5 s and the hive
+engines' 3 s to hand their claims back, SIGTERM ends the server within 10 s."""
 
 
 def check_bind(host: str, auth: str, *, insecure: bool) -> None:
@@ -111,9 +116,37 @@ def serve(
                 await gateway.aclose()
 
     try:
-        asyncio.run(run())
+        with hive_notifications(settings, store, echo=lambda line: typer.echo(line, err=True),
+                                drain_seconds=NOTIFY_DRAIN_SECONDS):
+            asyncio.run(run())
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def hive_notifications(settings: Settings, store: Store, *, echo: Callable[[str], None],
+                       drain_seconds: float = 5.0) -> Iterator[None]:
+    """Tell people about hive events while the block runs (`ruflo serve`, `ruflo orchestrate`):
+    the senders' state is printed once with the boot trace; every committed event is offered to
+    the dispatcher, which sends off the engine's path and records failures as `notify_failed`
+    events; on exit, sends in flight get `drain_seconds` to finish."""
+    from ruflo.notify import Dispatcher, notify_status
+
+    for line in notify_status(settings):
+        echo(line)
+    dispatcher = Dispatcher.from_settings(settings, record_failure=store.append_event,
+                                          hive_name=lambda hive_id: store.get_hive(hive_id).name)
+    if not dispatcher.senders:
+        yield
+        return
+    offer = dispatcher.offer
+    dispatcher.start()
+    store.add_listener(offer)
+    try:
+        yield
+    finally:
+        store.remove_listener(offer)
+        dispatcher.close(timeout=drain_seconds)
 
 
 def _gateway_client(settings: Settings, store: Store) -> Gateway:

@@ -36,7 +36,7 @@ def worker(
     time_unit: Annotated[float | None, typer.Option(
         min=0.001, help="Seconds per policy time unit (default: the hive's own).")] = None,
     worker_id: Annotated[str | None, typer.Option(
-        "--id", help="This worker's id (default: a fresh one; a pod name works well).")] = None,
+        "--id", help="This worker's id (default: the host name and a random suffix).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings and errors only.")] = False,
 ) -> None:
     """Host agent loops of hives in the shared Postgres; claims, leases and wake-ups go through

@@ -15,13 +15,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ruflo.agents import Executor, OutcomeKind, RunContext, TaskOutcome, TaskTool, executor_for
 from ruflo.engine.approvals import open_budget_override
-from ruflo.engine.live import LiveParams, objective_succeeded, wait_at_most
+from ruflo.engine.live import LiveEngine, LiveParams, objective_succeeded, wait_at_most
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
 
-__all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "parse_plan_answer"]
+__all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "engine_for", "parse_plan_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,9 @@ class CompanyEngine:
         self.gateway = gateway
         self.params = params or LiveParams()
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
+        """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
+        (max_attempts). Without `company`, the hive config's `max_depth` is honoured."""
+        self._company_given = company is not None
         self.executors = executors
         self.model = model
         self.env = dict(env or {})
@@ -271,6 +274,10 @@ class CompanyEngine:
                            + ("resume it first" if hive.status is HiveStatus.PAUSED
                               else "nothing was run"))
         self.hive = hive
+        depth = hive.config.get("max_depth")
+        if not self._company_given and isinstance(depth, int) and not isinstance(depth, bool):
+            self.company = CompanyParams(max_depth=depth, batch=self.company.batch,
+                                         max_attempts=self.company.max_attempts)
         self.store.add_listener(self._on_store_event)
         try:
             self._seq = self.store.last_seq(self.hive_id)
@@ -402,7 +409,21 @@ class CompanyEngine:
                 self._own(task.id, owner, "ticket_assigned", by=None, reason="posted")
         for task in self.store.list_tasks(self.hive_id, states=[TaskState.BLOCKED]):
             self._maybe_reopen_parent(task.id)
+        self._apply_decided()
         self._rejected_approvals()
+
+    def _apply_decided(self) -> None:
+        """Budget overrides decided while no engine ran (e.g. through the server's store-only
+        runner) are carried out now."""
+        from ruflo.engine.approvals import apply_decision
+
+        for status in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
+            for approval in self.store.list_approvals(hive_id=self.hive_id, status=status):
+                if apply_decision(self.store, approval):
+                    scope_id = approval.data.get("scope_id")
+                    member = self.members.get(scope_id) if isinstance(scope_id, str) else None
+                    if member is not None and status is ApprovalStatus.APPROVED:
+                        member.paused = None
 
     def _post_objective(self) -> Task:
         hive = self.hive
@@ -755,8 +776,9 @@ class CompanyEngine:
                 self._still_held(member, task)
                 self.store.release_task(task.id, member.id, reason="delegated")
                 self._unblock(member, task, f"assigned to {self.org.agents[target].name}")
-                self.store.update_task(task.id, depth=task.depth + 1,
-                                       description=(task.description + note).strip())
+                # A hand-over down the tree, not a new level of split: the depth stays (the
+                # org's height and the escalation cap bound how often it can move).
+                self.store.update_task(task.id, description=(task.description + note).strip())
                 self._own(task.id, target, "ticket_delegated", by=member.id, reason="assigned",
                           data=self._delegation_data(member, plan.report, correction))
         except Conflict as error:
@@ -1274,6 +1296,15 @@ class CompanyEngine:
 
 
 # -- the report ----------------------------------------------------------------------------------
+
+def engine_for(store: Store, hive_id: str, **options: Any) -> LiveEngine | CompanyEngine:
+    """The engine that drives this hive: the company engine for a company hive, the live
+    engine (swarm, round robin, solo) otherwise. Both run with `await engine.run()`."""
+    if store.get_hive(hive_id).mode is Mode.COMPANY:
+        options.pop("hosted", None)
+        return CompanyEngine(store, hive_id, **options)
+    return LiveEngine(store, hive_id, **options)
+
 
 def company_report(store: Store, hive_id: str) -> JSON:
     """What a company run cost and how it was organised: work and coordination spend apart,

@@ -235,6 +235,12 @@ class LiveEngine:
         if self.on_change is not None:
             self._loop.call_soon_threadsafe(self.on_change)
 
+    def wake(self) -> None:
+        """Make the engine read the event log now rather than at its next poll (for changes
+        made elsewhere, e.g. a Postgres notification a worker received). Call it from the
+        engine's event loop."""
+        self._signal.set()
+
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> Hive:
         """Drive the hive until it ends (done, failed, cancelled) or, by default, pauses.
@@ -778,10 +784,7 @@ class LiveEngine:
     def _cancel_on_board(self, task_id: str) -> None:
         board = self.policy.board
         if task_id in board.tasks and not board.tasks[task_id].state.terminal:
-            # The policy absorbs the change (wakes, dependents) on its next call; cancelling
-            # is a board fact with nothing for a policy to decide.
-            board.cancel(task_id, self.now())
-            self.policy._absorb(self.now())
+            self.policy.cancel(task_id, self.now())
 
     def _mirror_ends(self, why: str) -> None:
         """Tasks the board ended because a dependency failed are cancelled in the store too

@@ -136,8 +136,11 @@ class Worker:
         self.params = params
         self.gateway = gateway
         self.executors = executors
-        self.host = host or f"{socket.gethostname()}:{os.getpid()}"
-        self.id = worker_id or f"w-{new_id()[:12]}"
+        hostname = socket.gethostname()
+        self.host = host or f"{hostname}:{os.getpid()}"
+        # The host name first: on Kubernetes it is the pod's name. The suffix keeps a restarted
+        # process apart from the one it replaces.
+        self.id = worker_id or f"{hostname[:60]}-{new_id()[:8]}"
         self.attachments: list[Attachment] = []
         self.refused: dict[str, str] = {}
         """Hives this worker will not host, with why (wrong mode, broken configuration)."""
@@ -300,12 +303,17 @@ class Worker:
                 workers = {w["id"]: w for w in self.store.list_workers()}
                 live = {wid for wid, w in workers.items() if w["heartbeat_at"] >= cutoff}
                 live.add(self.id)
+                mine = {a for att in self.attachments for a in att.agents}
+                # An agent under this worker's own id but not hosted here was left by an earlier
+                # run with the same id (a restarted pod): it is free too.
                 free = [a for a in self.store.list_agents(hive_id)
-                        if a.worker_id is None or a.worker_id not in live]
+                        if a.worker_id is None or a.worker_id not in live
+                        or (a.worker_id == self.id and a.id not in mine)]
                 taken = free[:room]
                 if not taken:
                     return []
-                lost = sorted({a.worker_id for a in taken if a.worker_id is not None})
+                lost = sorted({a.worker_id for a in taken
+                               if a.worker_id is not None and a.worker_id != self.id})
                 with self.store.transaction():
                     for worker_id in lost:
                         if worker_id in workers:
@@ -421,9 +429,7 @@ class Worker:
 
 def wake_engine(engine: LiveEngine) -> None:
     """Make the engine read the event log now rather than at its next poll."""
-    # LiveEngine has no public hook for an outside wake-up yet (see the report for the one-line
-    # `LiveEngine.wake()` asked for); its consumer's flag is the documented wake-up path.
-    engine._signal.set()
+    engine.wake()
 
 
 class NotificationListener:

@@ -51,6 +51,8 @@ class Desk:
                  workspace_root: Path, default_hive: str | None = None) -> None:
         self.store = store
         self.memory = memory
+        self.keyword_memory = Memory(store)
+        """Full-text search only: for callers who ask for it (fast, no query embedding)."""
         self.lease_seconds = lease_seconds
         self.workspace_root = workspace_root
         self.default_hive: str | None = None
@@ -390,16 +392,17 @@ class Desk:
         return self.call(hive.id, "memory_store", caller, put)
 
     def memory_search(self, caller: str, hive_ref: str | None, *, query: str,
-                      namespace: str | None, limit: int) -> JSON:
+                      namespace: str | None, limit: int, keyword: bool = False) -> JSON:
+        memory = self.keyword_memory if keyword else self.memory
         hive = self._hive_if_any(hive_ref)
         if hive is None:
-            found = self.memory.search(query, namespace=namespace, limit=limit)
-            return {"notes": [entry_to_json(e) for e in found], "backend": self.memory.backend}
+            found = memory.search(query, namespace=namespace, limit=limit)
+            return {"notes": [entry_to_json(e) for e in found], "backend": memory.backend}
 
         def search(hive: Hive) -> JSON:
-            found = self.memory.search(query, namespace=namespace or hive_namespace(hive.id),
-                                       limit=limit)
-            return {"notes": [entry_to_json(e) for e in found], "backend": self.memory.backend}
+            found = memory.search(query, namespace=namespace or hive_namespace(hive.id),
+                                  limit=limit)
+            return {"notes": [entry_to_json(e) for e in found], "backend": memory.backend}
         return self.call(hive.id, "memory_search", caller, search)
 
     def _hive_if_any(self, ref: str | None) -> Hive | None:

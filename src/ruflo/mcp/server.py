@@ -218,13 +218,16 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         query: Annotated[str, Field(min_length=1, max_length=2000)],
         namespace: Annotated[str | None, Field(max_length=200)] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        keyword: Annotated[bool, Field(
+            description="Full-text search only (faster; semantic search is used by default "
+                        "when the embeddings extra is installed).")] = False,
         hive: HiveRef = None,
         ctx: Context | None = None,
     ) -> JSON:
         """Notes most relevant to the query, best first."""
         try:
             return desk.memory_search(caller_of(ctx), hive, query=query, namespace=namespace,
-                                      limit=limit)
+                                      limit=limit, keyword=keyword)
         except RufloError as error:
             raise refused(error) from None
 

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -48,6 +49,11 @@ class MiniLMEncoder:
     """Sentence embeddings from the bundled all-MiniLM-L6-v2 weights, computed with numpy."""
 
     def __init__(self, model_dir: Path | None = None) -> None:
+        # A query is a dozen tokens: products that small finish before BLAS threads would even
+        # start, and their spin-waiting cost 4x the CPU of one thread on a busy machine. Only
+        # effective when numpy is first imported here; an explicit setting wins.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         self.np: Any = importlib.import_module("numpy")
         tokenizers: Any = importlib.import_module("tokenizers")
         if model_dir is None:
@@ -61,6 +67,8 @@ class MiniLMEncoder:
                               if name.startswith("encoder.layer."))
         self.heads = 12
         self.epsilon = 1e-12
+        self._transposed: dict[str, Any] = {}
+        self._encoded = 0
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> Any:
         """Unit-length vectors (float32, one row per text)."""
@@ -73,6 +81,7 @@ class MiniLMEncoder:
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
             out[part] = self._encode_batch([texts[i] for i in part])
+            self._encoded += 1
         return out
 
     def _encode_batch(self, texts: list[str]) -> Any:
@@ -118,8 +127,15 @@ class MiniLMEncoder:
                           f"{prefix}.output.LayerNorm")
 
     def _dense(self, x: Any, name: str) -> Any:
-        # As one 2-D product: numpy hands that to BLAS, a 3-D one it loops over.
-        flat = x.reshape(-1, x.shape[-1]) @ self.weights[f"{name}.weight"].T
+        # As one 2-D product: numpy hands that to BLAS, a 3-D one it loops over. The weight is
+        # copied once, transposed and contiguous, out of the memory map: BLAS is ~30% quicker
+        # on it than on the strided view.
+        weight = self._transposed.get(name)
+        if weight is None:
+            weight = self.weights[f"{name}.weight"].T
+            if self._encoded:  # a one-query CLI call would spend more on the copy than it saves
+                weight = self._transposed[name] = self.np.ascontiguousarray(weight)
+        flat = x.reshape(-1, x.shape[-1]) @ weight
         return flat.reshape(*x.shape[:-1], -1) + self.weights[f"{name}.bias"]
 
     def _norm(self, x: Any, prefix: str) -> Any:

@@ -85,7 +85,8 @@ class Policy(Protocol):
     3. After every call, `drain_wakes()` names the agents to wake (a task became ready for them,
        a ticket was assigned to them); nothing else wakes an agent except its own `retry_at`.
     4. A holder that quits or whose lease expired: `on_released`; an agent found dead:
-       `on_agent_lost`. The run ends when `board.finished`.
+       `on_agent_lost`; a task cancelled from outside: `cancel`. The run ends when
+       `board.finished`.
     """
 
     mode: Mode
@@ -108,6 +109,7 @@ class Policy(Protocol):
         now: float,
         remaining_effort: float,
     ) -> None: ...
+    def cancel(self, task_id: str, now: float) -> None: ...
     def on_agent_lost(self, agent_id: str, now: float) -> None: ...
     def quit_after(self, task: BoardTask, rng: RandomLike) -> float | None: ...
     def drain_wakes(self) -> list[str]: ...
@@ -174,6 +176,12 @@ class BasePolicy:
         remaining_effort: float,
     ) -> None:
         self.board.decompose(task_id, agent_id, children, now, remaining_effort)
+        self._absorb(now)
+
+    def cancel(self, task_id: str, now: float) -> None:
+        """A task was cancelled outside the policy (by a person, or because the store says so):
+        end it on the board and let its dependents and waiting agents follow."""
+        self.board.cancel(task_id, now)
         self._absorb(now)
 
     def on_agent_lost(self, agent_id: str, now: float) -> None:

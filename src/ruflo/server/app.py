@@ -155,6 +155,7 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
         warm = getattr(ctx.gateway, "warm", None)
         if callable(warm):
             warm()
+        await ctx.runner.attach()
         try:
             yield
         finally:
@@ -173,10 +174,11 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(RufloError, _on_ruflo_error)
     app.add_exception_handler(Exception, _on_crash)
+    # Routes are matched in order, one by one: the board's hot paths go first.
     app.include_router(probes.router)
-    app.include_router(chat.router)
-    app.include_router(hives.router)
     app.include_router(board.router)
+    app.include_router(hives.router)
+    app.include_router(chat.router)
     app.include_router(pages.router)
     app.add_middleware(FrontDoor, ctx=ctx)
     return app

@@ -15,8 +15,9 @@ from pydantic import Field, StringConstraints
 from ruflo.errors import Conflict, NotFound
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
 from ruflo.server.context import ServerContext, context, current_user
-from ruflo.server.hives import live_hive, record
+from ruflo.server.hives import live_hive, task_json
 from ruflo.server.schemas import Body, Ident, Name, Skill
+from ruflo.server.wire import JSONBytes
 
 router = APIRouter(prefix="/api/v2/hives", tags=["board"], dependencies=[Depends(current_user)])
 
@@ -86,8 +87,8 @@ def held_by(ctx: ServerContext, hive: Hive, task_id: str, name: str) -> tuple[Ta
     return task, agent
 
 
-@router.post("/{hive_id}/tasks/claim")
-async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> dict[str, Any]:
+@router.post("/{hive_id}/tasks/claim", response_class=JSONBytes)
+async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> JSONBytes:
     """Claim a task under a lease. `task` is null when no task is ready (poll again, or follow
     the hive's event stream); naming a task that is taken or waiting is a 409."""
     hive = live_hive(ctx, hive_id)
@@ -112,13 +113,13 @@ async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> dict[str, An
         if task is not None:
             store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                heartbeat_at=utcnow())
-    return {"task": None if task is None else record(task), "agent": agent.name,
-            "agent_id": agent.id, "lease_seconds": lease}
+    return JSONBytes({"task": None if task is None else task_json(task), "agent": agent.name,
+                      "agent_id": agent.id, "lease_seconds": lease})
 
 
-@router.post("/{hive_id}/tasks/{task_id}/complete")
+@router.post("/{hive_id}/tasks/{task_id}/complete", response_class=JSONBytes)
 async def complete_task(hive_id: HiveId, task_id: TaskId, body: CompleteBody,
-                        ctx: Ctx) -> dict[str, Any]:
+                        ctx: Ctx) -> JSONBytes:
     """Finish the agent's claim: done, or failed when `success` is false or the task's verify
     command fails in the hive's workspace."""
     hive = live_hive(ctx, hive_id)
@@ -133,15 +134,15 @@ async def complete_task(hive_id: HiveId, task_id: TaskId, body: CompleteBody,
             data={"via": "rest", "claimed_success": body.success})
         ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
                                heartbeat_at=utcnow())
-    answer = {"task": record(finished)}
+    answer = {"task": task_json(finished)}
     if verdict is not None:
         answer["verify"] = verdict
-    return answer
+    return JSONBytes(answer)
 
 
-@router.post("/{hive_id}/tasks/{task_id}/release")
+@router.post("/{hive_id}/tasks/{task_id}/release", response_class=JSONBytes)
 async def release_task(hive_id: HiveId, task_id: TaskId, body: ReleaseBody,
-                       ctx: Ctx) -> dict[str, Any]:
+                       ctx: Ctx) -> JSONBytes:
     """Give the claim back: the task is open again for any agent."""
     hive = live_hive(ctx, hive_id)
     task, agent = held_by(ctx, hive, task_id, body.agent)
@@ -149,7 +150,7 @@ async def release_task(hive_id: HiveId, task_id: TaskId, body: ReleaseBody,
         released = ctx.store.release_task(task.id, agent.id, reason=body.reason)
         ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
                                heartbeat_at=utcnow())
-    return {"task": record(released)}
+    return JSONBytes({"task": task_json(released)})
 
 
 async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> dict[str, Any]:

@@ -50,12 +50,14 @@ class ServerContext:
         await self.chats.stop_all()
 
 
-def context(request: Request) -> ServerContext:
+# Both are async so FastAPI calls them inline: a plain `def` dependency is sent to a worker
+# thread on every request, which costs more than the rest of a board request together.
+async def context(request: Request) -> ServerContext:
     ctx: ServerContext = request.app.state.ctx
     return ctx
 
 
-def current_user(request: Request) -> str:
+async def current_user(request: Request) -> str:
     """The authenticated user, or a 401 that says why (probes never ask)."""
     ctx: ServerContext = request.app.state.ctx
     client = request.scope.get("client")

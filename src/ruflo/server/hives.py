@@ -37,7 +37,7 @@ from ruflo.server.schemas import (
     PauseBody,
     TaskSpec,
 )
-from ruflo.server.wire import SSE_HEADERS, iso
+from ruflo.server.wire import SSE_HEADERS, JSONBytes, iso
 from ruflo.store.base import Spend
 
 router = APIRouter(prefix="/api/v2/hives", tags=["hives"], dependencies=[Depends(current_user)])
@@ -48,10 +48,45 @@ HiveId = Annotated[str, Path(max_length=100)]
 DEFAULT_SWARM_SIZE = 4
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """`plain(task)` written out: the board routes answer with tasks by the thousand, and this is
+    several times quicker than the generic walk (a test keeps the two equal)."""
+    return {
+        "id": task.id, "hive_id": task.hive_id, "title": task.title,
+        "description": task.description, "parent_id": task.parent_id,
+        "skills": list(task.skills), "priority": task.priority, "effort": task.effort,
+        "depends_on": list(task.depends_on), "state": task.state.value,
+        "assignee": task.assignee, "lease_until": iso(task.lease_until),
+        "attempts": task.attempts, "stimulus": task.stimulus, "verify": task.verify,
+        "result": task.result, "verified": task.verified, "blocked_on": task.blocked_on,
+        "depth": task.depth, "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at), "claimed_at": iso(task.claimed_at),
+        "finished_at": iso(task.finished_at),
+    }
+
+
 def plain(value: Any) -> Any:
     """A core dataclass (or anything inside one) as JSON-ready values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if type(value) is Task:
+        return task_json(value)
+    return walk(value)
+
+
+def walk(value: Any) -> Any:
+    """The generic conversion behind `plain`: dataclass fields, times, enums, containers."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # Field names per class, looked up once: agents and events come by the hundred.
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, enum.Enum):
@@ -198,6 +233,17 @@ async def show_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
     return hive_detail(ctx, live_hive(ctx, hive_id))
 
 
+@router.get("/{hive_id}/workers")
+async def list_workers(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
+    """The `ruflo worker` processes hosting the hive's agents, with their agents, last heartbeat
+    and liveness (a worker silent for longer than a lease is not alive)."""
+    from ruflo.engine.worker import hive_workers
+
+    hive = live_hive(ctx, hive_id)
+    lease = float(getattr(ctx.settings, "lease_seconds", 60.0))
+    return {"workers": hive_workers(ctx.store, hive.id, stale_after=lease)}
+
+
 @router.post("/{hive_id}/pause")
 async def pause_hive(hive_id: HiveId, ctx: Ctx, body: PauseBody | None = None) -> dict[str, Any]:
     hive = await ctx.runner.pause(live_hive(ctx, hive_id).id,
@@ -215,18 +261,20 @@ async def cancel_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
     return record(await ctx.runner.cancel(live_hive(ctx, hive_id).id))
 
 
-@router.get("/{hive_id}/tasks")
+@router.get("/{hive_id}/tasks", response_class=JSONBytes)
 async def list_tasks(hive_id: HiveId, ctx: Ctx,
                      state: Annotated[list[TaskState] | None, Query()] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                     offset: Annotated[int, Query(ge=0, le=10**7)] = 0) -> dict[str, Any]:
+                     offset: Annotated[int, Query(ge=0, le=10**7)] = 0) -> JSONBytes:
+    """The hive's tasks in board order: `{"tasks": [...], "hasMore": bool}`."""
     hive = live_hive(ctx, hive_id)
     tasks = ctx.store.list_tasks(hive.id, states=state, limit=limit + 1, offset=offset)
-    return {"tasks": [plain(task) for task in tasks[:limit]], "hasMore": len(tasks) > limit}
+    return JSONBytes({"tasks": [task_json(task) for task in tasks[:limit]],
+                      "hasMore": len(tasks) > limit})
 
 
-@router.post("/{hive_id}/tasks", status_code=201)
-async def post_task(hive_id: HiveId, body: TaskSpec, ctx: Ctx) -> dict[str, Any]:
+@router.post("/{hive_id}/tasks", status_code=201, response_class=JSONBytes)
+async def post_task(hive_id: HiveId, body: TaskSpec, ctx: Ctx) -> JSONBytes:
     """Post a task to the board; `depends_on` names task ids of this hive."""
     hive = live_hive(ctx, hive_id)
     if hive.status.terminal:
@@ -236,7 +284,7 @@ async def post_task(hive_id: HiveId, body: TaskSpec, ctx: Ctx) -> dict[str, Any]
     for dependency in body.depends_on:
         _task_of(ctx, hive.id, dependency)
     (task,) = ctx.store.post_tasks(hive.id, board_tasks(hive.id, [body]))
-    return record(task)
+    return JSONBytes(task_json(task), status_code=201)
 
 
 def _task_of(ctx: ServerContext, hive_id: str, task_id: str) -> Task:

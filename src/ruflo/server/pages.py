@@ -145,7 +145,7 @@ def _page(request: Request, template: str, page: str, title: str,
             "advice": GATEWAY_ADVICE, **values.pop("boot", {})}
     return _render(template, {"title": title, "page": page, "viewer": viewer,
                               "banner": gateway_banner(ctx), "boot": boot,
-                              **values})
+                              "notice": getattr(request.app.state, "notice", None), **values})
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -283,6 +283,7 @@ def _report_page(request: Request, name: str | None) -> Response:
     return _render("reports.html", {
         "title": "Report " + chosen.name if chosen else "Comparison reports",
         "page": "reports", "viewer": viewer, "banner": None, "reports": reports,
+        "notice": getattr(request.app.state, "notice", None),
         "folder": str(folder), "shown": shown,
         "boot": {"page": "reports", "auth": viewer.auth, "signedIn": viewer.user is not None}})
 

@@ -21,6 +21,9 @@ class HiveRunner(Protocol):
     the state already matches (pausing a paused hive answers the hive as it is) and raises
     Conflict when the change is impossible (resuming a cancelled hive)."""
 
+    async def attach(self) -> None:
+        """The server has started: take up the hives the store says are running."""
+
     async def start(self, hive_id: str) -> None:
         """Begin work on a stored hive. When its board is empty, the objective is posted as
         the first task."""
@@ -48,6 +51,9 @@ class StoreRunner:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def attach(self) -> None:
+        return None
 
     async def start(self, hive_id: str) -> None:
         hive = self.store.get_hive(hive_id)

@@ -1,5 +1,5 @@
 """How the server writes bytes: JSON (orjson when installed, else the standard library), SSE
-frames and timestamps. Depends on stdlib only.
+frames and timestamps. Depends on the standard library and Starlette's Response.
 """
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 
 _dumps: Callable[[Any], bytes]
 try:
@@ -26,13 +29,29 @@ def dumps(value: Any) -> bytes:
     return _dumps(value)
 
 
+class JSONBytes(Response):
+    """A JSON answer encoded straight to bytes. Routes on the hot board path return this rather
+    than a dict, which FastAPI would first validate and re-encode through pydantic."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: Any, status_code: int = 200,
+                 headers: dict[str, str] | None = None,
+                 background: BackgroundTask | None = None) -> None:
+        super().__init__(content, status_code, headers, None, background)
+
+    def render(self, content: Any) -> bytes:
+        return _dumps(content)
+
+
 def iso(moment: datetime | None) -> str | None:
     """A stored time as ISO 8601 in UTC with a Z, as ruvocal sends dates."""
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:  # the store's times are already UTC: skip the conversion
+        moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None
+                  else moment.astimezone(UTC))
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def sse_frame(data: Any, *, event_id: int | str | None = None, event: str | None = None) -> bytes:

@@ -1,0 +1,369 @@
+"""Hives inside `ruflo serve`: one engine per running hive, as asyncio tasks in the server's own
+event loop, started, steered and stopped through the server's HiveRunner seam.
+Depends on the model, the Store and Gateway protocols, the live and company engines and the
+steering helpers (engine/control.py, engine/approvals.py); never on the server package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ruflo.agents import Executor, executor_for
+from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
+from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
+from ruflo.model import (
+    Agent,
+    Approval,
+    ApprovalStatus,
+    Hive,
+    HiveStatus,
+    Mode,
+    Task,
+    TaskState,
+    new_id,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from ruflo.engine.company import CompanyEngine
+    from ruflo.gateway.base import Gateway
+    from ruflo.store.base import Store
+
+__all__ = ["EngineRunner", "server_runner"]
+
+log = logging.getLogger(__name__)
+
+SERVER_PREFIX = "server:"
+"""Worker ids of ruflo servers. A server is registered in the workers table like a worker, so
+`ruflo worker` processes leave the agents it hosts alone while it lives."""
+
+
+def server_runner(store: Store, gateway: Gateway | None, settings: Any) -> EngineRunner:
+    """The runner `ruflo serve` hands to its hive routes (found by name by commands/serve.py)."""
+    return EngineRunner(store, gateway, settings)
+
+
+@dataclass
+class Hosting:
+    """One engine driving one hive in this server."""
+
+    hive_id: str
+    engine: LiveEngine | CompanyEngine
+    agents: list[str]
+    """The agents this server adopted (their `worker_id` is the server's)."""
+    run: asyncio.Task[None] | None = None
+
+
+class EngineRunner:
+    """Hosts an engine per running hive in the server's event loop.
+
+    - `attach` (server start): registers the server, then re-attaches to every hive the store
+      says is running; claims left by a previous server process are released when the engine
+      loads (its own agents), or reopen when their leases expire.
+    - `start` (hive created): posts the objective as the first task when the board is empty
+      (company hives plan their own), adopts the hive's agents and starts its engine.
+    - `pause`/`resume`/`cancel`: recorded in the store; the engine follows the event (a pause
+      releases the claims in flight and the engine waits for a resume; a cancel ends it).
+      A resume starts an engine when none is running (e.g. the server restarted while paused).
+    - An engine that stops on an error pauses its hive with the reason (resumable).
+    - `aclose` (SIGTERM): every engine stops its work in flight and hands its claims back
+      (the tasks reopen, nothing is lost), within `stop_seconds`; the server unregisters.
+    """
+
+    def __init__(self, store: Store, gateway: Gateway | None, settings: Any, *,
+                 executors: Callable[[Agent], Executor] = executor_for,
+                 poll_seconds: float = 1.0, stop_seconds: float = 3.0,
+                 server_id: str | None = None) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.settings = settings
+        self.executors = executors
+        self.poll_seconds = poll_seconds
+        self.stop_seconds = stop_seconds
+        """How long engines get to hand their claims back on shutdown (uvicorn may already
+        have used up to 5 s of the 10 s budget on open connections)."""
+        self.id = server_id or f"{SERVER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        self.hosting: dict[str, Hosting] = {}
+        lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
+        self.heartbeat_seconds = max(0.2, min(15.0, lease / 4))
+        self.stale_after = max(lease, 3 * self.heartbeat_seconds)
+        """As for workers: a worker silent this long is gone and its agents are free."""
+        self._registered = False
+        self._closing = False
+        self._beat: asyncio.Task[None] | None = None
+
+    # -- HiveRunner ------------------------------------------------------------------------------
+    async def attach(self) -> None:
+        self._register()
+        running = []
+        offset = 0
+        while True:
+            page = self.store.list_hives(limit=500, offset=offset)
+            running += [h for h in page if h.status is HiveStatus.RUNNING]
+            if len(page) < 500:
+                break
+            offset += 500
+        for hive in running:
+            self.store.append_event(hive.id, "server_reattached", data={"server": self.id})
+            await self._launch(hive.id)
+        if running:
+            log.info("re-attached to %d running hive(s)", len(running))
+
+    async def start(self, hive_id: str) -> None:
+        hive = self.store.get_hive(hive_id)
+        if hive.mode is not Mode.COMPANY and not any(self.store.count_tasks(hive_id).values()):
+            self.store.post_tasks(hive_id, [objective_task(hive)])
+        await self._launch(hive_id)
+
+    async def pause(self, hive_id: str, *, reason: str) -> Hive:
+        hive = pause_hive(self.store, hive_id, reason=reason)
+        await self._released(hive_id)
+        return self.store.get_hive(hive.id)
+
+    async def resume(self, hive_id: str) -> Hive:
+        hive = resume_hive(self.store, hive_id)
+        await self._launch(hive_id)
+        return hive
+
+    async def cancel(self, hive_id: str) -> Hive:
+        hive = cancel_hive(self.store, hive_id)
+        hosting = self.hosting.get(hive_id)
+        if hosting is not None and hosting.run is not None:
+            await asyncio.wait({hosting.run}, timeout=self.stop_seconds)
+        return hive
+
+    async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
+                              decided_by: str) -> Approval:
+        from ruflo.engine.approvals import decide
+
+        decided = decide(self.store, approval_id, status, decided_by=decided_by)
+        # An approved budget override may have set the hive running again.
+        if self.store.get_hive(decided.hive_id).status is HiveStatus.RUNNING:
+            await self._launch(decided.hive_id)
+        return decided
+
+    async def aclose(self) -> None:
+        self._closing = True
+        for hosting in self.hosting.values():
+            hosting.engine.stop()
+        runs = {h.run for h in self.hosting.values() if h.run is not None}
+        if runs:
+            _, late = await asyncio.wait(runs, timeout=self.stop_seconds)
+            if late:
+                log.error("%d engine(s) did not hand their claims back within %g s; their "
+                          "tasks reopen when the leases expire", len(late), self.stop_seconds)
+                for run in late:
+                    run.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        if self._beat is not None:
+            self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
+        if self._registered:
+            try:
+                self.store.unregister_worker(self.id)
+            except RufloError:
+                log.exception("server %s could not unregister", self.id)
+
+    # -- hosting ---------------------------------------------------------------------------------
+    async def _launch(self, hive_id: str) -> None:
+        """Start the hive's engine unless one runs already (or the hive is not running)."""
+        current = self.hosting.get(hive_id)
+        if current is not None and current.run is not None and not current.run.done():
+            return
+        if self._closing:
+            return
+        self._register()
+        hive = self.store.get_hive(hive_id)
+        if hive.status is not HiveStatus.RUNNING:
+            return
+        try:
+            agents = self._adopt(hive)
+            if not agents:
+                log.info("hive %s: every agent is hosted by a live worker; the server stands "
+                         "by", hive_id)
+                return
+            everyone = len(agents) == len(self.store.list_agents(hive_id))
+            engine = await self._engine(hive, None if everyone else agents)
+        except RufloError as error:
+            self._let_go(hive_id, self._adopted_ids(hive_id))
+            self._stopped_by(hive_id, error)
+            return
+        hosting = Hosting(hive_id, engine, agents)
+        self.hosting[hive_id] = hosting
+        hosting.run = asyncio.create_task(self._drive(hosting), name=f"ruflo-hive-{hive_id}")
+
+    async def _drive(self, hosting: Hosting) -> None:
+        try:
+            await hosting.engine.run()
+        except Conflict as error:
+            # Paused or ended between the look and the start: a resume starts it again.
+            log.info("hive %s: not started: %s", hosting.hive_id, error)
+        except RufloError as error:
+            self._stopped_by(hosting.hive_id, error)
+        except Exception as error:
+            log.exception("hive %s: the engine crashed", hosting.hive_id)
+            self._stopped_by(hosting.hive_id, error)
+        finally:
+            if self.hosting.get(hosting.hive_id) is hosting:
+                del self.hosting[hosting.hive_id]
+            self._let_go(hosting.hive_id, hosting.agents)
+
+    def _stopped_by(self, hive_id: str, error: BaseException) -> None:
+        """The engine could not run or stopped on an error: the hive pauses with the reason
+        (nothing is lost; `resume` tries again once the cause is fixed)."""
+        why = str(error) if isinstance(error, RufloError) else repr(error)
+        log.error("hive %s: the server's engine stopped: %s", hive_id, why)
+        try:
+            self.store.append_event(hive_id, "engine_error", data={"error": why[:2000]})
+            if self.store.get_hive(hive_id).status is HiveStatus.RUNNING:
+                pause_hive(self.store, hive_id, reason=f"the server's engine stopped: {why}"[:500])
+        except RufloError:
+            log.exception("hive %s: could not record why its engine stopped", hive_id)
+
+    async def _engine(self, hive: Hive, hosted: list[str] | None) -> LiveEngine | CompanyEngine:
+        from ruflo.agents.commands import command_env
+
+        config = hive.config
+        params = LiveParams(
+            lease_seconds=_number(config, "lease_seconds",
+                                  float(getattr(self.settings, "lease_seconds", 60.0))),
+            time_unit=_number(config, "time_unit", 10.0),
+            poll_seconds=self.poll_seconds,
+            seed=int(_number(config, "seed", 0.0)),
+            stop_on_pause=False)
+        model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
+        gateway = await self._gateway()
+        env = command_env(self.settings)
+        if hive.mode is Mode.COMPANY:
+            from ruflo.engine.company import CompanyEngine
+
+            return CompanyEngine(self.store, hive.id, gateway=gateway, params=params,
+                                 executors=self.executors, model=model, env=env)
+        return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
+                          executors=self.executors, model=model, env=env, hosted=hosted)
+
+    async def _gateway(self) -> Gateway | None:
+        """The real gateway client (the server may hold a stand-in that builds it lazily): the
+        engine reloads the client's budget accounts on resume, which a stand-in has not."""
+        build = getattr(self.gateway, "client", None)
+        if self.gateway is None or not inspect.iscoroutinefunction(build):
+            return self.gateway
+        try:
+            client: Gateway = await build()
+        except Exception as error:
+            # Every call through the stand-in raises the same error, which pauses the agent
+            # with it: the hive shows why.
+            log.warning("the gateway client could not be built: %s", error)
+            return self.gateway
+        return client
+
+    async def _released(self, hive_id: str) -> None:
+        """Give a hosted engine a moment to hand back the claims a pause stopped, so the answer
+        shows the board as the pause left it."""
+        if hive_id not in self.hosting:
+            return
+        deadline = time.monotonic() + self.stop_seconds
+        while time.monotonic() < deadline and hive_id in self.hosting:
+            if not self.store.count_tasks(hive_id).get(TaskState.CLAIMED):
+                return
+            await asyncio.sleep(0.02)
+
+    # -- living beside `ruflo worker` ------------------------------------------------------------
+    def _register(self) -> None:
+        if self._registered or self._closing:
+            return
+        self._sign_in()
+        self._registered = True
+        self._beat = asyncio.create_task(self._heartbeat(), name="ruflo-server-heartbeat")
+
+    def _sign_in(self) -> None:
+        self.store.register_worker(self.id, hive_id=None,
+                                   host=self.id.removeprefix(SERVER_PREFIX), agents=0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                self.store.worker_heartbeat(self.id)
+            except NotFound:
+                # Declared lost by a worker during a long stall: register again; the agents it
+                # adopted meanwhile stay with it (`_adopt` never takes a live worker's agents).
+                self._sign_in()
+            except RufloError:
+                log.exception("server %s: heartbeat failed; retrying", self.id)
+
+    def _adopt(self, hive: Hive) -> list[str]:
+        """Mark the hive's free agents as this server's: never hosted, hosted by an earlier
+        server process, or by a worker silent for longer than `stale_after`. Agents of a live
+        worker stay with it. Serialised with workers' adoption on Postgres."""
+        with self._adoption_lock():
+            cutoff = utcnow() - timedelta(seconds=self.stale_after)
+            live = {w["id"] for w in self.store.list_workers() if w["heartbeat_at"] >= cutoff
+                    and not str(w["id"]).startswith(SERVER_PREFIX)}
+            taken = [a.id for a in self.store.list_agents(hive.id)
+                     if a.worker_id is None or a.worker_id == self.id or a.worker_id not in live]
+            if taken:
+                with self.store.transaction():
+                    for agent_id in taken:
+                        self.store.update_agent(agent_id, worker_id=self.id)
+            return taken
+
+    def _adopted_ids(self, hive_id: str) -> list[str]:
+        return [a.id for a in self.store.list_agents(hive_id) if a.worker_id == self.id]
+
+    def _let_go(self, hive_id: str, agents: list[str]) -> None:
+        try:
+            with self.store.transaction():
+                for agent_id in agents:
+                    if self.store.get_agent(agent_id).worker_id == self.id:
+                        self.store.update_agent(agent_id, worker_id=None)
+        except NotFound:
+            pass  # the hive is gone: nothing to let go of
+        except RufloError:
+            log.exception("hive %s: could not let go of its agents", hive_id)
+
+    @contextlib.contextmanager
+    def _adoption_lock(self) -> Any:
+        if getattr(self.store, "dialect", None) != "postgresql":
+            yield  # SQLite hives have no workers (they stay on one machine)
+            return
+        from ruflo.engine.worker import ADOPTION_LOCK, pg_connection
+
+        url = getattr(self.settings, "database_url", None)
+        if not url:
+            yield
+            return
+        with pg_connection(str(url), "adoption") as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADOPTION_LOCK,))
+
+
+def objective_task(hive: Hive) -> Task:
+    """A hive's objective as its first task (agents may split it on the board)."""
+    text = hive.objective.strip()
+    title = text.splitlines()[0] if text else hive.name or "objective"
+    verify = hive.config.get("verify")
+    return Task(id=new_id(), hive_id=hive.id, title=title if len(title) <= 200
+                else title[:199] + "…", description=hive.objective,
+                verify=verify if isinstance(verify, str) and verify.strip() else None)
+
+
+def _number(config: dict[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"hive config {key!r} must be a number, not {value!r}")
+    return float(value)

@@ -1,0 +1,314 @@
+"""The server's hive runner (engine/runner.py) against the real SQLite store and a ScriptedGateway
+over real HTTP: hives it starts run to done, it re-attaches to hives a previous server left
+running (their claims go back to the board), a resume brings back an engine that is gone, its
+shutdown hands every claim back, an engine that can't run pauses its hive with the reason, and
+agents a live `ruflo worker` hosts are left to that worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ruflo.config import Settings, load_settings
+from ruflo.engine.runner import SERVER_PREFIX, EngineRunner
+from ruflo.errors import Conflict
+from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.model import Agent, AgentStatus, ApprovalStatus, Hive, HiveStatus, Mode, Task, TaskState
+from ruflo.store import open_store
+from ruflo.store.sql import SqlStore
+
+KEY = "sk-runner-test"
+FAST = {"time_unit": 0.05, "lease_seconds": 1.0}
+
+
+def work_rules(name: str, *, delay: float = 0.0) -> list[dict[str, Any]]:
+    """Turn 1 writes `<name>.txt` (after `delay` seconds), turn 2 completes."""
+    match = f"^Task: {name}$|^Task: {name}\\n"
+    first: dict[str, Any] = {
+        "name": f"{name}-write", "match": {"last_user": match, "turn": 1},
+        "reply": {"tool_calls": [{"name": "write_file",
+                                  "arguments": {"path": f"{name}.txt", "content": name}}]}}
+    if delay:
+        first["delay"] = delay
+    done = {"name": f"{name}-complete", "match": {"last_user": match, "turn": 2},
+            "reply": {"tool_calls": [{"name": "complete",
+                                      "arguments": {"result": f"wrote {name}.txt"}}]}}
+    return [first, done]
+
+
+@pytest.fixture
+def gateway_server() -> Iterator[ScriptedGateway]:
+    server = ScriptedGateway({"keys": [KEY], "cost": 0.0001})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, gateway_server: ScriptedGateway) -> Settings:
+    return load_settings({"RUFLO_DATA_DIR": str(tmp_path / "data"), "RUFLO_CONFIG": "",
+                          "OPENAI_BASE_URL": gateway_server.base_url, "OPENAI_API_KEY": KEY,
+                          "RUFLO_LEASE_SECONDS": "1"})
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[SqlStore]:
+    opened = open_store(settings)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+async def client(gateway_server: ScriptedGateway, store: SqlStore) -> AsyncIterator[GatewayClient]:
+    gateway = GatewayClient(gateway_server.base_url, KEY, store=store,
+                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
+                                              wait_max=0.05))
+    yield gateway
+    await gateway.aclose()
+
+
+@pytest.fixture
+async def runner(store: SqlStore, client: GatewayClient,
+                 settings: Settings) -> AsyncIterator[EngineRunner]:
+    made = EngineRunner(store, client, settings, poll_seconds=0.2)
+    yield made
+    await made.aclose()
+
+
+def make_hive(store: SqlStore, tmp_path: Path, names: list[str], *, agents: int = 2,
+              config: dict[str, Any] | None = None, workspace: bool = True) -> Hive:
+    hive_id = f"hive{len(store.list_hives())}"
+    folder = tmp_path / f"ws-{hive_id}"
+    hive = Hive(id=hive_id, name="runner", mode=Mode.SWARM, objective="write the files",
+                workspace=str(folder) if workspace else None, config=config or dict(FAST))
+    crew = [Agent(id=f"{hive_id}-a{i}", hive_id=hive_id, name=f"agent-{i}")
+            for i in range(agents)]
+    tasks = [Task(id=f"{hive_id}-{n}", hive_id=hive_id, title=n, verify=f"grep -qx {n} {n}.txt")
+             for n in names]
+    return store.create_hive(hive, agents=crew, tasks=tasks)
+
+
+async def until(check: Any, seconds: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+def status(store: SqlStore, hive_id: str) -> HiveStatus:
+    return store.get_hive(hive_id).status
+
+
+async def test_a_started_hive_runs_to_done_and_its_engine_lets_go(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    for name in ("t1", "t2", "t3"):
+        gateway_server.add_rules(*work_rules(name))
+    await runner.attach()  # nothing was running: nothing to take up
+    assert not runner.hosting
+    hive = make_hive(store, tmp_path, ["t1", "t2", "t3"])
+    await runner.start(hive.id)
+    assert hive.id in runner.hosting
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+    await until(lambda: hive.id not in runner.hosting)
+
+    assert {t.state for t in store.list_tasks(hive.id)} == {TaskState.DONE}
+    assert all(a.worker_id is None for a in store.list_agents(hive.id)), "agents let go"
+    assert [w["id"] for w in store.list_workers()] == [runner.id]
+
+
+async def test_an_empty_board_gets_the_objective_as_its_first_task(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    hive = make_hive(store, tmp_path, [], agents=1)
+    gateway_server.add_rules(*work_rules("write the files"))
+
+    await runner.start(hive.id)
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+
+    [task] = store.list_tasks(hive.id)
+    assert (task.title, task.state) == ("write the files", TaskState.DONE)
+
+
+async def test_reattaches_to_a_hive_a_crashed_server_left_running(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    for name in ("t1", "t2"):
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, ["t1", "t2"])
+    # What a server killed mid-task leaves: a claim with a lease, agents marked as its own.
+    gone = f"{SERVER_PREFIX}old-host:1"
+    store.register_worker(gone, hive_id=None, host="old-host", agents=0)
+    for agent in store.list_agents(hive.id):
+        store.update_agent(agent.id, worker_id=gone, status=AgentStatus.WORKING)
+    held = store.claim_task(hive.id, f"{hive.id}-a0", lease_seconds=600, task_id=f"{hive.id}-t1")
+    assert held is not None
+    other = make_hive(store, tmp_path, ["t3"])
+    store.set_hive_status(other.id, HiveStatus.PAUSED, reason="paused by a person")
+
+    await runner.attach()
+
+    assert set(runner.hosting) == {hive.id}, "only running hives are taken up"
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+    released = store.events(hive.id, kinds=["task_released"])
+    assert [e.task_id for e in released] == [f"{hive.id}-t1"]
+    assert store.events(hive.id, kinds=["server_reattached"])
+    done = [e.task_id for e in store.events(hive.id, kinds=["task_done"])]
+    assert sorted(done) == [f"{hive.id}-t1", f"{hive.id}-t2"], "each task done exactly once"
+
+
+async def test_shutdown_hands_the_claims_in_flight_back(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("slow", delay=30))
+    hive = make_hive(store, tmp_path, ["slow"])
+    await runner.start(hive.id)
+    await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+
+    started = asyncio.get_running_loop().time()
+    await runner.aclose()
+
+    assert asyncio.get_running_loop().time() - started < runner.stop_seconds
+    [task] = store.list_tasks(hive.id)
+    assert task.state is TaskState.OPEN
+    assert task.assignee is None
+    [released] = store.events(hive.id, kinds=["task_released"])
+    assert released.data["reason"] == "the engine stopped"
+    assert status(store, hive.id) is HiveStatus.RUNNING, "the next server takes it up"
+    assert all(a.worker_id is None for a in store.list_agents(hive.id))
+    assert store.list_workers() == []
+
+
+async def test_pause_releases_and_waits_then_resume_goes_on(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1", delay=30))
+    hive = make_hive(store, tmp_path, ["t1"], agents=1)
+    await runner.start(hive.id)
+    await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+
+    paused = await runner.pause(hive.id, reason="lunch")
+
+    assert (paused.status, paused.pause_reason) == (HiveStatus.PAUSED, "lunch")
+    assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED])
+    assert hive.id in runner.hosting, "the engine waits for a resume"
+    calls = gateway_server.chat_count
+    await asyncio.sleep(0.5)
+    assert gateway_server.chat_count == calls, "no gateway call while paused"
+
+    gateway_server.set_rules(work_rules("t1"))
+    await runner.resume(hive.id)
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+    assert store.get_task(f"{hive.id}-t1").state is TaskState.DONE
+
+
+async def test_resume_starts_an_engine_when_none_runs(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, ["t1"], agents=1)
+    store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="paused before the restart")
+    await runner.attach()
+    assert not runner.hosting
+
+    await runner.resume(hive.id)
+
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+
+
+async def test_cancel_ends_the_engine_and_the_tasks(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1", delay=30))
+    hive = make_hive(store, tmp_path, ["t1", "t2"], agents=1)
+    await runner.start(hive.id)
+    await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+
+    cancelled = await runner.cancel(hive.id)
+
+    assert cancelled.status is HiveStatus.CANCELLED
+    assert hive.id not in runner.hosting
+    assert {t.state for t in store.list_tasks(hive.id)} == {TaskState.CANCELLED}
+    with pytest.raises(Conflict):
+        await runner.resume(hive.id)
+    assert (await runner.cancel(hive.id)).status is HiveStatus.CANCELLED
+
+
+async def test_an_engine_that_cannot_run_pauses_its_hive_with_the_reason(
+        store: SqlStore, runner: EngineRunner, tmp_path: Path) -> None:
+    no_folder = make_hive(store, tmp_path, ["t1"], workspace=False)
+    bad_config = make_hive(store, tmp_path, ["t1"], config={"time_unit": "fast"})
+    negative = make_hive(store, tmp_path, ["t1"], config={"lease_seconds": -1})
+
+    for hive in (no_folder, bad_config, negative):
+        await runner.start(hive.id)
+    await until(lambda: all(status(store, h.id) is HiveStatus.PAUSED
+                            for h in (no_folder, bad_config, negative)))
+
+    assert "no workspace folder" in (store.get_hive(no_folder.id).pause_reason or "")
+    assert "'time_unit' must be a number" in (store.get_hive(bad_config.id).pause_reason or "")
+    assert "must be positive" in (store.get_hive(negative.id).pause_reason or "")
+    assert store.events(no_folder.id, kinds=["engine_error"])
+    await until(lambda: not runner.hosting)
+    assert all(a.worker_id is None for h in (no_folder, bad_config, negative)
+               for a in store.list_agents(h.id))
+
+
+async def test_agents_of_a_live_worker_are_left_to_it(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, ["t1"], agents=2)
+    store.register_worker("w-live", hive_id=None, host="elsewhere", agents=1)
+    store.update_agent(f"{hive.id}-a0", worker_id="w-live")
+    everyone_elsewhere = make_hive(store, tmp_path, ["t2"], agents=1)
+    store.update_agent(f"{everyone_elsewhere.id}-a0", worker_id="w-live")
+
+    await runner.start(hive.id)
+    await runner.start(everyone_elsewhere.id)
+
+    assert runner.hosting[hive.id].agents == [f"{hive.id}-a1"]
+    assert everyone_elsewhere.id not in runner.hosting
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+    [done] = store.events(hive.id, kinds=["task_done"])
+    assert done.agent_id == f"{hive.id}-a1"
+    assert store.get_agent(f"{hive.id}-a0").worker_id == "w-live"
+
+
+async def test_a_silent_workers_agents_are_adopted(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, ["t1"], agents=1)
+    store.register_worker("w-silent", hive_id=None, host="elsewhere", agents=1)
+    store.update_agent(f"{hive.id}-a0", worker_id="w-silent")
+    runner.stale_after = 0.0
+    await asyncio.sleep(0.01)
+
+    await runner.start(hive.id)
+
+    assert runner.hosting[hive.id].agents == [f"{hive.id}-a0"]
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+
+
+async def test_an_approved_budget_override_sets_the_engine_going(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from ruflo.engine.approvals import open_budget_override
+
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, ["t1"], agents=1)
+    store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="the hive's budget is spent")
+    approval = open_budget_override(store, hive.id, scope="hive", scope_id=hive.id,
+                                    spent="100 tokens")
+
+    decided = await runner.decide_approval(approval.id, ApprovalStatus.APPROVED,
+                                           decided_by="ana")
+
+    assert decided.status is ApprovalStatus.APPROVED
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
