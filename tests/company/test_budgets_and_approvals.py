@@ -29,7 +29,7 @@ from ruflo.store.sql import SqlStore
 
 from .conftest import VERIFY_ALL, company_script, make_company
 
-FAST = LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2)
+FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2)
 RUFLO = Path(sys.executable).parent / "ruflo"
 
 

@@ -18,7 +18,10 @@ from ruflo.store.sql import SqlStore
 
 from .conftest import KEY, PLAN_USAGE, VERIFY_ALL, WORK_USAGE, company_script, make_company
 
-FAST = LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2)
+FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2)
+"""Long enough that a loaded machine never loses a lease by a late renewal (exact call counts)."""
+SHORT_LEASE = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2)
+"""For the test that kills an agent: its claim must expire soon."""
 WAKE_REASONS = {"engine started", "assigned", "escalated", "children completed",
                 "blocker resolved", "approval decided", "hive resumed", "agent resumed",
                 "lease expired"}
@@ -95,12 +98,7 @@ async def run_three_levels(store: SqlStore, client: GatewayClient,
     plan_tokens = PLAN_USAGE["prompt_tokens"] + PLAN_USAGE["completion_tokens"]
     work_tokens = WORK_USAGE["prompt_tokens"] + WORK_USAGE["completion_tokens"]
     assert (coordination.calls, coordination.tokens) == (3, 3 * plan_tokens)
-    names_ = {a.id: a.name for a in store.list_agents(hive.id)}
-    assert (work.calls, work.tokens) == (4 * 2 + 3, 11 * work_tokens), [
-        (e.seq, e.kind, names_.get(e.agent_id or ""), by_title.get(e.task_id or ""), e.data)
-        for e in store.events(hive.id) if e.kind in (
-            "task_claimed", "task_released", "lease_expired", "attempt_discarded",
-            "task_done", "agent_started", "children_completed", "task_verified")]
+    assert (work.calls, work.tokens) == (4 * 2 + 3, 11 * work_tokens)
     report = company_report(store, hive.id)
     assert report["coordination"]["tokens"] == 3 * plan_tokens
     assert report["work"]["tokens"] == 11 * work_tokens
@@ -172,7 +170,7 @@ async def test_a_killed_manager_s_ticket_is_recovered_by_lease_and_redelegated_b
         tmp_path: Path) -> None:
     company_script(gateway_server, eng_lead_delay=5.0)  # its first planning call hangs
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
-    run = engine(store, hive.id, client)
+    run = engine(store, hive.id, client, SHORT_LEASE)
     running = asyncio.create_task(run.run())
     lead = f"{hive.id}-eng-lead"
     deadline = asyncio.get_running_loop().time() + 20

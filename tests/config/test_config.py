@@ -137,17 +137,41 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_doctor_prints_trace_and_checks_the_store(tmp_path: Path) -> None:
+def test_doctor_prints_trace_and_checks_the_store_and_gateway(tmp_path: Path) -> None:
+    from ruflo.gateway.scripted import ScriptedGateway
+
     env = clean_env(tmp_path)
-    env["OPENAI_BASE_URL"] = "http://127.0.0.1:4000"
-    done = run_doctor(env)
-    assert done.returncode == 0, done.stderr
-    assert f"store: sqlite {tmp_path / 'data' / 'ruflo.db'}" in done.stdout
-    assert "gateway: http://127.0.0.1:4000 (from OPENAI_BASE_URL" in done.stdout
-    assert "ok   store:" in done.stdout
-    report = json.loads(run_doctor(env, "--json").stdout)
-    assert report["ok"]
-    assert report["checks"][0]["name"] == "store"
+    env["OPENAI_API_KEY"] = "sk-doctor"
+    with ScriptedGateway({"keys": ["sk-doctor"], "default": {"content": "ok"}}) as base_url:
+        env["OPENAI_BASE_URL"] = base_url
+        done = run_doctor(env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"store: sqlite {tmp_path / 'data' / 'ruflo.db'}" in done.stdout
+        assert f"gateway: {base_url} (from OPENAI_BASE_URL" in done.stdout
+        assert "ok   store:" in done.stdout
+        assert "ok   gateway:" in done.stdout
+        report = json.loads(run_doctor(env, "--json").stdout)
+        assert report["ok"]
+        assert report["checks"][0]["name"] == "store"
+        assert {c["name"]: c["ok"] for c in report["checks"]}["gateway"] is True
+
+
+@pytest.mark.integration
+def test_doctor_fails_when_the_gateway_refuses_the_key_or_is_down(tmp_path: Path) -> None:
+    from ruflo.gateway.scripted import ScriptedGateway
+
+    env = clean_env(tmp_path)
+    env["OPENAI_API_KEY"] = "sk-provider-key"
+    with ScriptedGateway({"keys": ["sk-virtual"], "default": {"content": "ok"}}) as base_url:
+        env["OPENAI_BASE_URL"] = base_url
+        refused = run_doctor(env)
+    assert refused.returncode == 1
+    assert "FAIL gateway:" in refused.stdout
+    assert "virtual key" in refused.stdout
+    env["OPENAI_BASE_URL"] = "http://127.0.0.1:1"
+    down = run_doctor(env)
+    assert down.returncode == 1
+    assert "FAIL gateway: http://127.0.0.1:1" in down.stdout
 
 
 @pytest.mark.integration

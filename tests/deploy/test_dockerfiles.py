@@ -143,6 +143,16 @@ def test_shell_image_removes_baked_host_keys_and_has_the_managers() -> None:
     assert "pipx" in runs
 
 
+def test_shell_image_user_can_own_its_ptys() -> None:
+    """sshd, running as agent, chowns each session's pty to (agent, tty) and ends the session
+    when it cannot; tests/deploy/test_shell_sshd.py shows it with the real sshd."""
+    runs = [item.text for item in stage(SHELL) if item.keyword == "RUN" and "useradd" in item.text]
+    assert len(runs) == 1
+    useradd = runs[0].split("useradd", 1)[1].split("&&", 1)[0].split()
+    assert useradd[useradd.index("--groups") + 1].split(",").count("tty") == 1
+    assert useradd[useradd.index("--uid") + 1] == "1000"
+
+
 def test_shell_image_puts_mise_shims_first_on_path() -> None:
     path = env_of(stage(SHELL))["PATH"].split(":")
     assert path[0] == "/home/agent/.local/share/mise/shims"

@@ -283,6 +283,16 @@ def test_sigterm_during_the_reconcile_stops_it_without_starting_sshd(boot: Boot)
     assert not process_alive(ruflo_pid)
 
 
+def test_missing_sshd_base_config_refuses_to_start_sshd(boot: Boot) -> None:
+    """sshd skips an Include that matches nothing and would run on its defaults."""
+    boot.base_config.unlink()
+    result = boot.run(FAKE_RUFLO_MODE="ok")
+    assert result.returncode == 78
+    assert f"{boot.base_config} is missing or unreadable; sshd was not started" in result.stderr
+    assert not boot.sshd_started
+    assert not (boot.fake / "ruflo.args").exists(), "no reconcile for an image that cannot serve"
+
+
 def test_bad_arguments_are_refused(boot: Boot) -> None:
     result = subprocess.run(["bash", str(BOOT), "--reconcile-timeout", "soon", "--", "true"],
                             env=boot.env(), capture_output=True, text=True, timeout=30, check=False)

@@ -149,7 +149,8 @@ class ShellContainer:
     def start_command(instructions: list[Instruction]) -> tuple[list[str], list[str]]:
         entrypoint = next(i for i in instructions if i.keyword == "ENTRYPOINT").exec_form()
         command = next(i for i in instructions if i.keyword == "CMD").exec_form()
-        assert entrypoint is not None and command is not None
+        assert entrypoint is not None
+        assert command is not None
         assert entrypoint[:2] == ["/usr/bin/tini", "--"]
         return entrypoint[2:], command
 

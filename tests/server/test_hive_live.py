@@ -197,6 +197,7 @@ def test_a_hive_whose_config_the_engine_refuses_is_paused_with_the_reason(
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_sigterm_hands_claims_back_and_the_next_server_finishes_the_hive(
         tmp_path: Path) -> None:
     gateway = ScriptedGateway({"keys": [KEY], "cost": 0.0001, "rules": work_rules("t1", delay=60)})

@@ -103,14 +103,19 @@ def test_sigterm_ends_the_server_fast_and_keeps_the_partial_answer(tmp_path: Pat
             conversation = client.post("/api/v2/conversations", json={}).json()["conversationId"]
 
             events: list[dict[str, Any]] = []
+            following = threading.Event()
 
             def follow() -> None:
                 with httpx.stream("GET", f"{base}/api/v2/hives/{hive['id']}/stream",
                                   timeout=30) as answer:
-                    events.extend(iter_frames(answer.iter_lines()))
+                    for frame in iter_frames(answer.iter_lines()):
+                        events.append(frame)
+                        following.set()
 
             follower = threading.Thread(target=follow)
             follower.start()
+            # The stream must be open before the signal (the server now also runs the hive).
+            assert following.wait(20), "the event stream did not start"
             chat_frames: list[dict[str, Any]] = []
             with client.stream("POST", f"/api/v2/conversations/{conversation}/messages",
                                json={"inputs": "a long story"}) as answer:

@@ -40,7 +40,10 @@ EXIT_INTERRUPTED = 130
 def orchestrate(
     objective: Annotated[str | None, typer.Argument(
         help="What the hive should achieve (default: the workload file's objective).")] = None,
-    mode: Annotated[str, typer.Option(help="swarm, round_robin or solo.")] = "swarm",
+    mode: Annotated[str, typer.Option(help="swarm, company, round_robin or solo.")] = "swarm",
+    org: Annotated[Path | None, typer.Option(
+        help="Org chart YAML for --mode company (agents with role, capabilities, reports_to, "
+             "budget; see docs/workloads.md).")] = None,
     agents: Annotated[int, typer.Option(
         min=1, max=1000, help="Agents to run when the workload names none.")] = 4,
     workspace: Annotated[Path | None, typer.Option(
@@ -79,10 +82,20 @@ def orchestrate(
     except ValueError:
         raise PolicyError(f"unknown mode {mode!r}; choose swarm, round_robin or solo; "
                           "nothing was run") from None
-    if run_mode is Mode.COMPANY:
-        raise ConfigError("company mode does not run live yet; use swarm, round_robin or "
-                          "solo (or `ruflo simulate --mode company`); nothing was run")
     loaded = load_workload(workload) if workload is not None else None
+    chart = None
+    if run_mode is Mode.COMPANY:
+        from ruflo.workload import load_org
+
+        if org is None and not (loaded is not None and loaded.has_org):
+            raise ConfigError("company mode needs an org chart: give --org ORG.yaml (or a "
+                              "--workload whose agents have reports_to); nothing was run")
+        if workers_only:
+            raise ConfigError("company mode runs its whole org in this process; "
+                              "--workers-only is for swarm hives; nothing was run")
+        chart = load_org(org) if org is not None else None
+    elif org is not None:
+        raise ConfigError("--org is for --mode company; nothing was run")
     goal = (objective or (loaded.objective if loaded else "")).strip()
     if not goal:
         raise ConfigError("give an objective (`ruflo orchestrate \"...\"`) or a --workload "
@@ -99,7 +112,7 @@ def orchestrate(
             hive = create_hive(settings, store, goal, run_mode, loaded, agents=agents,
                                workspace=workspace, budget_tokens=budget_tokens,
                                budget_cost=budget_cost, model=model, seed=seed,
-                               time_unit=time_unit, name=name)
+                               time_unit=time_unit, name=name, org=chart)
             typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
                        f"agents, workspace {hive.workspace}", err=True)
             summary = run_in_foreground(settings, store, hive.id, show=not as_json,
@@ -123,7 +136,7 @@ def require_gateway(settings: Settings) -> None:
 def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 workload: Workload | None, *, agents: int, workspace: Path | None,
                 budget_tokens: int | None, budget_cost: float | None, model: str | None,
-                seed: int, time_unit: float, name: str | None) -> Hive:
+                seed: int, time_unit: float, name: str | None, org: Any = None) -> Hive:
     """Store the hive with its agents and (from a workload) its first tasks."""
     import shutil
 
@@ -142,11 +155,19 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
         config["workload"] = str(workload.source) if workload.source else workload.name
         if workload.verify:
             config["verify"] = workload.verify
+    budget = Budget(max_tokens=budget_tokens, max_cost=budget_cost)
+    if org is not None:
+        config["max_depth"] = org.max_depth
+        if org.approvals:
+            config["approvals"] = org.approvals
+        if budget.unlimited:
+            budget = org.budget
+        name = name or org.name
     hive = Hive(id=hive_id, name=name or (workload.name if workload else first_line(objective)),
-                mode=mode, objective=objective,
-                budget=Budget(max_tokens=budget_tokens, max_cost=budget_cost),
+                mode=mode, objective=objective, budget=budget,
                 workspace=str(folder), config=config)
-    crew = hive_agents(hive_id, workload.agents if workload else (), agents)
+    crew = hive_agents(hive_id, org.agents if org is not None else
+                       workload.agents if workload else (), agents)
     tasks = tasks_for_hive(hive_id, workload.tasks) if workload else []
     return store.create_hive(hive, agents=crew, tasks=tasks)
 
@@ -194,12 +215,13 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
     """Plan the objective if the board is empty, then run the engine (with the live view), or,
     with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
-    from ruflo.engine.live import LiveEngine, LiveParams
+    from ruflo.engine.company import engine_for
+    from ruflo.engine.live import LiveParams
     from ruflo.engine.plan import plan_objective
     from ruflo.engine.view import HiveView
     from ruflo.errors import PolicyError
     from ruflo.gateway.client import GatewayClient
-    from ruflo.model import HiveStatus
+    from ruflo.model import HiveStatus, Mode
 
     hive = store.get_hive(hive_id)
     config = hive.config
@@ -227,7 +249,7 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
         await watch_workers()
         return
     async with GatewayClient.from_settings(settings, store=store) as gateway:
-        if not any(store.count_tasks(hive_id).values()):
+        if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
             typer.echo(f"planning the objective with {model} (one coordination call)…",
                        err=True)
             try:
@@ -247,7 +269,7 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
             await watch_workers()
             return
         view = HiveView(store, hive_id) if show else None
-        engine = LiveEngine(store, hive_id, gateway=gateway, params=params, model=model,
+        engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
                             env=command_env(settings),
                             on_change=view.changed if view is not None else None)
         follow = asyncio.create_task(view.follow()) if view is not None else None

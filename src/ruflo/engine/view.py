@@ -24,7 +24,9 @@ REDRAW_EVERY = 0.2
 NOTABLE = ("task_posted", "task_claimed", "task_done", "task_failed", "task_released",
            "task_cancelled", "lease_expired", "agent_paused", "agent_lost", "hive_paused",
            "hive_running", "hive_done", "hive_failed", "hive_cancelled", "task_verified",
-           "budget_warning", "budget_exceeded", "objective_verified", "attempt_discarded")
+           "budget_warning", "budget_exceeded", "objective_verified", "attempt_discarded",
+           "ticket_delegated", "ticket_escalated", "ticket_reassigned", "children_completed",
+           "approval_requested", "approval_decided")
 
 STATE_STYLE = {TaskState.OPEN: "cyan", TaskState.CLAIMED: "yellow", TaskState.DONE: "green",
                TaskState.FAILED: "red", TaskState.BLOCKED: "magenta",

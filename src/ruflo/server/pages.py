@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,26 @@ from typing import Any
 import jinja2
 import markupsafe
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from ruflo.server.auth import AuthMode, Unauthenticated
 from ruflo.server.context import ServerContext
 from ruflo.server.gateway_status import UNCONFIGURED, GatewayState
+from ruflo.server.reports import (
+    COMPARE_FORMAT,
+    StoredReport,
+    compare_view,
+    find_report,
+    generic_view,
+    is_compare,
+    list_reports,
+    read_report,
+)
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 TOKEN_COOKIE = "ruflo_token"
-REPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
-REPORT_MAX_BYTES = 20_000_000
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".svg": "image/svg+xml"}
 
@@ -179,67 +186,6 @@ def reports_dir(ctx: ServerContext) -> Path:
     return Path(ctx.settings.data_dir) / "reports"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReport:
-    name: str
-    """The file name without `.json`; the page's URL names it."""
-    bytes: int
-    modified: datetime
-    charts: bool
-    """A `<name>.html` beside it holds the report's charts."""
-
-
-def list_reports(folder: Path) -> list[StoredReport]:
-    """The stored reports, newest first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.glob("*.json"):
-        if path.is_file() and REPORT_NAME.fullmatch(path.stem):
-            stat = path.stat()
-            found.append(StoredReport(path.stem, stat.st_size,
-                                      datetime.fromtimestamp(stat.st_mtime, UTC),
-                                      path.with_suffix(".html").is_file()))
-    found.sort(key=lambda r: r.modified, reverse=True)
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    columns: list[str]
-    rows: list[list[str]]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)[:200]
-    return "" if value is None else str(value)
-
-
-def as_table(items: Any, limit: int = 500) -> Table | None:
-    """A list of flat records as a table (columns in first-seen order), or None."""
-    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        return None
-    columns: list[str] = []
-    for item in items[:limit]:
-        for key, value in item.items():
-            if key not in columns and not isinstance(value, (dict, list)):
-                columns.append(str(key))
-    return Table(columns, [[_cell(item.get(c)) for c in columns] for item in items[:limit]])
-
-
-def read_report(path: Path) -> tuple[Any, str | None]:
-    """A report's JSON, or why it can't be shown."""
-    if path.stat().st_size > REPORT_MAX_BYTES:
-        return None, f"the report is larger than {REPORT_MAX_BYTES // 1_000_000} MB; open the file"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, f"the report could not be read: {error}"
-
-
 @router.get("/reports", response_class=HTMLResponse)
 async def reports_page(request: Request) -> Response:
     return _report_page(request, None)
@@ -256,52 +202,74 @@ def _report_page(request: Request, name: str | None) -> Response:
         return viewer
     ctx: ServerContext = request.app.state.ctx
     folder = reports_dir(ctx)
-    reports = list_reports(folder) if viewer.user is not None else []
+    listed: list[StoredReport] = []
+    trouble = None
+    if viewer.user is not None:
+        try:
+            listed = list_reports(folder)
+        except OSError as error:
+            trouble = f"the reports folder could not be read: {error}"
     chosen = None
     if name is not None and viewer.user is not None:
-        chosen = next((r for r in reports if r.name == name), None)
+        chosen = next((r for r in listed if r.name == name), None)
         if chosen is None:
             return _not_found(request, f"no report named {name[:150]!r} in {folder}")
     shown: dict[str, Any] | None = None
     if chosen is not None:
-        data, problem = read_report(folder / f"{chosen.name}.json")
-        shown = {"name": chosen.name, "problem": problem, "charts": chosen.charts}
-        if isinstance(data, dict):
-            shown["facts"] = [(k, _cell(v)) for k, v in data.items()
-                              if not isinstance(v, (dict, list))]
-            shown["tables"] = [(k, t) for k, v in data.items()
-                               if (t := as_table(v)) is not None]
-            shown["sections"] = [(k, _cell(v) if not isinstance(v, dict) else None,
-                                  [(ik, _cell(iv)) for ik, iv in v.items()]
-                                  if isinstance(v, dict) else [])
-                                 for k, v in data.items() if isinstance(v, dict)]
+        shown = {"name": chosen.name, "report": chosen, "problem": None, "compare": None,
+                 "generic": None}
+        if chosen.json_path is None:
+            shown["problem"] = ("this comparison has no report.json yet: it is still running, "
+                                "or it stopped before its end (then its folder "
+                                f"{folder / chosen.name} holds only the runs' workspaces)")
         else:
-            table = as_table(data)
-            shown.update(facts=[], tables=[("runs", table)] if table else [], sections=[])
-        shown["raw"] = json.dumps(data, indent=2, ensure_ascii=False)[:200_000] \
-            if problem is None else ""
+            data, shown["problem"] = read_report(chosen.json_path)
+            if shown["problem"] is None and is_compare(data):
+                try:
+                    shown["compare"] = compare_view(data)
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
+                    shown["problem"] = (f"the report says it is {COMPARE_FORMAT} but is not "
+                                        f"shaped like it ({type(error).__name__}: {error}); "
+                                        "its content is shown as it is")
+            if shown["compare"] is None and data is not None:
+                shown["generic"] = generic_view(data)
     return _render("reports.html", {
         "title": "Report " + chosen.name if chosen else "Comparison reports",
-        "page": "reports", "viewer": viewer, "banner": None, "reports": reports,
-        "notice": getattr(request.app.state, "notice", None),
+        "page": "reports", "viewer": viewer, "banner": None, "reports": listed,
+        "trouble": trouble, "notice": getattr(request.app.state, "notice", None),
         "folder": str(folder), "shown": shown,
         "boot": {"page": "reports", "auth": viewer.auth, "signedIn": viewer.user is not None}})
 
 
-@router.get("/reports/{name}/charts")
-async def report_charts(request: Request, name: str) -> Response:
-    """The report's own HTML (charts), sandboxed: its scripts run without this site's rights."""
+def _report_file(request: Request, name: str, which: str) -> Response:
+    """The report's own file: its charts (report.html, sandboxed: its scripts run without this
+    site's rights) or its report.json."""
     viewer = _viewer(request)
     if isinstance(viewer, Response):
         return viewer
-    ctx: ServerContext = request.app.state.ctx
-    folder = reports_dir(ctx)
-    if viewer.user is None or not any(r.name == name and r.charts
-                                       for r in list_reports(folder)):
-        return _not_found(request, f"no charts for a report named {name[:150]!r}")
-    return Response((folder / f"{name}.html").read_bytes(), media_type="text/html",
-                    headers={"content-security-policy": "sandbox allow-scripts",
-                             "x-content-type-options": "nosniff"})
+    chosen = find_report(reports_dir(request.app.state.ctx), name) \
+        if viewer.user is not None else None
+    path = None if chosen is None else chosen.html_path if which == "charts" \
+        else chosen.json_path
+    if path is None:
+        return _not_found(request, f"no {which} for a report named {name[:150]!r}")
+    if which == "charts":
+        return FileResponse(path, media_type="text/html", headers={
+            "content-security-policy": "sandbox allow-scripts",
+            "x-content-type-options": "nosniff", "cache-control": "no-store"})
+    return FileResponse(path, media_type="application/json", headers={
+        "x-content-type-options": "nosniff", "cache-control": "no-store",
+        "content-security-policy": "default-src 'none'; sandbox"})
+
+
+@router.get("/reports/{name}/charts")
+async def report_charts(request: Request, name: str) -> Response:
+    return _report_file(request, name, "charts")
+
+
+@router.get("/reports/{name}/report.json")
+async def report_json(request: Request, name: str) -> Response:
+    return _report_file(request, name, "report.json")
 
 
 def _not_found(request: Request, reason: str) -> Response:
