@@ -160,7 +160,7 @@ def demo_settings(settings: Settings, data_dir: Path | None) -> Settings:
 def bind(host: str, port: int) -> socket.socket:
     """The server's socket, taken before the comparison so a busy port fails in a second."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY in asyncio
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -274,6 +274,8 @@ async def compare(settings: Settings, store: Store, gateway: DemoGateway, consol
 
 def _recorded(plan: Plan, setup: LiveSetup, store: Store, gateway: DemoGateway) -> dict[str, Any]:
     """The report's settings block, in the same shape `ruflo compare` writes."""
+    from ruflo.compare.runner import COMPANY_ORG, LIVE_ENGINE
+
     if gateway.scripted is not None:
         used = {"kind": "scripted", "url": gateway.client.base_url,
                 "note": "answers come from a script, not a real model"}
@@ -286,8 +288,8 @@ def _recorded(plan: Plan, setup: LiveSetup, store: Store, gateway: DemoGateway) 
                        "shape": r.shape} for r in plan.workloads],
         "modes": [m.value for m in plan.modes], "seeds": list(plan.seeds),
         "agents": plan.agents, "simulate": False, "kill_fraction": None,
-        "tasks_per_shape": None, "auto_approval": None, "gateway": used,
-        "engine": "live (ruflo.engine.live)",
+        "tasks_per_shape": None, "auto_approval": plan.auto_approval, "gateway": used,
+        "engine": LIVE_ENGINE, "company_org": COMPANY_ORG,
         "live": {"lease_seconds": setup.params.lease_seconds,
                  "time_unit": setup.params.time_unit,
                  "poll_seconds": setup.params.poll_seconds, "model": setup.model,

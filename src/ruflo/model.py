@@ -159,6 +159,12 @@ class Agent:
     worker_id: str | None = None
     """The worker process hosting this agent, when the hive is distributed."""
 
+    @property
+    def external(self) -> bool:
+        """Driven by an outside client (the REST board API or MCP) that claims for itself: no
+        engine, server or worker hosts it."""
+        return self.adapter_config.get("via") in ("rest", "mcp")
+
 
 @dataclass(frozen=True, slots=True)
 class Task:

@@ -280,6 +280,29 @@ async def test_agents_of_a_live_worker_are_left_to_it(
     assert store.get_agent(f"{hive.id}-a0").worker_id == "w-live"
 
 
+async def test_agents_driven_by_rest_or_mcp_clients_are_never_hosted(
+        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, ["t1"], agents=1)
+    store.add_agent(Agent(id=f"{hive.id}-rest", hive_id=hive.id, name="rest-client",
+                          adapter_config={"via": "rest"}))
+    store.add_agent(Agent(id=f"{hive.id}-mcp", hive_id=hive.id, name="mcp-client",
+                          adapter_config={"via": "mcp"}))
+    only_outside = make_hive(store, tmp_path, ["t2"], agents=0)
+    store.add_agent(Agent(id=f"{only_outside.id}-mcp", hive_id=only_outside.id,
+                          name="mcp-client", adapter_config={"via": "mcp"}))
+
+    await runner.start(hive.id)
+    await runner.start(only_outside.id)
+
+    assert runner.hosting[hive.id].agents == [f"{hive.id}-a0"]
+    assert only_outside.id not in runner.hosting
+    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+    assert store.get_agent(f"{hive.id}-rest").worker_id is None
+    assert gateway_server.chat_count == 2, "only the hosted agent called the gateway"
+
+
 async def test_a_silent_workers_agents_are_adopted(
         store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
         tmp_path: Path) -> None:

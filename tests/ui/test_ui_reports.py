@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +82,8 @@ def summary_rows(page: str) -> list[str]:
 
 
 @pytest.fixture
-def served(servers: Servers) -> Iterator[Served]:
-    yield servers.start(gateway_url=None)
+def served(servers: Servers) -> Served:
+    return servers.start(gateway_url=None)
 
 
 def test_compare_folders_are_listed_newest_first_by_their_stamp(
@@ -149,7 +148,8 @@ def test_a_compare_report_shows_its_summary_settings_and_every_run(
             assert f"<strong>{workload}</strong>" not in ties.group(0)
     assert "<strong>ticket</strong>" in ties.group(0)
     assert "Who won what" in page
-    assert 'aria-labelledby="summary-title"' in page and "<caption>" in page
+    assert 'aria-labelledby="summary-title"' in page
+    assert "<caption>" in page
 
     # The settings, plainly: workloads, modes, seeds, agents, no gateway (simulated).
     facts = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page))

@@ -37,6 +37,10 @@ def compare(
     time_unit: Annotated[float | None, typer.Option(
         help="Live: wall seconds per policy time unit (default 10; 0.05 with --scripted).")] = None,
     run_timeout: Annotated[float, typer.Option(help="Live: seconds before a run is stopped.")] = 900.0,
+    approvals: Annotated[str, typer.Option(
+        help="Company runs: decide approvals (budget override, hire, strategy) without a "
+             "person: reject, approve, or ask (a person decides with `ruflo approval`; the run "
+             "waits). Recorded in the report.")] = "reject",
     timeline: Annotated[list[str] | None, typer.Option(
         help="Run id (workload/mode/seed/variant) whose timeline to draw; repeatable.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report's summary as "
@@ -63,7 +67,7 @@ def compare(
                           "nothing was run") from None
     plan = Plan(workloads=tuple(resolve(workloads)), modes=tuple(dict.fromkeys(mode_list)),
                 seeds=tuple(range(seeds)), agents=agents, simulate=simulate,
-                kill_fraction=kill_fraction, tasks=tasks)
+                kill_fraction=kill_fraction, tasks=tasks, approvals=approvals)
     check(plan)
     settings = load_settings()
     base = out if out is not None else settings.data_dir / "reports"
@@ -80,7 +84,7 @@ def compare(
         "modes": [m.value for m in plan.modes], "seeds": list(plan.seeds),
         "agents": plan.agents, "simulate": plan.simulate, "kill_fraction": plan.kill_fraction,
         "tasks_per_shape": plan.tasks if any(r.shape for r in plan.workloads) else None,
-        "auto_approval": None,
+        "auto_approval": plan.auto_approval,
     }
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:
@@ -117,7 +121,7 @@ def compare(
 
 async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_unit: float | None,
                 run_timeout: float, recorded: dict[str, Any], on_run: Any) -> Any:
-    from ruflo.compare.runner import LiveSetup, command_env, run_plan_live
+    from ruflo.compare.runner import COMPANY_ORG, LIVE_ENGINE, LiveSetup, command_env, run_plan_live
     from ruflo.compare.workloads import gateway_rules
     from ruflo.engine.live import LiveParams
     from ruflo.gateway.client import GatewayClient
@@ -143,7 +147,9 @@ async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_uni
         params = LiveParams(lease_seconds=settings.lease_seconds,
                             time_unit=time_unit or (0.05 if scripted else 10.0),
                             poll_seconds=0.5 if scripted else 1.0)
-        recorded["engine"] = "live (ruflo.engine.live)"
+        recorded["engine"] = LIVE_ENGINE
+        if "company" in recorded["modes"]:
+            recorded["company_org"] = COMPANY_ORG
         recorded["live"] = {"lease_seconds": params.lease_seconds, "time_unit": params.time_unit,
                             "poll_seconds": params.poll_seconds, "model": settings.model,
                             "store": store.url, "run_timeout": run_timeout}

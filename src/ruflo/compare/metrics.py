@@ -5,9 +5,11 @@ model and the simulator's result types; no I/O.
 Definitions (reference/allocation.md; the simulator uses the same ones):
 - makespan: from `engine_started` to the last task ending (done, failed, cancelled).
 - an attempt is a claim and how it ended: done, failed, released (quit, abstained, paused,
-  attempt failed), or expired (its holder died and the lease ran out).
-- duplicate work: attempts beyond the first on a task, and the tokens of attempts that did not
-  end with their task done (work spent twice).
+  attempt failed), or expired (its holder died and the lease ran out). A claim that ended by
+  splitting its task into subtasks (`split`) or handing it to a report (`delegated`, company
+  mode) is coordination: it is on the timeline but is no attempt at the work itself.
+- duplicate work: work attempts beyond the first on a task, and the tokens of work attempts
+  that did not end with their task done (work spent twice).
 - task switch: an agent claims another task while its last attempt ended unfinished (thrash).
 - released claims: claims given back before done (quit, abstained, paused) or expired; a failed
   attempt is counted apart.
@@ -34,6 +36,10 @@ ENDINGS = {"task_done": "done", "task_failed": "failed", "task_released": "relea
            "lease_expired": "expired", "task_cancelled": "cancelled"}
 FAILED_RETRY = "attempt failed"
 """Reason prefix of the engine's release after a failed attempt that will be retried."""
+DELEGATED = "delegated"
+"""Reason of the company engine's release when a manager hands the ticket to a report."""
+COORDINATING = frozenset({"split", "delegated"})
+"""Outcomes of claims that organised the work rather than did it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +52,7 @@ class Attempt:
     end: float | None
     """Seconds since the run began; None when the run stopped with the claim still held."""
     outcome: str
-    """done | failed | released | expired | cancelled | open"""
+    """done | failed | released | expired | cancelled | split | delegated | open"""
 
 
 @dataclass(slots=True)
@@ -109,9 +115,11 @@ def attempts(events: Sequence[Event]) -> list[Attempt]:
         elif event.kind in ENDINGS and task in open_claims:
             agent, began = open_claims.pop(task)
             outcome = ENDINGS[event.kind]
-            if outcome == "released" and str(event.data.get("reason", "")).startswith(
-                    FAILED_RETRY):
+            reason = str(event.data.get("reason", ""))
+            if outcome == "released" and reason.startswith(FAILED_RETRY):
                 outcome = "failed"
+            elif outcome == "released" and reason == DELEGATED:
+                outcome = "delegated"
             found.append(Attempt(agent, task, began, at, outcome))
         elif event.kind == "task_updated" and task in open_claims and \
                 event.data.get("fields", {}).get("state") == "blocked":
@@ -159,7 +167,8 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
         return math.fsum(known) if known else None
 
     # Duplicate work: extra attempts, and the tokens of attempts that did not finish their task.
-    first_claims = {a.task for a in claims}
+    work_claims = [a for a in claims if a.outcome not in COORDINATING]
+    first_claims = {a.task for a in work_claims}
     by_holder: dict[tuple[str, str], list[Attempt]] = {}
     for attempt in sorted(claims, key=lambda a: a.start):
         by_holder.setdefault((attempt.task, attempt.agent), []).append(attempt)
@@ -169,7 +178,7 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
             continue
         at = (entry.ts - start).total_seconds()
         mine = [a for a in by_holder.get((entry.task_id, entry.agent_id), ()) if a.start <= at]
-        if mine and mine[-1].outcome != "done":
+        if mine and mine[-1].outcome not in ("done", *COORDINATING):
             wasted += entry.total_tokens
     finishes: dict[str, int] = {}
     for event in events:
@@ -214,7 +223,7 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
         unknown_cost_calls=sum(1 for e in ledger if e.cost is None),
         tokens_per_success=success_tokens,
         calls_per_task=len(ledger) / len(tasks) if tasks else 0.0,
-        attempts=len(claims), duplicate_attempts=len(claims) - len(first_claims),
+        attempts=len(claims), duplicate_attempts=len(work_claims) - len(first_claims),
         duplicate_tokens=wasted, done_twice=sum(1 for n in finishes.values() if n > 1),
         task_switches=switches, released_claims=released, failed_attempts=failed_attempts,
         unclaimed_age_mean=math.fsum(ages) / len(ages) if ages else None,

@@ -175,6 +175,35 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _company_table(report: dict[str, Any]) -> str:
+    """How each company run was organised (counted from its events by the runner) and what its
+    coordination cost next to its work, with the auto-approval policy it ran under."""
+    rows = []
+    for run in report["runs"]:
+        figures = run.get("detail", {}).get("company")
+        if run["mode"] != "company" or figures is None or run["metrics"] is None:
+            continue
+        approvals = "; ".join(f"{a['kind']}: {a['status']} by {a['decided_by'] or 'nobody yet'}"
+                              for a in figures["approvals"]) or "none"
+        rows.append((run["id"], run["metrics"]["coordination_tokens"],
+                     run["metrics"]["work_tokens"], figures["plans"], figures["delegations"],
+                     figures["corrected_delegations"], figures["escalations"],
+                     figures["reassignments"], figures["plans_refused"],
+                     figures["plan_fallbacks"], approvals))
+    if not rows:
+        return ""
+    policy = report["settings"].get("auto_approval")
+    said = (", ".join(f"{kind}: {decision}" for kind, decision in policy.items())
+            if isinstance(policy, dict) else "none: a person decides with `ruflo approval`")
+    return ("<h2>Company runs</h2>"
+            f"<p>Auto-approval policy: {html.escape(said)}. "
+            f"{html.escape(str(report['settings'].get('company_org') or ''))}</p>"
+            + _table(["run", "coordination tokens", "work tokens", "planning calls",
+                      "delegations", "corrected by the capability check", "escalations",
+                      "reassignments", "plans refused", "fallbacks", "approvals"], rows,
+                     "company"))
+
+
 def chosen_timelines(report: dict[str, Any], wanted: Sequence[str]) -> list[dict[str, Any]]:
     """The runs whose timeline to draw: the ones asked for, else the first seed of the first
     workload in each mode."""
@@ -250,7 +279,7 @@ def render_html(report: dict[str, Any], timeline_runs: Sequence[str] = ()) -> st
         end_of_run = max([b["end"] or b["start"] for b in bars], default=0.0)
         colours = {"done": "#2a9d8f", "failed": "#e76f51", "released": "#e9c46a",
                    "expired": "#6c757d", "cancelled": "#adb5bd", "split": "#8ecae6",
-                   "open": "#264653"}
+                   "delegated": "#a8dadc", "open": "#264653"}
         fig = go.Figure()
         for outcome, colour in colours.items():
             mine = [b for b in bars if b["outcome"] == outcome]
@@ -294,6 +323,7 @@ def render_html(report: dict[str, Any], timeline_runs: Sequence[str] = ()) -> st
                         "coordination tokens", "cost", "LLM calls", "duplicate tokens",
                         "task switches", "released claims", "unclaimed age", "killed",
                         "recovered"], runs_rows, "runs")
+    company_html = _company_table(report)
     unavailable = "".join(f"<li><b>{html.escape(u['mode'])}</b>: {html.escape(u['status'])}</li>"
                           for u in report["unavailable"])
     gateway = settings.get("gateway") or {}
@@ -326,6 +356,7 @@ modes {html.escape(', '.join(modes))} · seeds {html.escape(str(settings.get('se
 {''.join(parts)}
 <h2>Every run</h2>
 {runs_html}
+{company_html}
 <h2>Settings</h2>
 <pre>{settings_html}</pre>
 </body></html>

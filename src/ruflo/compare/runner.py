@@ -18,9 +18,10 @@ from ruflo.compare.metrics import KILLED, VERIFIED, RunMetrics, run_metrics, sim
 from ruflo.compare.metrics import timeline as timeline_of
 from ruflo.compare.workloads import BUILTIN, builtin_path
 from ruflo.errors import ConfigError, PolicyError, RufloError
-from ruflo.model import Agent, Hive, HiveStatus, Mode, new_id
+from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
+    from ruflo.engine.company import CompanyEngine
     from ruflo.engine.live import LiveEngine, LiveParams
     from ruflo.gateway.base import Gateway
     from ruflo.store.base import Store
@@ -28,6 +29,34 @@ if TYPE_CHECKING:
 
 BASELINE = "baseline"
 KILLED_VARIANT = "killed"
+RUN_STARTED = "compare_run_started"
+"""Event of the runner on each live hive: which run it is, and the auto-approval policy used."""
+
+LIVE_ENGINE = ("live: ruflo.engine.company.engine_for — ruflo.engine.company (company), "
+               "ruflo.engine.live (swarm, solo, round_robin)")
+"""What drives live runs, as the report's settings name it."""
+
+APPROVAL_KINDS = ("budget_override", "hire", "strategy")
+APPROVAL_DECISIONS = ("reject", "approve", "ask")
+
+ROOT_NAME = "ceo"
+LEAD_NAME = "lead"
+COMPANY_ORG = ("a company run uses the workload's org chart when its agents have reports_to; "
+               f"otherwise a generated one: a root ({ROOT_NAME!r}) over one lead ({LEAD_NAME!r}) "
+               "over the same engineers the swarm gets (the workload's agents, or --agents N "
+               "specialists named by skill), so both modes have the same hands on the work and "
+               "the managers' calls are the coordination cost. The root gets the objective as "
+               "one ticket (with the workload's tasks as the suggested breakdown) and plans it.")
+"""How company runs are organised, as the report's settings say it."""
+
+
+def approval_policy(decision: str) -> dict[str, str] | None:
+    """The hive config `approvals` of company runs: every approval kind decided the same way
+    without a person (reject, approve), or None (ask: a person decides with `ruflo approval`)."""
+    if decision not in APPROVAL_DECISIONS:
+        raise PolicyError(f"--approvals must be one of {', '.join(APPROVAL_DECISIONS)} (got "
+                          f"{decision!r}); nothing was run")
+    return None if decision == "ask" else dict.fromkeys(APPROVAL_KINDS, decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +131,17 @@ class Plan:
     kill_fraction: float | None = None
     tasks: int = 1000
     """Tasks of a generated shape."""
+    approvals: str = "reject"
+    """How company runs decide approvals (budget override, hire, strategy) without a person:
+    reject (default: an unattended run neither waits for a person nor spends past a cap),
+    approve, or ask (a person decides with `ruflo approval`; the run waits)."""
+
+    @property
+    def auto_approval(self) -> dict[str, str] | None:
+        """The policy company runs get (None when no company run is planned, or ask)."""
+        if Mode.COMPANY not in self.modes:
+            return None
+        return approval_policy(self.approvals)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -197,9 +237,13 @@ def command_env() -> dict[str, str]:
 
 async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
                    variant: str) -> RunRecord:
-    """One live run: a fresh copy of the fixture, a new hive in the store, the live engine until
-    the hive ends, then the workload's verify command on the final workspace (an event), and
-    the metrics from the hive's events and ledger."""
+    """One live run: a fresh copy of the fixture, a new hive in the store, its engine
+    (`engine_for`: the company engine for company mode, the live engine otherwise) until the
+    hive ends, then the workload's verify command on the final workspace (an event), and the
+    metrics from the hive's events and ledger.
+
+    Swarm, solo and round robin get the workload's tasks on the board; a company gets the
+    objective as one ticket owned by its root, which plans it (see COMPANY_ORG)."""
     record = RunRecord(ref.name, mode.value, seed, variant)
     if ref.shape is not None:
         record.status = "unavailable: shapes are simulated only (use --simulate)"
@@ -216,20 +260,32 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
     else:
         workspace.mkdir(parents=True)
     crew = live_agents(workload, plan.agents or 4, hive_id, mode)
-    from ruflo.engine.plan import tasks_for_hive
+    config: dict[str, Any] = {"seed": seed, "compare": record.id, "verify": workload.verify,
+                              "auto_approval": None}
+    if mode is Mode.COMPANY:
+        policy = approval_policy(plan.approvals)
+        config.update(auto_approval=policy, max_depth=COMPANY_DEPTH)
+        if policy is not None:
+            config["approvals"] = policy  # what the company engine reads
+        tasks = [objective_ticket(workload, hive_id, root_of(crew))]
+    else:
+        from ruflo.engine.plan import tasks_for_hive
 
-    tasks = tasks_for_hive(hive_id, workload.tasks)
+        tasks = tasks_for_hive(hive_id, workload.tasks)
     hive = Hive(id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
                                  + (" · killed" if variant == KILLED_VARIANT else ""),
                 mode=mode, objective=workload.objective, workspace=str(workspace),
-                config={"seed": seed, "compare": record.id, "verify": workload.verify,
-                        "auto_approval": None})
+                config=config)
     store.create_hive(hive, agents=crew, tasks=tasks)
+    store.append_event(hive_id, RUN_STARTED, data={
+        "run": record.id, "mode": mode.value, "auto_approval": config["auto_approval"],
+        "org": None if mode is not Mode.COMPANY else
+        "the workload's" if workload.has_org else "generated (root, lead, engineers)"})
     record.hive_id, record.workspace = hive_id, str(workspace)
 
-    from ruflo.engine.live import LiveEngine
+    from ruflo.engine.company import engine_for
 
-    engine = LiveEngine(store, hive_id, gateway=setup.gateway,
+    engine = engine_for(store, hive_id, gateway=setup.gateway,
                         params=replace(setup.params, seed=seed), model=setup.model,
                         env=setup.env)
     killer = None
@@ -258,23 +314,85 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
             await asyncio.gather(killer, return_exceptions=True)
     await verify_workspace(store, hive_id, workload, workspace, setup.env)
     final = store.get_hive(hive_id)
-    record.metrics = run_metrics(store.events(hive_id), store.ledger(hive_id=hive_id),
-                                 store.list_tasks(hive_id))
-    record.timeline = timeline_of(store.events(hive_id))
+    events = store.events(hive_id)
+    ledger = store.ledger(hive_id=hive_id)
+    record.metrics = run_metrics(events, ledger, store.list_tasks(hive_id))
+    record.timeline = timeline_of(events)
     record.detail = {"agents": len(crew), "hive_status": final.status.value,
                      "hive_reason": final.pause_reason}
+    if mode is Mode.COMPANY:
+        record.detail["org"] = [{"agent": a.id, "name": a.name, "role": a.role,
+                                 "reports_to": a.reports_to, "skills": list(a.skills)}
+                                for a in crew]
+        record.detail["company"] = company_figures(events)
+        record.detail["auto_approval"] = config["auto_approval"]
     return record
 
 
-def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Agent]:
-    """The workload's agents, or N specialists dealt over its skills; in company mode without an
-    org chart, the simulator's generated org. Ids are made unique to the hive."""
-    from ruflo.engine.shapes import mixed_agents
-    from ruflo.engine.simulate import company_agents
+COMPANY_DEPTH = 2
+"""Delegations a ticket may go down from the objective: root → lead → engineer."""
 
-    crew = list(workload.agents) or mixed_agents(n, workload.skills, hive_id=hive_id)
-    if mode is Mode.COMPANY:
-        crew = company_agents(crew)
+
+def company_figures(events: Sequence[Event]) -> dict[str, Any]:
+    """How a company run was organised, counted from its events: planning calls, delegations
+    (and how many the capability check corrected), escalations, reassignments, refused plans,
+    fallbacks to the heuristic, and approvals with who decided them."""
+    def count(kind: str) -> int:
+        return sum(e.kind == kind for e in events)
+
+    approvals: dict[str, dict[str, Any]] = {}
+    for event in events:
+        approval_id = event.data.get("approval_id")
+        if event.kind == "approval_requested" and isinstance(approval_id, str):
+            approvals[approval_id] = {"id": approval_id, "kind": event.data.get("kind"),
+                                      "subject": event.data.get("subject"), "status": "pending",
+                                      "decided_by": None}
+        elif event.kind == "approval_decided" and approval_id in approvals:
+            approvals[approval_id].update(status=event.data.get("status"),
+                                          decided_by=event.data.get("decided_by"))
+
+    return {
+        "plans": count("ticket_planned"), "delegations": count("ticket_delegated"),
+        "corrected_delegations": sum(e.kind == "ticket_delegated"
+                                     and e.data.get("chosen_by") == "capability check"
+                                     for e in events),
+        "escalations": count("ticket_escalated"), "reassignments": count("ticket_reassigned"),
+        "plans_refused": count("plan_refused"), "plan_fallbacks": count("plan_fallback"),
+        "approvals": list(approvals.values()),
+    }
+
+
+def objective_ticket(workload: Workload, hive_id: str, root: str) -> Task:
+    """The company's one ticket: the objective, owned by the root, checked by the workload's
+    verify command. Its description carries the workload's tasks as a suggested breakdown, so
+    the root plans from what the swarm is given."""
+    lines = [workload.objective.strip(), "",
+             "The work as the workload breaks it down (plan it into tickets for your reports):"]
+    for task in workload.tasks:
+        after = [t.title for t in workload.tasks if t.id in task.depends_on]
+        lines.append(f"- {task.title}" + (f" [{', '.join(task.skills)}]" if task.skills else "")
+                     + (f" (after: {'; '.join(after)})" if after else "")
+                     + (f": {task.description.strip()}" if task.description.strip() else "")
+                     + (f" Verify: `{task.verify}`" if task.verify else ""))
+    objective = workload.objective.strip()
+    title = objective.splitlines()[0][:200] if objective else workload.name
+    return Task(id=f"{hive_id[:8]}.objective", hive_id=hive_id, title=title,
+                description="\n".join(lines).strip(), skills=tuple(workload.skills),
+                effort=sum(t.effort for t in workload.tasks) or 1.0,
+                verify=workload.verify or None, assignee=root)
+
+
+def root_of(crew: Sequence[Agent]) -> str:
+    return next(a.id for a in crew if a.reports_to is None)
+
+
+def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Agent]:
+    """The workload's agents, or N specialists dealt over its skills and named by them
+    (`python-1`, `docs-1`); in company mode without an org chart, those agents as engineers
+    under a generated root and lead (COMPANY_ORG). Ids are made unique to the hive."""
+    crew = list(workload.agents) or engineers(n, workload.skills)
+    if mode is Mode.COMPANY and not workload.has_org:
+        crew = company_org(crew)
 
     def own(agent_id: str) -> str:
         return f"{hive_id[:8]}.{agent_id}"
@@ -283,7 +401,48 @@ def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Ag
                     reports_to=own(a.reports_to) if a.reports_to else None) for a in crew]
 
 
-async def _kill_mid_run(engine: LiveEngine, store: Store, hive_id: str, crew: Sequence[Agent],
+def engineers(n: int, skills: Sequence[str]) -> list[Agent]:
+    """N specialists dealt over the skills in equal shares (`mixed_agents`), each named after
+    its first skill and a count; generalists are `agent-N`."""
+    from ruflo.engine.shapes import mixed_agents
+
+    counts: dict[str, int] = {}
+    named = []
+    for agent in mixed_agents(n, skills):
+        kind = agent.skills[0] if agent.skills else "agent"
+        counts[kind] = counts.get(kind, 0) + 1
+        name = f"{kind}-{counts[kind]}"
+        named.append(replace(agent, id=name, name=name))
+    return named
+
+
+def company_org(crew: Sequence[Agent]) -> list[Agent]:
+    """The generated org of a company run: a root over one lead over the crew as engineers."""
+    taken = {a.id for a in crew} | {a.name for a in crew}
+
+    def free(name: str) -> str:
+        n, candidate = 1, name
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate)
+        return candidate
+
+    root, lead = free(ROOT_NAME), free(LEAD_NAME)
+    skills = list(dict.fromkeys(s for a in crew for s in a.skills))
+    return [
+        Agent(id=root, hive_id="", name=root, role="ceo", title="head of the company",
+              capabilities="plans the objective into tickets and delegates them"),
+        Agent(id=lead, hive_id="", name=lead, role="manager", title="engineering lead",
+              capabilities="leads the engineers"
+                           + (f" ({', '.join(skills)})" if skills else ""),
+              reports_to=root),
+        *(replace(a, reports_to=lead, role="engineer" if a.role == "worker" else a.role,
+                  capabilities=a.capabilities or f"{', '.join(a.skills) or 'general'} engineer")
+          for a in crew)]
+
+
+async def _kill_mid_run(engine: LiveEngine | CompanyEngine, store: Store, hive_id: str, crew: Sequence[Agent],
                         fraction: float, seed: int) -> None:
     """When the first task is claimed, kill a fraction of the agents as crashed processes die:
     the first claimer (so the kill hits work in flight) and others chosen by the seed."""
@@ -322,6 +481,7 @@ def check(plan: Plan) -> None:
     if not plan.workloads or not plan.modes or not plan.seeds:
         raise ConfigError("compare needs at least one workload, one mode and one seed; "
                           "nothing was run")
+    approval_policy(plan.approvals)
     if plan.kill_fraction is not None and not 0 < plan.kill_fraction < 1:
         raise PolicyError(f"--kill-fraction must be between 0 and 1 (got {plan.kill_fraction}); "
                           "nothing was run")

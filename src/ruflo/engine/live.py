@@ -12,9 +12,10 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.agents import (
     SOLO_TOOLS,
@@ -73,6 +74,20 @@ log = logging.getLogger(__name__)
 
 KILLED = "killed"
 """Stop reason of an agent that dies on purpose (tests, chaos): nothing is released."""
+
+CONTENDED = "(claiming elsewhere)"
+"""Board holder of a task whose row another process holds locked while it claims it: this
+process's agents pass it over until that claim's event (or a recheck) says who has it."""
+
+RECHECK_CONTENDED = 2.0
+"""Seconds after which a task still held for another process's claim is read again (that
+claim may have rolled back)."""
+
+STORE_THREADS = 4
+"""Threads (each with its own Postgres connection) that run an engine's claim and finish
+transactions, so one agent's wait for a commit does not stall the others."""
+
+_T = TypeVar("_T")
 
 FOLLOWED = frozenset({
     "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
@@ -212,6 +227,13 @@ class LiveEngine:
         self._status = HiveStatus.RUNNING
         self._helpers: list[asyncio.Task[None]] = []
         self._tools: frozenset[TaskTool] = SWARM_TOOLS
+        self._pool: ThreadPoolExecutor | None = None
+        """Postgres: threads for the claim and finish transactions (SQLite answers in tens of
+        microseconds, less than a thread hop, so it runs them in the loop)."""
+        self._claiming: dict[asyncio.Future[tuple[Task, Agent] | None], str] = {}
+        """Claims in flight in the pool whose waiter was cancelled: handed back at teardown."""
+        self._saved_thresholds: dict[str, dict[str, float]] = {}
+        """Thresholds last written per agent: only changes are written."""
 
     # -- time and wake-ups -----------------------------------------------------------------------
     def now(self) -> float:
@@ -284,6 +306,8 @@ class LiveEngine:
                               else "nothing was run"))
         self.hive = hive
         self.store.add_listener(self._on_store_event)
+        if self.store.dialect == "postgresql":
+            self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="ruflo-store")
         try:
             self._seq = self.store.last_seq(self.hive_id)
             self._load()
@@ -304,6 +328,10 @@ class LiveEngine:
         finally:
             await self._teardown()
             self.store.remove_listener(self._on_store_event)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        if hasattr(self, "policy"):
+            self._persist_all_thresholds()
         final = self.store.get_hive(self.hive_id)
         self.store.append_event(self.hive_id, "engine_stopped",
                                 data={"status": final.status.value})
@@ -337,6 +365,20 @@ class LiveEngine:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._hand_back_orphan_claims()
+
+    async def _hand_back_orphan_claims(self) -> None:
+        """A claim whose agent loop was stopped while the store was still making it may have
+        committed: give it back now rather than leave the task to its lease."""
+        for future, agent_id in list(self._claiming.items()):
+            with contextlib.suppress(Exception):  # a failed claim holds nothing
+                claimed = await future
+                slot = self.slots.get(agent_id)
+                if claimed is not None and (slot is None or slot.stop_reason != KILLED):
+                    with contextlib.suppress(Conflict):
+                        self.store.release_task(claimed[0].id, agent_id,
+                                                reason="the engine stopped while claiming")
+        self._claiming.clear()
 
     def _stop_reason(self) -> str:
         if self._status is HiveStatus.PAUSED:
@@ -444,10 +486,18 @@ class LiveEngine:
             if agent.id in self.slots:
                 self._persist_thresholds(agent.id)
 
+    def _unsaved_thresholds(self, agent_id: str) -> dict[str, float] | None:
+        """The agent's learned thresholds if they changed since last written, else None."""
+        if not isinstance(self.policy, SwarmPolicy) or agent_id not in self.policy.agents:
+            return None
+        thresholds = {k: round(v, 4) for k, v in self.policy.thresholds(agent_id).items()}
+        return None if self._saved_thresholds.get(agent_id) == thresholds else thresholds
+
     def _persist_thresholds(self, agent_id: str) -> None:
-        if isinstance(self.policy, SwarmPolicy) and agent_id in self.policy.agents:
-            thresholds = {k: round(v, 4) for k, v in self.policy.thresholds(agent_id).items()}
+        thresholds = self._unsaved_thresholds(agent_id)
+        if thresholds is not None:
             self.store.update_agent(agent_id, thresholds=thresholds)
+            self._saved_thresholds[agent_id] = thresholds
 
     # -- agent loops -----------------------------------------------------------------------------
     def _may_work(self, slot: AgentSlot) -> bool:
@@ -459,7 +509,7 @@ class LiveEngine:
             slot.wake.clear()
             if not self._may_work(slot):
                 continue
-            task = self._decide(slot)
+            task = await self._decide(slot)
             if task is None:
                 continue
             slot.stop_reason = None
@@ -499,7 +549,7 @@ class LiveEngine:
         if slot.loop_task is not None:
             slot.loop_task.cancel()
 
-    def _decide(self, slot: AgentSlot) -> Task | None:
+    async def _decide(self, slot: AgentSlot) -> Task | None:
         """Ask the policy until a claim is won or it says to wait."""
         for _ in range(16):
             now = self.now()
@@ -507,23 +557,15 @@ class LiveEngine:
             self._flush_wakes()
             if isinstance(decision, Take | Decompose):
                 # A live agent decides itself whether to split (post_subtasks).
-                claimed = self.store.claim_task(self.hive_id, slot.id,
-                                                lease_seconds=self.params.lease_seconds,
-                                                task_id=decision.task_id)
+                claimed = await self._claim(slot, decision.task_id, now)
                 if claimed is None:
-                    self._reconcile(decision.task_id)
-                    continue
-                try:
-                    self.policy.claim(claimed.id, slot.id, now)
-                except Conflict:
-                    # The board disagrees with the store: give it back and look again.
-                    self.store.release_task(claimed.id, slot.id, reason="the board was out of "
-                                                                        "step; claim returned")
-                    self._reconcile(claimed.id)
                     continue
                 self._claims_changed.set()
                 return claimed
             if isinstance(decision, Idle):
+                # Learning from its last task is written now that it rests (or with its next
+                # claim), not in a transaction of its own after each task.
+                self._persist_thresholds(slot.id)
                 if decision.retry_at is not None:
                     self._retry_later(slot, decision.retry_at - now)
                 return None
@@ -534,6 +576,93 @@ class LiveEngine:
         # Lost every race: others are claiming as fast as we are; look again soon.
         self._retry_later(slot, 0.1)
         return None
+
+    async def _claim(self, slot: AgentSlot, task_id: str, now: float) -> Task | None:
+        """Claim the chosen task: on the board first, so this process's other agents pass it
+        over while the store works; then in the store, where one transaction takes the claim
+        (compare-and-set, SKIP LOCKED on Postgres), marks the agent working and writes its
+        learned thresholds. Lost → the board follows the store, and a task another process is
+        claiming right now is held for that claim, so the next choice looks further down."""
+        board = self.policy.board
+        try:
+            self.policy.claim(task_id, slot.id, now)
+        except Conflict:
+            self._reconcile(task_id)
+            return None
+        thresholds = self._unsaved_thresholds(slot.id)
+        lease = self.params.lease_seconds
+
+        def claim() -> tuple[Task, Agent] | None:
+            with self.store.transaction():
+                task = self.store.claim_task(self.hive_id, slot.id, lease_seconds=lease,
+                                             task_id=task_id)
+                if task is None:
+                    return None
+                fields: dict[str, object] = {"status": AgentStatus.WORKING,
+                                             "current_task": task.id, "heartbeat_at": utcnow()}
+                if thresholds is not None:
+                    fields["thresholds"] = thresholds
+                return task, self.store.update_agent(slot.id, **fields)
+
+        claimed = await self._in_store(claim, orphan_of=slot.id)
+        board_task = board.tasks.get(task_id)
+        ours = (board_task is not None and board_task.holder == slot.id
+                and board_task.state is TaskState.CLAIMED)
+        if claimed is None:
+            if ours:
+                self.policy.on_released(task_id, slot.id, self.now(), counts=False)
+            self._lost_race(task_id)
+            return None
+        task, agent = claimed
+        if thresholds is not None:
+            self._saved_thresholds[slot.id] = thresholds
+        slot.agent = agent
+        if not ours:
+            # The board moved on while the store worked (the task was cancelled meanwhile):
+            # give the claim back and look again.
+            with contextlib.suppress(Conflict):
+                self.store.release_task(task.id, slot.id,
+                                        reason="the board was out of step; claim returned")
+            self._reconcile(task.id)
+            return None
+        return task
+
+    def _lost_race(self, task_id: str) -> None:
+        try:
+            task = self.store.get_task(task_id)
+        except NotFound:
+            self._cancel_on_board(task_id)
+            return
+        board_task = self.policy.board.tasks.get(task_id)
+        if task.state is TaskState.OPEN and board_task is not None and board_task.ready:
+            # Open yet not claimable: another process holds its row while it claims it.
+            assert self._loop is not None
+            self.policy.claim(task_id, CONTENDED, self.now())
+            self._loop.call_later(RECHECK_CONTENDED, self._recheck_contended, task_id)
+            return
+        self._apply_task_state(task)
+
+    def _recheck_contended(self, task_id: str) -> None:
+        board_task = self.policy.board.tasks.get(task_id)
+        if self._ending or board_task is None or board_task.holder != CONTENDED:
+            return
+        self.policy.on_released(task_id, CONTENDED, self.now(), counts=False)
+        self._reconcile(task_id)
+
+    async def _in_store(self, call: Callable[[], _T], *, orphan_of: str | None = None) -> _T:
+        """Run a store transaction off the event loop (Postgres) or in it (SQLite). The
+        transaction runs to its end even if the waiter is cancelled; with `orphan_of`, a claim
+        so left behind is handed back at teardown."""
+        if self._pool is None:
+            return call()
+        assert self._loop is not None
+        future = self._loop.run_in_executor(self._pool, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if orphan_of is not None:
+                self._claiming[future] = orphan_of  # type: ignore[index]
+            raise
 
     def _retry_later(self, slot: AgentSlot, units: float) -> None:
         assert self._loop is not None
@@ -551,13 +680,12 @@ class LiveEngine:
 
     async def _attempt(self, slot: AgentSlot, task: Task) -> None:
         slot.task_id = task.id
-        self.store.update_agent(slot.id, status=AgentStatus.WORKING, current_task=task.id,
-                                heartbeat_at=utcnow())
+        settled = False  # the agent's row went back to idle with the outcome
         renewal = asyncio.create_task(self._renew(slot, task.id))
         try:
             try:
-                agent = self.store.get_agent(slot.id)
-                outcome = await slot.executor.run(task, agent, self.hive, self._context(slot))
+                outcome = await slot.executor.run(task, slot.agent, self.hive,
+                                                  self._context(slot))
             except asyncio.CancelledError:
                 if slot.stop_reason in (None, KILLED):
                     raise
@@ -590,14 +718,19 @@ class LiveEngine:
                 self._give_back(slot, task, f"agent crashed: {error!r}", counts=False)
                 self._pause_agent(slot, f"crashed: {error!r}")
                 return
-            self._apply(slot, task, outcome)
+            if outcome.kind is OutcomeKind.COMPLETE:
+                renewal.cancel()
+                settled = await self._complete(slot, task, outcome)
+            else:
+                self._apply(slot, task, outcome)
         finally:
             renewal.cancel()
             if slot.stop_reason != KILLED:
                 # A killed agent keeps its claim until the lease says otherwise.
                 slot.task_id = None
-                status = AgentStatus.IDLE if slot.paused is None else AgentStatus.PAUSED
-                self.store.update_agent(slot.id, status=status, current_task=None)
+                if not settled:
+                    status = AgentStatus.IDLE if slot.paused is None else AgentStatus.PAUSED
+                    self.store.update_agent(slot.id, status=status, current_task=None)
 
     async def _renew(self, slot: AgentSlot, task_id: str) -> None:
         every = self.params.lease_seconds / 3
@@ -641,6 +774,33 @@ class LiveEngine:
         else:
             raise AssertionError(kind)
         self._flush_wakes()
+
+    async def _complete(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> bool:
+        """The task is done: one transaction finishes it (with its event) and sets the agent
+        back to idle. True when it went through."""
+        status = AgentStatus.IDLE if slot.paused is None else AgentStatus.PAUSED
+
+        def finish() -> None:
+            with self.store.transaction():
+                self.store.finish_task(task.id, slot.id, state=TaskState.DONE,
+                                       result=outcome.result, verified=outcome.verified,
+                                       data={"turns": outcome.turns})
+                self.store.update_agent(slot.id, status=status, current_task=None)
+
+        try:
+            await self._in_store(finish)
+        except Conflict as error:
+            self._discarded(slot, task, str(error))
+            return False
+        board_task = self.policy.board.tasks.get(task.id)
+        # The event consumer may have applied this task_done already (Postgres: the commit
+        # happened in a store thread while the loop ran on).
+        if (board_task is not None and board_task.holder == slot.id
+                and board_task.state is TaskState.CLAIMED):
+            self.policy.on_task_finished(task.id, slot.id, True, self.now())
+        self._after_done(task)
+        self._flush_wakes()
+        return True
 
     def _done(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
         try:

@@ -190,8 +190,8 @@ class EngineRunner:
         try:
             agents = self._adopt(hive)
             if not agents:
-                log.info("hive %s: every agent is hosted by a live worker; the server stands "
-                         "by", hive_id)
+                log.info("hive %s: every agent is hosted by a live worker or driven by an "
+                         "outside client (REST, MCP); the server stands by", hive_id)
                 return
             everyone = len(agents) == len(self.store.list_agents(hive_id))
             engine = await self._engine(hive, None if everyone else agents)
@@ -311,8 +311,8 @@ class EngineRunner:
             cutoff = utcnow() - timedelta(seconds=self.stale_after)
             live = {w["id"] for w in self.store.list_workers() if w["heartbeat_at"] >= cutoff
                     and not str(w["id"]).startswith(SERVER_PREFIX)}
-            taken = [a.id for a in self.store.list_agents(hive.id)
-                     if a.worker_id is None or a.worker_id == self.id or a.worker_id not in live]
+            taken = [a.id for a in self.store.list_agents(hive.id) if not a.external and (
+                     a.worker_id is None or a.worker_id == self.id or a.worker_id not in live)]
             if taken:
                 with self.store.transaction():
                     for agent_id in taken:

@@ -306,9 +306,9 @@ class Worker:
                 mine = {a for att in self.attachments for a in att.agents}
                 # An agent under this worker's own id but not hosted here was left by an earlier
                 # run with the same id (a restarted pod): it is free too.
-                free = [a for a in self.store.list_agents(hive_id)
-                        if a.worker_id is None or a.worker_id not in live
-                        or (a.worker_id == self.id and a.id not in mine)]
+                free = [a for a in self.store.list_agents(hive_id) if not a.external and (
+                        a.worker_id is None or a.worker_id not in live
+                        or (a.worker_id == self.id and a.id not in mine))]
                 taken = free[:room]
                 if not taken:
                     return []

@@ -482,7 +482,10 @@ class ScriptedGateway:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _bind(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
+        # says TCP, and without it every streamed chunk waits on Nagle's algorithm (~40 ms).
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                             socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         # Listening before uvicorn starts: a client told the URL early waits in the backlog

@@ -293,11 +293,21 @@ class _Statements:
         self.expiring = ("SELECT id, assignee FROM tasks WHERE state = 'claimed' AND "
                          "lease_until < ? {hive} ORDER BY lease_until" + lock)
         # Postgres: the hive row's counter hands out seqs, its row lock serialising appenders
-        # of one hive. SQLite: writers are already serialised (BEGIN IMMEDIATE), so the next
-        # seq is read from the events' primary key, sparing a page write per transaction.
+        # of one hive (see SqlStore._sequence for why the sequence stays gap-free and why the
+        # lock is taken last). SQLite: writers are already serialised (BEGIN IMMEDIATE), so the
+        # next seq is read from the events' primary key, sparing a page write per transaction.
+        self.bump_seq = ""
+        self.sequence_events = ""
         if self.postgres:
-            self.bump_seq = self.q("UPDATE hives SET last_seq = last_seq + ? WHERE id = ? "
-                                   "RETURNING last_seq")
+            # Counter bump and inserts in one statement: the lock it takes is held for this
+            # statement and the COMMIT only.
+            self.sequence_events = (
+                "WITH s AS (UPDATE hives SET last_seq = last_seq + %(n)s WHERE id = %(hive)s "
+                "RETURNING last_seq) INSERT INTO events (hive_id, seq, ts, kind, agent_id, "
+                "task_id, data) SELECT %(hive)s, s.last_seq - %(n)s + e.n, e.ts, e.kind, "
+                "e.agent_id, e.task_id, e.data FROM s, unnest(%(ts)s::float8[], "
+                "%(kind)s::text[], %(agent)s::text[], %(task)s::text[], %(data)s::text[]) "
+                "WITH ORDINALITY AS e(ts, kind, agent_id, task_id, data, n) RETURNING seq")
         else:
             self.bump_seq = ("SELECT (SELECT COALESCE(MAX(seq), 0) FROM events WHERE "
                              "hive_id = h.id) + ? FROM hives h WHERE h.id = ?")
@@ -308,7 +318,7 @@ class _Statements:
         self.insert_event = self.q(
             "INSERT INTO events (hive_id, seq, ts, kind, agent_id, task_id, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        self.notify = "SELECT pg_notify('ruflo_events', %s)"
+        self.notify = "SELECT pg_notify('ruflo_events', p) FROM unnest(%s::text[]) AS p"
 
     def q(self, sql: str) -> str:
         """Translate `?` placeholders to the driver's style (psycopg wants %s)."""
@@ -321,13 +331,17 @@ class _Statements:
 
 
 class _ThreadState:
-    __slots__ = ("conn", "cur", "depth", "pending", "thread")
+    __slots__ = ("conn", "cur", "deferred", "depth", "notices", "pending", "thread")
 
     def __init__(self, conn: Any, thread: threading.Thread) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self.depth = 0
         self.pending: list[Event] = []
+        self.deferred: dict[str, list[tuple[float, str, str | None, str | None, JSON]]] = {}
+        """Postgres: events of the open transaction waiting for their seqs, by hive."""
+        self.notices: list[str] = []
+        """Postgres: `hive:seq` payloads to NOTIFY once the transaction has committed."""
         self.thread = thread
 
 
@@ -445,15 +459,21 @@ class SqlStore:
         state.pending = []
         try:
             yield
+            if state.deferred:
+                self._sequence(state)
             cur.execute("COMMIT")
         except BaseException as error:
             state.depth = 0
             state.pending = []
+            state.deferred = {}
+            state.notices = []
             self._rollback(state)
             if isinstance(error, (*self._operational, *self._integrity)):
                 raise self._translate(error) from None
             raise
         state.depth = 0
+        if state.notices:
+            self._notify(state)
         pending, state.pending = state.pending, []
         for event in pending:
             for listener in list(self._listeners):
@@ -519,26 +539,33 @@ class SqlStore:
     # -- events ------------------------------------------------------------------------------
     def _append(self, hive_id: str, items: Sequence[tuple[str, str | None, str | None, JSON]],
                 ts: float | None = None, *, want: bool = False) -> list[Event]:
-        """Append events inside the current transaction with the next gap-free seqs."""
+        """Append events inside the current transaction with the next gap-free seqs. On Postgres
+        they are sequenced at commit (see `_sequence`) unless the caller wants them now."""
         if not items:
             return []
         state = self._state()
-        cur = state.cur
         sql = self._sql
+        ts = time.time() if ts is None else ts
+        if sql.postgres:
+            queue = state.deferred.setdefault(hive_id, [])
+            queue.extend((ts, kind, agent_id, task_id, data)
+                         for kind, agent_id, task_id, data in items)
+            if not want:
+                return []
+            # The caller needs the seqs now: sequence this hive's queue (in call order) at once.
+            return self._sequence_hive(state, hive_id, state.deferred.pop(hive_id))[-len(items):]
+        cur = state.cur
         cur.execute(sql.bump_seq, (len(items), hive_id))
         row = cur.fetchone()
         if row is None:
             raise NotFound(f"no hive {hive_id!r}")
         first = row[0] - len(items) + 1
-        ts = time.time() if ts is None else ts
         rows = [(hive_id, first + i, ts, kind, agent_id, task_id, _dumps(data))
                 for i, (kind, agent_id, task_id, data) in enumerate(items)]
         if len(rows) == 1:
             cur.execute(sql.insert_event, rows[0])
         else:
             cur.executemany(sql.insert_event, rows)
-        if sql.postgres:
-            cur.execute(sql.notify, (f"{hive_id}:{rows[-1][1]}",))
         if not (want or self._listeners):
             return []
         when = _dt_req(ts)
@@ -547,6 +574,57 @@ class SqlStore:
         if self._listeners:
             state.pending.extend(events)
         return events
+
+    def _sequence(self, state: _ThreadState) -> None:
+        """Give the transaction's queued events their seqs, as its last statements.
+
+        Why the sequence stays gap-free and in order: a hive's seqs come from its row's
+        counter, bumped in the transaction that inserts the events. The bump takes the row's
+        lock, held until commit or rollback: a rollback undoes the bump with the events (no
+        gap), and the hive's next appender waits for the lock, so it reads the counter only
+        after this transaction is visible (no reader sees seq N+1 before seq N). Taking the
+        lock as the last statement, right before COMMIT, keeps that argument whole while the
+        lock is held only for this statement and the commit's WAL flush, not for the rest of
+        the transaction. Hives are sequenced in id order, so two multi-hive transactions
+        cannot deadlock on their counters.
+        """
+        deferred, state.deferred = state.deferred, {}
+        for hive_id in sorted(deferred):
+            self._sequence_hive(state, hive_id, deferred[hive_id])
+
+    def _sequence_hive(self, state: _ThreadState, hive_id: str,
+                       queue: list[tuple[float, str, str | None, str | None, JSON]]) -> list[Event]:
+        count = len(queue)
+        cur = state.cur
+        cur.execute(self._sql.sequence_events, {
+            "n": count, "hive": hive_id, "ts": [q[0] for q in queue],
+            "kind": [q[1] for q in queue], "agent": [q[2] for q in queue],
+            "task": [q[3] for q in queue], "data": [_dumps(q[4]) for q in queue]})
+        seqs = [row[0] for row in cur.fetchall()]
+        if len(seqs) != count:
+            raise NotFound(f"no hive {hive_id!r}")
+        last = max(seqs)
+        state.notices += [f"{hive_id}:{last - count + 1 + i}" for i in range(count)]
+        events = [Event(seq=last - count + 1 + i, hive_id=hive_id, kind=q[1], ts=_dt_req(q[0]),
+                        agent_id=q[2], task_id=q[3], data=q[4]) for i, q in enumerate(queue)]
+        if self._listeners:
+            state.pending.extend(events)
+        return events
+
+    def _notify(self, state: _ThreadState) -> None:
+        """Wake LISTENers after the commit, outside it: a NOTIFY inside a transaction takes a
+        database-wide lock held through the commit's WAL flush, which would serialise every
+        appending transaction of every hive. Here it is a statement of its own that writes no
+        WAL, so it costs no flush. If it is lost (the connection dropped right after the
+        commit), nothing is: the data is committed and the followers' safety-net poll finds it."""
+        notices, state.notices = state.notices, []
+        try:
+            state.cur.execute(self._sql.notify, (notices,))
+        except self._operational as error:
+            log.warning("committed, but the wake-up notification for %s was not sent (%s); "
+                        "followers will find the change at their next poll", notices[-1],
+                        opening.pg_cause(error))
+            self._drop_state(state)
 
     def append_event(self, hive_id: str, kind: str, *, agent_id: str | None = None,
                      task_id: str | None = None, data: JSON | None = None) -> Event:
