@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,10 @@ def compare(data_dir: Path, *args: str) -> Path:
         env.setenv("RUFLO_DATA_DIR", str(data_dir))
         env.setenv("RUFLO_CONFIG", "")
         env.setenv("COLUMNS", "120")
-        assert run(["compare", *args]) == 0
+        # In a thread of its own: a live compare runs its own event loop, and Playwright's
+        # sync API may hold one in this thread already.
+        with ThreadPoolExecutor(1) as worker:
+            assert worker.submit(run, ["compare", *args]).result() == 0
     (made,) = set((data_dir / "reports").glob("*")) - before
     assert MADE.fullmatch(made.name), made.name
     return made

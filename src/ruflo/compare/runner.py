@@ -126,7 +126,8 @@ class Plan:
     modes: tuple[Mode, ...]
     seeds: tuple[int, ...]
     agents: int | None = None
-    """Agents per run when a workload names none (default: 4 live, 100 simulated)."""
+    """Agents per run when a workload names none (default: 4 live, 100 simulated); a live
+    company gets these as engineers under its generated root and lead (COMPANY_ORG)."""
     simulate: bool = False
     kill_fraction: float | None = None
     tasks: int = 1000

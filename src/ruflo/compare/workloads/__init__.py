@@ -1,6 +1,7 @@
 """The built-in workloads of `ruflo compare`: a ticket, a bug and a feature, each a workload YAML,
 a fixture repository copied fresh into every live run, and a ScriptedGateway script that makes the
-built-in agent do the work through tool calls. Depends on the standard library and PyYAML.
+built-in agent do the work through tool calls (and, for company runs, answers the managers'
+planning calls: docs/compare.md). Depends on the standard library and PyYAML.
 """
 
 from __future__ import annotations
