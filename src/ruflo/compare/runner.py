@@ -41,6 +41,8 @@ APPROVAL_DECISIONS = ("reject", "approve", "ask")
 
 ROOT_NAME = "ceo"
 LEAD_NAME = "lead"
+COMPANY_DEPTH = 2
+"""Delegations a ticket may go down from the objective: root → lead → engineer."""
 COMPANY_ORG = ("a company run uses the workload's org chart when its agents have reports_to; "
                f"otherwise a generated one: a root ({ROOT_NAME!r}) over one lead ({LEAD_NAME!r}) "
                "over the same engineers the swarm gets (the workload's agents, or --agents N "
@@ -328,10 +330,6 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         record.detail["company"] = company_figures(events)
         record.detail["auto_approval"] = config["auto_approval"]
     return record
-
-
-COMPANY_DEPTH = 2
-"""Delegations a ticket may go down from the objective: root → lead → engineer."""
 
 
 def company_figures(events: Sequence[Event]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Depends on FastAPI, the server's parts and the seams (store, gateway, hive runne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -139,6 +140,15 @@ class FrontDoor:
             self.metrics.observe(method, route, status, time.perf_counter() - started)
 
 
+async def _attach(runner: HiveRunner) -> None:
+    """The runner's attach, its failure logged (the server goes on serving; a hive it could not
+    take up stays as the store says, and a resume starts it again)."""
+    try:
+        await runner.attach()
+    except Exception:
+        log.exception("taking up the running hives failed")
+
+
 def create_app(settings: Any, store: Store, gateway: Gateway | None,
                runner: HiveRunner | None = None, *, event_poll_seconds: float = 2.0) -> FastAPI:
     """The ruflo web server. `settings` is a ruflo.config.Settings; `gateway` may be None when
@@ -155,11 +165,15 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
         warm = getattr(ctx.gateway, "warm", None)
         if callable(warm):
             warm()
-        await ctx.runner.attach()
+        # Taking up running hives (their engines load boards) proceeds after the socket listens:
+        # readiness means the store answers, not that every hive has been re-attached.
+        attaching = asyncio.create_task(_attach(ctx.runner), name="ruflo-attach")
         try:
             yield
         finally:
             await ctx.drain()
+            attaching.cancel()  # a no-op once done; else hives taken up so far are stopped below
+            await asyncio.gather(attaching, return_exceptions=True)
             await ctx.runner.aclose()
 
     from ruflo import __version__
