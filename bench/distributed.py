@@ -5,7 +5,9 @@ scaling ratio 8 vs 1.
 The executor is trivial (a task completes the moment it is claimed), so this measures the board
 (claim, finish, events, notifications, the engines following them), not an LLM. Claims per second
 are taken from the event log: claims / (last claim - first claim), so process start-up is not
-counted. Each Postgres run uses a fresh schema in database `test` on 127.0.0.1:5432.
+counted. Each Postgres run uses a fresh schema in database `test` on 127.0.0.1:5432. Beside each
+figure: the worker processes' CPU-seconds, and per task the write transactions (transaction ids
+handed out) and WAL flushes of the whole server (so other activity on it shows up there too).
 
 Usage: python bench/distributed.py [--tasks 2000] [--agents 8]
 (internally also: python bench/distributed.py --worker URL HIVE_ID AGENTS)
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -89,7 +92,33 @@ def serve_worker(url: str, hive_id: str, agents: int) -> int:
 
 # -- the runs --------------------------------------------------------------------------------------
 
-def postgres_run(processes: int, tasks: int, agents: int, scratch: Path) -> tuple[float, int]:
+class Run:
+    """One Postgres run's figures."""
+
+    def __init__(self, rate: float, claims: int, cpu: float, writes: float,
+                 flushes: float) -> None:
+        self.rate, self.claims, self.cpu = rate, claims, cpu
+        self.writes, self.flushes = writes, flushes
+
+
+def server_counters() -> tuple[int, int]:
+    """Transaction ids handed out so far (one per writing transaction) and WAL flushes."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        xid = conn.execute("SELECT txid_current()").fetchone()
+        syncs = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+    assert xid is not None
+    assert syncs is not None
+    return int(xid[0]), int(syncs[0])
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def postgres_run(processes: int, tasks: int, agents: int, scratch: Path) -> Run:
     import psycopg
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -100,6 +129,7 @@ def postgres_run(processes: int, tasks: int, agents: int, scratch: Path) -> tupl
     workers: list[subprocess.Popen[bytes]] = []
     try:
         hive = make_hive(store, scratch / schema, tasks, agents * processes)
+        cpu0, (xid0, sync0) = children_cpu(), server_counters()
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", url, hive.id,
                                      str(agents)], stderr=subprocess.DEVNULL)
                    for _ in range(processes)]
@@ -108,7 +138,14 @@ def postgres_run(processes: int, tasks: int, agents: int, scratch: Path) -> tupl
             if time.monotonic() > deadline or any(w.poll() not in (None, 0) for w in workers):
                 raise SystemExit(f"{processes} workers did not finish the hive")
             time.sleep(0.2)
-        return claims_per_second(store, hive.id)
+        for worker in workers:
+            worker.wait(timeout=60)  # a one-hive worker exits when its hive ends
+        # The counters' own transaction takes one id; pg_stat_wal lags up to a second.
+        time.sleep(1.1)
+        xid1, sync1 = server_counters()
+        rate, claims = claims_per_second(store, hive.id)
+        return Run(rate, claims, children_cpu() - cpu0, (xid1 - xid0 - 1) / tasks,
+                   (sync1 - sync0) / tasks)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -154,20 +191,24 @@ def main() -> int:
 
     print(f"# Claims per second: {args.tasks} tasks, {args.agents} agents per process, "
           f"trivial executor, "
-          f"synchronous_commit={args.synchronous_commit} (os.cpu_count()={os.cpu_count()})", flush=True)
+          f"synchronous_commit={args.synchronous_commit} (os.cpu_count()={os.cpu_count()}, "
+          f"load average {' '.join(f'{n:.1f}' for n in os.getloadavg())})", flush=True)
     with tempfile.TemporaryDirectory(prefix="ruflo-bench-") as tmp:
         scratch = Path(tmp)
         rate, claims = sqlite_run(args.tasks, args.agents, scratch)
         print(f"sqlite    1 process : {rate:8.1f} claims/s ({claims} claims)", flush=True)
         results: dict[int, float] = {}
         for processes in PROCESSES:
-            results[processes], claims = postgres_run(processes, args.tasks, args.agents,
-                                                      scratch)
+            run = postgres_run(processes, args.tasks, args.agents, scratch)
+            results[processes] = run.rate
             print(f"postgres  {processes} process{'es' if processes > 1 else '  '}: "
-                  f"{results[processes]:8.1f} claims/s ({claims} claims, "
-                  f"{processes * args.agents} agents)", flush=True)
+                  f"{run.rate:8.1f} claims/s ({run.claims} claims, "
+                  f"{processes * args.agents} agents; workers {run.cpu:5.1f} CPU-s; per task "
+                  f"{run.writes:4.2f} write transactions, {run.flushes:4.2f} WAL flushes)",
+                  flush=True)
     print(f"scaling 8 vs 1 process on Postgres: {results[8] / results[1]:.2f}x; "
-          f"Postgres 1 process vs SQLite 1 process: {results[1] / rate:.2f}x")
+          f"Postgres 1 process vs SQLite 1 process: {results[1] / rate:.2f}x "
+          f"(load average at the end {' '.join(f'{n:.1f}' for n in os.getloadavg())})")
     return 0
 
 

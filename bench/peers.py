@@ -638,12 +638,20 @@ async def mcp_rows(work_dir: Path, calls: int) -> None:
             store_times.append(time.perf_counter() - started)
         cpu1 = cpu_seconds(proc.pid)
         search_times = []
-        for n in range(calls):
+        for n in range(calls):  # every query new: each one goes through the model
             started = time.perf_counter()
             await call("tools/call", {"name": "memory_search", "arguments": {
-                "query": TOPICS[n % len(TOPICS)][2], "limit": 5}})
+                "query": f"{TOPICS[n % len(TOPICS)][2]} (question {n})", "limit": 5}})
             search_times.append(time.perf_counter() - started)
         cpu2 = cpu_seconds(proc.pid)
+        repeat_times = []
+        for n in range(calls):  # the same ten questions again: their vectors are remembered
+            started = time.perf_counter()
+            await call("tools/call", {"name": "memory_search", "arguments": {
+                "query": f"{TOPICS[n % len(TOPICS)][2]} (question {n % len(TOPICS)})",
+                "limit": 5}})
+            repeat_times.append(time.perf_counter() - started)
+        cpu3 = cpu_seconds(proc.pid)
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -653,13 +661,20 @@ async def mcp_rows(work_dir: Path, calls: int) -> None:
             proc.kill()
     store_ms = statistics.median(store_times) * 1000
     search_ms = statistics.median(search_times) * 1000
+    repeat_ms = statistics.median(repeat_times) * 1000
     add("memory store through ruflo mcp", "claude-flow", "10.9 ms",
         f"{store_ms:.2f} ms median (server CPU {(cpu1 - cpu0) / calls * 1000:.2f} ms/call)",
         10.9 / store_ms, "<=5 ms", store_ms <= 5)
-    add("memory search through ruflo mcp (semantic, "
-        f"{len(TOPICS) + calls} notes)", "claude-flow", "16.4 ms",
+    notes = len(TOPICS) + calls
+    add(f"memory search through ruflo mcp (semantic, {notes} notes, every query new)",
+        "claude-flow", "16.4 ms",
         f"{search_ms:.2f} ms median (server CPU {(cpu2 - cpu1) / calls * 1000:.2f} ms/call)",
-        16.4 / search_ms, "<=5 ms", search_ms <= 5)
+        16.4 / search_ms, "<=5 ms", search_ms <= 5,
+        "the model's forward pass for the query is the floor here")
+    add(f"memory search through ruflo mcp (semantic, {notes} notes, query asked before)",
+        "claude-flow", "16.4 ms",
+        f"{repeat_ms:.2f} ms median (server CPU {(cpu3 - cpu2) / calls * 1000:.2f} ms/call)",
+        16.4 / repeat_ms, "<=5 ms", repeat_ms <= 5)
 
 
 def relevance_row(work_dir: Path) -> None:
@@ -714,7 +729,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="shorter runs (2 s per load, 8 s idle window)")
     args = parser.parse_args()
-    seconds, idle, runs, calls = (2.0, 8.0, 3, 30) if args.quick else (4.0, 20.0, 7, 100)
+    seconds, idle, runs, calls = (2.0, 8.0, 3, 30) if args.quick else (4.0, 20.0, 11, 100)
     if not RUFLO.exists():
         raise SystemExit(f"no ruflo command beside {sys.executable}; install the package")
     work_dir = Path(tempfile.mkdtemp(prefix="ruflo-peers-"))

@@ -7,7 +7,6 @@ Depends on the standard library, platformdirs and ruflo.errors.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +87,8 @@ def config_path(env: Mapping[str, str]) -> Path | None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import tomllib  # only with a config file: a quick CLI call has none
+
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

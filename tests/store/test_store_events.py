@@ -130,3 +130,47 @@ def test_postgres_notifies_each_commit(pg_schema_url: str) -> None:
     finally:
         listener.close()
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_takes_the_hive_counter_only_at_commit(pg_schema_url: str) -> None:
+    """A transaction that appends an event and then goes on working must not hold the hive's
+    sequence counter meanwhile: another appender of the hive goes through, and both events
+    still get gap-free seqs in commit order."""
+    from ruflo.store import open_store
+
+    store = open_store(pg_schema_url)
+    try:
+        hive = make_hive(store, tasks=1)
+        start = store.last_seq(hive.id)
+        claimed = threading.Event()
+        finish = threading.Event()
+        errors: list[BaseException] = []
+
+        def slow_claimer() -> None:
+            try:
+                with store.transaction():
+                    assert store.claim_task(hive.id, agent_id(hive), lease_seconds=30) is not None
+                    claimed.set()
+                    assert finish.wait(30), "the other appender never finished"
+            except BaseException as error:
+                errors.append(error)
+                claimed.set()
+
+        thread = threading.Thread(target=slow_claimer)
+        thread.start()
+        assert claimed.wait(30)
+        other = threading.Thread(target=lambda: store.append_event(hive.id, "tick"))
+        other.start()
+        other.join(timeout=20)
+        blocked = other.is_alive()
+        finish.set()
+        thread.join(timeout=30)
+        other.join(timeout=30)
+        assert errors == []
+        assert not blocked, "the open claim held the hive's counter before its commit"
+        events = store.events(hive.id, after_seq=start)
+        assert [e.seq for e in events] == [start + 1, start + 2]
+        assert [e.kind for e in events] == ["tick", "task_claimed"]
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     started.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after each module: its loop must not outlive the UI tests
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail("Debian's Chromium is missing: apt-get install -y chromium (.ci/run does)")

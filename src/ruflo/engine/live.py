@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -62,6 +63,7 @@ from ruflo.policies import (
     find_cycle,
     make_policy,
 )
+from ruflo.policies.swarm import ANY_SKILL
 
 if TYPE_CHECKING:
     from ruflo.gateway.base import Gateway
@@ -95,6 +97,7 @@ FOLLOWED = frozenset({
     "hive_cancelled", "hive_done", "hive_failed", "agent_added",
 })
 """Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
+_FOLLOWED_KINDS = sorted(FOLLOWED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,8 @@ class LiveEngine:
         microseconds, less than a thread hop, so it runs them in the loop)."""
         self._claiming: dict[asyncio.Future[tuple[Task, Agent] | None], str] = {}
         """Claims in flight in the pool whose waiter was cancelled: handed back at teardown."""
+        self._in_flight: dict[str, str] = {}
+        """Tasks this engine is claiming in the store right now, with the claiming agent."""
         self._saved_thresholds: dict[str, dict[str, float]] = {}
         """Thresholds last written per agent: only changes are written."""
 
@@ -557,15 +562,15 @@ class LiveEngine:
             self._flush_wakes()
             if isinstance(decision, Take | Decompose):
                 # A live agent decides itself whether to split (post_subtasks).
-                claimed = await self._claim(slot, decision.task_id, now)
+                task_id = decision.task_id
+                if isinstance(decision, Take):
+                    task_id = self._spread(task_id)
+                claimed = await self._claim(slot, task_id, now)
                 if claimed is None:
                     continue
                 self._claims_changed.set()
                 return claimed
             if isinstance(decision, Idle):
-                # Learning from its last task is written now that it rests (or with its next
-                # claim), not in a transaction of its own after each task.
-                self._persist_thresholds(slot.id)
                 if decision.retry_at is not None:
                     self._retry_later(slot, decision.retry_at - now)
                 return None
@@ -576,6 +581,28 @@ class LiveEngine:
         # Lost every race: others are claiming as fast as we are; look again soon.
         self._retry_later(slot, 0.1)
         return None
+
+    def _spread(self, task_id: str) -> str:
+        """Processes sharing a hive run the same policy over the same board, so their agents
+        all reach for the head of the same queue and all but one lose the race. On Postgres,
+        take instead one at random of the first ready tasks of the chosen task's queue with
+        the same skills and priority (as many as the hive has agents: the same threshold, and
+        nearly the same stimulus, as they became ready in that order)."""
+        if self._pool is None or not isinstance(self.policy, SwarmPolicy):
+            return task_id
+        chosen = self.policy.board.tasks[task_id]
+        queue = self.policy.queues.get(chosen.skills[0] if chosen.skills else ANY_SKILL)
+        level = queue.levels.get(chosen.priority) if queue is not None else None
+        if not level:
+            return task_id
+        width = len(self.policy.agent_ids)
+        picks: list[str] = []
+        for looked, task in enumerate(level):
+            if looked >= 4 * width or len(picks) >= width:
+                break
+            if task.ready and task.skills == chosen.skills:
+                picks.append(task.id)
+        return self.rng.choice(picks) if picks else task_id
 
     async def _claim(self, slot: AgentSlot, task_id: str, now: float) -> Task | None:
         """Claim the chosen task: on the board first, so this process's other agents pass it
@@ -589,6 +616,8 @@ class LiveEngine:
         except Conflict:
             self._reconcile(task_id)
             return None
+        # Learning from the agent's last task rides along with this claim (and is written at
+        # the end of the run), rather than costing a commit of its own after each task.
         thresholds = self._unsaved_thresholds(slot.id)
         lease = self.params.lease_seconds
 
@@ -604,7 +633,11 @@ class LiveEngine:
                     fields["thresholds"] = thresholds
                 return task, self.store.update_agent(slot.id, **fields)
 
-        claimed = await self._in_store(claim, orphan_of=slot.id)
+        self._in_flight[task_id] = slot.id
+        try:
+            claimed = await self._in_store(claim, orphan_of=slot.id)
+        finally:
+            self._in_flight.pop(task_id, None)
         board_task = board.tasks.get(task_id)
         ours = (board_task is not None and board_task.holder == slot.id
                 and board_task.state is TaskState.CLAIMED)
@@ -628,19 +661,17 @@ class LiveEngine:
         return task
 
     def _lost_race(self, task_id: str) -> None:
-        try:
-            task = self.store.get_task(task_id)
-        except NotFound:
-            self._cancel_on_board(task_id)
-            return
+        """The store refused the claim: another process claimed the task (its event is on the
+        way, or was applied already) or holds its row while it claims it (SKIP LOCKED passed
+        over it), or the task ended. Either way it is held on the board for that other claim,
+        without a store read, until the event log says who has it; a recheck covers a claim
+        that rolled back."""
         board_task = self.policy.board.tasks.get(task_id)
-        if task.state is TaskState.OPEN and board_task is not None and board_task.ready:
-            # Open yet not claimable: another process holds its row while it claims it.
-            assert self._loop is not None
-            self.policy.claim(task_id, CONTENDED, self.now())
-            self._loop.call_later(RECHECK_CONTENDED, self._recheck_contended, task_id)
-            return
-        self._apply_task_state(task)
+        if board_task is None or not board_task.ready:
+            return  # the event log got there first
+        assert self._loop is not None
+        self.policy.claim(task_id, CONTENDED, self.now())
+        self._loop.call_later(RECHECK_CONTENDED, self._recheck_contended, task_id)
 
     def _recheck_contended(self, task_id: str) -> None:
         board_task = self.policy.board.tasks.get(task_id)
@@ -999,7 +1030,8 @@ class LiveEngine:
         while True:
             await wait_at_most(self._signal, self.params.poll_seconds)
             self._signal.clear()
-            events = self.store.events(self.hive_id, after_seq=self._seq, kinds=sorted(FOLLOWED))
+            events = await self._in_store(functools.partial(
+                self.store.events, self.hive_id, after_seq=self._seq, kinds=_FOLLOWED_KINDS))
             if events:
                 self._seq = events[-1].seq
             for event in events:
@@ -1014,13 +1046,21 @@ class LiveEngine:
             self._post_foreign(task_id)
         elif kind == "task_claimed":
             self._claims_changed.set()
-            if task_id in board.tasks and board.tasks[task_id].holder != agent_id:
+            if task_id in board.tasks and board.tasks[task_id].holder != agent_id and \
+                    not self._claimed_elsewhere(task_id, agent_id):
                 self._reconcile(task_id)
         elif kind in ("task_done", "task_failed", "task_cancelled") and task_id in board.tasks:
             if kind == "task_cancelled":
                 for slot in self.slots.values():
                     self._stop_work(slot, task_id, "task cancelled")
-            if not board.tasks[task_id].state.terminal:
+            board_task = board.tasks[task_id]
+            if kind == "task_done" and board_task.state is TaskState.CLAIMED and \
+                    board_task.holder == agent_id and agent_id is not None:
+                # The board already shows the claim this event ends: apply it as it says.
+                self.policy.on_task_finished(task_id, agent_id, True, self.now())
+                if board_task.parent is not None:
+                    self._reopen_parent(board_task.parent)
+            elif not board_task.state.terminal:
                 self._reconcile(task_id)
                 if kind == "task_done":
                     self._after_done(self.store.get_task(task_id))
@@ -1049,6 +1089,23 @@ class LiveEngine:
         elif kind == "agent_added" and agent_id is not None and \
                 agent_id not in self.policy.alive:
             self.policy.add_agent(self.store.get_agent(agent_id), self.now())
+
+    def _claimed_elsewhere(self, task_id: str, agent_id: str | None) -> bool:
+        """Apply another process's claim as its event says, without reading the store, when
+        the board shows the task free (or held for a claim in flight elsewhere). Events are
+        applied in seq order, so later ones correct it if the claim has ended since."""
+        board_task = self.policy.board.tasks[task_id]
+        if agent_id is None or agent_id in self.slots or agent_id not in self.policy.alive:
+            return False
+        now = self.now()
+        holder = board_task.holder
+        if holder == CONTENDED or (holder is not None and self._in_flight.get(task_id) == holder):
+            # Held for a claim in flight (elsewhere, or here: the store will refuse it).
+            self.policy.on_released(task_id, holder, now, counts=False)
+        if not board_task.ready:
+            return False
+        self.policy.claim(task_id, agent_id, now)
+        return True
 
     def _post_foreign(self, task_id: str) -> None:
         task = self.store.get_task(task_id)
@@ -1105,14 +1162,18 @@ class LiveEngine:
         assert self._loop is not None
         while True:
             self._claims_changed.clear()
-            expiry = self.store.next_lease_expiry(self.hive_id)
+            expiry = await self._in_store(functools.partial(self.store.next_lease_expiry,
+                                                            self.hive_id))
             if expiry is None:
                 await self._claims_changed.wait()
                 continue
             delay = (expiry - utcnow()).total_seconds()
             if delay > 0:
-                # A new claim may expire sooner; a renewal later (then this finds nothing).
-                await wait_at_most(self._claims_changed, delay + 0.01)
+                # A renewal moves the expiry later (then this finds nothing). A new claim
+                # expires sooner only if its lease is shorter than this engine's (another
+                # process's settings): it is looked for a third of a lease later at most,
+                # rather than reading the store after every claim of a busy hive.
+                await asyncio.sleep(min(delay + 0.01, self.params.lease_seconds / 3))
                 continue
             if not self.store.expire_leases(hive_id=self.hive_id):
                 await asyncio.sleep(0.05)  # the clock read and the store disagree by a hair

