@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ruflo.engine.simulate import COORDINATION
 from ruflo.model import CostKind, Event, LedgerEntry, Task, TaskState
 
 VERIFIED = "compare_verified"
@@ -315,7 +316,7 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
     last_of: dict[str, Any] = {}
     done_at: dict[str, float] = {}
     for entry in entries:
-        if entry.outcome != "delegated" and entry.task != "(coordination)":
+        if entry.outcome != "delegated" and entry.task != COORDINATION:
             last_of[entry.task] = entry
             if entry.outcome == "done":
                 done_at[entry.task] = entry.end
@@ -329,7 +330,7 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
             add(kill_at, KILLED, agent, None)
     ledger: list[LedgerEntry] = []
     for entry in entries:
-        if entry.outcome == "delegated" or entry.task == "(coordination)":
+        if entry.outcome == "delegated" or entry.task == COORDINATION:
             continue
         add(entry.start, "task_claimed", entry.agent, entry.task)
         outcome = entry.outcome

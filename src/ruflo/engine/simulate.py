@@ -38,6 +38,10 @@ from ruflo.policies.board import BoardTask
 _DONE, _QUIT, _DELEGATED, _DECOMPOSED, _KILL, _EXPIRE, _POST, _WAKE = range(8)
 
 
+
+COORDINATION = "(coordination)"
+"""Timeline name of a manager's delegation work, which belongs to no task."""
+
 @dataclass(frozen=True, slots=True)
 class SimParams:
     """How simulated work behaves and what coordination costs. Time is in effort units."""
@@ -610,7 +614,7 @@ class _Run:
                     self.held_by_killed.append(task)
                     self.push(expiry, _EXPIRE, agent, 0, task)
                     continue
-                self.end_activity(agent, now, "(coordination)", "died")
+                self.end_activity(agent, now, COORDINATION, "died")
             agent.token += 1
             self.push(now + ttl, _EXPIRE, agent, 0, None)
 
