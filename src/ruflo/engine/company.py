@@ -2,7 +2,8 @@
 objective into tickets through the LLM and delegates them by capability, managers split further
 (bounded depth), individual contributors do the work with the swarm's agents; blocked work
 escalates up the chain. Depends on the model, the Store and Gateway protocols,
-ruflo.policies.company, ruflo.agents and the live engine's parameters.
+ruflo.policies.company, ruflo.agents, ruflo.engine.core (the run loop it shares with the swarm)
+and the live engine's parameters.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ruflo.agents import Executor, OutcomeKind, RunContext, TaskOutcome, TaskTool, executor_for
+from ruflo.agents import Executor, OutcomeKind, TaskOutcome, TaskTool, executor_for
 from ruflo.engine.approvals import open_budget_override
-from ruflo.engine.live import LiveEngine, LiveParams, objective_succeeded, wait_at_most
+from ruflo.engine.core import KILLED, AgentSlot, HiveEngine
+from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -42,7 +43,6 @@ from ruflo.model import (
     CostKind,
     Event,
     Hive,
-    HiveStatus,
     Mode,
     Task,
     TaskState,
@@ -60,7 +60,6 @@ __all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "engine_for", "parse_
 
 log = logging.getLogger(__name__)
 
-KILLED = "killed"
 WORK_TOOLS = frozenset({TaskTool.COMPLETE, TaskTool.ESCALATE})
 """What a company agent may end an attempt with: done, or blocked (escalated)."""
 
@@ -163,30 +162,6 @@ def parse_plan_answer(text: str, *, max_tickets: int) -> PlanAnswer:
 
 # -- the engine --------------------------------------------------------------------------------
 
-class Member:
-    """One agent of the company hosted here: its executor, wake flag and current work."""
-
-    def __init__(self, agent: Agent, executor: Executor) -> None:
-        self.agent = agent
-        self.executor = executor
-        self.wake = asyncio.Event()
-        self.loop_task: asyncio.Task[None] | None = None
-        self.work: asyncio.Task[None] | None = None
-        self.task_id: str | None = None
-        self.stop_reason: str | None = None
-        self.alive = True
-        self.lost = False
-        self.paused: str | None = None
-
-    @property
-    def id(self) -> str:
-        return self.agent.id
-
-    @property
-    def can_work(self) -> bool:
-        return self.alive and self.paused is None
-
-
 @dataclass(slots=True)
 class Ticket:
     """What the engine remembers about a ticket beyond the store row."""
@@ -201,8 +176,12 @@ class Ticket:
     notes: list[str] = field(default_factory=list)
 
 
-class CompanyEngine:
+class CompanyEngine(HiveEngine):
     """Drives one stored company hive: see `run` for the loop."""
+
+    FOLLOWED = FOLLOWED
+    NAME = "ruflo-company"
+    OBJECTIVE_FAILED = "not every ticket of the objective succeeded"
 
     def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None = None,
                  params: LiveParams | None = None, company: CompanyParams | None = None,
@@ -210,37 +189,24 @@ class CompanyEngine:
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
-        self.store = store
-        self.hive_id = hive_id
-        self.gateway = gateway
-        self.params = params or LiveParams()
+        super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
+                         executors=executors, model=model, env=env, memory=memory,
+                         on_change=on_change)
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
         """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
         (max_attempts). Without `company`, the hive config's `max_depth` is honoured."""
         self._company_given = company is not None
-        self.executors = executors
-        self.model = model
-        self.env = dict(env or {})
-        self.memory = memory
-        self.on_change = on_change
-        self.members: dict[str, Member] = {}
         self.tickets: dict[str, Ticket] = {}
         self.org: OrgChart
-        self.hive: Hive
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._seq = 0
-        self._signal = asyncio.Event()
-        self._claims_changed = asyncio.Event()
-        self._ended: asyncio.Future[None] | None = None
-        self._ending = False
-        self._status = HiveStatus.RUNNING
-        self._helpers: list[asyncio.Task[None]] = []
+        self._tools = WORK_TOOLS
 
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> Hive:
         """Drive the company until the hive ends, or (by default) pauses.
 
-        The run loop:
+        The run loop (`HiveEngine.run` starts the agent loops, the event consumer and the lease
+        timer, follows pause, resume and cancel, and ends the hive when every ticket is
+        terminal; this engine says who owns which ticket and what an agent does with it):
         1. Load the org chart (a tree, validated) and every ticket's owner from the event log.
            An empty board gets the objective as one ticket owned by the root.
         2. Each agent sleeps on its wake flag. It is woken only by an event that concerns it:
@@ -261,114 +227,37 @@ class CompanyEngine:
            the agent. A root's escalation goes to people as a strategy approval.
         6. A dead agent's claim reopens when its lease expires; its tickets go to its nearest
            live manager (or the acting root), who delegates them again.
+        7. When every ticket has ended the hive is done if the objective's tickets succeeded
+           (and the hive's verify command passes, unless the objective ticket already ran it);
+           with no agent left that can work and no approval pending, it pauses.
         """
-        self._loop = asyncio.get_running_loop()
-        self._ended = self._loop.create_future()
-        hive = self.store.get_hive(self.hive_id)
+        return await super().run()
+
+    def _check_runnable(self, hive: Hive) -> None:
         if hive.mode is not Mode.COMPANY:
             raise ConfigError(f"hive {hive.id} is a {hive.mode.value} hive, not a company; "
                               "nothing was run")
-        if hive.status is not HiveStatus.RUNNING:
-            why = f" ({hive.pause_reason})" if hive.pause_reason else ""
-            raise Conflict(f"hive {hive.id} is {hive.status.value}{why}, not running; "
-                           + ("resume it first" if hive.status is HiveStatus.PAUSED
-                              else "nothing was run"))
-        self.hive = hive
-        depth = hive.config.get("max_depth")
+        super()._check_runnable(hive)
+
+    def _started_data(self) -> JSON:
+        return {"mode": "company", "agents": sorted(self.slots), "root": self.org.root,
+                "max_depth": self.company.max_depth, "max_tickets": self.company.batch,
+                "lease_seconds": self.params.lease_seconds,
+                "approvals": self.hive.config.get("approvals")}
+
+    def _wake_all(self, why: str) -> None:
+        for agent_id in self._owners_of_ready_work():
+            self._wake(agent_id, why)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load_work(self, agents: Sequence[Agent]) -> None:
+        depth = self.hive.config.get("max_depth")
         if not self._company_given and isinstance(depth, int) and not isinstance(depth, bool):
             self.company = CompanyParams(max_depth=depth, batch=self.company.batch,
                                          max_attempts=self.company.max_attempts)
-        self.store.add_listener(self._on_store_event)
-        try:
-            self._seq = self.store.last_seq(self.hive_id)
-            self._load()
-            self._refresh_budgets()
-            self.store.append_event(self.hive_id, "engine_started", data={
-                "mode": "company", "agents": sorted(self.members), "root": self.org.root,
-                "max_depth": self.company.max_depth, "max_tickets": self.company.batch,
-                "lease_seconds": self.params.lease_seconds,
-                "approvals": self.hive.config.get("approvals")})
-            self._helpers = [asyncio.create_task(self._consume(), name="ruflo-company-consume"),
-                             asyncio.create_task(self._lease_timer(), name="ruflo-company-leases")]
-            for member in self.members.values():
-                member.loop_task = asyncio.create_task(self._agent_loop(member),
-                                                       name=f"ruflo-company-{member.agent.name}")
-                member.loop_task.add_done_callback(self._loop_ended(member))
-            for agent_id in self._owners_of_ready_work():
-                self._wake(agent_id, "engine started")
-            self._signal.set()
-            await self._ended
-        finally:
-            await self._teardown()
-            self.store.remove_listener(self._on_store_event)
-        final = self.store.get_hive(self.hive_id)
-        self.store.append_event(self.hive_id, "engine_stopped",
-                                data={"status": final.status.value})
-        return final
-
-    def stop(self) -> None:
-        self._end()
-
-    def _end(self) -> None:
-        self._ending = True
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
-
-    async def _teardown(self) -> None:
-        working = []
-        for member in self.members.values():
-            if member.work is not None and not member.work.done():
-                if member.stop_reason is None:
-                    member.stop_reason = self._stop_reason()
-                member.work.cancel()
-                working.append(member.work)
-        if working:
-            await asyncio.gather(*working, return_exceptions=True)
-        tasks = [t for t in self._helpers if not t.done()]
-        tasks += [m.loop_task for m in self.members.values()
-                  if m.loop_task is not None and not m.loop_task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _stop_reason(self) -> str:
-        if self._status is HiveStatus.PAUSED:
-            return f"hive paused: {self.hive.pause_reason or 'no reason given'}"
-        if self._status is HiveStatus.CANCELLED:
-            return "hive cancelled"
-        return "the engine stopped"
-
-    def kill_agent(self, agent_id: str) -> None:
-        """Let an agent die as a crashed process would: nothing is released or recorded; its
-        claim reopens when the lease expires and its tickets then go up the chain."""
-        member = self.members[agent_id]
-        member.stop_reason = KILLED
-        member.alive = False
-        if member.work is not None:
-            member.work.cancel()
-        if member.loop_task is not None:
-            member.loop_task.cancel()
-
-    # -- loading ---------------------------------------------------------------------------------
-    def _load(self) -> None:
-        hive = self.hive
-        if not hive.workspace:
-            raise ConfigError(f"hive {hive.id} has no workspace folder; nothing was run")
-        Path(hive.workspace).mkdir(parents=True, exist_ok=True)
-        agents = self.store.list_agents(self.hive_id)
-        if not agents:
-            raise ConfigError(f"hive {hive.id} has no agents; nothing was run")
         self.org = OrgChart(agents)
         for agent in agents:
-            if agent.status is AgentStatus.DEAD:
-                # The process that ran it is gone; this one hosts it now.
-                agent = self.store.update_agent(agent.id, status=AgentStatus.IDLE,
-                                                current_task=None)
-            member = Member(agent, self.executors(agent))
-            if agent.status is AgentStatus.PAUSED:
-                member.paused = "paused before this run"
-            self.members[agent.id] = member
+            self._host(agent)
         self._load_tickets()
 
     def _load_tickets(self) -> None:
@@ -399,7 +288,7 @@ class CompanyEngine:
         if not tasks:
             tasks = [self._post_objective()]
         for task in tasks:
-            if task.state is TaskState.CLAIMED and task.assignee in self.members:
+            if task.state is TaskState.CLAIMED and task.assignee in self.slots:
                 # The previous run of this agent is gone; this process hosts it now.
                 self.store.release_task(task.id, task.assignee,
                                         reason="the run that held it stopped")
@@ -421,7 +310,7 @@ class CompanyEngine:
             for approval in self.store.list_approvals(hive_id=self.hive_id, status=status):
                 if apply_decision(self.store, approval):
                     scope_id = approval.data.get("scope_id")
-                    member = self.members.get(scope_id) if isinstance(scope_id, str) else None
+                    member = self.slots.get(scope_id) if isinstance(scope_id, str) else None
                     if member is not None and status is ApprovalStatus.APPROVED:
                         member.paused = None
 
@@ -447,7 +336,7 @@ class CompanyEngine:
         return min(live, key=lambda a: (self.org.depth[a], a))
 
     def _alive(self, agent_id: str) -> bool:
-        member = self.members.get(agent_id)
+        member = self.slots.get(agent_id)
         return member is not None and member.alive
 
     def _working_owner(self, agent_id: str) -> str:
@@ -484,7 +373,7 @@ class CompanyEngine:
             self.store.update_task(task_id, assignee=ticket.owner)
 
     def _wake(self, agent_id: str, reason: str, task_id: str | None = None) -> None:
-        member = self.members.get(agent_id)
+        member = self.slots.get(agent_id)
         if member is None or not member.alive:
             return
         self.store.append_event(self.hive_id, "agent_woken", agent_id=agent_id, task_id=task_id,
@@ -493,52 +382,10 @@ class CompanyEngine:
 
     def _owners_of_ready_work(self) -> list[str]:
         owners = {t.owner for tid, t in self.tickets.items()}
-        return sorted(o for o in owners if o in self.members)
-
-    def _on_store_event(self, event: Event) -> None:
-        if event.hive_id != self.hive_id or self._loop is None:
-            return
-        if event.kind in FOLLOWED:
-            self._loop.call_soon_threadsafe(self._signal.set)
-        if self.on_change is not None:
-            self._loop.call_soon_threadsafe(self.on_change)
+        return sorted(o for o in owners if o in self.slots)
 
     # -- agent loops -----------------------------------------------------------------------------
-    def _may_work(self, member: Member) -> bool:
-        return not self._ending and self._status is HiveStatus.RUNNING and member.can_work
-
-    async def _agent_loop(self, member: Member) -> None:
-        while True:
-            await member.wake.wait()
-            member.wake.clear()
-            if not self._may_work(member):
-                continue
-            task = self._claim_next(member)
-            if task is None:
-                continue
-            member.stop_reason = None
-            member.work = asyncio.create_task(self._handle(member, task),
-                                              name=f"ruflo-company-work-{member.agent.name}")
-            try:
-                await member.work
-            finally:
-                member.work = None
-            member.wake.set()  # another ticket may be waiting: a store read, no LLM call
-            self._check_end()
-
-    def _loop_ended(self, member: Member) -> Callable[[asyncio.Task[None]], None]:
-        def ended(task: asyncio.Task[None]) -> None:
-            if self._ending:
-                return
-            member.alive = False
-            if not task.cancelled() and task.exception() is not None:
-                log.error("agent %s's loop crashed", member.agent.name, exc_info=task.exception())
-            if member.task_id is None:
-                self._lose(member, "its loop ended")
-            self._check_end()
-        return ended
-
-    def _claim_next(self, member: Member) -> Task | None:
+    async def _next_task(self, member: AgentSlot) -> Task | None:
         """Claim the agent's most urgent ticket that is ready (open, blockers done), turning an
         escalated ticket that waits for this manager's decision into an open one first."""
         mine = self.store.list_tasks(self.hive_id, states=[TaskState.OPEN, TaskState.BLOCKED],
@@ -561,7 +408,7 @@ class CompanyEngine:
         return None
 
     # -- one ticket ------------------------------------------------------------------------------
-    async def _handle(self, member: Member, task: Task) -> None:
+    async def _attempt(self, member: AgentSlot, task: Task) -> None:
         member.task_id = task.id
         self.store.update_agent(member.id, status=AgentStatus.WORKING, current_task=task.id,
                                 heartbeat_at=utcnow())
@@ -611,28 +458,7 @@ class CompanyEngine:
                 status = AgentStatus.IDLE if member.paused is None else AgentStatus.PAUSED
                 self.store.update_agent(member.id, status=status, current_task=None)
 
-    def _context(self, member: Member) -> RunContext:
-        return RunContext(store=self.store, workspace=Path(self.hive.workspace or "."),
-                          gateway=self.gateway, memory=self.memory, task_tools=WORK_TOOLS,
-                          env=self.env, limits=self.params.limits, model=self.model)
-
-    async def _renew(self, member: Member, task_id: str) -> None:
-        every = self.params.lease_seconds / 3
-        while True:
-            await asyncio.sleep(every)
-            if not self.store.renew_lease(task_id, member.id,
-                                          lease_seconds=self.params.lease_seconds):
-                self._stop_work(member, task_id, "lost the lease")
-                return
-            self.store.update_agent(member.id, heartbeat_at=utcnow())
-            self._claims_changed.set()
-
-    def _stop_work(self, member: Member, task_id: str, reason: str) -> None:
-        if member.task_id == task_id and member.work is not None and not member.work.done():
-            member.stop_reason = reason
-            member.work.cancel()
-
-    def _give_back(self, member: Member, task: Task, reason: str) -> None:
+    def _give_back(self, member: AgentSlot, task: Task, reason: str) -> None:
         try:
             self.store.release_task(task.id, member.id, reason=reason)
         except Conflict:
@@ -640,7 +466,7 @@ class CompanyEngine:
         self._restore_owner(task.id)
 
     # -- delegation ------------------------------------------------------------------------------
-    def _delegable(self, member: Member, task: Task) -> bool:
+    def _delegable(self, member: AgentSlot, task: Task) -> bool:
         if not self.org.live_reports(member.id, self._alive):
             return False
         ticket = self.tickets.get(task.id)
@@ -650,7 +476,7 @@ class CompanyEngine:
             return False
         return not any(t.parent_id == task.id for t in self.store.list_tasks(self.hive_id))
 
-    async def _plan(self, member: Member, task: Task) -> PlanAnswer:
+    async def _plan(self, member: AgentSlot, task: Task) -> PlanAnswer:
         """Ask the manager's model how the ticket gets done (metered as coordination). A bad
         answer is sent back once with the reason; a second one falls back to the capability
         heuristic, so the work never stalls on a confused planner."""
@@ -697,7 +523,7 @@ class CompanyEngine:
         return PlanAnswer(action="assign", report=target,
                           note="assigned by capability match (the planner's answer was unusable)")
 
-    def _plan_prompt(self, member: Member) -> str:
+    def _plan_prompt(self, member: AgentSlot) -> str:
         agent = member.agent
         reports = self.org.live_reports(member.id, self._alive)
         lines = [f"You are {agent.name}, {agent.title or agent.role} of a company of agents "
@@ -747,7 +573,7 @@ class CompanyEngine:
                     load[member] += task.effort
         return load
 
-    def _carry_out(self, member: Member, task: Task, plan: PlanAnswer) -> None:
+    def _carry_out(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
         if plan.action == "escalate":
             self._give_back(member, task, "escalated by its manager")
             self._escalate(member, task, plan.reason)
@@ -758,14 +584,14 @@ class CompanyEngine:
         else:
             raise AssertionError(plan.action)
 
-    def _pick(self, member: Member, task: Task, named: str | None,
+    def _pick(self, member: AgentSlot, task: Task, named: str | None,
               skills: Sequence[str]) -> tuple[str | None, str | None]:
         ticket = self.tickets.get(task.id)
         exclude = ticket.escalated_by if ticket is not None else None
         return review_delegate(self.org, member.id, named, skills, self._workload(), self._alive,
                                exclude=exclude)
 
-    def _assign(self, member: Member, task: Task, plan: PlanAnswer) -> None:
+    def _assign(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
         target, correction = self._pick(member, task, plan.report, task.skills)
         if target is None:
             self._escalate(member, task, "no report left to take it")
@@ -784,7 +610,7 @@ class CompanyEngine:
         except Conflict as error:
             self._discarded(member, task, str(error))
 
-    def _unblock(self, member: Member, task: Task, how: str) -> None:
+    def _unblock(self, member: AgentSlot, task: Task, how: str) -> None:
         """The manager resolved an escalated ticket: it no longer waits on its blocker."""
         ticket = self.tickets.get(task.id)
         if ticket is None or ticket.escalated is None:
@@ -795,7 +621,7 @@ class CompanyEngine:
             self.store.append_event(self.hive_id, "ticket_unblocked", agent_id=member.id,
                                     task_id=task.id, data={"how": how})
 
-    def _delegation_data(self, member: Member, named: str | None,
+    def _delegation_data(self, member: AgentSlot, named: str | None,
                          correction: str | None) -> JSON:
         data: JSON = {"from": member.id, "from_name": member.agent.name,
                       "chosen_by": "llm" if correction is None else "capability check"}
@@ -804,7 +630,7 @@ class CompanyEngine:
             data["correction"] = correction
         return data
 
-    def _split(self, member: Member, task: Task, planned: Sequence[PlannedTicket]) -> None:
+    def _split(self, member: AgentSlot, task: Task, planned: Sequence[PlannedTicket]) -> None:
         existing = [t for t in self.store.list_tasks(self.hive_id) if t.parent_id == task.id]
         start = len(existing) + 1
         ids = [f"{task.id}.{start + n}" for n in range(len(planned))]
@@ -851,17 +677,13 @@ class CompanyEngine:
             self._give_back(member, task, f"its plan could not be posted: {error}")
             self._escalate(member, task, f"its plan could not be posted: {error}")
 
-    def _still_held(self, member: Member, task: Task) -> None:
+    def _still_held(self, member: AgentSlot, task: Task) -> None:
         current = self.store.get_task(task.id)
         if current.state is not TaskState.CLAIMED or current.assignee != member.id:
             raise Conflict(f"ticket {task.id} is no longer held by {member.agent.name}")
 
-    def _discarded(self, member: Member, task: Task, why: str) -> None:
-        self.store.append_event(self.hive_id, "attempt_discarded", agent_id=member.id,
-                                task_id=task.id, data={"reason": why})
-
     # -- outcomes --------------------------------------------------------------------------------
-    def _apply(self, member: Member, task: Task, outcome: TaskOutcome) -> None:
+    def _apply(self, member: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
         kind = outcome.kind
         if kind is OutcomeKind.COMPLETE:
             self._done(member, task, outcome)
@@ -879,7 +701,7 @@ class CompanyEngine:
             self._escalate(member, task, f"answered {kind.value}: "
                                          f"{outcome.reason or outcome.delegate_to or ''}")
 
-    def _done(self, member: Member, task: Task, outcome: TaskOutcome) -> None:
+    def _done(self, member: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
         try:
             done = self.store.finish_task(task.id, member.id, state=TaskState.DONE,
                                           result=outcome.result, verified=outcome.verified,
@@ -914,7 +736,7 @@ class CompanyEngine:
                 if current in other.depends_on and other.id not in doomed:
                     doomed.append(other.id)
         for task_id in doomed[1:]:
-            for member in self.members.values():
+            for member in self.slots.values():
                 self._stop_work(member, task_id, "a ticket it waits on did not succeed")
             with contextlib.suppress(Conflict):
                 ended = self.store.finish_task(task_id, None, state=TaskState.CANCELLED,
@@ -956,7 +778,7 @@ class CompanyEngine:
         else:
             self._wake(owner, "children completed", parent_id)
 
-    def _escalate(self, member: Member, task: Task, reason: str) -> None:
+    def _escalate(self, member: AgentSlot, task: Task, reason: str) -> None:
         """Blocked: the ticket names what it waits on and goes to the manager, who decides.
         A root's ticket goes to people (a strategy approval); a ticket escalated too often
         fails for good."""
@@ -986,7 +808,7 @@ class CompanyEngine:
                   data={"blocked_on": reason, "from": member.id, "from_name": member.agent.name})
         ticket.escalated, ticket.escalated_by = reason, member.id
 
-    def _to_people(self, member: Member, task: Task, reason: str) -> None:
+    def _to_people(self, member: AgentSlot, task: Task, reason: str) -> None:
         approval = self.store.create_approval(Approval(
             id=new_id(), hive_id=self.hive_id, kind=ApprovalKind.STRATEGY,
             agent_id=member.id,
@@ -1007,7 +829,7 @@ class CompanyEngine:
                    else ApprovalStatus.REJECTED, decided_by=AUTO_POLICY)
 
     # -- budgets and approvals -------------------------------------------------------------------
-    def _over_budget(self, member: Member, error: BudgetExceeded) -> None:
+    def _over_budget(self, member: AgentSlot, error: BudgetExceeded) -> None:
         """A cap was reached: open the budget override (an auto-approval policy may decide it at
         once, and work goes on); otherwise the agent, or the whole hive, pauses until decided."""
         text = str(error)
@@ -1021,7 +843,7 @@ class CompanyEngine:
             self._refresh_budgets()
             self._wake(member.id, "approval decided")
         elif agent_scope:
-            self._pause_agent(self.members.get(scope_id, member), text.split(";")[0])
+            self._pause_agent(self.slots.get(scope_id, member), text.split(";")[0])
         else:
             self._pause_hive("budget exceeded", text)
 
@@ -1039,7 +861,7 @@ class CompanyEngine:
             self._refresh_budgets()
             scope_id = approval.data.get("scope_id")
             if approval.data.get("scope") == "agent" and isinstance(scope_id, str):
-                member = self.members.get(scope_id)
+                member = self.slots.get(scope_id)
                 if member is None:
                     return
                 if approval.status is ApprovalStatus.APPROVED:
@@ -1074,21 +896,21 @@ class CompanyEngine:
         for approval in self.store.list_approvals(hive_id=self.hive_id,
                                                   status=ApprovalStatus.REJECTED):
             scope_id = approval.data.get("scope_id")
-            member = self.members.get(scope_id) if isinstance(scope_id, str) else None
+            member = self.slots.get(scope_id) if isinstance(scope_id, str) else None
             if member is not None and member.paused is not None and any(
                     t.owner == member.id for t in self.tickets.values()):
                 self._hand_on(member, "its budget override was rejected")
 
-    def _hand_on(self, member: Member, why: str) -> None:
+    def _hand_on(self, member: AgentSlot, why: str) -> None:
         """A paused or lost agent's unfinished tickets go to its nearest live manager."""
         heir = None
         for boss in self.org.chain(member.id)[1:]:
-            candidate = self.members.get(boss)
+            candidate = self.slots.get(boss)
             if candidate is not None and candidate.can_work:
                 heir = boss
                 break
         if heir is None:
-            live = [m for m in self.members.values() if m.can_work and m.id != member.id]
+            live = [m for m in self.slots.values() if m.can_work and m.id != member.id]
             if not live:
                 return
             heir = min(live, key=lambda m: (self.org.depth[m.id], m.id)).id
@@ -1108,26 +930,7 @@ class CompanyEngine:
             self._own(task_id, heir, "ticket_reassigned", by=None, reason=why,
                       data={"from": member.id})
 
-    def _refresh_budgets(self) -> None:
-        budgets = getattr(self.gateway, "budgets", None)
-        if budgets is None:
-            return
-        budgets.refresh(hive_id=self.hive_id)
-        for agent_id in self.members:
-            budgets.refresh(agent_id=agent_id)
-
     # -- following the event log -----------------------------------------------------------------
-    async def _consume(self) -> None:
-        while True:
-            await wait_at_most(self._signal, self.params.poll_seconds)
-            self._signal.clear()
-            events = self.store.events(self.hive_id, after_seq=self._seq, kinds=sorted(FOLLOWED))
-            if events:
-                self._seq = events[-1].seq
-            for event in events:
-                self._follow(event)
-            self._check_end()
-
     def _follow(self, event: Event) -> None:
         kind, task_id = event.kind, event.task_id
         if kind == "task_posted" and task_id is not None and task_id not in self.tickets:
@@ -1136,7 +939,7 @@ class CompanyEngine:
                 self._own(task_id, self._owner_for_new(task), "ticket_assigned", by=None,
                           reason="posted")
         elif kind == "task_cancelled" and task_id is not None:
-            for member in self.members.values():
+            for member in self.slots.values():
                 self._stop_work(member, task_id, "ticket cancelled")
             with contextlib.suppress(NotFound):
                 task = self.store.get_task(task_id)
@@ -1148,40 +951,20 @@ class CompanyEngine:
             approval_id = event.data.get("approval_id")
             if isinstance(approval_id, str):
                 self._decided(approval_id)
-        elif kind == "hive_paused":
-            if self.store.get_hive(self.hive_id).status is HiveStatus.PAUSED:
-                self._paused()
-        elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
-            self._status = HiveStatus.RUNNING
-            self.hive = self.store.get_hive(self.hive_id)
-            self._refresh_budgets()
-            stored = {a.id: a.status for a in self.store.list_agents(self.hive_id)}
-            for member in self.members.values():
-                if member.alive and stored.get(member.id) is not AgentStatus.PAUSED:
-                    member.paused = None
-            for agent_id in self._owners_of_ready_work():
-                self._wake(agent_id, "hive resumed")
-        elif kind == "hive_cancelled":
-            self._status = HiveStatus.CANCELLED
-            for member in self.members.values():
-                if member.task_id is not None:
-                    self._stop_work(member, member.task_id, self._stop_reason())
-            self._end()
-        elif kind == "hive_budget_changed":
-            self.hive = self.store.get_hive(self.hive_id)
-            self._refresh_budgets()
-        elif kind == "agent_resumed" and event.agent_id in self.members:
-            member = self.members[event.agent_id]
+        elif kind == "agent_resumed" and event.agent_id in self.slots:
+            member = self.slots[event.agent_id]
             if member.alive and member.paused is not None:
                 member.paused = None
                 self._refresh_budgets()
                 self._wake(member.id, "agent resumed")
+        else:
+            super()._follow(event)
 
     def _expired(self, task_id: str, holder: str | None) -> None:
-        member = self.members.get(holder or "")
+        member = self.slots.get(holder or "")
         if member is not None and not member.alive:
             member.task_id = None
-            self._lose(member, "its lease expired and its loop is gone")
+            self._lose_agent(member, "its lease expired and its loop is gone")
         elif member is not None and member.task_id == task_id:
             self._stop_work(member, task_id, "lost the lease")
         ticket = self.tickets.get(task_id)
@@ -1194,105 +977,23 @@ class CompanyEngine:
                 self._restore_owner(task_id)
                 self._wake(owner, "lease expired", task_id)
 
-    def _lose(self, member: Member, why: str) -> None:
-        if member.lost:
-            return
-        member.lost = True
-        member.alive = False
-        self.store.update_agent(member.id, status=AgentStatus.DEAD, current_task=None)
-        self.store.append_event(self.hive_id, "agent_lost", agent_id=member.id,
-                                data={"reason": why})
+    def _lost(self, member: AgentSlot, why: str) -> None:
         self._hand_on(member, f"{member.agent.name} is gone ({why})")
 
-    async def _lease_timer(self) -> None:
-        while True:
-            self._claims_changed.clear()
-            expiry = self.store.next_lease_expiry(self.hive_id)
-            if expiry is None:
-                await self._claims_changed.wait()
-                continue
-            delay = (expiry - utcnow()).total_seconds()
-            if delay > 0:
-                await wait_at_most(self._claims_changed, delay + 0.01)
-                continue
-            if not self.store.expire_leases(hive_id=self.hive_id):
-                await asyncio.sleep(0.05)
-
     # -- pausing and ending ----------------------------------------------------------------------
-    def _pause_hive(self, reason: str, detail: str) -> None:
-        hive = self.store.get_hive(self.hive_id)
-        if hive.status is HiveStatus.RUNNING:
-            self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
-            self.store.append_event(self.hive_id, "hive_pause_detail", data={"detail": detail})
-        self._paused()
-
-    def _paused(self) -> None:
-        self._status = HiveStatus.PAUSED
-        self.hive = self.store.get_hive(self.hive_id)
-        for member in self.members.values():
-            if member.task_id is not None:
-                self._stop_work(member, member.task_id, self._stop_reason())
-        self._check_end()
-
-    def _pause_agent(self, member: Member, reason: str) -> None:
-        if member.paused is not None:
-            return
-        member.paused = reason
-        self.store.update_agent(member.id, status=AgentStatus.PAUSED)
-        self.store.append_event(self.hive_id, "agent_paused", agent_id=member.id,
-                                data={"reason": reason})
-        self._check_end()
-
-    def _check_end(self) -> None:
-        if self._ending:
-            return
-        if self._status is HiveStatus.PAUSED and self.params.stop_on_pause:
-            self._end()
-            return
-        if self._status is not HiveStatus.RUNNING:
-            return
-        busy = any(m.work is not None and not m.work.done() for m in self.members.values())
-        if busy:
-            return
+    def _board_finished(self) -> bool:
         counts = self.store.count_tasks(self.hive_id)
         unfinished = sum(n for state, n in counts.items() if not state.terminal)
-        if sum(counts.values()) and not unfinished:
-            self._ending = True
-            self._helpers.append(asyncio.create_task(self._finish()))
-            return
-        waiting = self.store.list_approvals(hive_id=self.hive_id,
-                                            status=ApprovalStatus.PENDING)
-        if not waiting and not any(m.can_work for m in self.members.values()):
-            reasons = sorted({m.paused or "lost" for m in self.members.values()})
-            self._pause_hive("no agent left that can work", "; ".join(reasons))
+        return bool(sum(counts.values())) and not unfinished
 
-    async def _finish(self) -> None:
-        try:
-            tasks = self.store.list_tasks(self.hive_id)
-            succeeded = objective_succeeded(tasks)
-            reason = None if succeeded else "not every ticket of the objective succeeded"
-            command = self.hive.config.get("verify")
-            checked = any(t.verify == command for t in tasks if t.parent_id is None)
-            if succeeded and isinstance(command, str) and command.strip() and not checked:
-                from ruflo.agents.commands import command_env, run_command
+    def _may_stall(self) -> bool:
+        # A pending approval may yet give an agent its work back.
+        return not self.store.list_approvals(hive_id=self.hive_id,
+                                             status=ApprovalStatus.PENDING)
 
-                limits = self.params.limits
-                result = await run_command(command, cwd=Path(self.hive.workspace or "."),
-                                           env=self.env or command_env(),
-                                           time_limit=limits.verify_timeout,
-                                           grace=limits.command_grace,
-                                           output_limit=limits.command_output_bytes)
-                self.store.append_event(self.hive_id, "objective_verified", data={
-                    "command": command, "passed": result.ok, "output": result.output[-2000:]})
-                if not result.ok:
-                    succeeded, reason = False, f"the objective's verify command `{command}` failed"
-            status = HiveStatus.DONE if succeeded else HiveStatus.FAILED
-            if self.store.get_hive(self.hive_id).status is HiveStatus.RUNNING:
-                self.store.set_hive_status(self.hive_id, status, reason=reason)
-            self._status = status
-        finally:
-            if self._ended is not None and not self._ended.done():
-                self._ended.set_result(None)
+    def _objective_checked(self, tasks: Sequence[Task], command: str) -> bool:
+        # The objective ticket carries the hive's verify command and ran it to close.
+        return any(t.verify == command for t in tasks if t.parent_id is None)
 
 
 # -- the report ----------------------------------------------------------------------------------

@@ -2,20 +2,19 @@
 asleep until an event wakes it; claims with leases renewed while the agent works; the same
 policy objects as the simulator decide who takes what.
 
-Depends on the model, the Store and Gateway protocols, ruflo.policies and ruflo.agents.
+Depends on the model, the Store and Gateway protocols, ruflo.policies, ruflo.agents and
+ruflo.engine.core (the run loop it shares with company mode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.agents import (
@@ -24,12 +23,12 @@ from ruflo.agents import (
     Executor,
     Limits,
     OutcomeKind,
-    RunContext,
     SubtaskSpec,
     TaskOutcome,
     TaskTool,
     executor_for,
 )
+from ruflo.engine.core import KILLED, AgentSlot, HiveEngine, objective_succeeded
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -45,7 +44,6 @@ from ruflo.model import (
     AgentStatus,
     Event,
     Hive,
-    HiveStatus,
     Mode,
     Task,
     TaskState,
@@ -74,9 +72,6 @@ __all__ = ["LiveEngine", "LiveParams", "RunSummary", "summarise"]
 
 log = logging.getLogger(__name__)
 
-KILLED = "killed"
-"""Stop reason of an agent that dies on purpose (tests, chaos): nothing is released."""
-
 CONTENDED = "(claiming elsewhere)"
 """Board holder of a task whose row another process holds locked while it claims it: this
 process's agents pass it over until that claim's event (or a recheck) says who has it."""
@@ -97,7 +92,6 @@ FOLLOWED = frozenset({
     "hive_cancelled", "hive_done", "hive_failed", "agent_added",
 })
 """Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
-_FOLLOWED_KINDS = sorted(FOLLOWED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,35 +119,6 @@ class LiveParams:
         if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
             raise ConfigError("live engine: lease_seconds, time_unit and poll_seconds must be "
                               "positive")
-
-
-class AgentSlot:
-    """One hosted agent: its executor, its wake-up flag and what it is doing now."""
-
-    def __init__(self, agent: Agent, executor: Executor) -> None:
-        self.agent = agent
-        self.executor = executor
-        self.wake = asyncio.Event()
-        self.loop_task: asyncio.Task[None] | None = None
-        self.work: asyncio.Task[None] | None = None
-        self.task_id: str | None = None
-        """The task it holds a claim on, while it works."""
-        self.stop_reason: str | None = None
-        """Why its work is being stopped from outside (pause, cancel, lost lease, killed)."""
-        self.retry: asyncio.TimerHandle | None = None
-        self.alive = True
-        self.lost = False
-        """The policy has been told this agent is gone."""
-        self.paused: str | None = None
-        """Why the agent stopped taking work on its own (budget, configuration, crash)."""
-
-    @property
-    def id(self) -> str:
-        return self.agent.id
-
-    @property
-    def can_work(self) -> bool:
-        return self.alive and self.paused is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +154,10 @@ def summarise(store: Store, hive_id: str) -> RunSummary:
                       coordination_tokens=coordination.tokens, calls=spend.calls)
 
 
-def objective_succeeded(tasks: Sequence[Task]) -> bool:
-    """The objective's tasks are the top-level ones (subtasks serve their parent): all done."""
-    roots = [t for t in tasks if t.parent_id is None]
-    return bool(roots) and all(t.state is TaskState.DONE for t in roots)
+class LiveEngine(HiveEngine):
+    """Drives one stored hive by a policy (swarm, round robin, solo): see `run` for the loop."""
 
-
-class LiveEngine:
-    """Drives one stored hive: see `run` for the loop."""
+    FOLLOWED = FOLLOWED
 
     def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None = None,
                  params: LiveParams | None = None,
@@ -204,32 +165,14 @@ class LiveEngine:
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
-        self.store = store
-        self.hive_id = hive_id
-        self.gateway = gateway
-        self.params = params or LiveParams()
-        self.executors = executors
-        self.model = model
-        self.env = dict(env or {})
-        self.memory = memory
+        super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
+                         executors=executors, model=model, env=env, memory=memory,
+                         on_change=on_change)
         self.hosted = frozenset(hosted) if hosted is not None else None
         """Agents this engine runs; None means all of the hive's (one-process hives)."""
-        self.on_change = on_change
-        """Called (in the event loop) after the engine applied new events: for live views."""
         self.rng = random.Random(self.params.seed)
-        self.slots: dict[str, AgentSlot] = {}
         self.policy: BasePolicy
-        self.hive: Hive
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
-        self._seq = 0
-        self._signal = asyncio.Event()
-        self._claims_changed = asyncio.Event()
-        self._ended: asyncio.Future[None] | None = None
-        self._ending = False
-        self._status = HiveStatus.RUNNING
-        self._helpers: list[asyncio.Task[None]] = []
-        self._tools: frozenset[TaskTool] = SWARM_TOOLS
         self._pool: ThreadPoolExecutor | None = None
         """Postgres: threads for the claim and finish transactions (SQLite answers in tens of
         microseconds, less than a thread hop, so it runs them in the loop)."""
@@ -252,31 +195,17 @@ class LiveEngine:
             if slot is not None and slot.alive:
                 slot.wake.set()
 
-    def _on_store_event(self, event: Event) -> None:
-        # Called in the committing thread, right after commit: only flag the consumer (and the
-        # view, which shows spend and transcripts too).
-        if event.hive_id != self.hive_id or self._loop is None:
-            return
-        if event.kind in FOLLOWED:
-            self._loop.call_soon_threadsafe(self._signal.set)
-        if self.on_change is not None:
-            self._loop.call_soon_threadsafe(self.on_change)
-
-    def wake(self) -> None:
-        """Make the engine read the event log now rather than at its next poll (for changes
-        made elsewhere, e.g. a Postgres notification a worker received). Call it from the
-        engine's event loop."""
-        self._signal.set()
-
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> Hive:
         """Drive the hive until it ends (done, failed, cancelled) or, by default, pauses.
 
-        The run loop:
+        The run loop (steps 4 to 6 and the agent loops' sleep and wake are `HiveEngine.run`'s,
+        shared with company mode; the policy's board and claims are this engine's):
         1. Load the hive's agents into the policy and its unfinished tasks onto the policy's
            board (a claim left by an earlier run of a hosted agent is released: this process
-           hosts that agent now). Start one loop per hosted agent, an event consumer and one
-           lease timer, then wake every agent.
+           hosts that agent now). On Postgres, open the threads that run claim and finish
+           transactions. Start one loop per hosted agent, an event consumer and one lease
+           timer, then wake every agent.
         2. An agent loop sleeps on its wake flag. Woken (by the policy: a task became ready for
            it; by a resume; or by its own look-again time, which costs no tokens), it asks
            `policy.choose`. Take → `store.claim_task(task_id)` is the atomic compare-and-set;
@@ -300,76 +229,30 @@ class LiveEngine:
            objective's tasks succeeded (and the objective's verify command, if any, passes),
            failed otherwise.
         """
-        self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()
-        self._ended = self._loop.create_future()
-        hive = self.store.get_hive(self.hive_id)
-        if hive.status is not HiveStatus.RUNNING:
-            why = f" ({hive.pause_reason})" if hive.pause_reason else ""
-            raise Conflict(f"hive {hive.id} is {hive.status.value}{why}, not running; "
-                           + ("resume it first" if hive.status is HiveStatus.PAUSED
-                              else "nothing was run"))
-        self.hive = hive
-        self.store.add_listener(self._on_store_event)
+        self._t0 = asyncio.get_running_loop().time()
         if self.store.dialect == "postgresql":
             self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="ruflo-store")
         try:
-            self._seq = self.store.last_seq(self.hive_id)
-            self._load()
-            self._refresh_budgets()
-            self.store.append_event(self.hive_id, "engine_started", data={
-                "mode": hive.mode.value, "agents": sorted(self.slots),
-                "lease_seconds": self.params.lease_seconds, "seed": self.params.seed,
-                "time_unit": self.params.time_unit})
-            self._helpers = [asyncio.create_task(self._consume(), name="ruflo-consume"),
-                             asyncio.create_task(self._lease_timer(), name="ruflo-leases")]
-            for slot in self.slots.values():
-                slot.loop_task = asyncio.create_task(self._agent_loop(slot),
-                                                     name=f"ruflo-agent-{slot.agent.name}")
-                slot.loop_task.add_done_callback(self._loop_ended(slot))
-                slot.wake.set()
-            self._signal.set()
-            await self._ended
+            return await super().run()
         finally:
-            await self._teardown()
-            self.store.remove_listener(self._on_store_event)
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+
+    def _after_run(self) -> None:
         if hasattr(self, "policy"):
             self._persist_all_thresholds()
-        final = self.store.get_hive(self.hive_id)
-        self.store.append_event(self.hive_id, "engine_stopped",
-                                data={"status": final.status.value})
-        return final
 
-    def stop(self) -> None:
-        """Stop driving the hive and leave it as it is (claims in flight are released)."""
-        self._end()
+    def _started_data(self) -> JSON:
+        return {"mode": self.hive.mode.value, "agents": sorted(self.slots),
+                "lease_seconds": self.params.lease_seconds, "seed": self.params.seed,
+                "time_unit": self.params.time_unit}
 
-    def _end(self) -> None:
-        self._ending = True
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
+    def _wake_all(self, why: str) -> None:
+        for slot in self.slots.values():
+            slot.wake.set()
 
     async def _teardown(self) -> None:
-        working = []
-        for slot in self.slots.values():
-            if slot.retry is not None:
-                slot.retry.cancel()
-            if slot.work is not None and not slot.work.done():
-                if slot.stop_reason is None:
-                    slot.stop_reason = self._stop_reason()
-                slot.work.cancel()
-                working.append(slot.work)
-        if working:
-            await asyncio.gather(*working, return_exceptions=True)
-        tasks = [t for t in self._helpers if not t.done()]
-        tasks += [s.loop_task for s in self.slots.values()
-                  if s.loop_task is not None and not s.loop_task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await super()._teardown()
         await self._hand_back_orphan_claims()
 
     async def _hand_back_orphan_claims(self) -> None:
@@ -385,22 +268,9 @@ class LiveEngine:
                                                 reason="the engine stopped while claiming")
         self._claiming.clear()
 
-    def _stop_reason(self) -> str:
-        if self._status is HiveStatus.PAUSED:
-            return f"hive paused: {self.hive.pause_reason or 'no reason given'}"
-        if self._status is HiveStatus.CANCELLED:
-            return "hive cancelled"
-        return "the engine stopped"
-
     # -- loading the board -----------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load_work(self, agents: Sequence[Agent]) -> None:
         hive = self.hive
-        if not hive.workspace:
-            raise ConfigError(f"hive {hive.id} has no workspace folder; nothing was run")
-        Path(hive.workspace).mkdir(parents=True, exist_ok=True)
-        agents = self.store.list_agents(self.hive_id)
-        if not agents:
-            raise ConfigError(f"hive {hive.id} has no agents; nothing was run")
         if hive.mode is Mode.COMPANY:
             raise ConfigError("company mode needs its own engine hooks (delegation, "
                               "escalation), which this engine does not have yet; nothing was run")
@@ -411,13 +281,7 @@ class LiveEngine:
         for agent in agents:
             self.policy.add_agent(agent, 0.0)
         for agent in hosted:
-            if agent.status is AgentStatus.DEAD:
-                self.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None)
-                agent = replace(agent, status=AgentStatus.IDLE)
-            slot = AgentSlot(agent, self.executors(agent))
-            if agent.status is AgentStatus.PAUSED:
-                slot.paused = "paused before this run"
-            self.slots[agent.id] = slot
+            self._host(agent)
 
         tasks = self.store.list_tasks(self.hive_id)
         by_id = {t.id: t for t in tasks}
@@ -468,16 +332,6 @@ class LiveEngine:
         self._restore_thresholds(agents)
         self.policy.drain_wakes()
 
-    def _refresh_budgets(self) -> None:
-        """Budgets may have changed while the hive was paused: the gateway client's accounts
-        are reloaded from the store."""
-        budgets = getattr(self.gateway, "budgets", None)
-        if budgets is None:
-            return
-        budgets.refresh(hive_id=self.hive_id)
-        for agent_id in self.slots:
-            budgets.refresh(agent_id=agent_id)
-
     def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
         if not isinstance(self.policy, SwarmPolicy):
             return
@@ -505,56 +359,7 @@ class LiveEngine:
             self._saved_thresholds[agent_id] = thresholds
 
     # -- agent loops -----------------------------------------------------------------------------
-    def _may_work(self, slot: AgentSlot) -> bool:
-        return (not self._ending and self._status is HiveStatus.RUNNING and slot.can_work)
-
-    async def _agent_loop(self, slot: AgentSlot) -> None:
-        while True:
-            await slot.wake.wait()
-            slot.wake.clear()
-            if not self._may_work(slot):
-                continue
-            task = await self._decide(slot)
-            if task is None:
-                continue
-            slot.stop_reason = None
-            slot.work = asyncio.create_task(self._attempt(slot, task),
-                                            name=f"ruflo-work-{slot.agent.name}")
-            try:
-                await slot.work
-            finally:
-                slot.work = None
-            slot.wake.set()  # look for more work at once
-            self._check_end()
-
-    def _loop_ended(self, slot: AgentSlot) -> Callable[[asyncio.Task[None]], None]:
-        def ended(task: asyncio.Task[None]) -> None:
-            if self._ending:
-                return
-            slot.alive = False
-            if not task.cancelled() and task.exception() is not None:
-                log.error("agent %s's loop crashed", slot.agent.name,
-                          exc_info=task.exception())
-            if slot.task_id is None:
-                # It held nothing: it is gone now. Otherwise its lease says when.
-                self._lose_agent(slot, "its loop ended")
-            self._check_end()
-        return ended
-
-    def kill_agent(self, agent_id: str) -> None:
-        """Let a hosted agent die as a crashed process would: its loop and work stop at once and
-        nothing is released or recorded; its claim reopens when the lease expires."""
-        slot = self.slots[agent_id]
-        slot.stop_reason = KILLED
-        slot.alive = False
-        if slot.retry is not None:
-            slot.retry.cancel()
-        if slot.work is not None:
-            slot.work.cancel()
-        if slot.loop_task is not None:
-            slot.loop_task.cancel()
-
-    async def _decide(self, slot: AgentSlot) -> Task | None:
+    async def _next_task(self, slot: AgentSlot) -> Task | None:
         """Ask the policy until a claim is won or it says to wait."""
         for _ in range(16):
             now = self.now()
@@ -703,12 +508,6 @@ class LiveEngine:
                                            slot.wake.set)
 
     # -- one attempt -----------------------------------------------------------------------------
-    def _context(self, slot: AgentSlot) -> RunContext:
-        return RunContext(store=self.store, workspace=Path(self.hive.workspace or "."),
-                          gateway=self.gateway, memory=self.memory,
-                          task_tools=frozenset(self._tools), env=self.env,
-                          limits=self.params.limits, model=self.model)
-
     async def _attempt(self, slot: AgentSlot, task: Task) -> None:
         slot.task_id = task.id
         settled = False  # the agent's row went back to idle with the outcome
@@ -762,22 +561,6 @@ class LiveEngine:
                 if not settled:
                     status = AgentStatus.IDLE if slot.paused is None else AgentStatus.PAUSED
                     self.store.update_agent(slot.id, status=status, current_task=None)
-
-    async def _renew(self, slot: AgentSlot, task_id: str) -> None:
-        every = self.params.lease_seconds / 3
-        while True:
-            await asyncio.sleep(every)
-            if not self.store.renew_lease(task_id, slot.id,
-                                          lease_seconds=self.params.lease_seconds):
-                self._stop_work(slot, task_id, "lost the lease")
-                return
-            self.store.update_agent(slot.id, heartbeat_at=utcnow())
-            self._claims_changed.set()
-
-    def _stop_work(self, slot: AgentSlot, task_id: str, reason: str) -> None:
-        if slot.task_id == task_id and slot.work is not None and not slot.work.done():
-            slot.stop_reason = reason
-            slot.work.cancel()
 
     # -- outcomes --------------------------------------------------------------------------------
     def _apply(self, slot: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
@@ -887,10 +670,6 @@ class LiveEngine:
         if holds:
             self.policy.on_released(task.id, slot.id, self.now(), counts=counts)
         self._flush_wakes()
-
-    def _discarded(self, slot: AgentSlot, task: Task, why: str) -> None:
-        self.store.append_event(self.hive_id, "attempt_discarded", agent_id=slot.id,
-                                task_id=task.id, data={"reason": why})
 
     def _after_done(self, task: Task) -> None:
         if task.parent_id is not None:
@@ -1026,19 +805,6 @@ class LiveEngine:
         self._flush_wakes()
 
     # -- following the event log -----------------------------------------------------------------
-    async def _consume(self) -> None:
-        while True:
-            await wait_at_most(self._signal, self.params.poll_seconds)
-            self._signal.clear()
-            events = await self._in_store(functools.partial(
-                self.store.events, self.hive_id, after_seq=self._seq, kinds=_FOLLOWED_KINDS))
-            if events:
-                self._seq = events[-1].seq
-            for event in events:
-                self._follow(event)
-            self._flush_wakes()
-            self._check_end()
-
     def _follow(self, event: Event) -> None:
         kind, task_id, agent_id = event.kind, event.task_id, event.agent_id
         board = self.policy.board
@@ -1066,29 +832,14 @@ class LiveEngine:
                     self._after_done(self.store.get_task(task_id))
         elif kind in ("task_released", "lease_expired") and task_id in board.tasks:
             self._released(task_id, agent_id, expired=kind == "lease_expired")
-        elif kind == "hive_paused":
-            if self.store.get_hive(self.hive_id).status is HiveStatus.PAUSED:
-                self._paused()
-        elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
-            self._status = HiveStatus.RUNNING
-            self.hive = self.store.get_hive(self.hive_id)
-            self._refresh_budgets()
-            stored = {a.id: a.status for a in self.store.list_agents(self.hive_id)}
-            for slot in self.slots.values():
-                if slot.alive and stored.get(slot.id) is not AgentStatus.PAUSED:
-                    slot.paused = None
-                slot.wake.set()
-        elif kind in ("hive_cancelled", "hive_done", "hive_failed"):
-            self._status = HiveStatus(kind.removeprefix("hive_"))
-            for slot in self.slots.values():
-                if slot.task_id is not None:
-                    self._stop_work(slot, slot.task_id, self._stop_reason())
-            self._end()
-        elif kind == "hive_budget_changed":
-            self._refresh_budgets()
         elif kind == "agent_added" and agent_id is not None and \
                 agent_id not in self.policy.alive:
             self.policy.add_agent(self.store.get_agent(agent_id), self.now())
+        else:
+            super()._follow(event)
+
+    def _after_follow(self) -> None:
+        self._flush_wakes()
 
     def _claimed_elsewhere(self, task_id: str, agent_id: str | None) -> bool:
         """Apply another process's claim as its event says, without reading the store, when
@@ -1148,122 +899,18 @@ class LiveEngine:
                 self._stop_work(slot, task_id, "lost the lease")
         self._flush_wakes()
 
-    def _lose_agent(self, slot: AgentSlot, why: str) -> None:
-        if slot.lost:
-            return
-        slot.lost = True
+    def _lost(self, slot: AgentSlot, why: str) -> None:
         self.policy.on_agent_lost(slot.id, self.now())
-        self.store.update_agent(slot.id, status=AgentStatus.DEAD, current_task=None)
-        self.store.append_event(self.hive_id, "agent_lost", agent_id=slot.id,
-                                data={"reason": why})
         self._flush_wakes()
 
-    async def _lease_timer(self) -> None:
-        assert self._loop is not None
-        while True:
-            self._claims_changed.clear()
-            expiry = await self._in_store(functools.partial(self.store.next_lease_expiry,
-                                                            self.hive_id))
-            if expiry is None:
-                await self._claims_changed.wait()
-                continue
-            delay = (expiry - utcnow()).total_seconds()
-            if delay > 0:
-                # A renewal moves the expiry later (then this finds nothing). A new claim
-                # expires sooner only if its lease is shorter than this engine's (another
-                # process's settings): it is looked for a third of a lease later at most,
-                # rather than reading the store after every claim of a busy hive.
-                await asyncio.sleep(min(delay + 0.01, self.params.lease_seconds / 3))
-                continue
-            if not self.store.expire_leases(hive_id=self.hive_id):
-                await asyncio.sleep(0.05)  # the clock read and the store disagree by a hair
-
     # -- pausing and ending ----------------------------------------------------------------------
-    def _pause_hive(self, reason: str, detail: str) -> None:
-        hive = self.store.get_hive(self.hive_id)
-        if hive.status is HiveStatus.RUNNING:
-            self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
-            self.store.append_event(self.hive_id, "hive_pause_detail", data={"detail": detail})
-        self._paused()
-
-    def _paused(self) -> None:
-        """The hive is paused (here or elsewhere): stop the work in flight (it is released)."""
-        self._status = HiveStatus.PAUSED
-        self.hive = self.store.get_hive(self.hive_id)
-        for slot in self.slots.values():
-            if slot.task_id is not None:
-                self._stop_work(slot, slot.task_id, self._stop_reason())
-        self._check_end()
-
-    def _pause_agent(self, slot: AgentSlot, reason: str) -> None:
-        if slot.paused is not None:
-            return
-        slot.paused = reason
-        self.store.update_agent(slot.id, status=AgentStatus.PAUSED)
-        self.store.append_event(self.hive_id, "agent_paused", agent_id=slot.id,
-                                data={"reason": reason})
-        self._check_end()
-
-    def _check_end(self) -> None:
-        if self._ending:
-            return
-        if self._status is HiveStatus.PAUSED and self.params.stop_on_pause:
-            self._end()
-            return
-        if self._status is not HiveStatus.RUNNING:
-            return
+    def _board_finished(self) -> bool:
         board = self.policy.board
-        busy = any(s.work is not None and not s.work.done() for s in self.slots.values())
-        if len(board) and board.finished and not busy:
-            self._ending = True
-            self._helpers.append(asyncio.create_task(self._finish()))
-            return
-        if self.hosted is None and not busy and not any(
-                s.can_work for s in self.slots.values()):
-            reasons = sorted({s.paused or "lost" for s in self.slots.values()})
-            self._pause_hive("no agent left that can work", "; ".join(reasons))
+        return bool(len(board)) and board.finished
 
-    async def _finish(self) -> None:
-        """Every task is terminal: the hive is done if the objective's tasks succeeded and the
-        objective's verify command (hive config `verify`) passes; failed otherwise."""
-        try:
-            tasks = self.store.list_tasks(self.hive_id)
-            succeeded = objective_succeeded(tasks)
-            reason = None if succeeded else "not every task of the objective succeeded"
-            command = self.hive.config.get("verify")
-            if succeeded and isinstance(command, str) and command.strip():
-                passed, output = await self._verify_objective(command)
-                self.store.append_event(self.hive_id, "objective_verified",
-                                        data={"command": command, "passed": passed,
-                                              "output": output[-2000:]})
-                if not passed:
-                    succeeded, reason = False, f"the objective's verify command `{command}` failed"
-            status = HiveStatus.DONE if succeeded else HiveStatus.FAILED
-            hive = self.store.get_hive(self.hive_id)
-            if hive.status is HiveStatus.RUNNING:
-                self.store.set_hive_status(self.hive_id, status, reason=reason)
-            self._status = status
-        finally:
-            if self._ended is not None and not self._ended.done():
-                self._ended.set_result(None)
-
-    async def _verify_objective(self, command: str) -> tuple[bool, str]:
-        from ruflo.agents.commands import command_env, run_command
-
-        limits = self.params.limits
-        result = await run_command(command, cwd=Path(self.hive.workspace or "."),
-                                   env=self.env or command_env(),
-                                   time_limit=limits.verify_timeout, grace=limits.command_grace,
-                                   output_limit=limits.command_output_bytes)
-        return result.ok, result.output
-
-
-async def wait_at_most(flag: asyncio.Event, seconds: float) -> None:
-    """Wait until the flag is set or the time is up. (`asyncio.timeout` rather than `wait_for`:
-    on 3.11 the latter can turn a cancellation into a TimeoutError, which would be swallowed.)"""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await flag.wait()
+    def _may_stall(self) -> bool:
+        # Other processes may host agents that can still work.
+        return self.hosted is None
 
 
 def task_tools_for(mode: Mode) -> frozenset[TaskTool]:

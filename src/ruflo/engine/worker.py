@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
-from ruflo.engine.live import LiveEngine, LiveParams, wait_at_most
+from ruflo.engine.core import wait_at_most
+from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
 from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, new_id, utcnow
 
