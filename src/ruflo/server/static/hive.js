@@ -184,7 +184,10 @@
     const who = agentName(event.agent_id);
     const what = event.task_id ? "“" + taskTitle(event.task_id) + "”" : "";
     const data = event.data || {};
-    const reason = data.reason ? " (" + data.reason + ")" : "";
+    // A failed notification says which sender and what the provider answered.
+    const why = data.reason || (event.kind === "notify_failed"
+      ? [data.sender, data.description].filter(Boolean).join(": ") : "");
+    const reason = why ? " (" + why + ")" : "";
     const text = event.kind.replace(/_/g, " ");
     return [who, text, what].filter(Boolean).join(" ") + reason;
   }
