@@ -98,6 +98,10 @@ def command_env(settings: Settings | None = None,
     base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
     base.setdefault("PATH", DEFAULT_PATH)
     base.setdefault("LANG", "C.UTF-8")
+    # An agent edits a module and reruns its tests within the same second; Python's bytecode
+    # cache keys on mtime (whole seconds) and size, so an edit of the same length would run the
+    # stale .pyc. Writing none keeps every run honest (and the workspace free of __pycache__).
+    base["PYTHONDONTWRITEBYTECODE"] = "1"
     if settings is None:
         return {**base, **(extra or {})}
     from ruflo.gateway.env import gateway_env
