@@ -319,7 +319,9 @@ async def test_an_agent_over_its_own_budget_pauses_and_the_others_finish(
         tmp_path: Path) -> None:
     names = ["t1", "t2", "t3"]
     for name in names:
-        gateway_server.add_rules(*work_rules(name))
+        # Work takes a while, so the agent with money cannot take the whole board before the
+        # broke one has looked at it (without the delay this depended on scheduling).
+        gateway_server.add_rules(*work_rules(name, delay=0.5))
     hive = make_hive(store, tmp_path, board(names), agents=2)
     broke = store.list_agents(hive.id)[0]
     with store.transaction():
