@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +88,35 @@ def store(store_url: str) -> Iterator[Any]:
         yield opened
     finally:
         opened.close()
+
+
+# -- a ScriptedGateway and a client of it, for the engine, runner, company and notify tests --------
+
+@pytest.fixture
+def gateway_key(request: pytest.FixtureRequest) -> str:
+    """The key the gateway accepts and the client sends: the test module's KEY (a folder's
+    conftest may override this fixture)."""
+    key: str = request.module.KEY
+    return key
+
+
+@pytest.fixture
+def gateway_server(gateway_key: str) -> Iterator[Any]:
+    from ruflo.gateway.scripted import ScriptedGateway
+
+    server = ScriptedGateway({"keys": [gateway_key], "cost": 0.0001})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(gateway_key: str, gateway_server: Any, store: Any) -> AsyncIterator[Any]:
+    """A GatewayClient with fast retries, metering into the module's `store`."""
+    from ruflo.gateway.client import GatewayClient, RetryPolicy
+
+    gateway = GatewayClient(gateway_server.base_url, gateway_key, store=store,
+                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
+                                              wait_max=0.05))
+    yield gateway
+    await gateway.aclose()

@@ -3,19 +3,23 @@ the real GatewayClient, and a three-level org (root, two managers, four engineer
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Budget, Hive, Mode
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
 KEY = "sk-company-test"
+
+
+@pytest.fixture
+def gateway_key() -> str:
+    return KEY
 PLAN_USAGE = {"prompt_tokens": 300, "completion_tokens": 60}
 WORK_USAGE = {"prompt_tokens": 200, "completion_tokens": 20}
 
@@ -45,23 +49,6 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlSto
     opened = open_store(url)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def gateway_server() -> Iterator[ScriptedGateway]:
-    server = ScriptedGateway({"keys": [KEY], "cost": 0.0001})
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(gateway_server: ScriptedGateway, store: SqlStore) -> AsyncIterator[GatewayClient]:
-    gateway = GatewayClient(gateway_server.base_url, KEY, store=store,
-                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
-                                              wait_max=0.05))
-    yield gateway
-    await gateway.aclose()
 
 
 def org_agents(hive_id: str, budgets: dict[str, Budget] | None = None) -> list[Agent]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from ruflo.engine.control import cancel_hive, resume_hive
 from ruflo.engine.live import LiveEngine, LiveParams
-from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, Budget, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store
@@ -54,23 +54,6 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
     opened = open_store(f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}")
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def gateway_server() -> Iterator[ScriptedGateway]:
-    server = ScriptedGateway({"keys": [KEY], "cost": 0.0001})
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def client(gateway_server: ScriptedGateway, store: SqlStore) -> AsyncIterator[GatewayClient]:
-    gateway = GatewayClient(gateway_server.base_url, KEY, store=store,
-                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
-                                              wait_max=0.05))
-    yield gateway
-    await gateway.aclose()
 
 
 def make_hive(store: SqlStore, tmp_path: Path, tasks: Sequence[Task], *, agents: int = 4,

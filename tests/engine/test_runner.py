@@ -16,7 +16,7 @@ import pytest
 from ruflo.config import Settings, load_settings
 from ruflo.engine.runner import SERVER_PREFIX, EngineRunner
 from ruflo.errors import Conflict
-from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, ApprovalStatus, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store
@@ -42,14 +42,6 @@ def work_rules(name: str, *, delay: float = 0.0) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def gateway_server() -> Iterator[ScriptedGateway]:
-    server = ScriptedGateway({"keys": [KEY], "cost": 0.0001})
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def settings(tmp_path: Path, gateway_server: ScriptedGateway) -> Settings:
     return load_settings({"RUFLO_DATA_DIR": str(tmp_path / "data"), "RUFLO_CONFIG": "",
                           "OPENAI_BASE_URL": gateway_server.base_url, "OPENAI_API_KEY": KEY,
@@ -61,15 +53,6 @@ def store(settings: Settings) -> Iterator[SqlStore]:
     opened = open_store(settings)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-async def client(gateway_server: ScriptedGateway, store: SqlStore) -> AsyncIterator[GatewayClient]:
-    gateway = GatewayClient(gateway_server.base_url, KEY, store=store,
-                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
-                                              wait_max=0.05))
-    yield gateway
-    await gateway.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ untouched: the engine pauses at once, and the failure ends up as a `notify_faile
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from ruflo.agents.commands import command_env
 from ruflo.commands.serve import hive_notifications
 from ruflo.config import Settings, load_settings
 from ruflo.engine.live import LiveEngine, LiveParams
-from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.notify import Dispatcher
@@ -51,15 +51,6 @@ def store(settings: Settings) -> Iterator[SqlStore]:
     opened = open_store(settings)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-async def client(gateway_server: ScriptedGateway, store: SqlStore) -> AsyncIterator[GatewayClient]:
-    gateway = GatewayClient(gateway_server.base_url, KEY, store=store,
-                            retry=RetryPolicy(attempts=2, timeout=5, wait_initial=0.01,
-                                              wait_max=0.05))
-    yield gateway
-    await gateway.aclose()
 
 
 def make_hive(store: SqlStore, tmp_path: Path) -> Hive:
