@@ -409,9 +409,15 @@ class HiveEngine(ABC):
 
     # -- following the event log -----------------------------------------------------------------
     async def _consume(self) -> None:
+        assert self._loop is not None
+        last_read = 0.0
         while True:
             await wait_at_most(self._signal, self.params.poll_seconds)
+            early = last_read + self.params.follow_interval - self._loop.time()
+            if early > 0:
+                await asyncio.sleep(early)
             self._signal.clear()
+            last_read = self._loop.time()
             events = await self._in_store(functools.partial(
                 self.store.events, self.hive_id, after_seq=self._seq, kinds=self._followed_kinds))
             if events:

@@ -35,12 +35,18 @@ __all__ = ["CHANNEL", "DISTRIBUTED_MODES", "Worker", "WorkerParams", "hive_worke
 log = logging.getLogger(__name__)
 
 CHANNEL = "ruflo_events"
-"""The store sends `pg_notify(CHANNEL, '<hive_id>:<seq>')` in every transaction that appends
-events."""
+"""After every transaction that appends events the store sends `pg_notify(CHANNEL,
+'<hive_id>:<seq>')`, once per hive, with the newest seq."""
 
 DISTRIBUTED_MODES = frozenset({Mode.SWARM})
 """Modes whose agents may live in many processes. Round robin and solo deal tasks to named
 agents up front: a pile dealt to an agent no worker hosts would wait forever."""
+
+FOLLOW_INTERVAL = 0.02
+"""Least seconds between a worker engine's reads of the event log: every event of a shared hive
+wakes every worker, and one read per event each would grow the store's load with the product
+of events and workers. Other processes' claims reach the board this much later at most (a
+claim raced for meanwhile is refused by the store, and the agent picks again)."""
 
 ADOPTION_LOCK = 0x7275666C6F5F7731
 """Postgres advisory lock key that serialises agent adoption across workers ("ruflo_w1")."""
@@ -151,6 +157,9 @@ class Worker:
         self._stopping = False
         self._listener: NotificationListener | None = None
         self._said_waiting: set[str] = set()
+        self._waking: set[str | None] = set()
+        """Hives (None: all) with a wake-up scheduled on the loop and not yet run."""
+        self._waking_lock = threading.Lock()
 
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -337,6 +346,7 @@ class Worker:
             lease_seconds=self.params.lease_seconds,
             time_unit=self.params.time_unit or float(config.get("time_unit", 10.0)),
             poll_seconds=self.params.poll_seconds,
+            follow_interval=min(FOLLOW_INTERVAL, self.params.poll_seconds / 2),
             seed=self.params.seed if self.params.seed is not None else int(config.get("seed", 0)),
             stop_on_pause=False)
         engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
@@ -395,14 +405,21 @@ class Worker:
     # -- wake-ups and liveness -------------------------------------------------------------------
     def _notified(self, hive_id: str | None) -> None:
         """From the LISTEN thread: None means the connection was (re)established, so anything
-        may have been missed."""
+        may have been missed. A hive whose wake-up is already on its way to the loop gets no
+        second one (a busy hive sends hundreds a second, each reaching every worker)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        with self._waking_lock:
+            if hive_id in self._waking:
+                return
+            self._waking.add(hive_id)
         with contextlib.suppress(RuntimeError):  # the loop closed under us at exit
             loop.call_soon_threadsafe(self._wake, hive_id)
 
     def _wake(self, hive_id: str | None) -> None:
+        with self._waking_lock:
+            self._waking.discard(hive_id)
         hosted = False
         for attachment in self.attachments:
             if hive_id is None or attachment.hive_id == hive_id:

@@ -136,6 +136,8 @@ def _task(row: Sequence[Any]) -> Task:
 
 
 EVENT_COLS = "seq, hive_id, kind, ts, agent_id, task_id, data"
+_Queued = tuple[float, str, str | None, str | None, JSON]
+"""An event waiting for its seq (Postgres): ts, kind, agent_id, task_id, data."""
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -305,10 +307,12 @@ class _Statements:
             # Counter bump and inserts in one statement: the lock it takes is held for this
             # statement and the COMMIT only.
             self.sequence_events = (
+                # An unknown hive leaves the counter NULL, which the insert refuses: the
+                # statement fails rather than inserting nothing (its COMMIT may be on the wire).
                 "WITH s AS (UPDATE hives SET last_seq = last_seq + %(n)s WHERE id = %(hive)s "
                 "RETURNING last_seq) INSERT INTO events (hive_id, seq, ts, kind, agent_id, "
-                "task_id, data) SELECT %(hive)s, s.last_seq - %(n)s + e.n, e.ts, e.kind, "
-                "e.agent_id, e.task_id, e.data FROM s, unnest(%(ts)s::float8[], "
+                "task_id, data) SELECT %(hive)s, (SELECT last_seq FROM s) - %(n)s + e.n, e.ts, "
+                "e.kind, e.agent_id, e.task_id, e.data FROM unnest(%(ts)s::float8[], "
                 "%(kind)s::text[], %(agent)s::text[], %(task)s::text[], %(data)s::text[]) "
                 "WITH ORDINALITY AS e(ts, kind, agent_id, task_id, data, n) RETURNING seq")
         else:
@@ -341,10 +345,10 @@ class _ThreadState:
         self.cur = conn.cursor()
         self.depth = 0
         self.pending: list[Event] = []
-        self.deferred: dict[str, list[tuple[float, str, str | None, str | None, JSON]]] = {}
+        self.deferred: dict[str, list[_Queued]] = {}
         """Postgres: events of the open transaction waiting for their seqs, by hive."""
-        self.notices: list[str] = []
-        """Postgres: `hive:seq` payloads to NOTIFY once the transaction has committed."""
+        self.notices: list[tuple[str, int]] = []
+        """Postgres: (hive, seq) of the events to announce once the transaction has committed."""
         self.thread = thread
 
 
@@ -463,8 +467,9 @@ class SqlStore:
         try:
             yield
             if state.deferred:
-                self._sequence(state)
-            cur.execute("COMMIT")
+                self._sequence_and_commit(state)
+            else:
+                cur.execute("COMMIT")
         except BaseException as error:
             state.depth = 0
             state.pending = []
@@ -578,36 +583,64 @@ class SqlStore:
             state.pending.extend(events)
         return events
 
-    def _sequence(self, state: _ThreadState) -> None:
-        """Give the transaction's queued events their seqs, as its last statements.
+    def _sequence_and_commit(self, state: _ThreadState) -> None:
+        """Give the transaction's queued events their seqs as its last statements, and commit.
 
         Why the sequence stays gap-free and in order: a hive's seqs come from its row's
         counter, bumped in the transaction that inserts the events. The bump takes the row's
         lock, held until commit or rollback: a rollback undoes the bump with the events (no
         gap), and the hive's next appender waits for the lock, so it reads the counter only
-        after this transaction is visible (no reader sees seq N+1 before seq N). Taking the
-        lock as the last statement, right before COMMIT, keeps that argument whole while the
-        lock is held only for this statement and the commit's WAL flush, not for the rest of
-        the transaction. Hives are sequenced in id order, so two multi-hive transactions
-        cannot deadlock on their counters.
+        after this transaction is visible (no reader sees seq N+1 before seq N).
+
+        Why it stays cheap: the bumps and the COMMIT go to the server in one pipeline, so the
+        lock is held for the server's own work and the commit's WAL flush, never across a
+        round trip to this process (whose thread, sharing the GIL with the agents' loops and
+        the other store threads, may not run again for a while: every other appender to the
+        hive would queue behind it). Hives are bumped in id order, so two multi-hive
+        transactions cannot deadlock on their counters.
         """
         deferred, state.deferred = state.deferred, {}
-        for hive_id in sorted(deferred):
-            self._sequence_hive(state, hive_id, deferred[hive_id])
+        conn = state.conn.driver_connection
+        sent: list[tuple[str, list[_Queued], Any]] = []
+        try:
+            with conn.pipeline():
+                for hive_id in sorted(deferred):
+                    cursor = conn.cursor()
+                    self._bump(cursor, hive_id, deferred[hive_id])
+                    sent.append((hive_id, deferred[hive_id], cursor))
+                state.cur.execute("COMMIT")
+        except self._integrity as error:
+            raise self._unknown_hive(error, sorted(deferred)) from None
+        for hive_id, queue, cursor in sent:
+            self._sequenced(state, hive_id, queue, [row[0] for row in cursor.fetchall()])
 
     def _sequence_hive(self, state: _ThreadState, hive_id: str,
-                       queue: list[tuple[float, str, str | None, str | None, JSON]]) -> list[Event]:
+                       queue: list[_Queued]) -> list[Event]:
+        """Sequence one hive's queued events now, mid-transaction (the caller needs the seqs)."""
+        self._bump(state.cur, hive_id, queue)
+        return self._sequenced(state, hive_id, queue, [row[0] for row in state.cur.fetchall()])
+
+    def _bump(self, cursor: Any, hive_id: str, queue: list[_Queued]) -> None:
+        try:
+            cursor.execute(self._sql.sequence_events, {
+                "n": len(queue), "hive": hive_id, "ts": [q[0] for q in queue],
+                "kind": [q[1] for q in queue], "agent": [q[2] for q in queue],
+                "task": [q[3] for q in queue], "data": [_dumps(q[4]) for q in queue]})
+        except self._integrity as error:
+            raise self._unknown_hive(error, [hive_id]) from None
+
+    @staticmethod
+    def _unknown_hive(error: BaseException, hive_ids: Sequence[str]) -> BaseException:
+        """A counter bump that found no hive row fails on its NULL seq: say which hive."""
+        if getattr(getattr(error, "diag", None), "column_name", None) != "seq":
+            return error
+        return NotFound(f"no hive {' or '.join(repr(h) for h in hive_ids)}")
+
+    def _sequenced(self, state: _ThreadState, hive_id: str, queue: list[_Queued],
+                   seqs: list[int]) -> list[Event]:
         count = len(queue)
-        cur = state.cur
-        cur.execute(self._sql.sequence_events, {
-            "n": count, "hive": hive_id, "ts": [q[0] for q in queue],
-            "kind": [q[1] for q in queue], "agent": [q[2] for q in queue],
-            "task": [q[3] for q in queue], "data": [_dumps(q[4]) for q in queue]})
-        seqs = [row[0] for row in cur.fetchall()]
-        if len(seqs) != count:
-            raise NotFound(f"no hive {hive_id!r}")
         last = max(seqs)
-        state.notices += [f"{hive_id}:{last - count + 1 + i}" for i in range(count)]
+        state.notices.append((hive_id, last))
         events = [Event(seq=last - count + 1 + i, hive_id=hive_id, kind=q[1], ts=_dt_req(q[0]),
                         agent_id=q[2], task_id=q[3], data=q[4]) for i, q in enumerate(queue)]
         if self._listeners:
@@ -619,13 +652,21 @@ class SqlStore:
         database-wide lock held through the commit's WAL flush, which would serialise every
         appending transaction of every hive. Here it is a statement of its own that writes no
         WAL, so it costs no flush. If it is lost (the connection dropped right after the
-        commit), nothing is: the data is committed and the followers' safety-net poll finds it."""
-        notices, state.notices = state.notices, []
+        commit), nothing is: the data is committed and the followers' safety-net poll finds it.
+
+        One notification per hive, `<hive_id>:<newest seq>`, however many events the
+        transaction appended: a follower reads everything after its last seq anyway, and every
+        worker process of the hive receives each notification."""
+        newest: dict[str, int] = {}
+        for hive_id, seq in state.notices:
+            newest[hive_id] = max(seq, newest.get(hive_id, 0))
+        state.notices = []
+        payloads = [f"{hive_id}:{seq}" for hive_id, seq in sorted(newest.items())]
         try:
-            state.cur.execute(self._sql.notify, (notices,))
+            state.cur.execute(self._sql.notify, (payloads,))
         except self._operational as error:
             log.warning("committed, but the wake-up notification for %s was not sent (%s); "
-                        "followers will find the change at their next poll", notices[-1],
+                        "followers will find the change at their next poll", payloads[-1],
                         opening.pg_cause(error))
             self._drop_state(state)
 
