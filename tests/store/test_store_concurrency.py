@@ -98,3 +98,56 @@ def test_one_winner_among_processes(store_url: str) -> None:
         assert len(store.events(hive.id, kinds=["task_claimed"])) == 1
     finally:
         store.close()
+
+
+def test_a_taken_task_gives_way_to_the_first_free_alternative(store: Any) -> None:
+    hive = make_hive(store, tasks=4, agents=3)
+    first, second, third, fourth = (t.id for t in store.list_tasks(hive.id))
+    me, other = f"{hive.id[:8]}-a0", f"{hive.id[:8]}-a1"
+    assert store.claim_task(hive.id, other, lease_seconds=30, task_id=first) is not None
+    store.finish_task(third, None, state="cancelled")
+
+    got = store.claim_task(hive.id, me, lease_seconds=30, task_id=first,
+                           alternatives=[third, fourth, second])
+    assert got is not None and got.id == fourth, "third is cancelled, fourth comes before second"
+    assert got.assignee == me
+    last = store.events(hive.id, kinds=["task_claimed"])[-1]
+    assert (last.task_id, last.agent_id) == (fourth, me)
+
+    assert store.claim_task(hive.id, me, lease_seconds=30, task_id=first,
+                            alternatives=[third, fourth]) is None, "nothing left of those"
+    with pytest.raises(ValueError, match="alternatives go with a task_id"):
+        store.claim_task(hive.id, me, lease_seconds=30, alternatives=[second])
+    assert store.get_task(second).state.value == "open", "the refused calls changed nothing"
+
+
+def test_claimers_offered_the_same_tasks_each_get_a_different_one(store: Any) -> None:
+    """Twelve threads, each offering the store the same eight tasks in its own order: eight
+    win one each (SKIP LOCKED passes over a row another claimer holds), four get nothing."""
+    hive = make_hive(store, tasks=8, agents=12)
+    ids = [t.id for t in store.list_tasks(hive.id)]
+    barrier = threading.Barrier(12)
+    won: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def claim(i: int) -> None:
+        offered = ids[i % 8:] + ids[:i % 8]
+        try:
+            barrier.wait()
+            task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30,
+                                    task_id=offered[0], alternatives=offered[1:])
+            if task is not None:
+                won.append((task.id, task.assignee))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(task for task, _ in won) == sorted(ids), "every task claimed exactly once"
+    assert len({agent for _, agent in won}) == 8
+    claimed = store.events(hive.id, kinds=["task_claimed"])
+    assert sorted((e.task_id, e.agent_id) for e in claimed) == sorted(won)

@@ -521,6 +521,12 @@ class HiveEngine(ABC):
         """Every task is terminal: the hive is done if the objective's tasks succeeded and the
         objective's verify command (hive config `verify`) passes; failed otherwise."""
         try:
+            ended = self.store.get_hive(self.hive_id).status
+            if ended.terminal:
+                # Another process sharing the hive judged it already: no need to read the
+                # whole board again.
+                self._status = ended
+                return
             tasks = self.store.list_tasks(self.hive_id)
             succeeded = objective_succeeded(tasks)
             reason = None if succeeded else self.OBJECTIVE_FAILED

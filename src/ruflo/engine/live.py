@@ -76,6 +76,9 @@ CONTENDED = "(claiming elsewhere)"
 """Board holder of a task whose row another process holds locked while it claims it: this
 process's agents pass it over until that claim's event (or a recheck) says who has it."""
 
+SPREAD_OFFERED = 16
+"""Most tasks one claim offers the store (the chosen one and alternatives like it)."""
+
 RECHECK_CONTENDED = 2.0
 """Seconds after which a task still held for another process's claim is read again (that
 claim may have rolled back)."""
@@ -375,10 +378,10 @@ class LiveEngine(HiveEngine):
             self._flush_wakes()
             if isinstance(decision, Take | Decompose):
                 # A live agent decides itself whether to split (post_subtasks).
-                task_id = decision.task_id
+                task_id, alternatives = decision.task_id, []
                 if isinstance(decision, Take):
-                    task_id = self._spread(task_id)
-                claimed = await self._claim(slot, task_id, now)
+                    task_id, *alternatives = self._spread(task_id)
+                claimed = await self._claim(slot, task_id, now, alternatives)
                 if claimed is None:
                     continue
                 self._claims_changed.set()
@@ -395,19 +398,20 @@ class LiveEngine(HiveEngine):
         self._retry_later(slot, 0.1)
         return None
 
-    def _spread(self, task_id: str) -> str:
+    def _spread(self, task_id: str) -> list[str]:
         """Processes sharing a hive run the same policy over the same board, so their agents
         all reach for the head of the same queue and all but one lose the race. On Postgres,
-        take instead one at random of the first ready tasks of the chosen task's queue with
-        the same skills and priority (as many as the hive has agents: the same threshold, and
-        nearly the same stimulus, as they became ready in that order)."""
+        offer the store instead, in random order, the first ready tasks of the chosen task's
+        queue with the same skills and priority (as many as the hive has agents: the same
+        threshold, and nearly the same stimulus, as they became ready in that order); it
+        claims the first no one else has (SKIP LOCKED), so a race lost costs no second try."""
         if self._pool is None or not isinstance(self.policy, SwarmPolicy):
-            return task_id
+            return [task_id]
         chosen = self.policy.board.tasks[task_id]
         queue = self.policy.queues.get(chosen.skills[0] if chosen.skills else ANY_SKILL)
         level = queue.levels.get(chosen.priority) if queue is not None else None
         if not level:
-            return task_id
+            return [task_id]
         width = len(self.policy.agent_ids)
         picks: list[str] = []
         for looked, task in enumerate(level):
@@ -415,14 +419,19 @@ class LiveEngine(HiveEngine):
                 break
             if task.ready and task.skills == chosen.skills:
                 picks.append(task.id)
-        return self.rng.choice(picks) if picks else task_id
+        if not picks:
+            return [task_id]
+        self.rng.shuffle(picks)
+        return picks[:SPREAD_OFFERED]
 
-    async def _claim(self, slot: AgentSlot, task_id: str, now: float) -> Task | None:
+    async def _claim(self, slot: AgentSlot, task_id: str, now: float,
+                     alternatives: Sequence[str] = ()) -> Task | None:
         """Claim the chosen task: on the board first, so this process's other agents pass it
         over while the store works; then in the store, where one transaction takes the claim
-        (compare-and-set, SKIP LOCKED on Postgres), marks the agent working and writes its
-        learned thresholds. Lost → the board follows the store, and a task another process is
-        claiming right now is held for that claim, so the next choice looks further down."""
+        (compare-and-set, SKIP LOCKED on Postgres) — or, taken, that of the first free of the
+        `alternatives` —, marks the agent working and writes its learned thresholds. Lost →
+        the board follows the store, and a task another process is claiming right now is held
+        for that claim, so the next choice looks further down."""
         board = self.policy.board
         try:
             self.policy.claim(task_id, slot.id, now)
@@ -437,7 +446,7 @@ class LiveEngine(HiveEngine):
         def claim() -> tuple[Task, Agent] | None:
             with self.store.transaction():
                 task = self.store.claim_task(self.hive_id, slot.id, lease_seconds=lease,
-                                             task_id=task_id)
+                                             task_id=task_id, alternatives=alternatives)
                 if task is None:
                     return None
                 fields: dict[str, object] = {"status": AgentStatus.WORKING,
@@ -463,6 +472,16 @@ class LiveEngine(HiveEngine):
         if thresholds is not None:
             self._saved_thresholds[slot.id] = thresholds
         slot.agent = agent
+        if task.id != task_id:
+            # The store gave one of the alternatives: the chosen task is someone else's (its
+            # event is on the way), and the board takes this claim as the store has it.
+            if ours:
+                self.policy.on_released(task_id, slot.id, self.now(), counts=False)
+            self._lost_race(task_id)
+            self._apply_task_state(task)
+            board_task = board.tasks.get(task.id)
+            ours = (board_task is not None and board_task.holder == slot.id
+                    and board_task.state is TaskState.CLAIMED)
         if not ours:
             # The board moved on while the store worked (the task was cancelled meanwhile):
             # give the claim back and look again.

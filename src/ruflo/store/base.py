@@ -101,12 +101,15 @@ class Store(Protocol):
                    offset: int = 0) -> list[Task]: ...
     def count_tasks(self, hive_id: str) -> dict[TaskState, int]: ...
     def claim_task(self, hive_id: str, agent_id: str, *, lease_seconds: float,
-                   task_id: str | None = None, now: datetime | None = None) -> Task | None:
-        """Atomically claim `task_id` (or the most urgent ready open task) for the agent.
+                   task_id: str | None = None, alternatives: Sequence[str] = (),
+                   now: datetime | None = None) -> Task | None:
+        """Atomically claim `task_id` (or the most urgent ready open task) for the agent; if
+        it is taken, the first of `alternatives` that is still claimable.
 
         Ready means open with every dependency done. Compare-and-set on SQLite,
         `FOR UPDATE SKIP LOCKED` on Postgres: of many concurrent claimers exactly one wins;
-        the others get None. Event: task_claimed. Increments `attempts`.
+        the others get None (or one of their alternatives). Event: task_claimed. Increments
+        `attempts`.
         """
     def renew_lease(self, task_id: str, agent_id: str, *, lease_seconds: float,
                     now: datetime | None = None) -> bool:

@@ -295,10 +295,16 @@ class _Statements:
         self.claim_one = self.q(
             claim_set + "(SELECT id FROM tasks WHERE id = ? AND hive_id = ? AND state = 'open' "
             f"AND pending_deps = 0{lock}) AND state = 'open' RETURNING {TASK_COLS}")
+        # Postgres: the first claimable of several, in the caller's order, passing over rows
+        # other claimers hold right now (SQLite's writers take turns: claim_one each).
+        self.claim_first = self.q(
+            claim_set + "(SELECT id FROM tasks WHERE id = ANY(?) AND hive_id = ? AND "
+            "state = 'open' AND pending_deps = 0 ORDER BY array_position(?, id) LIMIT 1"
+            f"{lock}) AND state = 'open' RETURNING {TASK_COLS}") if self.postgres else ""
         self.expiring = ("SELECT id, assignee FROM tasks WHERE state = 'claimed' AND "
                          "lease_until < ? {hive} ORDER BY lease_until" + lock)
         # Postgres: the hive row's counter hands out seqs, its row lock serialising appenders
-        # of one hive (see SqlStore._sequence for why the sequence stays gap-free and why the
+        # of one hive (see SqlStore._sequence_and_commit for why the sequence stays gap-free and why the
         # lock is taken last). SQLite: writers are already serialised (BEGIN IMMEDIATE), so the
         # next seq is read from the events' primary key, sparing a page write per transaction.
         self.bump_seq = ""
@@ -548,7 +554,7 @@ class SqlStore:
     def _append(self, hive_id: str, items: Sequence[tuple[str, str | None, str | None, JSON]],
                 ts: float | None = None, *, want: bool = False) -> list[Event]:
         """Append events inside the current transaction with the next gap-free seqs. On Postgres
-        they are sequenced at commit (see `_sequence`) unless the caller wants them now."""
+        they are sequenced at commit (see `_sequence_and_commit`) unless the caller wants them now."""
         if not items:
             return []
         state = self._state()
@@ -880,17 +886,30 @@ class SqlStore:
         return counts
 
     def claim_task(self, hive_id: str, agent_id: str, *, lease_seconds: float,
-                   task_id: str | None = None, now: datetime | None = None) -> Task | None:
+                   task_id: str | None = None, alternatives: Sequence[str] = (),
+                   now: datetime | None = None) -> Task | None:
         at = time.time() if now is None else _epoch(now)
         assert at is not None
         lease = at + lease_seconds
+        if task_id is None and alternatives:
+            raise ValueError("alternatives go with a task_id")
         with self.transaction():
             cur = self._state().cur
             if task_id is None:
                 cur.execute(self._sql.claim_next, (agent_id, lease, at, at, hive_id))
+                row = cur.fetchone()
+            elif alternatives and self._sql.postgres:
+                wanted = [task_id, *alternatives]
+                cur.execute(self._sql.claim_first, (agent_id, lease, at, at, wanted, hive_id,
+                                                    wanted))
+                row = cur.fetchone()
             else:
-                cur.execute(self._sql.claim_one, (agent_id, lease, at, at, task_id, hive_id))
-            row = cur.fetchone()
+                for candidate in (task_id, *alternatives):
+                    cur.execute(self._sql.claim_one, (agent_id, lease, at, at, candidate,
+                                                      hive_id))
+                    row = cur.fetchone()
+                    if row is not None:
+                        break
             if row is None:
                 return None
             task = _task(row)
