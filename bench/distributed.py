@@ -123,13 +123,16 @@ def server_counters() -> tuple[int, int]:
     return int(xid[0]), int(syncs[0])
 
 
-def cpu_of(pids: list[int]) -> float:
-    """CPU-seconds the running processes have used so far (from /proc)."""
+def cpu_of(pids: list[int], *, reaped: bool = False) -> float:
+    """CPU-seconds the running processes have used so far (from /proc); with `reaped`, also
+    that of their children that have exited (Postgres: the backends of closed connections)."""
     total = 0
     for pid in pids:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+            if reaped:
+                total += int(fields[13]) + int(fields[14])  # cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -168,14 +171,14 @@ def postgres_run(processes: int, tasks: int, agents: int, work: float, scratch: 
             time.sleep(0.05)
         pids = [w.pid for w in workers]
         cpu0, (xid0, sync0) = cpu_of(pids), server_counters()
-        server0 = cpu_of(postgres_pids())
+        server0 = cpu_of(postgres_pids(), reaped=True)
         resume_hive(store, hive.id)
         deadline = time.monotonic() + 600
         while store.get_hive(hive.id).status is HiveStatus.RUNNING:
             if time.monotonic() > deadline or any(w.poll() not in (None, 0) for w in workers):
                 raise SystemExit(f"{processes} workers did not finish the hive")
             time.sleep(0.2)
-        cpu1, server1 = cpu_of(pids), cpu_of(postgres_pids())
+        cpu1, server1 = cpu_of(pids), cpu_of(postgres_pids(), reaped=True)
         for worker in workers:
             worker.wait(timeout=60)  # a one-hive worker exits when its hive ends
         # The counters' own transaction takes one id; pg_stat_wal lags up to a second.
