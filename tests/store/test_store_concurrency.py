@@ -109,7 +109,8 @@ def test_a_taken_task_gives_way_to_the_first_free_alternative(store: Any) -> Non
 
     got = store.claim_task(hive.id, me, lease_seconds=30, task_id=first,
                            alternatives=[third, fourth, second])
-    assert got is not None and got.id == fourth, "third is cancelled, fourth comes before second"
+    assert got is not None
+    assert got.id == fourth, "third is cancelled, fourth comes before second"
     assert got.assignee == me
     last = store.events(hive.id, kinds=["task_claimed"])[-1]
     assert (last.task_id, last.agent_id) == (fourth, me)

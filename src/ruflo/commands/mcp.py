@@ -58,7 +58,7 @@ def mcp(
         print(line, file=sys.stderr)
     store = open_store(settings)
     try:
-        memory = open_memory(store, data_dir=settings.data_dir)
+        memory = open_memory(store, data_dir=settings.data_dir, long_lived=True)
         desk = Desk(store, memory, lease_seconds=settings.lease_seconds,
                     workspace_root=settings.workspace_dir, default_hive=hive)
         server = build_server(desk)

@@ -27,9 +27,12 @@ __all__ = ["Memory", "agent_namespace", "entry_from_json", "entry_to_json", "hiv
 VECTOR_CACHE_NAME = "memory-vectors.sqlite3"
 
 
-def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | None = None) -> Memory:
+def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | None = None,
+                long_lived: bool = False) -> Memory:
     """Memory over `store`: semantic when the embeddings extra is installed (or `semantic=True`
-    demands it), keyword otherwise. Note vectors are cached under `data_dir`."""
+    demands it), keyword otherwise. Note vectors are cached under `data_dir`. A `long_lived`
+    process (`ruflo mcp`) starts building the ONNX Runtime encoder at once, in the background;
+    a one-shot call keeps numpy, whose setup costs less than the searches it would speed up."""
     from ruflo.errors import ConfigError
 
     use_semantic = semantic_available() if semantic is None else semantic
@@ -41,4 +44,9 @@ def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | 
     from ruflo.memory.semantic import SemanticRanker
 
     cache = data_dir / VECTOR_CACHE_NAME if data_dir is not None else None
-    return Memory(store, SemanticRanker(cache))
+    ranker = SemanticRanker(cache)
+    if long_lived:
+        from ruflo.memory.onnx_encoder import quickest_encoder
+
+        ranker.load_in_background(quickest_encoder)
+    return Memory(store, ranker)

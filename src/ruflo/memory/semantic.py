@@ -5,7 +5,9 @@ and, lazily, numpy (installed with that extra); absent them, keyword search is u
 The model's forward pass (6 BERT layers, mean pooling, L2 normalisation) is written here in
 numpy, so a `ruflo memory search` call pays ~0.1 s of imports instead of the ~5 s that importing
 sentence-transformers and torch costs; tests check it against sentence-transformers' vectors.
-Note vectors are cached by content digest in a small SQLite file beside the data.
+Long-lived processes run the same model on ONNX Runtime instead (ruflo.memory.onnx_encoder),
+~3x quicker per query once its session is built. Note vectors are cached by content digest in a
+small SQLite file beside the data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,16 +42,30 @@ def semantic_available() -> bool:
                for name in (MODEL_PACKAGE, "numpy"))
 
 
-def search_backend() -> str:
-    """Which memory search is active, in words, for `ruflo doctor`."""
-    if semantic_available():
-        return f"semantic ({MODEL_NAME} from the embeddings extra, keyword hits as a tie-break)"
-    return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); install "
-            "ruflo[embeddings] for semantic search")
+def search_backend(*, try_engine: bool = False) -> str:
+    """Which memory search is active, in words, for `ruflo doctor`. `try_engine` builds the ONNX
+    Runtime encoder (~0.5 s) to tell whether `ruflo mcp` will get it, rather than only looking
+    for its packages."""
+    if not semantic_available():
+        return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); install "
+                "ruflo[embeddings] for semantic search")
+    from ruflo.memory.onnx_encoder import onnx_runtime_problem
+
+    problem = onnx_runtime_problem(build=try_engine)
+    semantic = f"semantic ({MODEL_NAME} from the embeddings extra, run by"
+    if problem is None:
+        return (f"{semantic} ONNX Runtime in ruflo mcp and numpy in CLI calls; keyword hits as a "
+                "tie-break)")
+    return (f"{semantic} numpy everywhere; keyword hits as a tie-break). ONNX Runtime can't be "
+            f"used ({problem}), so a new query through ruflo mcp takes ~3x longer: pip install "
+            "'ruflo[embeddings]' (again, if it is broken) brings it")
 
 
 class MiniLMEncoder:
     """Sentence embeddings from the bundled all-MiniLM-L6-v2 weights, computed with numpy."""
+
+    engine = "numpy"
+    """What runs the forward pass, in words."""
 
     def __init__(self, model_dir: Path | None = None) -> None:
         # A query is a dozen tokens: products that small finish before BLAS threads would even
@@ -64,7 +80,8 @@ class MiniLMEncoder:
         from ruflo.memory.wordpiece import WordPiece
 
         self.tokenizer = WordPiece(model_dir / "vocab.txt", max_tokens=MAX_TOKENS)
-        self.weights = map_safetensors(self.np, model_dir / "model.safetensors")
+        self.weights_path = model_dir / "model.safetensors"
+        self.weights = map_safetensors(self.np, self.weights_path)
         self.layers = 1 + max(int(name.split(".")[2]) for name in self.weights
                               if name.startswith("encoder.layer."))
         self.heads = 12
@@ -87,19 +104,33 @@ class MiniLMEncoder:
         return out
 
     def _encode_batch(self, texts: list[str]) -> Any:
+        ids, mask = self.token_ids(texts)
+        return self._forward(ids, mask)
+
+    def token_ids(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        """The texts' token ids, padded to the longest (int64), and which are real (int32 1/0)."""
         np = self.np
-        w = self.weights
         encodings = [self.tokenizer.encode(text) for text in texts]
         length = max(len(e) for e in encodings)
         ids = np.zeros((len(texts), length), dtype=np.int64)
-        mask = np.zeros((len(texts), length), dtype=np.float32)
+        mask = np.zeros((len(texts), length), dtype=np.int32)
         for row, encoding in enumerate(encodings):
             ids[row, :len(encoding)] = encoding
-            mask[row, :len(encoding)] = 1.0
-        hidden = (w["embeddings.word_embeddings.weight"][ids]
-                  + w["embeddings.position_embeddings.weight"][:length][None, :, :]
-                  + w["embeddings.token_type_embeddings.weight"][0][None, None, :])
-        hidden = self._norm(hidden, "embeddings.LayerNorm")
+            mask[row, :len(encoding)] = 1
+        return ids, mask
+
+    def embed(self, ids: Any) -> Any:
+        """BERT's input: each token's word, position and (single) segment embedding, summed."""
+        w = self.weights
+        length = ids.shape[1]
+        return (w["embeddings.word_embeddings.weight"][ids]
+                + w["embeddings.position_embeddings.weight"][:length][None, :, :]
+                + w["embeddings.token_type_embeddings.weight"][0][None, None, :])
+
+    def _forward(self, ids: Any, mask: Any) -> Any:
+        np = self.np
+        mask = mask.astype(np.float32)
+        hidden = self._norm(self.embed(ids), "embeddings.LayerNorm")
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
         for layer in range(self.layers):
             hidden = self._layer(hidden, bias, f"encoder.layer.{layer}")
@@ -227,9 +258,26 @@ class SemanticRanker:
         self._queries: OrderedDict[str, Any] = OrderedDict()
         """The latest queries' vectors: a long-lived process (`ruflo mcp`, the server) asked the
         same question again skips the model's forward pass, the bulk of a search."""
+        self._loading: threading.Thread | None = None
+
+    def load_in_background(self, make: Callable[[], MiniLMEncoder]) -> None:
+        """Build the encoder on a thread from now, so the first search finds it ready. A search
+        that comes sooner waits for it rather than load a second model beside it: the build takes
+        a fraction of a second, and an agent's first search comes after its first model turn."""
+        def load() -> None:
+            encoder = make()
+            with self._lock:
+                self._encoder = encoder
+
+        # Not a daemon: a process that exits meanwhile waits for the build rather than tear the
+        # runtime down under it.
+        self._loading = threading.Thread(target=load, name="ruflo-encoder")
+        self._loading.start()
 
     @property
     def encoder(self) -> MiniLMEncoder:
+        if self._loading is not None:
+            self._loading.join()  # returns at once when it is done (or failed: numpy, below)
         with self._lock:
             if self._encoder is None:
                 self._encoder = MiniLMEncoder()
