@@ -1,4 +1,5 @@
-"""Of many claimers of one task, from threads or from separate processes, exactly one wins."""
+"""Of many claimers of one task, from threads or from separate processes, exactly one wins;
+claimers offered the same tasks in different orders each get a different one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,27 +16,37 @@ from store_helpers import make_hive
 from ruflo.store import open_store
 
 
-def test_one_winner_among_threads(store: Any) -> None:
-    hive = make_hive(store, tasks=1, agents=12)
-    barrier = threading.Barrier(12)
-    winners: list[str] = []
+def at_once(count: int, body: Callable[[int], None]) -> list[BaseException]:
+    """Run `body(i)` for i in range(count), each in its own thread, released together; the
+    errors they raised."""
+    barrier = threading.Barrier(count)
     errors: list[BaseException] = []
 
-    def claim(i: int) -> None:
+    def run(i: int) -> None:
         try:
             barrier.wait()
-            task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30)
-            if task is not None:
-                winners.append(task.assignee)
+            body(i)
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(12)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    return errors
+
+
+def test_one_winner_among_threads(store: Any) -> None:
+    hive = make_hive(store, tasks=1, agents=12)
+    winners: list[str] = []
+
+    def claim(i: int) -> None:
+        task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30)
+        if task is not None:
+            winners.append(task.assignee)
+
+    assert at_once(12, claim) == []
     assert len(winners) == 1
     claimed = store.events(hive.id, kinds=["task_claimed"])
     assert len(claimed) == 1
@@ -44,23 +56,14 @@ def test_one_winner_among_threads(store: Any) -> None:
 def test_many_threads_drain_a_board_without_double_claims(store: Any) -> None:
     hive = make_hive(store, tasks=60, agents=6)
     taken: list[str] = []
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
         me = f"{hive.id[:8]}-a{i}"
-        try:
-            while (task := store.claim_task(hive.id, me, lease_seconds=30)) is not None:
-                store.finish_task(task.id, me, state="done")
-                taken.append(task.id)
-        except BaseException as error:
-            errors.append(error)
+        while (task := store.claim_task(hive.id, me, lease_seconds=30)) is not None:
+            store.finish_task(task.id, me, state="done")
+            taken.append(task.id)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once(6, work) == []
     assert len(taken) == 60
     assert len(set(taken)) == 60
 
@@ -127,27 +130,16 @@ def test_claimers_offered_the_same_tasks_each_get_a_different_one(store: Any) ->
     win one each (SKIP LOCKED passes over a row another claimer holds), four get nothing."""
     hive = make_hive(store, tasks=8, agents=12)
     ids = [t.id for t in store.list_tasks(hive.id)]
-    barrier = threading.Barrier(12)
     won: list[tuple[str, str]] = []
-    errors: list[BaseException] = []
 
     def claim(i: int) -> None:
         offered = ids[i % 8:] + ids[:i % 8]
-        try:
-            barrier.wait()
-            task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30,
-                                    task_id=offered[0], alternatives=offered[1:])
-            if task is not None:
-                won.append((task.id, task.assignee))
-        except BaseException as error:
-            errors.append(error)
+        task = store.claim_task(hive.id, f"{hive.id[:8]}-a{i}", lease_seconds=30,
+                                task_id=offered[0], alternatives=offered[1:])
+        if task is not None:
+            won.append((task.id, task.assignee))
 
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once(12, claim) == []
     assert sorted(task for task, _ in won) == sorted(ids), "every task claimed exactly once"
     assert len({agent for _, agent in won}) == 8
     claimed = store.events(hive.id, kinds=["task_claimed"])
