@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +22,7 @@ from ruflo.agents import Executor, OutcomeKind, TaskOutcome, TaskTool, executor_
 from ruflo.engine.approvals import open_budget_override
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine
 from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.plan import answer_json, first_problem
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -122,26 +122,17 @@ PLAN_TOOL: JSON = {"type": "function", "function": {
                        "note": {"type": "string"},
                        "reason": {"type": "string"}}}}}
 
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-
-
 def parse_plan_answer(text: str, *, max_tickets: int) -> PlanAnswer:
     """A planning answer (the plan tool's arguments, or JSON in the content) as a PlanAnswer.
     Raises PolicyError saying what is wrong, for the model to correct."""
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
     try:
-        data = json.loads(body)
+        data = answer_json(text)
     except json.JSONDecodeError as error:
         raise PolicyError(f"the answer is not JSON ({error.msg})") from None
     try:
         answer = PlanAnswer.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise PolicyError(f"{where}: {first['msg']}") from None
+        raise PolicyError(first_problem(error)) from None
     if answer.action == "split" and not 1 <= len(answer.tickets) <= max_tickets:
         raise PolicyError(f"split needs between 1 and {max_tickets} tickets, not "
                           f"{len(answer.tickets)}")

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,23 +89,31 @@ async def plan_objective(gateway: Gateway, hive: Hive, *, model: str,
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-def parse_plan(text: str, hive_id: str = "") -> list[Task]:
-    """The planner's answer as tasks (local ids). Raises PolicyError saying what was wrong."""
+def answer_json(text: str) -> Any:
+    """A model's JSON answer, inside a ``` fence or not. Raises json.JSONDecodeError."""
     body = text.strip()
     fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
+    return json.loads(fenced.group(1) if fenced else body)
+
+
+def first_problem(error: ValidationError) -> str:
+    """Where an answer first breaks its schema, and how, in one line."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def parse_plan(text: str, hive_id: str = "") -> list[Task]:
+    """The planner's answer as tasks (local ids). Raises PolicyError saying what was wrong."""
     try:
-        data = json.loads(body)
+        data = answer_json(text)
     except json.JSONDecodeError as error:
         raise PolicyError(_refused(f"it is not JSON ({error.msg} at line {error.lineno}, "
                                    f"column {error.colno}): {_clip(text)}")) from None
     try:
         plan = _Plan.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise PolicyError(_refused(f"{where}: {first['msg']}")) from None
+        raise PolicyError(_refused(first_problem(error))) from None
     ids = [t.id for t in plan.tasks]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
