@@ -19,6 +19,9 @@ app = typer.Typer(help="Post, list, show and cancel tasks on a hive's board.",
                   no_args_is_help=True, add_completion=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+TaskArgument = Annotated[str, typer.Argument(help="Task id.")]
+ShortIdHiveOption = Annotated[str | None, typer.Option(
+    "--hive", help="Hive, to give the task's short id.")]
 HiveArgument = Annotated[str, typer.Argument(help="Hive id (or a unique prefix of it).")]
 
 
@@ -124,9 +127,8 @@ def list_tasks(
 
 @app.command()
 def show(
-    task_ref: Annotated[str, typer.Argument(help="Task id.")],
-    hive_ref: Annotated[str | None, typer.Option(
-        "--hive", help="Hive, to give the task's short id.")] = None,
+    task_ref: TaskArgument,
+    hive_ref: ShortIdHiveOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a task with its history (claims, transcript, verdicts)."""
@@ -156,9 +158,8 @@ def show(
 
 @app.command()
 def cancel(
-    task_ref: Annotated[str, typer.Argument(help="Task id.")],
-    hive_ref: Annotated[str | None, typer.Option(
-        "--hive", help="Hive, to give the task's short id.")] = None,
+    task_ref: TaskArgument,
+    hive_ref: ShortIdHiveOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a task (and what waits on it); an agent working on it stops."""
