@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent_scripts import work_rules
 from ruflo.config import Settings, load_settings
 from ruflo.engine.runner import SERVER_PREFIX, EngineRunner
 from ruflo.errors import Conflict
@@ -24,21 +25,6 @@ from ruflo.store.sql import SqlStore
 
 KEY = "sk-runner-test"
 FAST = {"time_unit": 0.05, "lease_seconds": 1.0}
-
-
-def work_rules(name: str, *, delay: float = 0.0) -> list[dict[str, Any]]:
-    """Turn 1 writes `<name>.txt` (after `delay` seconds), turn 2 completes."""
-    match = f"^Task: {name}$|^Task: {name}\\n"
-    first: dict[str, Any] = {
-        "name": f"{name}-write", "match": {"last_user": match, "turn": 1},
-        "reply": {"tool_calls": [{"name": "write_file",
-                                  "arguments": {"path": f"{name}.txt", "content": name}}]}}
-    if delay:
-        first["delay"] = delay
-    done = {"name": f"{name}-complete", "match": {"last_user": match, "turn": 2},
-            "reply": {"tool_calls": [{"name": "complete",
-                                      "arguments": {"result": f"wrote {name}.txt"}}]}}
-    return [first, done]
 
 
 @pytest.fixture

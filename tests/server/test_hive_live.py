@@ -18,6 +18,7 @@ import httpx
 import pytest
 from server_harness import Served, ServerThread
 
+from agent_scripts import work_rules
 from ruflo.config import load_settings
 from ruflo.engine.runner import EngineRunner
 from ruflo.gateway.client import GatewayClient, RetryPolicy
@@ -28,21 +29,6 @@ from ruflo.store.sql import SqlStore
 
 KEY = "sk-hive-live"
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
-
-
-def work_rules(name: str, *, delay: float = 0.0) -> list[dict[str, Any]]:
-    """Turn 1 writes `<name>.txt` (after `delay` s), turn 2 completes: one whole attempt."""
-    match = f"^Task: {name}$|^Task: {name}\\n"
-    first: dict[str, Any] = {
-        "name": f"{name}-write", "match": {"last_user": match, "turn": 1},
-        "reply": {"tool_calls": [{"name": "write_file",
-                                  "arguments": {"path": f"{name}.txt", "content": name}}]}}
-    if delay:
-        first["delay"] = delay
-    done = {"name": f"{name}-complete", "match": {"last_user": match, "turn": 2},
-            "reply": {"tool_calls": [{"name": "complete",
-                                      "arguments": {"result": f"wrote {name}.txt"}}]}}
-    return [first, done]
 
 
 @pytest.fixture
