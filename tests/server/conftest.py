@@ -12,6 +12,7 @@ import pytest
 from server_harness import GATEWAY_KEY, SCRIPT, Served, ServerThread
 
 from ruflo.config import load_settings
+from ruflo.engine.runner import EngineRunner
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.server import create_app
@@ -22,12 +23,14 @@ from ruflo.store.sql import SqlStore
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start a server; keyword arguments become environment settings (auth, trusted_proxies,
-    task_model) or choose `gateway_url`/`script`."""
+    task_model) or choose `gateway_url`/`script`, the gateway client's `retry`, and whether
+    hives created over HTTP run the live engine (`live`: the runner `ruflo serve` uses)."""
     started: list[tuple[ServerThread, ScriptedGateway, SqlStore, httpx.Client]] = []
 
     def start(*, auth: str = "none", trusted_proxies: str = "", task_model: str | None = None,
               script: dict[str, Any] | None = None, gateway_url: str | None = None,
-              poll_seconds: float = 2.0) -> Served:
+              poll_seconds: float = 2.0, live: bool = False,
+              retry: RetryPolicy | None = None) -> Served:
         gateway = ScriptedGateway(script or SCRIPT)
         base_url = gateway.start()
         env = {"RUFLO_DATA_DIR": str(tmp_path / f"data{len(started)}"),
@@ -39,9 +42,10 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         settings = load_settings(env)
         store = open_store(settings)
         client = GatewayClient.from_settings(
-            settings, store, retry=RetryPolicy(attempts=2, timeout=3.0, wait_initial=0.05,
-                                               wait_max=0.1))
-        app = create_app(settings, store, client, event_poll_seconds=poll_seconds)
+            settings, store, retry=retry or RetryPolicy(attempts=2, timeout=3.0,
+                                                        wait_initial=0.05, wait_max=0.1))
+        runner = EngineRunner(store, client, settings, poll_seconds=0.2) if live else None
+        app = create_app(settings, store, client, runner, event_poll_seconds=poll_seconds)
         thread = ServerThread(app, client)
         url = thread.start()
         http = httpx.Client(base_url=url, timeout=20.0)

@@ -10,53 +10,34 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from server_harness import Served, ServerThread
+from server_harness import GATEWAY_KEY, Served
 
 from agent_scripts import work_rules
 from ruflo.config import load_settings
-from ruflo.engine.runner import EngineRunner
-from ruflo.gateway.client import GatewayClient, RetryPolicy
+from ruflo.gateway.client import RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
-from ruflo.server import create_app
 from ruflo.store import open_store
-from ruflo.store.sql import SqlStore
 
 KEY = "sk-hive-live"
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+def live_server(make_server: Callable[..., Served]) -> Callable[..., Served]:
     """A real server whose hive routes run the live engine (the runner `ruflo serve` uses)."""
-    started: list[tuple[ServerThread, ScriptedGateway, SqlStore, httpx.Client]] = []
 
     def start(*rules: dict[str, Any]) -> Served:
-        gateway = ScriptedGateway({"keys": [KEY], "cost": 0.0001, "rules": list(rules)})
-        settings = load_settings({"RUFLO_DATA_DIR": str(tmp_path / "data"), "RUFLO_CONFIG": "",
-                                  "OPENAI_BASE_URL": gateway.start(), "OPENAI_API_KEY": KEY})
-        store = open_store(settings)
-        client = GatewayClient.from_settings(settings, store, retry=RetryPolicy(
-            attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
-        runner = EngineRunner(store, client, settings, poll_seconds=0.2)
-        app = create_app(settings, store, client, runner, event_poll_seconds=0.5)
-        thread = ServerThread(app, client)
-        http = httpx.Client(base_url=thread.start(), timeout=20.0)
-        started.append((thread, gateway, store, http))
-        return Served(url=str(http.base_url), store=store, gateway=gateway, settings=settings,
-                      ctx=app.state.ctx, client=http)
+        return make_server(script={"keys": [GATEWAY_KEY], "cost": 0.0001, "rules": list(rules)},
+                           live=True, poll_seconds=0.5, retry=RetryPolicy(
+                               attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
 
-    yield start
-    for thread, gateway, store, http in reversed(started):
-        http.close()
-        thread.stop()
-        gateway.stop()
-        store.close()
+    return start
 
 
 def create(served: Served, tasks: list[str], *, agents: int = 2,
