@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server_harness import GATEWAY_KEY, SCRIPT, Served, ServerThread
+from server_harness import GATEWAY_KEY, SCRIPT, Served
 
 from ruflo.config import load_settings
 from ruflo.engine.runner import EngineRunner
@@ -18,6 +18,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.server import create_app
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
+from server_thread import ServerThread
 
 
 @pytest.fixture

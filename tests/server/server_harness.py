@@ -3,20 +3,14 @@ the ScriptedGateway as the model, and an SSE reader."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from ruflo.commands.serve import build_server
 from ruflo.config import Settings
-from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.server.context import ServerContext
 from ruflo.store.sql import SqlStore
@@ -81,43 +75,5 @@ def iter_frames(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
                 current["id"] = int(value)
             elif name == "event":
                 current["event"] = value
-
-
-class ServerThread:
-    """uvicorn serving the app in a thread, with the GatewayClient closed in that loop."""
-
-    def __init__(self, app: Any, gateway_client: GatewayClient | None) -> None:
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
-        # without it Nagle + delayed ACK add 40 ms to every answer.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server: Any = build_server(app, "127.0.0.1", self.port)
-        self.gateway_client = gateway_client
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            try:
-                await self.server.serve(sockets=[self.sock])
-            finally:
-                if self.gateway_client is not None:
-                    await self.gateway_client.aclose()
-
-        asyncio.run(main())
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the ruflo server did not start")
-            time.sleep(0.005)
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive(), "server did not stop"
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import ServerThread
 
 from ruflo.config import load_settings
 from ruflo.server import create_app
 from ruflo.server.runner import StoreRunner
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
+from server_thread import ServerThread
 
 
 class SlowAttach(StoreRunner):

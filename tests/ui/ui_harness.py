@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ruflo.commands.serve import build_server
 from ruflo.config import Settings, load_settings
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.gateway.base import Gateway
@@ -26,6 +23,7 @@ from ruflo.server.context import ServerContext
 from ruflo.store import open_store
 from ruflo.store.base import Store
 from ruflo.store.sql import SqlStore
+from server_thread import ServerThread
 
 GATEWAY_KEY = "sk-ui-test"
 SCRIPT: dict[str, Any] = {
@@ -84,42 +82,6 @@ class Served:
     settings: Settings
     ctx: ServerContext
     http: httpx.Client
-
-
-class ServerThread:
-    """uvicorn serving the app in a thread; the gateway client is closed in that loop."""
-
-    def __init__(self, app: Any, gateway: GatewayClient | None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server: Any = build_server(app, "127.0.0.1", self.port)
-        self.gateway = gateway
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            try:
-                await self.server.serve(sockets=[self.sock])
-            finally:
-                if self.gateway is not None:
-                    await self.gateway.aclose()
-
-        asyncio.run(main())
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the ruflo server did not start")
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive(), "the server did not stop"
 
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output"

@@ -17,7 +17,7 @@ from ruflo.store import open_store
 from .harness import make_hive
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
-from server_harness import ServerThread
+from server_thread import ServerThread
 
 
 def test_workers_route_lists_hosts_agents_and_liveness(tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""A real ruflo server for tests: uvicorn serving the app on a free loopback port in a thread
+(shared by the server, UI and worker tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+from ruflo.commands.serve import build_server
+from ruflo.gateway.client import GatewayClient
+
+
+class ServerThread:
+    """uvicorn serving the app in a thread, with the GatewayClient closed in that loop."""
+
+    def __init__(self, app: Any, gateway_client: GatewayClient | None) -> None:
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # without it Nagle + delayed ACK add 40 ms to every answer.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server: Any = build_server(app, "127.0.0.1", self.port)
+        self.gateway_client = gateway_client
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            try:
+                await self.server.serve(sockets=[self.sock])
+            finally:
+                if self.gateway_client is not None:
+                    await self.gateway_client.aclose()
+
+        asyncio.run(main())
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the ruflo server did not start")
+            time.sleep(0.005)
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "server did not stop"
