@@ -305,8 +305,9 @@ class _Statements:
                          "lease_until < ? {hive} ORDER BY lease_until" + lock)
         # Postgres: the hive row's counter hands out seqs, its row lock serialising appenders
         # of one hive (see SqlStore._sequence_and_commit for why the sequence stays gap-free
-        # and why the lock is taken last). SQLite: writers are already serialised (BEGIN IMMEDIATE), so the
-        # next seq is read from the events' primary key, sparing a page write per transaction.
+        # and why the lock is taken last). SQLite: writers are already serialised (BEGIN
+        # IMMEDIATE), so the next seq is read from the events' primary key, sparing a page write
+        # per transaction.
         self.bump_seq = ""
         self.sequence_events = ""
         if self.postgres:
