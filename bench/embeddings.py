@@ -1,7 +1,7 @@
-"""all-MiniLM-L6-v2 per new query: numpy against ONNX Runtime, in one process, queries taken in
-turn so both meet the same machine; also ONNX Runtime on one thread and with each policy for its
-idle threads (spin or sleep), and what each engine costs to set up in a fresh process (the
-one-shot CLI's choice).
+"""all-MiniLM-L6-v2 per new query: numpy against ONNX Runtime with int8 weights (`ruflo mcp`'s), in
+one process, queries taken in turn so all meet the same machine; also ONNX Runtime in float, on
+one thread and with each policy for its idle threads (spin or sleep), and what each engine costs
+to set up in a fresh process (the one-shot CLI's choice).
 
     .venv/bin/python bench/embeddings.py [--rounds N]
 
@@ -70,21 +70,22 @@ def rss_mb() -> float:
 
 def per_query(rounds: int, *, variants: bool = True) -> list[Timing]:
     """Per-query times of each engine, a new query each time, the engines taking turns. The first
-    is numpy's, the second ONNX Runtime's as `ruflo mcp` runs it; `variants` adds ONNX Runtime
-    on one thread and spinning within runs (spinning after runs too would tax whoever runs next:
-    see spinning())."""
+    is numpy's, the second ONNX Runtime's with int8 weights as `ruflo mcp` runs it; `variants`
+    adds ONNX Runtime in float, int8 on one thread and int8 spinning within runs (spinning after
+    runs too would tax whoever runs next: see spinning())."""
     from ruflo.memory.onnx_encoder import OnnxMiniLMEncoder
 
     numpy_encoder = MiniLMEncoder()  # first: it imports numpy with BLAS on one thread, as ruflo does
-    onnx_encoder = OnnxMiniLMEncoder()
+    onnx_encoder = OnnxMiniLMEncoder(int8=True)
     engines: dict[str, Callable[[str], Any]] = {
         "numpy": lambda text: numpy_encoder.encode([text]),
-        "ONNX Runtime": lambda text: onnx_encoder.encode([text]),
+        "ONNX Runtime, int8": lambda text: onnx_encoder.encode([text]),
     }
     if variants:
-        engines["ONNX Runtime, one thread"] = session_runner(numpy_encoder, threads=1)
-        engines["ONNX Runtime, spinning within runs"] = session_runner(numpy_encoder,
-                                                                      spinning="within runs")
+        engines["ONNX Runtime, float"] = session_runner(numpy_encoder, int8=False)
+        engines["ONNX Runtime, int8, one thread"] = session_runner(numpy_encoder, threads=1)
+        engines["ONNX Runtime, int8, spinning within runs"] = session_runner(
+            numpy_encoder, spinning="within runs")
     timings = {name: Timing(name, [], []) for name in engines}
     for n in range(5):  # warm: numpy copies its weights on the second call, caches fill
         for encode in engines.values():
@@ -99,7 +100,8 @@ def per_query(rounds: int, *, variants: bool = True) -> list[Timing]:
     return list(timings.values())
 
 
-def session_runner(encoder: MiniLMEncoder, **options: Any) -> Callable[[str], Any]:
+def session_runner(encoder: MiniLMEncoder, *, int8: bool = True,
+                   **options: Any) -> Callable[[str], Any]:
     """A query's vector from a session of its own, built with inference_session's `options`."""
     import onnxruntime
 
@@ -107,7 +109,8 @@ def session_runner(encoder: MiniLMEncoder, **options: Any) -> Callable[[str], An
 
     np = encoder.np
     model, weights = bert_graph(np, map_safetensors(np, encoder.weights_path),
-                                layers=encoder.layers, heads=encoder.heads, epsilon=encoder.epsilon)
+                                layers=encoder.layers, heads=encoder.heads, epsilon=encoder.epsilon,
+                                int8=int8)
     session = inference_session(onnxruntime, model, weights, **options)
 
     def run(text: str) -> Any:
@@ -117,7 +120,7 @@ def session_runner(encoder: MiniLMEncoder, **options: Any) -> Callable[[str], An
 
 
 def spinning(queries: int, gap: float) -> list[tuple[str, Timing, float]]:
-    """Each policy for idle pool threads alone (one after the other, so no policy's spinning
+    """Each policy for idle pool threads alone (int8 weights) (one after the other, so no policy's spinning
     threads tax another's), and one thread: per query when queries come `gap` seconds apart, as
     an agent's do, and the CPU the process burns per query, gaps included."""
     encoder = MiniLMEncoder()
@@ -171,7 +174,7 @@ else:
     np = encoder.np
     model, weights = bert_graph(np, map_safetensors(np, encoder.weights_path),
                                 layers=encoder.layers, heads=encoder.heads,
-                                epsilon=encoder.epsilon)
+                                epsilon=encoder.epsilon, int8=True)
     step("graph")
     session = inference_session(onnxruntime, model, weights)
     step("session")
@@ -185,7 +188,7 @@ print(json.dumps(steps))
 def setup_costs(runs: int) -> dict[str, dict[str, float]]:
     """Median seconds of each step, in a fresh process, to the first query's vector."""
     found: dict[str, dict[str, float]] = {}
-    for engine in ("numpy", "ONNX Runtime"):
+    for engine in ("numpy", "ONNX Runtime, int8"):
         samples = [json.loads(subprocess.run([sys.executable, "-c", SETUP, engine], check=True,
                                              capture_output=True, text=True).stdout)
                    for _ in range(runs)]

@@ -674,7 +674,7 @@ async def mcp_rows(work_dir: Path, calls: int) -> None:
     notes = len(TOPICS) + calls
     # ruflo mcp warns on stderr when ONNX Runtime can't be had and numpy searches instead.
     fallback = [line for line in log.read_text().splitlines() if "runs on numpy" in line]
-    engine = fallback[0] if fallback else "query encoded by ONNX Runtime"
+    engine = fallback[0] if fallback else "query encoded by ONNX Runtime, int8 weights"
     add(f"memory search through ruflo mcp (semantic, {notes} notes, every query new)",
         "claude-flow", "16.4 ms",
         f"{search_ms:.2f} ms median (server CPU {(cpu2 - searching) / calls * 1000:.2f} ms/call)",

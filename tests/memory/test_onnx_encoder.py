@@ -1,5 +1,6 @@
-"""The ONNX Runtime encoder `ruflo mcp` searches with: its vectors equal numpy's (truncation and
-padded batches included) and it ranks notes alike; `ruflo mcp` ends up with it while a one-shot
+"""The ONNX Runtime encoder `ruflo mcp` searches with: in float its vectors equal numpy's
+(truncation and padded batches included), with the int8 weights `ruflo mcp` uses they are within
+1% of them; both rank notes alike; `ruflo mcp` ends up with it while a one-shot
 CLI search keeps numpy; without onnxruntime, or when it fails, numpy answers and says why."""
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def store(tmp_path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def encoders() -> tuple[Any, Any]:
+def encoders() -> tuple[Any, Any, Any]:
+    """numpy's, ONNX Runtime's in float, ONNX Runtime's with int8 weights."""
     from ruflo.memory.onnx_encoder import OnnxMiniLMEncoder
     from ruflo.memory.semantic import MiniLMEncoder
 
-    return MiniLMEncoder(), OnnxMiniLMEncoder()
+    return MiniLMEncoder(), OnnxMiniLMEncoder(), OnnxMiniLMEncoder(int8=True)
 
 
 def test_vectors_equal_numpy_alone_and_in_padded_batches(encoders: tuple[Any, Any]) -> None:
@@ -64,7 +66,7 @@ def test_vectors_equal_numpy_alone_and_in_padded_batches(encoders: tuple[Any, An
 
     from ruflo.memory.semantic import MAX_TOKENS
 
-    numpy_encoder, onnx_encoder = encoders
+    numpy_encoder, onnx_encoder, _ = encoders
     assert len(onnx_encoder.tokenizer.encode(LONG)) == MAX_TOKENS, "the long text is truncated"
     alone = np.stack([numpy_encoder.encode([text])[0] for text in TEXTS])  # no padding at all
     together = onnx_encoder.encode(TEXTS, batch_size=len(TEXTS))  # one run, padded to 256
@@ -78,12 +80,30 @@ def test_vectors_equal_numpy_alone_and_in_padded_batches(encoders: tuple[Any, An
     assert float(together[3] @ together[4]) < 0.95
 
 
-def test_notes_rank_alike_on_both_engines(store, encoders: tuple[Any, Any]) -> None:
+def test_int8_vectors_stay_within_a_percent_of_numpy(encoders: tuple[Any, Any, Any]) -> None:
+    import numpy as np
+
+    numpy_encoder, _, int8_encoder = encoders
+    exact = numpy_encoder.encode(TEXTS)
+    sentences = [i for i, text in enumerate(TEXTS) if len(text) > 2]
+    for batch_size in (1, 3, len(TEXTS)):  # alone, and padded beside others (truncation too)
+        found = int8_encoder.encode(TEXTS, batch_size=batch_size)
+        assert found.dtype == np.float32
+        assert found.shape == (len(TEXTS), 384)
+        assert np.allclose(np.linalg.norm(found, axis=1), 1.0, atol=1e-5)
+        agreement = (found * exact).sum(axis=1)
+        assert agreement[sentences].min() >= 0.985, (batch_size, agreement)
+        assert agreement.min() >= 0.95, (batch_size, agreement)  # "" and "?!" drift the most
+        assert float(found[3] @ found[4]) < 0.95
+
+
+def test_notes_rank_alike_on_both_engines(store, encoders: tuple[Any, Any, Any]) -> None:
     from ruflo.memory.semantic import SemanticRanker
 
-    numpy_encoder, onnx_encoder = encoders
+    numpy_encoder, onnx_encoder, int8_encoder = encoders
     on_numpy = Memory(store, SemanticRanker(None, numpy_encoder))
     on_onnx = Memory(store, SemanticRanker(None, onnx_encoder))
+    on_int8 = Memory(store, SemanticRanker(None, int8_encoder))  # notes embedded in int8 too
     for key, text in NOTES.items():
         on_numpy.put("n", key, text, tags=["fixture"])
     for query in QUERIES:
@@ -92,6 +112,11 @@ def test_notes_rank_alike_on_both_engines(store, encoders: tuple[Any, Any]) -> N
         assert [e.key for e in found] == [e.key for e in expected], query
         assert all(abs((a.score or 0) - (b.score or 0)) < 1e-4
                    for a, b in zip(found, expected, strict=True)), query
+        rough = on_int8.search(query, namespace="n", limit=len(NOTES))
+        assert rough[0].key == expected[0].key, query
+        assert all(abs((a.score or 0) - (b.score or 0)) < 0.05
+                   for a, b in zip(sorted(rough, key=lambda e: e.key),
+                                   sorted(expected, key=lambda e: e.key), strict=True)), query
     assert on_onnx.search("insects that produce something sweet", namespace="n")[0].key == "bees"
 
 
@@ -120,7 +145,7 @@ def test_ruflo_mcp_searches_on_onnx_runtime(tmp_path: Path,
     mcp(transport=Transport.STDIO, host="127.0.0.1", port=3100, hive=None, insecure=False)
     desk, transport = served
     assert transport == "stdio"
-    assert desk.memory.ranker.encoder.engine == "ONNX Runtime"
+    assert desk.memory.ranker.encoder.engine == "ONNX Runtime, int8 weights"
 
 
 def test_a_cli_search_keeps_numpy(tmp_path: Path) -> None:
@@ -178,7 +203,7 @@ def test_when_building_fails_numpy_answers_and_says_why(
     said = search_backend(try_engine=True)
     assert "RuntimeError: no kernel for Attention" in said
     assert search_backend().startswith(  # only looking for the packages, it can't know
-        "semantic (all-MiniLM-L6-v2 from the embeddings extra, run by ONNX Runtime in ruflo mcp")
+        "semantic (all-MiniLM-L6-v2 from the embeddings extra, run by ONNX Runtime with int8 weights in ruflo mcp")
 
 
 def test_ruflo_doctor_names_the_engine(tmp_path: Path) -> None:
@@ -190,4 +215,5 @@ def test_ruflo_doctor_names_the_engine(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "from ruflo.cli import main; main()", "doctor"],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert "memory search: semantic (all-MiniLM-L6-v2 from the embeddings extra, run by ONNX " \
-           "Runtime in ruflo mcp and numpy in CLI calls" in done.stdout, done.stdout + done.stderr
+           "Runtime with int8 weights in ruflo mcp and numpy in CLI calls" in done.stdout, \
+        done.stdout + done.stderr

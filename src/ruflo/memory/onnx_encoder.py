@@ -1,10 +1,12 @@
-"""all-MiniLM-L6-v2 on ONNX Runtime, for long-lived processes (`ruflo mcp`): a new query in ~5 ms
-where numpy takes ~15 (two cores). Depends on ruflo.memory.semantic and, lazily, onnx and
+"""all-MiniLM-L6-v2 on ONNX Runtime, for long-lived processes (`ruflo mcp`): a new query in ~1.7 ms
+where numpy takes ~8 (two cores). Depends on ruflo.memory.semantic and, lazily, onnx and
 onnxruntime (the `embeddings` extra); absent or broken, callers keep the numpy encoder.
 
 The BERT graph is built in memory from the same safetensors weights with onnx.helper, out of
 ONNX Runtime's fused CPU kernels (Attention, SkipLayerNormalization, BiasGelu), so nothing is
-exported, cached or written. Tokens and embedding lookup stay in numpy, shared with
+exported, cached or written. `ruflo mcp` runs it with 8-bit weights (each product's input is
+quantised per call by the kernel): ~1.7x quicker than in float, its vectors within 1% of numpy's
+(cosine >= 0.99), which moves no ranking but near-ties. Tokens and embedding lookup stay in numpy, shared with
 MiniLMEncoder: the 47 MB word table then stays memory-mapped instead of copied into the session.
 Setting up costs ~0.2 s of imports, graph and session, more than a one-shot CLI search could
 save, so `ruflo memory search` keeps numpy.
@@ -40,10 +42,10 @@ def quickest_encoder() -> MiniLMEncoder:
     problem = onnx_runtime_missing()
     if problem is None:
         try:
-            return OnnxMiniLMEncoder()
+            return OnnxMiniLMEncoder(int8=True)
         except Exception as error:  # whatever breaks the optional engine, numpy still works
             problem = describe(error)
-    log.warning("memory search runs on numpy, ~3x slower per new query: ONNX Runtime can't be "
+    log.warning("memory search runs on numpy, ~4x slower per new query: ONNX Runtime can't be "
                 "used (%s); pip install 'ruflo[embeddings]' (again, if it is broken) brings it",
                 problem)
     return MiniLMEncoder()
@@ -56,7 +58,7 @@ def onnx_runtime_problem(*, build: bool = False) -> str | None:
     if problem is not None or not build:
         return problem
     try:
-        OnnxMiniLMEncoder().encode(["ruflo doctor"])
+        OnnxMiniLMEncoder(int8=True).encode(["ruflo doctor"])
     except Exception as error:  # any failure is the answer
         return describe(error)
     return None
@@ -78,18 +80,19 @@ def describe(error: Exception) -> str:
 
 
 class OnnxMiniLMEncoder(MiniLMEncoder):
-    """MiniLMEncoder's vectors (equal to 1e-4), with the forward pass run by ONNX Runtime."""
+    """MiniLMEncoder with the forward pass run by ONNX Runtime: the same vectors (to 1e-4), or
+    with `int8` weights, vectors within 1% of them, ~1.7x sooner."""
 
-    engine = "ONNX Runtime"
-
-    def __init__(self, model_dir: Path | None = None) -> None:
+    def __init__(self, model_dir: Path | None = None, *, int8: bool = False) -> None:
         super().__init__(model_dir)
+        self.engine = "ONNX Runtime, int8 weights" if int8 else "ONNX Runtime"
         ort: Any = importlib.import_module("onnxruntime")
         # The weights go to ONNX Runtime, which copies them, from a mapping of their own: once
         # it is dropped the pages read while building leave this process's memory. self.weights
         # keeps mapping the embedding tables, of which a search reads a few rows.
         model, weights = bert_graph(self.np, map_safetensors(self.np, self.weights_path),
-                                    layers=self.layers, heads=self.heads, epsilon=self.epsilon)
+                                    layers=self.layers, heads=self.heads, epsilon=self.epsilon,
+                                    int8=int8)
         self.session: Any = inference_session(ort, model, weights)
 
     def _forward(self, ids: Any, mask: Any) -> Any:
@@ -126,7 +129,7 @@ def inference_session(ort: Any, model: bytes, weights: dict[str, Any], *, thread
 
 
 def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
-               epsilon: float) -> tuple[bytes, dict[str, Any]]:
+               epsilon: float, int8: bool = False) -> tuple[bytes, dict[str, Any]]:
     """The encoder after the embedding lookup, as a serialized ONNX model, and the weights it
     names as external initializers (to hand to the session, not copied into the model).
 
@@ -135,6 +138,10 @@ def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
     states, L2-normalised. Each layer is Attention (query, key and value in one product, padding
     masked), then the output projection added to its input and normalised, then the GELU
     feed-forward added and normalised: what MiniLMEncoder._layer computes.
+
+    With `int8`, the four products of each layer use weights rounded to 8 bits per output
+    column (QAttention and DynamicQuantizeMatMul, which quantise their input per call).
+    QAttention takes each row's real length, not the mask: rows are padded at the end.
     """
     onnx: Any = importlib.import_module("onnx")
     helper, TensorProto = onnx.helper, onnx.TensorProto
@@ -148,13 +155,13 @@ def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
                                       domain="com.microsoft" if contrib else "", **attributes))
         return output
 
-    def weight(name: str, array: Any) -> str:
+    def weight(name: str, array: Any, dtype: Any = np.float32) -> str:
         # Declared as external data; the session gets the array itself.
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        array = np.ascontiguousarray(array, dtype=dtype)
         external[name] = array
         tensor = TensorProto()
         tensor.name = name
-        tensor.data_type = TensorProto.FLOAT
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
         tensor.dims.extend(array.shape)
         tensor.data_location = TensorProto.EXTERNAL
         tensor.external_data.add(key="location", value="supplied-by-the-session")
@@ -165,7 +172,18 @@ def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
         constants.append(onnx.numpy_helper.from_array(array, name))
         return name
 
+    def int8_weight(name: str, transposed: Any) -> tuple[str, str]:
+        # Symmetric, per output column: W ~ scale * q with q in [-127, 127].
+        scale = np.abs(transposed).max(axis=0) / 127.0
+        scale[scale == 0] = 1.0
+        rounded = np.clip(np.rint(transposed / scale), -127, 127)
+        return weight(f"{name}.int8", rounded, np.int8), weight(f"{name}.scale", scale)
+
     def dense(x: str, prefix: str) -> str:
+        if int8:
+            transposed = np.asarray(weights[f"{prefix}.weight"], dtype=np.float32).T
+            return node("DynamicQuantizeMatMul", [x, *int8_weight(f"{prefix}.weight", transposed)],
+                        f"{prefix}.out", contrib=True)
         # x @ W.T with W as stored ([out, in]): no transposed copy to make.
         return node("FusedMatMul", [x, weight(f"{prefix}.weight", weights[f"{prefix}.weight"])],
                     f"{prefix}.out", contrib=True, transB=1)
@@ -182,15 +200,27 @@ def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
                                         weights["embeddings.LayerNorm.weight"]),
                    weight("embeddings.LayerNorm.bias", weights["embeddings.LayerNorm.bias"])],
                   "embeddings.LayerNorm.out", axis=-1, epsilon=epsilon)
+    if int8:
+        lengths = node("ReduceSum", ["mask", constant("length_axis", np.array([1], np.int64))],
+                       "mask.lengths", keepdims=0)
     for layer in range(layers):
         p = f"encoder.layer.{layer}"
         parts = [f"{p}.attention.self.{part}" for part in ("query", "key", "value")]
-        qkv = weight(f"{p}.attention.qkv.weight",
-                     np.concatenate([weights[f"{part}.weight"] for part in parts]).T)
+        qkv_weight = np.concatenate([weights[f"{part}.weight"] for part in parts]).T
         qkv_bias = weight(f"{p}.attention.qkv.bias",
                           np.concatenate([weights[f"{part}.bias"] for part in parts]))
-        context = node("Attention", [hidden, qkv, qkv_bias, "mask"], f"{p}.attention.out",
-                       contrib=True, num_heads=heads)
+        if int8:
+            quantized = [f"{p}.attention.in.{part}" for part in ("int8", "scale", "zero")]
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [hidden], quantized,
+                                          name=quantized[0]))
+            qkv, qkv_scale = int8_weight(f"{p}.attention.qkv.weight", qkv_weight)
+            context = node("QAttention", [quantized[0], qkv, qkv_bias, quantized[1], qkv_scale,
+                                          lengths, quantized[2]],
+                           f"{p}.attention.out", contrib=True, num_heads=heads)
+        else:
+            qkv = weight(f"{p}.attention.qkv.weight", qkv_weight)
+            context = node("Attention", [hidden, qkv, qkv_bias, "mask"], f"{p}.attention.out",
+                           contrib=True, num_heads=heads)
         attended = skip_norm(dense(context, f"{p}.attention.output.dense"), hidden,
                              f"{p}.attention.output.dense.bias", f"{p}.attention.output.LayerNorm")
         inner = node("BiasGelu", [dense(attended, f"{p}.intermediate.dense"),

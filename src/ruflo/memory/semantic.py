@@ -5,8 +5,8 @@ and, lazily, numpy (installed with that extra); absent them, keyword search is u
 The model's forward pass (6 BERT layers, mean pooling, L2 normalisation) is written here in
 numpy, so a `ruflo memory search` call pays ~0.1 s of imports instead of the ~5 s that importing
 sentence-transformers and torch costs; tests check it against sentence-transformers' vectors.
-Long-lived processes run the same model on ONNX Runtime instead (ruflo.memory.onnx_encoder),
-~3x quicker per query once its session is built. Note vectors are cached by content digest in a
+Long-lived processes run the same model on ONNX Runtime with 8-bit weights instead
+(ruflo.memory.onnx_encoder), ~5x quicker per query once its session is built. Note vectors are cached by content digest in a
 small SQLite file beside the data.
 """
 
@@ -54,10 +54,10 @@ def search_backend(*, try_engine: bool = False) -> str:
     problem = onnx_runtime_problem(build=try_engine)
     semantic = f"semantic ({MODEL_NAME} from the embeddings extra, run by"
     if problem is None:
-        return (f"{semantic} ONNX Runtime in ruflo mcp and numpy in CLI calls; keyword hits as a "
-                "tie-break)")
+        return (f"{semantic} ONNX Runtime with int8 weights in ruflo mcp and numpy in CLI calls; "
+                "keyword hits as a tie-break)")
     return (f"{semantic} numpy everywhere; keyword hits as a tie-break). ONNX Runtime can't be "
-            f"used ({problem}), so a new query through ruflo mcp takes ~3x longer: pip install "
+            f"used ({problem}), so a new query through ruflo mcp takes ~4x longer: pip install "
             "'ruflo[embeddings]' (again, if it is broken) brings it")
 
 
