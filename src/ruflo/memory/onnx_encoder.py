@@ -1,13 +1,14 @@
-"""all-MiniLM-L6-v2 on ONNX Runtime, for long-lived processes (`ruflo mcp`): a new query in ~1.7 ms
+"""all-MiniLM-L6-v2 on ONNX Runtime, for long-lived processes (`ruflo mcp`): a new query in ~2 ms
 where numpy takes ~8 (two cores). Depends on ruflo.memory.semantic and, lazily, onnx and
 onnxruntime (the `embeddings` extra); absent or broken, callers keep the numpy encoder.
 
 The BERT graph is built in memory from the same safetensors weights with onnx.helper, out of
 ONNX Runtime's fused CPU kernels (Attention, SkipLayerNormalization, BiasGelu), so nothing is
 exported, cached or written. `ruflo mcp` runs it with 8-bit weights (each product's input is
-quantised per call by the kernel): ~1.7x quicker than in float, its vectors within 1% of numpy's
-(cosine >= 0.99), which moves no ranking but near-ties. Tokens and embedding lookup stay in numpy, shared with
-MiniLMEncoder: the 47 MB word table then stays memory-mapped instead of copied into the session.
+quantised per call by the kernel): ~1.7x quicker than in float, its vectors within 1% of
+numpy's (cosine >= 0.99), which moves only near-ties. Tokens and embedding lookup stay in
+numpy, shared with MiniLMEncoder: the 47 MB word table then stays memory-mapped instead of
+copied into the session.
 Setting up costs ~0.2 s of imports, graph and session, more than a one-shot CLI search could
 save, so `ruflo memory search` keeps numpy.
 """
