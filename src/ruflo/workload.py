@@ -297,6 +297,7 @@ class OrgModel(_Strict):
     approvals: dict[Literal["budget_override", "hire", "strategy"],
                     Literal["ask", "approve", "reject"]] = Field(default_factory=dict)
     max_depth: int = Field(default=2, ge=0, le=10)
+    max_hires: int = Field(default=2, ge=0, le=50)
     agents: list[AgentModel] = Field(min_length=1)
 
 
@@ -312,6 +313,8 @@ class Org:
     """The explicit auto-approval policy (kind → approve | reject | ask), recorded in the hive."""
     max_depth: int = 2
     """How many times a ticket may be delegated down from the objective."""
+    max_hires: int = 2
+    """How many agents managers may ask to add during a run (each a `hire` approval)."""
     source: Path | None = None
 
 
@@ -329,7 +332,7 @@ def load_org(path: str | Path) -> Org:
 
 def parse_org(text: str, source: Path | None = None) -> Org:
     """An org chart: `agents` (required, one tree by `reports_to`), and optionally `name`,
-    `budget` (the hive's), `approvals` (auto-approval policy) and `max_depth`."""
+    `budget` (the hive's), `approvals` (auto-approval policy), `max_depth` and `max_hires`."""
     where = str(source) if source is not None else "org"
     try:
         data = yaml.safe_load(text)
@@ -339,7 +342,8 @@ def parse_org(text: str, source: Path | None = None) -> Org:
         raise PolicyError(f"{where}: not valid YAML{at}") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{where}: expected a mapping with agents (and optionally name, "
-                          f"budget, approvals, max_depth); found {type(data).__name__}")
+                          f"budget, approvals, max_depth, max_hires); found "
+                          f"{type(data).__name__}")
     try:
         model = OrgModel.model_validate(data)
     except ValidationError as error:
@@ -362,5 +366,5 @@ def parse_org(text: str, source: Path | None = None) -> Org:
         raise PolicyError(f"{where}: agents: {error}; nothing was run") from None
     budget = Budget(model.budget.max_tokens, model.budget.max_cost) if model.budget else Budget()
     return Org(agents=agents, name=model.name, budget=budget,
-               approvals={str(k): str(v) for k, v in model.approvals.items()} or None, max_depth=model.max_depth,
-               source=source)
+               approvals={str(k): str(v) for k, v in model.approvals.items()} or None,
+               max_depth=model.max_depth, max_hires=model.max_hires, source=source)

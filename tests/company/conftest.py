@@ -3,18 +3,46 @@ the real GatewayClient, and a three-level org (root, two managers, four engineer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ruflo.agents.commands import command_env
+from ruflo.engine.company import CompanyEngine
+from ruflo.engine.live import LiveParams
+from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Budget, Hive, Mode
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
 KEY = "sk-company-test"
+FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2)
+"""Long enough that a loaded machine never loses a lease by a late renewal (exact call counts)."""
+RUFLO = Path(sys.executable).parent / "ruflo"
+
+
+def engine(store: SqlStore, hive_id: str, client: GatewayClient | None,
+           params: LiveParams = FAST) -> CompanyEngine:
+    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
+
+
+async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `ruflo` program, off the event loop so the test's engine keeps running."""
+    return await asyncio.to_thread(subprocess.run, [str(RUFLO), *args], env=env,
+                                   capture_output=True, text=True, timeout=60, check=False)
+
+
+async def wait_for(condition: Callable[[], object], within: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from ruflo.agents.commands import command_env
 from ruflo.engine.approvals import AUTO_POLICY, decide
-from ruflo.engine.company import CompanyEngine, company_report
-from ruflo.engine.live import LiveParams
+from ruflo.engine.company import company_report
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import (
@@ -27,29 +23,7 @@ from ruflo.model import (
 )
 from ruflo.store.sql import SqlStore
 
-from .conftest import VERIFY_ALL, company_script, make_company
-
-FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2)
-RUFLO = Path(sys.executable).parent / "ruflo"
-
-
-def engine(store: SqlStore, hive_id: str, client: GatewayClient,
-           params: LiveParams = FAST) -> CompanyEngine:
-    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
-
-
-async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `ruflo` program, off the event loop so the test's engine keeps running."""
-    return await asyncio.to_thread(subprocess.run, [str(RUFLO), *args], env=env,
-                                   capture_output=True, text=True, timeout=60, check=False)
-
-
-async def wait_for(condition: object, within: float = 20.0) -> None:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
+from .conftest import VERIFY_ALL, company_script, engine, make_company, ruflo, wait_for
 
 
 async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(

@@ -8,28 +8,28 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from ruflo.agents.commands import command_env
-from ruflo.engine.company import CompanyEngine, company_report
+from ruflo.engine.company import company_report
 from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind, HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
 
-from .conftest import KEY, PLAN_USAGE, VERIFY_ALL, WORK_USAGE, company_script, make_company
+from .conftest import (
+    KEY,
+    PLAN_USAGE,
+    VERIFY_ALL,
+    WORK_USAGE,
+    company_script,
+    engine,
+    make_company,
+)
 
-FAST = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2)
-"""Long enough that a loaded machine never loses a lease by a late renewal (exact call counts)."""
 SHORT_LEASE = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2)
 """For the test that kills an agent: its claim must expire soon."""
 WAKE_REASONS = {"engine started", "assigned", "escalated", "children completed",
                 "blocker resolved", "approval decided", "hive resumed", "agent resumed",
                 "lease expired"}
-
-
-def engine(store: SqlStore, hive_id: str, client: GatewayClient | None,
-           params: LiveParams = FAST) -> CompanyEngine:
-    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
 
 
 async def test_a_three_level_org_takes_the_objective_to_verified_completion(
@@ -247,3 +247,33 @@ async def test_a_root_escalation_goes_to_people_and_their_approval_wakes_the_roo
              if e.data["reason"] == "approval decided"]
     assert [(agent[e.agent_id], e.task_id) for e in woken] == [("ceo", docs.id)]
     assert store.get_task(docs.id).state is TaskState.DONE
+
+
+async def test_a_strategy_decided_while_no_engine_ran_is_carried_out_at_the_next_start(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from ruflo.engine.approvals import decide
+    from ruflo.model import ApprovalKind, ApprovalStatus
+
+    from .conftest import plan_rule, wait_for
+
+    gateway_server.add_rules(
+        plan_rule("ceo", "Ship the greeter", action="escalate", times=1,
+                  reason="the board must choose the greeting"))
+    company_script(gateway_server)
+    hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
+    first = engine(store, hive.id, client)
+    running = asyncio.create_task(first.run())
+    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    [approval] = store.list_approvals(hive_id=hive.id)
+    assert approval.kind is ApprovalKind.STRATEGY
+    first.stop()
+    await asyncio.wait_for(running, 30)
+    decide(store, approval.id, ApprovalStatus.APPROVED, decided_by="person:board")
+
+    final = await asyncio.wait_for(engine(store, hive.id, client).run(), 60)
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    unblocked = [e.data for e in store.events(hive.id, kinds=["ticket_unblocked"])]
+    assert {"approval_id": approval.id, "by": "person:board"} in unblocked
+    assert all(t.state is TaskState.DONE for t in store.list_tasks(hive.id))

@@ -1,6 +1,6 @@
 """`ruflo orchestrate --mode company --org ORG.yaml` end to end (a real subprocess against a
-ScriptedGateway). Pending the orchestrate.py hook (see the company helper's report): rename to
-test_orchestrate_company.py once `--org` is in."""
+ScriptedGateway): the org file's bounds and approval policy reach the stored hive, and a bad
+org file is refused with nothing run."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.store import open_store
 
 from .conftest import KEY, PLAN_USAGE, company_script
 
 ORG = """
 name: greeter-co
-approvals: {budget_override: ask}
+approvals: {budget_override: ask, hire: reject}
+max_hires: 1
 agents:
   - {name: ceo, role: ceo, capabilities: "runs the company, plans the objective"}
   - {name: eng-lead, role: manager, reports_to: ceo, capabilities: leads the python engineers}
@@ -55,6 +57,13 @@ def test_orchestrate_runs_a_company_from_an_org_file(tmp_path: Path) -> None:
         assert summary["coordination_tokens"] == 3 * plan
         assert summary["tokens"] > summary["coordination_tokens"]
         assert (tmp_path / "ws" / "faq.md").read_text() == "faq"
+        store = open_store(f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}")
+        try:
+            [hive] = store.list_hives()
+        finally:
+            store.close()
+        assert (hive.config["max_depth"], hive.config["max_hires"]) == (2, 1)
+        assert hive.config["approvals"] == {"budget_override": "ask", "hire": "reject"}
 
         bad = tmp_path / "bad.yaml"
         bad.write_text("agents: [{name: a, reports_to: b}, {name: b, reports_to: a}]\n")

@@ -4,6 +4,7 @@ the engine refuses a stored hive whose agents do not form a tree, changing nothi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from ruflo.workload import load_org, parse_org
 GOOD = """
 name: acme
 budget: {max_tokens: 50000}
-approvals: {budget_override: approve}
+approvals: {budget_override: approve, hire: ask}
 max_depth: 3
+max_hires: 4
 agents:
   - {name: ceo, role: ceo, capabilities: plans the work}
   - {name: lead, reports_to: ceo, capabilities: python backend}
@@ -36,7 +38,9 @@ def test_a_valid_org_file_loads_with_budget_policy_and_depth(tmp_path: Path) -> 
     assert org.agents[2].budget.max_tokens == 1000
     assert org.budget.max_tokens == 50000
     assert org.max_depth == 3
-    assert org.approvals == {"budget_override": "approve"}
+    assert org.max_hires == 4
+    assert org.approvals == {"budget_override": "approve", "hire": "ask"}
+    assert parse_org("agents: [{name: ceo}]").max_hires == 2  # the default
 
 
 @pytest.mark.parametrize(("agents", "message"), [
@@ -122,6 +126,33 @@ def test_a_manager_s_choice_is_checked_against_the_org_and_capabilities() -> Non
 def test_unusable_plans_are_refused_with_the_reason(answer: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse_plan_answer(answer, max_tickets=3)
+
+
+HIRE = {"name": "rustacean", "capabilities": "writes rust", "skills": ["rust"]}
+
+
+@pytest.mark.parametrize(("answer", "may_hire", "message"), [
+    ({"action": "hire", "hire": HIRE, "reason": "no rust here"}, False, "hiring is not open"),
+    ({"action": "hire", "reason": "no rust here"}, True, "hire needs the hire object"),
+    ({"action": "hire", "hire": HIRE}, True, "hire needs the reason"),
+    ({"action": "hire", "hire": {**HIRE, "skills": []}, "reason": "r"}, True, "skills"),
+    ({"action": "hire", "hire": {**HIRE, "capabilities": ""}, "reason": "r"}, True,
+     "capabilities"),
+])
+def test_unusable_hires_are_refused_with_the_reason(answer: dict[str, object], may_hire: bool,
+                                                    message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        parse_plan_answer(json.dumps(answer), max_tickets=3, may_hire=may_hire)
+    plan = parse_plan_answer(json.dumps({"action": "hire", "hire": HIRE, "reason": "no rust"}),
+                             max_tickets=3, may_hire=True)
+    assert plan.hire is not None
+    assert (plan.hire.name, plan.hire.skills) == ("rustacean", ["rust"])
+
+
+@pytest.mark.parametrize("bound", ["max_hires: -1", "max_hires: 51", "max_hires: many"])
+def test_a_bad_hire_bound_is_refused(bound: str) -> None:
+    with pytest.raises(PolicyError, match="max_hires"):
+        parse_org(f"{bound}\nagents: [{{name: ceo}}]\n", source=Path("org.yaml"))
 
 
 def test_a_fenced_plan_is_read() -> None:

@@ -158,6 +158,7 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
     budget = Budget(max_tokens=budget_tokens, max_cost=budget_cost)
     if org is not None:
         config["max_depth"] = org.max_depth
+        config["max_hires"] = org.max_hires
         if org.approvals:
             config["approvals"] = org.approvals
         if budget.unlimited:

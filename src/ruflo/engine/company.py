@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -86,14 +86,27 @@ class PlannedTicket(BaseModel):
     verify: str | None = None
 
 
+class HireRequest(BaseModel):
+    """Who a manager asks to add under it: a built-in LLM agent."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=80)
+    title: str = Field(default="", max_length=120)
+    capabilities: str = Field(min_length=1, max_length=1000)
+    skills: list[str] = Field(min_length=1, max_length=20)
+    model: str | None = None
+
+
 class PlanAnswer(BaseModel):
     """A manager's decision on one ticket."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    action: Literal["split", "assign", "self", "escalate"]
+    action: Literal["split", "assign", "self", "escalate", "hire"]
     tickets: list[PlannedTicket] = Field(default_factory=list)
     report: str | None = None
+    hire: HireRequest | None = None
     note: str = ""
     reason: str = ""
 
@@ -102,11 +115,12 @@ PLAN_TOOL: JSON = {"type": "function", "function": {
     "name": "plan",
     "description": "Decide how this ticket gets done. action=split: child tickets, each for "
                    "one of your reports; assign: hand the whole ticket to one report; self: "
-                   "do it yourself; escalate: you cannot resolve it, pass it up with a reason.",
+                   "do it yourself; escalate: you cannot resolve it, pass it up with a reason; "
+                   "hire (when offered): ask people to approve a new report for it.",
     "parameters": {"type": "object", "required": ["action"], "additionalProperties": False,
                    "properties": {
                        "action": {"type": "string",
-                                  "enum": ["split", "assign", "self", "escalate"]},
+                                  "enum": ["split", "assign", "self", "escalate", "hire"]},
                        "tickets": {"type": "array", "items": {
                            "type": "object", "required": ["title", "report"],
                            "additionalProperties": False,
@@ -119,10 +133,32 @@ PLAN_TOOL: JSON = {"type": "function", "function": {
                                    "type": ["string", "integer"]}},
                                "verify": {"type": "string"}}}},
                        "report": {"type": "string"},
+                       "hire": {"type": "object", "required": ["name", "capabilities", "skills"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "title": {"type": "string"},
+                                    "capabilities": {"type": "string"},
+                                    "skills": {"type": "array", "items": {"type": "string"}},
+                                    "model": {"type": "string"}}},
                        "note": {"type": "string"},
                        "reason": {"type": "string"}}}}}
 
-def parse_plan_answer(text: str, *, max_tickets: int) -> PlanAnswer:
+
+def plan_tool(*, may_hire: bool) -> JSON:
+    """The plan tool as offered to one manager for one ticket: without `hire` when hiring is
+    not open to it (the hive's hires are used up, or people rejected a hire for the ticket)."""
+    if may_hire:
+        return PLAN_TOOL
+    function = PLAN_TOOL["function"]
+    properties = {k: v for k, v in function["parameters"]["properties"].items() if k != "hire"}
+    properties["action"] = {"type": "string", "enum": ["split", "assign", "self", "escalate"]}
+    return {"type": "function", "function": {
+        **function, "description": function["description"].rsplit("; hire", 1)[0] + ".",
+        "parameters": {**function["parameters"], "properties": properties}}}
+
+
+def parse_plan_answer(text: str, *, max_tickets: int, may_hire: bool = False) -> PlanAnswer:
     """A planning answer (the plan tool's arguments, or JSON in the content) as a PlanAnswer.
     Raises PolicyError saying what is wrong, for the model to correct."""
     try:
@@ -140,6 +176,14 @@ def parse_plan_answer(text: str, *, max_tickets: int) -> PlanAnswer:
         raise PolicyError("assign needs the report who takes the ticket")
     if answer.action == "escalate" and not answer.reason:
         raise PolicyError("escalate needs the reason")
+    if answer.action == "hire":
+        if not may_hire:
+            raise PolicyError("hiring is not open for this ticket: split, assign, do it "
+                              "yourself or escalate")
+        if answer.hire is None:
+            raise PolicyError("hire needs the hire object: name, capabilities and skills")
+        if not answer.reason:
+            raise PolicyError("hire needs the reason none of your reports can do it")
     titles = [t.title for t in answer.tickets]
     for n, ticket in enumerate(answer.tickets):
         for ref in ticket.depends_on:
@@ -163,7 +207,9 @@ class Ticket:
     """The blocker's description while the ticket waits for its owner (a manager) to decide."""
     escalated_by: str | None = None
     approval: str | None = None
-    """The approval it waits on (a root's escalation goes to people)."""
+    """The approval it waits on (a root's escalation goes to people; a hire)."""
+    hire_rejected: bool = False
+    """People rejected a hire for it: its manager decides without one."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -185,7 +231,8 @@ class CompanyEngine(HiveEngine):
                          on_change=on_change)
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
         """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
-        (max_attempts). Without `company`, the hive config's `max_depth` is honoured."""
+        (max_attempts), hires per run. Without `company`, the hive config's `max_depth` and
+        `max_hires` are honoured."""
         self._company_given = company is not None
         self.tickets: dict[str, Ticket] = {}
         self.org: OrgChart
@@ -242,10 +289,11 @@ class CompanyEngine(HiveEngine):
 
     # -- loading ---------------------------------------------------------------------------------
     def _load_work(self, agents: Sequence[Agent]) -> None:
-        depth = self.hive.config.get("max_depth")
-        if not self._company_given and isinstance(depth, int) and not isinstance(depth, bool):
-            self.company = CompanyParams(max_depth=depth, batch=self.company.batch,
-                                         max_attempts=self.company.max_attempts)
+        if not self._company_given:
+            bounds = {key: value for key in ("max_depth", "max_hires")
+                      if isinstance(value := self.hive.config.get(key), int)
+                      and not isinstance(value, bool)}
+            self.company = replace(self.company, **bounds)
         self.org = OrgChart(agents)
         for agent in agents:
             self._host(agent)
@@ -270,11 +318,20 @@ class CompanyEngine(HiveEngine):
             elif event.kind == "ticket_unblocked" and task_id in self.tickets:
                 self.tickets[task_id].escalated = None
                 self.tickets[task_id].approval = None
-        for approval in self.store.list_approvals(hive_id=self.hive_id,
-                                                  status=ApprovalStatus.PENDING):
+        decided_later: list[Approval] = []
+        for approval in self.store.list_approvals(hive_id=self.hive_id):
             task_id = approval.data.get("task_id")
-            if isinstance(task_id, str) and task_id in self.tickets:
+            if not isinstance(task_id, str) or task_id not in self.tickets:
+                continue
+            if approval.status is ApprovalStatus.PENDING:
                 self.tickets[task_id].approval = approval.id
+                continue
+            if approval.kind is ApprovalKind.HIRE:
+                self.tickets[task_id].hire_rejected |= \
+                    approval.status is ApprovalStatus.REJECTED
+            if self._waits_on(task_id, approval):  # decided while no engine ran
+                self.tickets[task_id].approval = approval.id
+                decided_later.append(approval)
         tasks = self.store.list_tasks(self.hive_id)
         if not tasks:
             tasks = [self._post_objective()]
@@ -291,6 +348,11 @@ class CompanyEngine(HiveEngine):
             self._maybe_reopen_parent(task.id)
         self._apply_decided()
         self._rejected_approvals()
+        for approval in decided_later:  # by the CLI or the server's store-only runner
+            if approval.kind is ApprovalKind.HIRE:
+                self._hire_decided(approval)
+            else:
+                self._strategy_decided(approval)
 
     def _apply_decided(self) -> None:
         """Budget overrides decided while no engine ran (e.g. through the server's store-only
@@ -474,8 +536,9 @@ class CompanyEngine(HiveEngine):
         if self.gateway is None:
             raise ConfigError("company mode needs a gateway for its managers: set "
                               "OPENAI_BASE_URL and OPENAI_API_KEY; the ticket was left as it was")
+        may_hire = self._may_hire(task)
         messages: list[ChatMessage] = [
-            {"role": "system", "content": self._plan_prompt(member)},
+            {"role": "system", "content": self._plan_prompt(member, may_hire=may_hire)},
             {"role": "user", "content": self._ticket_prompt(task)}]
         context = CallContext(hive_id=self.hive_id, agent_id=member.id, task_id=task.id,
                               kind=CostKind.COORDINATION)
@@ -483,11 +546,12 @@ class CompanyEngine(HiveEngine):
         problem = ""
         for attempt in (1, 2):
             answer = await self.gateway.chat(messages, model=model, context=context,
-                                             tools=[PLAN_TOOL])
+                                             tools=[plan_tool(may_hire=may_hire)])
             call = next((c for c in answer.tool_calls if c.name == "plan"), None)
             raw = call.arguments if call is not None else (answer.content or "")
             try:
-                plan = parse_plan_answer(raw, max_tickets=self.company.batch)
+                plan = parse_plan_answer(raw, max_tickets=self.company.batch,
+                                         may_hire=may_hire)
             except PolicyError as error:
                 problem = str(error)
                 self.store.append_event(self.hive_id, "plan_refused", agent_id=member.id,
@@ -514,7 +578,7 @@ class CompanyEngine(HiveEngine):
         return PlanAnswer(action="assign", report=target,
                           note="assigned by capability match (the planner's answer was unusable)")
 
-    def _plan_prompt(self, member: AgentSlot) -> str:
+    def _plan_prompt(self, member: AgentSlot, *, may_hire: bool) -> str:
         agent = member.agent
         reports = self.org.live_reports(member.id, self._alive)
         lines = [f"You are {agent.name}, {agent.title or agent.role} of a company of agents "
@@ -532,7 +596,12 @@ class CompanyEngine(HiveEngine):
             "give a verify shell command when one can prove the ticket done;",
             "- assign: the whole ticket to one report, with a note;",
             "- self: do it yourself (only if it is small and within your own skills);",
-            "- escalate: you cannot resolve it; say why.",
+            "- escalate: you cannot resolve it; say why."]
+        if may_hire:
+            lines.append("- hire: none of your reports has the skills it needs: ask to add one "
+                         "under you (name, title, capabilities, skills) and say why; people "
+                         "approve or reject, and if approved the ticket goes to the new hire.")
+        lines += [
             "Do not file tickets that only review, audit or report: every ticket must produce "
             "part of the result."]
         return "\n".join(lines)
@@ -565,7 +634,9 @@ class CompanyEngine(HiveEngine):
         return load
 
     def _carry_out(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
-        if plan.action == "escalate":
+        if plan.action == "hire":
+            self._request_hire(member, task, plan)
+        elif plan.action == "escalate":
             self._give_back(member, task, "escalated by its manager")
             self._escalate(member, task, plan.reason)
         elif plan.action == "assign":
@@ -819,6 +890,134 @@ class CompanyEngine(HiveEngine):
             decide(self.store, approval.id, ApprovalStatus.APPROVED if auto == "approve"
                    else ApprovalStatus.REJECTED, decided_by=AUTO_POLICY)
 
+    # -- hiring ----------------------------------------------------------------------------------
+    def _may_hire(self, task: Task) -> bool:
+        """Hiring is offered while the run has hires left (pending and approved ones count)
+        and people have not rejected a hire for this ticket."""
+        ticket = self.tickets.get(task.id)
+        if ticket is not None and ticket.hire_rejected:
+            return False
+        used = sum(a.kind is ApprovalKind.HIRE and a.status is not ApprovalStatus.REJECTED
+                   for a in self.store.list_approvals(hive_id=self.hive_id))
+        return used < self.company.max_hires
+
+    def _waits_on(self, task_id: str, approval: Approval) -> bool:
+        """The ticket is still blocked on this approval (its decision not yet carried out)."""
+        task = self.store.get_task(task_id)
+        return task.state is TaskState.BLOCKED and \
+            (task.blocked_on or "").startswith(f"approval {approval.id}")
+
+    def _request_hire(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
+        """Open a `hire` approval for the ticket, which waits on it (the manager's claim is
+        released); a decision carries it out (`_hire_decided`)."""
+        assert plan.hire is not None
+        request = plan.hire
+        taken = {a.name for a in self.org.agents.values()}
+        name, n = request.name, 1
+        while name in taken:
+            n += 1
+            name = f"{request.name} {n}"
+        skills = sorted({s.strip() for s in request.skills if s.strip()})
+        hire: JSON = {"name": name, "title": request.title, "capabilities": request.capabilities,
+                      "skills": skills, "model": request.model or member.agent.model}
+        approval = Approval(
+            id=new_id(), hive_id=self.hive_id, kind=ApprovalKind.HIRE, agent_id=member.id,
+            subject=f"{member.agent.name} asks to hire {name} ({request.title or 'no title'}; "
+                    f"skills: {', '.join(skills)}) for {task.title!r}: {plan.reason}. Approve "
+                    f"to add them under {member.agent.name} and hand them the ticket; reject "
+                    f"and {member.agent.name} decides without a new hire.",
+            data={"task_id": task.id, "manager": member.id, "hire": hire,
+                  "reason": plan.reason})
+        try:
+            with self.store.transaction():
+                self._still_held(member, task)
+                self.store.create_approval(approval)
+                self.store.release_task(task.id, member.id, reason="waits on a hire approval")
+                self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=member.id,
+                                       blocked_on=f"approval {approval.id}: hire {name}")
+                self.store.append_event(self.hive_id, "hire_requested", agent_id=member.id,
+                                        task_id=task.id, data={
+                                            "approval_id": approval.id, "name": name,
+                                            "skills": skills, "reason": plan.reason})
+        except Conflict as error:
+            self._discarded(member, task, str(error))
+            return
+        self.tickets.setdefault(task.id, Ticket(member.id)).approval = approval.id
+        self._auto_decide(approval)
+
+    def _hire_decided(self, approval: Approval) -> None:
+        """Approved: the new agent joins under the manager and gets the ticket. Rejected: the
+        ticket goes back to its owner, who decides without a hire."""
+        task_id = str(approval.data.get("task_id"))
+        ticket = self.tickets.get(task_id)
+        if ticket is None or ticket.approval != approval.id or not self._waits_on(task_id,
+                                                                                 approval):
+            return
+        ticket.approval = None
+        manager = str(approval.data.get("manager"))
+        if approval.status is ApprovalStatus.APPROVED:
+            hired = self._hire(approval)
+            ticket.escalated = None
+            with self.store.transaction():
+                self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None)
+                self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
+                    "approval_id": approval.id, "by": approval.decided_by,
+                    "how": f"hired {hired.name}"})
+            manager_name = self.org.agents[manager].name if manager in self.org.agents \
+                else manager
+            self._own(task_id, hired.id, "ticket_delegated", by=manager, reason="hired for it",
+                      data={"from": manager, "from_name": manager_name, "chosen_by": "hire"})
+            return
+        ticket.hire_rejected = True
+        task = self.store.get_task(task_id)
+        with self.store.transaction():
+            self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None,
+                                   assignee=ticket.owner, description=(
+                f"{task.description}\n\nHiring for this ticket was rejected by "
+                f"{approval.decided_by}: decide without a new hire.").strip())
+            self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
+                "approval_id": approval.id, "by": approval.decided_by, "how": "hire rejected"})
+        owner = self._working_owner(ticket.owner)
+        if owner != ticket.owner:
+            self._own(task_id, owner, "ticket_reassigned", by=None, reason="its owner is gone",
+                      data={"from": ticket.owner})
+        else:
+            self._wake(owner, "approval decided", task_id)
+
+    def _hire(self, approval: Approval) -> Agent:
+        """Add the approved hire to the hive (once: its id comes from the approval), the org
+        chart and this engine, its loop started when the engine already runs."""
+        from ruflo.engine.plan import board_id
+
+        hire = approval.data.get("hire")
+        assert isinstance(hire, dict)
+        agent_id = board_id(self.hive_id, f"hire-{approval.id[:12]}")
+        try:
+            agent = self.store.get_agent(agent_id)
+        except NotFound:
+            model = hire.get("model")
+            agent = self.store.add_agent(Agent(
+                id=agent_id, hive_id=self.hive_id, name=str(hire["name"]),
+                title=str(hire.get("title") or "new hire"),
+                capabilities=str(hire["capabilities"]),
+                skills=tuple(str(s) for s in hire.get("skills") or ()),
+                model=model if isinstance(model, str) and model else None,
+                reports_to=str(approval.data.get("manager"))))
+            self.store.append_event(self.hive_id, "agent_hired", agent_id=agent_id,
+                                    task_id=str(approval.data.get("task_id")), data={
+                                        "approval_id": approval.id, "name": agent.name,
+                                        "reports_to": agent.reports_to,
+                                        "skills": list(agent.skills)})
+        self.org = OrgChart(self.store.list_agents(self.hive_id))
+        if agent_id not in self.slots:
+            slot = self._host(agent)
+            budgets = getattr(self.gateway, "budgets", None)
+            if budgets is not None:
+                budgets.refresh(agent_id=agent_id)
+            if self._helpers:  # running: the loops of the rest have started already
+                self._start_loop(slot)
+        return agent
+
     # -- budgets and approvals -------------------------------------------------------------------
     def _over_budget(self, member: AgentSlot, error: BudgetExceeded) -> None:
         """A cap was reached: open the budget override (an auto-approval policy may decide it at
@@ -861,6 +1060,15 @@ class CompanyEngine(HiveEngine):
                 else:
                     self._hand_on(member, "its budget override was rejected")
             return
+        if approval.kind is ApprovalKind.HIRE:
+            self._hire_decided(approval)
+        else:
+            self._strategy_decided(approval)
+        self._check_end()
+
+    def _strategy_decided(self, approval: Approval) -> None:
+        """A root's escalation decided: approved, it tries again; rejected, the ticket is
+        dropped."""
         task_id = approval.data.get("task_id")
         if not isinstance(task_id, str) or task_id not in self.tickets:
             return
@@ -880,7 +1088,6 @@ class CompanyEngine(HiveEngine):
                                                result=f"dropped: approval {approval.id} "
                                                       f"rejected by {approval.decided_by}")
                 self._after_end(ended)
-        self._check_end()
 
     def _rejected_approvals(self) -> None:
         """Budget overrides rejected while no engine ran: their agents' tickets move on."""
@@ -1000,8 +1207,8 @@ def engine_for(store: Store, hive_id: str, **options: Any) -> LiveEngine | Compa
 
 def company_report(store: Store, hive_id: str) -> JSON:
     """What a company run cost and how it was organised: work and coordination spend apart,
-    delegations, escalations, corrections of managers' choices, and every approval with who
-    decided it (an auto-approval policy is named as such)."""
+    delegations, escalations, corrections of managers' choices, hires, and every approval with
+    who decided it (an auto-approval policy is named as such)."""
     work = store.spend(hive_id=hive_id, kind=CostKind.WORK)
     coordination = store.spend(hive_id=hive_id, kind=CostKind.COORDINATION)
     events = store.events(hive_id, kinds=["ticket_delegated", "ticket_escalated",
@@ -1021,6 +1228,7 @@ def company_report(store: Store, hive_id: str) -> JSON:
         "escalations": count["ticket_escalated"],
         "reassignments": count["ticket_reassigned"],
         "plans_refused": count["plan_refused"], "plan_fallbacks": count["plan_fallback"],
+        "hires": len(store.events(hive_id, kinds=["agent_hired"])),
         "auto_approval_policy": hive.config.get("approvals"),
         "approvals": [{"id": a.id, "kind": a.kind.value, "status": a.status.value,
                        "decided_by": a.decided_by, "subject": a.subject}

@@ -237,9 +237,7 @@ class HiveEngine(ABC):
                 asyncio.create_task(self._consume(), name=f"{self.NAME}-consume"),
                 asyncio.create_task(self._lease_timer(), name=f"{self.NAME}-leases")]
             for slot in self.slots.values():
-                slot.loop_task = asyncio.create_task(self._agent_loop(slot),
-                                                     name=f"{self.NAME}-agent-{slot.agent.name}")
-                slot.loop_task.add_done_callback(self._loop_ended(slot))
+                self._start_loop(slot)
             self._wake_all("engine started")
             self._signal.set()
             await self._ended
@@ -342,6 +340,11 @@ class HiveEngine(ABC):
                 slot.work = None
             slot.wake.set()  # look for more work at once (choosing costs no LLM call)
             self._check_end()
+
+    def _start_loop(self, slot: AgentSlot) -> None:
+        slot.loop_task = asyncio.create_task(self._agent_loop(slot),
+                                             name=f"{self.NAME}-agent-{slot.agent.name}")
+        slot.loop_task.add_done_callback(self._loop_ended(slot))
 
     def _loop_ended(self, slot: AgentSlot) -> Callable[[asyncio.Task[None]], None]:
         def ended(task: asyncio.Task[None]) -> None:

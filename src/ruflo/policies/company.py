@@ -204,10 +204,12 @@ class CompanyParams:
     batch: int = 20
     """Tickets a manager hands out in one delegation decision (one planning call)."""
     max_attempts: int = 5
+    max_hires: int = 2
+    """Agents its managers may ask to add during a run (each one a `hire` approval)."""
 
     def __post_init__(self) -> None:
-        if self.max_depth < 0 or self.batch < 1:
-            raise PolicyError("company: max_depth must be >= 0 and batch >= 1")
+        if self.max_depth < 0 or self.batch < 1 or self.max_hires < 0:
+            raise PolicyError("company: max_depth must be >= 0, batch >= 1 and max_hires >= 0")
 
 
 class CompanyPolicy(BasePolicy):
