@@ -314,7 +314,7 @@ class Org:
     max_depth: int = 2
     """How many times a ticket may be delegated down from the objective."""
     max_hires: int = 2
-    """How many agents managers may ask to add during a run (each a `hire` approval)."""
+    """How many agents managers may ask to add in one hive (each a `hire` approval)."""
     source: Path | None = None
 
 

@@ -231,7 +231,7 @@ class CompanyEngine(HiveEngine):
                          on_change=on_change)
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
         """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
-        (max_attempts), hires per run. Without `company`, the hive config's `max_depth` and
+        (max_attempts), hires per hive. Without `company`, the hive config's `max_depth` and
         `max_hires` are honoured."""
         self._company_given = company is not None
         self.tickets: dict[str, Ticket] = {}
@@ -892,7 +892,7 @@ class CompanyEngine(HiveEngine):
 
     # -- hiring ----------------------------------------------------------------------------------
     def _may_hire(self, task: Task) -> bool:
-        """Hiring is offered while the run has hires left (pending and approved ones count)
+        """Hiring is offered while the hive has hires left (pending and approved ones count)
         and people have not rejected a hire for this ticket."""
         ticket = self.tickets.get(task.id)
         if ticket is not None and ticket.hire_rejected:

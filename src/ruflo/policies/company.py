@@ -205,7 +205,7 @@ class CompanyParams:
     """Tickets a manager hands out in one delegation decision (one planning call)."""
     max_attempts: int = 5
     max_hires: int = 2
-    """Agents its managers may ask to add during a run (each one a `hire` approval)."""
+    """Agents its managers may ask to add in one hive (each one a `hire` approval)."""
 
     def __post_init__(self) -> None:
         if self.max_depth < 0 or self.batch < 1 or self.max_hires < 0:
