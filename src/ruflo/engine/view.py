@@ -26,7 +26,7 @@ NOTABLE = ("task_posted", "task_claimed", "task_done", "task_failed", "task_rele
            "hive_running", "hive_done", "hive_failed", "hive_cancelled", "task_verified",
            "budget_warning", "budget_exceeded", "objective_verified", "attempt_discarded",
            "ticket_delegated", "ticket_escalated", "ticket_reassigned", "children_completed",
-           "approval_requested", "approval_decided")
+           "approval_requested", "approval_decided", "hire_requested", "agent_hired")
 
 STATE_STYLE = {TaskState.OPEN: "cyan", TaskState.CLAIMED: "yellow", TaskState.DONE: "green",
                TaskState.FAILED: "red", TaskState.BLOCKED: "magenta",
