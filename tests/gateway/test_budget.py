@@ -157,6 +157,48 @@ async def test_a_restart_does_not_reset_the_budget(
     assert gateway.chat_count == calls
 
 
+async def test_spend_settled_by_another_process_counts_before_the_next_call(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    """Two clients, each with its own Budgets, are two worker processes of one hive: once one
+    has spent the hive's cap, the other is refused without calling, though it loaded its
+    account long before."""
+    hive, [one, two], _ = make_hive(budget=Budget(max_tokens=200), agents=2)
+    gateway.add_rules({"reply": {"content": "ok", "usage": USAGE}})
+    first, second = make_client(), make_client()
+    await second.chat(GO, model="m", context=CallContext(hive_id=hive.id, agent_id=two.id))
+    answers, refusals, _ = await _run_swarm(first, [CallContext(hive_id=hive.id,
+                                                                agent_id=one.id)])
+    assert (answers, refusals) == (7, 1), "the first spent the rest of the cap, 25 a call"
+    calls = gateway.chat_count
+    with pytest.raises(BudgetExceeded) as caught:
+        await second.chat(GO, model="m", context=CallContext(hive_id=hive.id, agent_id=two.id))
+    assert caught.value.scope == "hive"
+    assert gateway.chat_count == calls, "the second process did not call the gateway"
+    assert 200 <= store.spend(hive_id=hive.id).tokens <= 200 + RESERVATION
+
+
+@pytest.mark.slow
+async def test_processes_sharing_a_cap_pass_it_by_at_most_their_calls_in_flight(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    """Four processes with five callers each: each process books only its own calls, so the
+    cap is passed by at most one reservation per call in flight anywhere (20 here), not by
+    up to the whole cap per process as when each counted only its own spend."""
+    cap = 2000
+    hive, agents, _ = make_hive(budget=Budget(max_tokens=cap), agents=20)
+    gateway.add_rules({"reply": {"content": "ok", "usage": USAGE}, "delay": 0.01})
+    clients = [make_client() for _ in range(4)]
+    results = await asyncio.gather(*(
+        _run_swarm(client, [CallContext(hive_id=hive.id, agent_id=a.id)
+                            for a in agents[n * 5:(n + 1) * 5]])
+        for n, client in enumerate(clients)))
+    spend = store.spend(hive_id=hive.id)
+    assert cap <= spend.tokens <= cap + 20 * RESERVATION
+    assert sum(refusals for _, refusals, _ in results) == 20
+    assert sum(answers for answers, _, _ in results) == spend.calls == gateway.chat_count
+
+
 async def test_a_caller_blocked_only_by_calls_in_flight_waits_instead_of_failing(
         gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
         make_hive: HiveMaker) -> None:

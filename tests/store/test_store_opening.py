@@ -155,3 +155,61 @@ def test_postgres_reopen_skips_migrations(pg_schema_url: str) -> None:
         assert "password" not in second.url
     finally:
         second.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_store_at_0001_is_upgraded_with_its_ledger_summed(kind: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    """A store written by the first schema: opening it adds the running spend totals (0002),
+    summed from the ledger it already has; later entries add to them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from ruflo.store.opening import MIGRATIONS_DIR, pg_engine, sqlite_connect, sqlite_engine
+
+    if kind == "sqlite":
+        path = tmp_path / "data" / "ruflo.db"
+        path.parent.mkdir()
+        url = f"sqlite:///{path}"
+        conn = sqlite_connect(path, "normal")
+        conn.execute("PRAGMA journal_mode = WAL")
+        engine = sqlite_engine(conn)
+    else:
+        url = request.getfixturevalue("pg_schema_url")
+        engine = pg_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        rows = [("h1", "a1", 10, 5, 0.5), ("h1", "a1", 1, 1, None), ("h1", "a2", 100, 0, 1.0),
+                ("h2", None, 7, 0, 0.25)]
+        for hive_id, agent_id, prompt, completion, cost in rows:
+            connection.exec_driver_sql(
+                "INSERT INTO ledger (ts, model, prompt_tokens, completion_tokens, cost, "
+                "cost_source, kind, hive_id, agent_id) VALUES (1.0, 'm', %(p)s, %(c)s, %(cost)s, "
+                "'gateway', 'work', %(h)s, %(a)s)" if kind == "postgres" else
+                "INSERT INTO ledger (ts, model, prompt_tokens, completion_tokens, cost, "
+                "cost_source, kind, hive_id, agent_id) VALUES (1.0, 'm', :p, :c, :cost, "
+                "'gateway', 'work', :h, :a)",
+                {"p": prompt, "c": completion, "cost": cost, "h": hive_id, "a": agent_id})
+        connection.commit()
+    if kind == "sqlite":
+        conn.close()
+
+    store = open_store(url)
+    try:
+        def totals(**scope: str) -> tuple[int, float, int, int]:
+            spend = store.spend(**scope)
+            return spend.tokens, spend.cost, spend.calls, spend.unknown_cost_calls
+
+        assert totals(hive_id="h1") == (117, 1.5, 3, 1)
+        assert totals(agent_id="a1") == (17, 0.5, 2, 1)
+        assert totals(hive_id="h2") == (7, 0.25, 1, 0)
+        assert totals(agent_id="nobody") == (0, 0.0, 0, 0)
+        store.add_ledger_entry(model="m", prompt_tokens=3, completion_tokens=0, cost=None,
+                               cost_source="unknown", hive_id="h1", agent_id="a1")
+        assert totals(hive_id="h1") == (120, 1.5, 4, 2)
+        assert totals(agent_id="a1") == (20, 0.5, 3, 2)
+    finally:
+        store.close()

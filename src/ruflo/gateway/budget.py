@@ -5,12 +5,15 @@ books its maximum cost (estimated prompt + max_tokens, priced when a price is kn
 `settle()` replaces the booking with the real cost. A call is admitted only while
 spent + booked < cap, so however many callers run at once the recorded spend passes a cap by
 at most one reservation; a caller blocked only by other callers' bookings waits for them to
-settle instead of failing. Spend starts from the store's ledger, so a restart does not reset it.
-Warns once at 80% (`budget_warning` event + callback); stops at 100% (`BudgetExceeded`, event
+settle instead of failing. Spend is the store's ledger, read again before each call is
+admitted: a restart does not reset it, and calls settled by other processes (the workers of one
+hive, the server) count. Warns once at 80% (`budget_warning` event + callback); stops at 100% (`BudgetExceeded`, event
 `budget_exceeded`). Calls of unknown cost are priced from the price table (the model's price, or
 the dearest one) or from the rate the gateway charged earlier, and reported
 (`budget_unknown_cost`); while nothing can price a call, a money-capped account admits one call
-at a time. Bookings live in this process: one event loop, one Budgets.
+at a time. Bookings live in this process (one event loop, one Budgets), so when several
+processes spend from one cap (a hive's workers) each sees the others' settled calls but not their
+calls in flight: the cap is then passed by at most one reservation per call in flight anywhere.
 """
 
 from __future__ import annotations
@@ -183,11 +186,19 @@ class Budgets:
         account = Account(scope, scope_id, hive_id, budget)
         if budget.unlimited:
             return account
+        self._sync(account)
+        return account
+
+    def _sync(self, account: Account) -> None:
+        """Set the account's spend from the ledger: every call settled so far, by any process
+        (this one's own calls are in it: a call is metered before it is settled)."""
+        scope, scope_id = account.scope, account.scope_id
         spend = (self.store.spend(agent_id=scope_id) if scope == "agent"
                  else self.store.spend(hive_id=scope_id))
         account.spent_tokens, account.spent_cost = spend.tokens, spend.cost
         account.unknown_cost_calls = spend.unknown_cost_calls
-        if spend.unknown_cost_calls and budget.max_cost is not None:
+        account.estimated_cost, account.uncounted_calls = 0.0, 0
+        if spend.unknown_cost_calls and account.budget.max_cost is not None:
             entries = (self.store.ledger(agent_id=scope_id) if scope == "agent"
                        else self.store.ledger(hive_id=scope_id))
             for entry in entries:
@@ -199,8 +210,8 @@ class Budgets:
                     else:
                         account.estimated_cost += estimate
                         account.spent_cost += estimate
-        account.warned = account.spent_fraction() >= self.warn_at
-        return account
+        if account.spent_fraction() >= self.warn_at:
+            account.warned = True  # whoever passed the mark (here or elsewhere) warned then
 
     def refresh(self, *, hive_id: str | None = None, agent_id: str | None = None) -> None:
         """Forget cached accounts (after a budget was changed) so they reload from the store.
@@ -255,6 +266,7 @@ class Budgets:
         cost = rate.cost(prompt, completion) if rate is not None else 0.0
         while True:
             for account in accounts:
+                self._sync(account)
                 if account.spent_out():
                     self._stop(account)
             if not any(a.booked_out() for a in accounts):

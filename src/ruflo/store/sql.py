@@ -1052,6 +1052,21 @@ class SqlStore:
                 self._exec("UPDATE agents SET spent_tokens = spent_tokens + ?, "
                            "spent_cost = spent_cost + ? WHERE id = ?",
                            (prompt_tokens + completion_tokens, cost or 0.0, agent_id))
+            # The running totals budgets read; hive first, then agent, in every transaction,
+            # so two writers never wait on each other's rows in opposite orders.
+            for scope, scope_id in (("hive", hive_id), ("agent", agent_id)):
+                if scope_id is not None:
+                    self._exec(
+                        "INSERT INTO spend_totals (scope, scope_id, tokens, cost, calls, "
+                        "unknown_cost_calls) VALUES (?, ?, ?, ?, 1, ?) "
+                        "ON CONFLICT (scope, scope_id) DO UPDATE SET "
+                        "tokens = spend_totals.tokens + excluded.tokens, "
+                        "cost = spend_totals.cost + excluded.cost, "
+                        "calls = spend_totals.calls + 1, "
+                        "unknown_cost_calls = spend_totals.unknown_cost_calls "
+                        "+ excluded.unknown_cost_calls",
+                        (scope, scope_id, prompt_tokens + completion_tokens, cost or 0.0,
+                         int(cost is None)))
         return entry
 
     @staticmethod
@@ -1077,6 +1092,16 @@ class SqlStore:
 
     def spend(self, *, hive_id: str | None = None, agent_id: str | None = None,
               kind: CostKind | None = None) -> Spend:
+        if kind is None and (hive_id is None) != (agent_id is None):
+            # One hive's or one agent's whole spend (what budgets check before every call):
+            # its running total, one row, however long its ledger.
+            scope, scope_id = ("hive", hive_id) if hive_id is not None else ("agent", agent_id)
+            total = self._one("SELECT tokens, cost, calls, unknown_cost_calls FROM spend_totals "
+                              "WHERE scope = ? AND scope_id = ?", (scope, scope_id))
+            if total is None:
+                return Spend()
+            return Spend(tokens=int(total[0]), cost=float(total[1]), calls=int(total[2]),
+                         unknown_cost_calls=int(total[3]))
         where, params = self._scope(hive_id, agent_id, kind)
         row = self._one("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
                         "COALESCE(SUM(cost), 0), COUNT(*), "
