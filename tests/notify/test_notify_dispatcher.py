@@ -3,12 +3,14 @@ a hive that never waits for or breaks on a provider."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from ruflo.cli import run
 from ruflo.model import Event, utcnow
 from ruflo.notify import Dispatcher, ResendSender, TelegramSender, WebhookSender
 from ruflo.notify.testing import ProviderStandIn, Reply
@@ -83,7 +85,9 @@ def test_approval_and_budget_warning_messages(dispatcher_for: Any, telegram: Pro
     assert dispatcher.wait_idle(10)
     approval, budget = sorted(telegram.texts(), key=lambda t: "budget of" in t)
     assert "waits for a person to decide: raise the hive budget to 5 USD (budget_override)" in approval
-    assert "ruflo hive approve ap9" in approval
+    assert "`ruflo approval approve ap9` / `ruflo approval reject ap9`" in approval
+    for command in re.findall(r"`ruflo ([^`]+) ap9`", approval):  # the commands it names exist
+        assert run([*command.split(), "--help"]) == 0, command
     assert "82%" in budget
     assert "(0.82 of 1.00 USD)" in budget
     assert "at 100% it stops" in budget

@@ -1,11 +1,17 @@
-"""Rules routing, de-duplication and the rate limit, with a clock the test moves."""
+"""Rules routing, de-duplication and the rate limit, with a clock the test moves; and the
+commands the messages tell a person to run exist."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from ruflo.cli import run
 from ruflo.config import load_settings
+from ruflo.model import Event, utcnow
 from ruflo.notify import notify_status, parse_rules
+from ruflo.notify.messages import event_notification
 from ruflo.notify.rules import DEFAULT_RULES, Deduper, RateLimiter, RulesError, route
 
 
@@ -14,6 +20,24 @@ def test_defaults_cover_what_a_person_must_hear() -> None:
                  "hive_failed", "hive_paused", "reconcile_failed"):
         assert route(DEFAULT_RULES, kind, ["telegram", "webhook"]) == ["telegram", "webhook"]
     assert route(DEFAULT_RULES, "task_claimed", ["telegram"]) == []
+
+
+@pytest.mark.parametrize(("kind", "data"), [
+    ("approval_requested", {"approval_id": "APPROVAL", "kind": "hire", "subject": "a hire"}),
+    ("budget_warning", {"scope": "hive", "max_tokens": 100, "spent_tokens": 81}),
+    ("budget_exceeded", {"scope": "hive", "max_tokens": 100, "spent_tokens": 100}),
+    ("hive_paused", {"reason": "gateway refused the key"}),
+    ("hive_paused", {"reason": "an agent crashed"}),
+    ("hive_failed", {"reason": "not every task succeeded"}),
+])
+def test_the_commands_a_message_names_exist(kind: str, data: dict[str, object]) -> None:
+    text = event_notification(Event(seq=1, hive_id="HIVE", kind=kind, ts=utcnow(),
+                                    data=data)).text
+    commands = re.findall(r"`ruflo ([^`]+)`", text)
+    assert commands, text
+    for command in commands:
+        words = [w for w in command.split() if w.isidentifier() and w.islower()]
+        assert run([*words, "--help"]) == 0, f"`ruflo {command}` in: {text}"
 
 
 def test_override_silences_adds_and_narrows() -> None:

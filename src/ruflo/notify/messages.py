@@ -32,7 +32,7 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                 f"{f' ({what})' if what else ''}.\n"
                 f"The work that depends on it is on hold until someone decides.\n"
                 f"What to do: approve or reject it on the hive's page"
-                f"{f' or with `ruflo hive approve {approval_id}` / `ruflo hive reject {approval_id}`' if approval_id else ''}.")
+                f"{f' or with `ruflo approval approve {approval_id}` / `ruflo approval reject {approval_id}`' if approval_id else ''}.")
         condition = f"approval:{approval_id or subject}"
     elif kind in ("budget_warning", "budget_exceeded"):
         scope = _scope(data, hive)
@@ -41,14 +41,18 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
             title = f"ruflo: {short} used {usage[0] or 'most'} of its budget"
             text = (f"The budget of {scope} is {usage[0] or 'nearly'} used{usage[1]}.\n"
                     f"The hive keeps running; at 100% it stops before the next call.\n"
-                    f"What to do: raise the budget now if the work should finish, "
-                    f"or let it stop.")
+                    f"What to do: raise the budget now if the work should finish"
+                    + (f" (`ruflo hive resume {event.hive_id} --no-run --budget-tokens N` or "
+                       f"`--budget-cost USD` raises a running hive's)"
+                       if data.get("scope", "hive") == "hive" else "")
+                    + ", or let it stop.")
         else:
             title = f"ruflo: {short} stopped, budget spent"
             text = (f"The budget of {scope} is spent{usage[1]}; ruflo stopped its gateway calls. "
                     f"Nothing is lost.\n"
-                    f"What to do: raise the budget and resume the hive "
-                    f"(`ruflo hive resume {event.hive_id}`), or leave it stopped.")
+                    f"What to do: raise the budget and resume the hive (`ruflo hive resume "
+                    f"{event.hive_id} --budget-tokens N` or `--budget-cost USD`), or leave it "
+                    f"stopped.")
         condition = (f"{kind}:{event.hive_id}:{data.get('scope', 'hive')}:"
                      f"{data.get('scope_id') or event.agent_id or ''}")
     elif kind == "hive_paused":
@@ -72,7 +76,7 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
         reason = _text(data.get("reason")) or "no reason given"
         title = f"ruflo: {short} failed"
         text = (f"The {hive} failed: {reason}.{_counts(data)}\n"
-                f"What to do: read its events (`ruflo hive events {event.hive_id}`) and "
+                f"What to do: read its events (`ruflo hive show {event.hive_id} --events 100`) and "
                 f"decide whether to run it again.")
         condition = f"hive_failed:{event.hive_id}"
     elif kind == "reconcile_failed":
