@@ -177,3 +177,23 @@ async def test_a_hire_approved_while_no_engine_ran_is_carried_out_at_the_next_st
     done_by = {e.task_id: e.agent_id for e in store.events(hive.id, kinds=["task_done"])}
     assert done_by == {objective.id: hired[0].id}
     assert store.get_approval(approval.id).decided_by == "alice"
+
+
+async def test_a_hire_named_like_someone_in_the_org_gets_a_name_of_its_own(
+        store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    gateway_server.add_rules(
+        plan_rule("ceo", OBJECTIVE, action="assign", report="eng-lead"),
+        plan_rule("eng-lead", OBJECTIVE, action="hire", reason="nobody here writes rust",
+                  hire={**RUSTACEAN, "name": "dev-1"}))
+    hive = make_company(store, tmp_path, objective=OBJECTIVE, config={"verify": VERIFY})
+    first = engine(store, hive.id, client)
+    running = asyncio.create_task(first.run())
+    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    first.stop()
+    await asyncio.wait_for(running, 30)
+    [approval] = store.list_approvals(hive_id=hive.id)
+    assert approval.data["hire"]["name"] == "dev-1 (2)"
+    assert "asks to hire dev-1 (2)" in approval.subject
+    [requested] = store.events(hive.id, kinds=["hire_requested"])
+    assert requested.data["name"] == "dev-1 (2)"

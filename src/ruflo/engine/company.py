@@ -914,9 +914,9 @@ class CompanyEngine(HiveEngine):
         request = plan.hire
         taken = {a.name for a in self.org.agents.values()}
         name, n = request.name, 1
-        while name in taken:
+        while name in taken:  # names are how managers and people tell agents apart
             n += 1
-            name = f"{request.name} {n}"
+            name = f"{request.name} ({n})"
         skills = sorted({s.strip() for s in request.skills if s.strip()})
         hire: JSON = {"name": name, "title": request.title, "capabilities": request.capabilities,
                       "skills": skills, "model": request.model or member.agent.model}
