@@ -111,51 +111,49 @@ class PlanAnswer(BaseModel):
     reason: str = ""
 
 
-PLAN_TOOL: JSON = {"type": "function", "function": {
-    "name": "plan",
-    "description": "Decide how this ticket gets done. action=split: child tickets, each for "
-                   "one of your reports; assign: hand the whole ticket to one report; self: "
-                   "do it yourself; escalate: you cannot resolve it, pass it up with a reason; "
-                   "hire (when offered): ask people to approve a new report for it.",
-    "parameters": {"type": "object", "required": ["action"], "additionalProperties": False,
-                   "properties": {
-                       "action": {"type": "string",
-                                  "enum": ["split", "assign", "self", "escalate", "hire"]},
-                       "tickets": {"type": "array", "items": {
-                           "type": "object", "required": ["title", "report"],
-                           "additionalProperties": False,
-                           "properties": {
-                               "title": {"type": "string"},
-                               "description": {"type": "string"},
-                               "skills": {"type": "array", "items": {"type": "string"}},
-                               "report": {"type": "string"},
-                               "depends_on": {"type": "array", "items": {
-                                   "type": ["string", "integer"]}},
-                               "verify": {"type": "string"}}}},
-                       "report": {"type": "string"},
-                       "hire": {"type": "object", "required": ["name", "capabilities", "skills"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "title": {"type": "string"},
-                                    "capabilities": {"type": "string"},
-                                    "skills": {"type": "array", "items": {"type": "string"}},
-                                    "model": {"type": "string"}}},
-                       "note": {"type": "string"},
-                       "reason": {"type": "string"}}}}}
+HIRE_SCHEMA: JSON = {
+    "type": "object", "required": ["name", "capabilities", "skills"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string"}, "title": {"type": "string"},
+                   "capabilities": {"type": "string"},
+                   "skills": {"type": "array", "items": {"type": "string"}},
+                   "model": {"type": "string"}}}
 
 
 def plan_tool(*, may_hire: bool) -> JSON:
-    """The plan tool as offered to one manager for one ticket: without `hire` when hiring is
-    not open to it (the hive's hires are used up, or people rejected a hire for the ticket)."""
+    """The plan tool as offered to one manager for one ticket: with `hire` only while hiring is
+    open to it (the hive has hires left and people have not rejected one for the ticket)."""
+    actions = ["split", "assign", "self", "escalate"] + (["hire"] if may_hire else [])
+    description = ("Decide how this ticket gets done. action=split: child tickets, each for "
+                   "one of your reports; assign: hand the whole ticket to one report; self: "
+                   "do it yourself; escalate: you cannot resolve it, pass it up with a reason.")
     if may_hire:
-        return PLAN_TOOL
-    function = PLAN_TOOL["function"]
-    properties = {k: v for k, v in function["parameters"]["properties"].items() if k != "hire"}
-    properties["action"] = {"type": "string", "enum": ["split", "assign", "self", "escalate"]}
+        description += (" hire: none of your reports can do it; ask people to approve a new "
+                        "report for it.")
+    properties: JSON = {
+        "action": {"type": "string", "enum": actions},
+        "tickets": {"type": "array", "items": {
+            "type": "object", "required": ["title", "report"], "additionalProperties": False,
+            "properties": {
+                "title": {"type": "string"},
+                "description": {"type": "string"},
+                "skills": {"type": "array", "items": {"type": "string"}},
+                "report": {"type": "string"},
+                "depends_on": {"type": "array", "items": {"type": ["string", "integer"]}},
+                "verify": {"type": "string"}}}},
+        "report": {"type": "string"},
+        "note": {"type": "string"},
+        "reason": {"type": "string"}}
+    if may_hire:
+        properties["hire"] = HIRE_SCHEMA
     return {"type": "function", "function": {
-        **function, "description": function["description"].rsplit("; hire", 1)[0] + ".",
-        "parameters": {**function["parameters"], "properties": properties}}}
+        "name": "plan", "description": description,
+        "parameters": {"type": "object", "required": ["action"], "additionalProperties": False,
+                       "properties": properties}}}
+
+
+PLAN_TOOL = plan_tool(may_hire=True)
+"""The plan tool with every action."""
 
 
 def parse_plan_answer(text: str, *, max_tickets: int, may_hire: bool = False) -> PlanAnswer:
