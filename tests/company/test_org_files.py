@@ -136,6 +136,7 @@ HIRE = {"name": "rustacean", "capabilities": "writes rust", "skills": ["rust"]}
     ({"action": "hire", "reason": "no rust here"}, True, "hire needs the hire object"),
     ({"action": "hire", "hire": HIRE}, True, "hire needs the reason"),
     ({"action": "hire", "hire": {**HIRE, "skills": []}, "reason": "r"}, True, "skills"),
+    ({"action": "hire", "hire": {**HIRE, "skills": [" "]}, "reason": "r"}, True, "one skill"),
     ({"action": "hire", "hire": {**HIRE, "capabilities": ""}, "reason": "r"}, True,
      "capabilities"),
 ])

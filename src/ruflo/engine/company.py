@@ -180,6 +180,8 @@ def parse_plan_answer(text: str, *, max_tickets: int, may_hire: bool = False) ->
                               "yourself or escalate")
         if answer.hire is None:
             raise PolicyError("hire needs the hire object: name, capabilities and skills")
+        if not any(skill.strip() for skill in answer.hire.skills):
+            raise PolicyError("hire needs at least one skill the new report has")
         if not answer.reason:
             raise PolicyError("hire needs the reason none of your reports can do it")
     titles = [t.title for t in answer.tickets]
@@ -994,18 +996,19 @@ class CompanyEngine(HiveEngine):
             agent = self.store.get_agent(agent_id)
         except NotFound:
             model = hire.get("model")
-            agent = self.store.add_agent(Agent(
-                id=agent_id, hive_id=self.hive_id, name=str(hire["name"]),
-                title=str(hire.get("title") or "new hire"),
-                capabilities=str(hire["capabilities"]),
-                skills=tuple(str(s) for s in hire.get("skills") or ()),
-                model=model if isinstance(model, str) and model else None,
-                reports_to=str(approval.data.get("manager"))))
-            self.store.append_event(self.hive_id, "agent_hired", agent_id=agent_id,
-                                    task_id=str(approval.data.get("task_id")), data={
-                                        "approval_id": approval.id, "name": agent.name,
-                                        "reports_to": agent.reports_to,
-                                        "skills": list(agent.skills)})
+            with self.store.transaction():
+                agent = self.store.add_agent(Agent(
+                    id=agent_id, hive_id=self.hive_id, name=str(hire["name"]),
+                    title=str(hire.get("title") or "new hire"),
+                    capabilities=str(hire["capabilities"]),
+                    skills=tuple(str(s) for s in hire.get("skills") or ()),
+                    model=model if isinstance(model, str) and model else None,
+                    reports_to=str(approval.data.get("manager"))))
+                self.store.append_event(self.hive_id, "agent_hired", agent_id=agent_id,
+                                        task_id=str(approval.data.get("task_id")), data={
+                                            "approval_id": approval.id, "name": agent.name,
+                                            "reports_to": agent.reports_to,
+                                            "skills": list(agent.skills)})
         self.org = OrgChart(self.store.list_agents(self.hive_id))
         if agent_id not in self.slots:
             slot = self._host(agent)
