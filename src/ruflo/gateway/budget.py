@@ -5,10 +5,10 @@ books its maximum cost (estimated prompt + max_tokens, priced when a price is kn
 `settle()` replaces the booking with the real cost. A call is admitted only while
 spent + booked < cap, so however many callers run at once the recorded spend passes a cap by
 at most one reservation; a caller blocked only by other callers' bookings waits for them to
-settle instead of failing. Spend is the store's ledger, read again before each call is
-admitted: a restart does not reset it, and calls settled by other processes (the workers of one
-hive, the server) count. Warns once at 80% (`budget_warning` event + callback); stops at 100% (`BudgetExceeded`, event
-`budget_exceeded`). Calls of unknown cost are priced from the price table (the model's price, or
+settle instead of failing. Spend is the ledger's, read from the store's running totals before
+each call is admitted: a restart does not reset it, and calls settled by other processes (the
+workers of one hive, the server) count. Warns once at 80% (`budget_warning` event + callback);
+stops at 100% (`BudgetExceeded`, event `budget_exceeded`). Calls of unknown cost are priced from the price table (the model's price, or
 the dearest one) or from the rate the gateway charged earlier, and reported
 (`budget_unknown_cost`); while nothing can price a call, a money-capped account admits one call
 at a time. Bookings live in this process (one event loop, one Budgets), so when several
@@ -190,8 +190,9 @@ class Budgets:
         return account
 
     def _sync(self, account: Account) -> None:
-        """Set the account's spend from the ledger: every call settled so far, by any process
-        (this one's own calls are in it: a call is metered before it is settled)."""
+        """Set the account's spend from the store (the ledger's running totals): every call
+        settled so far, by any process (this one's own calls are in it: a call is metered before
+        it is settled)."""
         scope, scope_id = account.scope, account.scope_id
         spend = (self.store.spend(agent_id=scope_id) if scope == "agent"
                  else self.store.spend(hive_id=scope_id))
