@@ -2,18 +2,19 @@
 
 Depends on the core model, the Store protocol and the price table. Before a call, `reserve()`
 books its maximum cost (estimated prompt + max_tokens, priced when a price is known); after it,
-`settle()` replaces the booking with the real cost. A call is admitted only while
-spent + booked < cap, so however many callers run at once the recorded spend passes a cap by
-at most one reservation; a caller blocked only by other callers' bookings waits for them to
-settle instead of failing. Spend is the ledger's, read from the store's running totals before
-each call is admitted: a restart does not reset it, and calls settled by other processes (the
-workers of one hive, the server) count. Warns once at 80% (`budget_warning` event + callback);
-stops at 100% (`BudgetExceeded`, event `budget_exceeded`). Calls of unknown cost are priced
-from the price table (the model's price, or the dearest one) or from the rate the gateway
-charged earlier, and reported (`budget_unknown_cost`); while nothing can price a call, a
-money-capped account admits one call at a time. Bookings live in this process (one event loop, one Budgets), so when several
-processes spend from one cap (a hive's workers) each sees the others' settled calls but not their
-calls in flight: the cap is then passed by at most one reservation per call in flight anywhere.
+`settle()` replaces the booking with the real cost. A call is admitted only while spent + booked
+< cap, so however many callers run at once the recorded spend passes a cap by at most one
+reservation; a caller blocked only by other callers' bookings waits for them to settle instead
+of failing. Spend is the ledger's, read from the store's running totals before each call is
+admitted: a restart does not reset it, and calls settled by other processes (the workers of one
+hive, the server) count. Warns once at 80% (`budget_warning` event + callback); stops at 100%
+(`BudgetExceeded`, event `budget_exceeded`). Calls of unknown cost are priced from the price
+table (the model's price, or the dearest one) or from the rate the gateway charged earlier, and
+reported (`budget_unknown_cost`); while nothing can price a call, a money-capped account admits
+one call at a time. Bookings live in this process (one event loop, one Budgets), so when several
+processes spend from one cap (a hive's workers) each sees the others' settled calls but not
+their calls in flight: the cap is then passed by at most one reservation per call in flight
+anywhere.
 """
 
 from __future__ import annotations
