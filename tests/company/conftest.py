@@ -38,10 +38,11 @@ async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
                                    capture_output=True, text=True, timeout=60, check=False)
 
 
-async def wait_for(condition: Callable[[], object], within: float = 20.0) -> None:
+async def wait_for(condition: Callable[[], object], within: float = 20.0,
+                   what: str = "condition never held") -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.02)
 
 

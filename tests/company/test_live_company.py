@@ -23,6 +23,7 @@ from .conftest import (
     company_script,
     engine,
     make_company,
+    wait_for,
 )
 
 SHORT_LEASE = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2)
@@ -173,10 +174,9 @@ async def test_a_killed_manager_s_ticket_is_recovered_by_lease_and_redelegated_b
     run = engine(store, hive.id, client, SHORT_LEASE)
     running = asyncio.create_task(run.run())
     lead = f"{hive.id}-eng-lead"
-    deadline = asyncio.get_running_loop().time() + 20
-    while not any(e.agent_id == lead for e in store.events(hive.id, kinds=["task_claimed"])):
-        assert asyncio.get_running_loop().time() < deadline, "eng-lead never claimed its ticket"
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: any(e.agent_id == lead
+                               for e in store.events(hive.id, kinds=["task_claimed"])),
+                   what="eng-lead never claimed its ticket")
     await asyncio.sleep(0.2)
     run.kill_agent(lead)
 
@@ -221,10 +221,7 @@ async def test_a_root_escalation_goes_to_people_and_their_approval_wakes_the_roo
     company_script(gateway_server)
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
     running = asyncio.create_task(engine(store, hive.id, client).run())
-    deadline = asyncio.get_running_loop().time() + 20
-    while not store.list_approvals(hive_id=hive.id):
-        assert asyncio.get_running_loop().time() < deadline, "no approval was opened"
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: store.list_approvals(hive_id=hive.id), what="no approval was opened")
     [approval] = store.list_approvals(hive_id=hive.id)
     assert approval.kind is ApprovalKind.STRATEGY
     assert "the board must choose a style guide" in approval.subject
@@ -255,7 +252,7 @@ async def test_a_strategy_decided_while_no_engine_ran_is_carried_out_at_the_next
     from ruflo.engine.approvals import decide
     from ruflo.model import ApprovalKind, ApprovalStatus
 
-    from .conftest import plan_rule, wait_for
+    from .conftest import plan_rule
 
     gateway_server.add_rules(
         plan_rule("ceo", "Ship the greeter", action="escalate", times=1,
