@@ -448,7 +448,8 @@ class ScriptedGateway:
         self.port = port
         self.revoked: set[str] = set()
         self.requests: list[dict[str, Any]] = []
-        """Chat requests received: {"model", "messages", "stream", "key", "rule"}."""
+        """Chat requests received: {"call_id", "model", "messages", "stream", "key", "tools",
+        "max_tokens", "rule"}."""
         self.request_count = 0
         """Every request except the admin ones."""
         self.chat_count = 0
@@ -664,6 +665,7 @@ class ScriptedGateway:
             self.requests.append({"call_id": call_id, "model": body.get("model"), "messages": body["messages"],
                                   "stream": bool(body.get("stream")), "key": auth[7:],
                                   "tools": body.get("tools"),
+                                  "max_tokens": body.get("max_tokens"),
                                   "rule": rule.name if rule is not None else None})
             default = self.script.default
             default_cost = self.script.cost
