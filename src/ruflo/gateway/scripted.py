@@ -37,6 +37,7 @@ Script format (YAML or JSON file, or the same as Python objects)::
           chunk: 8                    # characters per streamed chunk
           chunk_delay: 0              # seconds between streamed chunks (a slow model)
         delay: 0.5                    # seconds to wait before answering (a slow gateway)
+        hold: slow                    # answer only once the gate of this name is opened
         times: 1                      # consumed after this many answers; omit = forever
         fault: key_refused            # answer with a fault instead of `reply`
 
@@ -49,6 +50,7 @@ give `status: 429` for newer LiteLLM), `rate_limited` (429, Retry-After 1), `ser
 truncated body).
 
 At run time, from the test's thread: `add_rules`, `set_fault`/`clear_fault`, `revoke_key`,
+`open_gate` (lets the answers held by `hold` go),
 `request_count`, `chat_count`, `requests`, `served`. Over HTTP (for a server started with
 `ruflo gateway scripted`): `GET /_scripted/stats`, `GET /_scripted/requests`,
 `POST /_scripted/fault` `{"fault": ...}` (null clears), `POST /_scripted/rules`
@@ -330,6 +332,9 @@ class Rule:
     reply: Reply | None = None
     fault: Fault | None = None
     delay: float = 0.0
+    hold: str | None = None
+    """A gate's name: the answer waits until `ScriptedGateway.open_gate` opens it (a call that
+    is in flight for exactly as long as a test needs)."""
     times: int | None = None
     """How many answers before the rule is used up; None = forever."""
     name: str = ""
@@ -339,7 +344,7 @@ class Rule:
     def parse(cls, raw: Mapping[str, Any] | Rule) -> Rule:
         if isinstance(raw, Rule):
             return raw
-        unknown = set(raw) - {"match", "reply", "fault", "delay", "times", "name"}
+        unknown = set(raw) - {"match", "reply", "fault", "delay", "hold", "times", "name"}
         if unknown:
             raise ConfigError(f"unknown rule fields: {', '.join(sorted(unknown))}")
         if raw.get("reply") is None and raw.get("fault") is None:
@@ -348,6 +353,7 @@ class Rule:
                    reply=Reply.parse(raw["reply"]) if raw.get("reply") is not None else None,
                    fault=Fault.parse(raw["fault"]) if raw.get("fault") is not None else None,
                    delay=float(raw.get("delay", 0.0)),
+                   hold=str(raw["hold"]) if raw.get("hold") is not None else None,
                    times=raw.get("times"), name=str(raw.get("name", "")))
 
     @property
@@ -455,6 +461,10 @@ class ScriptedGateway:
         self.chat_count = 0
         self.models_count = 0
         self._served = Served()
+        self._open_gates: set[str] = set()
+        self._gates: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The server's event loop, where the gates' waiters are."""
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -502,6 +512,23 @@ class ScriptedGateway:
     def clear_fault(self) -> None:
         self.set_fault(None)
 
+    def open_gate(self, name: str) -> None:
+        """Let the answers held at this gate go, and those that reach it later pass."""
+        with self._lock:
+            self._open_gates.add(name)
+            gate, loop = self._gates.get(name), self._loop
+        if gate is not None and loop is not None:
+            loop.call_soon_threadsafe(gate.set)
+
+    def _gate(self, name: str) -> asyncio.Event:
+        """The gate's flag, in the server's loop (set already if the gate was opened)."""
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            gate = self._gates.setdefault(name, asyncio.Event())
+            if name in self._open_gates:
+                gate.set()
+            return gate
+
     def revoke_key(self, key: str) -> None:
         """Pull a key: from now on it gets 401 token_not_found_in_db (the kill switch)."""
         with self._lock:
@@ -526,6 +553,8 @@ class ScriptedGateway:
             self.request_count = self.chat_count = self.models_count = 0
             self.requests.clear()
             self._served = Served()
+            self._open_gates.clear()
+            self._gates.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -672,6 +701,8 @@ class ScriptedGateway:
         if rule is not None:
             if rule.delay:
                 await asyncio.sleep(rule.delay)
+            if rule.hold is not None:
+                await self._gate(rule.hold).wait()
             fault = rule.fault
             reply = rule.reply
         else:
