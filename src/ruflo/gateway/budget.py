@@ -1,8 +1,9 @@
 """Budgets: per-hive and per-agent caps in tokens and/or money, enforced around each gateway call.
 
 Depends on the core model, the Store protocol and the price table. Before a call, `reserve()`
-books its maximum cost (estimated prompt + max_tokens, priced when a price is known); after it,
-`settle()` replaces the booking with the real cost. A call is admitted only while spent + booked
+books its maximum cost (estimated prompt + max_tokens, priced when a price is known; a call that
+sends no max_tokens books `completion_reservation`, which does not bound it, so agents always
+send one); after it, `settle()` replaces the booking with the real cost. A call is admitted only while spent + booked
 < cap, so however many callers run at once the recorded spend passes a cap by at most one
 reservation; a caller blocked only by other callers' bookings waits for them to settle instead
 of failing. Spend is the ledger's, read from the store's running totals before each call is
