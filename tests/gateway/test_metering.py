@@ -13,6 +13,7 @@ import pytest
 
 from ruflo.errors import ConfigError, GatewayUnavailable
 from ruflo.gateway.base import CallContext
+from ruflo.gateway.budget import estimate_prompt_tokens
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.metering import PriceTable
 from ruflo.gateway.scripted import Match, ScriptedGateway
@@ -297,6 +298,29 @@ async def test_a_plain_call_whose_caller_is_cancelled_still_lands_in_the_ledger(
     assert (account.reserved_tokens, account.spent_tokens) == (0, 1500)
     assert store.get_agent(agents[0].id).spent_tokens == 1500
     assert gateway.served.total_tokens == entry.total_tokens
+
+
+async def test_a_call_still_unanswered_when_the_client_closes_is_metered_as_its_booking(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    received = threading.Event()
+    gateway.add_rules({"match": Match(when=arrived(received)), "hold": "never",
+                       "reply": {"content": "too late"}})
+    client = make_client(close_wait=0.0)
+    caller = asyncio.create_task(client.chat(ASK, model="m", max_tokens=300,
+                                             context=CallContext(hive_id=hive.id)))
+    assert await asyncio.to_thread(received.wait, 30)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await client.aclose()  # a shutdown does not wait for the held answer
+    [entry] = store.ledger(hive_id=hive.id)
+    assert (entry.cost, entry.cost_source) == (None, "estimate")
+    assert (entry.prompt_tokens, entry.completion_tokens) == (estimate_prompt_tokens(ASK), 300)
+    assert client.budgets is not None
+    assert client.budgets.account("hive", hive.id).reserved_tokens == 0
+    gateway.open_gate("never")
 
 
 async def test_a_call_whose_caller_left_is_not_retried(

@@ -107,11 +107,15 @@ class _Abandoned(Exception):
 class _Call:
     """One plain call, which may outlive its caller."""
 
-    __slots__ = ("abandoned",)
+    __slots__ = ("abandoned", "cut", "sent")
 
     def __init__(self) -> None:
         self.abandoned = False
         """The caller was cancelled: finish what the gateway is answering, start no retry."""
+        self.sent = False
+        """A request went out: from now on the gateway may bill it."""
+        self.cut = False
+        """The client closed before the answer came: meter the call's booking as an estimate."""
 
 
 class _StreamState:
@@ -168,7 +172,8 @@ class GatewayClient:
                  prices: PriceTable | Mapping[str, Mapping[str, float]] | None = None,
                  budgets: Budgets | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 120.0, connect_timeout: float = 5.0,
-                 models_ttl: float = 300.0, on_pause: PauseHook | None = None,
+                 models_ttl: float = 300.0, close_wait: float = 5.0,
+                 on_pause: PauseHook | None = None,
                  on_budget_warning: Callable[[BudgetWarning], None] | None = None,
                  base_url_source: str = "argument") -> None:
         if not base_url:
@@ -200,6 +205,8 @@ class GatewayClient:
         self._models_flight: asyncio.Future[list[ModelInfo]] | None = None
         self._in_flight: set[asyncio.Future[ChatResult]] = set()
         """Plain calls being answered, some perhaps for callers already gone."""
+        self._calls: dict[asyncio.Future[ChatResult], _Call] = {}
+        self.close_wait = close_wait
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store | None = None,
@@ -210,16 +217,28 @@ class GatewayClient:
                    base_url_source=settings.gateway_url_var or "unset", **kwargs)
 
     async def aclose(self) -> None:
-        """Close the connections, once every call still being answered is metered."""
-        await self.drain()
+        """Close the connections, once every call still being answered is metered (waiting at
+        most `close_wait` seconds; see `drain`)."""
+        await self.drain(give_up_after=self.close_wait)
         await self._sdk.close()
 
-    async def drain(self) -> None:
+    async def drain(self, *, give_up_after: float | None = None) -> None:
         """Wait until every plain call in flight, including those whose caller was cancelled
-        (a paused attempt), is answered and metered. Each is bounded by the retry policy and
-        the HTTP timeouts."""
+        (a paused attempt), is answered and metered. After `give_up_after` seconds the calls still
+        unanswered are given up and each is metered as its booking (prompt guess + max_tokens,
+        the most it can cost; cost_source "estimate"): the gateway may still bill them."""
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
         while self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait(set(self._in_flight), timeout=left)
+        late = list(self._in_flight)
+        for answer in late:
+            self._calls[answer].cut = True
+            answer.cancel()
+        if late:
+            await asyncio.wait(late)
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -331,6 +350,7 @@ class GatewayClient:
         answer = asyncio.ensure_future(self._chat(call, request, reservation, messages,
                                                   model=model, context=context, tools=tools))
         self._in_flight.add(answer)
+        self._calls[answer] = call
         answer.add_done_callback(self._landed(call))
         try:
             return await asyncio.shield(answer)
@@ -341,6 +361,7 @@ class GatewayClient:
     def _landed(self, call: _Call) -> Callable[[asyncio.Future[ChatResult]], None]:
         def landed(answer: asyncio.Future[ChatResult]) -> None:
             self._in_flight.discard(answer)
+            self._calls.pop(answer, None)
             error = None if answer.cancelled() else answer.exception()
             if call.abandoned and error is not None and not isinstance(error, _Abandoned):
                 # Its caller is gone; the ledger and the hive's status already say the rest.
@@ -354,6 +375,7 @@ class GatewayClient:
         def post() -> Awaitable[httpx2.Response]:
             if call.abandoned:
                 raise _Abandoned
+            call.sent = True
             # The SDK's generic post skips its per-call request transformation (milliseconds
             # for a long conversation); the answer is checked here instead of by the SDK.
             return self._sdk.post("/chat/completions", body=request, cast_to=httpx2.Response)
@@ -369,7 +391,16 @@ class GatewayClient:
             self._release(reservation)
             raise self._error(failed, context) from None
         except BaseException:
-            self._release(reservation)
+            if call.cut and call.sent:
+                # The client closed before the answer came, but the gateway may still bill the
+                # call in full: the ledger gets the most it can cost, marked as an estimate.
+                prompt = estimate_prompt_tokens(messages, tools)
+                completion = (reservation.tokens - prompt if reservation is not None
+                              else int(request.get("max_tokens") or 0))
+                self._meter(context, reservation, model=model, usage=Usage(prompt, completion),
+                            cost=None, cost_source="estimate", request=None)
+            else:
+                self._release(reservation)
             raise
         headers = response.headers
         usage = result.usage
