@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ TARGET_MIB = 400.0
 MIB = 1024 * 1024
 TEST_ONLY = ("torch", "sentence_transformers", "playwright", "litellm", "pytest", "mypy")
 """Import names the main job's install must not bring."""
+ONNX_RUNTIME = ("onnxruntime", "onnx", "ml-dtypes", "protobuf", "flatbuffers")
+"""What ONNX Runtime brings for `ruflo mcp`, whose searches would run on numpy without it."""
 
 NOTES = {
     "bread": "Sourdough: feed the starter, knead, proof overnight, bake at 250 C",
@@ -113,11 +116,15 @@ def install(name: str, option: str, workdir: Path, env: dict[str, str]) -> Insta
     return Install(name, f"scripts/install {option}", wall, cpu, disk, apparent, clone / ".venv")
 
 
-def largest(venv: Path, count: int) -> str:
-    """The `count` largest installed distributions, apparent MiB."""
+def distribution_sizes(venv: Path) -> dict[str, int]:
+    """Bytes (apparent) of each distribution installed in `venv`, by name."""
     found = subprocess.run([str(venv / "bin" / "python"), "-c", SIZES], capture_output=True,
                            text=True, check=True)
     sizes: dict[str, int] = json.loads(found.stdout)
+    return sizes
+
+
+def largest(sizes: dict[str, int], count: int) -> str:
     top = sorted(sizes.items(), key=lambda item: item[1], reverse=True)[:count]
     return ", ".join(f"{name} {size / MIB:.0f}" for name, size in top)
 
@@ -201,7 +208,11 @@ def main() -> int:
             print(f"  {results[-1].line()}", flush=True)
 
         light = results[0]
-        print(f"  largest in the main install (apparent MiB): {largest(light.venv, 12)}")
+        sizes = distribution_sizes(light.venv)
+        engine = sum(size for name, size in sizes.items()
+                     if re.sub(r"[-_.]+", "-", name).lower() in ONNX_RUNTIME)
+        print(f"  largest in the main install (apparent MiB): {largest(sizes, 12)}; ONNX "
+              f"Runtime for `ruflo mcp` ({', '.join(ONNX_RUNTIME)}) takes {engine / MIB:.0f}")
         if len(results) > 1:
             full = results[1]
             print(f"baseline, the full install: {full.wall / light.wall:.1f}x the time, "
