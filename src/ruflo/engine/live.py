@@ -121,11 +121,19 @@ class LiveParams:
     """`run` returns when the hive pauses (the CLI); False keeps waiting for a resume."""
     max_split_depth: int = 2
     """How many times a task may be split into subtasks, counting down from the objective."""
+    probe_initial: float = 1.0
+    """Seconds before the first look at a gateway that stopped answering (the hive paused
+    "gateway unreachable"); each look that finds it still down doubles the wait..."""
+    probe_max: float = 30.0
+    """...up to this. A look is one GET of the model list: no tokens."""
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
             raise ConfigError("live engine: lease_seconds, time_unit and poll_seconds must be "
                               "positive")
+        if not 0 < self.probe_initial <= self.probe_max:
+            raise ConfigError("live engine: probe_initial must be positive and at most "
+                              "probe_max")
         if not 0 <= self.follow_interval < self.poll_seconds:
             raise ConfigError("live engine: follow_interval must be at least 0 and shorter "
                               "than poll_seconds")

@@ -48,6 +48,9 @@ __all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+PROBE_TIMEOUT = 10.0
+"""Seconds one `probe` waits for the model list: a gateway slower than this is not back yet."""
+
 PauseHook = Callable[[str, GatewayError], None]
 """Called with (hive_id, error) after a refused key or a spent gateway budget paused a hive."""
 
@@ -427,6 +430,17 @@ class GatewayClient:
         result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
                             state.finish_reason, used_model, usage, cost, rid)
         yield StreamDelta(done=True, result=result)
+
+    # -- is it there? ----------------------------------------------------------------------------
+    async def probe(self) -> None:
+        """One GET of the model list, not retried and not metered (it costs no tokens): how an
+        engine whose hive paused for an unreachable gateway finds out that it answers again.
+        Raises the classified GatewayError (unavailable, refused key, ...) when it does not."""
+        try:
+            await self._sdk.get("/models", cast_to=httpx2.Response,
+                                options={"timeout": PROBE_TIMEOUT})
+        except openai.OpenAIError as error:
+            raise classify(error).to_error(self.base_url) from None
 
     # -- the model list --------------------------------------------------------------------------
     @property
