@@ -118,6 +118,7 @@ async def test_503_then_refused_connections_pause_the_hive_which_resumes_by_itse
     tasks = store.list_tasks(hive.id)
     assert all(t.state is TaskState.DONE and t.verified for t in tasks)
     assert not store.events(hive.id, kinds=["task_failed"])
+    assert not store.events(hive.id, kinds=["agent_lost"]), "every agent worked on after it"
     releases = store.events(hive.id, kinds=["task_released"])
     assert releases, "the claims in flight went back to the board"
     assert not [e for e in releases if "attempt failed" in str(e.data.get("reason"))], \
@@ -210,3 +211,29 @@ async def test_a_key_refused_during_the_outage_ends_it_and_waits_for_a_person(
     assert (paused.status, paused.pause_reason) == (HiveStatus.PAUSED, "gateway refused the key")
     assert not store.events(hive.id, kinds=["gateway_back"])
     assert store.get_task(f"{hive.id}h-t1").state is TaskState.OPEN, "nothing was lost"
+
+
+async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
+        store: SqlStore, gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    """The work that pauses the hive hands its own task back; it is not cancelled as work in
+    flight is, which used to end its agent's loop (the agent was lost for the rest of the run)."""
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+    client = watched(gateway_server, store)
+    gateway_server.revoke_key(KEY)
+    params = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2,
+                        stop_on_pause=False)
+    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
+                                             env=command_env()).run())
+    try:
+        await wait_for(lambda: store.get_hive(hive.id).status is HiveStatus.PAUSED,
+                       what="the refused key did not pause the hive")
+        gateway_server.restore_key(KEY)
+        resume_hive(store, hive.id)
+        final = await asyncio.wait_for(running, 30)
+    finally:
+        running.cancel()
+        await client.aclose()
+
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert not store.events(hive.id, kinds=["agent_lost"])

@@ -405,7 +405,10 @@ class HiveEngine(ABC):
             self._claims_changed.set()
 
     def _stop_work(self, slot: AgentSlot, task_id: str, reason: str) -> None:
-        if slot.task_id == task_id and slot.work is not None and not slot.work.done():
+        # Not the work that is stopping the hive itself (a gateway error pausing it): that work
+        # hands its task back already, and cancelling it would end its agent's loop too.
+        if slot.task_id == task_id and slot.work is not None and not slot.work.done() and \
+                slot.work is not asyncio.current_task():
             slot.stop_reason = reason
             slot.work.cancel()
 

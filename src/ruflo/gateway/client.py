@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx  # noqa: F401 (see below)
 import httpx2
 import openai
 import stamina
@@ -47,6 +48,11 @@ __all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# `httpx` is imported above, in full, before any call: the SDK peeks at a legacy `httpx` in
+# sys.modules whenever a call fails, and a first `import httpx` in another thread (the notify
+# dispatcher's first send, e.g. the pause notice of an outage) would show it a half-initialized
+# module, turning the failure into an AttributeError classified as a bad answer.
 
 PROBE_TIMEOUT = 10.0
 """Seconds one `probe` waits for the model list: a gateway slower than this is not back yet."""
