@@ -15,8 +15,10 @@ import pytest
 
 from company.conftest import wait_for
 from ruflo.agents.commands import command_env
+from ruflo.config import load_settings
 from ruflo.engine.control import GATEWAY_UNREACHABLE, PAUSED_BY_PERSON, pause_hive, resume_hive
 from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.runner import EngineRunner
 from ruflo.errors import GatewayError
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
@@ -237,3 +239,37 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
 
     assert final.status is HiveStatus.DONE, final.pause_reason
     assert not store.events(hive.id, kinds=["agent_lost"])
+
+
+@pytest.mark.slow
+async def test_a_server_started_on_a_hive_paused_for_the_gateway_looks_for_it_and_resumes_it(
+        store: SqlStore, gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    """A server (re)started while a hive was paused for the gateway drives it as a running one:
+    nobody else would look for the gateway. A hive a person paused stays as it is."""
+    for name in ("t1", "t2"):
+        gateway_server.add_rules(*work_rules(name))
+    quick = {"time_unit": 0.05, "lease_seconds": 2.0}
+    outage = make_hive(store, tmp_path, board(["t1", "t2"]), agents=2, config=quick)
+    store.set_hive_status(outage.id, HiveStatus.PAUSED, reason=GATEWAY_UNREACHABLE)
+    held = make_hive(store, tmp_path, board(["t1"]), agents=1, config=quick)
+    store.set_hive_status(held.id, HiveStatus.PAUSED, reason=PAUSED_BY_PERSON)
+    settings = load_settings({"RUFLO_DATA_DIR": str(tmp_path / "data"), "RUFLO_CONFIG": "",
+                              "OPENAI_BASE_URL": gateway_server.base_url, "OPENAI_API_KEY": KEY,
+                              "RUFLO_GATEWAY_PROBE_SECONDS": "0.1"})
+    client = watched(gateway_server, store)
+    runner = EngineRunner(store, client, settings, poll_seconds=0.2)
+    try:
+        await runner.attach()
+        await wait_for(lambda: store.get_hive(outage.id).status is HiveStatus.DONE,
+                       what="the hive paused for the gateway was not resumed and finished")
+    finally:
+        await runner.aclose()
+        await client.aclose()
+
+    assert client.looks == ["answered"], "one look, 0.1 s after the start (the setting)"
+    [back] = store.events(outage.id, kinds=["gateway_back"])
+    assert back.data["looks"] == 1
+    assert all(t.verified for t in store.list_tasks(outage.id))
+    assert (store.get_hive(held.id).status, store.get_hive(held.id).pause_reason) == \
+        (HiveStatus.PAUSED, PAUSED_BY_PERSON)
+    assert not store.events(held.id, kinds=["engine_started"])

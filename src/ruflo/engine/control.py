@@ -18,6 +18,12 @@ CANCELLED_BY_PERSON = "cancelled by a person"
 UNFINISHED = (TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED)
 
 
+def awaits_gateway(hive: Hive) -> bool:
+    """Paused for an unreachable gateway alone: an engine drives it as a running hive (it starts
+    on it, looks for the gateway and resumes it), and a run in the terminal waits through it."""
+    return hive.status is HiveStatus.PAUSED and hive.pause_reason == GATEWAY_UNREACHABLE
+
+
 def refuse_if_over(hive: Hive, verb: str) -> None:
     if hive.status.terminal:
         raise Conflict(f"hive {hive.id} is {hive.status.value} and can't be {verb}; "

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ruflo.agents import SWARM_TOOLS, Executor, RunContext, TaskTool
-from ruflo.engine.control import GATEWAY_UNREACHABLE, pause_hive, resume_after_outage
+from ruflo.engine.control import (
+    GATEWAY_UNREACHABLE,
+    awaits_gateway,
+    pause_hive,
+    resume_after_outage,
+)
 from ruflo.errors import ConfigError, Conflict, GatewayError, GatewayUnavailable, RufloError
 from ruflo.model import (
     JSON,
@@ -173,7 +178,7 @@ class HiveEngine(ABC):
 
     def _check_runnable(self, hive: Hive) -> None:
         """Refuse a hive this engine cannot drive (an engine adds its own reasons)."""
-        if hive.status is not HiveStatus.RUNNING:
+        if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
             why = f" ({hive.pause_reason})" if hive.pause_reason else ""
             raise Conflict(f"hive {hive.id} is {hive.status.value}{why}, not running; "
                            + ("resume it first" if hive.status is HiveStatus.PAUSED
@@ -241,7 +246,10 @@ class HiveEngine(ABC):
                 asyncio.create_task(self._lease_timer(), name=f"{self.NAME}-leases")]
             for slot in self.slots.values():
                 self._start_loop(slot)
-            self._wake_all("engine started")
+            if awaits_gateway(hive):
+                self._paused()  # paused for the gateway before this run: look for it first
+            else:
+                self._wake_all("engine started")
             self._signal.set()
             await self._ended
         finally:

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.agents import (
@@ -131,12 +131,17 @@ class LiveParams:
         if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
             raise ConfigError("live engine: lease_seconds, time_unit and poll_seconds must be "
                               "positive")
-        if not 0 < self.probe_initial <= self.probe_max:
-            raise ConfigError("live engine: probe_initial must be positive and at most "
-                              "probe_max")
         if not 0 <= self.follow_interval < self.poll_seconds:
             raise ConfigError("live engine: follow_interval must be at least 0 and shorter "
                               "than poll_seconds")
+        if not 0 < self.probe_initial <= self.probe_max:
+            raise ConfigError("live engine: probe_initial must be positive and at most "
+                              "probe_max")
+
+    def probing(self, longest: float) -> LiveParams:
+        """These params, looking at a down gateway as RUFLO_GATEWAY_PROBE_SECONDS says: first
+        after a second (or `longest` if shorter), then up to `longest` apart."""
+        return replace(self, probe_initial=min(1.0, longest), probe_max=longest)
 
 
 @dataclass(frozen=True, slots=True)
