@@ -247,7 +247,9 @@ class LiveEngine(HiveEngine):
            agent whose loop is gone is lost to the policy), hive paused/resumed/cancelled.
         5. The lease timer sleeps until `store.next_lease_expiry()`, then `expire_leases()`.
         6. A refused key or a spent budget pauses the hive (or the agent, for its own budget):
-           claims in flight are released, nothing is lost. A pause or a cancel stops the
+           claims in flight are released, nothing is lost. So does a gateway that does not
+           answer past the retries ("gateway unreachable", no attempt charged), and the hive
+           resumes by itself when it answers again. A pause or a cancel stops the
            executors in flight. When every task is terminal the hive ends done if the
            objective's tasks succeeded (and the objective's verify command, if any, passes),
            failed otherwise.

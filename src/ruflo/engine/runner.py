@@ -69,7 +69,7 @@ class EngineRunner:
     """Hosts an engine per running hive in the server's event loop.
 
     - `attach` (server start): registers the server, then re-attaches to every hive the store
-      says is running; claims left by a previous server process are released when the engine
+      says is running (or paused for an unreachable gateway, which its engine looks for); claims left by a previous server process are released when the engine
       loads (its own agents), or reopen when their leases expire.
     - `start` (hive created): posts the objective as the first task when the board is empty
       (company hives plan their own), adopts the hive's agents and starts its engine.

@@ -5,6 +5,8 @@ pausing a hive) and the gateway's metering, budgets and error classification. Ea
 book the budget → call, retrying 429 (as Retry-After says) and 5xx/connection errors (jittered
 backoff), bounded in attempts and time → meter the answer into the ledger → settle the budget.
 A refused key or a spent gateway budget is never retried: the call's hive is paused.
+`probe` is one unretried, unmetered look at the model list: how an engine whose hive paused for
+an unreachable gateway finds it back.
 """
 
 from __future__ import annotations
