@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ import pytest
 from company.conftest import wait_for
 from ruflo.agents.commands import command_env
 from ruflo.config import load_settings
-from ruflo.engine.control import GATEWAY_UNREACHABLE, PAUSED_BY_PERSON, pause_hive, resume_hive
+from ruflo.engine.control import (
+    GATEWAY_UNREACHABLE,
+    PAUSED_BY_PERSON,
+    pause_hive,
+    resume_after_outage,
+    resume_hive,
+)
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.runner import EngineRunner
 from ruflo.errors import GatewayError
@@ -26,6 +33,7 @@ from ruflo.model import HiveStatus, TaskState
 from ruflo.notify import Dispatcher
 from ruflo.notify.testing import ProviderStandIn
 from ruflo.notify.webhook import WebhookSender
+from ruflo.server.runner import StoreRunner
 from ruflo.store.sql import SqlStore
 
 from .test_live import assert_no_double_holders, board, make_hive, work_rules
@@ -273,3 +281,66 @@ async def test_a_server_started_on_a_hive_paused_for_the_gateway_looks_for_it_an
     assert (store.get_hive(held.id).status, store.get_hive(held.id).pause_reason) == \
         (HiveStatus.PAUSED, PAUSED_BY_PERSON)
     assert not store.events(held.id, kinds=["engine_started"])
+
+
+def test_only_the_outage_pause_ends_by_itself(store: SqlStore, tmp_path: Path) -> None:
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+
+    def stands() -> tuple[HiveStatus, str | None]:
+        now = store.get_hive(hive.id)
+        return now.status, now.pause_reason
+
+    assert resume_after_outage(store, hive.id) is None, "a running hive is left alone"
+    pause_hive(store, hive.id, reason=GATEWAY_UNREACHABLE)
+    assert resume_after_outage(store, hive.id, data={"looks": 3}) is not None
+    assert stands() == (HiveStatus.RUNNING, None)
+    [back] = store.events(hive.id, kinds=["gateway_back"])
+    assert back.data == {"looks": 3}
+
+    # A person's pause (or the kill switch's) replaces the outage's and is never undone by it.
+    for reason in (PAUSED_BY_PERSON, "gateway refused the key"):
+        resume_hive(store, hive.id)
+        pause_hive(store, hive.id, reason=GATEWAY_UNREACHABLE)
+        pause_hive(store, hive.id, reason=reason)
+        assert stands() == (HiveStatus.PAUSED, reason)
+        assert resume_after_outage(store, hive.id) is None
+        pause_hive(store, hive.id, reason=GATEWAY_UNREACHABLE)
+        assert stands() == (HiveStatus.PAUSED, reason), "an outage does not replace it"
+    assert len(store.events(hive.id, kinds=["gateway_back"])) == 1
+
+
+async def test_a_server_without_engines_lets_a_person_replace_the_outage_pause(
+        store: SqlStore, tmp_path: Path) -> None:
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+    pause_hive(store, hive.id, reason=GATEWAY_UNREACHABLE)
+    paused = await StoreRunner(store).pause(hive.id, reason=PAUSED_BY_PERSON)
+    assert paused.pause_reason == PAUSED_BY_PERSON
+    assert resume_after_outage(store, hive.id) is None
+
+
+def test_a_person_pausing_while_the_gateway_comes_back_always_wins(
+        store: SqlStore, tmp_path: Path) -> None:
+    """The engine's resume and a person's pause at the same moment, from two threads (two
+    connections on Postgres): whichever commits first, the hive ends paused by the person."""
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+    for _ in range(15):
+        pause_hive(store, hive.id, reason=GATEWAY_UNREACHABLE)
+        start = threading.Barrier(2)
+
+        def engine_side(start: threading.Barrier) -> None:
+            start.wait()
+            resume_after_outage(store, hive.id)
+
+        def person_side(start: threading.Barrier) -> None:
+            start.wait()
+            pause_hive(store, hive.id, reason=PAUSED_BY_PERSON)
+
+        threads = [threading.Thread(target=side, args=(start,))
+                   for side in (engine_side, person_side)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        after = store.get_hive(hive.id)
+        assert (after.status, after.pause_reason) == (HiveStatus.PAUSED, PAUSED_BY_PERSON)
+        resume_hive(store, hive.id)
