@@ -226,8 +226,9 @@ class HiveEngine(ABC):
         4. The lease timer sleeps until `store.next_lease_expiry()`, then `expire_leases()`.
         5. A pause or a cancel stops the work in flight (released, nothing lost). A pause for
            an unreachable gateway (or a run started on one) also looks for the gateway and
-           resumes the hive when it answers (`_await_gateway`). When every task is terminal the hive ends done if the objective's tasks succeeded (and the
-           hive's verify command, if any, passes), failed otherwise.
+           resumes the hive when it answers (`_await_gateway`). When every task is terminal
+           the hive ends done if the objective's tasks succeeded (and the hive's verify
+           command, if any, passes), failed otherwise.
         6. On the way out every loop is stopped, the store listener removed, and
            engine_stopped recorded.
         """
