@@ -1,19 +1,18 @@
 """Turn hive events into messages a person understands: which hive, what happened, what to do.
 
-Depends on the core model only.
+Depends on the core model and ruflo.errors (the outage pause's reason) only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ruflo.errors import GatewayUnavailable
 from ruflo.model import Event
 from ruflo.notify.base import Notification
 
 KEY_REFUSED_HINTS = ("refused the key", "401", "unauthorized", "api key", "virtual key")
-GATEWAY_UNREACHABLE = "gateway unreachable"
-"""The pause reason of an outage (ruflo.engine.control names it too; notify may not import the
-engine)."""
+GATEWAY_UNREACHABLE = GatewayUnavailable.pause_reason
 
 
 def event_notification(event: Event, hive_name: str | None = None) -> Notification:
@@ -65,8 +64,9 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
             advice = ("The gateway stopped answering (errors 5xx, refused connections or "
                       "timeouts) past ruflo's retries: an outage, not the work's fault. Nothing "
                       "is lost; claimed tasks go back to the board and no attempt is counted.\n"
-                      "ruflo looks at the gateway again every few seconds and resumes the hive "
-                      "by itself when it answers; you will hear of it.\n"
+                      "ruflo keeps looking at the gateway (at most RUFLO_GATEWAY_PROBE_SECONDS, "
+                      "30 s by default, apart) and resumes the hive by itself when it answers; "
+                      "you will hear of it.\n"
                       "What to do: nothing, unless it lasts: check the gateway (`ruflo doctor`). "
                       f"`ruflo hive pause {event.hive_id}` keeps it paused even then.")
         elif any(hint in reason.lower() for hint in KEY_REFUSED_HINTS):
