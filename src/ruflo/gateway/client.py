@@ -6,7 +6,8 @@ book the budget → call, retrying 429 (as Retry-After says) and 5xx/connection 
 backoff), bounded in attempts and time → meter the answer into the ledger → settle the budget.
 A refused key or a spent gateway budget is never retried: the call's hive is paused. A plain call
 whose caller is cancelled (a paused attempt) still lands in the ledger when the gateway answers;
-a stream its reader left is metered with what it delivered.
+a stream its reader left is metered with what it delivered. `probe` is one unretried, unmetered
+look at the model list: how an engine whose hive paused for an unreachable gateway finds it back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx  # noqa: F401 (see below)
 import httpx2
 import openai
 import stamina
@@ -50,6 +52,14 @@ __all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# `httpx` is imported above, in full, before any call: the SDK peeks at a legacy `httpx` in
+# sys.modules whenever a call fails, and a first `import httpx` in another thread (the notify
+# dispatcher's first send, e.g. the pause notice of an outage) would show it a half-initialized
+# module, turning the failure into an AttributeError classified as a bad answer.
+
+PROBE_TIMEOUT = 10.0
+"""Seconds one `probe` waits for the model list: a gateway slower than this is not back yet."""
 
 PauseHook = Callable[[str, GatewayError], None]
 """Called with (hive_id, error) after a refused key or a spent gateway budget paused a hive."""
@@ -550,6 +560,17 @@ class GatewayClient:
         guess = Usage(estimate_prompt_tokens(messages, tools), received // 4)
         self._meter(context, reservation, model=used_model, usage=guess, cost=None,
                     cost_source="estimate", request=rid)
+
+    # -- is it there? ----------------------------------------------------------------------------
+    async def probe(self) -> None:
+        """One GET of the model list, not retried and not metered (it costs no tokens): how an
+        engine whose hive paused for an unreachable gateway finds out that it answers again.
+        Raises the classified GatewayError (unavailable, refused key, ...) when it does not."""
+        try:
+            await self._sdk.get("/models", cast_to=httpx2.Response,
+                                options={"timeout": PROBE_TIMEOUT})
+        except openai.OpenAIError as error:
+            raise classify(error).to_error(self.base_url) from None
 
     # -- the model list --------------------------------------------------------------------------
     @property
