@@ -568,12 +568,15 @@ class ScriptedGateway:
         with self._lock:
             return dataclasses.replace(self._served)
 
-    def _serve(self, prompt_tokens: int, completion_tokens: int, cost: float | None) -> None:
+    def _serve(self, served: Served, prompt_tokens: int, completion_tokens: int,
+               cost: float | None) -> None:
+        """Counts an answer into `served`, the counter of the request's arrival: a request from
+        before a reset (a test's held or slow call ending late) never counts into the next."""
         with self._lock:
-            self._served.calls += 1
-            self._served.prompt_tokens += prompt_tokens
-            self._served.completion_tokens += completion_tokens
-            self._served.cost += cost or 0.0
+            served.calls += 1
+            served.prompt_tokens += prompt_tokens
+            served.completion_tokens += completion_tokens
+            served.cost += cost or 0.0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -698,6 +701,7 @@ class ScriptedGateway:
                                   "rule": rule.name if rule is not None else None})
             default = self.script.default
             default_cost = self.script.cost
+            served = self._served
         if rule is not None:
             if rule.delay:
                 await asyncio.sleep(rule.delay)
@@ -723,7 +727,8 @@ class ScriptedGateway:
                 message=f"no scripted rule matched (last message: "
                         f"{_text(last.get('content'))[:80]!r})"))
         return self._answer(body, reply or Reply(content="partial answer cut by the gateway"),
-                            default_cost, call_id, cut_after=fault.cut_after if fault else None)
+                            default_cost, call_id, served,
+                            cut_after=fault.cut_after if fault else None)
 
     def _pick(self, body: Mapping[str, Any]) -> Rule | None:
         for rule in self.script.rules:
@@ -732,7 +737,7 @@ class ScriptedGateway:
         return None
 
     def _answer(self, body: Mapping[str, Any], reply: Reply, default_cost: float | None,
-                call_id: str, *, cut_after: int | None) -> Response:
+                call_id: str, served: Served, *, cut_after: int | None) -> Response:
         model = str(body.get("model") or "scripted")
         messages = body["messages"]
         content = reply.content
@@ -771,7 +776,7 @@ class ScriptedGateway:
         if not body.get("stream"):
             if cost is not None:
                 headers["x-litellm-response-cost"] = repr(cost)
-            self._serve(usage["prompt_tokens"], usage["completion_tokens"], cost)
+            self._serve(served, usage["prompt_tokens"], usage["completion_tokens"], cost)
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
                 message["tool_calls"] = calls
@@ -837,9 +842,9 @@ class ScriptedGateway:
                 finished = True
             finally:
                 if finished:
-                    self._serve(usage["prompt_tokens"], usage["completion_tokens"], cost)
+                    self._serve(served, usage["prompt_tokens"], usage["completion_tokens"], cost)
                 else:
-                    self._serve(usage["prompt_tokens"], produced // CHARS_PER_TOKEN, None)
+                    self._serve(served, usage["prompt_tokens"], produced // CHARS_PER_TOKEN, None)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
