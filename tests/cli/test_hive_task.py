@@ -97,7 +97,10 @@ def test_cancel_and_refusals_say_why_and_exit_non_zero(cli: Cli, tmp_path: Path)
 
 def test_hive_resume_leaves_a_hive_another_process_drives_alone(cli: Cli, tmp_path: Path) -> None:
     """A live driver elsewhere (a server, another terminal): `hive resume` changes nothing and
-    says who drives it; `hive show` names the driver; once it lets go, resume drives here."""
+    says who drives it; `hive show` names the driver; once its lease has run out (it died),
+    resume drives here."""
+    from datetime import timedelta
+
     from ruflo.model import HiveDriver, utcnow
 
     hive = stored_hive(cli, tmp_path)
@@ -128,12 +131,14 @@ def test_hive_resume_leaves_a_hive_another_process_drives_alone(cli: Cli, tmp_pa
     driver = json.loads(cli("hive", "show", hive.id, "--json").stdout)["driver"]
     assert (driver["host"], driver["pid"], driver["alive"]) == ("elsewhere", 4242, True)
 
+    # The other process died: its lease ran out a minute ago (nobody renewed it).
     store = cli.store()
     try:
-        assert store.release_hive(hive.id, "other-instance")
+        store.take_hive(elsewhere, lease_seconds=1, now=utcnow() - timedelta(seconds=60))
         assert not store.events(hive.id, kinds=["hive_running"])
     finally:
         store.close()
+    assert "NOT ALIVE: its lease ran out" in cli("hive", "show", hive.id).stdout
     resumed = cli("hive", "resume", hive.id)
     assert resumed.returncode == 0, resumed.stderr
     assert "1/1 tasks done" in resumed.stdout

@@ -260,50 +260,59 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
     if workers_only and any(store.count_tasks(hive_id).values()):
         await watch_workers()
         return
-    async with GatewayClient.from_settings(settings, store=store) as gateway:
-        if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
-            typer.echo(f"planning the objective with {model} (one coordination call)…",
-                       err=True)
-            try:
-                tasks, answer = await plan_objective(gateway, hive, model=model,
-                                                     agents=len(store.list_agents(hive_id)))
-            except PolicyError as error:
-                store.set_hive_status(hive_id, HiveStatus.FAILED,
-                                      reason="the objective could not be planned")
-                store.append_event(hive_id, "plan_refused", data={"error": str(error)})
-                raise
-            with store.transaction():
-                store.post_tasks(hive_id, tasks)
-                store.append_event(hive_id, "objective_planned",
-                                   data={"tasks": len(tasks), "answer": answer[:4000]})
-            typer.echo(f"planned {len(tasks)} tasks", err=True)
-        if workers_only:
-            await watch_workers()
-            return
-        view = HiveView(store, hive_id) if show else None
-        engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
-                            env=command_env(settings),
-                            on_change=view.changed if view is not None else None)
-        follow = asyncio.create_task(view.follow()) if view is not None else None
-        lost: list[str] = []
+    # The lease is renewed from here on: planning alone may outlast it.
+    lost: list[str] = []
+    engines: list[Any] = []
 
-        def taken_over(_: str, driver: Any) -> None:
-            lost.append(f"another process ({driver.who}) took over driving the hive while this "
-                        "one was silent past its driver lease; this one stopped" if driver
-                        else "the hive was deleted")
+    def taken_over(_: str, driver: Any) -> None:
+        lost.append(f"another process ({driver.who}) took over driving the hive while this one "
+                    "was silent past its driver lease; this one stopped" if driver
+                    else "the hive was deleted")
+        for engine in engines:
             engine.abandon()
 
-        keep = (asyncio.create_task(keep_driving(driving, taken_over))
-                if driving is not None else None)
-        try:
-            await engine.run()
-        finally:
-            for helper in (follow, keep):
-                if helper is not None:
-                    helper.cancel()
-                    await asyncio.gather(helper, return_exceptions=True)
-        if lost:
-            raise Conflict(f"hive {hive_id}: {lost[0]}")
+    keep = (asyncio.create_task(keep_driving(driving, taken_over))
+            if driving is not None else None)
+    try:
+        async with GatewayClient.from_settings(settings, store=store) as gateway:
+            if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
+                typer.echo(f"planning the objective with {model} (one coordination call)…",
+                           err=True)
+                try:
+                    tasks, answer = await plan_objective(gateway, hive, model=model,
+                                                         agents=len(store.list_agents(hive_id)))
+                except PolicyError as error:
+                    store.set_hive_status(hive_id, HiveStatus.FAILED,
+                                          reason="the objective could not be planned")
+                    store.append_event(hive_id, "plan_refused", data={"error": str(error)})
+                    raise
+                with store.transaction():
+                    store.post_tasks(hive_id, tasks)
+                    store.append_event(hive_id, "objective_planned",
+                                       data={"tasks": len(tasks), "answer": answer[:4000]})
+                typer.echo(f"planned {len(tasks)} tasks", err=True)
+            if workers_only:
+                await watch_workers()
+                return
+            view = HiveView(store, hive_id) if show else None
+            engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
+                                env=command_env(settings),
+                                on_change=view.changed if view is not None else None)
+            engines.append(engine)
+            follow = asyncio.create_task(view.follow()) if view is not None else None
+            try:
+                if not lost:
+                    await engine.run()
+            finally:
+                if follow is not None:
+                    follow.cancel()
+                    await asyncio.gather(follow, return_exceptions=True)
+    finally:
+        if keep is not None:
+            keep.cancel()
+            await asyncio.gather(keep, return_exceptions=True)
+    if lost:
+        raise Conflict(f"hive {hive_id}: {lost[0]}")
 
 
 def report(summary: RunSummary, as_json: bool) -> int:
