@@ -355,3 +355,39 @@ async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_i
         await second.aclose()
         await first.aclose()
     assert store.hive_driver(hive.id) is None, "the engine let the lease go when the hive ended"
+
+
+async def test_a_driver_that_lost_its_lease_stops_without_touching_the_claims(
+        store: SqlStore, client: GatewayClient, settings: Settings,
+        gateway_server: ScriptedGateway, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A server stalled past its lease, and another process took the hive: at its next renewal
+    it stops its engine at once and releases nothing (the claims are the new driver's)."""
+    from datetime import timedelta
+
+    from ruflo.model import HiveDriver, utcnow
+
+    gateway_server.add_rules(*work_rules("slow", delay=30))
+    hive = make_hive(store, tmp_path, ["slow"], agents=1)
+    runner = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:one:1",
+                          driver_lease_seconds=1.0)
+    try:
+        await runner.start(hive.id)
+        await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+        mine = store.hive_driver(hive.id)
+        assert mine is not None
+        # What a long stall looks like from the store: the lease ran out, another took it.
+        store.take_hive(mine, lease_seconds=1.0, now=utcnow() - timedelta(seconds=60))
+        now = utcnow()
+        store.take_hive(HiveDriver(hive_id=hive.id, instance="new-driver", host="two", pid=2,
+                                   driving_since=now, driver_until=now), lease_seconds=600)
+        await until(lambda: hive.id not in runner.hosting, 20)
+        assert "lost its driver lease to two:2 while silent" in caplog.text
+        assert store.hive_driver(hive.id).instance == "new-driver"  # type: ignore[union-attr]
+        assert not store.events(hive.id, kinds=["task_released"]), "the claim was left alone"
+        assert store.list_tasks(hive.id, states=[TaskState.CLAIMED])
+        assert status(store, hive.id) is HiveStatus.RUNNING
+        assert runner.watching == {hive.id: "new-driver"}
+    finally:
+        await runner.aclose()
+    assert store.hive_driver(hive.id).instance == "new-driver", "not released by the loser"  # type: ignore[union-attr]

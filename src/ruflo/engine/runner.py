@@ -297,6 +297,7 @@ class EngineRunner:
                 if driver is not None:
                     log.error("hive %s: lost its driver lease to %s while silent; this server "
                               "stops driving it", hive_id, driver.who)
+                    self.watching[hive_id] = driver.instance  # and takes over if that one dies
                 if hosting is not None:
                     hosting.lost = True
                     hosting.engine.abandon()
