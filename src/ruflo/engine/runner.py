@@ -215,8 +215,9 @@ class EngineRunner:
         self._register()
         hive = self.store.get_hive(hive_id)
         if hive.status is not HiveStatus.RUNNING:
-            self.watching.pop(hive_id, None)
-            return
+            if hive.status.terminal:
+                self.watching.pop(hive_id, None)
+            return  # a paused hive stays watched: it may run again under a driver that dies
         # Only the driver may touch the hive's claims (the engine releases its agents' old
         # claims as it loads): win the lease first.
         other = self.driving.take(hive_id)
