@@ -132,6 +132,27 @@ class Hive:
 
 
 @dataclass(frozen=True, slots=True)
+class HiveDriver:
+    """The one process driving a hive's engine, and how long its claim to it holds."""
+
+    hive_id: str
+    instance: str
+    """A random id of the driving process, new at each start (a pid may be reused)."""
+    host: str
+    pid: int
+    driving_since: datetime
+    driver_until: datetime
+    """The lease: the driver renews it while it lives; after it, another process may take over."""
+
+    @property
+    def who(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    def live(self, now: datetime | None = None) -> bool:
+        return self.driver_until > (now or utcnow())
+
+
+@dataclass(frozen=True, slots=True)
 class Agent:
     """A cell of the hive: it takes up tasks and does them through its adapter."""
 

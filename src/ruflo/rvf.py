@@ -22,6 +22,12 @@ from ruflo.errors import ConfigError
 from ruflo.model import JSON, Conversation, Message, utcnow
 
 RVF_VERSION = "2.0"
+MAX_RVF_BYTES = 1024 * 1024 * 1024
+"""A file larger than this is refused unread (it is read whole, then parsed whole)."""
+MAX_RVF_DEPTH = 64
+"""Deepest nesting of arrays and objects an RVF file may have. Upstream documents nest a few
+levels; the free-form fields ruflo keeps are stored as JSON and read back by parsers that recurse,
+so a hostile depth is refused at the door."""
 ROLES = ("user", "assistant", "system")
 _CONVERSATION_KEYS = {"_id", "title", "model", "preprompt", "rootMessageId", "messages",
                       "createdAt", "updatedAt"}
@@ -66,7 +72,11 @@ def _parse_time(value: Any, where: str) -> datetime:
     if isinstance(value, dict) and "$date" in value:
         value = value["$date"]
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _Malformed(f"{where}: the date {value!r} (milliseconds since 1970) is out of "
+                             "range") from None
     if not isinstance(value, str):
         raise _Malformed(f"{where}: a date must be an ISO string, not {type(value).__name__}")
     try:
@@ -82,6 +92,11 @@ def _format_time(value: datetime) -> str:
 
 def _owner(doc: JSON) -> str:
     owner = doc.get("userId") or doc.get("sessionId")
+    if isinstance(owner, dict) and isinstance(owner.get("$oid"), str):
+        owner = owner["$oid"]  # an ObjectId as Mongo's extended JSON writes it
+    if owner and not isinstance(owner, str | int):
+        raise _Malformed(f"document {doc.get('_id', '?')!r}: userId/sessionId must be a "
+                         f"string, not {type(owner).__name__}")
     return str(owner) if owner else "anonymous"
 
 
@@ -137,6 +152,10 @@ def _conversation(key: str, doc: JSON) -> tuple[Conversation, list[Message]]:
     for name in ("title", "model"):
         if name in doc and not isinstance(doc[name], str):
             raise _Malformed(f"{where}: {name} must be a string")
+    for name in ("preprompt", "rootMessageId"):
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise _Malformed(f"{where}: {name} must be a string or null, not "
+                             f"{type(doc[name]).__name__}")
     created = _parse_time(doc.get("createdAt"), where)
     conversation = Conversation(
         id=conversation_id, user_id=_owner(doc), title=doc.get("title") or "",
@@ -150,7 +169,14 @@ def _conversation(key: str, doc: JSON) -> tuple[Conversation, list[Message]]:
 
 def parse_rvf(path: Path) -> RvfContent:
     """Read and validate an RVF file fully, before anything touches the store."""
+    import orjson
+
     try:
+        size = path.stat().st_size
+        if size > MAX_RVF_BYTES:
+            raise ConfigError(f"{path} is {size / 2**30:.1f} GiB, more than the "
+                              f"{MAX_RVF_BYTES // 2**30} GiB an RVF file may be; nothing was "
+                              "imported")
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}; nothing was imported") from None
@@ -158,15 +184,38 @@ def parse_rvf(path: Path) -> RvfContent:
         raise ConfigError(f"{path} is not UTF-8 text, so not an RVF file; nothing was "
                           "imported") from None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
+        # orjson, not json: it refuses nesting past 1024 levels with an error where json
+        # recurses into a RecursionError.
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        why = error.msg
+        if "depth" in why or "recursion" in why.lower():
+            why = f"nested more than {MAX_RVF_DEPTH} levels deep"
         raise ConfigError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: "
-                          f"{error.msg}); nothing was imported") from None
+                          f"{why}); nothing was imported") from None
     try:
+        _check_depth(document)
         return _content(document)
     except _Malformed as error:
         raise ConfigError(f"{path} is not a valid RVF file: {error}; nothing was "
                           "imported") from None
+
+
+def _check_depth(document: Any) -> None:
+    """Refuse nesting past MAX_RVF_DEPTH (walked with a stack, not recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_RVF_DEPTH:
+            raise _Malformed(f"it is nested more than {MAX_RVF_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
 
 
 def _content(document: Any) -> RvfContent:

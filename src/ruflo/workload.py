@@ -17,7 +17,77 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruflo.errors import PolicyError
 from ruflo.model import AdapterKind, Agent, Budget, Task
 
-__all__ = ["Org", "Workload", "load_org", "load_workload", "parse_org", "parse_workload"]
+__all__ = ["MAX_FILE_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Org", "Workload", "load_org",
+           "load_workload", "parse_org", "parse_workload"]
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""A workload or org file larger than this is refused unread (thousands of tasks fit in 1 MiB)."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of lists and mappings, aliases followed, a file may have."""
+MAX_YAML_NODES = 1_000_000
+"""Most values a file may stand for once its aliases (`*name`) are expanded: a few hundred
+bytes of anchors and aliases can stand for billions ("billion laughs"), which storing an agent's
+config as JSON would write out in full."""
+
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(text: str, where: str, *, kind: str) -> Any:
+    """Parse YAML safely and within bounds: the event stream is walked first (no Python objects
+    are built, no recursion) counting nesting depth and the values it stands for with every
+    alias expanded; a file over MAX_YAML_DEPTH or MAX_YAML_NODES is refused before anything is
+    built from it, let alone stored."""
+    try:
+        _check_size(text, where if where == kind else f"{kind} {where}", "nothing was stored")
+        return yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        if "nesting depth" in problem:  # libyaml's own bound, met while looking ahead
+            problem = f"nested too deep (more than {MAX_YAML_DEPTH} levels of lists and mappings)"
+        raise PolicyError(f"{where}: not valid YAML{at}: {problem}; nothing was stored") from None
+
+
+def _check_size(text: str, where: str, stored: str) -> None:
+    # Per open list/mapping: [anchor, values so far, height below]. Anchored values keep
+    # (values, height) so that an alias counts as everything it stands for.
+    anchored: dict[str, tuple[int, int]] = {}
+    open_: list[list[Any]] = [[None, 0, 0]]
+    total = 0
+    aliases = False
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append([event.anchor, 1, 0])
+            if len(open_) - 1 > MAX_YAML_DEPTH:
+                raise PolicyError(f"{where}: nested too deep (more than {MAX_YAML_DEPTH} "
+                                  f"levels of lists and mappings); {stored}")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, values, height = open_.pop()
+            height += 1
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, values, height = event.anchor, 1, 0
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, aliases = None, True
+            values, height = anchored.get(event.anchor or "", (1, 0))
+            if len(open_) - 1 + height > MAX_YAML_DEPTH:
+                raise PolicyError(f"{where}: nested too deep through the alias "
+                                  f"*{event.anchor} (more than {MAX_YAML_DEPTH} levels); "
+                                  f"{stored}")
+        else:
+            continue
+        if anchor is not None:
+            anchored[anchor] = (values, height)
+        parent = open_[-1]
+        parent[1] += values
+        parent[2] = max(parent[2], height)
+        total = max(total, parent[1])
+        if total > MAX_YAML_NODES:
+            how = (" once its aliases (*name) are expanded: anchors used as a \"billion "
+                   "laughs\"" if aliases else "")
+            raise PolicyError(f"{where}: too many values (more than {MAX_YAML_NODES:,}){how}; "
+                              f"{stored}")
 
 
 class _Strict(BaseModel):
@@ -106,11 +176,20 @@ class Workload:
         return any(a.reports_to for a in self.agents)
 
 
+def _read_file(path: Path, what: str) -> str:
+    """The file's text, refused unread when it is larger than MAX_FILE_BYTES."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PolicyError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the "
+                          f"{MAX_FILE_BYTES // 2**20} MiB a {what} may be; nothing was stored")
+    return path.read_text(encoding="utf-8")
+
+
 def load_workload(path: str | Path) -> Workload:
     """Read and validate a workload file. Raises PolicyError naming the file, field and problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_file(path, "workload file")
     except FileNotFoundError:
         raise PolicyError(f"workload file {path} does not exist") from None
     except IsADirectoryError:
@@ -122,13 +201,7 @@ def load_workload(path: str | Path) -> Workload:
 
 def parse_workload(text: str, source: Path | None = None) -> Workload:
     where = str(source) if source is not None else "workload"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "not valid YAML"
-        raise PolicyError(f"{where}: not valid YAML{at}: {problem}") from None
+    data = _read_yaml(text, where, kind="workload")
     if not isinstance(data, dict):
         raise PolicyError(
             f"{where}: expected a mapping with name, objective, tasks and agents; "
@@ -327,7 +400,7 @@ def load_org(path: str | Path) -> Org:
     """Read and validate an org chart file. Raises PolicyError naming the file and problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_file(path, "org file")
     except FileNotFoundError:
         raise PolicyError(f"org file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -339,12 +412,7 @@ def parse_org(text: str, source: Path | None = None) -> Org:
     """An org chart: `agents` (required, one tree by `reports_to`), and optionally `name`,
     `budget` (the hive's), `approvals` (auto-approval policy), `max_depth` and `max_hires`."""
     where = str(source) if source is not None else "org"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise PolicyError(f"{where}: not valid YAML{at}") from None
+    data = _read_yaml(text, where, kind="org")
     if not isinstance(data, dict):
         raise PolicyError(f"{where}: expected a mapping with agents (and optionally name, "
                           f"budget, approvals, max_depth, max_hires); found "

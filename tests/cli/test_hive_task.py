@@ -93,3 +93,54 @@ def test_cancel_and_refusals_say_why_and_exit_non_zero(cli: Cli, tmp_path: Path)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert words in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_hive_resume_leaves_a_hive_another_process_drives_alone(cli: Cli, tmp_path: Path) -> None:
+    """A live driver elsewhere (a server, another terminal): `hive resume` changes nothing and
+    says who drives it; `hive show` names the driver; once its lease has run out (it died),
+    resume drives here."""
+    from datetime import timedelta
+
+    from ruflo.model import HiveDriver, utcnow
+
+    hive = stored_hive(cli, tmp_path)
+    cli.gateway.add_rules(*work_rules("a"))
+    store = cli.store()
+    try:
+        store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="paused by a person")
+        now = utcnow()
+        elsewhere = store.take_hive(HiveDriver(
+            hive_id=hive.id, instance="other-instance", host="elsewhere", pid=4242,
+            driving_since=now, driver_until=now), lease_seconds=600)
+    finally:
+        store.close()
+
+    for args in (("hive", "resume", hive.id), ("hive", "resume", hive.id, "--json")):
+        refused = cli(*args)
+        assert refused.returncode == 2, refused.stdout
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"error: hive {hive.id} is driven by elsewhere:4242 (lease until "
+            f"{elsewhere.driver_until:%Y-%m-%d %H:%M:%S} UTC); `ruflo hive resume` leaves it "
+            f"alone; nothing was changed (`ruflo hive resume --no-run {hive.id}` marks it "
+            "running for that driver)")
+        assert "Traceback" not in refused.stderr
+    shown = cli("hive", "show", hive.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "paused" in shown.stdout, "nothing was changed"
+    assert "driver: elsewhere:4242 since" in shown.stdout
+    driver = json.loads(cli("hive", "show", hive.id, "--json").stdout)["driver"]
+    assert (driver["host"], driver["pid"], driver["alive"]) == ("elsewhere", 4242, True)
+
+    # The other process died: its lease ran out a minute ago (nobody renewed it).
+    store = cli.store()
+    try:
+        store.take_hive(elsewhere, lease_seconds=1, now=utcnow() - timedelta(seconds=60))
+        assert not store.events(hive.id, kinds=["hive_running"])
+    finally:
+        store.close()
+    assert "NOT ALIVE: its lease ran out" in cli("hive", "show", hive.id).stdout
+    resumed = cli("hive", "resume", hive.id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1/1 tasks done" in resumed.stdout
+    shown = cli("hive", "show", hive.id)
+    assert "driver: none" in shown.stdout, "the command let go when it was done"

@@ -304,3 +304,90 @@ async def test_an_approved_budget_override_sets_the_engine_going(
 
     assert decided.status is ApprovalStatus.APPROVED
     await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+
+
+async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_it_dies(
+        store: SqlStore, client: GatewayClient, settings: Settings,
+        gateway_server: ScriptedGateway, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two servers on one store: the second sees the first's live driver lease and leaves the
+    hive alone (one line), so no claim is released and no task runs twice; when the first dies
+    without a word, the second takes the hive over once the lease has run out."""
+    names = [f"n{i}" for i in range(8)]
+    for name in names:
+        gateway_server.add_rules(*work_rules(name, delay=1.0))
+    hive = make_hive(store, tmp_path, names, agents=2)
+    first = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:one:1",
+                         driver_lease_seconds=1.0)
+    second = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:two:2",
+                          driver_lease_seconds=1.0)
+    try:
+        await first.start(hive.id)
+        await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+        caplog.set_level("WARNING", logger="ruflo.engine.runner")
+        await second.attach()
+        assert second.hosting == {}
+        assert hive.id in second.watching
+        said = [r.getMessage() for r in caplog.records if "leaves it alone" in r.getMessage()]
+        assert said == [f"hive {hive.id} is driven by one:1 (lease until "
+                        f"{store.hive_driver(hive.id).driver_until:%Y-%m-%d %H:%M:%S} UTC); "
+                        "this server leaves it alone"]
+        await asyncio.sleep(1.5)  # several renewals and looks of the second
+        assert store.hive_driver(hive.id).who == "one:1"
+        assert not store.events(hive.id, kinds=["task_released"])
+
+        # The first dies as a SIGKILL leaves it: no release, no word; its lease runs out.
+        hosting = first.hosting[hive.id]
+        for helper in (first._keep, first._beat):
+            assert helper is not None
+            helper.cancel()
+        hosting.lost = True
+        hosting.engine.abandon()
+        first.driving.held.clear()
+        await until(lambda: store.hive_driver(hive.id) is not None
+                    and store.hive_driver(hive.id).who == "two:2", 20)
+        await until(lambda: status(store, hive.id) is HiveStatus.DONE, 60)
+        taken = store.events(hive.id, kinds=["server_reattached"])
+        assert [e.data.get("server") for e in taken] == ["server:two:2"]
+        done = sorted(e.task_id or "" for e in store.events(hive.id, kinds=["task_done"]))
+        assert done == sorted(f"{hive.id}-{n}" for n in names), "each task done exactly once"
+    finally:
+        await second.aclose()
+        await first.aclose()
+    assert store.hive_driver(hive.id) is None, "the engine let the lease go when the hive ended"
+
+
+async def test_a_driver_that_lost_its_lease_stops_without_touching_the_claims(
+        store: SqlStore, client: GatewayClient, settings: Settings,
+        gateway_server: ScriptedGateway, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A server stalled past its lease, and another process took the hive: at its next renewal
+    it stops its engine at once and releases nothing (the claims are the new driver's)."""
+    from datetime import timedelta
+
+    from ruflo.model import HiveDriver, utcnow
+
+    gateway_server.add_rules(*work_rules("slow", delay=30))
+    hive = make_hive(store, tmp_path, ["slow"], agents=1)
+    runner = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:one:1",
+                          driver_lease_seconds=1.0)
+    try:
+        await runner.start(hive.id)
+        await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+        mine = store.hive_driver(hive.id)
+        assert mine is not None
+        # What a long stall looks like from the store: the lease ran out, another took it.
+        store.take_hive(mine, lease_seconds=1.0, now=utcnow() - timedelta(seconds=60))
+        now = utcnow()
+        store.take_hive(HiveDriver(hive_id=hive.id, instance="new-driver", host="two", pid=2,
+                                   driving_since=now, driver_until=now), lease_seconds=600)
+        await until(lambda: hive.id not in runner.hosting, 20)
+        assert "lost its driver lease to two:2 while silent" in caplog.text
+        assert store.hive_driver(hive.id).instance == "new-driver"  # type: ignore[union-attr]
+        assert not store.events(hive.id, kinds=["task_released"]), "the claim was left alone"
+        assert store.list_tasks(hive.id, states=[TaskState.CLAIMED])
+        assert status(store, hive.id) is HiveStatus.RUNNING
+        assert runner.watching == {hive.id: "new-driver"}
+    finally:
+        await runner.aclose()
+    assert store.hive_driver(hive.id).instance == "new-driver", "not released by the loser"  # type: ignore[union-attr]

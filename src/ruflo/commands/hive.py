@@ -15,7 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
-    from ruflo.model import Event, Hive
+    from ruflo.model import Event, Hive, HiveDriver
     from ruflo.store.sql import SqlStore
 
 app = typer.Typer(help="List, show, pause, resume and cancel stored hives.",
@@ -127,6 +127,7 @@ def show(
             recent = [e for e in recent if e.kind not in TRANSCRIPT]
         recent = recent[-events:] if events else []
         workers = hive_workers(store, hive.id, stale_after=settings.lease_seconds)
+        driver = store.hive_driver(hive.id)
     if as_json:
         typer.echo(json.dumps({
             "hive": hive_json(hive), "summary": summary.to_json(),
@@ -137,11 +138,13 @@ def show(
                         "adapter": a.adapter.value} for a in agents],
             "tasks": [task_json(t) for t in tasks],
             "workers": workers,
+            "driver": driver_json(driver),
             "events": [event_json(e) for e in recent]}, default=str))
         return
     reason = f" ({hive.pause_reason})" if hive.pause_reason else ""
     typer.echo(f"hive {hive.id}  {hive.name}\n  {hive.mode.value}, {hive.status.value}{reason}"
                f"\n  objective: {hive.objective}\n  workspace: {hive.workspace}")
+    typer.echo(f"  driver: {describe_driver(driver)}")
     typer.echo(f"  spend: {summary.calls} calls, {summary.tokens} tokens, ${summary.cost:.4f}"
                f" (coordination {summary.coordination_tokens} tokens)")
     typer.echo("agents:")
@@ -172,6 +175,22 @@ def show(
         typer.echo("recent events:")
         for event in recent:
             typer.echo(f"  {describe_event(event, names)}")
+
+
+def driver_json(driver: HiveDriver | None) -> dict[str, Any] | None:
+    if driver is None:
+        return None
+    return {"host": driver.host, "pid": driver.pid, "instance": driver.instance,
+            "driving_since": driver.driving_since.isoformat(),
+            "driver_until": driver.driver_until.isoformat(), "alive": driver.live()}
+
+
+def describe_driver(driver: HiveDriver | None) -> str:
+    if driver is None:
+        return "none (no process drives it now)"
+    state = ("lease until" if driver.live() else "NOT ALIVE: its lease ran out at")
+    return (f"{driver.who} since {driver.driving_since:%Y-%m-%d %H:%M:%S} UTC ({state} "
+            f"{driver.driver_until:%H:%M:%S} UTC)")
 
 
 def task_json(task: Any) -> dict[str, Any]:
@@ -229,14 +248,25 @@ def resume(
             for line in boot_trace(settings):
                 typer.echo(line, err=True)
             require_gateway(settings)
-        hive = resume_hive(store, hive.id, budget=budget)
+        driving = None
+        if run:
+            from ruflo.engine.driving import drive_here
+
+            driving = drive_here(store, hive.id, by="`ruflo hive resume`", hint=(
+                f" (`ruflo hive resume --no-run {hive.id}` marks it running for that driver)"))
+        try:
+            hive = resume_hive(store, hive.id, budget=budget)
+        except BaseException:
+            if driving is not None:
+                driving.release_all()
+            raise
         if not run:
             _said(hive, as_json, f"hive {hive.id} is running again; an engine must drive it "
                                  "(`ruflo hive resume` without --no-run does)")
             return
         from ruflo.commands.orchestrate import report, run_in_foreground
 
-        summary = run_in_foreground(settings, store, hive.id, show=not as_json)
+        summary = run_in_foreground(settings, store, hive.id, show=not as_json, driving=driving)
         code = report(summary, as_json)
     raise typer.Exit(code)
 

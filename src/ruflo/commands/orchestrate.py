@@ -22,6 +22,7 @@ import typer
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
+    from ruflo.engine.driving import Driving
     from ruflo.engine.live import RunSummary
     from ruflo.model import Agent, Hive
     from ruflo.store.sql import SqlStore
@@ -195,32 +196,42 @@ def first_line(text: str, limit: int = 80) -> str:
 
 
 def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
-                      show: bool, workers_only: bool = False) -> RunSummary:
+                      show: bool, workers_only: bool = False,
+                      driving: Driving | None = None) -> RunSummary:
     """Drive a running hive here until it ends or pauses. Ctrl-C pauses it (claims released,
-    nothing lost) so `ruflo hive resume` can go on."""
+    nothing lost) so `ruflo hive resume` can go on. The hive's driver lease is taken first
+    (unless `driving` holds it already): another live driver means nothing is done here."""
     from ruflo.engine.control import pause_hive
+    from ruflo.engine.driving import drive_here
     from ruflo.engine.live import summarise
 
+    if driving is None and not workers_only:
+        driving = drive_here(store, hive_id, by="this command")
     try:
-        asyncio.run(drive(settings, store, hive_id, show=show, workers_only=workers_only))
+        asyncio.run(drive(settings, store, hive_id, show=show, workers_only=workers_only,
+                          driving=driving))
     except KeyboardInterrupt:
         pause_hive(store, hive_id, reason="interrupted from the terminal")
         typer.echo(f"interrupted: hive {hive_id} is paused, nothing was lost; "
                    f"`ruflo hive resume {hive_id}` goes on", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if driving is not None:
+            driving.release_all()
     return summarise(store, hive_id)
 
 
 async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool,
-                workers_only: bool = False) -> None:
+                workers_only: bool = False, driving: Driving | None = None) -> None:
     """Plan the objective if the board is empty, then run the engine (with the live view), or,
     with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
     from ruflo.engine.company import engine_for
+    from ruflo.engine.driving import keep_driving
     from ruflo.engine.live import LiveParams
     from ruflo.engine.plan import plan_objective
     from ruflo.engine.view import HiveView
-    from ruflo.errors import PolicyError
+    from ruflo.errors import Conflict, PolicyError
     from ruflo.gateway.client import GatewayClient
     from ruflo.model import HiveStatus, Mode
 
@@ -249,37 +260,59 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
     if workers_only and any(store.count_tasks(hive_id).values()):
         await watch_workers()
         return
-    async with GatewayClient.from_settings(settings, store=store) as gateway:
-        if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
-            typer.echo(f"planning the objective with {model} (one coordination call)…",
-                       err=True)
+    # The lease is renewed from here on: planning alone may outlast it.
+    lost: list[str] = []
+    engines: list[Any] = []
+
+    def taken_over(_: str, driver: Any) -> None:
+        lost.append(f"another process ({driver.who}) took over driving the hive while this one "
+                    "was silent past its driver lease; this one stopped" if driver
+                    else "the hive was deleted")
+        for engine in engines:
+            engine.abandon()
+
+    keep = (asyncio.create_task(keep_driving(driving, taken_over))
+            if driving is not None else None)
+    try:
+        async with GatewayClient.from_settings(settings, store=store) as gateway:
+            if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
+                typer.echo(f"planning the objective with {model} (one coordination call)…",
+                           err=True)
+                try:
+                    tasks, answer = await plan_objective(gateway, hive, model=model,
+                                                         agents=len(store.list_agents(hive_id)))
+                except PolicyError as error:
+                    store.set_hive_status(hive_id, HiveStatus.FAILED,
+                                          reason="the objective could not be planned")
+                    store.append_event(hive_id, "plan_refused", data={"error": str(error)})
+                    raise
+                with store.transaction():
+                    store.post_tasks(hive_id, tasks)
+                    store.append_event(hive_id, "objective_planned",
+                                       data={"tasks": len(tasks), "answer": answer[:4000]})
+                typer.echo(f"planned {len(tasks)} tasks", err=True)
+            if workers_only:
+                await watch_workers()
+                return
+            view = HiveView(store, hive_id) if show else None
+            engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
+                                env=command_env(settings),
+                                on_change=view.changed if view is not None else None)
+            engines.append(engine)
+            follow = asyncio.create_task(view.follow()) if view is not None else None
             try:
-                tasks, answer = await plan_objective(gateway, hive, model=model,
-                                                     agents=len(store.list_agents(hive_id)))
-            except PolicyError as error:
-                store.set_hive_status(hive_id, HiveStatus.FAILED,
-                                      reason="the objective could not be planned")
-                store.append_event(hive_id, "plan_refused", data={"error": str(error)})
-                raise
-            with store.transaction():
-                store.post_tasks(hive_id, tasks)
-                store.append_event(hive_id, "objective_planned",
-                                   data={"tasks": len(tasks), "answer": answer[:4000]})
-            typer.echo(f"planned {len(tasks)} tasks", err=True)
-        if workers_only:
-            await watch_workers()
-            return
-        view = HiveView(store, hive_id) if show else None
-        engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
-                            env=command_env(settings),
-                            on_change=view.changed if view is not None else None)
-        follow = asyncio.create_task(view.follow()) if view is not None else None
-        try:
-            await engine.run()
-        finally:
-            if follow is not None:
-                follow.cancel()
-                await asyncio.gather(follow, return_exceptions=True)
+                if not lost:
+                    await engine.run()
+            finally:
+                if follow is not None:
+                    follow.cancel()
+                    await asyncio.gather(follow, return_exceptions=True)
+    finally:
+        if keep is not None:
+            keep.cancel()
+            await asyncio.gather(keep, return_exceptions=True)
+    if lost:
+        raise Conflict(f"hive {hive_id}: {lost[0]}")
 
 
 def report(summary: RunSummary, as_json: bool) -> int:

@@ -386,6 +386,15 @@ class HiveEngine(ABC):
         if slot.loop_task is not None:
             slot.loop_task.cancel()
 
+    def abandon(self) -> None:
+        """Stop at once, as a killed process would, because another process drives the hive now
+        (this one stalled past its driver lease): work in flight is dropped and nothing is
+        released, since the claims of these agents are the new driver's."""
+        self._ending = True
+        for agent_id in list(self.slots):
+            self.kill_agent(agent_id)
+        self._end()
+
     def _lose_agent(self, slot: AgentSlot, why: str) -> None:
         if slot.lost:
             return

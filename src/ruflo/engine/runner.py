@@ -20,6 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
 from ruflo.engine.control import awaits_gateway, cancel_hive, pause_hive, resume_hive
+from ruflo.engine.driving import (
+    DRIVER_LEASE_SECONDS,
+    Driving,
+    heartbeat_period,
+    left_alone,
+    stale_after,
+)
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.model import (
@@ -27,6 +34,7 @@ from ruflo.model import (
     Approval,
     ApprovalStatus,
     Hive,
+    HiveDriver,
     HiveStatus,
     Mode,
     Task,
@@ -63,13 +71,21 @@ class Hosting:
     agents: list[str]
     """The agents this server adopted (their `worker_id` is the server's)."""
     run: asyncio.Task[None] | None = None
+    lost: bool = False
+    """Another process took the hive's driver lease: its agents and claims are not ours."""
 
 
 class EngineRunner:
     """Hosts an engine per running hive in the server's event loop.
 
+    - Exactly one process drives a hive: before an engine starts, the server takes the hive's
+      driver lease in the store (engine/driving.py) and renews it while the engine runs. A hive
+      another live process drives (a second server on the same store, `ruflo orchestrate`,
+      `ruflo hive resume`) is left alone with one line saying so, and looked at again every
+      renewal: once that driver's lease has run out (it was killed), this server takes over.
     - `attach` (server start): registers the server, then re-attaches to every hive the store
-      says is running (or paused for an unreachable gateway, which its engine looks for); claims left by a previous server process are released when the engine
+      says is running (or paused for an unreachable gateway, which its engine probes for) and
+      no live process drives; claims left by the previous driver are released when the engine
       loads (its own agents), or reopen when their leases expire.
     - `start` (hive created): posts the objective as the first task when the board is empty
       (company hives plan their own), adopts the hive's agents and starts its engine.
@@ -84,7 +100,8 @@ class EngineRunner:
     def __init__(self, store: Store, gateway: Gateway | None, settings: Any, *,
                  executors: Callable[[Agent], Executor] = executor_for,
                  poll_seconds: float = 1.0, stop_seconds: float = 3.0,
-                 server_id: str | None = None) -> None:
+                 server_id: str | None = None,
+                 driver_lease_seconds: float = DRIVER_LEASE_SECONDS) -> None:
         self.store = store
         self.gateway = gateway
         self.settings = settings
@@ -96,12 +113,19 @@ class EngineRunner:
         self.id = server_id or f"{SERVER_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.hosting: dict[str, Hosting] = {}
         lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
-        self.heartbeat_seconds = max(0.2, min(15.0, lease / 4))
-        self.stale_after = max(lease, 3 * self.heartbeat_seconds)
+        self.heartbeat_seconds = heartbeat_period(lease)
+        self.stale_after = stale_after(lease, self.heartbeat_seconds)
         """As for workers: a worker silent this long is gone and its agents are free."""
+        host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")
+        self.driving = Driving(store, lease_seconds=driver_lease_seconds,
+                               host=host or socket.gethostname(),
+                               pid=int(pid) if pid.isdigit() else os.getpid())
+        self.watching: dict[str, str] = {}
+        """Hives another live process drives, with that driver's instance (said once each)."""
         self._registered = False
         self._closing = False
         self._beat: asyncio.Task[None] | None = None
+        self._keep: asyncio.Task[None] | None = None
 
     # -- HiveRunner ------------------------------------------------------------------------------
     async def attach(self) -> None:
@@ -116,10 +140,9 @@ class EngineRunner:
                 break
             offset += 500
         for hive in running:
-            self.store.append_event(hive.id, "server_reattached", data={"server": self.id})
-            await self._launch(hive.id)
+            await self._launch(hive.id, reattach=True)
         if running:
-            log.info("re-attached to %d running hive(s)", len(running))
+            log.info("re-attached to %d of %d running hive(s)", len(self.hosting), len(running))
 
     async def start(self, hive_id: str) -> None:
         hive = self.store.get_hive(hive_id)
@@ -167,9 +190,15 @@ class EngineRunner:
                 for run in late:
                     run.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-        if self._beat is not None:
-            self._beat.cancel()
-            await asyncio.gather(self._beat, return_exceptions=True)
+        for beat in (self._beat, self._keep):
+            if beat is not None:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+        try:
+            self.driving.release_all()
+        except RufloError:
+            log.exception("server %s could not hand its hives' driver leases back; they run "
+                          "out within %g s", self.id, self.driving.lease_seconds)
         if self._registered:
             try:
                 self.store.unregister_worker(self.id)
@@ -177,8 +206,9 @@ class EngineRunner:
                 log.exception("server %s could not unregister", self.id)
 
     # -- hosting ---------------------------------------------------------------------------------
-    async def _launch(self, hive_id: str) -> None:
-        """Start the hive's engine unless one runs already (or the hive is not running)."""
+    async def _launch(self, hive_id: str, *, reattach: bool = False) -> None:
+        """Start the hive's engine unless one runs already, the hive is not running, or another
+        live process drives it (then the hive is watched, to take over when that one dies)."""
         current = self.hosting.get(hive_id)
         if current is not None and current.run is not None and not current.run.done():
             return
@@ -187,18 +217,36 @@ class EngineRunner:
         self._register()
         hive = self.store.get_hive(hive_id)
         if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
+            if hive.status.terminal:
+                self.watching.pop(hive_id, None)
+            return  # a paused hive stays watched: it may run again under a driver that dies
+        # Only the driver may touch the hive's claims (the engine releases its agents' old
+        # claims as it loads): win the lease first.
+        other = self.driving.take(hive_id)
+        if other is not None:
+            self._leave_alone(other)
             return
+        previous = self.watching.pop(hive_id, None)
+        if reattach or previous is not None:
+            self.store.append_event(hive_id, "server_reattached", data={
+                "server": self.id, "instance": self.driving.instance,
+                **({"took_over_from": previous} if previous is not None else {})})
+            if previous is not None:
+                log.warning("hive %s: its driver's lease ran out; this server takes it over",
+                            hive_id)
         try:
             agents = self._adopt(hive)
             if not agents:
                 log.info("hive %s: every agent is hosted by a live worker or driven by an "
                          "outside client (REST, MCP); the server stands by", hive_id)
+                self.driving.release(hive_id)
                 return
             everyone = len(agents) == len(self.store.list_agents(hive_id))
             engine = await self._engine(hive, None if everyone else agents)
         except RufloError as error:
             self._let_go(hive_id, self._adopted_ids(hive_id))
             self._stopped_by(hive_id, error)
+            self._release_driver(hive_id)
             return
         hosting = Hosting(hive_id, engine, agents)
         self.hosting[hive_id] = hosting
@@ -218,7 +266,51 @@ class EngineRunner:
         finally:
             if self.hosting.get(hosting.hive_id) is hosting:
                 del self.hosting[hosting.hive_id]
-            self._let_go(hosting.hive_id, hosting.agents)
+            if not hosting.lost:
+                self._let_go(hosting.hive_id, hosting.agents)
+                self._release_driver(hosting.hive_id)
+
+    # -- the driver lease --------------------------------------------------------------------
+    def _leave_alone(self, driver: HiveDriver) -> None:
+        if self.watching.get(driver.hive_id) != driver.instance:
+            log.warning("%s", left_alone(driver))
+        self.watching[driver.hive_id] = driver.instance
+
+    def _release_driver(self, hive_id: str) -> None:
+        try:
+            self.driving.release(hive_id)
+        except RufloError:
+            log.exception("hive %s: could not hand its driver lease back; it runs out within "
+                          "%g s", hive_id, self.driving.lease_seconds)
+
+    async def _keep_driving(self) -> None:
+        """Renew the leases of the hives this server drives; stop at once the engine of one
+        another process took meanwhile (this one stalled past its lease), without touching
+        its claims, which are the new driver's now; and take over watched hives whose
+        driver's lease ran out."""
+        while True:
+            await asyncio.sleep(self.driving.renew_every)
+            try:
+                lost = self.driving.renew()
+            except RufloError:
+                log.exception("server %s: could not renew its driver leases; retrying", self.id)
+                continue
+            for hive_id, driver in lost.items():
+                hosting = self.hosting.get(hive_id)
+                if driver is not None:
+                    log.error("hive %s: lost its driver lease to %s while silent; this server "
+                              "stops driving it", hive_id, driver.who)
+                    self.watching[hive_id] = driver.instance  # and takes over if that one dies
+                if hosting is not None:
+                    hosting.lost = True
+                    hosting.engine.abandon()
+            for hive_id in list(self.watching):
+                try:
+                    await self._launch(hive_id)
+                except NotFound:
+                    self.watching.pop(hive_id, None)
+                except RufloError:
+                    log.exception("hive %s: could not look at its driver; retrying", hive_id)
 
     def _stopped_by(self, hive_id: str, error: BaseException) -> None:
         """The engine could not run or stopped on an error: the hive pauses with the reason
@@ -288,6 +380,7 @@ class EngineRunner:
         self._sign_in()
         self._registered = True
         self._beat = asyncio.create_task(self._heartbeat(), name="ruflo-server-heartbeat")
+        self._keep = asyncio.create_task(self._keep_driving(), name="ruflo-server-driving")
 
     def _sign_in(self) -> None:
         self.store.register_worker(self.id, hive_id=None,

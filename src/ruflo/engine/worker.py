@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ruflo.agents import Executor, executor_for
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
+from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
 from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, new_id, utcnow
@@ -115,12 +116,12 @@ class WorkerParams:
     def heartbeat(self) -> float:
         if self.heartbeat_seconds is not None:
             return self.heartbeat_seconds
-        return max(0.2, min(15.0, self.lease_seconds / 4))
+        return heartbeat_period(self.lease_seconds)
 
     @property
     def stale_after(self) -> float:
         """A worker silent this long is gone: its agents may be adopted by another."""
-        return max(self.lease_seconds, 3 * self.heartbeat)
+        return stale_after(self.lease_seconds, self.heartbeat)
 
 
 class Attachment:

@@ -24,6 +24,7 @@ from ruflo.model import (
     CostKind,
     Event,
     Hive,
+    HiveDriver,
     HiveStatus,
     LedgerEntry,
     MemoryEntry,
@@ -197,6 +198,18 @@ class Store(Protocol):
     def memory_search(self, query: str, *, namespace: str | None = None,
                       limit: int = 10) -> list[MemoryEntry]:
         """Full-text search ranked by relevance (FTS5 bm25 / Postgres ts_rank); best first."""
+
+    # -- hive drivers (one process drives a hive) ------------------------------------------
+    def take_hive(self, driver: HiveDriver, *, lease_seconds: float,
+                  now: datetime | None = None) -> HiveDriver:
+        """Make `driver` the hive's driver, in one atomic compare-and-set, if the hive has no
+        driver, its driver's lease has run out, or `driver.instance` drives it already (then
+        the lease is renewed). Returns the hive's driver afterwards: compare its instance to
+        tell whether this call won. NotFound if the hive does not exist."""
+    def release_hive(self, hive_id: str, instance: str) -> bool:
+        """Stop driving the hive, if `instance` drives it; True if it did."""
+    def hive_driver(self, hive_id: str) -> HiveDriver | None:
+        """The hive's driver record (its lease may have run out), or None."""
 
     # -- workers (distributed hives) -----------------------------------------------------------
     def register_worker(self, worker_id: str, *, hive_id: str | None, host: str,

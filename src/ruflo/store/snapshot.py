@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-REVISION = "0002"
+REVISION = "0003"
 """The migration these statements equal; a store is made from them only at this revision."""
 
 SQLITE_SCHEMA: tuple[str, ...] = (
@@ -45,8 +45,9 @@ SQLITE_SCHEMA: tuple[str, ...] = (
     "CREATE TRIGGER memory_au AFTER UPDATE ON memory BEGIN INSERT INTO memory_fts(memory_fts, rowid, key, content, tags) VALUES ('delete', old.id, old.key, old.content, old.tags); INSERT INTO memory_fts(rowid, key, content, tags) VALUES (new.id, new.key, new.content, new.tags); END",
     'CREATE TABLE workers (\n\tid TEXT NOT NULL, \n\thive_id TEXT, \n\thost TEXT NOT NULL, \n\tagents INTEGER NOT NULL, \n\tstarted_at FLOAT NOT NULL, \n\theartbeat_at FLOAT NOT NULL, \n\tPRIMARY KEY (id)\n)',
     'CREATE TABLE spend_totals (\n\tscope TEXT NOT NULL, \n\tscope_id TEXT NOT NULL, \n\ttokens BIGINT NOT NULL, \n\tcost FLOAT NOT NULL, \n\tcalls BIGINT NOT NULL, \n\tunknown_cost_calls BIGINT NOT NULL, \n\tPRIMARY KEY (scope, scope_id)\n)',
+    'CREATE TABLE hive_drivers (\n\thive_id TEXT NOT NULL, \n\tinstance TEXT NOT NULL, \n\thost TEXT NOT NULL, \n\tpid INTEGER NOT NULL, \n\tdriving_since FLOAT NOT NULL, \n\tdriver_until FLOAT NOT NULL, \n\tPRIMARY KEY (hive_id), \n\tFOREIGN KEY(hive_id) REFERENCES hives (id) ON DELETE CASCADE\n)',
     "INSERT INTO ruflo_meta (key, value) VALUES ('app', 'ruflo')",
-    "INSERT INTO alembic_version (version_num) VALUES ('0002')",
+    "INSERT INTO alembic_version (version_num) VALUES ('0003')",
 )
 """Every statement, in the order the migrations ran them (schema, then the rows they insert)."""
 

@@ -36,6 +36,7 @@ from ruflo.model import (
     CostKind,
     Event,
     Hive,
+    HiveDriver,
     HiveStatus,
     LedgerEntry,
     MemoryEntry,
@@ -74,6 +75,14 @@ def _dt_req(value: float) -> datetime:
 
 
 # -- rows <-> model ------------------------------------------------------------------------------
+
+DRIVER_COLS = "hive_id, instance, host, pid, driving_since, driver_until"
+
+
+def _driver(row: Sequence[Any]) -> HiveDriver:
+    return HiveDriver(hive_id=row[0], instance=row[1], host=row[2], pid=int(row[3]),
+                      driving_since=_dt_req(row[4]), driver_until=_dt_req(row[5]))
+
 
 HIVE_COLS = ("id, name, mode, objective, status, pause_reason, budget_tokens, budget_cost, "
              "workspace, config, owner, created_at, updated_at")
@@ -1406,6 +1415,41 @@ class SqlStore:
         return [{"id": r[0], "hive_id": r[1], "host": r[2], "agents": r[3],
                  "started_at": _dt_req(r[4]), "heartbeat_at": _dt_req(r[5])}
                 for r in self._read(sql + " ORDER BY id", params)]
+
+    # -- hive drivers ----------------------------------------------------------------------------
+    def take_hive(self, driver: HiveDriver, *, lease_seconds: float,
+                  now: datetime | None = None) -> HiveDriver:
+        at = time.time() if now is None else _epoch(now)
+        assert at is not None
+        with self.transaction():
+            # One upsert on both databases: the row's lock (Postgres) or the write lock
+            # (SQLite) makes the look at the current driver and the take one step.
+            taken = self._exec(
+                "INSERT INTO hive_drivers (hive_id, instance, host, pid, driving_since, "
+                "driver_until) SELECT id, ?, ?, ?, ?, ? FROM hives WHERE id = ? "
+                "ON CONFLICT (hive_id) DO UPDATE SET instance = excluded.instance, "
+                "host = excluded.host, pid = excluded.pid, driving_since = CASE WHEN "
+                "hive_drivers.instance = excluded.instance THEN hive_drivers.driving_since "
+                "ELSE excluded.driving_since END, driver_until = excluded.driver_until "
+                "WHERE hive_drivers.instance = excluded.instance OR hive_drivers.driver_until <= ? "
+                f"RETURNING {DRIVER_COLS}",
+                (driver.instance, driver.host, driver.pid, at, at + lease_seconds,
+                 driver.hive_id, at)).fetchone()
+            if taken is not None:
+                return _driver(taken)
+            current = self.hive_driver(driver.hive_id)
+        if current is None:
+            raise NotFound(f"no hive {driver.hive_id!r}")
+        return current
+
+    def release_hive(self, hive_id: str, instance: str) -> bool:
+        with self.transaction():
+            return bool(self._exec("DELETE FROM hive_drivers WHERE hive_id = ? AND instance = ?",
+                                   (hive_id, instance)).rowcount == 1)
+
+    def hive_driver(self, hive_id: str) -> HiveDriver | None:
+        row = self._one(f"SELECT {DRIVER_COLS} FROM hive_drivers WHERE hive_id = ?", (hive_id,))
+        return None if row is None else _driver(row)
 
     # -- whole-store views (doctor, RVF export) ----------------------------------------------------
     def integrity_check(self) -> str:
