@@ -56,7 +56,8 @@ def agent_commands(where: str, specs: Sequence[AgentSpec]) -> list[str]:
 
 
 def task_commands(where: str, specs: Sequence[TaskSpec]) -> list[str]:
-    """Fields of task specs that name a verify command (blank means none)."""
+    """Fields of task specs that name a verify command (a blank one names none). An empty
+    `where` means the request body is the one task."""
     return [f"{where}[{n}].verify" if where else "verify"
             for n, spec in enumerate(specs) if _defines_text(spec.verify)]
 
