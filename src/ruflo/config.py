@@ -87,6 +87,10 @@ class Settings(BaseModel):
     auth: Literal["none", "forward", "token"] = Field("none", validation_alias=_env("auth"))
     trusted_proxies: list[str] = Field(default_factory=list,
                                        validation_alias=_env("trusted_proxies"))
+    operators: list[str] = Field(default_factory=list, validation_alias=_env("operators"))
+    """Users who may define commands (process/http agents, verify) and change any hive over
+    HTTP; tokens made with `--scope operator` count too. With RUFLO_AUTH=none the one local user
+    is an operator."""
     workspace: Path | None = Field(None, validation_alias=_env("workspace"))
     """None means <data_dir>/workspace (see `workspace_dir`)."""
     telegram_bot_token: SecretStr | None = Field(
@@ -129,11 +133,20 @@ class Settings(BaseModel):
                 raise ValueError(f"not valid JSON ({error.msg} at char {error.pos})") from None
         return value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "operators", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("operators")
+    @classmethod
+    def _user_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if len(name) > 200 or any(ord(c) < 32 for c in name):
+                raise ValueError(f"{name[:40]!r} is not a user name (control characters or "
+                                 "longer than 200)")
         return value
 
     @field_validator("sqlite_synchronous", "auth", mode="before")

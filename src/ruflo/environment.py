@@ -30,6 +30,7 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "strict_keys": ("RUFLO_STRICT_KEYS",),
     "auth": ("RUFLO_AUTH",),
     "trusted_proxies": ("RUFLO_TRUSTED_PROXIES",),
+    "operators": ("RUFLO_OPERATORS",),
     "workspace": ("RUFLO_WORKSPACE",),
     "telegram_bot_token": ("RUFLO_TELEGRAM_BOT_TOKEN", "FRANK_C2_TELEGRAM_BOT_TOKEN"),
     "telegram_chat_id": ("RUFLO_TELEGRAM_CHAT_ID", "FRANK_C2_TELEGRAM_CHAT_ID"),

@@ -14,6 +14,11 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+LOCAL_USER = "local"
+"""The user of this machine: whoever runs the CLI, MCP over stdio, a worker or a comparison, and
+the one user of a server without auth. Hives made outside the server are owned by it; a server
+with auth never lets a signed-in user take this name."""
+
 
 def utcnow() -> datetime:
     """The one clock read for stored timestamps: timezone-aware UTC."""
@@ -125,8 +130,9 @@ class Hive:
     """Folder the agents work in; None for simulated hives."""
     config: JSON = field(default_factory=dict)
     """Mode-specific settings (seed, auto-approval policy, ...), recorded for reproducibility."""
-    owner: str | None = None
-    """User who started it, when the server has auth on."""
+    owner: str = LOCAL_USER
+    """User who started it: the signed-in user for hives made over HTTP, else LOCAL_USER. The
+    owner and the operators may change the hive; other users may only look."""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 

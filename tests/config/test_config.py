@@ -193,3 +193,11 @@ def test_doctor_refuses_a_corrupt_store(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "left the file untouched" in done.stdout
     assert (tmp_path / "data" / "ruflo.db").read_bytes() == b"garbage" * 100
+
+
+def test_operators_are_a_comma_separated_list_of_user_names() -> None:
+    settings = load_settings({"RUFLO_OPERATORS": " ada, olga ,,", "RUFLO_CONFIG": ""})
+    assert settings.operators == ["ada", "olga"]
+    assert load_settings({"RUFLO_CONFIG": ""}).operators == []
+    with pytest.raises(ConfigError, match=r"operators .*is not a user name"):
+        load_settings({"RUFLO_OPERATORS": "ada,bad\x07name", "RUFLO_CONFIG": ""})

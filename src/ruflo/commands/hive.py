@@ -62,7 +62,7 @@ def find_hive(store: SqlStore, ref: str) -> Hive:
 
 def hive_json(hive: Hive) -> dict[str, Any]:
     return {"id": hive.id, "name": hive.name, "mode": hive.mode.value,
-            "objective": hive.objective, "status": hive.status.value,
+            "objective": hive.objective, "status": hive.status.value, "owner": hive.owner,
             "reason": hive.pause_reason, "workspace": hive.workspace,
             "budget": {"max_tokens": hive.budget.max_tokens, "max_cost": hive.budget.max_cost},
             "config": hive.config, "created_at": hive.created_at.isoformat(),
@@ -98,7 +98,7 @@ def list_hives(
         reason = f" ({hive.pause_reason})" if hive.pause_reason else ""
         typer.echo(f"{hive.id}  {hive.status.value:<9} {hive.mode.value:<11} "
                    f"{done}/{total} done  {hive.created_at:%Y-%m-%d %H:%M}  "
-                   f"{hive.name}{reason}")
+                   f"{hive.owner:<12} {hive.name}{reason}")
 
 
 @app.command()
@@ -143,6 +143,7 @@ def show(
         return
     reason = f" ({hive.pause_reason})" if hive.pause_reason else ""
     typer.echo(f"hive {hive.id}  {hive.name}\n  {hive.mode.value}, {hive.status.value}{reason}"
+               f"\n  owner: {hive.owner}"
                f"\n  objective: {hive.objective}\n  workspace: {hive.workspace}")
     typer.echo(f"  driver: {describe_driver(driver)}")
     typer.echo(f"  spend: {summary.calls} calls, {summary.tokens} tokens, ${summary.cost:.4f}"

@@ -22,16 +22,28 @@ def _store() -> object:
 def create(
     user: str = typer.Option(..., "--user", "-u", help="The user the token acts as."),
     name: str = typer.Option("", "--name", "-n", help="A label to recognise it by later."),
+    scope: list[str] = typer.Option(  # noqa: B008
+        [], "--scope", "-s", help="A scope to grant: 'operator' (may define commands and "
+                                  "change any hive). Repeat for more."),
 ) -> None:
     """Mint a token for USER and print it once (only its hash is stored)."""
     from ruflo.errors import ConfigError
-    from ruflo.model import new_id
-    from ruflo.server.auth import hash_token, new_token
+    from ruflo.model import LOCAL_USER, new_id
+    from ruflo.server.auth import SCOPES, hash_token, new_token
     from ruflo.store.base import Store
 
     user = user.strip()
     if not user or len(user) > 200 or any(ord(c) < 32 for c in user):
         raise ConfigError("--user must be a non-empty name without control characters; "
+                          "no token was created")
+    if user == LOCAL_USER:
+        raise ConfigError(f"--user {LOCAL_USER!r} is kept for this machine's own user (it owns "
+                          "the hives made by the CLI) and the server refuses it; pick another "
+                          "name; no token was created")
+    scopes = sorted({part.strip().lower() for part in scope if part.strip()})
+    unknown = [part for part in scopes if part not in SCOPES]
+    if unknown:
+        raise ConfigError(f"--scope {unknown[0]!r} is not a scope (known: {', '.join(SCOPES)}); "
                           "no token was created")
     store = _store()
     assert isinstance(store, Store)
@@ -39,12 +51,13 @@ def create(
         token = new_token()
         token_id = new_id()[:12]
         store.create_token(token_id=token_id, name=name or user, user_id=user,
-                           token_hash=hash_token(token))
+                           token_hash=hash_token(token), scopes=scopes)
     finally:
         store.close()
     typer.echo(token)
-    typer.echo(f"token {token_id} for user {user!r} created; it is shown only now, keep it "
-               "somewhere safe. Send it as 'Authorization: Bearer <token>'.", err=True)
+    granted = f" with scope {', '.join(scopes)}" if scopes else ""
+    typer.echo(f"token {token_id} for user {user!r}{granted} created; it is shown only now, "
+               "keep it somewhere safe. Send it as 'Authorization: Bearer <token>'.", err=True)
 
 
 @app.command("list")
@@ -68,7 +81,8 @@ def list_tokens(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         return
     for row in rows:
         state = "revoked" if row.get("revoked_at") else "live"
-        typer.echo(f"{row.get('id')}  {state:7}  user={row.get('user_id')}  "
+        scopes = ",".join(row.get("scopes") or []) or "-"
+        typer.echo(f"{row.get('id')}  {state:7}  user={row.get('user_id')}  scopes={scopes}  "
                    f"name={row.get('name')}  created={row.get('created_at')}")
 
 

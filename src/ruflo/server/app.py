@@ -156,7 +156,8 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     StoreRunner, which only records hive decisions in the store."""
     ctx = ServerContext(
         settings=settings, store=store, gateway=gateway, runner=runner or StoreRunner(store),
-        auth=Authenticator(settings.auth, store, trusted_proxies=settings.trusted_proxies),
+        auth=Authenticator(settings.auth, store, trusted_proxies=settings.trusted_proxies,
+                           operators=getattr(settings, "operators", ())),
         hub=EventHub(store, poll_seconds=event_poll_seconds), chats=ChatGenerations())
 
     @asynccontextmanager

@@ -1,5 +1,7 @@
-"""Who is asking: no auth (one local user, loopback only), forward auth from trusted proxies, or
-bearer tokens minted by `ruflo token create`. Depends on the store protocol and stdlib.
+"""Who is asking, and whether they are an operator: no auth (one local user, loopback only, an
+operator), forward auth from trusted proxies, or bearer tokens minted by `ruflo token create`.
+Operators are the users named in RUFLO_OPERATORS and the bearers of tokens with the `operator`
+scope. Depends on the store protocol, the core model and stdlib.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ import hashlib
 import ipaddress
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ruflo.errors import ConfigError
+from ruflo.model import LOCAL_USER
 from ruflo.store.base import Store
 
-LOCAL_USER = "local"
 FORWARD_HEADERS = ("x-authentik-username", "remote-user")
 TOKEN_PREFIX = "rfl_"
+OPERATOR_SCOPE = "operator"
+SCOPES = (OPERATOR_SCOPE,)
+"""The scopes a token may carry."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -24,6 +30,15 @@ class AuthMode(enum.StrEnum):
     NONE = "none"
     FORWARD = "forward"
     TOKEN = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a request."""
+
+    name: str
+    operator: bool
+    """May define commands (process/http agents, verify) and change any hive."""
 
 
 class Unauthenticated(Exception):
@@ -76,7 +91,8 @@ class Authenticator:
     """Turns a request's client address and headers into a user name, or refuses."""
 
     def __init__(self, mode: str, store: Store, *,
-                 trusted_proxies: str | Sequence[str] | None = None) -> None:
+                 trusted_proxies: str | Sequence[str] | None = None,
+                 operators: Sequence[str] = ()) -> None:
         try:
             self.mode = AuthMode(str(mode).lower())
         except ValueError:
@@ -84,6 +100,7 @@ class Authenticator:
                               "the server did not start.") from None
         self.store = store
         self.trusted = parse_networks(trusted_proxies)
+        self.operators = frozenset(name.strip() for name in operators if name.strip())
         if self.mode is AuthMode.FORWARD and not self.trusted:
             raise ConfigError("RUFLO_AUTH=forward needs RUFLO_TRUSTED_PROXIES (the proxy "
                               "addresses whose user headers are believed); the server did "
@@ -91,11 +108,24 @@ class Authenticator:
 
     def user(self, client_host: str | None, headers: Mapping[str, str]) -> str:
         """The user making the request. `headers` answers lower-case names."""
+        return self.caller(client_host, headers).name
+
+    def caller(self, client_host: str | None, headers: Mapping[str, str]) -> Caller:
+        """The user making the request and whether they are an operator."""
         if self.mode is AuthMode.NONE:
-            return LOCAL_USER
+            return Caller(LOCAL_USER, operator=True)
+        scopes: Sequence[str] = ()
         if self.mode is AuthMode.FORWARD:
-            return self._forwarded_user(client_host, headers)
-        return self._token_user(headers)
+            name = self._forwarded_user(client_host, headers)
+        else:
+            name, scopes = self._token_user(headers)
+        if name == LOCAL_USER:
+            # "local" owns the hives made outside the server (CLI, MCP, workers): a signed-in
+            # user by that name would own them all.
+            raise Unauthenticated(f"the user name {LOCAL_USER!r} is kept for this machine's own "
+                                  "user and is not accepted from a proxy or a token; sign in "
+                                  "under another name", bearer=self.mode is AuthMode.TOKEN)
+        return Caller(name, operator=name in self.operators or OPERATOR_SCOPE in scopes)
 
     def _forwarded_user(self, client_host: str | None, headers: Mapping[str, str]) -> str:
         if not self._from_trusted_proxy(client_host):
@@ -121,7 +151,7 @@ class Authenticator:
             address = mapped
         return any(address in network for network in self.trusted)
 
-    def _token_user(self, headers: Mapping[str, str]) -> str:
+    def _token_user(self, headers: Mapping[str, str]) -> tuple[str, Sequence[str]]:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -130,4 +160,4 @@ class Authenticator:
         found = self.store.find_token(hash_token(token))
         if found is None:
             raise Unauthenticated("this bearer token is unknown or revoked", bearer=True)
-        return str(found["user_id"])
+        return str(found["user_id"]), tuple(found.get("scopes") or ())

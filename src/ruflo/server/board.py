@@ -1,7 +1,7 @@
 """The board API for agents that work over REST: list the board, claim a task (the most urgent
 ready one, or a named one) under a lease, then complete or release it. An agent is named by the
-caller and registered on its first claim. Depends on the server context, the store protocol and
-the model.
+caller and registered on its first claim; only the hive's owner and operators may work it.
+Depends on the server context, the store protocol and the model.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import Field, StringConstraints
 
 from ruflo.errors import Conflict, NotFound
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
+from ruflo.server.access import ChangeableHive
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.hives import live_hive, task_json
 from ruflo.server.schemas import Body, Ident, Name, Skill
@@ -176,10 +177,10 @@ def held_by(ctx: ServerContext, hive: Hive, task_id: str, name: str) -> tuple[Ta
 
 
 @router.post("/{hive_id}/tasks/claim", response_class=JSONBytes)
-async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> JSONBytes:
+async def claim_task(hive: ChangeableHive, body: ClaimBody, ctx: Ctx) -> JSONBytes:
     """Claim a task under a lease. `task` is null when no task is ready (poll again, or follow
-    the hive's event stream); naming a task that is taken or waiting is a 409."""
-    hive = live_hive(ctx, hive_id)
+    the hive's event stream); naming a task that is taken or waiting is a 409. Working a hive
+    is changing it: its owner's or an operator's agents only."""
     if hive.status is not HiveStatus.RUNNING:
         raise Conflict(f"hive {hive.id} is {hive.status.value}; no task was claimed")
     lease = body.lease_seconds or float(ctx.settings.lease_seconds)
@@ -206,11 +207,10 @@ async def claim_task(hive_id: HiveId, body: ClaimBody, ctx: Ctx) -> JSONBytes:
 
 
 @router.post("/{hive_id}/tasks/{task_id}/complete", response_class=JSONBytes)
-async def complete_task(hive_id: HiveId, task_id: TaskId, body: CompleteBody,
+async def complete_task(hive: ChangeableHive, task_id: TaskId, body: CompleteBody,
                         ctx: Ctx) -> JSONBytes:
     """Finish the agent's claim: done, or failed when `success` is false or the task's verify
     command fails in the hive's workspace."""
-    hive = live_hive(ctx, hive_id)
     task, agent = held_by(ctx, hive, task_id, body.agent)
     verdict = await verify(ctx, hive, task, agent) if body.success and task.verify else None
     passed = None if verdict is None else verdict["passed"]
@@ -229,10 +229,9 @@ async def complete_task(hive_id: HiveId, task_id: TaskId, body: CompleteBody,
 
 
 @router.post("/{hive_id}/tasks/{task_id}/release", response_class=JSONBytes)
-async def release_task(hive_id: HiveId, task_id: TaskId, body: ReleaseBody,
+async def release_task(hive: ChangeableHive, task_id: TaskId, body: ReleaseBody,
                        ctx: Ctx) -> JSONBytes:
     """Give the claim back: the task is open again for any agent."""
-    hive = live_hive(ctx, hive_id)
     task, agent = held_by(ctx, hive, task_id, body.agent)
     with ctx.store.transaction():
         released = ctx.store.release_task(task.id, agent.id, reason=body.reason)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException, Request
 
 from ruflo.gateway.base import Gateway
-from ruflo.server.auth import Authenticator, Unauthenticated
+from ruflo.server.auth import Authenticator, Caller, Unauthenticated
 from ruflo.server.event_stream import EventHub
 from ruflo.server.gateway_status import GatewayState
 from ruflo.server.metrics import ServerMetrics
@@ -57,12 +57,23 @@ async def context(request: Request) -> ServerContext:
     return ctx
 
 
-async def current_user(request: Request) -> str:
-    """The authenticated user, or a 401 that says why (probes never ask)."""
+async def current_caller(request: Request) -> Caller:
+    """The authenticated user and whether they are an operator, or a 401 that says why (probes
+    never ask). Kept on the request, so a route asking again costs nothing."""
+    known: Caller | None = request.scope.get("ruflo.caller")
+    if known is not None:
+        return known
     ctx: ServerContext = request.app.state.ctx
     client = request.scope.get("client")
     try:
-        return ctx.auth.user(client[0] if client else None, request.headers)
+        caller = ctx.auth.caller(client[0] if client else None, request.headers)
     except Unauthenticated as refused:
         headers = {"WWW-Authenticate": "Bearer"} if refused.bearer else None
         raise HTTPException(401, str(refused), headers=headers) from None
+    request.scope["ruflo.caller"] = caller
+    return caller
+
+
+async def current_user(request: Request) -> str:
+    """The authenticated user's name, or a 401 that says why."""
+    return (await current_caller(request)).name

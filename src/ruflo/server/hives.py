@@ -1,7 +1,7 @@
 """The hive API: start a hive (objective, mode, agents or an org chart), list and show hives,
 pause/resume/cancel through the hive runner, post tasks, decide approvals, read the ledger and
-the event log, and follow a hive's events live over SSE. Hives are a shared board: every
-authenticated user sees them; the starter is recorded as the owner.
+the event log, and follow a hive's events live over SSE. Every signed-in user may read every
+hive; its starter owns it, and only the owner and operators may change it (server/access.py).
 Depends on the server context, the store protocol and the core model.
 """
 
@@ -26,6 +26,13 @@ from ruflo.model import (
     Task,
     TaskState,
     new_id,
+)
+from ruflo.server.access import (
+    CallerDep,
+    ChangeableHive,
+    hive_commands,
+    require_operator,
+    task_commands,
 )
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.event_stream import event_json
@@ -189,8 +196,10 @@ def board_tasks(hive_id: str, specs: Sequence[TaskSpec], *,
 
 
 @router.post("", status_code=201)
-async def create_hive(body: HiveCreate, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Start a hive: store it with its agents and first tasks, then hand it to the runner."""
+async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
+    """Start a hive: store it with its agents and first tasks, then hand it to the runner. The
+    caller owns it; process or http agents and verify commands need an operator."""
+    require_operator(caller, hive_commands(body), outcome="no hive was created")
     mode = body.mode or (Mode.COMPANY if body.org is not None else Mode.SWARM)
     hive_id = new_id()
     default_model = body.model or ctx.settings.model
@@ -211,7 +220,7 @@ async def create_hive(body: HiveCreate, ctx: Ctx, user: User) -> dict[str, Any]:
     workspace = ctx.settings.workspace_dir / hive_id
     hive = Hive(id=hive_id, name=body.name or body.objective.splitlines()[0][:100], mode=mode,
                 objective=body.objective, budget=budget_of(body.budget),
-                workspace=str(workspace), config=dict(body.config), owner=user)
+                workspace=str(workspace), config=dict(body.config), owner=caller.name)
     hive = ctx.store.create_hive(hive, agents, board_tasks(hive_id, body.tasks))
     await ctx.runner.start(hive.id)
     return hive_detail(ctx, ctx.store.get_hive(hive.id))
@@ -245,29 +254,30 @@ async def list_workers(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("/{hive_id}/pause")
-async def pause_hive(hive_id: HiveId, ctx: Ctx, body: PauseBody | None = None) -> dict[str, Any]:
-    hive = await ctx.runner.pause(live_hive(ctx, hive_id).id,
-                                  reason=(body or PauseBody()).reason)
-    return record(hive)
+async def pause_hive(hive: ChangeableHive, ctx: Ctx,
+                     body: PauseBody | None = None) -> dict[str, Any]:
+    return record(await ctx.runner.pause(hive.id, reason=(body or PauseBody()).reason))
 
 
 @router.post("/{hive_id}/resume")
-async def resume_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
-    return record(await ctx.runner.resume(live_hive(ctx, hive_id).id))
+async def resume_hive(hive: ChangeableHive, ctx: Ctx) -> dict[str, Any]:
+    return record(await ctx.runner.resume(hive.id))
 
 
 @router.post("/{hive_id}/cancel")
-async def cancel_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
-    return record(await ctx.runner.cancel(live_hive(ctx, hive_id).id))
+async def cancel_hive(hive: ChangeableHive, ctx: Ctx) -> dict[str, Any]:
+    return record(await ctx.runner.cancel(hive.id))
 
 
 # GET /{hive_id}/tasks (the board in order) is served by ruflo.server.board.
 
 
 @router.post("/{hive_id}/tasks", status_code=201, response_class=JSONBytes)
-async def post_task(hive_id: HiveId, body: TaskSpec, ctx: Ctx) -> JSONBytes:
-    """Post a task to the board; `depends_on` names task ids of this hive."""
-    hive = live_hive(ctx, hive_id)
+async def post_task(hive: ChangeableHive, body: TaskSpec, ctx: Ctx,
+                    caller: CallerDep) -> JSONBytes:
+    """Post a task to the board; `depends_on` names task ids of this hive. A verify command
+    needs an operator."""
+    require_operator(caller, task_commands("", [body]), outcome="the task was not posted")
     if hive.status.terminal:
         raise Conflict(f"hive {hive.id} is {hive.status.value}; the task was not posted")
     if body.parent_id is not None:
@@ -306,12 +316,13 @@ async def list_approvals(hive_id: HiveId, ctx: Ctx,
 
 
 @router.post("/{hive_id}/approvals/{approval_id}")
-async def decide_approval(hive_id: HiveId, approval_id: Annotated[str, Path(max_length=100)],
+async def decide_approval(hive: ChangeableHive,
+                          approval_id: Annotated[str, Path(max_length=100)],
                           body: ApprovalDecision, ctx: Ctx, user: User) -> dict[str, Any]:
     """Approve or reject a pending approval; deciding twice is a 409."""
     approval = ctx.store.get_approval(approval_id)
-    if approval.hive_id != hive_id:
-        raise NotFound(f"no approval {approval_id!r} in hive {hive_id!r}")
+    if approval.hive_id != hive.id:
+        raise NotFound(f"no approval {approval_id!r} in hive {hive.id!r}")
     decided = await ctx.runner.decide_approval(approval.id, ApprovalStatus(body.decision),
                                                decided_by=user)
     return record(decided)

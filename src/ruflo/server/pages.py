@@ -94,6 +94,8 @@ class Viewer:
 
     user: str | None
     auth: str
+    operator: bool = False
+    """Pages hide the controls of hives the viewer may only look at (the API refuses anyway)."""
 
 
 def _viewer(request: Request) -> Viewer | Response:
@@ -107,7 +109,8 @@ def _viewer(request: Request) -> Viewer | Response:
         # cookie the pages read (the API still wants the header, which the scripts send).
         headers["authorization"] = f"Bearer {cookie}"
     try:
-        return Viewer(ctx.auth.user(host, headers), ctx.auth.mode.value)
+        caller = ctx.auth.caller(host, headers)
+        return Viewer(caller.name, ctx.auth.mode.value, caller.operator)
     except Unauthenticated as refused:
         if ctx.auth.mode is AuthMode.TOKEN:
             return Viewer(None, ctx.auth.mode.value)
@@ -148,7 +151,8 @@ def _page(request: Request, template: str, page: str, title: str,
         return viewer
     ctx: ServerContext = request.app.state.ctx
     boot = {"page": page, "auth": viewer.auth, "signedIn": viewer.user is not None,
-            "user": viewer.user, "defaultModel": str(ctx.settings.model),
+            "user": viewer.user, "operator": viewer.operator,
+            "defaultModel": str(ctx.settings.model),
             "advice": GATEWAY_ADVICE, **values.pop("boot", {})}
     return _render(template, {"title": title, "page": page, "viewer": viewer,
                               "banner": gateway_banner(ctx), "boot": boot,

@@ -80,7 +80,8 @@ class Store(Protocol):
     def get_hive(self, hive_id: str) -> Hive:
         """Raise NotFound when absent."""
     def list_hives(self, *, owner: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[Hive]: ...
+                   offset: int = 0) -> list[Hive]:
+        """Newest first; only `owner`'s hives when given."""
     def set_hive_status(self, hive_id: str, status: HiveStatus, *,
                         reason: str | None = None) -> Hive:
         """Event: hive_<status> (hive_running on resume) with the reason."""
@@ -182,8 +183,10 @@ class Store(Protocol):
     def put_user_settings(self, user_id: str, settings: JSON) -> JSON: ...
 
     # -- auth tokens ---------------------------------------------------------------------------
-    def create_token(self, *, token_id: str, name: str, user_id: str,
-                     token_hash: str) -> JSON: ...
+    def create_token(self, *, token_id: str, name: str, user_id: str, token_hash: str,
+                     scopes: Sequence[str] = ()) -> JSON:
+        """A token row: id, name, user_id, scopes (a list: "operator"), created_at,
+        revoked_at."""
     def find_token(self, token_hash: str) -> JSON | None:
         """The live (not revoked) token with that hash, or None."""
     def list_tokens(self) -> list[JSON]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-REVISION = "0003"
+REVISION = "0004"
 """The migration these statements equal; a store is made from them only at this revision."""
 
 SQLITE_SCHEMA: tuple[str, ...] = (
@@ -37,7 +37,7 @@ SQLITE_SCHEMA: tuple[str, ...] = (
     'CREATE TABLE messages (\n\tid TEXT NOT NULL, \n\tconversation_id TEXT NOT NULL, \n\tord INTEGER NOT NULL, \n\tparent_id TEXT, \n\trole TEXT NOT NULL, \n\tcontent TEXT NOT NULL, \n\tinterrupted BOOLEAN DEFAULT 0 NOT NULL, \n\tdata TEXT NOT NULL, \n\tcreated_at FLOAT NOT NULL, \n\tupdated_at FLOAT NOT NULL, \n\tPRIMARY KEY (id), \n\tFOREIGN KEY(conversation_id) REFERENCES conversations (id) ON DELETE CASCADE\n)',
     'CREATE INDEX messages_conversation ON messages (conversation_id, ord)',
     'CREATE TABLE user_settings (\n\tuser_id TEXT NOT NULL, \n\tdata TEXT NOT NULL, \n\tupdated_at FLOAT NOT NULL, \n\tPRIMARY KEY (user_id)\n)',
-    'CREATE TABLE tokens (\n\tid TEXT NOT NULL, \n\tname TEXT NOT NULL, \n\tuser_id TEXT NOT NULL, \n\ttoken_hash TEXT NOT NULL, \n\tcreated_at FLOAT NOT NULL, \n\trevoked_at FLOAT, \n\tPRIMARY KEY (id), \n\tUNIQUE (token_hash)\n)',
+    "CREATE TABLE tokens (\n\tid TEXT NOT NULL, \n\tname TEXT NOT NULL, \n\tuser_id TEXT NOT NULL, \n\ttoken_hash TEXT NOT NULL, \n\tcreated_at FLOAT NOT NULL, \n\trevoked_at FLOAT, scopes TEXT DEFAULT '[]' NOT NULL, \n\tPRIMARY KEY (id), \n\tUNIQUE (token_hash)\n)",
     'CREATE TABLE memory (\n\tid INTEGER NOT NULL, \n\tnamespace TEXT NOT NULL, \n\t"key" TEXT NOT NULL, \n\tcontent TEXT NOT NULL, \n\ttags TEXT NOT NULL, \n\tcreated_at FLOAT NOT NULL, \n\tupdated_at FLOAT NOT NULL, \n\tPRIMARY KEY (id), \n\tCONSTRAINT memory_namespace_key UNIQUE (namespace, "key")\n)',
     "CREATE VIRTUAL TABLE memory_fts USING fts5(key, content, tags, content='memory', content_rowid='id', tokenize='porter unicode61')",
     'CREATE TRIGGER memory_ai AFTER INSERT ON memory BEGIN INSERT INTO memory_fts(rowid, key, content, tags) VALUES (new.id, new.key, new.content, new.tags); END',
@@ -47,7 +47,7 @@ SQLITE_SCHEMA: tuple[str, ...] = (
     'CREATE TABLE spend_totals (\n\tscope TEXT NOT NULL, \n\tscope_id TEXT NOT NULL, \n\ttokens BIGINT NOT NULL, \n\tcost FLOAT NOT NULL, \n\tcalls BIGINT NOT NULL, \n\tunknown_cost_calls BIGINT NOT NULL, \n\tPRIMARY KEY (scope, scope_id)\n)',
     'CREATE TABLE hive_drivers (\n\thive_id TEXT NOT NULL, \n\tinstance TEXT NOT NULL, \n\thost TEXT NOT NULL, \n\tpid INTEGER NOT NULL, \n\tdriving_since FLOAT NOT NULL, \n\tdriver_until FLOAT NOT NULL, \n\tPRIMARY KEY (hive_id), \n\tFOREIGN KEY(hive_id) REFERENCES hives (id) ON DELETE CASCADE\n)',
     "INSERT INTO ruflo_meta (key, value) VALUES ('app', 'ruflo')",
-    "INSERT INTO alembic_version (version_num) VALUES ('0003')",
+    "INSERT INTO alembic_version (version_num) VALUES ('0004')",
 )
 """Every statement, in the order the migrations ran them (schema, then the rows they insert)."""
 

@@ -25,6 +25,7 @@ from typing import Any
 from ruflo.errors import Conflict, NotFound, PolicyError, StoreError, StoreUnreachable
 from ruflo.model import (
     JSON,
+    LOCAL_USER,
     AdapterKind,
     Agent,
     AgentStatus,
@@ -91,7 +92,7 @@ HIVE_COLS = ("id, name, mode, objective, status, pause_reason, budget_tokens, bu
 def _hive(row: Sequence[Any]) -> Hive:
     return Hive(id=row[0], name=row[1], mode=Mode(row[2]), objective=row[3],
                 status=HiveStatus(row[4]), pause_reason=row[5], budget=Budget(row[6], row[7]),
-                workspace=row[8], config=_loads(row[9]), owner=row[10],
+                workspace=row[8], config=_loads(row[9]), owner=row[10] or LOCAL_USER,
                 created_at=_dt_req(row[11]), updated_at=_dt_req(row[12]))
 
 
@@ -203,10 +204,14 @@ def _memory(row: Sequence[Any], score: float | None = None) -> MemoryEntry:
                        created_at=_dt_req(row[4]), updated_at=_dt_req(row[5]), score=score)
 
 
+TOKEN_COLS = "id, name, user_id, created_at, revoked_at, scopes"
+
+
 def _token(row: Sequence[Any]) -> JSON:
     return {"id": row[0], "name": row[1], "user_id": row[2],
             "created_at": _dt_req(row[3]).isoformat(),
-            "revoked_at": None if row[4] is None else _dt_req(row[4]).isoformat()}
+            "revoked_at": None if row[4] is None else _dt_req(row[4]).isoformat(),
+            "scopes": list(_loads(row[5]))}
 
 
 # Plain-field updates: field -> (column, encoder). Budget spans two columns, handled apart.
@@ -1295,22 +1300,23 @@ class SqlStore:
         return settings
 
     # -- auth tokens -----------------------------------------------------------------------------
-    def create_token(self, *, token_id: str, name: str, user_id: str,
-                     token_hash: str) -> JSON:
+    def create_token(self, *, token_id: str, name: str, user_id: str, token_hash: str,
+                     scopes: Sequence[str] = ()) -> JSON:
         with self.transaction():
-            cur = self._exec("INSERT INTO tokens (id, name, user_id, token_hash, created_at) "
-                             "VALUES (?, ?, ?, ?, ?) RETURNING id, name, user_id, created_at, "
-                             "revoked_at", (token_id, name, user_id, token_hash, time.time()))
+            cur = self._exec("INSERT INTO tokens (id, name, user_id, token_hash, created_at, "
+                             f"scopes) VALUES (?, ?, ?, ?, ?, ?) RETURNING {TOKEN_COLS}",
+                             (token_id, name, user_id, token_hash, time.time(),
+                              _dumps(sorted(set(scopes)))))
             return _token(cur.fetchone())
 
     def find_token(self, token_hash: str) -> JSON | None:
-        row = self._one("SELECT id, name, user_id, created_at, revoked_at FROM tokens WHERE "
-                        "token_hash = ? AND revoked_at IS NULL", (token_hash,))
+        row = self._one(f"SELECT {TOKEN_COLS} FROM tokens WHERE token_hash = ? AND "
+                        "revoked_at IS NULL", (token_hash,))
         return None if row is None else _token(row)
 
     def list_tokens(self) -> list[JSON]:
         return [_token(row) for row in self._read(
-            "SELECT id, name, user_id, created_at, revoked_at FROM tokens ORDER BY created_at")]
+            f"SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at")]
 
     def revoke_token(self, token_id: str) -> None:
         with self.transaction():

@@ -66,8 +66,16 @@
     }
   }
 
+  // The owner and operators may steer; the API refuses others, this only spares them the buttons.
+  function mayChange() {
+    return Boolean(boot.operator) || (state.hive !== null && state.hive.owner === boot.user);
+  }
+
   function renderHive() {
     const hive = state.hive;
+    $("hive-owner").textContent = hive.owner;
+    $("hive-read-only").hidden = mayChange();
+    $("hive-controls").hidden = !mayChange();
     $("hive-name").textContent = hive.name;
     document.title = hive.name + " · ruflo";
     $("hive-mode").textContent = hive.mode + " mode";
@@ -144,6 +152,7 @@
         el("p", {}, el("strong", { text: approval.subject })),
         el("p", { class: "muted", text: approval.kind.replace(/_/g, " ") + (by ? " · asked by " + by : "") + " · " + when(approval.created_at) }),
         details ? el("p", { class: "approval-data", text: details }) : null,
+        !mayChange() ? el("p", { class: "muted", text: "Waiting for the hive's owner or an operator to decide." }) :
         el("div", { class: "row" },
           el("button", { type: "button", class: "primary", "aria-label": "Approve: " + approval.subject,
                          onclick: () => decide(approval, "approved") }, "Approve"),

@@ -23,6 +23,7 @@
           el("td", { text: hive.mode }),
           el("td", {}, el("span", { class: "status status-" + hive.status, text: hive.status })),
           el("td", { text: counts(hive.tasks) }),
+          el("td", { text: hive.owner }),
           el("td", { text: when(hive.created_at) })));
       }
       const any = $("hives-body").children.length > 0;
