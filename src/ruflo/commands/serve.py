@@ -39,16 +39,25 @@ def check_bind(host: str, auth: str, *, insecure: bool) -> None:
 
 
 def uvicorn_config(asgi_app: Any, host: str, port: int) -> Any:
-    """The uvicorn settings ruflo serves with (tests use the same)."""
+    """The uvicorn settings ruflo serves with (tests use the same): request heads bounded in time
+    (the app's RUFLO_READ_TIMEOUT_SECONDS) and size; bodies are bounded by the app's guard."""
     import importlib.util
 
     import uvicorn
 
     fast = importlib.util.find_spec("uvloop") is not None
-    parser = importlib.util.find_spec("httptools") is not None
+    settings = getattr(getattr(getattr(asgi_app, "state", None), "ctx", None), "settings", None)
+    head_seconds = float(getattr(settings, "read_timeout_seconds", 15.0))
+    http: Any = "h11"
+    if importlib.util.find_spec("httptools") is not None:
+        from ruflo.server.head_deadline import with_head_deadline
+
+        http = with_head_deadline(head_seconds)
     return uvicorn.Config(
         asgi_app, host=host, port=port,
-        loop="uvloop" if fast else "asyncio", http="httptools" if parser else "h11",
+        loop="uvloop" if fast else "asyncio", http=http,
+        # h11 (only without httptools) bounds an incomplete head itself, but has no deadline.
+        h11_max_incomplete_event_size=64 * 1024,
         # Forwarded headers are not believed: the client address decides forward-auth trust,
         # and uvicorn would otherwise let a local caller rewrite it with X-Forwarded-For.
         proxy_headers=False, server_header=False, access_log=False, lifespan="on",
