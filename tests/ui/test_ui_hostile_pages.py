@@ -78,7 +78,7 @@ async ({target, hive}) => {
 
 
 class AttackerPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         body = b"<!doctype html><title>another site</title><body><p>hello</p></body>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -86,7 +86,7 @@ class AttackerPage(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
