@@ -38,16 +38,19 @@ def check_bind(host: str, auth: str, *, insecure: bool) -> None:
             "127.0.0.1, or pass --insecure if that is really what you want.")
 
 
-def uvicorn_config(asgi_app: Any, host: str, port: int) -> Any:
-    """The uvicorn settings ruflo serves with (tests use the same): request heads bounded in time
-    (the app's RUFLO_READ_TIMEOUT_SECONDS) and size; bodies are bounded by the app's guard."""
+def uvicorn_config(asgi_app: Any, host: str, port: int, *,
+                   head_seconds: float | None = None) -> Any:
+    """The uvicorn settings ruflo serves with (tests and `ruflo mcp` use the same): request heads
+    bounded in time (`head_seconds`, default the app's RUFLO_READ_TIMEOUT_SECONDS) and size;
+    bodies are bounded by ruflo.server.guard."""
     import importlib.util
 
     import uvicorn
 
     fast = importlib.util.find_spec("uvloop") is not None
-    settings = getattr(getattr(getattr(asgi_app, "state", None), "ctx", None), "settings", None)
-    head_seconds = float(getattr(settings, "read_timeout_seconds", 15.0))
+    if head_seconds is None:
+        ctx = getattr(getattr(asgi_app, "state", None), "ctx", None)
+        head_seconds = float(getattr(getattr(ctx, "settings", None), "read_timeout_seconds", 15.0))
     http: Any = "h11"
     if importlib.util.find_spec("httptools") is not None:
         from ruflo.server.head_deadline import with_head_deadline
