@@ -5,14 +5,21 @@ and bodies that stall, and JSON nested too deep. Each refusal leaves the store a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from server_harness import Served
 
-from ruflo.server.guard import host_allowed, json_too_deep, origin_host
+from ruflo.server.guard import host_allowed, hosts_notice, json_too_deep, origin_host
 
 HIVE = {"objective": "Guard the gate", "agents": 2,
         "tasks": [{"title": "first"}, {"title": "second"}]}
@@ -471,3 +478,61 @@ def test_deep_json_is_refused_on_chat_and_tasks_too(served: Served) -> None:
 def test_brackets_inside_strings_are_not_depth(served: Served) -> None:
     answer = served.client.post("/api/v2/hives", json={**HIVE, "objective": "[" * 300 + "{" * 300})
     assert answer.status_code == 201, answer.text
+
+
+# -- `ruflo serve` itself --------------------------------------------------------------------------
+
+def test_the_boot_line_names_the_hosts_and_warns_about_an_open_bind() -> None:
+    assert hosts_notice("127.0.0.1", []) == "hosts: answering localhost, 127.0.0.1, [::1]"
+    assert "ruflo.example.com" in hosts_notice("0.0.0.0", ["ruflo.example.com"])
+    assert "not set" not in hosts_notice("0.0.0.0", ["ruflo.example.com"])
+    for bind in ["0.0.0.0", "::", "10.0.0.5", "ruflo.internal"]:
+        assert "RUFLO_ALLOWED_HOSTS is not set" in hosts_notice(bind, [])
+    assert "any Host" in hosts_notice("0.0.0.0", ["*"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ruflo_serve_applies_the_gate_and_the_head_deadline(tmp_path: Path) -> None:
+    """The real command, as a person starts it: hosts, origins, limits and deadlines."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("RUFLO_", "OPENAI_", "LITELLM_", "DATABASE_URL"))}
+    env.update(RUFLO_DATA_DIR=str(tmp_path), RUFLO_CONFIG="", RUFLO_READ_TIMEOUT_SECONDS="1",
+               RUFLO_MAX_BODY_BYTES=str(LIMIT))
+    process = subprocess.Popen([sys.executable, "-c", "from ruflo.cli import main; main()",
+                                "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not ok(f"{url}/healthz"):
+            assert process.poll() is None, "ruflo serve exited"
+            assert time.monotonic() < deadline, "ruflo serve did not answer within 30 s"
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/api/v2/hives", headers={"Host": "evil.example"}
+                         ).status_code == 421
+        assert httpx.post(f"{url}/api/v2/hives", json=HIVE, headers={
+            "Origin": "http://evil.example"}).status_code == 403
+        assert httpx.post(f"{url}/api/v2/hives", json=HIVE).status_code == 201
+        assert status_of(raw(port, f"POST /api/v2/hives HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                                   "Content-Type: application/json\r\nContent-Length: "
+                                   f"{50 * 2**20}\r\n\r\n".encode())) == 413
+        assert raw(port, b"GET /api/v2/hives HTTP/1.1\r\nHost: 127.0.0.1", wait=30) == b""
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert "hosts: answering localhost, 127.0.0.1, [::1]" in stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -86,6 +86,20 @@ def host_allowed(host: str, allowed: Iterable[str] = ()) -> bool:
     return False
 
 
+def hosts_notice(bind: str, allowed: Iterable[str]) -> str:
+    """The boot line saying which Host names the server answers, and a warning when it listens
+    beyond loopback with no public name configured (then only loopback names would work)."""
+    extra = list(allowed)
+    if "*" in extra:
+        return "hosts: answering any Host name (RUFLO_ALLOWED_HOSTS=*)"
+    line = "hosts: answering " + ", ".join(["localhost", "127.0.0.1", "[::1]", *extra])
+    if not extra and not is_loopback_name(bind.strip("[]").lower()):
+        line += (f"; listening on {bind} but RUFLO_ALLOWED_HOSTS is not set, so requests that "
+                 "name this machine's address or a public name get 421: set it to the name "
+                 "people use")
+    return line
+
+
 def origin_host(origin: str) -> str | None:
     """The host[:port] of an Origin header, the scheme's default port left out; None for "null"
     and anything that is not an http(s) origin."""
