@@ -21,7 +21,7 @@ import asyncio
 import ipaddress
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,9 +177,12 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads
         try:
-            self.check_head(scope)
-            body = await self.read_body(scope, receive)
+            self.check_head(scope, headers)
+            body = await self.read_body(headers, receive)
         except Refused as refused:
             await answer(send, refused)
             return
@@ -199,10 +202,7 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    def check_head(self, scope: Scope) -> None:
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads
+    def check_head(self, scope: Scope, headers: Mapping[bytes, bytes]) -> None:
         host = headers.get(b"host", b"").decode("latin-1")
         if not host_allowed(host, self.allowed_hosts):
             raise Refused(421, "misdirected",
@@ -232,9 +232,8 @@ class Guard:
                           f"writes take JSON (Content-Type: application/json), not {shown!r}; "
                           "nothing was done")
 
-    async def read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def read_body(self, headers: Mapping[bytes, bytes], receive: Receive) -> bytes | None:
         """The whole body, read within the limits; None when the request has none."""
-        headers = dict(scope["headers"])
         if not has_body(headers):
             return None
         limit = self.max_body_bytes
@@ -274,7 +273,7 @@ class Guard:
         return body
 
 
-def has_body(headers: MutableMapping[bytes, bytes]) -> bool:
+def has_body(headers: Mapping[bytes, bytes]) -> bool:
     length = headers.get(b"content-length")
     if length is not None:
         return length.strip() not in (b"0", b"")
