@@ -1,18 +1,6 @@
 """The gate every request passes before routing, auth and parsing: the Host must be one of ours
 (DNS rebinding), writes must come from our own origin as JSON (cross-site forms and fetches), and
 bodies are bounded in size, time and JSON depth while they are read. Depends on stdlib only.
-
-The rules, in order (each refusal is a JSON error `{"message", "error"}` and changes nothing):
-
-- Host not in the allowlist (loopback names and literals, then RUFLO_ALLOWED_HOSTS) -> 421.
-- Sec-Fetch-Site `cross-site`/`same-site` on a write or an /api/ read, or an Origin that is not
-  the request's own host (nor an allowed host) on a write -> 403. Requests without either header
-  (curl, scripts, the CLI) are not browsers' and pass.
-- A write whose Content-Type is present or whose body is not empty must be JSON -> 415.
-- Content-Length over the limit -> 413 before a byte of the body is read; a chunked body is
-  counted as it arrives and cut at the limit -> 413; a body not complete within the read
-  timeout -> 408; a JSON body nested deeper than MAX_JSON_DEPTH -> 422. These close the
-  connection, so the rest of a body is never read.
 """
 
 from __future__ import annotations
@@ -162,7 +150,19 @@ async def answer(send: Send, refused: Refused) -> None:
 
 
 class Guard:
-    """The ASGI middleware applying the module's rules to each HTTP request."""
+    """The ASGI middleware applying the rules to each HTTP request, in this order (each refusal
+    is a JSON error `{"message", "error"}` and changes nothing):
+
+    - Host not in the allowlist (loopback names and literals, then RUFLO_ALLOWED_HOSTS) -> 421.
+    - Sec-Fetch-Site `cross-site`/`same-site` on a write or an /api/ read, or an Origin that is
+      not the request's own host (nor an allowed host) on a write -> 403. Requests without
+      either header (curl, scripts, the CLI) are not browsers' and pass.
+    - A write whose Content-Type is present or whose body is not empty must be JSON -> 415.
+    - Content-Length over the limit -> 413 before a byte of the body is read; a chunked body is
+      counted as it arrives and cut at the limit -> 413; a body not complete within the read
+      timeout -> 408; a JSON body nested deeper than `max_json_depth` -> 422. These close the
+      connection, so the rest of a body is never read.
+    """
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] = (),
                  max_body_bytes: int = 1024 * 1024, read_timeout_seconds: float = 15.0,

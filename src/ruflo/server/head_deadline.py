@@ -1,9 +1,6 @@
-"""uvicorn's HTTP protocol (httptools) with a deadline and a size limit for each request's head:
-a client that opens a connection and sends no request line, or half its headers, is dropped once
-the deadline passes (uvicorn arms its keep-alive timer only between requests, and nothing while a
-head arrives), and a head over MAX_HEAD_BYTES gets 431 (httptools buffers a header whole, with no
-limit). Bodies have their own limits in ruflo.server.guard. Depends on uvicorn only.
-"""
+"""uvicorn's HTTP protocol (httptools) with a deadline and a size limit for each request head,
+which uvicorn lacks: its keep-alive timer runs only between requests, and httptools buffers a
+header whole. Bodies are bounded in ruflo.server.guard. Depends on uvicorn only."""
 
 from __future__ import annotations
 
