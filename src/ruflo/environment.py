@@ -25,6 +25,7 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "task_model": ("TASK_MODEL",),
     "prices": ("RUFLO_PRICES",),
     "lease_seconds": ("RUFLO_LEASE_SECONDS",),
+    "gateway_probe_seconds": ("RUFLO_GATEWAY_PROBE_SECONDS",),
     "sqlite_synchronous": ("RUFLO_SQLITE_SYNCHRONOUS",),
     "strict_keys": ("RUFLO_STRICT_KEYS",),
     "auth": ("RUFLO_AUTH",),

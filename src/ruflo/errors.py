@@ -12,7 +12,8 @@ to do next. Depends on nothing in ruflo.
     │   ├── GatewayAuthError     key refused: never retried, the hive pauses
     │   ├── GatewayBudgetError   the gateway's budget for the key is spent: pause
     │   ├── GatewayRateLimited   429 after bounded waiting
-    │   ├── GatewayUnavailable   5xx, connection errors, timeouts after bounded retries
+    │   ├── GatewayUnavailable   5xx, connection errors, timeouts after bounded retries: the
+    │   │                        hive pauses ("gateway unreachable") until the gateway answers
     │   ├── GatewayBadResponse   the answer was not what an OpenAI-compatible gateway sends
     │   └── GatewayRequestRejected  the gateway refused this request (400/404/422): not retried
     ├── BudgetExceeded           ruflo's own cap for a hive or agent is reached
@@ -74,7 +75,12 @@ class GatewayRateLimited(GatewayError):
 
 
 class GatewayUnavailable(GatewayError):
-    pass
+    """The gateway did not answer (5xx, refused or dropped connections, timeouts) within the
+    retry budget: an outage, not the task's fault. The engine pauses the hive, looks again
+    cheaply and resumes it by itself when the gateway answers."""
+
+    pauses_hive = True
+    pause_reason = "gateway unreachable"
 
 
 class GatewayBadResponse(GatewayError):

@@ -227,7 +227,9 @@ class LedgerEntry:
     cost: float | None
     """USD; None when neither the gateway nor the price table knew it (never recorded as 0)."""
     cost_source: str
-    """Where the cost came from: "gateway", "price_table" or "unknown"."""
+    """Where the cost came from: "gateway", "price_table" or "unknown"; "estimate" when a stream
+    ended before its usage came (tokens estimated from what arrived, cost None) or a call was
+    given up unanswered at shutdown (charged its booking)."""
     kind: CostKind = CostKind.WORK
     hive_id: str | None = None
     agent_id: str | None = None

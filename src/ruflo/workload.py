@@ -221,6 +221,11 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
         if agent.name in names:
             problems.append(f"agents[{index}]: duplicate name {agent.name!r}")
         names.setdefault(agent.name, index)
+        cap = agent.config.get("max_tokens")
+        if agent.adapter is AdapterKind.LLM and cap is not None and (
+                isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            problems.append(f"agents[{index}].config.max_tokens: a whole number of tokens above "
+                            f"0 (most tokens one answer may take), not {cap!r}")
     fixture: Path | None = None
     if model.fixture is not None:
         base = source.parent if source is not None else Path.cwd()

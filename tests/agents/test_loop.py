@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from ruflo.agents import COMPANY_TOOLS, Limits, OutcomeKind, Verified, store_outcome
 from ruflo.agents.loop import LLMExecutor
+from ruflo.errors import ConfigError
 from ruflo.memory import Memory, hive_namespace
-from ruflo.model import TaskState
+from ruflo.model import Agent, TaskState
 
 BUGGY = "def add(a, b):\n    return a - b\n"
 TEST = "from calc import add\nassert add(2, 3) == 5, 'add(2, 3) should be 5'\nprint('all tests pass')\n"
@@ -161,6 +164,41 @@ async def test_turn_limit_and_plain_text_answers(make_board, scripted, gateway_f
     assert "3 turns" in (outcome.reason or "")
     assert len(board.transcript("agent_turn")) == 3
     assert len(board.store.ledger(hive_id=board.hive.id)) == 3
+
+
+async def test_every_call_asks_for_at_most_the_agents_max_tokens(
+        make_board, scripted, gateway_for):
+    # A model that would talk for 5,000 tokens: each answer is cut at max_tokens ("length").
+    long = {"default": {"content": "blah " * 4000}}
+    board = make_board()
+    server = scripted(long)
+    await LLMExecutor().run(board.task, board.agent, board.hive,
+                            board.context(gateway_for(server, board.store),
+                                          limits=Limits(max_turns=2)))
+    assert [r["max_tokens"] for r in server.requests] == [Limits().completion_tokens] * 2
+
+    capped = make_board(agent=Agent(id="a1", hive_id="h2", name="ada", skills=("python",),
+                                    adapter_config={"max_tokens": 300}))
+    server = scripted(long)
+    await LLMExecutor().run(capped.task, capped.agent, capped.hive,
+                            capped.context(gateway_for(server, capped.store),
+                                           limits=Limits(max_turns=2)))
+    assert [r["max_tokens"] for r in server.requests] == [300, 300]
+    entries = capped.store.ledger(hive_id=capped.hive.id)
+    assert [e.completion_tokens for e in entries] == [300, 300]
+    assert [e.data["finish_reason"] for e in capped.transcript("agent_turn")] == ["length"] * 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, "4096", 2.5, True])
+async def test_a_bad_max_tokens_setting_stops_before_any_call(
+        make_board, scripted, gateway_for, bad):
+    board = make_board(agent=Agent(id="a1", hive_id="h1", name="ada", skills=("python",),
+                                   adapter_config={"max_tokens": bad}))
+    server = scripted({"default": {"content": "hi"}})
+    with pytest.raises(ConfigError, match="ada: max_tokens must be a whole number"):
+        await LLMExecutor().run(board.task, board.agent, board.hive,
+                                board.context(gateway_for(server, board.store)))
+    assert server.chat_count == 0
 
 
 async def test_tool_output_is_bounded_with_a_marker(make_board, scripted, gateway_for):

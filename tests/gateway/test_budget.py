@@ -5,6 +5,7 @@ stop at 100%; a restart starts from the ledger."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from ruflo.errors import BudgetExceeded
 from ruflo.gateway.base import CallContext
 from ruflo.gateway.budget import BudgetWarning, estimate_prompt_tokens
 from ruflo.gateway.client import GatewayClient
-from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.gateway.scripted import Match, ScriptedGateway
 from ruflo.model import Budget
 from ruflo.store.sql import SqlStore
 
@@ -242,6 +243,29 @@ async def test_raising_a_budget_lets_work_continue(
     assert client.budgets is not None
     client.budgets.refresh(hive_id=hive.id)
     await client.chat(GO, model="m", context=context)
+
+
+async def test_a_call_in_flight_across_a_budget_change_settles_into_the_account_in_use(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000))
+    arrived = threading.Event()
+    gateway.add_rules({"match": Match(when=lambda _: arrived.set() is None), "hold": "go",
+                       "reply": {"content": "ok", "usage": USAGE}})
+    client = make_client()
+    assert client.budgets is not None
+    account = client.budgets.account("hive", hive.id)
+    call = asyncio.create_task(client.chat(GO, model="m", context=CallContext(hive_id=hive.id),
+                                           max_tokens=MAX_TOKENS))
+    assert await asyncio.to_thread(arrived.wait, 30)
+    store.update_hive(hive.id, budget=Budget(max_tokens=2_000))
+    client.budgets.refresh(hive_id=hive.id)
+    client.budgets.refresh(hive_id=hive.id)
+    account = client.budgets.account("hive", hive.id)
+    assert (account.budget.max_tokens, account.reserved_tokens) == (2_000, RESERVATION)
+    gateway.open_gate("go")
+    await call
+    assert (account.reserved_tokens, account.spent_tokens) == (0, 25), "no booking left behind"
 
 
 async def test_unknown_cost_calls_count_against_a_money_cap_and_are_reported(

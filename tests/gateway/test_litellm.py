@@ -3,6 +3,7 @@ loopback port with a `mock_response` model and a master key, offline, without a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +33,11 @@ model_list:
       model: openai/mock-gpt
       api_key: not-a-real-key
       mock_response: "Hello from the mock"
+  - model_name: mock-priced
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_key: not-a-real-key
+      mock_response: "A priced answer from the mock, streamed in a few chunks"
 general_settings:
   master_key: {MASTER_KEY}
 litellm_settings:
@@ -109,7 +116,7 @@ async def test_the_model_list_a_metered_call_and_a_refused_key(
     prices = {"mock-gpt": {"prompt": 1.0, "completion": 2.0}}
     async with GatewayClient(litellm_url, MASTER_KEY, store=store, prices=prices,
                              retry=retry) as client:
-        assert [m.id for m in await client.models()] == ["mock-gpt"]
+        assert {m.id for m in await client.models()} == {"mock-gpt", "mock-priced"}
         context = CallContext(hive_id=hive_id, agent_id=agent.id)
         result = await client.chat([{"role": "user", "content": "hi"}], model="mock-gpt",
                                    context=context)
@@ -141,3 +148,47 @@ async def test_the_model_list_a_metered_call_and_a_refused_key(
     assert hive.status is HiveStatus.PAUSED
     assert hive.pause_reason == "gateway refused the key"
     assert len(store.ledger(hive_id=hive_id)) == 2
+
+
+def _sse(text: str) -> list[dict[str, Any]]:
+    events = [line.removeprefix("data: ") for line in text.split("\n\n") if line.strip()]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+async def test_litellm_sends_a_streams_cost_in_its_last_chunk_and_the_ledger_has_it(
+        litellm_url: str, store: SqlStore) -> None:
+    # What LiteLLM does, pinned (the ScriptedGateway copies it): a plain answer's cost is in
+    # the x-litellm-response-cost header; a stream has no such header (its headers leave before
+    # the cost is known) and puts the cost in usage.cost of its last chunk.
+    auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+    ask = {"model": "mock-priced", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=f"{litellm_url}/v1", headers=auth,
+                                 timeout=30) as http:
+        plain = await http.post("/chat/completions", json=ask)
+        streamed = await http.post("/chat/completions", json={
+            **ask, "stream": True, "stream_options": {"include_usage": True}})
+    assert float(plain.headers["x-litellm-response-cost"]) > 0
+    assert "x-litellm-response-cost" not in streamed.headers
+    chunks = _sse(streamed.text)
+    assert all("usage" not in c or c["usage"] is None for c in chunks[:-1])
+    usage = chunks[-1]["usage"]
+    assert usage["cost"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+    hive_id = new_id()
+    agent = Agent(id=new_id(), hive_id=hive_id, name="a")
+    store.create_hive(Hive(id=hive_id, name="litellm-stream", mode=Mode.SWARM, objective="x"),
+                      [agent])
+    # No price table: a cost in the ledger can only have come from the gateway.
+    async with GatewayClient(litellm_url, MASTER_KEY, store=store) as client:
+        deltas = [d async for d in client.stream(
+            [{"role": "user", "content": "hi"}], model="mock-priced",
+            context=CallContext(hive_id=hive_id, agent_id=agent.id))]
+    result = deltas[-1].result
+    assert result is not None
+    [entry] = store.ledger(hive_id=hive_id)
+    assert (entry.cost, entry.cost_source) == (usage["cost"], "gateway")
+    assert (entry.prompt_tokens, entry.completion_tokens) == (usage["prompt_tokens"],
+                                                              usage["completion_tokens"])
+    assert result.cost == usage["cost"]

@@ -3,7 +3,9 @@ unknown (never zero); streamed calls and tool calls too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +13,11 @@ import pytest
 
 from ruflo.errors import ConfigError, GatewayUnavailable
 from ruflo.gateway.base import CallContext
+from ruflo.gateway.budget import estimate_prompt_tokens
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.metering import PriceTable
-from ruflo.gateway.scripted import ScriptedGateway
-from ruflo.model import CostKind
+from ruflo.gateway.scripted import Match, ScriptedGateway
+from ruflo.model import Budget, CostKind
 from ruflo.store.sql import SqlStore
 
 HiveMaker = Callable[..., Any]
@@ -156,7 +159,7 @@ async def test_a_streamed_tool_call_is_assembled(
     assert json.loads(result.tool_calls[0].arguments) == arguments
 
 
-async def test_a_cut_stream_raises_and_is_metered_as_unknown(
+async def test_a_cut_stream_raises_and_is_metered_as_an_estimate(
         gateway: ScriptedGateway, store: SqlStore,
         make_client: Callable[..., GatewayClient], make_hive: HiveMaker) -> None:
     hive, _, _ = make_hive()
@@ -175,8 +178,171 @@ async def test_a_cut_stream_raises_and_is_metered_as_unknown(
     assert "".join(seen) == "this answer will"[:16]
     assert gateway.chat_count == 1
     [entry] = store.ledger(hive_id=hive.id)
-    assert (entry.cost, entry.cost_source) == (None, "unknown")
-    assert entry.completion_tokens >= 1
+    assert (entry.cost, entry.cost_source) == (None, "estimate")
+    assert entry.completion_tokens == len("this answer will") // 4
+
+
+@pytest.mark.parametrize("cost", [0.0123, 0.0, 2.5e-06])
+async def test_a_streams_cost_is_read_from_its_last_chunk_as_litellm_sends_it(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker, cost: float) -> None:
+    hive, _, _ = make_hive()
+    gateway.add_rules({"reply": {"content": "streamed words", "usage": USAGE, "cost": cost}})
+    client = make_client(prices=PRICES)
+    deltas = [d async for d in client.stream(ASK, model="gpt-4o-mini",
+                                             context=CallContext(hive_id=hive.id))]
+    result = deltas[-1].result
+    assert result is not None
+    assert result.cost == cost
+    [entry] = store.ledger(hive_id=hive.id)
+    assert (entry.cost, entry.cost_source) == (cost, "gateway")
+    served = gateway.served
+    assert (served.calls, served.total_tokens, served.cost) == (1, entry.total_tokens, cost)
+
+
+@pytest.mark.parametrize("bad", ["-1", "NaN", "lots", True])
+async def test_a_nonsense_stream_cost_falls_back_to_the_price_table(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker, bad: Any) -> None:
+    hive, _, _ = make_hive()
+    gateway.add_rules({"reply": {"content": "words", "usage": USAGE, "cost": None}})
+    client = make_client(prices=PRICES)
+    from ruflo.gateway.metering import call_cost
+
+    assert call_cost({}, "gpt-4o-mini", None, PriceTable(PRICES), bad) == (None, "unknown")
+    [_ async for _ in client.stream(ASK, model="gpt-4o-mini",
+                                    context=CallContext(hive_id=hive.id))]
+    [entry] = store.ledger(hive_id=hive.id)
+    assert entry.cost_source == "price_table"
+
+
+async def test_a_reader_that_leaves_a_stream_gets_what_it_was_served_metered(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    gateway.add_rules({"reply": {"content": "word " * 200, "chunk": 5}})
+    client = make_client(prices=PRICES)
+    stream = client.stream(ASK, model="gpt-4o-mini", context=CallContext(hive_id=hive.id))
+    seen = [await anext(stream) for _ in range(4)]
+    await stream.aclose()  # what `break` out of an `async for` does
+    [entry] = store.ledger(hive_id=hive.id)
+    assert entry.cost_source == "estimate"
+    assert entry.cost is None
+    assert entry.completion_tokens == len("".join(d.text for d in seen)) // 4
+    assert entry.prompt_tokens > 0
+    assert client.budgets is not None
+    account = client.budgets.account("hive", hive.id)
+    assert (account.reserved_tokens, account.spent_tokens) == (0, entry.total_tokens)
+
+
+async def test_a_cancelled_reader_of_a_slow_stream_gets_what_it_was_served_metered(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    gateway.add_rules({"reply": {"content": "slow words " * 50, "chunk": 4,
+                                 "chunk_delay": 0.05}})
+    client = make_client(prices=PRICES)
+    seen: list[str] = []
+    first = asyncio.Event()
+
+    async def read() -> None:  # as the chat page's answer does
+        async for delta in client.stream(ASK, model="gpt-4o-mini",
+                                         context=CallContext(hive_id=hive.id)):
+            seen.append(delta.text)
+            if len(seen) > 3:
+                first.set()
+
+    reader = asyncio.create_task(read())
+    await first.wait()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    [entry] = store.ledger(hive_id=hive.id)
+    assert entry.cost_source == "estimate"
+    assert entry.completion_tokens == len("".join(seen)) // 4
+    assert len("".join(seen)) < len("slow words " * 50)
+    assert client.budgets is not None
+    assert client.budgets.account("hive", hive.id).reserved_tokens == 0
+
+
+def arrived(flag: threading.Event) -> Callable[[Any], bool]:
+    """A match that flags the request's arrival at the gateway (and always matches)."""
+    def seen(body: Any) -> bool:
+        flag.set()
+        return True
+    return seen
+
+
+async def test_a_plain_call_whose_caller_is_cancelled_still_lands_in_the_ledger(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, agents, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    received = threading.Event()
+    gateway.add_rules({"match": Match(when=arrived(received)), "delay": 0.5,
+                       "reply": {"content": "a slow answer", "usage": USAGE, "cost": 0.02}})
+    client = make_client(prices=PRICES)
+    context = CallContext(hive_id=hive.id, agent_id=agents[0].id)
+    caller = asyncio.create_task(client.chat(ASK, model="gpt-4o-mini", context=context,
+                                             max_tokens=700))
+    assert await asyncio.to_thread(received.wait, 30)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert client.budgets is not None
+    account = client.budgets.account("hive", hive.id)
+    assert account.reserved_tokens > 0, "still booked while the gateway answers it"
+    await client.drain()
+    [entry] = store.ledger(hive_id=hive.id)
+    assert (entry.prompt_tokens, entry.completion_tokens) == (1000, 500)
+    assert (entry.cost, entry.cost_source) == (0.02, "gateway")
+    assert (account.reserved_tokens, account.spent_tokens) == (0, 1500)
+    assert store.get_agent(agents[0].id).spent_tokens == 1500
+    assert gateway.served.total_tokens == entry.total_tokens
+
+
+async def test_a_call_still_unanswered_when_the_client_closes_is_metered_as_its_booking(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    received = threading.Event()
+    gateway.add_rules({"match": Match(when=arrived(received)), "hold": "never",
+                       "reply": {"content": "too late"}})
+    client = make_client(close_wait=0.0)
+    caller = asyncio.create_task(client.chat(ASK, model="m", max_tokens=300,
+                                             context=CallContext(hive_id=hive.id)))
+    assert await asyncio.to_thread(received.wait, 30)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await client.aclose()  # a shutdown does not wait for the held answer
+    [entry] = store.ledger(hive_id=hive.id)
+    assert (entry.cost, entry.cost_source) == (None, "estimate")
+    assert (entry.prompt_tokens, entry.completion_tokens) == (estimate_prompt_tokens(ASK), 300)
+    assert client.budgets is not None
+    assert client.budgets.account("hive", hive.id).reserved_tokens == 0
+    gateway.open_gate("never")
+
+
+async def test_a_call_whose_caller_left_is_not_retried(
+        gateway: ScriptedGateway, store: SqlStore, make_client: Callable[..., GatewayClient],
+        make_hive: HiveMaker) -> None:
+    hive, _, _ = make_hive(budget=Budget(max_tokens=1_000_000))
+    received = threading.Event()
+    gateway.add_rules({"match": Match(when=arrived(received)), "times": 1,
+                       "fault": {"kind": "server_error", "delay": 0.5}},
+                      {"reply": {"content": "second try"}})
+    client = make_client()
+    caller = asyncio.create_task(client.chat(ASK, model="m",
+                                             context=CallContext(hive_id=hive.id)))
+    assert await asyncio.to_thread(received.wait, 30)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await client.drain()
+    assert gateway.chat_count == 1, "the 500 was not retried for a caller that had left"
+    assert store.ledger(hive_id=hive.id) == []
+    assert client.budgets is not None
+    assert client.budgets.account("hive", hive.id).reserved_tokens == 0
 
 
 def test_a_bad_price_table_is_a_config_error() -> None:

@@ -89,20 +89,84 @@ def test_the_wire_format_is_litellm_shaped(gateway: ScriptedGateway) -> None:
     assert {m["object"] for m in models["data"]} == {"model"}
 
 
-def test_streaming_is_sse_with_usage_and_done(gateway: ScriptedGateway) -> None:
-    gateway.set_rules([{"reply": {"content": "abcdefghij", "chunk": 3, "cost": None}}])
+def _events(response: httpx.Response) -> list[dict[str, Any]]:
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+def test_streaming_is_sse_with_usage_and_done_and_the_cost_in_the_last_chunk(
+        gateway: ScriptedGateway) -> None:
+    # As LiteLLM does: a stream's headers leave before its cost is known, so there is no cost
+    # header; the cost comes in usage.cost of the last chunk, whose one choice has an empty delta.
+    gateway.set_rules([{"reply": {"content": "abcdefghij", "chunk": 3, "cost": 0.25}}])
     response = ask(gateway.base_url, user("x"), stream=True,
                    stream_options={"include_usage": True})
     assert response.headers["content-type"].startswith("text/event-stream")
     assert "x-litellm-response-cost" not in response.headers
-    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
-    assert events[-1] == "[DONE]"
-    chunks = [json.loads(e) for e in events[:-1]]
+    chunks = _events(response)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
                    if c["choices"])
     assert text == "abcdefghij"
-    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["choices"] == [{"index": 0, "delta": {}}]
     assert chunks[-1]["usage"]["total_tokens"] > 0
+    assert chunks[-1]["usage"]["cost"] == 0.25
+    assert all("usage" not in c for c in chunks[:-1])
+
+
+def test_a_stream_without_include_usage_reports_neither_usage_nor_cost(
+        gateway: ScriptedGateway) -> None:
+    gateway.set_rules([{"reply": {"content": "abcdefghij", "cost": 0.25}}])
+    response = ask(gateway.base_url, user("x"), stream=True)
+    assert "x-litellm-response-cost" not in response.headers
+    assert all("usage" not in c for c in _events(response))
+    assert gateway.served.calls == 1, "served all the same"
+
+
+@pytest.mark.parametrize(("reply", "limit", "kept"), [
+    ({"content": "x" * 400}, 10, 40),
+    ({"content": "y" * 41}, 10, 40),
+    ({"content": "short"}, 10, 5),
+    ({"tool_calls": [{"name": "write_file", "arguments": {"text": "z" * 400}}]}, 5, 20),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tokens_cuts_the_answer_like_a_real_model(
+        gateway: ScriptedGateway, reply: dict[str, Any], limit: int, kept: int,
+        stream: bool) -> None:
+    gateway.set_rules([{"reply": reply}])
+    response = ask(gateway.base_url, user("x"), stream=stream, max_tokens=limit,
+                   stream_options={"include_usage": True} if stream else None)
+    if stream:
+        chunks = _events(response)
+        deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+        text = "".join(d.get("content") or "" for d in deltas)
+        text += "".join(call["function"].get("arguments") or ""
+                        for d in deltas for call in d.get("tool_calls") or [])
+        finish = next(c["choices"][0]["finish_reason"] for c in chunks
+                      if c["choices"] and c["choices"][0].get("finish_reason"))
+        usage = chunks[-1]["usage"]
+    else:
+        body = response.json()
+        message = body["choices"][0]["message"]
+        text = (message["content"] or "") + "".join(
+            c["function"]["arguments"] for c in message.get("tool_calls") or [])
+        finish, usage = body["choices"][0]["finish_reason"], body["usage"]
+    assert len(text) == kept
+    assert usage["completion_tokens"] <= limit
+    cut = kept < len(reply.get("content") or "") or bool(reply.get("tool_calls"))
+    assert finish == ("length" if cut else "stop")
+    served = gateway.served
+    assert (served.calls, served.completion_tokens) == (1, usage["completion_tokens"])
+    assert served.prompt_tokens == usage["prompt_tokens"]
+
+
+def test_explicit_usage_is_capped_by_max_tokens_too(gateway: ScriptedGateway) -> None:
+    gateway.set_rules([{"reply": {"content": "ok", "usage": {"prompt_tokens": 9,
+                                                              "completion_tokens": 5000}}}])
+    body = ask(gateway.base_url, user("x"), max_tokens=64).json()
+    assert body["usage"]["completion_tokens"] == 64
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert gateway.served.total_tokens == 9 + 64
 
 
 def test_keys_can_be_refused_and_revoked(gateway: ScriptedGateway) -> None:

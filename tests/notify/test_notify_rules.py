@@ -17,7 +17,7 @@ from ruflo.notify.rules import DEFAULT_RULES, Deduper, RateLimiter, RulesError, 
 
 def test_defaults_cover_what_a_person_must_hear() -> None:
     for kind in ("approval_requested", "budget_warning", "budget_exceeded", "hive_done",
-                 "hive_failed", "hive_paused", "reconcile_failed"):
+                 "hive_failed", "hive_paused", "gateway_back", "reconcile_failed"):
         assert route(DEFAULT_RULES, kind, ["telegram", "webhook"]) == ["telegram", "webhook"]
     assert route(DEFAULT_RULES, "task_claimed", ["telegram"]) == []
 
@@ -28,6 +28,8 @@ def test_defaults_cover_what_a_person_must_hear() -> None:
     ("budget_exceeded", {"scope": "hive", "max_tokens": 100, "spent_tokens": 100}),
     ("hive_paused", {"reason": "gateway refused the key"}),
     ("hive_paused", {"reason": "an agent crashed"}),
+    ("hive_paused", {"reason": "gateway unreachable"}),
+    ("gateway_back", {"down_seconds": 42.5, "looks": 6}),
     ("hive_failed", {"reason": "not every task succeeded"}),
 ])
 def test_the_commands_a_message_names_exist(kind: str, data: dict[str, object]) -> None:

@@ -166,6 +166,12 @@ def test_stop_generating_keeps_the_partial_answer(served: Served) -> None:
     assert answer["content"] == final["text"]
     again = served.client.post(f"/api/v2/conversations/{conversation_id}/stop-generating")
     assert again.json() == {"stopped": False}
+    # The gateway served what was shown before the stop: that is in the ledger, marked as an
+    # estimate (the stream was closed before the gateway could report its usage).
+    [entry] = [e for e in served.store.ledger() if e.kind is CostKind.CHAT
+               and e.cost_source == "estimate"]
+    assert entry.cost is None
+    assert entry.completion_tokens == len(final["text"]) // 4
 
 
 def test_client_going_away_stores_the_partial_answer(served: Served) -> None:

@@ -99,6 +99,18 @@ def test_the_docs_example_is_valid(tmp_path: Path) -> None:
         (("adapter: process", "adapter: telepathy"), r"agents\[1\] \('dev'\).adapter"),
         (("fixture: repo", "fixture: nowhere"), "fixture: folder 'nowhere' not found"),
         (("  - name: writer", "  - name: dev"), r"agents\[2\]: duplicate name 'dev'"),
+        (("    skills: [docs]\n    reports_to: lead\n",
+          "    skills: [docs]\n    reports_to: lead\n    config: {max_tokens: 0}\n"),
+         r"agents\[2\].config.max_tokens: a whole number of tokens above 0"),
+        (("    skills: [docs]\n    reports_to: lead\n",
+          "    skills: [docs]\n    reports_to: lead\n    config: {max_tokens: -5}\n"),
+         r"agents\[2\].config.max_tokens: a whole number of tokens above 0"),
+        (("    skills: [docs]\n    reports_to: lead\n",
+          "    skills: [docs]\n    reports_to: lead\n    config: {max_tokens: lots}\n"),
+         r"agents\[2\].config.max_tokens: a whole number of tokens above 0"),
+        (("    skills: [docs]\n    reports_to: lead\n",
+          "    skills: [docs]\n    reports_to: lead\n    config: {max_tokens: 1.5}\n"),
+         r"agents\[2\].config.max_tokens: a whole number of tokens above 0"),
     ],
 )
 def test_mistakes_are_named_with_file_field_and_problem(

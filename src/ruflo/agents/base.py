@@ -90,6 +90,10 @@ class Limits:
 
     max_turns: int = 30
     """Gateway calls before the attempt is given up as failed."""
+    completion_tokens: int = 4096
+    """Most tokens one answer of the built-in agent may take: sent as the call's max_tokens, so
+    the budget's booking for the call bounds what it can spend. An agent's `max_tokens` setting
+    (adapter config) overrides it."""
     tool_output_chars: int = 12_000
     """Longest tool result the model sees; longer ones are cut with a marker."""
     transcript_chars: int = 2_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome, TaskTool
+from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome, TaskTool
 from ruflo.agents.tools import ToolBox, tool_schemas, truncate
 from ruflo.agents.workspace import Workspace
 from ruflo.errors import ConfigError
@@ -35,7 +35,9 @@ class LLMExecutor:
     the task; then each turn, ask the gateway for the next step — tool calls are run and their
     results (cut to a bound) sent back; a task tool (complete, abstain, post_subtasks,
     delegate, escalate) ends the attempt with its outcome; a plain-text answer gets a nudge back
-    to the tools. After `max_turns` calls without a task tool, the attempt fails. Each turn,
+    to the tools. Every call asks for at most `completion_tokens` (the agent's `max_tokens`
+    setting, else the limits'), which is also what the budget books for the answer. After
+    `max_turns` calls without a task tool, the attempt fails. Each turn,
     tool call and tool result is appended to the hive's events; what was done is left as a note
     in the hive's memory.
     """
@@ -50,6 +52,7 @@ class LLMExecutor:
         transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
         model = agent.model or ctx.model
         limits = ctx.limits
+        max_tokens = completion_tokens(agent, limits)
 
         notes = memory.search_many(task_query(task),
                                    [hive_namespace(hive.id), agent_namespace(agent.id)],
@@ -71,7 +74,7 @@ class LLMExecutor:
         while outcome is None and turn < limits.max_turns:
             turn += 1
             answer = await gateway.chat(messages, model=model, context=call_context,
-                                        tools=schemas)
+                                        tools=schemas, max_tokens=max_tokens)
             messages.append(answer.as_message())
             transcript.add("agent_turn", turn=turn, content=answer.content or "",
                            tool_calls=[{"name": c.name, "arguments": c.arguments}
@@ -109,6 +112,18 @@ class LLMExecutor:
                    learned_note(task, agent, outcome, toolbox.changed_files),
                    tags=(*task.skills, outcome.kind.value))
         return outcome
+
+
+def completion_tokens(agent: Agent, limits: Limits) -> int:
+    """The most tokens one answer of this agent may take: its `max_tokens` setting, else the
+    limits'."""
+    setting = agent.adapter_config.get("max_tokens")
+    if setting is None:
+        return limits.completion_tokens
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ConfigError(f"agent {agent.name}: max_tokens must be a whole number of tokens "
+                          f"above 0, not {setting!r}; the task was left as it was")
+    return setting
 
 
 class Transcript:

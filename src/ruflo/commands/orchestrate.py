@@ -228,7 +228,7 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
     config = hive.config
     params = LiveParams(lease_seconds=float(config.get("lease_seconds", settings.lease_seconds)),
                         time_unit=float(config.get("time_unit", 10.0)),
-                        seed=int(config.get("seed", 0)))
+                        seed=int(config.get("seed", 0))).probing(settings.gateway_probe_seconds)
     model = str(config.get("model") or settings.model)
 
     async def watch_workers() -> None:

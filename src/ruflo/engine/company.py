@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ruflo.agents import Executor, OutcomeKind, TaskOutcome, TaskTool, executor_for
+from ruflo.agents.loop import completion_tokens
 from ruflo.engine.approvals import open_budget_override
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine
 from ruflo.engine.live import LiveEngine, LiveParams
@@ -543,10 +544,12 @@ class CompanyEngine(HiveEngine):
         context = CallContext(hive_id=self.hive_id, agent_id=member.id, task_id=task.id,
                               kind=CostKind.COORDINATION)
         model = member.agent.model or self.model
+        max_tokens = completion_tokens(member.agent, self.params.limits)
         problem = ""
         for attempt in (1, 2):
             answer = await self.gateway.chat(messages, model=model, context=context,
-                                             tools=[plan_tool(may_hire=may_hire)])
+                                             tools=[plan_tool(may_hire=may_hire)],
+                                             max_tokens=max_tokens)
             call = next((c for c in answer.tool_calls if c.name == "plan"), None)
             raw = call.arguments if call is not None else (answer.content or "")
             try:

@@ -5,13 +5,23 @@ running engine follows the event. Depends on the model and the Store protocol.
 
 from __future__ import annotations
 
-from ruflo.errors import Conflict
-from ruflo.model import AgentStatus, Budget, Hive, HiveStatus, TaskState
+from ruflo.errors import Conflict, GatewayUnavailable
+from ruflo.model import JSON, AgentStatus, Budget, Hive, HiveStatus, TaskState
 from ruflo.store.base import Store
 
 PAUSED_BY_PERSON = "paused by a person"
+GATEWAY_UNREACHABLE = GatewayUnavailable.pause_reason
+"""The one pause that ends by itself: the engine driving the hive resumes it when the gateway
+answers again. Any other pause (a person's, the kill switch's) replaces it and waits for a
+person."""
 CANCELLED_BY_PERSON = "cancelled by a person"
 UNFINISHED = (TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED)
+
+
+def awaits_gateway(hive: Hive) -> bool:
+    """Paused for an unreachable gateway alone: an engine drives it as a running hive (it starts
+    on it, looks for the gateway and resumes it), and a run in the terminal waits through it."""
+    return hive.status is HiveStatus.PAUSED and hive.pause_reason == GATEWAY_UNREACHABLE
 
 
 def refuse_if_over(hive: Hive, verb: str) -> None:
@@ -23,12 +33,31 @@ def refuse_if_over(hive: Hive, verb: str) -> None:
 def pause_hive(store: Store, hive_id: str, *, reason: str = PAUSED_BY_PERSON) -> Hive:
     """Pause a running hive. Its engine releases the claims in flight (the tasks reopen, nothing
     is lost) and takes up no new work until it is resumed. Pausing a paused hive changes
-    nothing."""
-    hive = store.get_hive(hive_id)
-    if hive.status is HiveStatus.PAUSED:
-        return hive
-    refuse_if_over(hive, "paused")
-    return store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+    nothing, except a pause for an unreachable gateway: the new reason replaces it, so the hive
+    no longer resumes by itself when the gateway comes back."""
+    with store.transaction():
+        hive = store.get_hive(hive_id)
+        if hive.status is HiveStatus.PAUSED and (hive.pause_reason != GATEWAY_UNREACHABLE
+                                                 or reason == GATEWAY_UNREACHABLE):
+            return hive
+        refuse_if_over(hive, "paused")
+        return store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+
+
+def resume_after_outage(store: Store, hive_id: str, *, data: JSON | None = None) -> Hive | None:
+    """Set the hive running again because the gateway answers, if it is still paused for the
+    gateway alone (a person's pause or the kill switch's, made meanwhile, wins). Records
+    `gateway_back` with `data`. Returns the hive, or None when it was left as it was."""
+    with store.transaction():
+        # A write first: on Postgres it holds the hive's row, so a pause made at this moment
+        # either is seen below or lands after this resume (and then stands).
+        store.update_hive(hive_id)
+        hive = store.get_hive(hive_id)
+        if hive.status is not HiveStatus.PAUSED or hive.pause_reason != GATEWAY_UNREACHABLE:
+            return None
+        hive = store.set_hive_status(hive_id, HiveStatus.RUNNING)
+        store.append_event(hive_id, "gateway_back", data=data or {})
+    return hive
 
 
 def resume_hive(store: Store, hive_id: str, *, budget: Budget | None = None) -> Hive:

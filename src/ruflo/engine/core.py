@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ruflo.agents import SWARM_TOOLS, Executor, RunContext, TaskTool
-from ruflo.errors import ConfigError, Conflict
+from ruflo.engine.control import (
+    GATEWAY_UNREACHABLE,
+    awaits_gateway,
+    pause_hive,
+    resume_after_outage,
+)
+from ruflo.errors import ConfigError, Conflict, GatewayError, GatewayUnavailable, RufloError
 from ruflo.model import (
     JSON,
     Agent,
@@ -127,6 +133,8 @@ class HiveEngine(ABC):
         self._ending = False
         self._status = HiveStatus.RUNNING
         self._helpers: list[asyncio.Task[None]] = []
+        self._probing: asyncio.Task[None] | None = None
+        """Looking for the gateway to come back, while the hive is paused for it."""
 
     # -- what an engine adds -----------------------------------------------------------------------
     @abstractmethod
@@ -170,7 +178,7 @@ class HiveEngine(ABC):
 
     def _check_runnable(self, hive: Hive) -> None:
         """Refuse a hive this engine cannot drive (an engine adds its own reasons)."""
-        if hive.status is not HiveStatus.RUNNING:
+        if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
             why = f" ({hive.pause_reason})" if hive.pause_reason else ""
             raise Conflict(f"hive {hive.id} is {hive.status.value}{why}, not running; "
                            + ("resume it first" if hive.status is HiveStatus.PAUSED
@@ -216,9 +224,11 @@ class HiveEngine(ABC):
            applies them (`_follow`): hive paused, resumed, cancelled or ended elsewhere, budgets
            changed, and the engine's own kinds.
         4. The lease timer sleeps until `store.next_lease_expiry()`, then `expire_leases()`.
-        5. A pause or a cancel stops the work in flight (released, nothing lost). When every
-           task is terminal the hive ends done if the objective's tasks succeeded (and the
-           hive's verify command, if any, passes), failed otherwise.
+        5. A pause or a cancel stops the work in flight (released, nothing lost). A pause for
+           an unreachable gateway (or a run started on one) also looks for the gateway and
+           resumes the hive when it answers (`_await_gateway`). When every task is terminal
+           the hive ends done if the objective's tasks succeeded (and the hive's verify
+           command, if any, passes), failed otherwise.
         6. On the way out every loop is stopped, the store listener removed, and
            engine_stopped recorded.
         """
@@ -238,7 +248,10 @@ class HiveEngine(ABC):
                 asyncio.create_task(self._lease_timer(), name=f"{self.NAME}-leases")]
             for slot in self.slots.values():
                 self._start_loop(slot)
-            self._wake_all("engine started")
+            if awaits_gateway(hive):
+                self._paused()  # paused for the gateway before this run: look for it first
+            else:
+                self._wake_all("engine started")
             self._signal.set()
             await self._ended
         finally:
@@ -402,7 +415,10 @@ class HiveEngine(ABC):
             self._claims_changed.set()
 
     def _stop_work(self, slot: AgentSlot, task_id: str, reason: str) -> None:
-        if slot.task_id == task_id and slot.work is not None and not slot.work.done():
+        # Not the work that is stopping the hive itself (a gateway error pausing it): that work
+        # hands its task back already, and cancelling it would end its agent's loop too.
+        if slot.task_id == task_id and slot.work is not None and not slot.work.done() and \
+                slot.work is not asyncio.current_task():
             slot.stop_reason = reason
             slot.work.cancel()
 
@@ -438,14 +454,7 @@ class HiveEngine(ABC):
             if self.store.get_hive(self.hive_id).status is HiveStatus.PAUSED:
                 self._paused()
         elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
-            self._status = HiveStatus.RUNNING
-            self.hive = self.store.get_hive(self.hive_id)
-            self._refresh_budgets()
-            stored = {a.id: a.status for a in self.store.list_agents(self.hive_id)}
-            for slot in self.slots.values():
-                if slot.alive and stored.get(slot.id) is not AgentStatus.PAUSED:
-                    slot.paused = None
-            self._wake_all("hive resumed")
+            self._resumed()
         elif kind in ("hive_cancelled", "hive_done", "hive_failed"):
             self._status = HiveStatus(kind.removeprefix("hive_"))
             for slot in self.slots.values():
@@ -485,13 +494,87 @@ class HiveEngine(ABC):
         self._paused()
 
     def _paused(self) -> None:
-        """The hive is paused (here or elsewhere): stop the work in flight (it is released)."""
+        """The hive is paused (here or elsewhere): stop the work in flight (it is released).
+        Paused because the gateway stopped answering: look for it to come back."""
         self._status = HiveStatus.PAUSED
         self.hive = self.store.get_hive(self.hive_id)
         for slot in self.slots.values():
             if slot.task_id is not None:
                 self._stop_work(slot, slot.task_id, self._stop_reason())
+        if self.hive.pause_reason == GATEWAY_UNREACHABLE and self.gateway is not None and \
+                self._probing is None and not self._ending:
+            self._probing = asyncio.create_task(self._await_gateway(),
+                                                name=f"{self.NAME}-gateway-probe")
+            self._helpers.append(self._probing)
         self._check_end()
+
+    async def _await_gateway(self) -> None:
+        """The hive paused "gateway unreachable": an outage, not the work's fault. Look at the
+        gateway cheaply (`Gateway.probe`: the model list, no tokens), first after
+        `probe_initial` seconds, then twice as long after each look that finds it down, up to
+        `probe_max`. When it answers, resume the hive (`gateway_back`), unless a person paused
+        it meanwhile: that pause wins. A refused key or a spent gateway budget ends the outage
+        too: the hive stays paused with that reason, for a person. A resume by a person, or a
+        new pause reason, ends the looking; a CLI run (`stop_on_pause`) waits through it."""
+        assert self.gateway is not None
+        assert self._loop is not None
+        started = self._loop.time()
+        wait = self.params.probe_initial
+        looks = 0
+        try:
+            self.store.append_event(self.hive_id, "gateway_unreachable", data={
+                "probe_initial": wait, "probe_max": self.params.probe_max})
+            log.warning("hive %s paused: gateway unreachable; looking again every %g-%g s and "
+                        "resuming when it answers", self.hive_id, wait, self.params.probe_max)
+            while True:
+                await asyncio.sleep(wait)
+                if not self._outage_continues():
+                    return
+                looks += 1
+                try:
+                    await self.gateway.probe()
+                except GatewayUnavailable as error:
+                    log.info("hive %s: gateway still unreachable (%s)", self.hive_id, error)
+                    wait = min(2 * wait, self.params.probe_max)
+                    continue
+                except GatewayError as error:
+                    if error.pauses_hive:
+                        # It answers, refusing: no longer an outage, a person must act.
+                        pause_hive(self.store, self.hive_id, reason=error.pause_reason)
+                        self.store.append_event(self.hive_id, "hive_pause_detail",
+                                                data={"detail": str(error)})
+                        return
+                    # Rate-limited or an odd answer to the model list: it is there.
+                resumed = resume_after_outage(self.store, self.hive_id, data={
+                    "down_seconds": round(self._loop.time() - started, 1), "looks": looks})
+                if resumed is not None:
+                    log.warning("hive %s: the gateway answers again; hive resumed", self.hive_id)
+                    if self._status is HiveStatus.PAUSED:
+                        self._resumed()  # now, not when its event is read: a CLI run goes on
+                return
+        except RufloError as error:
+            # The store failed under the probe: stay paused; `ruflo hive resume` tries again.
+            log.error("hive %s: stopped looking for the gateway: %s", self.hive_id, error)
+        finally:
+            self._probing = None
+            self._check_end()
+
+    def _outage_continues(self) -> bool:
+        if self._ending or self._status is not HiveStatus.PAUSED:
+            return False
+        hive = self.store.get_hive(self.hive_id)
+        return hive.status is HiveStatus.PAUSED and hive.pause_reason == GATEWAY_UNREACHABLE
+
+    def _resumed(self) -> None:
+        """The hive runs again (resumed here or elsewhere): take up work."""
+        self._status = HiveStatus.RUNNING
+        self.hive = self.store.get_hive(self.hive_id)
+        self._refresh_budgets()
+        stored = {a.id: a.status for a in self.store.list_agents(self.hive_id)}
+        for slot in self.slots.values():
+            if slot.alive and stored.get(slot.id) is not AgentStatus.PAUSED:
+                slot.paused = None
+        self._wake_all("hive resumed")
 
     def _pause_agent(self, slot: AgentSlot, reason: str) -> None:
         if slot.paused is not None:
@@ -505,7 +588,8 @@ class HiveEngine(ABC):
     def _check_end(self) -> None:
         if self._ending:
             return
-        if self._status is HiveStatus.PAUSED and self.params.stop_on_pause:
+        if self._status is HiveStatus.PAUSED and self.params.stop_on_pause and \
+                self._probing is None:
             self._end()
             return
         if self._status is not HiveStatus.RUNNING:

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.agents import (
@@ -121,6 +121,11 @@ class LiveParams:
     """`run` returns when the hive pauses (the CLI); False keeps waiting for a resume."""
     max_split_depth: int = 2
     """How many times a task may be split into subtasks, counting down from the objective."""
+    probe_initial: float = 1.0
+    """Seconds before the first look at a gateway that stopped answering (the hive paused
+    "gateway unreachable"); each look that finds it still down doubles the wait..."""
+    probe_max: float = 30.0
+    """...up to this. A look is one GET of the model list: no tokens."""
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
@@ -129,6 +134,14 @@ class LiveParams:
         if not 0 <= self.follow_interval < self.poll_seconds:
             raise ConfigError("live engine: follow_interval must be at least 0 and shorter "
                               "than poll_seconds")
+        if not 0 < self.probe_initial <= self.probe_max:
+            raise ConfigError("live engine: probe_initial must be positive and at most "
+                              "probe_max")
+
+    def probing(self, longest: float) -> LiveParams:
+        """These params, looking at a down gateway as RUFLO_GATEWAY_PROBE_SECONDS says: first
+        after a second (or `longest` if shorter), then up to `longest` apart."""
+        return replace(self, probe_initial=min(1.0, longest), probe_max=longest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +247,9 @@ class LiveEngine(HiveEngine):
            agent whose loop is gone is lost to the policy), hive paused/resumed/cancelled.
         5. The lease timer sleeps until `store.next_lease_expiry()`, then `expire_leases()`.
         6. A refused key or a spent budget pauses the hive (or the agent, for its own budget):
-           claims in flight are released, nothing is lost. A pause or a cancel stops the
+           claims in flight are released, nothing is lost. So does a gateway that does not
+           answer past the retries ("gateway unreachable", no attempt charged), and the hive
+           resumes by itself when it answers again. A pause or a cancel stops the
            executors in flight. When every task is terminal the hive ends done if the
            objective's tasks succeeded (and the objective's verify command, if any, passes),
            failed otherwise.

@@ -61,6 +61,10 @@ def board_id(hive_id: str, local_id: str) -> str:
     return f"{hive_id[:8]}.{local_id}"
 
 
+PLAN_MAX_TOKENS = 4096
+"""Most tokens the planner's answer may take (a plan of MAX_PLANNED_TASKS tasks fits)."""
+
+
 def tasks_for_hive(hive_id: str, tasks: Sequence[Task]) -> list[Task]:
     """Workload or planned tasks with store-wide ids (dependencies renamed alike)."""
     return [replace(t, id=board_id(hive_id, t.id), hive_id=hive_id,
@@ -68,10 +72,11 @@ def tasks_for_hive(hive_id: str, tasks: Sequence[Task]) -> list[Task]:
             for t in tasks]
 
 
-async def plan_objective(gateway: Gateway, hive: Hive, *, model: str,
-                         agents: int) -> tuple[list[Task], str]:
+async def plan_objective(gateway: Gateway, hive: Hive, *, model: str, agents: int,
+                         max_tokens: int = PLAN_MAX_TOKENS) -> tuple[list[Task], str]:
     """Ask the LLM to split the hive's objective into tasks (one coordination call, metered to
-    the hive). Returns the tasks (ids ready for the store) and the raw answer."""
+    the hive, its answer capped at `max_tokens`: what the hive's budget books for it). Returns
+    the tasks (ids ready for the store) and the raw answer."""
     from ruflo.gateway.base import CallContext
 
     messages = [
@@ -79,7 +84,7 @@ async def plan_objective(gateway: Gateway, hive: Hive, *, model: str,
                                                             limit=MAX_PLANNED_TASKS)},
         {"role": "user", "content": f"Objective: {hive.objective}"},
     ]
-    answer = await gateway.chat(messages, model=model,
+    answer = await gateway.chat(messages, model=model, max_tokens=max_tokens,
                                 context=CallContext(hive_id=hive.id,
                                                     kind=CostKind.COORDINATION))
     text = answer.content or ""

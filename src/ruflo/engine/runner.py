@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
-from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
+from ruflo.engine.control import awaits_gateway, cancel_hive, pause_hive, resume_hive
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.model import (
@@ -69,7 +69,7 @@ class EngineRunner:
     """Hosts an engine per running hive in the server's event loop.
 
     - `attach` (server start): registers the server, then re-attaches to every hive the store
-      says is running; claims left by a previous server process are released when the engine
+      says is running (or paused for an unreachable gateway, which its engine looks for); claims left by a previous server process are released when the engine
       loads (its own agents), or reopen when their leases expire.
     - `start` (hive created): posts the objective as the first task when the board is empty
       (company hives plan their own), adopts the hive's agents and starts its engine.
@@ -110,7 +110,8 @@ class EngineRunner:
         offset = 0
         while True:
             page = self.store.list_hives(limit=500, offset=offset)
-            running += [h for h in page if h.status is HiveStatus.RUNNING]
+            running += [h for h in page
+                        if h.status is HiveStatus.RUNNING or awaits_gateway(h)]
             if len(page) < 500:
                 break
             offset += 500
@@ -185,7 +186,7 @@ class EngineRunner:
             return
         self._register()
         hive = self.store.get_hive(hive_id)
-        if hive.status is not HiveStatus.RUNNING:
+        if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
             return
         try:
             agents = self._adopt(hive)
@@ -241,7 +242,8 @@ class EngineRunner:
             time_unit=_number(config, "time_unit", 10.0),
             poll_seconds=self.poll_seconds,
             seed=int(_number(config, "seed", 0.0)),
-            stop_on_pause=False)
+            stop_on_pause=False,
+        ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
         model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
         gateway = await self._gateway()
         env = command_env(self.settings)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
@@ -101,6 +102,8 @@ class WorkerParams:
     model: str = "gpt-4o-mini"
     env: dict[str, str] = field(default_factory=dict)
     """Environment for agents' commands (see agents.commands.command_env)."""
+    gateway_probe_seconds: float = 30.0
+    """Longest wait between looks at a gateway that stopped answering (RUFLO_GATEWAY_PROBE_SECONDS)."""
 
     def __post_init__(self) -> None:
         if self.agents < 1:
@@ -263,12 +266,12 @@ class Worker:
     def _candidates(self) -> list[Hive]:
         if self.params.hive_id is not None:
             hive = self.store.get_hive(self.params.hive_id)
-            return [hive] if hive.status is HiveStatus.RUNNING else []
+            return [hive] if hive.status is HiveStatus.RUNNING or awaits_gateway(hive) else []
         hives = []
         offset = 0
         while True:
             page = self.store.list_hives(limit=500, offset=offset)
-            hives += [h for h in page if h.status is HiveStatus.RUNNING]
+            hives += [h for h in page if h.status is HiveStatus.RUNNING or awaits_gateway(h)]
             if len(page) < 500:
                 return hives
             offset += 500
@@ -348,7 +351,7 @@ class Worker:
             poll_seconds=self.params.poll_seconds,
             follow_interval=min(FOLLOW_INTERVAL, self.params.poll_seconds / 2),
             seed=self.params.seed if self.params.seed is not None else int(config.get("seed", 0)),
-            stop_on_pause=False)
+            stop_on_pause=False).probing(self.params.gateway_probe_seconds)
         engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,
                             model=str(config.get("model") or self.params.model),
@@ -550,7 +553,7 @@ async def watch_hive(store: Store, hive_id: str, database_url: str, *,
     try:
         while True:
             hive = store.get_hive(hive_id)
-            if hive.status is not HiveStatus.RUNNING:
+            if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
                 return hive
             alive = [w for w in hive_workers(store, hive_id, stale_after=lease_seconds)
                      if w["alive"]]

@@ -102,4 +102,8 @@ class Gateway(Protocol):
 
     async def models(self, *, refresh: bool = False) -> list[ModelInfo]: ...
 
+    async def probe(self) -> None:
+        """One cheap look at the gateway (the model list: no tokens, no retries). Returns when
+        it answers; raises the classified GatewayError when it does not (or refuses the key)."""
+
     async def aclose(self) -> None: ...

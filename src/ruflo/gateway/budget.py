@@ -1,8 +1,9 @@
 """Budgets: per-hive and per-agent caps in tokens and/or money, enforced around each gateway call.
 
 Depends on the core model, the Store protocol and the price table. Before a call, `reserve()`
-books its maximum cost (estimated prompt + max_tokens, priced when a price is known); after it,
-`settle()` replaces the booking with the real cost. A call is admitted only while spent + booked
+books its maximum cost (estimated prompt + max_tokens, priced when a price is known; a call that
+sends no max_tokens books `completion_reservation`, which does not bound it, so agents always
+send one); after it, `settle()` replaces the booking with the real cost. A call is admitted only while spent + booked
 < cap, so however many callers run at once the recorded spend passes a cap by at most one
 reservation; a caller blocked only by other callers' bookings waits for them to settle instead
 of failing. Spend is the ledger's, read from the store's running totals before each call is
@@ -24,7 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ruflo.errors import BudgetExceeded, NotFound
 from ruflo.gateway.base import CallContext, ChatMessage, Usage
@@ -216,16 +217,20 @@ class Budgets:
             account.warned = True  # whoever passed the mark (here or elsewhere) warned then
 
     def refresh(self, *, hive_id: str | None = None, agent_id: str | None = None) -> None:
-        """Forget cached accounts (after a budget was changed) so they reload from the store.
-        Accounts with calls in flight keep their bookings and take the new cap."""
+        """Reload accounts from the store (after a budget was changed). An account is reloaded
+        in place: the calls in flight hold it, keep their bookings in it and settle into it,
+        under the new cap."""
         for scope, scope_id in (("hive", hive_id), ("agent", agent_id)):
             if scope_id is None:
                 continue
-            old = self._accounts.pop((scope, scope_id), None)
-            fresh = self.account(scope, scope_id)
-            if old is not None:
-                fresh.reserved_tokens, fresh.reserved_cost = old.reserved_tokens, old.reserved_cost
-                fresh.unpriced = old.unpriced
+            account = self._accounts.get((scope, scope_id))
+            if account is None:
+                self.account(scope, scope_id)
+                continue
+            fresh = self._load(scope, scope_id)
+            for name in (f.name for f in fields(Account)):
+                if name not in ("reserved_tokens", "reserved_cost", "unpriced"):
+                    setattr(account, name, getattr(fresh, name))
         self._wake()
 
     def snapshot(self, *, hive_id: str | None = None, agent_id: str | None = None) -> list[JSON]:

@@ -4,12 +4,16 @@ Depends on the `openai` SDK (retries off: ours come from stamina), the Store pro
 pausing a hive) and the gateway's metering, budgets and error classification. Each call:
 book the budget → call, retrying 429 (as Retry-After says) and 5xx/connection errors (jittered
 backoff), bounded in attempts and time → meter the answer into the ledger → settle the budget.
-A refused key or a spent gateway budget is never retried: the call's hive is paused.
+A refused key or a spent gateway budget is never retried: the call's hive is paused. A plain call
+whose caller is cancelled (a paused attempt) still lands in the ledger when the gateway answers;
+a stream its reader left is metered with what it delivered. `probe` is one unretried, unmetered
+look at the model list: how an engine whose hive paused for an unreachable gateway finds it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx  # noqa: F401 (see below)
 import httpx2
 import openai
 import stamina
@@ -47,6 +52,14 @@ __all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# `httpx` is imported above, in full, before any call: the SDK peeks at a legacy `httpx` in
+# sys.modules whenever a call fails, and a first `import httpx` in another thread (the notify
+# dispatcher's first send, e.g. the pause notice of an outage) would show it a half-initialized
+# module, turning the failure into an AttributeError classified as a bad answer.
+
+PROBE_TIMEOUT = 10.0
+"""Seconds one `probe` waits for the model list: a gateway slower than this is not back yet."""
 
 PauseHook = Callable[[str, GatewayError], None]
 """Called with (hive_id, error) after a refused key or a spent gateway budget paused a hive."""
@@ -97,6 +110,24 @@ class _CallFailed(Exception):
         self.elapsed = elapsed
 
 
+class _Abandoned(Exception):
+    """The caller left before this attempt started: it is not made."""
+
+
+class _Call:
+    """One plain call, which may outlive its caller."""
+
+    __slots__ = ("abandoned", "cut", "sent")
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        """The caller was cancelled: finish what the gateway is answering, start no retry."""
+        self.sent = False
+        """A request went out: from now on the gateway may bill it."""
+        self.cut = False
+        """The client closed before the answer came: meter the call's booking as an estimate."""
+
+
 class _StreamState:
     """What a streamed answer has delivered so far."""
 
@@ -105,6 +136,8 @@ class _StreamState:
         self.calls: dict[int, dict[str, str]] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        self.cost: Any = None
+        """`usage.cost` of the last chunk: where LiteLLM puts a stream's cost."""
         self.model = ""
         self.response_id: str | None = None
         self.chunks = 0
@@ -116,6 +149,7 @@ class _StreamState:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+            self.cost = getattr(usage, "cost", None)
         piece = ""
         for choice in chunk.choices or []:
             delta = choice.delta
@@ -148,7 +182,8 @@ class GatewayClient:
                  prices: PriceTable | Mapping[str, Mapping[str, float]] | None = None,
                  budgets: Budgets | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 120.0, connect_timeout: float = 5.0,
-                 models_ttl: float = 300.0, on_pause: PauseHook | None = None,
+                 models_ttl: float = 300.0, close_wait: float = 5.0,
+                 on_pause: PauseHook | None = None,
                  on_budget_warning: Callable[[BudgetWarning], None] | None = None,
                  base_url_source: str = "argument") -> None:
         if not base_url:
@@ -178,6 +213,10 @@ class GatewayClient:
         self._models_checked: datetime | None = None
         self._models_error: str | None = None
         self._models_flight: asyncio.Future[list[ModelInfo]] | None = None
+        self._in_flight: set[asyncio.Future[ChatResult]] = set()
+        """Plain calls being answered, some perhaps for callers already gone."""
+        self._calls: dict[asyncio.Future[ChatResult], _Call] = {}
+        self.close_wait = close_wait
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store | None = None,
@@ -188,7 +227,28 @@ class GatewayClient:
                    base_url_source=settings.gateway_url_var or "unset", **kwargs)
 
     async def aclose(self) -> None:
+        """Close the connections, once every call still being answered is metered (waiting at
+        most `close_wait` seconds; see `drain`)."""
+        await self.drain(give_up_after=self.close_wait)
         await self._sdk.close()
+
+    async def drain(self, *, give_up_after: float | None = None) -> None:
+        """Wait until every plain call in flight, including those whose caller was cancelled
+        (a paused attempt), is answered and metered. After `give_up_after` seconds the calls still
+        unanswered are given up and each is metered as its booking (prompt guess + max_tokens,
+        the most it can cost; cost_source "estimate"): the gateway may still bill them."""
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
+        while self._in_flight:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait(set(self._in_flight), timeout=left)
+        late = list(self._in_flight)
+        for answer in late:
+            self._calls[answer].cut = True
+            answer.cancel()
+        if late:
+            await asyncio.wait(late)
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -289,14 +349,49 @@ class GatewayClient:
     async def chat(self, messages: Sequence[ChatMessage], *, model: str, context: CallContext,
                    tools: Sequence[JSON] | None = None, max_tokens: int | None = None,
                    temperature: float | None = None) -> ChatResult:
-        """One chat completion (with tools when given), metered and charged."""
+        """One chat completion (with tools when given), metered and charged.
+
+        If the caller is cancelled (the hive paused, the attempt stopped) the call carries on:
+        the gateway is answering it and will bill it, so it is metered when the answer comes
+        (`drain` waits for that), but no retry is started for it. The caller is not held up."""
         request = self._request(messages, model, tools, max_tokens, temperature)
         reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        call = _Call()
+        answer = asyncio.ensure_future(self._chat(call, request, reservation, messages,
+                                                  model=model, context=context, tools=tools))
+        self._in_flight.add(answer)
+        self._calls[answer] = call
+        answer.add_done_callback(self._landed(call))
         try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            call.abandoned = True
+            raise
+
+    def _landed(self, call: _Call) -> Callable[[asyncio.Future[ChatResult]], None]:
+        def landed(answer: asyncio.Future[ChatResult]) -> None:
+            self._in_flight.discard(answer)
+            self._calls.pop(answer, None)
+            error = None if answer.cancelled() else answer.exception()
+            if call.abandoned and error is not None and not isinstance(error, _Abandoned):
+                # Its caller is gone; the ledger and the hive's status already say the rest.
+                log.info("a call whose caller had stopped failed: %s", error)
+        return landed
+
+    async def _chat(self, call: _Call, request: dict[str, Any],
+                    reservation: Reservation | None, messages: Sequence[ChatMessage], *,
+                    model: str, context: CallContext,
+                    tools: Sequence[JSON] | None) -> ChatResult:
+        def post() -> Awaitable[httpx2.Response]:
+            if call.abandoned:
+                raise _Abandoned
+            call.sent = True
             # The SDK's generic post skips its per-call request transformation (milliseconds
             # for a long conversation); the answer is checked here instead of by the SDK.
-            response = await self._attempts(lambda: self._sdk.post(
-                "/chat/completions", body=request, cast_to=httpx2.Response))
+            return self._sdk.post("/chat/completions", body=request, cast_to=httpx2.Response)
+
+        try:
+            response = await self._attempts(post)
             try:
                 data = response.json()
             except ValueError:
@@ -306,7 +401,16 @@ class GatewayClient:
             self._release(reservation)
             raise self._error(failed, context) from None
         except BaseException:
-            self._release(reservation)
+            if call.cut and call.sent:
+                # The client closed before the answer came, but the gateway may still bill the
+                # call in full: the ledger gets the most it can cost, marked as an estimate.
+                prompt = estimate_prompt_tokens(messages, tools)
+                completion = (reservation.tokens - prompt if reservation is not None
+                              else int(request.get("max_tokens") or 0))
+                self._meter(context, reservation, model=model, usage=Usage(prompt, completion),
+                            cost=None, cost_source="estimate", request=None)
+            else:
+                self._release(reservation)
             raise
         headers = response.headers
         usage = result.usage
@@ -314,8 +418,10 @@ class GatewayClient:
             # The gateway sent no usage: charge a size-based guess, never nothing.
             usage = Usage(estimate_prompt_tokens(messages, tools),
                           max(1, len(result.content or "") // 4))
+        reported = data.get("usage")
         cost, source = call_cost(headers, result.model, usage if has_usage else None,
-                                 self.prices)
+                                 self.prices,
+                                 reported.get("cost") if isinstance(reported, dict) else None)
         rid = request_id(headers, data.get("id"))
         self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
                     cost_source=source, request=rid)
@@ -374,13 +480,17 @@ class GatewayClient:
                      tools: Sequence[JSON] | None = None,
                      temperature: float | None = None) -> AsyncIterator[StreamDelta]:
         """A streamed chat completion: text deltas, then one `done` delta with the metered
-        result. Opening the stream is retried; a stream cut after it started is not (the
-        answer so far was already shown): it is metered with unknown cost and raised."""
+        result, priced from the last chunk's `usage.cost` (LiteLLM sends no cost header on a
+        stream). Opening the stream is retried; a stream cut after it started is not (the
+        answer so far was already shown): it is metered with what it delivered, and raised. A
+        reader that leaves (a stopped answer, a cancelled task) closes the stream; what the
+        gateway served until then is metered the same way."""
         request = self._request(messages, model, tools, max_tokens, temperature)
         request.update(stream=True, stream_options={"include_usage": True})
         reservation = await self._reserve(context, model, messages, tools, max_tokens)
         state = _StreamState()
         headers: Mapping[str, str] = {}
+        chunks: openai.AsyncStream[ChatCompletionChunk] | None = None
         try:
             chunks = await self._attempts(lambda: self._sdk.post(
                 "/chat/completions", body=request, cast_to=ChatCompletionChunk, stream=True,
@@ -405,28 +515,62 @@ class GatewayClient:
         except _CallFailed as failed:
             if state.chunks:
                 # The gateway did work: record it rather than pretend it cost nothing.
-                guess = Usage(estimate_prompt_tokens(messages, tools),
-                              max(1, len("".join(state.text)) // 4))
-                self._meter(context, reservation, model=state.model or model, usage=guess,
-                            cost=None, cost_source="unknown",
-                            request=request_id(headers, state.response_id))
+                self._meter_cut(context, reservation, state, headers, messages, tools, model)
             else:
                 self._release(reservation)
             raise self._error(failed, context) from None
         except BaseException:
-            self._release(reservation)
+            # The reader left (GeneratorExit) or was cancelled. Once the gateway started to
+            # answer, it bills what it produced: meter that. Closing the response tells the
+            # gateway to stop generating.
+            if chunks is not None:
+                self._meter_cut(context, reservation, state, headers, messages, tools, model)
+                with contextlib.suppress(Exception):
+                    await chunks.response.aclose()
+            else:
+                self._release(reservation)
             raise
         text = "".join(state.text)
         usage = state.usage or Usage(estimate_prompt_tokens(messages, tools),
                                      max(1, len(text) // 4))
         used_model = state.model or model
-        cost, source = call_cost(headers, used_model, state.usage, self.prices)
+        cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
         rid = request_id(headers, state.response_id)
         self._meter(context, reservation, model=used_model, usage=usage, cost=cost,
                     cost_source=source, request=rid)
         result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
                             state.finish_reason, used_model, usage, cost, rid)
         yield StreamDelta(done=True, result=result)
+
+    def _meter_cut(self, context: CallContext, reservation: Reservation | None,
+                   state: _StreamState, headers: Mapping[str, str],
+                   messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                   model: str) -> None:
+        """Meter a stream that ended early: its usage if the gateway sent it, else an estimate
+        from what arrived (cost_source "estimate", cost unknown: budgets price it by rate)."""
+        used_model = state.model or model
+        rid = request_id(headers, state.response_id)
+        if state.usage is not None:
+            cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
+            self._meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
+                        cost_source=source, request=rid)
+            return
+        received = len("".join(state.text)) + sum(len(c["arguments"])
+                                                  for c in state.calls.values())
+        guess = Usage(estimate_prompt_tokens(messages, tools), received // 4)
+        self._meter(context, reservation, model=used_model, usage=guess, cost=None,
+                    cost_source="estimate", request=rid)
+
+    # -- is it there? ----------------------------------------------------------------------------
+    async def probe(self) -> None:
+        """One GET of the model list, not retried and not metered (it costs no tokens): how an
+        engine whose hive paused for an unreachable gateway finds out that it answers again.
+        Raises the classified GatewayError (unavailable, refused key, ...) when it does not."""
+        try:
+            await self._sdk.get("/models", cast_to=httpx2.Response,
+                                options={"timeout": PROBE_TIMEOUT})
+        except openai.OpenAIError as error:
+            raise classify(error).to_error(self.base_url) from None
 
     # -- the model list --------------------------------------------------------------------------
     @property

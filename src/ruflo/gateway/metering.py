@@ -1,8 +1,10 @@
 """Metering: what a gateway call cost, and its ledger entry.
 
-Depends on the core model and the Store protocol. The cost comes from the gateway's
-`x-litellm-response-cost` header when present, else from the price table in settings, else it
-is unknown (None, cost_source "unknown") — never recorded as zero.
+Depends on the core model and the Store protocol. The cost comes from the gateway: LiteLLM's
+`x-litellm-response-cost` header on a plain answer, `usage.cost` in the last chunk of a stream
+(its headers leave before the cost is known); else from the price table in settings; else it
+is unknown (None, cost_source "unknown") — never recorded as zero. A stream cut before its usage
+came is recorded with tokens estimated from what arrived (cost_source "estimate", cost None).
 """
 
 from __future__ import annotations
@@ -70,21 +72,28 @@ class PriceTable:
         return None if price is None else price.cost(usage.prompt_tokens, usage.completion_tokens)
 
 
-def header_cost(headers: Mapping[str, str]) -> float | None:
-    raw = headers.get(COST_HEADER)
-    if raw is None:
+def gateway_cost(raw: Any) -> float | None:
+    """A cost the gateway reported (header text or a JSON number), if it is a real one."""
+    if raw is None or isinstance(raw, bool):
         return None
     try:
         value = float(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) and value >= 0 else None
 
 
+def header_cost(headers: Mapping[str, str]) -> float | None:
+    return gateway_cost(headers.get(COST_HEADER))
+
+
 def call_cost(headers: Mapping[str, str], model: str, usage: Usage | None,
-              prices: PriceTable) -> tuple[float | None, str]:
-    """(cost, cost_source) for one call. Without usage, the price table can't say anything."""
+              prices: PriceTable, reported: Any = None) -> tuple[float | None, str]:
+    """(cost, cost_source) for one call: the cost header, else `reported` (the `usage.cost` the
+    gateway put in the answer), else the price table. Without usage, the table says nothing."""
     cost = header_cost(headers)
+    if cost is None:
+        cost = gateway_cost(reported)
     if cost is not None:
         return cost, "gateway"
     if usage is not None:

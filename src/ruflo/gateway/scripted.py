@@ -2,14 +2,16 @@
 
 Depends on Starlette, uvicorn and PyYAML only (nothing else in ruflo). It speaks the LiteLLM
 proxy's dialect: `GET /v1/models` (and `/models`), `POST /v1/chat/completions` (plain, SSE
-streaming ending with `data: [DONE]`, tool calls, `usage`, the `x-litellm-response-cost` and
-`x-litellm-call-id` headers) and LiteLLM-shaped error bodies.
+streaming ending with `data: [DONE]`, tool calls, `usage`, the `x-litellm-call-id` header, the
+cost as LiteLLM reports it: the `x-litellm-response-cost` header on a plain answer, `usage.cost`
+in the last chunk of a stream) and LiteLLM-shaped error bodies. It honours `max_tokens` (the
+answer is cut, finish_reason "length") and counts what it served (`served`).
 
 Script format (YAML or JSON file, or the same as Python objects)::
 
     models: [gpt-4o-mini, scripted]   # what /v1/models lists (default: these two)
     keys: [sk-test]                   # accepted API keys; omit to accept any non-empty key
-    cost: 0.0002                      # default x-litellm-response-cost per call; omit = no header
+    cost: 0.0002                      # default cost per call (header / stream usage.cost); omit = none
     default: {content: "ok"}          # reply when no rule matches; omit = 400 scripted_no_rule
     fault: null                       # a fault applied to every request (see below)
     models_delay: 0                   # seconds /v1/models takes to answer
@@ -30,10 +32,12 @@ Script format (YAML or JSON file, or the same as Python objects)::
             - {name: write_file, arguments: {path: a.txt, text: hi}}
           usage: {prompt_tokens: 12, completion_tokens: 3}   # default: estimated from text;
                                                              # false: send no usage at all
-          cost: 0.001                 # this rule's cost header (null = no header)
+          cost: 0.001                 # this rule's cost (null = none reported)
           finish_reason: stop         # default: "tool_calls" when there are tool calls
           chunk: 8                    # characters per streamed chunk
+          chunk_delay: 0              # seconds between streamed chunks (a slow model)
         delay: 0.5                    # seconds to wait before answering (a slow gateway)
+        hold: slow                    # answer only once the gate of this name is opened
         times: 1                      # consumed after this many answers; omit = forever
         fault: key_refused            # answer with a fault instead of `reply`
 
@@ -46,7 +50,8 @@ give `status: 429` for newer LiteLLM), `rate_limited` (429, Retry-After 1), `ser
 truncated body).
 
 At run time, from the test's thread: `add_rules`, `set_fault`/`clear_fault`, `revoke_key`,
-`request_count`, `chat_count`, `requests`. Over HTTP (for a server started with
+`open_gate` (lets the answers held by `hold` go),
+`request_count`, `chat_count`, `requests`, `served`. Over HTTP (for a server started with
 `ruflo gateway scripted`): `GET /_scripted/stats`, `GET /_scripted/requests`,
 `POST /_scripted/fault` `{"fault": ...}` (null clears), `POST /_scripted/rules`
 `{"rules": [...], "replace": false}`, `POST /_scripted/keys` `{"revoke": [...], "allow": [...]}`,
@@ -79,7 +84,7 @@ from starlette.routing import Route
 
 from ruflo.errors import ConfigError
 
-__all__ = ["Fault", "Match", "Reply", "Rule", "Script", "ScriptedGateway"]
+__all__ = ["Fault", "Match", "Reply", "Rule", "Script", "ScriptedGateway", "Served"]
 
 DEFAULT_MODELS = ("gpt-4o-mini", "scripted")
 
@@ -137,8 +142,37 @@ def _text(content: Any) -> str:
     return str(content)
 
 
+CHARS_PER_TOKEN = 4
+"""The scripted model's tokenizer: every four characters are a token."""
+
+
 def _estimate_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+def _token_limit(body: Mapping[str, Any]) -> int | None:
+    """The request's cap on completion tokens, if it set a usable one."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+@dataclass(slots=True)
+class Served:
+    """What the gateway answered, counted as a real gateway bills it: each completion it
+    produced (a plain answer when sent; a stream when it ended, with what it had sent by then if
+    it was dropped). `cost` adds up the costs it reported."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +290,7 @@ class Match:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What the model says: text and/or tool calls."""
+    """What the model says: text and/or tool calls (cut to the request's `max_tokens`)."""
 
     content: str | None = None
     tool_calls: tuple[Mapping[str, Any], ...] = ()
@@ -264,9 +298,12 @@ class Reply:
     usage: Mapping[str, int] | bool | None = None
     """Token counts to report; None = estimated from the text; False = no usage at all."""
     cost: float | bool | None = True
-    """USD for the cost header; None = no header; True = the script's default."""
+    """USD reported (plain: the cost header; stream: usage.cost of the last chunk); None = not
+    reported; True = the script's default."""
     finish_reason: str | None = None
     chunk: int = 8
+    chunk_delay: float = 0.0
+    """Seconds between streamed chunks: a model that writes slowly."""
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | Reply | str) -> Reply:
@@ -275,7 +312,7 @@ class Reply:
         if isinstance(raw, str):
             return cls(content=raw)
         unknown = set(raw) - {"content", "tool_calls", "echo", "usage", "cost",
-                              "finish_reason", "chunk"}
+                              "finish_reason", "chunk", "chunk_delay"}
         if unknown:
             raise ConfigError(f"unknown reply fields: {', '.join(sorted(unknown))}")
         calls = []
@@ -295,6 +332,9 @@ class Rule:
     reply: Reply | None = None
     fault: Fault | None = None
     delay: float = 0.0
+    hold: str | None = None
+    """A gate's name: the answer waits until `ScriptedGateway.open_gate` opens it (a call that
+    is in flight for exactly as long as a test needs)."""
     times: int | None = None
     """How many answers before the rule is used up; None = forever."""
     name: str = ""
@@ -304,7 +344,7 @@ class Rule:
     def parse(cls, raw: Mapping[str, Any] | Rule) -> Rule:
         if isinstance(raw, Rule):
             return raw
-        unknown = set(raw) - {"match", "reply", "fault", "delay", "times", "name"}
+        unknown = set(raw) - {"match", "reply", "fault", "delay", "hold", "times", "name"}
         if unknown:
             raise ConfigError(f"unknown rule fields: {', '.join(sorted(unknown))}")
         if raw.get("reply") is None and raw.get("fault") is None:
@@ -313,6 +353,7 @@ class Rule:
                    reply=Reply.parse(raw["reply"]) if raw.get("reply") is not None else None,
                    fault=Fault.parse(raw["fault"]) if raw.get("fault") is not None else None,
                    delay=float(raw.get("delay", 0.0)),
+                   hold=str(raw["hold"]) if raw.get("hold") is not None else None,
                    times=raw.get("times"), name=str(raw.get("name", "")))
 
     @property
@@ -367,6 +408,28 @@ class Script:
         return cls.parse(raw)
 
 
+def _cut(content: str | None, calls: list[dict[str, Any]],
+         room: int) -> tuple[str | None, list[dict[str, Any]], bool]:
+    """The answer cut to `room` characters: text first, then the tool calls in order (the last
+    one kept may end mid-arguments). Also whether anything was cut."""
+    cut = False
+    if content is not None and len(content) > room:
+        content, cut = content[:room], True
+    room -= len(content or "")
+    kept: list[dict[str, Any]] = []
+    for call in calls:
+        if room <= 0:
+            cut = True
+            break
+        arguments = call["function"]["arguments"]
+        if len(arguments) > room:
+            call = {**call, "function": {**call["function"], "arguments": arguments[:room]}}
+            cut = True
+        kept.append(call)
+        room -= len(call["function"]["arguments"])
+    return content, kept, cut
+
+
 def _error_response(fault: Fault) -> Response:
     headers = {}
     if fault.retry_after is not None:
@@ -391,11 +454,17 @@ class ScriptedGateway:
         self.port = port
         self.revoked: set[str] = set()
         self.requests: list[dict[str, Any]] = []
-        """Chat requests received: {"model", "messages", "stream", "key", "rule"}."""
+        """Chat requests received: {"call_id", "model", "messages", "stream", "key", "tools",
+        "max_tokens", "rule"}."""
         self.request_count = 0
         """Every request except the admin ones."""
         self.chat_count = 0
         self.models_count = 0
+        self._served = Served()
+        self._open_gates: set[str] = set()
+        self._gates: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The server's event loop, where the gates' waiters are."""
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -443,6 +512,23 @@ class ScriptedGateway:
     def clear_fault(self) -> None:
         self.set_fault(None)
 
+    def open_gate(self, name: str) -> None:
+        """Let the answers held at this gate go, and those that reach it later pass."""
+        with self._lock:
+            self._open_gates.add(name)
+            gate, loop = self._gates.get(name), self._loop
+        if gate is not None and loop is not None:
+            loop.call_soon_threadsafe(gate.set)
+
+    def _gate(self, name: str) -> asyncio.Event:
+        """The gate's flag, in the server's loop (set already if the gate was opened)."""
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            gate = self._gates.setdefault(name, asyncio.Event())
+            if name in self._open_gates:
+                gate.set()
+            return gate
+
     def revoke_key(self, key: str) -> None:
         """Pull a key: from now on it gets 401 token_not_found_in_db (the kill switch)."""
         with self._lock:
@@ -466,16 +552,37 @@ class ScriptedGateway:
             self.revoked.clear()
             self.request_count = self.chat_count = self.models_count = 0
             self.requests.clear()
+            self._served = Served()
+            self._open_gates.clear()
+            self._gates.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
             self.request_count = self.chat_count = self.models_count = 0
             self.requests.clear()
+            self._served = Served()
+
+    @property
+    def served(self) -> Served:
+        """What it has answered so far (a copy): the gateway's side of the ledger."""
+        with self._lock:
+            return dataclasses.replace(self._served)
+
+    def _serve(self, served: Served, prompt_tokens: int, completion_tokens: int,
+               cost: float | None) -> None:
+        """Counts an answer into `served`, the counter of the request's arrival: a request from
+        before a reset (a test's held or slow call ending late) never counts into the next."""
+        with self._lock:
+            served.calls += 1
+            served.prompt_tokens += prompt_tokens
+            served.completion_tokens += completion_tokens
+            served.cost += cost or 0.0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"requests": self.request_count, "chat": self.chat_count,
                     "models": self.models_count,
+                    "served": dataclasses.asdict(self._served),
                     "rules": [{"name": r.name, "used": r.used, "times": r.times}
                               for r in self.script.rules],
                     "fault": self.script.fault is not None}
@@ -590,12 +697,16 @@ class ScriptedGateway:
             self.requests.append({"call_id": call_id, "model": body.get("model"), "messages": body["messages"],
                                   "stream": bool(body.get("stream")), "key": auth[7:],
                                   "tools": body.get("tools"),
+                                  "max_tokens": body.get("max_tokens"),
                                   "rule": rule.name if rule is not None else None})
             default = self.script.default
             default_cost = self.script.cost
+            served = self._served
         if rule is not None:
             if rule.delay:
                 await asyncio.sleep(rule.delay)
+            if rule.hold is not None:
+                await self._gate(rule.hold).wait()
             fault = rule.fault
             reply = rule.reply
         else:
@@ -616,7 +727,8 @@ class ScriptedGateway:
                 message=f"no scripted rule matched (last message: "
                         f"{_text(last.get('content'))[:80]!r})"))
         return self._answer(body, reply or Reply(content="partial answer cut by the gateway"),
-                            default_cost, call_id, cut_after=fault.cut_after if fault else None)
+                            default_cost, call_id, served,
+                            cut_after=fault.cut_after if fault else None)
 
     def _pick(self, body: Mapping[str, Any]) -> Rule | None:
         for rule in self.script.rules:
@@ -625,7 +737,7 @@ class ScriptedGateway:
         return None
 
     def _answer(self, body: Mapping[str, Any], reply: Reply, default_cost: float | None,
-                call_id: str, *, cut_after: int | None) -> Response:
+                call_id: str, served: Served, *, cut_after: int | None) -> Response:
         model = str(body.get("model") or "scripted")
         messages = body["messages"]
         content = reply.content
@@ -639,22 +751,32 @@ class ScriptedGateway:
                                    c.get("arguments"), str)
                                else json.dumps(c.get("arguments") or {})}}
                  for c in reply.tool_calls]
+        limit = _token_limit(body)
+        truncated = False
+        if limit is not None:
+            # Like a real model: the answer stops at max_tokens, mid-word or mid-call.
+            content, calls, truncated = _cut(content, calls, limit * CHARS_PER_TOKEN)
         prompt_text = "".join(_text(m.get("content")) for m in messages if isinstance(m, Mapping))
         answer_text = (content or "") + "".join(c["function"]["arguments"] for c in calls)
         usage = {"prompt_tokens": _estimate_tokens(prompt_text),
                  "completion_tokens": _estimate_tokens(answer_text)}
         if isinstance(reply.usage, Mapping):
             usage.update({k: int(v) for k, v in reply.usage.items()})
+        if limit is not None and usage["completion_tokens"] > limit:
+            usage["completion_tokens"], truncated = limit, True
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         send_usage = reply.usage is not False
-        finish = reply.finish_reason or ("tool_calls" if calls else "stop")
-        cost = default_cost if reply.cost is True else reply.cost
+        finish = ("length" if truncated
+                  else reply.finish_reason or ("tool_calls" if calls else "stop"))
+        raw_cost = default_cost if reply.cost is True else reply.cost
+        cost = None if raw_cost is None or raw_cost is False else float(raw_cost)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         headers = {"x-litellm-call-id": call_id}
-        if cost is not None and cost is not False:
-            headers["x-litellm-response-cost"] = repr(float(cost))
         created = int(time.time())
         if not body.get("stream"):
+            if cost is not None:
+                headers["x-litellm-response-cost"] = repr(cost)
+            self._serve(served, usage["prompt_tokens"], usage["completion_tokens"], cost)
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
                 message["tool_calls"] = calls
@@ -675,10 +797,14 @@ class ScriptedGateway:
                 "model": model, "choices": [{"index": 0, "delta": delta,
                                              "finish_reason": finish_reason}]}) + "\n\n"
 
+        produced = 0  # characters of the answer sent so far: what a dropped stream is billed for
+
         def pieces() -> Iterator[str]:
+            nonlocal produced
             yield chunk({"role": "assistant", "content": ""})
             step = max(1, reply.chunk)
             for start in range(0, len(content or ""), step):
+                produced += len((content or "")[start:start + step])
                 yield chunk({"content": (content or "")[start:start + step]})
             for index, call in enumerate(calls):
                 yield chunk({"tool_calls": [{"index": index, "id": call["id"],
@@ -687,23 +813,38 @@ class ScriptedGateway:
                                                           "arguments": ""}}]})
                 args = call["function"]["arguments"]
                 for start in range(0, len(args), step * 4):
+                    produced += len(args[start:start + step * 4])
                     yield chunk({"tool_calls": [{"index": index, "function": {
                         "arguments": args[start:start + step * 4]}}]})
             yield chunk({}, finish)
             if include_usage and send_usage:
+                # LiteLLM's last chunk: no cost header on a stream (the headers left before the
+                # cost was known), the cost in usage.cost instead.
+                reported = dict(usage) if cost is None else {**usage, "cost": cost}
                 yield "data: " + json.dumps({
                     "id": completion_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": [], "usage": usage}) + "\n\n"
+                    "model": model, "choices": [{"index": 0, "delta": {}}],
+                    "usage": reported}) + "\n\n"
             yield "data: [DONE]\n\n"
 
         async def events() -> AsyncIterator[str]:
-            for sent, piece in enumerate(pieces()):
-                if cut_after is not None and sent >= cut_after:
-                    raise _StreamCut("scripted stream cut")
-                yield piece
-                if cut_after is not None:
-                    # Give the client the chunks before the cut as separate reads.
-                    await asyncio.sleep(0)
+            finished = False
+            try:
+                for sent, piece in enumerate(pieces()):
+                    if cut_after is not None and sent >= cut_after:
+                        raise _StreamCut("scripted stream cut")
+                    yield piece
+                    if reply.chunk_delay:
+                        await asyncio.sleep(reply.chunk_delay)
+                    elif cut_after is not None:
+                        # Give the client the chunks before the cut as separate reads.
+                        await asyncio.sleep(0)
+                finished = True
+            finally:
+                if finished:
+                    self._serve(served, usage["prompt_tokens"], usage["completion_tokens"], cost)
+                else:
+                    self._serve(served, usage["prompt_tokens"], produced // CHARS_PER_TOKEN, None)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 

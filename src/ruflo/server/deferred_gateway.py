@@ -82,6 +82,10 @@ class DeferredGateway:
         client = await self.client()
         return await client.models(refresh=refresh)
 
+    async def probe(self) -> None:
+        client = await self.client()
+        await client.probe()
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

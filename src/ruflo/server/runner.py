@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ruflo.errors import Conflict
+from ruflo.errors import Conflict, GatewayUnavailable
 from ruflo.model import Approval, ApprovalStatus, Hive, HiveStatus, Task, TaskState, new_id
 from ruflo.store.base import Store
 
@@ -64,7 +64,10 @@ class StoreRunner:
 
     async def pause(self, hive_id: str, *, reason: str) -> Hive:
         hive = self.store.get_hive(hive_id)
-        if hive.status is HiveStatus.PAUSED:
+        # A pause for an unreachable gateway ends by itself when it answers (the engine of the
+        # process driving the hive resumes it); this pause replaces it and waits for a person.
+        if hive.status is HiveStatus.PAUSED and \
+                hive.pause_reason != GatewayUnavailable.pause_reason:
             return hive
         _refuse_if_over(hive, "paused")
         return self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
