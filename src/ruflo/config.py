@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +118,16 @@ class Settings(BaseModel):
                                   validation_alias=_env("shell_inventory"))
     shell_state_dir: Path | None = Field(None, validation_alias=_env("shell_state_dir"))
     """None means <data_dir>/shell (see `shell_state_path`)."""
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     validation_alias=_env("allowed_hosts"))
+    """Host names the web server answers besides the loopback ones (the public names behind a
+    proxy), each optionally with :port; "*" answers any."""
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3,
+                                validation_alias=_env("max_body_bytes"))
+    """The largest request body the web server reads; longer ones get 413, unread."""
+    read_timeout_seconds: float = Field(15.0, gt=0, le=3600,
+                                        validation_alias=_env("read_timeout_seconds"))
+    """A request's head, and then its body, must each arrive within this time."""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _findings: list[str] = PrivateAttr(default_factory=list)
@@ -133,7 +144,7 @@ class Settings(BaseModel):
                 raise ValueError(f"not valid JSON ({error.msg} at char {error.pos})") from None
         return value
 
-    @field_validator("trusted_proxies", "operators", mode="before")
+    @field_validator("trusted_proxies", "operators", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -148,6 +159,16 @@ class Settings(BaseModel):
                 raise ValueError(f"{name[:40]!r} is not a user name (control characters or "
                                  "longer than 200)")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "*" and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?",
+                                                 entry):
+                raise ValueError(f"{entry!r} is not a host name with an optional :port (no "
+                                 "scheme, path or spaces; \"*\" for any host)")
+        return [entry.lower() for entry in value]
 
     @field_validator("sqlite_synchronous", "auth", mode="before")
     @classmethod

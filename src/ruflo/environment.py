@@ -47,6 +47,9 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "notify_rate_per_minute": ("RUFLO_NOTIFY_RATE_PER_MINUTE",),
     "shell_inventory": ("RUFLO_SHELL_INVENTORY",),
     "shell_state_dir": ("RUFLO_SHELL_STATE_DIR",),
+    "allowed_hosts": ("RUFLO_ALLOWED_HOSTS",),
+    "max_body_bytes": ("RUFLO_MAX_BODY_BYTES",),
+    "read_timeout_seconds": ("RUFLO_READ_TIMEOUT_SECONDS",),
 }
 """Settings field -> the variables that set it, first one preferred (the one list of them:
 ruflo.config.Settings takes its aliases from here)."""

@@ -516,10 +516,13 @@ async def test_probe_path_answers_under_the_deployment_settings(tmp_path: Path) 
         assert PROBE_PATH in app.openapi()["paths"], "the probe path is not a route of the app"
         # The kubelet probes from the node's address, which is not a trusted proxy.
         transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+        public = f"http://{env['RUFLO_ALLOWED_HOSTS'].split(',')[0]}"
         async with httpx.AsyncClient(transport=transport, base_url="http://pod") as client:
             answer = await client.get(PROBE_PATH)
-            page = await client.get("/api/v2/conversations")
+            stray = await client.get("/api/v2/conversations")
+            page = await client.get(f"{public}/api/v2/conversations")
         assert answer.status_code == 200, answer.text
+        assert stray.status_code == 421, "a request for a host that is not ours is refused"
         assert page.status_code == 401, "a request from outside the proxy names no user"
     finally:
         store.close()

@@ -10,8 +10,12 @@ from __future__ import annotations
 import ipaddress
 import sys
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ruflo.config import Settings
 
 app = typer.Typer(help="Serve the hive tools to MCP clients (Claude Code, Codex, ...).")
 
@@ -69,6 +73,23 @@ def mcp(
         if transport is Transport.STDIO:
             server.run("stdio")
         else:
-            server.run("streamable-http", host=host, port=port)
+            serve_http(server, host, port, settings)
     finally:
         store.close()
+
+
+def serve_http(server: Any, host: str, port: int, settings: Settings) -> None:
+    """Streamable HTTP behind the web server's gate (ruflo.server.guard): the same Host
+    allowlist, origin rule, body limit, JSON depth and read deadlines as `ruflo serve`. The
+    SDK's own checks (loopback hosts and origins on a loopback bind, its body limit) stay on."""
+    import uvicorn
+
+    from ruflo.commands.serve import uvicorn_config
+    from ruflo.server.guard import Guard
+
+    app = server.streamable_http_app(host=host, max_request_body_size=settings.max_body_bytes)
+    guarded = Guard(app, allowed_hosts=settings.allowed_hosts,
+                    max_body_bytes=settings.max_body_bytes,
+                    read_timeout_seconds=settings.read_timeout_seconds)
+    config = uvicorn_config(guarded, host, port, head_seconds=settings.read_timeout_seconds)
+    uvicorn.Server(config).run()

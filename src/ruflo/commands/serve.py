@@ -38,17 +38,29 @@ def check_bind(host: str, auth: str, *, insecure: bool) -> None:
             "127.0.0.1, or pass --insecure if that is really what you want.")
 
 
-def uvicorn_config(asgi_app: Any, host: str, port: int) -> Any:
-    """The uvicorn settings ruflo serves with (tests use the same)."""
+def uvicorn_config(asgi_app: Any, host: str, port: int, *,
+                   head_seconds: float | None = None) -> Any:
+    """The uvicorn settings ruflo serves with (tests and `ruflo mcp` use the same): request heads
+    bounded in time (`head_seconds`, default the app's RUFLO_READ_TIMEOUT_SECONDS) and size;
+    bodies are bounded by ruflo.server.guard."""
     import importlib.util
 
     import uvicorn
 
     fast = importlib.util.find_spec("uvloop") is not None
-    parser = importlib.util.find_spec("httptools") is not None
+    if head_seconds is None:
+        ctx = getattr(getattr(asgi_app, "state", None), "ctx", None)
+        head_seconds = float(getattr(getattr(ctx, "settings", None), "read_timeout_seconds", 15.0))
+    http: Any = "h11"
+    if importlib.util.find_spec("httptools") is not None:
+        from ruflo.server.head_deadline import with_head_deadline
+
+        http = with_head_deadline(head_seconds)
     return uvicorn.Config(
         asgi_app, host=host, port=port,
-        loop="uvloop" if fast else "asyncio", http="httptools" if parser else "h11",
+        loop="uvloop" if fast else "asyncio", http=http,
+        # h11 (only without httptools) bounds an incomplete head itself, but has no deadline.
+        h11_max_incomplete_event_size=64 * 1024,
         # Forwarded headers are not believed: the client address decides forward-auth trust,
         # and uvicorn would otherwise let a local caller rewrite it with X-Forwarded-For.
         proxy_headers=False, server_header=False, access_log=False, lifespan="on",
@@ -91,6 +103,7 @@ def serve(
     from ruflo.config import boot_trace, load_settings
     from ruflo.server import create_app
     from ruflo.server.deferred_gateway import DeferredGateway
+    from ruflo.server.guard import hosts_notice
     from ruflo.store import open_store
 
     settings = load_settings()
@@ -105,6 +118,7 @@ def serve(
     elif settings.gateway_url:
         gateway = DeferredGateway(settings.gateway_url, lambda: _gateway_client(settings, store))
     typer.echo(f"auth: {settings.auth}; listening on http://{host}:{port}", err=True)
+    typer.echo(hosts_notice(host, settings.allowed_hosts), err=True)
     runner = _engine_runner(store, gateway, settings)
     server = build_server(create_app(settings, store, gateway, runner), host, port)
 

@@ -34,6 +34,7 @@ from ruflo.server.auth import Authenticator
 from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
 from ruflo.server.event_stream import EventHub
+from ruflo.server.guard import Guard
 from ruflo.server.runner import HiveRunner, StoreRunner
 from ruflo.server.schemas import ErrorBody
 from ruflo.store.base import Store
@@ -47,8 +48,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ERROR_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large",
-               415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited",
+               405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "too_large",
+               415: "unsupported_media_type", 421: "misdirected", 422: "invalid_request",
+               429: "rate_limited",
                500: "internal", 502: "gateway_error", 503: "unavailable"}
 
 RUFLO_ERROR_STATUS: tuple[tuple[type[RufloError], int], ...] = (
@@ -195,5 +197,10 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.include_router(hives.router)
     app.include_router(chat.router)
     app.include_router(pages.router)
+    # Inside the front door (probes stay answered from memory, refusals are counted), before
+    # routing, auth and parsing: a hostile page or body is refused before it costs anything.
+    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts,
+                       max_body_bytes=settings.max_body_bytes,
+                       read_timeout_seconds=settings.read_timeout_seconds)
     app.add_middleware(FrontDoor, ctx=ctx)
     return app
