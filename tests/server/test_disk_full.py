@@ -56,15 +56,13 @@ def fill(disk: Path) -> Path:
 def post_until_refused(served: Served, hive_id: str) -> tuple[int, dict[str, str]]:
     """Post tasks with long descriptions until one is refused; the count posted and the
     refusal."""
-    posted = 0
     for n in range(400):
         answer = served.client.post(f"{HIVES}/{hive_id}/tasks",
                                     json={"title": f"t{n}", "description": os.urandom(16_000).hex()})
         if answer.status_code != 201:
             body: dict[str, str] = answer.json()
             assert answer.status_code == 503, answer.text
-            return posted, body
-        posted += 1
+            return n, body
     raise AssertionError("400 tasks of 32 kB each fitted on a full disk")
 
 

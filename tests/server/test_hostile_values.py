@@ -246,3 +246,30 @@ def test_the_largest_last_event_id_streams_nothing_and_stays_open(served_on: Ser
     frames = served_on.sse(f"{HIVES}/{hive['id']}/stream", headers={"last-event-id": "0"},
                            until=lambda got: len(got) >= 2)
     assert frames[0]["data"]["kind"] == "hive_created"
+
+
+def test_a_hive_stored_but_not_started_is_answered_truly(served_on: Served,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(hive_id: str) -> None:
+        raise RuntimeError("the runner is broken")
+
+    monkeypatch.setattr(served_on.ctx.runner, "start", refuse)
+    answer = served_on.client.post(HIVES, json={"objective": "stored, not started"})
+    assert answer.status_code == 500, answer.text
+    message = answer.json()["message"]
+    assert "was stored but could not be started" in message
+    assert "the runner is broken" in message
+    assert "nothing was changed" not in message
+    (hive,) = served_on.client.get(HIVES).json()["hives"]
+    assert hive["id"] in message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("customPrompts", {f"m{n}": "p" for n in range(201)}),
+    ("hidePromptExamples", {f"m{n}": True for n in range(1001)}),
+    ("toolsOverrides", {f"t{n}": False for n in range(1001)}),
+])
+def test_user_settings_maps_are_capped(served_on: Served, field: str, value: Any) -> None:
+    before = served_on.client.get("/api/v2/user/settings").json()
+    refused(served_on.client.post("/api/v2/user/settings", json={field: value}), field)
+    assert served_on.client.get("/api/v2/user/settings").json() == before

@@ -25,6 +25,7 @@ from ruflo.errors import (
     NotFound,
     PolicyError,
     RufloError,
+    StoreError,
     StoreFull,
     StoreUnreachable,
     Unstorable,
@@ -56,7 +57,7 @@ ERROR_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404
 RUFLO_ERROR_STATUS: tuple[tuple[type[RufloError], int], ...] = (
     (NotFound, 404), (Conflict, 409), (PolicyError, 422), (WorkspaceError, 422),
     (BudgetExceeded, 409), (StoreUnreachable, 503), (StoreFull, 503), (Unstorable, 422),
-    (GatewayError, 502), (ConfigError, 500),
+    (StoreError, 503), (GatewayError, 502), (ConfigError, 500),
 )
 
 

@@ -130,7 +130,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    """"ready" when the store answers; the gateway never decides readiness."""
+    """"ready" when the store answers and takes writes; the gateway never decides readiness."""
     store: str
     gateway: dict[str, Any]
 
@@ -241,18 +241,21 @@ class StopAnswer(BaseModel):
     stopped: bool
 
 
+SettingKey = Annotated[str, StringConstraints(max_length=200)]
+PromptText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
 class UserSettings(Body):
     activeModel: ModelName | None = None
-    customPrompts: dict[Annotated[str, StringConstraints(max_length=200)],
-                        Annotated[str, StringConstraints(max_length=20_000)]] | None = None
+    customPrompts: dict[SettingKey, PromptText] | None = Field(default=None, max_length=200)
     streamingMode: Literal["raw", "smooth"] | None = None
-    hidePromptExamples: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    hidePromptExamples: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
     disableStream: bool | None = None
     directPaste: bool | None = None
     welcomeModalSeen: bool | None = None
     shareConversationsWithModelAuthors: bool | None = None
-    multimodalOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
-    toolsOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    multimodalOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
+    toolsOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
 
 
 # -- hives -------------------------------------------------------------------------------------
@@ -268,7 +271,8 @@ class AgentSpec(Body):
     title: Annotated[str, StringConstraints(max_length=200)] = ""
     capabilities: Annotated[str, StringConstraints(max_length=5_000)] = ""
     skills: list[Skill] = Field(default_factory=list, max_length=50)
-    thresholds: dict[Skill, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict)
+    thresholds: dict[Skill, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict,
+                                                                          max_length=200)
     model: ModelName | None = None
     reports_to: Name | None = None
     """The manager's name, in an org chart."""
