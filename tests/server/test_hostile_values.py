@@ -273,3 +273,12 @@ def test_user_settings_maps_are_capped(served_on: Served, field: str, value: Any
     before = served_on.client.get("/api/v2/user/settings").json()
     refused(served_on.client.post("/api/v2/user/settings", json={field: value}), field)
     assert served_on.client.get("/api/v2/user/settings").json() == before
+
+
+@pytest.mark.parametrize("value", [str(2**63), str(2**62 + 1), "-1", "abc", "9" * 400])
+def test_after_that_is_no_seq_is_refused_before_the_stream(served_on: Served, value: str) -> None:
+    hive = served_on.client.post(HIVES, json={"objective": "o", "agents": 1}).json()
+    for path in ("stream", "events"):
+        answer = served_on.client.get(f"{HIVES}/{hive['id']}/{path}", params={"after": value})
+        assert answer.status_code == 422, answer.text
+        assert "after" in answer.json()["message"]

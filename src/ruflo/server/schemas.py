@@ -35,6 +35,25 @@ MAX_JSON_BYTES = 64_000
 MAX_JSON_KEY = 200
 
 
+def _holds_nul(data: dict[Any, Any]) -> bool:
+    """Whether any text or key in parsed JSON holds a NUL: the quick look every body gets (only
+    containers are stacked; `_nul_places` then finds where)."""
+    stack: list[Any] = [data]
+    while stack:
+        value = stack.pop()
+        items = value.items() if type(value) is dict else enumerate(value)
+        for key, item in items:
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(item)
+            if type(key) is str and "\x00" in key:
+                return True
+    return False
+
+
 def _nul_places(data: Any) -> list[tuple[tuple[int | str, ...], Any]]:
     """Where a text value or key in parsed JSON holds a NUL character, walked without recursion
     (the body may nest deeper than Python's stack)."""
@@ -65,7 +84,7 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_nul(cls, data: Any) -> Any:
-        places = _nul_places(data) if isinstance(data, dict) else []
+        places = _nul_places(data) if type(data) is dict and _holds_nul(data) else []
         if places:
             raise ValidationError.from_exception_data(cls.__name__, [
                 InitErrorDetails(type=PydanticCustomError(

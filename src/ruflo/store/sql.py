@@ -453,7 +453,8 @@ class SqlStore:
         self._local = threading.local()
         self._closed = False
         self.write_failure: str | None = None
-        """Why the last write failed for want of space, until a write succeeds again."""
+        """Why a write failed for want of space, until `check_writes` finds space again. (A
+        later commit does not clear it: one that wrote nothing would prove nothing.)"""
         if url.startswith("sqlite"):
             self.dialect = "sqlite"
             self.path = opening.sqlite_file(url)
@@ -570,8 +571,6 @@ class SqlStore:
                 raise self._translate(error) from None
             raise
         state.depth = 0
-        if self.write_failure is not None:
-            self.write_failure = None
         if state.notices:
             self._notify(state)
         pending, state.pending = state.pending, []
@@ -624,8 +623,8 @@ class SqlStore:
 
     def check_writes(self) -> None:
         """Raise StoreFull while writes fail for want of space. Free (nothing is written) until
-        a write has failed so; after that, a small probe write decides, and a success clears
-        the failure."""
+        a write has failed so; after that, each call makes a small probe write, and the first
+        that succeeds clears the failure."""
         if self.write_failure is None:
             return
         try:
@@ -667,7 +666,7 @@ class SqlStore:
             state.cur.execute(self._q(
                 "INSERT INTO hives (id, name, mode, objective, status, config, created_at, "
                 "updated_at, last_seq) VALUES (?, ?, 'solo', ?, 'cancelled', '{}', ?, ?, 0)"),
-                ("space-probe", "space probe", os.urandom(_PROBE_BYTES // 2).hex(), now, now))
+                (f"space-probe-{os.urandom(8).hex()}", "space probe", os.urandom(_PROBE_BYTES // 2).hex(), now, now))
         except self._operational as error:
             self._rollback(state)
             raise self._translate(error) from None
