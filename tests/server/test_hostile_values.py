@@ -107,6 +107,7 @@ def raw_execute(store_url: str, sql: str, params: tuple[Any, ...]) -> None:
 
 HOSTILE_ROWS: dict[str, tuple[str, Any]] = {
     "config nested 300 deep": ("config", json.dumps(nested(300))),
+    "config nested 252 deep": ("config", json.dumps(nested(252))),  # under writers' limits alone
     "config nested 100k deep": ("config", '{"a":' * 100_000 + "1" + "}" * 100_000),
     "config not JSON": ("config", "{not json"),
     "config holding NaN": ("config", '{"x": NaN}'),

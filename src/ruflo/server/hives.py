@@ -130,11 +130,31 @@ def hive_summary(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
     return {**plain(hive), "tasks": {TaskState(state).value: n for state, n in counts.items()}}
 
 
+SHOWN_DEPTH = 200
+"""How deeply a hive's JSON may nest in an answer: JSON writers (orjson, pydantic) stop near 254
+levels, and an answer wraps a hive in a few more."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(1, value)]
+    while stack:
+        depth, item = stack.pop()
+        if depth > limit:
+            return True
+        if type(item) is dict:
+            stack.extend((depth + 1, inner) for inner in item.values())
+        elif type(item) is list:
+            stack.extend((depth + 1, inner) for inner in item)
+    return False
+
+
 def shown(answer: dict[str, Any]) -> dict[str, Any]:
     """A hive's JSON as an answer can carry it. Free-form values stored past the edge's checks
     (nested too deep for JSON writers, say) are left out with `damage` saying so, rather than
     failing the answer, or a whole page of hives, for everyone."""
     try:
+        if _deeper_than(answer, SHOWN_DEPTH):
+            raise RecursionError
         dumps(answer)
     except (TypeError, ValueError, RecursionError) as error:
         cause = "nested too deep" if isinstance(error, RecursionError) else str(error)[:120]

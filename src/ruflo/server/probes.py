@@ -49,11 +49,11 @@ async def healthz() -> Any:
 
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness,
-                                  "description": "the store does not answer or its disk is full"}})
+                             "description": "the store does not answer or its disk is full"}})
 async def readyz(request: Request) -> Any:
-    """Ready when the store answers and takes writes (after a write failed for want of
-    space, a small probe write decides, so readiness returns by itself). The gateway's last known state is reported but never
-    decides readiness (and is not asked here)."""
+    """Ready when the store answers and takes writes (after a write failed for want of space,
+    a small probe write decides, so readiness returns by itself). The gateway's last known state
+    is reported but never decides readiness (and is not asked here)."""
     ctx = _ctx(request)
     state = ctx.gateway_state
     gateway = {"configured": ctx.gateway is not None,
