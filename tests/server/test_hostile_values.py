@@ -60,7 +60,7 @@ HOSTILE_CONFIGS = {
 def test_hostile_config_is_refused_and_nothing_is_stored(served_on: Served, config: Any) -> None:
     message = refused(served_on.client.post(HIVES, json={"objective": "deep", "config": config}),
                       "config")
-    assert "nothing was stored" in message or "invalid request" in message
+    assert "nothing was stored" in message
     assert hive_count(served_on) == 0
     agents = [{"name": "a", "adapter_config": config}]
     refused(served_on.client.post(HIVES, json={"objective": "deep", "agents": agents}),
