@@ -964,11 +964,16 @@ class SqlStore:
     def _insert_tasks(self, hive_id: str, tasks: Sequence[Task],
                       agent_id: str | None) -> list[Task]:
         for task in tasks:
-            _refuse_nul("task", {"id": task.id, "title": task.title,
-                                 "description": task.description, "parent_id": task.parent_id,
-                                 "skills": task.skills, "depends_on": task.depends_on,
-                                 "verify": task.verify, "result": task.result,
-                                 "assignee": task.assignee, "blocked_on": task.blocked_on})
+            # One look over the task's text first: boards are posted by the thousand.
+            if "\x00" in "".join((task.id, task.title, task.description, task.parent_id or "",
+                                   task.verify or "", task.result or "", task.assignee or "",
+                                   task.blocked_on or "", *task.skills, *task.depends_on)):
+                _refuse_nul("task", {"id": task.id, "title": task.title,
+                                     "description": task.description,
+                                     "parent_id": task.parent_id, "skills": task.skills,
+                                     "depends_on": task.depends_on, "verify": task.verify,
+                                     "result": task.result, "assignee": task.assignee,
+                                     "blocked_on": task.blocked_on})
         batch = {task.id for task in tasks}
         cycle = find_cycle({task.id: [dep for dep in task.depends_on if dep in batch]
                             for task in tasks})
