@@ -6,6 +6,8 @@ to do next. Depends on nothing in ruflo.
     ├── StoreError
     │   ├── StoreUnreachable     DATABASE_URL set but the server can't be reached or refuses us
     │   ├── StoreCorrupt         the store file is not a readable ruflo database (left untouched)
+    │   ├── StoreFull            the store's disk (or size limit) is full: the change was not saved
+    │   ├── Unstorable           a value the store can't hold (a NUL character in text): not stored
     │   ├── NotFound             no such hive / task / conversation / note
     │   └── Conflict             the thing changed under us (e.g. a claim already held)
     ├── GatewayError
@@ -43,6 +45,15 @@ class StoreUnreachable(StoreError):
 
 class StoreCorrupt(StoreError):
     pass
+
+
+class StoreFull(StoreError):
+    """A write failed for want of space; the store recovers by itself once space returns."""
+
+
+class Unstorable(StoreError):
+    """A value no store can hold (a NUL character in text); refused the same on SQLite and
+    Postgres, before anything is written."""
 
 
 class NotFound(StoreError):

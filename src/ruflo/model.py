@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +136,9 @@ class Hive:
     owner and the operators may change the hive; other users may only look."""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    damage: str | None = None
+    """Set when the stored row could not be read whole: what was wrong with it. The other
+    fields are what could be read (an unreadable config reads as empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,3 +334,35 @@ class MemoryEntry:
     updated_at: datetime = field(default_factory=utcnow)
     score: float | None = None
     """Relevance, set only on search results."""
+
+
+def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as a list of ids (first repeated at the end), or None. Iterative DFS.
+    A board never holds one: tasks in a cycle would wait for each other forever. Workload files,
+    plans, the engine and the store all refuse one with this same check."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(edges, white)
+    for start in edges:
+        if colour[start] != white:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = [start]
+        colour[start] = grey
+        while stack:
+            node, index = stack[-1]
+            targets = edges.get(node, ())
+            if index < len(targets):
+                stack[-1] = (node, index + 1)
+                nxt = targets[index]
+                state = colour.get(nxt, black)
+                if state == grey:
+                    return [*path[path.index(nxt):], nxt]
+                if state == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None

@@ -25,10 +25,11 @@ class Cli:
     data_dir: Path
     gateway: ScriptedGateway
 
-    def __call__(self, *args: str, timeout: float = 120,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(RUFLO), *args], env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout, check=False)
+                              input=input_text, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     def store(self) -> Any:
         from ruflo.store import open_store

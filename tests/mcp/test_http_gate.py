@@ -76,7 +76,7 @@ def test_large_and_deep_bodies_are_refused(mcp_port: int) -> None:
     answer = httpx.post(f"http://127.0.0.1:{mcp_port}/mcp", json=deep, timeout=10,
                         headers=ACCEPT)
     assert answer.status_code == 422, answer.text
-    assert "nested deeper than 32" in answer.json()["message"]
+    assert "nested deeper than 64" in answer.json()["message"]
 
 
 async def test_a_real_client_still_works(mcp_port: int) -> None:

@@ -26,14 +26,15 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start a server; keyword arguments become environment settings (auth, trusted_proxies,
     task_model; any other variable through `extra_env`) or choose `gateway_url`/`script`, the
     gateway client's `retry`, and whether hives created over HTTP run the live engine (`live`:
-    the runner `ruflo serve` uses)."""
+    the runner `ruflo serve` uses); `database_url` picks the store (default: SQLite in the
+    server's own data dir)."""
     started: list[tuple[ServerThread, ScriptedGateway, SqlStore, httpx.Client]] = []
 
     def start(*, auth: str = "none", trusted_proxies: str = "", task_model: str | None = None,
               script: dict[str, Any] | None = None, gateway_url: str | None = None,
               poll_seconds: float = 2.0, live: bool = False,
-              retry: RetryPolicy | None = None, extra_env: dict[str, str] | None = None
-              ) -> Served:
+              retry: RetryPolicy | None = None, extra_env: dict[str, str] | None = None,
+              database_url: str | None = None) -> Served:
         gateway = ScriptedGateway(script or SCRIPT)
         base_url = gateway.start()
         env = {"RUFLO_DATA_DIR": str(tmp_path / f"data{len(started)}"),
@@ -43,6 +44,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         if task_model:
             env["TASK_MODEL"] = task_model
         env.update(extra_env or {})
+        if database_url:
+            env["DATABASE_URL"] = database_url
         settings = load_settings(env)
         store = open_store(settings)
         client = GatewayClient.from_settings(

@@ -134,8 +134,11 @@ class EngineRunner:
         offset = 0
         while True:
             page = self.store.list_hives(limit=500, offset=offset)
-            running += [h for h in page
-                        if h.status is HiveStatus.RUNNING or awaits_gateway(h)]
+            for hive in page:
+                if hive.damage is not None:
+                    log.warning("hive %s is not taken up: %s", hive.id, hive.damage)
+                elif hive.status is HiveStatus.RUNNING or awaits_gateway(hive):
+                    running.append(hive)
             if len(page) < 500:
                 break
             offset += 500

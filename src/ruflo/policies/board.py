@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from ruflo.errors import Conflict, PolicyError
-from ruflo.model import TaskState
+from ruflo.model import TaskState, find_cycle
+
+__all__ = ["Board", "BoardTask", "TaskLike", "find_cycle"]
 
 OPEN = TaskState.OPEN
 CLAIMED = TaskState.CLAIMED
@@ -325,33 +327,3 @@ class Board:
                 self._end(task, CANCELLED, now)
                 count += 1
         return count
-
-
-def find_cycle(edges: dict[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as a list of ids (first repeated at the end), or None. Iterative DFS."""
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(edges, white)
-    for start in edges:
-        if colour[start] != white:
-            continue
-        stack: list[tuple[str, int]] = [(start, 0)]
-        path: list[str] = [start]
-        colour[start] = grey
-        while stack:
-            node, index = stack[-1]
-            targets = edges.get(node, ())
-            if index < len(targets):
-                stack[-1] = (node, index + 1)
-                nxt = targets[index]
-                state = colour.get(nxt, black)
-                if state == grey:
-                    return [*path[path.index(nxt):], nxt]
-                if state == white:
-                    colour[nxt] = grey
-                    stack.append((nxt, 0))
-                    path.append(nxt)
-            else:
-                colour[node] = black
-                stack.pop()
-                path.pop()
-    return None

@@ -25,7 +25,10 @@ from ruflo.errors import (
     NotFound,
     PolicyError,
     RufloError,
+    StoreError,
+    StoreFull,
     StoreUnreachable,
+    Unstorable,
     WorkspaceError,
 )
 from ruflo.gateway.base import Gateway
@@ -55,7 +58,8 @@ ERROR_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404
 
 RUFLO_ERROR_STATUS: tuple[tuple[type[RufloError], int], ...] = (
     (NotFound, 404), (Conflict, 409), (PolicyError, 422), (WorkspaceError, 422),
-    (BudgetExceeded, 409), (StoreUnreachable, 503), (GatewayError, 502), (ConfigError, 500),
+    (BudgetExceeded, 409), (StoreUnreachable, 503), (StoreFull, 503), (Unstorable, 422),
+    (StoreError, 503), (GatewayError, 502), (ConfigError, 500),
 )
 
 

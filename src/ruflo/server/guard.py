@@ -22,8 +22,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = ("localhost",)
 """Names answered without configuration, besides loopback IP literals (127.0.0.0/8, ::1)."""
-MAX_JSON_DEPTH = 32
-"""Nesting deeper than this in a request body is refused before any parser recurses into it."""
+MAX_JSON_DEPTH = 64
+"""Nesting deeper than this in a request body is refused before any parser recurses into it.
+Free-form fields inside a body have a tighter limit of their own (server/schemas.py), which
+names the field."""
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FOREIGN_FETCH_SITES = frozenset({b"cross-site", b"same-site"})
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 
 from ruflo.errors import Conflict, NotFound, PolicyError
@@ -44,8 +46,10 @@ from ruflo.server.schemas import (
     PauseBody,
     TaskSpec,
 )
-from ruflo.server.wire import SSE_HEADERS, JSONBytes, iso
+from ruflo.server.wire import SSE_HEADERS, JSONBytes, dumps, iso
 from ruflo.store.base import Spend
+
+log = logging.getLogger("ruflo.server")
 
 router = APIRouter(prefix="/api/v2/hives", tags=["hives"], dependencies=[Depends(current_user)])
 
@@ -53,6 +57,9 @@ Ctx = Annotated[ServerContext, Depends(context)]
 User = Annotated[str, Depends(current_user)]
 HiveId = Annotated[str, Path(max_length=100)]
 DEFAULT_SWARM_SIZE = 4
+MAX_SEQ = 2**62
+"""The largest seq a client may resume after: both stores hold it as a signed 64-bit integer."""
+_SEQ = re.compile(r"[0-9]{1,19}")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -128,6 +135,42 @@ def live_hive(ctx: ServerContext, hive_id: str) -> Hive:
 def hive_summary(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
     counts = ctx.store.count_tasks(hive.id)
     return {**plain(hive), "tasks": {TaskState(state).value: n for state, n in counts.items()}}
+
+
+SHOWN_DEPTH = 200
+"""How deeply a hive's JSON may nest in an answer: JSON writers (orjson, pydantic) stop near 254
+levels, and an answer wraps a hive in a few more."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(1, value)]
+    while stack:
+        depth, item = stack.pop()
+        if depth > limit:
+            return True
+        if type(item) is dict:
+            stack.extend((depth + 1, inner) for inner in item.values())
+        elif type(item) is list:
+            stack.extend((depth + 1, inner) for inner in item)
+    return False
+
+
+def shown(answer: dict[str, Any]) -> dict[str, Any]:
+    """A hive's JSON as an answer can carry it. Free-form values stored past the edge's checks
+    (nested too deep for JSON writers, say) are left out with `damage` saying so, rather than
+    failing the answer, or a whole page of hives, for everyone."""
+    try:
+        if _deeper_than(answer, SHOWN_DEPTH):
+            raise RecursionError
+        dumps(answer)
+    except (TypeError, ValueError, RecursionError) as error:
+        cause = "nested too deep" if isinstance(error, RecursionError) else str(error)[:120]
+        return {**answer, "config": None, "damage": "the stored hive can't be shown whole: its "
+                f"config or an agent's adapter_config can't be written as JSON ({cause}); they "
+                "are left out",
+                "agents": [{**agent, "adapter_config": None}
+                           for agent in answer.get("agents", ())]}
+    return answer
 
 
 def hive_detail(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
@@ -222,8 +265,15 @@ async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str
                 objective=body.objective, budget=budget_of(body.budget),
                 workspace=str(workspace), config=dict(body.config), owner=caller.name)
     hive = ctx.store.create_hive(hive, agents, board_tasks(hive_id, body.tasks))
-    await ctx.runner.start(hive.id)
-    return hive_detail(ctx, ctx.store.get_hive(hive.id))
+    try:
+        await ctx.runner.start(hive.id)
+    except Exception as error:
+        # The hive is stored: the answer must not say that nothing changed.
+        log.exception("starting hive %s failed", hive.id)
+        raise HTTPException(500, f"hive {hive.id} was stored but could not be started "
+                                 f"({error}); see GET /api/v2/hives/{hive.id}, then resume or "
+                                 "cancel it") from None
+    return shown(hive_detail(ctx, ctx.store.get_hive(hive.id)))
 
 
 @router.get("")
@@ -231,7 +281,7 @@ async def list_hives(ctx: Ctx, p: Annotated[int, Query(ge=0, le=100_000)] = 0,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     """Hives, newest first, with their task counts."""
     found = ctx.store.list_hives(limit=limit + 1, offset=p * limit)
-    return {"hives": [hive_summary(ctx, hive) for hive in found[:limit]],
+    return {"hives": [shown(hive_summary(ctx, hive)) for hive in found[:limit]],
             "hasMore": len(found) > limit}
 
 
@@ -239,7 +289,7 @@ async def list_hives(ctx: Ctx, p: Annotated[int, Query(ge=0, le=100_000)] = 0,
 async def show_hive(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
     """A hive with its agents (status, current task, spend), task counts by state, spend,
     pending approvals and the seq of its last event."""
-    return hive_detail(ctx, live_hive(ctx, hive_id))
+    return shown(hive_detail(ctx, live_hive(ctx, hive_id)))
 
 
 @router.get("/{hive_id}/workers")
@@ -256,17 +306,18 @@ async def list_workers(hive_id: HiveId, ctx: Ctx) -> dict[str, Any]:
 @router.post("/{hive_id}/pause")
 async def pause_hive(hive: ChangeableHive, ctx: Ctx,
                      body: PauseBody | None = None) -> dict[str, Any]:
-    return record(await ctx.runner.pause(hive.id, reason=(body or PauseBody()).reason))
+    return shown(record(await ctx.runner.pause(hive.id,
+                                               reason=(body or PauseBody()).reason)))
 
 
 @router.post("/{hive_id}/resume")
 async def resume_hive(hive: ChangeableHive, ctx: Ctx) -> dict[str, Any]:
-    return record(await ctx.runner.resume(hive.id))
+    return shown(record(await ctx.runner.resume(hive.id)))
 
 
 @router.post("/{hive_id}/cancel")
 async def cancel_hive(hive: ChangeableHive, ctx: Ctx) -> dict[str, Any]:
-    return record(await ctx.runner.cancel(hive.id))
+    return shown(record(await ctx.runner.cancel(hive.id)))
 
 
 # GET /{hive_id}/tasks (the board in order) is served by ruflo.server.board.
@@ -339,7 +390,7 @@ async def read_ledger(hive_id: HiveId, ctx: Ctx,
 
 @router.get("/{hive_id}/events")
 async def read_events(hive_id: HiveId, ctx: Ctx,
-                      after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                      after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                       limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict[str, Any]:
     """A page of the hive's event log after seq `after` (JSON; see /stream for live)."""
     hive = live_hive(ctx, hive_id)
@@ -352,19 +403,18 @@ async def read_events(hive_id: HiveId, ctx: Ctx,
                              "description": "SSE: one event per hive event, `id` = its seq."}})
 async def stream_events(hive_id: HiveId, ctx: Ctx,
                         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
-                        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
                         ) -> StreamingResponse:
     """The hive's events live, resuming after `Last-Event-ID` (or `?after=`) without loss or
     duplication."""
     hive = live_hive(ctx, hive_id)
     start = after or 0
     if last_event_id is not None and last_event_id.strip():
-        try:
-            start = int(last_event_id.strip())
-        except ValueError:
-            raise PolicyError("Last-Event-ID must be the seq number of an event") from None
-        if start < 0:
-            raise PolicyError("Last-Event-ID must not be negative")
+        given = last_event_id.strip()
+        if not _SEQ.fullmatch(given) or int(given) > MAX_SEQ:
+            raise PolicyError(f"Last-Event-ID must be the seq number of an event, a whole number "
+                              f"from 0 to {MAX_SEQ}; got {given[:40]!r}")
+        start = int(given)
     return StreamingResponse(_counted(ctx, hive.id, start), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 

@@ -48,10 +48,12 @@ async def healthz() -> Any:
 
 
 @router.get("/readyz", response_model=Readiness,
-            responses={503: {"model": Readiness, "description": "the store does not answer"}})
+            responses={503: {"model": Readiness,
+                             "description": "the store does not answer or its disk is full"}})
 async def readyz(request: Request) -> Any:
-    """Ready when the store answers. The gateway's last known state is reported but never
-    decides readiness (and is not asked here)."""
+    """Ready when the store answers and takes writes (after a write failed for want of space,
+    a small probe write decides, so readiness returns by itself). The gateway's last known state
+    is reported but never decides readiness (and is not asked here)."""
     ctx = _ctx(request)
     state = ctx.gateway_state
     gateway = {"configured": ctx.gateway is not None,
@@ -59,6 +61,7 @@ async def readyz(request: Request) -> Any:
                "message": state.message if state else None}
     try:
         ctx.store.ping()
+        ctx.store.check_writes()
     except StoreError as error:
         return JSONResponse({"status": "not ready", "store": str(error), "gateway": gateway},
                             status_code=503)

@@ -5,9 +5,20 @@ Depends on pydantic and the core model.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ruflo.model import AdapterKind, Mode
 
@@ -17,10 +28,100 @@ Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 
+MAX_JSON_DEPTH = 32
+"""How deeply free-form JSON (a hive's config, an agent's adapter_config) may nest."""
+MAX_JSON_BYTES = 64_000
+"""How big free-form JSON may be, written compactly as UTF-8."""
+MAX_JSON_KEY = 200
+
+
+def _holds_nul(data: dict[Any, Any]) -> bool:
+    """Whether any text or key in parsed JSON holds a NUL: the quick look every body gets (only
+    containers are stacked; `_nul_places` then finds where)."""
+    stack: list[Any] = [data]
+    while stack:
+        value = stack.pop()
+        items = value.items() if type(value) is dict else enumerate(value)
+        for key, item in items:
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(item)
+            if type(key) is str and "\x00" in key:
+                return True
+    return False
+
+
+def _nul_places(data: Any) -> list[tuple[tuple[int | str, ...], Any]]:
+    """Where a text value or key in parsed JSON holds a NUL character, walked without recursion
+    (the body may nest deeper than Python's stack)."""
+    found: list[tuple[tuple[int | str, ...], Any]] = []
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append((where, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    found.append((where, key))
+                stack.append(((*where, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*where, index), item) for index, item in enumerate(value))
+    return sorted(found, key=lambda place: [str(part) for part in place[0]])
+
+
 class Body(BaseModel):
-    """A request body: unknown fields are refused, so a typo is a 422, not silently ignored."""
+    """A request body: unknown fields are refused, so a typo is a 422, not silently ignored.
+    No text in it may hold a NUL character: Postgres can't store one, and SQLite must refuse
+    the same values, so every field says so alike before anything is stored."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        places = _nul_places(data) if type(data) is dict and _holds_nul(data) else []
+        if places:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError(
+                    "nul_character", "holds a NUL character (\\x00), which the store can't "
+                    "hold; nothing was stored"), loc=where, input=value)
+                for where, value in places[:20]])
+        return data
+
+
+def sound_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Free-form JSON the store and every answer can hold: nested at most MAX_JSON_DEPTH deep,
+    keys at most MAX_JSON_KEY characters, finite numbers, at most MAX_JSON_BYTES written out."""
+    stack: list[tuple[int, Any]] = [(1, value)]
+    while stack:
+        depth, item = stack.pop()
+        if isinstance(item, (dict, list)) and depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels; nothing was stored")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if len(key) > MAX_JSON_KEY:
+                    raise ValueError(f"a key is {len(key)} characters long; at most "
+                                     f"{MAX_JSON_KEY} are allowed; nothing was stored")
+                stack.append((depth + 1, inner))
+        elif isinstance(item, list):
+            stack.extend((depth + 1, inner) for inner in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("holds a number that is not finite (NaN or Infinity), which JSON "
+                             "can't carry; nothing was stored")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"is {size} bytes written as JSON; at most {MAX_JSON_BYTES} are "
+                         "allowed; nothing was stored")
+    return value
+
+
+JSONObject = Annotated[dict[str, Any], AfterValidator(sound_json)]
+"""Free-form JSON given by a caller, checked for shape and size before it is stored."""
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -48,7 +149,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    """"ready" when the store answers; the gateway never decides readiness."""
+    """"ready" when the store answers and takes writes; the gateway never decides readiness."""
     store: str
     gateway: dict[str, Any]
 
@@ -159,18 +260,21 @@ class StopAnswer(BaseModel):
     stopped: bool
 
 
+SettingKey = Annotated[str, StringConstraints(max_length=200)]
+PromptText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
 class UserSettings(Body):
     activeModel: ModelName | None = None
-    customPrompts: dict[Annotated[str, StringConstraints(max_length=200)],
-                        Annotated[str, StringConstraints(max_length=20_000)]] | None = None
+    customPrompts: dict[SettingKey, PromptText] | None = Field(default=None, max_length=200)
     streamingMode: Literal["raw", "smooth"] | None = None
-    hidePromptExamples: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    hidePromptExamples: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
     disableStream: bool | None = None
     directPaste: bool | None = None
     welcomeModalSeen: bool | None = None
     shareConversationsWithModelAuthors: bool | None = None
-    multimodalOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
-    toolsOverrides: dict[Annotated[str, StringConstraints(max_length=200)], bool] | None = None
+    multimodalOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
+    toolsOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
 
 
 # -- hives -------------------------------------------------------------------------------------
@@ -186,12 +290,13 @@ class AgentSpec(Body):
     title: Annotated[str, StringConstraints(max_length=200)] = ""
     capabilities: Annotated[str, StringConstraints(max_length=5_000)] = ""
     skills: list[Skill] = Field(default_factory=list, max_length=50)
-    thresholds: dict[Skill, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict)
+    thresholds: dict[Skill, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict,
+                                                                          max_length=200)
     model: ModelName | None = None
     reports_to: Name | None = None
     """The manager's name, in an org chart."""
     adapter: AdapterKind = AdapterKind.LLM
-    adapter_config: dict[str, Any] = Field(default_factory=dict)
+    adapter_config: JSONObject = Field(default_factory=dict)
     budget: BudgetSpec | None = None
 
 
@@ -220,7 +325,7 @@ class HiveCreate(Body):
     """Model for agents that name none."""
     budget: BudgetSpec | None = None
     tasks: list[TaskSpec] = Field(default_factory=list, max_length=2_000)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JSONObject = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _agents_or_org(self) -> HiveCreate:

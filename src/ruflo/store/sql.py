@@ -9,8 +9,10 @@ Timestamps are stored as float epoch seconds and JSON as text, identically on bo
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -22,7 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruflo.errors import Conflict, NotFound, PolicyError, StoreError, StoreUnreachable
+from ruflo.errors import (
+    Conflict,
+    NotFound,
+    PolicyError,
+    StoreError,
+    StoreFull,
+    StoreUnreachable,
+    Unstorable,
+)
 from ruflo.model import (
     JSON,
     LOCAL_USER,
@@ -45,6 +55,7 @@ from ruflo.model import (
     Mode,
     Task,
     TaskState,
+    find_cycle,
 )
 from ruflo.store import opening
 from ruflo.store.base import EventListener, Spend, iter_batches
@@ -57,6 +68,7 @@ _from_ts = datetime.fromtimestamp
 _TERMINAL = ("done", "failed", "cancelled")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_SEARCH_WORDS = 32
+_PROBE_BYTES = 256 * 1024
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -89,11 +101,58 @@ HIVE_COLS = ("id, name, mode, objective, status, pause_reason, budget_tokens, bu
              "workspace, config, owner, created_at, updated_at")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which JSON can't carry")
+
+
+def _json_object(text: str) -> JSON:
+    value = json.loads(text, parse_constant=_refuse_constant)
+    if not isinstance(value, dict):
+        raise ValueError(f"is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+_UNREADABLE = (ValueError, TypeError, RecursionError)
+"""What converting a row that was written past ruflo (by hand, by a broken writer) may raise."""
+
+
 def _hive(row: Sequence[Any]) -> Hive:
-    return Hive(id=row[0], name=row[1], mode=Mode(row[2]), objective=row[3],
-                status=HiveStatus(row[4]), pause_reason=row[5], budget=Budget(row[6], row[7]),
-                workspace=row[8], config=_loads(row[9]), owner=row[10] or LOCAL_USER,
-                created_at=_dt_req(row[11]), updated_at=_dt_req(row[12]))
+    try:
+        return Hive(id=row[0], name=row[1], mode=Mode(row[2]), objective=row[3],
+                    status=HiveStatus(row[4]), pause_reason=row[5],
+                    budget=Budget(row[6], row[7]), workspace=row[8],
+                    config=_json_object(row[9]), owner=row[10] or LOCAL_USER,
+                    created_at=_dt_req(row[11]),
+                    updated_at=_dt_req(row[12]))
+    except _UNREADABLE:
+        return _damaged_hive(row)
+
+
+def _damaged_hive(row: Sequence[Any]) -> Hive:
+    """A hive row that can't be read whole, read field by field: what can't be read is given a
+    safe stand-in (an unknown status reads as paused, so no engine runs it) and `damage` says
+    which fields those are. One bad row must not make every list of hives fail."""
+    problems: list[str] = []
+
+    def read(what: str, convert: Callable[[Any], Any], value: Any, stand_in: Any,
+             shown_as: str) -> Any:
+        try:
+            return convert(value)
+        except _UNREADABLE as error:
+            cause = "nested too deep" if isinstance(error, RecursionError) else str(error)
+            problems.append(f"{what} can't be read ({cause[:120]}){shown_as}")
+            return stand_in
+
+    now = time.time()
+    hive = Hive(
+        id=row[0], name=str(row[1]), objective=str(row[3]), pause_reason=row[5],
+        mode=read("mode", Mode, row[2], Mode.SWARM, ", shown as swarm"),
+        status=read("status", HiveStatus, row[4], HiveStatus.PAUSED, ", shown as paused"),
+        budget=Budget(row[6], row[7]), workspace=row[8], owner=row[10] or LOCAL_USER,
+        config=read("config", _json_object, row[9], {}, ", shown as empty"),
+        created_at=read("created_at", _dt_req, row[11], _dt_req(now), ""),
+        updated_at=read("updated_at", _dt_req, row[12], _dt_req(now), ""))
+    return replace(hive, damage="the stored hive can't be read whole: " + "; ".join(problems))
 
 
 AGENT_COLS = ("id, hive_id, name, role, title, capabilities, skills, thresholds, adapter, "
@@ -271,8 +330,29 @@ _MESSAGE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
+def _refuse_nul(kind: str, fields: dict[str, Any]) -> None:
+    """Refuse text holding a NUL character, on SQLite as on Postgres (which can't store one),
+    before anything is written. JSON columns need no check: JSON writes a NUL as an escape."""
+    for name, value in fields.items():
+        if type(value) is str:
+            if "\x00" not in value:
+                continue
+        elif isinstance(value, (tuple, list)):
+            if not any(type(item) is str and "\x00" in item for item in value):
+                continue
+        else:
+            continue
+        raise Unstorable(f"the {kind}'s {name} holds a NUL character (\\x00), which the store "
+                         "can't hold; nothing was stored")
+
+
+def _holds_nul(params: Sequence[Any]) -> bool:
+    return any(type(value) is str and "\x00" in value for value in params)
+
+
 def _assignments(kind: str, table: dict[str, tuple[str, Callable[[Any], Any]]],
                  fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    _refuse_nul(kind, fields)
     columns: list[str] = []
     values: list[Any] = []
     for name, value in fields.items():
@@ -387,12 +467,16 @@ class SqlStore:
         self._states_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        self.write_failure: str | None = None
+        """Why a write failed for want of space, until `check_writes` finds space again. (A
+        later commit does not clear it: one that wrote nothing would prove nothing.)"""
         if url.startswith("sqlite"):
             self.dialect = "sqlite"
             self.path = opening.sqlite_file(url)
             self._connect, self.created = opening.open_sqlite(self.path, sqlite_synchronous)
             self._operational: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
             self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
+            self._data: tuple[type[BaseException], ...] = (sqlite3.DataError,)
         elif url.startswith("postgresql"):
             import psycopg
 
@@ -403,6 +487,7 @@ class SqlStore:
             self._connect = lambda: opening.pg_connect(engine, url)
             self._operational = (psycopg.OperationalError,)
             self._integrity = (psycopg.IntegrityError,)
+            self._data = (psycopg.DataError,)
         else:
             raise StoreError(f"unsupported store URL {self.url!r}: use sqlite:///PATH or "
                              "postgresql://USER@HOST/DB")
@@ -497,7 +582,7 @@ class SqlStore:
             state.deferred = {}
             state.notices = []
             self._rollback(state)
-            if isinstance(error, (*self._operational, *self._integrity)):
+            if isinstance(error, (*self._operational, *self._integrity, *self._data)):
                 raise self._translate(error) from None
             raise
         state.depth = 0
@@ -530,11 +615,77 @@ class SqlStore:
         cause = opening.pg_cause(error)
         if isinstance(error, self._integrity):
             return Conflict(f"the store refused a change: {cause}; nothing was changed")
+        if isinstance(error, self._data):
+            return Unstorable(f"the store can't hold a value given: {cause}; nothing was changed")
+        if self._out_of_space(error):
+            self.write_failure = cause
+            return self._full(cause)
         if self._sql.postgres:
             return StoreUnreachable(f"lost the Postgres store at {self._where}: {cause}; the "
                                     "change was not saved")
         return StoreError(f"the SQLite store at {self._where} failed: {cause}; the change was "
                           "not saved")
+
+    def _out_of_space(self, error: BaseException) -> bool:
+        if self._sql.postgres:
+            return getattr(error, "sqlstate", None) == "53100"  # disk_full
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+    def _full(self, cause: str) -> StoreFull:
+        return StoreFull(f"the store's disk is full ({self._where}: {cause}); nothing was "
+                         "changed. Free some space there: ruflo takes writes again by itself")
+
+    def check_writes(self) -> None:
+        """Raise StoreFull while writes fail for want of space. Free (nothing is written) until
+        a write has failed so; after that, each call makes a small probe write, and the first
+        that succeeds clears the failure."""
+        if self.write_failure is None:
+            return
+        try:
+            if self._sql.postgres:
+                self._probe_pg()
+            else:
+                self._probe_sqlite()
+        except StoreFull:
+            raise
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise StoreError(f"the store's folder can't be written: {error}") from None
+            self.write_failure = str(error)
+            raise self._full(os.strerror(error.errno)) from None
+        self.write_failure = None
+
+    def _probe_sqlite(self) -> None:
+        # SQLite writes its pages at commit, so a rolled-back write proves nothing: write (and
+        # remove) a file of some pages beside the database instead.
+        assert self.path is not None
+        probe = self.path.with_name(self.path.name + "-space-probe")
+        try:
+            with probe.open("wb") as out:
+                out.write(os.urandom(_PROBE_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def _probe_pg(self) -> None:
+        # Postgres extends a table's files when a row needs a new page, before commit: a
+        # rolled-back insert of some pages' worth of text meets a full disk as a real one would.
+        now = time.time()
+        state = self._state()
+        if state.depth:
+            return
+        try:
+            state.cur.execute("BEGIN")
+            state.cur.execute(self._q(
+                "INSERT INTO hives (id, name, mode, objective, status, config, created_at, "
+                "updated_at, last_seq) VALUES (?, ?, 'solo', ?, 'cancelled', '{}', ?, ?, 0)"),
+                (f"space-probe-{os.urandom(8).hex()}", "space probe", os.urandom(_PROBE_BYTES // 2).hex(), now, now))
+        except self._operational as error:
+            self._rollback(state)
+            raise self._translate(error) from None
+        self._rollback(state)
 
     def add_listener(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -550,6 +701,12 @@ class SqlStore:
             return cur.fetchall()  # type: ignore[no-any-return]
         except self._operational as error:
             raise self._translate(error) from None
+        except self._data:
+            # Postgres can't even be asked about text holding a NUL. No stored text holds one
+            # (writes refuse it), so nothing matches: the answer SQLite gives.
+            if _holds_nul(params):
+                return []
+            raise
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._read(sql, params)
@@ -718,6 +875,9 @@ class SqlStore:
     # -- hives and agents ------------------------------------------------------------------------
     def create_hive(self, hive: Hive, agents: Sequence[Agent] = (),
                     tasks: Sequence[Task] = ()) -> Hive:
+        _refuse_nul("hive", {"id": hive.id, "name": hive.name, "objective": hive.objective,
+                             "workspace": hive.workspace, "owner": hive.owner,
+                             "pause_reason": hive.pause_reason})
         with self.transaction():
             self._exec(
                 "INSERT INTO hives (id, name, mode, objective, status, pause_reason, "
@@ -751,6 +911,7 @@ class SqlStore:
     def set_hive_status(self, hive_id: str, status: HiveStatus, *,
                         reason: str | None = None) -> Hive:
         status = HiveStatus(status)
+        _refuse_nul("hive", {"pause reason": reason})
         with self.transaction():
             hive: Hive = self._update_row("hives", "hive", HIVE_COLS, _hive, hive_id,
                                           {"status": status, "pause_reason": reason})
@@ -783,6 +944,11 @@ class SqlStore:
     def _insert_agents(self, hive_id: str, agents: Sequence[Agent]) -> None:
         if not agents:
             return
+        for agent in agents:
+            _refuse_nul("agent", {"id": agent.id, "name": agent.name, "role": agent.role,
+                                  "title": agent.title, "capabilities": agent.capabilities,
+                                  "skills": agent.skills, "model": agent.model,
+                                  "reports_to": agent.reports_to, "worker_id": agent.worker_id})
         base = time.time_ns() // 1000
         self._many(f"INSERT INTO agents ({AGENT_COLS}, ord) VALUES ({', '.join('?' * 21)})",
                    [_agent_params(agent, hive_id, base + i) for i, agent in enumerate(agents)])
@@ -812,7 +978,25 @@ class SqlStore:
     # -- the board -------------------------------------------------------------------------------
     def _insert_tasks(self, hive_id: str, tasks: Sequence[Task],
                       agent_id: str | None) -> list[Task]:
+        for task in tasks:
+            # One look over the task's text first: boards are posted by the thousand.
+            if "\x00" in "".join((task.id, task.title, task.description, task.parent_id or "",
+                                   task.verify or "", task.result or "", task.assignee or "",
+                                   task.blocked_on or "", *task.skills, *task.depends_on)):
+                _refuse_nul("task", {"id": task.id, "title": task.title,
+                                     "description": task.description,
+                                     "parent_id": task.parent_id, "skills": task.skills,
+                                     "depends_on": task.depends_on, "verify": task.verify,
+                                     "result": task.result, "assignee": task.assignee,
+                                     "blocked_on": task.blocked_on})
         batch = {task.id for task in tasks}
+        cycle = find_cycle({task.id: [dep for dep in task.depends_on if dep in batch]
+                            for task in tasks})
+        if cycle:
+            titles = {task.id: task.title for task in tasks}
+            raise PolicyError("tasks would wait for each other forever: dependency cycle "
+                              + " → ".join(repr(titles[task_id]) for task_id in cycle)
+                              + "; nothing was posted")
         wanted = sorted({dep for task in tasks for dep in task.depends_on} - batch)
         known: dict[str, str] = {}
         for chunk in iter_batches(wanted, 500):
@@ -950,6 +1134,7 @@ class SqlStore:
             raise ValueError(f"finish_task needs done, failed or cancelled, not {state}")
         if agent_id is None and state is not TaskState.CANCELLED:
             raise ValueError("only cancelling works without the agent holding the claim")
+        _refuse_nul("task", {"result": result})
         now = time.time()
         with self.transaction():
             sets = ("UPDATE tasks SET state = ?, result = COALESCE(?, result), "
@@ -1125,6 +1310,7 @@ class SqlStore:
                      unknown_cost_calls=int(row[3]))
 
     def create_approval(self, approval: Approval) -> Approval:
+        _refuse_nul("approval", {"subject": approval.subject, "agent_id": approval.agent_id})
         with self.transaction():
             self._exec(f"INSERT INTO approvals ({APPROVAL_COLS}) VALUES "
                        f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1143,6 +1329,7 @@ class SqlStore:
         status = ApprovalStatus(status)
         if status is ApprovalStatus.PENDING:
             raise ValueError("a decision must approve, reject or cancel")
+        _refuse_nul("approval", {"decided_by": decided_by})
         with self.transaction():
             cur = self._exec(f"UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? "
                              f"WHERE id = ? AND status = 'pending' RETURNING {APPROVAL_COLS}",
@@ -1181,6 +1368,9 @@ class SqlStore:
     # -- chat ----------------------------------------------------------------------------------
     def _insert_messages(self, messages: Sequence[Message], first_ord: int,
                          conversation_id: str) -> None:
+        for message in messages:
+            _refuse_nul("message", {"content": message.content, "role": message.role,
+                                    "id": message.id, "parent_id": message.parent_id})
         self._many(f"INSERT INTO messages ({MESSAGE_COLS}, ord) VALUES "
                    f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [(m.id, conversation_id, m.role, m.content, m.parent_id, m.interrupted,
@@ -1189,6 +1379,9 @@ class SqlStore:
 
     def create_conversation(self, conversation: Conversation,
                             messages: Sequence[Message] = ()) -> Conversation:
+        _refuse_nul("conversation", {"id": conversation.id, "user_id": conversation.user_id,
+                                     "title": conversation.title, "model": conversation.model,
+                                     "preprompt": conversation.preprompt})
         with self.transaction():
             self._exec(f"INSERT INTO conversations ({CONVERSATION_COLS}) VALUES "
                        f"(?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1240,6 +1433,8 @@ class SqlStore:
                                   (user_id,)).rowcount)
 
     def add_message(self, message: Message) -> Message:
+        _refuse_nul("message", {"content": message.content, "role": message.role,
+                                "id": message.id, "parent_id": message.parent_id})
         with self.transaction():
             touched = self._exec("UPDATE conversations SET updated_at = ? WHERE id = ?",
                                  (time.time(), message.conversation_id)).rowcount
@@ -1271,6 +1466,7 @@ class SqlStore:
 
     # users (additive: the RVF users collection keeps its documents here)
     def put_user(self, user_id: str, data: JSON) -> None:
+        _refuse_nul("user", {"id": user_id})
         now = time.time()
         with self.transaction():
             self._exec("INSERT INTO users (id, data, created_at, updated_at) VALUES (?, ?, ?, ?) "
@@ -1302,6 +1498,7 @@ class SqlStore:
     # -- auth tokens -----------------------------------------------------------------------------
     def create_token(self, *, token_id: str, name: str, user_id: str, token_hash: str,
                      scopes: Sequence[str] = ()) -> JSON:
+        _refuse_nul("token", {"name": name, "user_id": user_id})
         with self.transaction():
             cur = self._exec("INSERT INTO tokens (id, name, user_id, token_hash, created_at, "
                              f"scopes) VALUES (?, ?, ?, ?, ?, ?) RETURNING {TOKEN_COLS}",
@@ -1327,6 +1524,8 @@ class SqlStore:
 
     # -- memory --------------------------------------------------------------------------------
     def memory_put(self, entry: MemoryEntry) -> MemoryEntry:
+        _refuse_nul("note", {"namespace": entry.namespace, "key": entry.key,
+                             "content": entry.content, "tags": entry.tags})
         with self.transaction():
             cur = self._exec(
                 "INSERT INTO memory (namespace, key, content, tags, created_at, updated_at) "
