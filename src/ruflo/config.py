@@ -109,6 +109,12 @@ class Settings(BaseModel):
                                   validation_alias=_env("shell_inventory"))
     shell_state_dir: Path | None = Field(None, validation_alias=_env("shell_state_dir"))
     """None means <data_dir>/shell (see `shell_state_path`)."""
+    sandbox: Literal["auto", "bwrap", "off"] = Field("auto", validation_alias=_env("sandbox"))
+    """How agents' commands and verify are confined (ruflo.agents.sandbox): auto = bubblewrap
+    where it works, else commands are refused; off = unconfined, on the operator's word."""
+    sandbox_read: list[Path] = Field(default_factory=list,
+                                     validation_alias=_env("sandbox_read"))
+    """More folders shown read-only inside the sandbox (colon-separated, like PATH)."""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _findings: list[str] = PrivateAttr(default_factory=list)
@@ -132,7 +138,14 @@ class Settings(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("sqlite_synchronous", "auth", mode="before")
+    @field_validator("sandbox_read", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("sqlite_synchronous", "auth", "sandbox", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -45,6 +45,8 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "notify_rate_per_minute": ("RUFLO_NOTIFY_RATE_PER_MINUTE",),
     "shell_inventory": ("RUFLO_SHELL_INVENTORY",),
     "shell_state_dir": ("RUFLO_SHELL_STATE_DIR",),
+    "sandbox": ("RUFLO_SANDBOX",),
+    "sandbox_read": ("RUFLO_SANDBOX_READ",),
 }
 """Settings field -> the variables that set it, first one preferred (the one list of them:
 ruflo.config.Settings takes its aliases from here)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,23 +36,37 @@ async def test_a_command_that_never_ends_is_stopped(workspace: Path) -> None:
 
 
 async def test_sigterm_ignored_then_sigkill_for_the_whole_group(workspace: Path) -> None:
-    marker = workspace / "child.pid"
-    script = f"trap '' TERM; (trap '' TERM; sleep 600) & echo $! > {marker}; sleep 600"
+    # A sleep of an odd length marks the background child; it is looked for by its command line
+    # (inside the sandbox's own PID namespace, the pid it sees of itself means nothing here).
+    length = f"600.{uuid.uuid4().int % 10**9}"
+    script = f"trap '' TERM; (trap '' TERM; sleep {length}) & sleep 600"
     result = await run_command(script, cwd=workspace, env=command_env(), time_limit=0.5,
                                grace=0.3)
     assert result.timed_out
     assert result.exit_code == -9
-    child = int(marker.read_text())
-    assert process_gone(child)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or only its zombie (killed, waiting to be reaped by init)."""
+    assert running_with(length) == []
+    witness = subprocess.Popen(["sleep", length])  # the search does find such a process
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
+        assert running_with(length) == [witness.pid]
+    finally:
+        witness.kill()
+        witness.wait()
+
+
+def running_with(argument: str) -> list[int]:
+    """Live processes (zombies excluded) with `argument` among their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if argument.encode() in arguments and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 async def test_background_children_do_not_hold_the_call(workspace: Path) -> None:
