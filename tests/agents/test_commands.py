@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 import uuid
 from pathlib import Path
@@ -45,12 +45,12 @@ async def test_sigterm_ignored_then_sigkill_for_the_whole_group(workspace: Path)
     assert result.timed_out
     assert result.exit_code == -9
     assert running_with(length) == []
-    witness = subprocess.Popen(["sleep", length])  # the search does find such a process
+    witness = await asyncio.create_subprocess_exec("sleep", length)  # the search finds one
     try:
         assert running_with(length) == [witness.pid]
     finally:
         witness.kill()
-        witness.wait()
+        await witness.wait()
 
 
 def running_with(argument: str) -> list[int]:
