@@ -72,7 +72,7 @@ class Sandbox:
     mode: SandboxMode
     """The setting asked for."""
     source: str = "default"
-    """Where the setting came from (for the trace)."""
+    """Where the setting came from (for the trace); unconfined: who opted out."""
     bwrap: str | None = None
     """The bubblewrap program that confines commands; None: they run unconfined or not at all."""
     refusal: str | None = None
@@ -93,8 +93,8 @@ class Sandbox:
         if self.refusal is not None:
             return f"commands: REFUSED: {self.refusal}"
         if self.bwrap is None:
-            return (f"commands: NOT SANDBOXED (RUFLO_SANDBOX=off, {self.source}): agents' "
-                    "commands and verify run as this user with its files and network")
+            return (f"commands: NOT SANDBOXED ({self.source}): agents' commands and verify run "
+                    "as this user, with its files and network")
         return (f"commands: sandboxed with bubblewrap ({self.bwrap}; RUFLO_SANDBOX="
                 f"{self.mode.value}, {self.source}): the attempt's folder writable, system "
                 "folders read-only, the rest hidden, no network but the model relay")
@@ -231,7 +231,7 @@ def sandbox_for(settings: Settings) -> Sandbox:
                              if settings.config_file else [])}))
     readable = tuple(Path(os.path.realpath(p)) for p in settings.sandbox_read)
     if mode is SandboxMode.OFF:
-        return Sandbox(mode, source)
+        return Sandbox(mode, f"RUFLO_SANDBOX=off, {source}")
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         why = "bubblewrap (bwrap) is not installed"
