@@ -88,7 +88,8 @@ class ProcessExecutor:
                 if sandbox.confines:
                     # The gateway is the one ruflo's settings name (`own`), never the agent's.
                     relay = await relaying.enter_async_context(gateway_relay(own, Path(scratch)))
-                    sandbox = sandbox.with_extras(readable=[Path(scratch)], relay=relay)
+                    sandbox = sandbox.with_extras(readable=[Path(scratch)],
+                                                  relay=relay if relay.routes else None)
                     env.update(relay.env)
                 result = await run_command(
                     command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,

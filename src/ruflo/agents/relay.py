@@ -1,10 +1,9 @@
 """The model relay: a sandboxed outside agent's only road out, to the gateway and nowhere else.
-Standard library only, because the inside half runs in the sandbox as a bare script
-(`python -I -S relay.py PORT=SOCKET ... -- COMMAND...`), without ruflo importable.
+Depends on the standard library only.
 
 Outside, ruflo listens on a Unix socket in the attempt's scratch folder and connects each caller
-to the gateway's host and port, which only it knows. Inside (no network namespace of its own but
-loopback), the script listens on 127.0.0.1:PORT, forwards each connection to the socket, and
+to the gateway's host and port, which only it knows. Inside (a network namespace with loopback
+only), agents/forwarder.py listens on 127.0.0.1:PORT, forwards each connection to the socket, and
 becomes the agent's command; the agent's OPENAI_BASE_URL names that port.
 """
 
@@ -13,18 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
-import signal
-import socket
-import sys
-import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL")
 """Variables that name the gateway for a spawned agent (see ruflo.gateway.env)."""
+
+FORWARDER = Path(__file__).with_name("forwarder.py")
+"""The inside half, run in the sandbox as a bare script."""
 
 LOW_PORT_STAND_IN = 18080
 """Ports below 1024 can't be opened inside the sandbox (no capabilities): a gateway on 80 or
@@ -52,7 +49,7 @@ class Relay:
     """Gateway variables rewritten to the inside addresses."""
     hosts: Path
     """The sandbox's /etc/hosts: gateway host names resolve to loopback inside."""
-    script: Path = Path(__file__)
+    script: Path = FORWARDER
 
     def launcher(self, python: str) -> list[str]:
         """The argv prefix that starts the inside half in front of the agent's command."""
@@ -104,7 +101,8 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
     targets, relay = _plan(env, folder)
     servers: list[asyncio.Server] = []
 
-    def forward_to(host: str, port: int) -> object:
+    def forward_to(host: str, port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                     Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 up_reader, up_writer = await asyncio.open_connection(host, port)
@@ -117,7 +115,7 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
 
     try:
         for (host, port), route in zip(targets, relay.routes, strict=True):
-            servers.append(await asyncio.start_unix_server(forward_to(host, port),  # type: ignore[arg-type]
+            servers.append(await asyncio.start_unix_server(forward_to(host, port),
                                                            path=str(route.socket)))
         yield relay
     finally:
@@ -142,63 +140,3 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             with contextlib.suppress(OSError, RuntimeError):
                 await sink.drain()
         sink.close()
-
-
-# -- the inside half ---------------------------------------------------------------------------
-def _copy(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def _serve(listener: socket.socket, path: str) -> None:
-    while True:
-        client, _ = listener.accept()
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(path)
-        except OSError:
-            client.close()
-            upstream.close()
-            continue
-        threading.Thread(target=_copy, args=(client, upstream), daemon=True).start()
-        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
-
-
-def main(args: list[str]) -> None:
-    """Open the listeners, leave a forwarder behind (its own process, adopted by the sandbox's
-    init, which ends it with the sandbox) and become the agent's command."""
-    cut = args.index("--")
-    listeners: list[tuple[socket.socket, str]] = []
-    for spec in args[:cut]:
-        port, _, path = spec.partition("=")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", int(port)))
-        listener.listen(64)
-        listeners.append((listener, path))
-    command = args[cut + 1:]
-    child = os.fork()
-    if child == 0:
-        if os.fork() != 0:
-            os._exit(0)
-        # The forwarder outlives a SIGTERM to the group so the agent keeps the model during its
-        # grace period; the sandbox's end (or SIGKILL) ends it.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        for listener, path in listeners:
-            threading.Thread(target=_serve, args=(listener, path), daemon=True).start()
-        threading.Event().wait()
-    os.waitpid(child, 0)
-    for listener, _ in listeners:
-        listener.close()
-    os.execvp(command[0], command)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
