@@ -273,3 +273,20 @@ async def test_the_opt_out_runs_unconfined_and_says_so(workspace: Path, tmp_path
 def test_an_unknown_sandbox_setting_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match=r"sandbox \(env RUFLO_SANDBOX\).*nothing was started"):
         load_settings({"RUFLO_CONFIG": "", "RUFLO_SANDBOX": value})
+
+
+async def test_folders_named_by_ruflo_sandbox_read_are_shown_read_only(
+        workspace: Path, tmp_path: Path) -> None:
+    tools, more = tmp_path / "tools", tmp_path / "more"
+    for folder in (tools, more):
+        folder.mkdir()
+        (folder / "note.txt").write_text(f"in {folder.name}\n")
+    settings = load_settings({"RUFLO_CONFIG": "", "RUFLO_SANDBOX_READ": f"{tools}:{more}"})
+    assert settings.sandbox_read == [tools, more]
+    shown = sandbox_for(settings)
+    for folder in (tools, more):
+        result = await run_command(f"cat {folder}/note.txt && echo x > {folder}/new.txt",
+                                   cwd=workspace, env=command_env(), sandbox=shown)
+        assert result.output.startswith(f"in {folder.name}\n")
+        assert "Read-only file system" in result.output
+        assert not (folder / "new.txt").exists()
