@@ -78,7 +78,8 @@ class Sandbox:
     refusal: str | None = None
     """Why commands are refused (no working sandbox and no opt-out); None when they may run."""
     readable: tuple[Path, ...] = ()
-    """Folders shown read-only besides the system's: the interpreter and RUFLO_SANDBOX_READ."""
+    """Folders shown read-only besides the system's, ruflo's Python and the command's PATH:
+    RUFLO_SANDBOX_READ, and an attempt's own (an outside agent's prompt folder)."""
     hidden: tuple[Path, ...] = ()
     """Folders never shown even inside a shown one (ruflo's data dir, its config folder)."""
     relay: Relay | None = field(default=None, compare=False)
