@@ -109,7 +109,11 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                writer.close()
+                up_writer.close()
 
         return handle
 
@@ -127,6 +131,7 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """One direction, end of stream passed on (the other direction may still be answering)."""
     try:
         while chunk := await source.read(65536):
             sink.write(chunk)
@@ -134,9 +139,4 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         if sink.can_write_eof():
             sink.write_eof()
     except (OSError, RuntimeError):
-        pass
-    finally:
-        if source.at_eof():
-            with contextlib.suppress(OSError, RuntimeError):
-                await sink.drain()
-        sink.close()
+        sink.close()  # a broken side ends the other direction too

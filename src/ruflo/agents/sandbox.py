@@ -217,8 +217,7 @@ def probe(bwrap: str) -> str | None:
             return f"bubblewrap ({bwrap}) could not run: {error}"
     if ran.returncode != 0:
         said = (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1]
-        return (f"bubblewrap ({bwrap}) can't build a sandbox here ({said}; user namespaces or "
-                "mounts are not allowed)")
+        return f"bubblewrap ({bwrap}) can't build the sandbox here: {said}"
     return None
 
 
