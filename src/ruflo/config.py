@@ -306,7 +306,8 @@ def boot_trace(settings: Settings) -> list[str]:
         elif name == "shell_state_dir":
             shown = str(settings.shell_state_path)
         else:
-            shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            shown = (json.dumps(value, default=str) if isinstance(value, dict | list)
+                     else str(value))
         lines.append(f"  {name} = {shown} ({sources.get(name, 'default')})")
     lines.extend(f"finding: {finding}" for finding in settings.findings)
     return lines

@@ -54,3 +54,11 @@ def test_orchestrates_boot_trace_names_the_sandbox(tmp_path: Path) -> None:
     assert "commands: sandboxed with bubblewrap" in done.stderr
     refused = ruflo(clean_env(tmp_path, PATH=str(tmp_path / "no-bwrap")), "orchestrate", "x")
     assert "commands: REFUSED: bubblewrap (bwrap) is not installed" in refused.stderr
+
+
+def test_doctor_lists_the_folders_shown_read_only(tmp_path: Path) -> None:
+    shown = [tmp_path / "tools", tmp_path / "more"]
+    done = ruflo(clean_env(tmp_path, RUFLO_SANDBOX_READ=":".join(map(str, shown))), "doctor")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f'  sandbox_read = ["{shown[0]}", "{shown[1]}"] (env RUFLO_SANDBOX_READ)' \
+        in done.stdout
