@@ -227,7 +227,7 @@ async def test_without_a_sandbox_commands_are_refused(workspace: Path, make_boar
     assert "RUFLO_SANDBOX=off" in line
 
     marker = workspace / "ran.txt"
-    for command in (f"touch {marker}", ["touch", str(marker)]):
+    for command in (f"touch {marker}", ["touch", str(marker)], ["no-such-program"]):
         with pytest.raises(ConfigError, match=r"commands are refused: bubblewrap .* not "
                                               r"installed.*nothing was run"):
             await run_command(command, cwd=workspace, env={"PATH": "/usr/bin:/bin"},

@@ -127,6 +127,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
     """
     started = time.monotonic()
     sandbox = sandbox if sandbox is not None else current_sandbox()
+    sandbox.require()
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     program = argv[0] if argv else ""
     if not (shutil.which(program, path=env.get("PATH", DEFAULT_PATH)) if os.sep not in program
