@@ -123,6 +123,13 @@ async def test_no_network_for_commands_and_verify(workspace: Path, listener: int
                               f"socket.create_connection(('example.com', 80), timeout=5)\"",
                               cwd=workspace, env=command_env(), sandbox=sandbox)
     assert names.exit_code != 0
+    # The local Postgres, by TCP and by its Unix socket (a path outside the sandbox).
+    postgres = await run_command(
+        f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', 5432), "
+        f"timeout=5)\"; test -S /var/run/postgresql/.s.PGSQL.5432 && echo SOCKET SEEN",
+        cwd=workspace, env=command_env(), sandbox=sandbox)
+    assert "Connection refused" in postgres.output
+    assert "SOCKET SEEN" not in postgres.output
 
     board = make_board(verify=connect)
     verdict = await verify_task(board.task, board.context(sandbox=sandbox))
