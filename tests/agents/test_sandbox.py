@@ -297,3 +297,21 @@ async def test_folders_named_by_ruflo_sandbox_read_are_shown_read_only(
         assert result.output.startswith(f"in {folder.name}\n")
         assert "Read-only file system" in result.output
         assert not (folder / "new.txt").exists()
+
+
+async def test_an_outside_agents_own_path_does_not_choose_what_is_shown(
+        make_board, tmp_path: Path, sandbox: Sandbox) -> None:
+    secrets = tmp_path / "keys"
+    secrets.mkdir()
+    (secrets / "id_rsa").write_text("PRIVATE-KEY\n")
+    board = make_board()
+    for command in (["cat", str(secrets / "id_rsa")], ["ls", str(secrets)]):
+        agent = Agent(id="a1", hive_id="h1", name="outside", adapter=AdapterKind.PROCESS,
+                      adapter_config={"command": command,
+                                      "env": {"PATH": f"{secrets}:/usr/bin:/bin"}})
+        outcome = await executor_for(agent).run(board.task, agent, board.hive,
+                                                board.context(sandbox=sandbox))
+        assert outcome.kind is OutcomeKind.FAILED
+        assert "No such file or directory" in (outcome.result or "")
+        assert "PRIVATE-KEY" not in (outcome.result or "")
+        assert "id_rsa" not in (outcome.result or "").replace(str(secrets / "id_rsa"), "")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
-from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
 from ruflo.agents.loop import Transcript, task_prompt
 from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
@@ -89,7 +89,8 @@ class ProcessExecutor:
                     # The gateway is the one ruflo's settings name (`own`), never the agent's.
                     relay = await relaying.enter_async_context(gateway_relay(own, Path(scratch)))
                     sandbox = sandbox.with_extras(readable=[Path(scratch)],
-                                                  relay=relay if relay.routes else None)
+                                                  relay=relay if relay.routes else None,
+                                                  shown_path=own.get("PATH", DEFAULT_PATH))
                     env.update(relay.env)
                 result = await run_command(
                     command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,

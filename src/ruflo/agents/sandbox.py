@@ -84,6 +84,9 @@ class Sandbox:
     """Folders never shown even inside a shown one (ruflo's data dir, its config folder)."""
     relay: Relay | None = field(default=None, compare=False)
     """An outside agent's road to the gateway; None: no network at all."""
+    shown_path: str | None = None
+    """The PATH whose folders are shown; None: the command's own. An outside agent's
+    environment is its definer's word, so its PATH must not choose what the sandbox shows."""
 
     @property
     def confines(self) -> bool:
@@ -100,9 +103,12 @@ class Sandbox:
                 f"{self.mode.value}, {self.source}): the attempt's folder writable, system "
                 "folders read-only, the rest hidden, no network but the model relay")
 
-    def with_extras(self, *, readable: Iterable[Path] = (), relay: Relay | None = None) -> Sandbox:
-        """This sandbox showing `readable` too, and with `relay` as its road to the gateway."""
-        return replace(self, readable=(*self.readable, *readable), relay=relay)
+    def with_extras(self, *, readable: Iterable[Path] = (), relay: Relay | None = None,
+                    shown_path: str | None = None) -> Sandbox:
+        """This sandbox showing `readable` too (and the folders of `shown_path` rather than the
+        command's PATH), with `relay` as its road to the gateway."""
+        return replace(self, readable=(*self.readable, *readable), relay=relay,
+                       shown_path=shown_path)
 
     def require(self) -> None:
         """Raise the refusal (one line: what happened, that nothing ran, what to do)."""
@@ -120,6 +126,7 @@ class Sandbox:
         home = home_folder()
         if home is not None:
             mounts.append((home, 0, ["--tmpfs", str(home)]))
+        path = self.shown_path if self.shown_path is not None else path
         for shown in sorted({*self.readable, *interpreter_folders(), *path_folders(path)}):
             if shown.exists() and not under_system(shown):
                 mounts.append((shown, 1, ["--ro-bind", str(shown), str(shown)]))
