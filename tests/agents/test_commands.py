@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.sandbox import Sandbox, SandboxMode, current_sandbox
 from ruflo.config import load_settings
 
 
@@ -114,3 +116,21 @@ async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch: pytest.
     for hidden in ("ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HARMLESS_BUT_UNLISTED", "HOME"):
         assert hidden not in names
     assert "PATH" in names
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(
+        workspace: Path, sandboxed: bool) -> None:
+    """A worker stopping hands back its claims at once: a command cancelled at any moment of
+    its start (in the sandbox: while bwrap builds it) is stopped whole, never left running."""
+    sandbox = current_sandbox() if sandboxed else Sandbox(SandboxMode.OFF)
+    for delay in (0, 1, 2, 3, 5, 8, 13, 21):  # event loop turns before the cancellation
+        length = f"600.{uuid.uuid4().int % 10**9}"
+        running = asyncio.ensure_future(run_command(["sleep", length], cwd=workspace,
+                                                    env=command_env(), sandbox=sandbox))
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 30)
+        assert running_with(length) == [], delay

@@ -137,10 +137,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
                                                     f"{program!r} found", output_bytes=0)
     argv = sandbox.confine(argv, cwd=cwd, path=env.get("PATH"))
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=dict(env), start_new_session=True,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        process = await start(argv, cwd=cwd, env=env, stdin=stdin is not None)
     except OSError as error:
         return CommandResult(exit_code=None, output=f"could not start the command: {error}",
                              output_bytes=0, duration=time.monotonic() - started)
@@ -202,6 +199,25 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
         exit_code = 128 - exit_code
     return CommandResult(exit_code=exit_code, output=cap.text(), output_bytes=cap.total,
                          timed_out=timed_out, duration=time.monotonic() - started)
+
+
+async def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                stdin: bool) -> asyncio.subprocess.Process:
+    """Start `argv` in a session of its own. A cancellation while it starts still stops what
+    started, as a group: asyncio alone would kill only the leader (in the sandbox, bwrap, whose
+    children would run on) and then wait for the output pipe they hold open."""
+    spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=dict(env), start_new_session=True,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT))
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            process = await spawning
+            kill_group(process.pid, signal.SIGKILL)
+            await wait_exit(process, 5.0)
+        raise
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> bool:
