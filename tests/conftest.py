@@ -120,3 +120,13 @@ async def client(gateway_key: str, gateway_server: Any, store: Any) -> AsyncIter
                                               wait_max=0.05))
     yield gateway
     await gateway.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _settle_the_sandbox_again() -> Iterator[None]:
+    """A command run in-process (`ruflo orchestrate`, the demo) makes its settings' sandbox the
+    process's; the next test settles its own from its own environment."""
+    yield
+    from ruflo.agents.sandbox import use_sandbox
+
+    use_sandbox(None)

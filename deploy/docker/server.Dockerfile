@@ -28,9 +28,13 @@ RUN pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings]" \
 # Auth: the server refuses to listen beyond loopback without it. `forward` believes the user
 # header (X-authentik-username, Remote-User) only from RUFLO_TRUSTED_PROXIES, which the
 # deployment must set to the ingress' addresses; the probe path needs no auth.
+# Sandbox: container runtimes' default seccomp profile forbids the user namespaces bubblewrap
+# needs, so the image opts out explicitly and the pod is the boundary (UID 1000, read-only root,
+# no capabilities); the boot trace and `ruflo doctor` say so. docs/deploy.md: how to turn it on.
 ENV RUFLO_DATA_DIR=/app/db \
     RUFLO_WORKSPACE=/workspace \
     RUFLO_AUTH=forward \
+    RUFLO_SANDBOX=off \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 VOLUME ["/app/db"]

@@ -128,6 +128,12 @@ class Settings(BaseModel):
     read_timeout_seconds: float = Field(15.0, gt=0, le=3600,
                                         validation_alias=_env("read_timeout_seconds"))
     """A request's head, and then its body, must each arrive within this time."""
+    sandbox: Literal["auto", "bwrap", "off"] = Field("auto", validation_alias=_env("sandbox"))
+    """How agents' commands and verify are confined (ruflo.agents.sandbox): auto = bubblewrap
+    where it works, else commands are refused; off = unconfined, on the operator's word."""
+    sandbox_read: list[Path] = Field(default_factory=list,
+                                     validation_alias=_env("sandbox_read"))
+    """More folders shown read-only inside the sandbox (colon-separated, like PATH)."""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _findings: list[str] = PrivateAttr(default_factory=list)
@@ -170,7 +176,14 @@ class Settings(BaseModel):
                                  "scheme, path or spaces; \"*\" for any host)")
         return [entry.lower() for entry in value]
 
-    @field_validator("sqlite_synchronous", "auth", mode="before")
+    @field_validator("sandbox_read", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("sqlite_synchronous", "auth", "sandbox", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -331,7 +344,8 @@ def boot_trace(settings: Settings) -> list[str]:
         elif name == "shell_state_dir":
             shown = str(settings.shell_state_path)
         else:
-            shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            shown = (json.dumps(value, default=str) if isinstance(value, dict | list)
+                     else str(value))
         lines.append(f"  {name} = {shown} ({sources.get(name, 'default')})")
     lines.extend(f"finding: {finding}" for finding in settings.findings)
     return lines

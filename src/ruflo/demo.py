@@ -1,7 +1,7 @@
 """`ruflo demo`: the README's first command ends here. One small comparison of the built-in
 workloads (swarm, company, solo) on the ScriptedGateway or the configured gateway, then the web UI
 serving its report and hives until Ctrl-C/SIGTERM. An edge: depends on compare, server, gateway,
-store and config.
+agents (the sandbox), store and config.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ruflo.model import HiveStatus, Mode
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ruflo.agents.sandbox import Sandbox
     from ruflo.compare.runner import LiveSetup, Plan, RunRecord
     from ruflo.config import Settings
     from ruflo.gateway.client import GatewayClient
@@ -206,6 +207,24 @@ async def open_gateway(settings: Settings, store: Store, *, force_scripted: bool
                            base_url_source="ruflo demo (ScriptedGateway)")
     why = "--scripted" if settings.gateway_url else "no gateway configured"
     return DemoGateway(client, scripted, f"ScriptedGateway at {url} ({why})")
+
+
+def demo_sandbox(settings: Settings, *, scripted: bool) -> Sandbox:
+    """Where the demo's commands run: the sandbox the settings ask for. One exception keeps
+    `scripts/run` working on a fresh machine: on the ScriptedGateway every command is the demo's
+    own (its workloads' scripts and verify commands, no model's), so when bubblewrap is missing
+    and RUFLO_SANDBOX was left at its default, they run unconfined, said on the console. With a
+    real gateway, or RUFLO_SANDBOX set, a missing sandbox stays a refusal."""
+    from ruflo.agents.sandbox import Sandbox, SandboxMode, sandbox_for
+
+    sandbox = sandbox_for(settings)
+    if (sandbox.refusal is not None and scripted
+            and settings.sources.get("sandbox", "default") == "default"):
+        why = sandbox.refusal.split(";")[0]
+        return Sandbox(SandboxMode.OFF, f"ruflo demo on the ScriptedGateway: {why}; every "
+                                        "command is the demo's own script; install bubblewrap "
+                                        "to confine them")
+    return sandbox
 
 
 @dataclass(slots=True)
@@ -458,10 +477,17 @@ class Demo:
                                  sock: socket.socket | None) -> int:
         from rich.markup import escape
 
+        from ruflo.agents.sandbox import use_sandbox
+
         steps, stopper = self.steps, self.stopper
         steps.say(f"  gateway: {escape(gateway.description)}")
         if gateway.scripted is not None:
             steps.say(f"  [bold yellow]{SCRIPTED_NOTICE}[/bold yellow]")
+        sandbox = demo_sandbox(settings, scripted=gateway.scripted is not None)
+        sandbox.require()  # a real model's commands without a sandbox: stop before any run
+        use_sandbox(sandbox)
+        colour = "green" if sandbox.confines else "bold yellow"
+        steps.say(f"  [{colour}]{escape(sandbox.describe())}[/{colour}]")
         self._check()
         modes = ", ".join(m.value for m in MODES)
         with steps.step(f"comparing {', '.join(WORKLOADS)} in {modes} modes "

@@ -50,6 +50,8 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "allowed_hosts": ("RUFLO_ALLOWED_HOSTS",),
     "max_body_bytes": ("RUFLO_MAX_BODY_BYTES",),
     "read_timeout_seconds": ("RUFLO_READ_TIMEOUT_SECONDS",),
+    "sandbox": ("RUFLO_SANDBOX",),
+    "sandbox_read": ("RUFLO_SANDBOX_READ",),
 }
 """Settings field -> the variables that set it, first one preferred (the one list of them:
 ruflo.config.Settings takes its aliases from here)."""

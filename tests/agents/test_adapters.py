@@ -16,6 +16,7 @@ import pytest
 
 from ruflo.agents import Limits, OutcomeKind, executor_for, store_outcome
 from ruflo.agents.commands import command_env
+from ruflo.agents.sandbox import Sandbox, current_sandbox
 from ruflo.config import load_settings
 from ruflo.errors import ConfigError
 from ruflo.model import AdapterKind, Agent, TaskState
@@ -46,9 +47,16 @@ print("GATEWAY " + os.environ.get("OPENAI_BASE_URL", "-"))
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Path:
-    script = tmp_path / "fake_agent.py"
+    (tmp_path / "agent-cli").mkdir()
+    script = tmp_path / "agent-cli" / "fake_agent.py"
     script.write_text(CLI)
     return script
+
+
+def showing(folder: Path) -> Sandbox:
+    """This process's sandbox, also showing `folder` (read-only) where the agent's program is:
+    as RUFLO_SANDBOX_READ would for an agent installed outside PATH."""
+    return current_sandbox().with_extras(readable=[folder])
 
 
 def process_agent(cli: Path, *args: str, **config: Any) -> Agent:
@@ -68,7 +76,8 @@ async def test_process_adapter_passes_the_prompt(make_board, cli, monkeypatch, a
                               "OPENAI_API_KEY": "sk-virtual", "RUFLO_CONFIG": ""})
 
     outcome = await executor_for(board.agent).run(
-        board.task, board.agent, board.hive, board.context(env=command_env(settings)))
+        board.task, board.agent, board.hive,
+        board.context(env=command_env(settings), sandbox=showing(cli.parent)))
 
     assert outcome.kind is OutcomeKind.COMPLETE
     assert outcome.verified is True
@@ -95,7 +104,7 @@ async def test_process_adapter_timeout_with_grace(make_board, cli):
     board = make_board(agent=process_agent(cli, "stubborn", timeout=1, grace=0.5))
 
     outcome = await executor_for(board.agent).run(board.task, board.agent, board.hive,
-                                                  board.context())
+                                                  board.context(sandbox=showing(cli.parent)))
 
     assert outcome.kind is OutcomeKind.FAILED
     assert "timed out after 1s" in (outcome.reason or "")
@@ -111,7 +120,7 @@ async def test_process_adapter_timeout_with_grace(make_board, cli):
 async def test_process_adapter_failure_and_bad_config(make_board, cli):
     board = make_board(agent=process_agent(cli, "fail"))
     outcome = await executor_for(board.agent).run(board.task, board.agent, board.hive,
-                                                  board.context())
+                                                  board.context(sandbox=showing(cli.parent)))
     assert outcome.kind is OutcomeKind.FAILED
     assert "exited with 4" in (outcome.reason or "")
     assert "cannot do it" in (outcome.result or "")
@@ -123,14 +132,16 @@ async def test_process_adapter_failure_and_bad_config(make_board, cli):
 
 @pytest.mark.integration
 async def test_process_output_flood_is_bounded_in_the_transcript(make_board, tmp_path):
-    flood = tmp_path / "flood.py"
+    flood = tmp_path / "agent-cli" / "flood.py"
+    flood.parent.mkdir()
     flood.write_text("import sys\nfor i in range(200000): print('line', i)\n")
     agent = Agent(id="a1", hive_id="h1", name="noisy", adapter=AdapterKind.PROCESS,
                   adapter_config={"command": [sys.executable, str(flood)]})
     board = make_board(agent=agent)
 
     outcome = await executor_for(agent).run(board.task, agent, board.hive,
-                                            board.context(limits=Limits(command_output_bytes=4000)))
+                                            board.context(limits=Limits(command_output_bytes=4000),
+                                                          sandbox=showing(flood.parent)))
 
     assert outcome.kind is OutcomeKind.COMPLETE
     outputs = board.transcript("process_output")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.sandbox import Sandbox, SandboxMode, current_sandbox
 from ruflo.config import load_settings
 
 
@@ -34,23 +38,37 @@ async def test_a_command_that_never_ends_is_stopped(workspace: Path) -> None:
 
 
 async def test_sigterm_ignored_then_sigkill_for_the_whole_group(workspace: Path) -> None:
-    marker = workspace / "child.pid"
-    script = f"trap '' TERM; (trap '' TERM; sleep 600) & echo $! > {marker}; sleep 600"
+    # A sleep of an odd length marks the background child; it is looked for by its command line
+    # (inside the sandbox's own PID namespace, the pid it sees of itself means nothing here).
+    length = f"600.{uuid.uuid4().int % 10**9}"
+    script = f"trap '' TERM; (trap '' TERM; sleep {length}) & sleep 600"
     result = await run_command(script, cwd=workspace, env=command_env(), time_limit=0.5,
                                grace=0.3)
     assert result.timed_out
     assert result.exit_code == -9
-    child = int(marker.read_text())
-    assert process_gone(child)
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or only its zombie (killed, waiting to be reaped by init)."""
+    assert running_with(length) == []
+    witness = await asyncio.create_subprocess_exec("sleep", length)  # the search finds one
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
+        assert running_with(length) == [witness.pid]
+    finally:
+        witness.kill()
+        await witness.wait()
+
+
+def running_with(argument: str) -> list[int]:
+    """Live processes (zombies excluded) with `argument` among their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if argument.encode() in arguments and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 async def test_background_children_do_not_hold_the_call(workspace: Path) -> None:
@@ -98,3 +116,21 @@ async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch: pytest.
     for hidden in ("ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HARMLESS_BUT_UNLISTED", "HOME"):
         assert hidden not in names
     assert "PATH" in names
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(
+        workspace: Path, sandboxed: bool) -> None:
+    """A worker stopping hands back its claims at once: a command cancelled at any moment of
+    its start (in the sandbox: while bwrap builds it) is stopped whole, never left running."""
+    sandbox = current_sandbox() if sandboxed else Sandbox(SandboxMode.OFF)
+    for delay in (0, 1, 2, 3, 5, 8, 13, 21):  # event loop turns before the cancellation
+        length = f"600.{uuid.uuid4().int % 10**9}"
+        running = asyncio.ensure_future(run_command(["sleep", length], cwd=workspace,
+                                                    env=command_env(), sandbox=sandbox))
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 30)
+        assert running_with(length) == [], delay

@@ -317,3 +317,14 @@ def test_killing_agents_mid_run_is_measured_and_the_work_recovered(data_dir: Pat
     assert m["success"] is True
     assert m["released_claims"] >= 1
     assert report["kill_effects"][0]["success_drop"] == 0
+
+
+def test_a_comparison_without_a_sandbox_is_refused_before_anything_runs(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bwrap"))
+    assert run(["compare", "bug", "--modes", "solo", "--seeds", "1", "--scripted"]) == 2
+    err = capsys.readouterr().err
+    assert "commands are refused: bubblewrap (bwrap) is not installed" in err
+    assert "RUFLO_SANDBOX=off" in err
+    assert not (data_dir / "reports").exists()

@@ -24,7 +24,7 @@ import pytest
 from ruflo.cli import run
 from ruflo.compare.workloads import BUILTIN, builtin_path, gateway_rules
 from ruflo.config import load_settings
-from ruflo.demo import CHAT_REPLY, demo_settings
+from ruflo.demo import CHAT_REPLY, demo_sandbox, demo_settings
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.workload import load_workload
 
@@ -294,3 +294,40 @@ def test_demo_settings_keep_the_demo_apart(tmp_path: Path) -> None:
     chosen = demo_settings(normal, tmp_path / "elsewhere")
     assert chosen.data_dir == tmp_path / "elsewhere"
     assert chosen.sources["data_dir"] == "--data-dir"
+
+
+def test_without_bubblewrap_the_scripted_demo_runs_unconfined_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bwrap"))
+    default = load_settings({"RUFLO_CONFIG": "", "RUFLO_DATA_DIR": str(tmp_path)})
+    scripted = demo_sandbox(default, scripted=True)
+    assert not scripted.confines
+    assert scripted.refusal is None
+    line = scripted.describe()
+    assert "NOT SANDBOXED (ruflo demo on the ScriptedGateway: bubblewrap (bwrap) is not " \
+           "installed; every command is the demo's own script" in line
+    # A real model's commands, or an explicit setting: no sandbox stays a refusal.
+    assert demo_sandbox(default, scripted=False).refusal is not None
+    for mode in ("auto", "bwrap"):
+        explicit = load_settings({"RUFLO_CONFIG": "", "RUFLO_SANDBOX": mode})
+        assert demo_sandbox(explicit, scripted=True).refusal is not None
+
+
+def test_with_bubblewrap_the_demo_is_sandboxed() -> None:
+    for scripted in (True, False):
+        sandbox = demo_sandbox(load_settings({"RUFLO_CONFIG": ""}), scripted=scripted)
+        assert sandbox.confines, sandbox.describe()
+
+
+def test_a_real_gateway_without_a_sandbox_stops_before_anything_runs(
+        scrubbed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedGateway({"keys": ["sk-good"]}) as gateway_url:
+        monkeypatch.setenv("OPENAI_BASE_URL", gateway_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-good")
+        monkeypatch.setenv("PATH", str(tmp_path / "no-bwrap"))
+        assert run(["demo", "--no-serve"]) == 2
+    err = capsys.readouterr().err
+    assert "commands are refused: bubblewrap (bwrap) is not installed" in err
+    assert "RUFLO_SANDBOX=off" in err
+    assert not (scrubbed / "demo" / "reports").exists()

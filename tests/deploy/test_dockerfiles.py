@@ -85,6 +85,9 @@ def test_server_image_serves_on_3000_with_its_data_in_the_volume() -> None:
     assert '"/app/db"' in one(instructions, "VOLUME").text
     # A non-loopback bind needs auth: forward auth behind the ingress.
     assert env["RUFLO_AUTH"] == "forward"
+    # A default pod allows no user namespaces: the opt-out of the sandbox is explicit, not a
+    # refusal of every command (docs/deploy.md says how to turn it on).
+    assert env["RUFLO_SANDBOX"] == "off"
     server = pod_containers()["ruflo"]
     assert server["args"] == command
     assert {p["containerPort"] for p in server["ports"]} == {3000}  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from ruflo.model import Agent, Hive, Task
 
 if TYPE_CHECKING:
+    from ruflo.agents.sandbox import Sandbox
     from ruflo.gateway.base import Gateway
     from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
@@ -129,6 +130,8 @@ class RunContext:
     """Model for agents that do not name one."""
     reports: tuple[Agent, ...] = ()
     """Company mode: the agent's direct reports, offered as delegation targets."""
+    sandbox: Sandbox | None = None
+    """Where commands run (see agents.sandbox); None means this process's configured one."""
 
 
 class Executor(Protocol):

@@ -1,5 +1,6 @@
-"""Running a command for an agent: workspace as cwd, a timeout with a grace period, an output cap
-and a scrubbed environment. Depends on the standard library (and, lazily, ruflo.gateway.env).
+"""Running a command for an agent: in the sandbox (ruflo.agents.sandbox), workspace as cwd, a
+timeout with a grace period, an output cap and a scrubbed environment. Depends on the standard
+library and the sandbox (and, lazily, ruflo.gateway.env).
 
 The command runs in its own process group so a timeout stops it and everything it started:
 SIGTERM to the group, then SIGKILL after the grace period. Output is read as it comes; only a
@@ -11,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ruflo.agents.sandbox import Sandbox, current_sandbox
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
@@ -112,24 +116,28 @@ def command_env(settings: Settings | None = None,
 async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[str, str],
                       time_limit: float = 120.0, grace: float = 3.0, output_limit: int = 64_000,
                       stdin: bytes | None = None,
-                      on_output: Callable[[bytes], None] | None = None) -> CommandResult:
-    """Run `command` (a shell string, or an argv list run without a shell) and wait for it.
+                      on_output: Callable[[bytes], None] | None = None,
+                      sandbox: Sandbox | None = None) -> CommandResult:
+    """Run `command` (a shell string, or an argv list run without a shell) in `sandbox` (None:
+    this process's, see agents.sandbox.current_sandbox) with `cwd` writable, and wait for it.
 
     Never raises for the command's own failure: a non-zero exit, a timeout or a program that
-    does not exist all come back as a CommandResult the agent can read.
+    does not exist all come back as a CommandResult the agent can read. Raises ConfigError when
+    commands are refused (no working sandbox and no opt-out): nothing runs then.
     """
     started = time.monotonic()
+    sandbox = sandbox if sandbox is not None else current_sandbox()
+    sandbox.require()
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    program = argv[0] if argv else ""
+    if not (shutil.which(program, path=env.get("PATH", DEFAULT_PATH)) if os.sep not in program
+            else os.access(cwd / program, os.X_OK)):
+        # Said here: inside the sandbox, bwrap would report it as its own failure (exit 1).
+        return CommandResult(exit_code=None, output=f"could not start the command: no program "
+                                                    f"{program!r} found", output_bytes=0)
+    argv = sandbox.confine(argv, cwd=cwd, path=env.get("PATH"))
     try:
-        if isinstance(command, str):
-            process = await asyncio.create_subprocess_shell(
-                command, cwd=cwd, env=dict(env), start_new_session=True,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        else:
-            process = await asyncio.create_subprocess_exec(
-                *command, cwd=cwd, env=dict(env), start_new_session=True,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        process = await start(argv, cwd=cwd, env=env, stdin=stdin is not None)
     except OSError as error:
         return CommandResult(exit_code=None, output=f"could not start the command: {error}",
                              output_bytes=0, duration=time.monotonic() - started)
@@ -185,9 +193,31 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await helper
-    return CommandResult(exit_code=process.returncode, output=cap.text(),
-                         output_bytes=cap.total, timed_out=timed_out,
-                         duration=time.monotonic() - started)
+    exit_code = process.returncode
+    if sandbox.confines and exit_code is not None and 128 < exit_code <= 128 + 64:
+        # bwrap reports a command killed by a signal as 128 + the signal, as a shell does.
+        exit_code = 128 - exit_code
+    return CommandResult(exit_code=exit_code, output=cap.text(), output_bytes=cap.total,
+                         timed_out=timed_out, duration=time.monotonic() - started)
+
+
+async def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                stdin: bool) -> asyncio.subprocess.Process:
+    """Start `argv` in a session of its own. A cancellation while it starts still stops what
+    started, as a group: asyncio alone would kill only the leader (in the sandbox, bwrap, whose
+    children would run on) and then wait for the output pipe they hold open."""
+    spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=dict(env), start_new_session=True,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT))
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            process = await spawning
+            kill_group(process.pid, signal.SIGKILL)
+            await wait_exit(process, 5.0)
+        raise
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> bool:

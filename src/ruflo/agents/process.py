@@ -10,19 +10,26 @@ Depends on the Executor types and the command runner. The agent's `adapter_confi
 The prompt goes in as `{prompt}` (an argument), through `{prompt_file}` (a file path), or on
 stdin when the command names neither. Placeholders `{workspace}` and `{task_id}` also work.
 No shell is involved, so a prompt can't inject commands. Exit code 0 means complete.
+
+The command runs in the sandbox (agents.sandbox): the workspace writable, the prompt's folder
+read-only, and for network only the model relay (agents.relay) to the gateway named by ruflo's
+own settings — OPENAI_BASE_URL and LITELLM_BASE_URL are rewritten to the relay's address.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
-from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
 from ruflo.agents.loop import Transcript, task_prompt
+from ruflo.agents.relay import gateway_relay
+from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
@@ -59,7 +66,10 @@ class ProcessExecutor:
         extra = config.get("env") or {}
         if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
             raise ConfigError(f"agent {agent.name}: adapter env must map names to strings")
-        env = {**(dict(ctx.env) if ctx.env else command_env()), **extra}
+        own = dict(ctx.env) if ctx.env else command_env()
+        env = {**own, **extra}
+        sandbox = ctx.sandbox if ctx.sandbox is not None else current_sandbox()
+        sandbox.require()
 
         with tempfile.TemporaryDirectory(prefix="ruflo-prompt-") as scratch:
             prompt_file = Path(scratch) / "prompt.md"
@@ -74,11 +84,19 @@ class ProcessExecutor:
                            prompt_via="file" if uses_file else "argument" if uses_arg
                            else "stdin")
             stream = OutputStream(transcript)
-            result = await run_command(
-                command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
-                output_limit=ctx.limits.command_output_bytes,
-                stdin=None if uses_file or uses_arg else prompt.encode(),
-                on_output=stream.feed)
+            async with contextlib.AsyncExitStack() as relaying:
+                if sandbox.confines:
+                    # The gateway is the one ruflo's settings name (`own`), never the agent's.
+                    relay = await relaying.enter_async_context(gateway_relay(own, Path(scratch)))
+                    sandbox = sandbox.with_extras(readable=[Path(scratch)],
+                                                  relay=relay if relay.routes else None,
+                                                  shown_path=own.get("PATH", DEFAULT_PATH))
+                    env.update(relay.env)
+                result = await run_command(
+                    command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
+                    output_limit=ctx.limits.command_output_bytes,
+                    stdin=None if uses_file or uses_arg else prompt.encode(),
+                    on_output=stream.feed, sandbox=sandbox)
             stream.flush()
         transcript.add("process_exited", exit_code=result.exit_code, timed_out=result.timed_out,
                        output_bytes=result.output_bytes, duration=round(result.duration, 3))

@@ -204,7 +204,8 @@ class ToolBox:
             seconds = min(float(timeout), limits.command_timeout)
         outcome = await run_command(command, cwd=self.workspace.root, env=self.env,
                                     time_limit=seconds, grace=limits.command_grace,
-                                    output_limit=limits.command_output_bytes)
+                                    output_limit=limits.command_output_bytes,
+                                    sandbox=self.ctx.sandbox)
         self.commands_run += 1
         return ToolReply(truncate(outcome.summary(), limits.tool_output_chars),
                          error=not outcome.ok)

@@ -1,5 +1,6 @@
-"""Verification: a task's `verify` command, run in the workspace, decides success — not the
-agent's word. Depends on the Executor types, the command runner, memory and the Store protocol.
+"""Verification: a task's `verify` command, run in the workspace and in the sandbox (its folder
+writable, no network), decides success — not the agent's word. Depends on the Executor types,
+the command runner, memory and the Store protocol.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ async def verify_task(task: Task, ctx: RunContext) -> Verdict | None:
     result = await run_command(task.verify, cwd=ctx.workspace,
                                env=dict(ctx.env) if ctx.env else command_env(),
                                time_limit=limits.verify_timeout, grace=limits.command_grace,
-                               output_limit=limits.command_output_bytes)
+                               output_limit=limits.command_output_bytes,
+                               sandbox=ctx.sandbox)
     return Verdict(passed=result.ok, exit_code=result.exit_code, output=result.output,
                    timed_out=result.timed_out)
 

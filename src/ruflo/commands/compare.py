@@ -70,6 +70,14 @@ def compare(
                 kill_fraction=kill_fraction, tasks=tasks, approvals=approvals)
     check(plan)
     settings = load_settings()
+    if not plan.simulate:
+        from ruflo.agents.sandbox import sandbox_for, use_sandbox
+
+        # Live runs run commands: refused ones stop the comparison before it starts (rather
+        # than pausing every run's agents until it times out).
+        sandbox = sandbox_for(settings)
+        sandbox.require()
+        use_sandbox(sandbox)
     base = out if out is not None else settings.data_dir / "reports"
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

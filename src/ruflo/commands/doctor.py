@@ -1,4 +1,5 @@
-"""`ruflo doctor`: print the boot trace and check the settings, the store and the keys.
+"""`ruflo doctor`: print the boot trace and check the settings, the store, the keys and the
+sandbox.
 
 Imports only typer and the stdlib at module level; settings and the store load when it runs.
 More checks (the gateway) append to `doctor_checks`.
@@ -146,16 +147,30 @@ def check_memory(settings: Settings) -> Check:
     return Check("memory search", True, search_backend(try_engine=True), fatal=False)
 
 
+def check_sandbox(settings: Settings) -> Check:
+    """Whether agents' commands and verify run confined: bubblewrap works (ok), the operator
+    opted out (a warning) or commands would be refused (a failure: hives could not work)."""
+    from ruflo.agents.sandbox import sandbox_for
+
+    sandbox = sandbox_for(settings)
+    detail = sandbox.describe().removeprefix("commands: ")
+    if sandbox.refusal is not None:
+        return Check("sandbox", False, detail)
+    return Check("sandbox", sandbox.confines, detail, fatal=False)
+
+
 def doctor_checks(settings: Settings) -> list[Check]:
     """Every check the doctor runs, in order. Append new checks here."""
     return [check_store(settings), check_keys(settings), check_gateway(settings),
-            check_notify(settings), check_notify_failures(settings), check_memory(settings)]
+            check_sandbox(settings), check_notify(settings), check_notify_failures(settings),
+            check_memory(settings)]
 
 
 @app.callback(invoke_without_command=True)
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
            = False) -> None:
     """Print the boot trace and check the store; exit 1 when a check fails."""
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError
 
@@ -168,7 +183,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
         else:
             typer.echo(f"FAIL settings: {error}", err=True)
         raise SystemExit(1) from None
-    trace = boot_trace(settings)
+    trace = [*boot_trace(settings), *sandbox_trace(settings)]
     checks = doctor_checks(settings)
     failed = any(not check.ok and check.fatal for check in checks)
     if as_json:

@@ -231,6 +231,7 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Resume a paused hive and (unless --no-run) drive it to its end in the foreground."""
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace
     from ruflo.engine.control import resume_hive
     from ruflo.model import Budget
@@ -246,7 +247,7 @@ def resume(
         if run:
             from ruflo.commands.orchestrate import require_gateway
 
-            for line in boot_trace(settings):
+            for line in [*boot_trace(settings), *sandbox_trace(settings)]:
                 typer.echo(line, err=True)
             require_gateway(settings)
         driving = None

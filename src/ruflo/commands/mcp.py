@@ -46,6 +46,7 @@ def mcp(
                                   help="Allow a non-loopback bind (the MCP server has no auth)."),
 ) -> None:
     """Serve the hive tools over MCP."""
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError
     from ruflo.mcp.desk import Desk
@@ -58,7 +59,7 @@ def mcp(
                           "anyone who reaches it could work your hives. Bind 127.0.0.1, or "
                           "pass --insecure if that is really what you want.")
     settings = load_settings()
-    for line in boot_trace(settings):
+    for line in [*boot_trace(settings), *sandbox_trace(settings)]:
         print(line, file=sys.stderr)
     store = open_store(settings)
     try:

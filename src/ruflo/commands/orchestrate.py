@@ -68,6 +68,7 @@ def orchestrate(
                                "`ruflo worker` processes elsewhere do it.")] = False,
 ) -> None:
     """Run a hive of agents on an objective through the gateway, with a live view."""
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.commands.serve import hive_notifications
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError, PolicyError
@@ -76,7 +77,7 @@ def orchestrate(
     from ruflo.workload import load_workload
 
     settings = load_settings()
-    for line in boot_trace(settings):
+    for line in [*boot_trace(settings), *sandbox_trace(settings)]:
         typer.echo(line, err=True)
     try:
         run_mode = Mode(mode)

@@ -100,6 +100,7 @@ def serve(
     import asyncio
     import logging
 
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
     from ruflo.server import create_app
     from ruflo.server.deferred_gateway import DeferredGateway
@@ -110,7 +111,7 @@ def serve(
     check_bind(host, settings.auth, insecure=insecure)
     store = open_store(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for line in boot_trace(settings):
+    for line in [*boot_trace(settings), *sandbox_trace(settings)]:
         typer.echo(line, err=True)
     gateway = None
     if settings.gateway_url and settings.openai_api_key is None:

@@ -41,6 +41,7 @@ def worker(
 ) -> None:
     """Host agent loops of hives in the shared Postgres; claims, leases and wake-ups go through
     the store. SQLite hives stay on one machine and are refused."""
+    from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
     from ruflo.engine.worker import WorkerParams, require_shared_store
     from ruflo.store import open_store
@@ -48,7 +49,7 @@ def worker(
     if (hive is None) == (not all_hives):
         raise typer.BadParameter("give either --hive ID or --all-hives")
     settings = load_settings()
-    for line in boot_trace(settings):
+    for line in [*boot_trace(settings), *sandbox_trace(settings)]:
         typer.echo(line, err=True)
     require_shared_store(settings.store_url)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
