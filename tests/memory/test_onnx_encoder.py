@@ -1,7 +1,8 @@
 """The ONNX Runtime encoder `ruflo mcp` searches with: in float its vectors equal numpy's
 (truncation and padded batches included), with the int8 weights `ruflo mcp` uses they are within
 1% of them; both rank notes alike; `ruflo mcp` ends up with it while a one-shot
-CLI search keeps numpy; without onnxruntime, or when it fails, numpy answers and says why."""
+CLI search keeps numpy; without onnxruntime, or when it fails, numpy answers and says why. The
+committed graphs are what ruflo.memory.minilm_graph builds now, and running them needs no onnx."""
 
 from __future__ import annotations
 
@@ -120,6 +121,47 @@ def test_notes_rank_alike_on_both_engines(store, encoders: tuple[Any, Any, Any])
     assert on_onnx.search("insects that produce something sweet", namespace="n")[0].key == "bees"
 
 
+def test_the_committed_graphs_are_what_the_generator_builds() -> None:
+    """Else a change to minilm_graph.py (or to session_weights' names) was not written out:
+    `python -m ruflo.memory.minilm_graph` does."""
+    pytest.importorskip("onnx", reason="the generator needs onnx, from the dev extra")
+    import onnx
+
+    from ruflo.memory.minilm_graph import SUPPLIED, build_graphs
+    from ruflo.memory.onnx_encoder import graph_path
+
+    for int8, built in build_graphs().items():
+        committed = graph_path(int8).read_bytes()
+        assert committed == built, f"{graph_path(int8).name} is stale"
+        model = onnx.load_from_string(committed)
+        assert [i.name for i in model.graph.input] == ["embeddings", "mask"]
+        assert [o.name for o in model.graph.output] == ["vectors"]
+        declared = [t for t in model.graph.initializer if t.data_location == t.EXTERNAL]
+        assert len(declared) == (98 if int8 else 74)  # 16 or 12 per layer, 2 before them
+        assert all(t.external_data[0].value == SUPPLIED and not t.raw_data for t in declared)
+        assert len(committed) < 30_000, "no weights in the package data"
+
+
+def test_running_the_graphs_needs_no_onnx_package() -> None:
+    """The main install has onnxruntime but not onnx: both variants build and encode with
+    `import onnx` failing, and never try it."""
+    code = ("import sys\n"
+            "class Refuse:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'onnx':\n"
+            "            raise ImportError('onnx is blocked by the test')\n"
+            "sys.meta_path.insert(0, Refuse())\n"
+            "from ruflo.memory.onnx_encoder import OnnxMiniLMEncoder, onnx_runtime_missing\n"
+            "assert onnx_runtime_missing() is None\n"
+            "for int8 in (True, False):\n"
+            "    vectors = OnnxMiniLMEncoder(int8=int8).encode(['bees make honey', 'x'])\n"
+            "    print(vectors.shape, round(float(vectors[0] @ vectors[0]), 4))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["(2, 384) 1.0"] * 2, done.stdout
+
+
 def test_ruflo_mcp_searches_on_onnx_runtime(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The memory the `ruflo mcp` command serves, with the MCP server itself stubbed out."""
@@ -193,7 +235,7 @@ def test_when_building_fails_numpy_answers_and_says_why(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no kernel for Attention\nsecond line")
 
-    monkeypatch.setattr(onnx_encoder, "bert_graph", broken)
+    monkeypatch.setattr(onnx_encoder, "session_weights", broken)
     with caplog.at_level(logging.WARNING):
         encoder = onnx_encoder.quickest_encoder()
     assert encoder.engine == "numpy"

@@ -1,15 +1,16 @@
 """all-MiniLM-L6-v2 on ONNX Runtime, for long-lived processes (`ruflo mcp`): a new query in ~2 ms
-where numpy takes ~8 (two cores). Depends on ruflo.memory.semantic and, lazily, onnx and
-onnxruntime (the `embeddings` extra); absent or broken, callers keep the numpy encoder.
+where numpy takes ~8 (two cores). Depends on ruflo.memory.semantic and, lazily, onnxruntime (the
+`embeddings` extra); absent or broken, callers keep the numpy encoder.
 
-The BERT graph is built in memory from the same safetensors weights with onnx.helper, out of
-ONNX Runtime's fused CPU kernels (Attention, SkipLayerNormalization, BiasGelu), so nothing is
-exported, cached or written. `ruflo mcp` runs it with 8-bit weights (each product's input is
-quantised per call by the kernel): ~1.7x quicker than in float, its vectors within 1% of
-numpy's (cosine >= 0.99), which moves only near-ties. Tokens and embedding lookup stay in
-numpy, shared with MiniLMEncoder: the 47 MB word table then stays memory-mapped instead of
-copied into the session.
-Setting up costs ~0.2 s of imports, graph and session, more than a one-shot CLI search could
+The BERT graph, out of ONNX Runtime's fused CPU kernels (Attention, SkipLayerNormalization,
+BiasGelu), ships in graphs/ without its weights (~20 KB, written by ruflo.memory.minilm_graph at
+development time, so the onnx package is not needed here): the session is handed the arrays
+session_weights derives from the same safetensors file. `ruflo mcp` runs it with 8-bit weights
+(each product's input is quantised per call by the kernel): ~1.7x quicker than in float, its
+vectors within 1% of numpy's (cosine >= 0.99), which moves only near-ties. Tokens and embedding
+lookup stay in numpy, shared with MiniLMEncoder: the 47 MB word table then stays memory-mapped
+instead of copied into the session.
+Setting up costs ~0.2 s of imports, weights and session, more than a one-shot CLI search could
 save, so `ruflo memory search` keeps numpy.
 """
 
@@ -24,10 +25,8 @@ from typing import Any, Literal
 
 from ruflo.memory.semantic import MiniLMEncoder, map_safetensors
 
-OPSET = 17
-"""LayerNormalization's opset."""
-IR_VERSION = 8
-"""Pinned, so a newer onnx package cannot make a model an older onnxruntime refuses."""
+GRAPHS = {True: "minilm-int8.onnx", False: "minilm-float.onnx"}
+"""The committed graph of each variant, by whether its weights are 8-bit."""
 THREADS = min(2, os.cpu_count() or 1)
 """Two at most: a query's products are small, and `ruflo mcp` shares the machine with the
 agents calling it."""
@@ -67,9 +66,8 @@ def onnx_runtime_problem(*, build: bool = False) -> str | None:
 
 def onnx_runtime_missing() -> str | None:
     """Which package the ONNX Runtime encoder lacks (checked without importing), or None."""
-    for name in ("onnxruntime", "onnx"):
-        if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
     return None
 
 
@@ -89,12 +87,11 @@ class OnnxMiniLMEncoder(MiniLMEncoder):
         self.engine = "ONNX Runtime, int8 weights" if int8 else "ONNX Runtime"
         ort: Any = importlib.import_module("onnxruntime")
         # The weights go to ONNX Runtime, which copies them, from a mapping of their own: once
-        # it is dropped the pages read while building leave this process's memory. self.weights
-        # keeps mapping the embedding tables, of which a search reads a few rows.
-        model, weights = bert_graph(self.np, map_safetensors(self.np, self.weights_path),
-                                    layers=self.layers, heads=self.heads, epsilon=self.epsilon,
-                                    int8=int8)
-        self.session: Any = inference_session(ort, model, weights)
+        # it is dropped the pages read while deriving them leave this process's memory.
+        # self.weights keeps mapping the embedding tables, of which a search reads a few rows.
+        weights = session_weights(self.np, map_safetensors(self.np, self.weights_path),
+                                  layers=self.layers, int8=int8)
+        self.session: Any = inference_session(ort, graph_path(int8).read_bytes(), weights)
 
     def _forward(self, ids: Any, mask: Any) -> Any:
         (vectors,) = self.session.run(None, {"embeddings": self.embed(ids), "mask": mask})
@@ -103,8 +100,11 @@ class OnnxMiniLMEncoder(MiniLMEncoder):
 
 def inference_session(ort: Any, model: bytes, weights: dict[str, Any], *, threads: int = THREADS,
                       spinning: Spinning = "never") -> Any:
-    """An ONNX Runtime session of `model` (from bert_graph) on the CPU, with ORT's own graph
-    optimisations. The weights are copied in: the caller may drop them afterwards.
+    """An ONNX Runtime session of `model` (a committed graph) on the CPU, with ORT's own graph
+    optimisations. The weights, which the graph declares as external initializers, are copied
+    in: the caller may drop them afterwards. (SessionOptions.add_initializer would use the
+    arrays in place, but only for initializers the graph holds with their data, or inputs that
+    every run must then feed.)
 
     `spinning`: when idle pool threads spin rather than sleep. Never (ruflo's choice), an idle
     `ruflo mcp` costs no CPU. "always" (ORT's default) answers a query ~2-4 ms sooner but spins
@@ -129,129 +129,47 @@ def inference_session(ort: Any, model: bytes, weights: dict[str, Any], *, thread
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def bert_graph(np: Any, weights: dict[str, Any], *, layers: int, heads: int,
-               epsilon: float, int8: bool = False) -> tuple[bytes, dict[str, Any]]:
-    """The encoder after the embedding lookup, as a serialized ONNX model, and the weights it
-    names as external initializers (to hand to the session, not copied into the model).
+def graph_path(int8: bool) -> Path:
+    """The committed graph, weights left out, of the float or 8-bit variant."""
+    return Path(__file__).parent / "graphs" / GRAPHS[int8]
 
-    Inputs: `embeddings` (batch, tokens, width) float32, `mask` (batch, tokens) int32 with 1 for
-    real tokens. Output: `vectors` (batch, width), the mean of the real tokens' last hidden
-    states, L2-normalised. Each layer is Attention (query, key and value in one product, padding
-    masked), then the output projection added to its input and normalised, then the GELU
-    feed-forward added and normalised: what MiniLMEncoder._layer computes.
 
-    With `int8`, the four products of each layer use weights rounded to 8 bits per output
-    column (QAttention and DynamicQuantizeMatMul, which quantise their input per call).
-    QAttention takes each row's real length, not the mask: rows are padded at the end.
-    """
-    onnx: Any = importlib.import_module("onnx")
-    helper, TensorProto = onnx.helper, onnx.TensorProto
-    nodes: list[Any] = []
-    constants: list[Any] = []
-    external: dict[str, Any] = {}
+def session_weights(np: Any, weights: dict[str, Any], *, layers: int,
+                    int8: bool = False) -> dict[str, Any]:
+    """The arrays the graph of `int8` names, from the model's safetensors `weights`: query, key
+    and value joined into one product per layer, and with `int8`, each product's weights
+    rounded to 8 bits per output column (symmetric: W ~ scale * q with q in [-127, 127]) with
+    their scales. Float products keep W as stored ([out, in]; the graph multiplies by W.T)."""
+    found: dict[str, Any] = {}
 
-    def node(op: str, inputs: list[str], output: str, *, contrib: bool = False,
-             **attributes: Any) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output,
-                                      domain="com.microsoft" if contrib else "", **attributes))
-        return output
+    def add(name: str, array: Any, dtype: Any = np.float32) -> None:
+        found[name] = np.ascontiguousarray(array, dtype=dtype)
 
-    def weight(name: str, array: Any, dtype: Any = np.float32) -> str:
-        # Declared as external data; the session gets the array itself.
-        array = np.ascontiguousarray(array, dtype=dtype)
-        external[name] = array
-        tensor = TensorProto()
-        tensor.name = name
-        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
-        tensor.dims.extend(array.shape)
-        tensor.data_location = TensorProto.EXTERNAL
-        tensor.external_data.add(key="location", value="supplied-by-the-session")
-        constants.append(tensor)
-        return name
-
-    def constant(name: str, array: Any) -> str:
-        constants.append(onnx.numpy_helper.from_array(array, name))
-        return name
-
-    def int8_weight(name: str, transposed: Any) -> tuple[str, str]:
-        # Symmetric, per output column: W ~ scale * q with q in [-127, 127].
+    def product(name: str, transposed: Any) -> None:
+        if not int8:
+            add(name, transposed.T)
+            return
+        transposed = np.asarray(transposed, dtype=np.float32)
         scale = np.abs(transposed).max(axis=0) / 127.0
         scale[scale == 0] = 1.0
-        rounded = np.clip(np.rint(transposed / scale), -127, 127)
-        return weight(f"{name}.int8", rounded, np.int8), weight(f"{name}.scale", scale)
+        add(f"{name}.int8", np.clip(np.rint(transposed / scale), -127, 127), np.int8)
+        add(f"{name}.scale", scale)
 
-    def dense(x: str, prefix: str) -> str:
-        if int8:
-            transposed = np.asarray(weights[f"{prefix}.weight"], dtype=np.float32).T
-            return node("DynamicQuantizeMatMul", [x, *int8_weight(f"{prefix}.weight", transposed)],
-                        f"{prefix}.out", contrib=True)
-        # x @ W.T with W as stored ([out, in]): no transposed copy to make.
-        return node("FusedMatMul", [x, weight(f"{prefix}.weight", weights[f"{prefix}.weight"])],
-                    f"{prefix}.out", contrib=True, transB=1)
-
-    def skip_norm(x: str, skip: str, bias: str, prefix: str) -> str:
-        # LayerNorm(x + bias + skip) in one kernel.
-        return node("SkipLayerNormalization",
-                    [x, skip, weight(f"{prefix}.weight", weights[f"{prefix}.weight"]),
-                     weight(f"{prefix}.bias", weights[f"{prefix}.bias"]),
-                     weight(bias, weights[bias])], f"{prefix}.out", contrib=True, epsilon=epsilon)
-
-    hidden = node("LayerNormalization",
-                  ["embeddings", weight("embeddings.LayerNorm.weight",
-                                        weights["embeddings.LayerNorm.weight"]),
-                   weight("embeddings.LayerNorm.bias", weights["embeddings.LayerNorm.bias"])],
-                  "embeddings.LayerNorm.out", axis=-1, epsilon=epsilon)
-    if int8:
-        lengths = node("ReduceSum", ["mask", constant("length_axis", np.array([1], np.int64))],
-                       "mask.lengths", keepdims=0)
+    for name in ("embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"):
+        add(name, weights[name])
     for layer in range(layers):
         p = f"encoder.layer.{layer}"
         parts = [f"{p}.attention.self.{part}" for part in ("query", "key", "value")]
-        qkv_weight = np.concatenate([weights[f"{part}.weight"] for part in parts]).T
-        qkv_bias = weight(f"{p}.attention.qkv.bias",
-                          np.concatenate([weights[f"{part}.bias"] for part in parts]))
+        add(f"{p}.attention.qkv.bias", np.concatenate([weights[f"{part}.bias"] for part in parts]))
+        qkv = np.concatenate([weights[f"{part}.weight"] for part in parts]).T
         if int8:
-            quantized = [f"{p}.attention.in.{part}" for part in ("int8", "scale", "zero")]
-            nodes.append(helper.make_node("DynamicQuantizeLinear", [hidden], quantized,
-                                          name=quantized[0]))
-            qkv, qkv_scale = int8_weight(f"{p}.attention.qkv.weight", qkv_weight)
-            context = node("QAttention", [quantized[0], qkv, qkv_bias, quantized[1], qkv_scale,
-                                          lengths, quantized[2]],
-                           f"{p}.attention.out", contrib=True, num_heads=heads)
-        else:
-            qkv = weight(f"{p}.attention.qkv.weight", qkv_weight)
-            context = node("Attention", [hidden, qkv, qkv_bias, "mask"], f"{p}.attention.out",
-                           contrib=True, num_heads=heads)
-        attended = skip_norm(dense(context, f"{p}.attention.output.dense"), hidden,
-                             f"{p}.attention.output.dense.bias", f"{p}.attention.output.LayerNorm")
-        inner = node("BiasGelu", [dense(attended, f"{p}.intermediate.dense"),
-                                  weight(f"{p}.intermediate.dense.bias",
-                                         weights[f"{p}.intermediate.dense.bias"])],
-                     f"{p}.intermediate.gelu", contrib=True)
-        hidden = skip_norm(dense(inner, f"{p}.output.dense"), attended, f"{p}.output.dense.bias",
-                           f"{p}.output.LayerNorm")
-
-    real = node("Unsqueeze", [node("Cast", ["mask"], "mask.float", to=TensorProto.FLOAT),
-                              constant("last_axis", np.array([-1], dtype=np.int64))], "mask.3d")
-    tokens_axis = constant("tokens_axis", np.array([1], dtype=np.int64))
-    summed = node("ReduceSum", [node("Mul", [hidden, real], "masked"), tokens_axis], "summed",
-                  keepdims=0)
-    count = node("Max", [node("ReduceSum", [real, tokens_axis], "count", keepdims=0),
-                         constant("min_count", np.array(1e-9, dtype=np.float32))], "count.clipped")
-    pooled = node("Div", [summed, count], "pooled")
-    norm = node("Max", [node("ReduceL2", [pooled], "norm", axes=[-1], keepdims=1),
-                        constant("min_norm", np.array(1e-12, dtype=np.float32))], "norm.clipped")
-    node("Div", [pooled, norm], "vectors")
-
-    width = weights["embeddings.LayerNorm.weight"].shape[0]
-    graph = helper.make_graph(
-        nodes, "all-MiniLM-L6-v2",
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT,
-                                       ["batch", "tokens", width]),
-         helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "tokens"])],
-        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", width])],
-        constants)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                    helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = IR_VERSION
-    return model.SerializeToString(), external
+            product(f"{p}.attention.qkv.weight", qkv)
+        else:  # Attention takes [in, 3 * out]
+            add(f"{p}.attention.qkv.weight", qkv)
+        for dense in ("attention.output.dense", "intermediate.dense", "output.dense"):
+            product(f"{p}.{dense}.weight", weights[f"{p}.{dense}.weight"].T)
+            add(f"{p}.{dense}.bias", weights[f"{p}.{dense}.bias"])
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            add(f"{p}.{norm}.weight", weights[f"{p}.{norm}.weight"])
+            add(f"{p}.{norm}.bias", weights[f"{p}.{norm}.bias"])
+    return found

@@ -42,6 +42,22 @@ def normalise_url(url: str) -> str:
     return url
 
 
+POSTGRES_HINT = "pip install 'ruflo[postgres]' (or scripts/install, which brings it)"
+"""How to get the Postgres driver, an extra: the main job's install runs on SQLite."""
+
+
+def postgres_driver() -> Any:
+    """psycopg, imported; without it, a StoreError saying what to install (nothing touched)."""
+    try:
+        import psycopg
+    except ImportError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StoreError(f"the store URL names Postgres but its driver, psycopg, can't be "
+                         f"imported ({reason}); ruflo did not start and changed nothing: "
+                         f"{POSTGRES_HINT}") from None
+    return psycopg
+
+
 def mask_password(url: str) -> str:
     """The URL with its password replaced by *** (for traces and errors)."""
     parts = urlsplit(url)

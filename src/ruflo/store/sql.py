@@ -478,8 +478,7 @@ class SqlStore:
             self._integrity: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
             self._data: tuple[type[BaseException], ...] = (sqlite3.DataError,)
         elif url.startswith("postgresql"):
-            import psycopg
-
+            psycopg = opening.postgres_driver()  # an extra: one line on what to install
             self.dialect = "postgresql"
             engine = opening.pg_engine(url)
             opening.prepare_pg(engine, url)
