@@ -12,14 +12,12 @@ import itertools
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ruflo.engine.worker import hive_workers, watch_hive
 from ruflo.model import HiveStatus, Mode, TaskState
-from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
 from .harness import (
@@ -33,13 +31,6 @@ from .harness import (
 )
 
 LEASE = 3.0
-
-
-@pytest.fixture
-def pg_store(pg_schema_url: str) -> Iterator[SqlStore]:
-    store = open_store(pg_schema_url)
-    yield store
-    store.close()
 
 
 @pytest.mark.postgres

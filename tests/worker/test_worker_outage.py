@@ -6,7 +6,6 @@ over real HTTP, on the shared Postgres."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,11 @@ from ruflo.engine.control import GATEWAY_UNREACHABLE
 from ruflo.engine.worker import watch_hive
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Hive, HiveStatus, Mode, Task, TaskState
-from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
 from .harness import start_worker, stop_all, wait_for, worker_env
 
 KEY = "sk-worker-outage"
-
-
-@pytest.fixture
-def pg_store(pg_schema_url: str) -> Iterator[SqlStore]:
-    store = open_store(pg_schema_url)
-    yield store
-    store.close()
 
 
 @pytest.mark.postgres

@@ -1,0 +1,18 @@
+"""Fixtures of the worker tests: the Postgres store the workers share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ruflo.store import open_store
+from ruflo.store.sql import SqlStore
+
+
+@pytest.fixture
+def pg_store(pg_schema_url: str) -> Iterator[SqlStore]:
+    """An open store on a fresh Postgres schema (the one `pg_schema_url` names)."""
+    store = open_store(pg_schema_url)
+    yield store
+    store.close()
