@@ -151,7 +151,7 @@ class Server:
 def probe(port: int, path: str) -> int:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
             head = sock.recv(64)
     except OSError:
         return 0
@@ -467,7 +467,7 @@ async def wake_row(work_dir: Path) -> None:
         nonlocal unanswered, woken, opened
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         streams.append(writer)
-        writer.write(f"GET /api/v2/hives/{hive_id}/stream HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        writer.write(f"GET /api/v2/hives/{hive_id}/stream HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode())
         await reader.readuntil(b"\r\n\r\n")
         opened += 1
         if opened == agents:

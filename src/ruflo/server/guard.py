@@ -6,6 +6,7 @@ bodies are bounded in size, time and JSON depth while they are read. Depends on 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import re
@@ -174,6 +175,10 @@ class Guard:
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout_seconds
         self.max_json_depth = max_json_depth
+        # Clients name the same few hosts over and over: parse each once (bounded, so a flood
+        # of made-up names costs a parse each and no memory).
+        self.host_ok = functools.lru_cache(maxsize=64)(
+            lambda host: host_allowed(host, self.allowed_hosts))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,7 +211,7 @@ class Guard:
 
     def check_head(self, scope: Scope, headers: Mapping[bytes, bytes]) -> None:
         host = headers.get(b"host", b"").decode("latin-1")
-        if not host_allowed(host, self.allowed_hosts):
+        if not self.host_ok(host):
             raise Refused(421, "misdirected",
                           f"this server does not answer for host {host!r}: it answers "
                           "localhost, loopback addresses and RUFLO_ALLOWED_HOSTS; nothing was "
