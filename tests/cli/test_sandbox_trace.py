@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,24 @@ def test_orchestrates_boot_trace_names_the_sandbox(tmp_path: Path) -> None:
     assert "commands: sandboxed with bubblewrap" in done.stderr
     refused = ruflo(clean_env(tmp_path, PATH=str(tmp_path / "no-bwrap")), "orchestrate", "x")
     assert "commands: REFUSED: bubblewrap (bwrap) is not installed" in refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["auto", "bwrap"])
+def test_orchestrate_refuses_up_front_when_commands_would_be_refused(
+        tmp_path: Path, mode: str) -> None:
+    # A gateway is named (never called): what stops the run is the sandbox, before a hive exists.
+    env = clean_env(tmp_path, RUFLO_SANDBOX=mode, PATH=str(tmp_path / "no-bwrap"),
+                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-unused")
+    done = ruflo(env, "orchestrate", "write a.txt", "--workspace", str(tmp_path / "ws"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: commands are refused: bubblewrap (bwrap) is not installed; install "
+                      "bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) or set "
+                      "RUFLO_SANDBOX=off to run them unconfined; nothing was run"], done.stderr
+    assert "Traceback" not in done.stderr
+    listed = ruflo(clean_env(tmp_path), "hive", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) in ([], {"hives": []}), listed.stdout
 
 
 def test_doctor_lists_the_folders_shown_read_only(tmp_path: Path) -> None:

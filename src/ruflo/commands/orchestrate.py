@@ -68,7 +68,7 @@ def orchestrate(
                                "`ruflo worker` processes elsewhere do it.")] = False,
 ) -> None:
     """Run a hive of agents on an objective through the gateway, with a live view."""
-    from ruflo.agents.sandbox import sandbox_trace
+    from ruflo.agents.sandbox import current_sandbox, sandbox_trace
     from ruflo.commands.serve import hive_notifications
     from ruflo.config import boot_trace, load_settings
     from ruflo.errors import ConfigError, PolicyError
@@ -108,6 +108,10 @@ def orchestrate(
         require_shared_store(settings.store_url)
     if not (workers_only and loaded is not None and loaded.tasks):
         require_gateway(settings)  # planning the objective, or hosting agents, needs it
+    if not workers_only:
+        # Agents hosted here run commands (tools, verify): a sandbox that can't be had is
+        # refused now, before a hive is stored, rather than at the first command.
+        current_sandbox().require()
     store = open_store(settings)
     try:
         with hive_notifications(settings, store, echo=lambda line: typer.echo(line, err=True)):
