@@ -84,6 +84,9 @@
     status.className = "status status-" + hive.status;
     $("hive-reason").textContent = hive.status === "paused" && hive.pause_reason ? "— " + hive.pause_reason : "";
     $("hive-objective").textContent = hive.objective;
+    // A stored row that can't be read whole: say what is shown in its stead (the API's note).
+    $("hive-damage").textContent = hive.damage || "";
+    $("hive-damage").hidden = !hive.damage;
     const over = ["done", "failed", "cancelled"].includes(hive.status);
     $("pause").disabled = hive.status !== "running";
     $("resume").disabled = hive.status !== "paused";

@@ -19,7 +19,8 @@
       const answer = await api("GET", "/api/v2/hives?p=" + page);
       for (const hive of answer.hives) {
         $("hives-body").append(el("tr", {},
-          el("td", {}, el("a", { href: "/hives/" + hive.id, text: hive.name })),
+          el("td", {}, el("a", { href: "/hives/" + hive.id, text: hive.name }),
+            hive.damage ? el("span", { class: "damage", title: hive.damage, text: " damaged" }) : null),
           el("td", { text: hive.mode }),
           el("td", {}, el("span", { class: "status status-" + hive.status, text: hive.status })),
           el("td", { text: counts(hive.tasks) }),
