@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from store_helpers import make_hive
+from store_helpers import make_hive, store_at_revision
 
 from ruflo.errors import StoreCorrupt, StoreUnreachable
 from ruflo.store import open_store
@@ -162,26 +162,7 @@ def test_a_store_at_0001_is_upgraded_with_its_ledger_summed(kind: str, tmp_path:
                                                             request: pytest.FixtureRequest) -> None:
     """A store written by the first schema: opening it adds the running spend totals (0002),
     summed from the ledger it already has; later entries add to them."""
-    from alembic import command
-    from alembic.config import Config
-
-    from ruflo.store.opening import MIGRATIONS_DIR, pg_engine, sqlite_connect, sqlite_engine
-
-    if kind == "sqlite":
-        path = tmp_path / "data" / "ruflo.db"
-        path.parent.mkdir()
-        url = f"sqlite:///{path}"
-        conn = sqlite_connect(path, "normal")
-        conn.execute("PRAGMA journal_mode = WAL")
-        engine = sqlite_engine(conn)
-    else:
-        url = request.getfixturevalue("pg_schema_url")
-        engine = pg_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+    with store_at_revision(kind, "0001", tmp_path, request) as (url, connection):
         rows = [("h1", "a1", 10, 5, 0.5), ("h1", "a1", 1, 1, None), ("h1", "a2", 100, 0, 1.0),
                 ("h2", None, 7, 0, 0.25)]
         for hive_id, agent_id, prompt, completion, cost in rows:
@@ -194,8 +175,6 @@ def test_a_store_at_0001_is_upgraded_with_its_ledger_summed(kind: str, tmp_path:
                 "'gateway', 'work', :h, :a)",
                 {"p": prompt, "c": completion, "cost": cost, "h": hive_id, "a": agent_id})
         connection.commit()
-    if kind == "sqlite":
-        conn.close()
 
     store = open_store(url)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import store_at_revision
 
 from ruflo.model import LOCAL_USER, Hive, Mode, new_id
 from ruflo.store import open_store
@@ -31,27 +32,8 @@ def test_owners_and_scopes_are_kept(store: Any) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_store_at_0002_gets_owners_and_scopes(kind: str, tmp_path: Path,
                                                 request: pytest.FixtureRequest) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from ruflo.store.opening import MIGRATIONS_DIR, pg_engine, sqlite_connect, sqlite_engine
-
-    if kind == "sqlite":
-        path = tmp_path / "data" / "ruflo.db"
-        path.parent.mkdir()
-        url = f"sqlite:///{path}"
-        conn = sqlite_connect(path, "normal")
-        conn.execute("PRAGMA journal_mode = WAL")
-        engine = sqlite_engine(conn)
-    else:
-        url = request.getfixturevalue("pg_schema_url")
-        engine = pg_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     values = "%(id)s, %(owner)s" if kind == "postgres" else ":id, :owner"
-    with engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
+    with store_at_revision(kind, "0002", tmp_path, request) as (url, connection):
         for hive_id, owner in (("cli-made", None), ("served", "bob"), ("no-auth", "local")):
             connection.exec_driver_sql(
                 "INSERT INTO hives (id, owner, name, mode, objective, status, config, created_at, "
@@ -61,8 +43,6 @@ def test_a_store_at_0002_gets_owners_and_scopes(kind: str, tmp_path: Path,
             "INSERT INTO tokens (id, name, user_id, token_hash, created_at) VALUES "
             "('t1', 'old', 'carol', 'c', 1.0)")
         connection.commit()
-    if kind == "sqlite":
-        conn.close()
 
     store = open_store(url)
     try:
