@@ -130,12 +130,3 @@ def _settle_the_sandbox_again() -> Iterator[None]:
     from ruflo.agents.sandbox import use_sandbox
 
     use_sandbox(None)
-
-
-@pytest.fixture
-def webhook() -> Iterator[Any]:
-    """A webhook provider stand-in (ruflo.notify.testing) on loopback, for notification tests."""
-    from ruflo.notify.testing import ProviderStandIn
-
-    with ProviderStandIn("webhook") as stand_in:
-        yield stand_in

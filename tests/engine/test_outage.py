@@ -67,6 +67,12 @@ def watched(server: ScriptedGateway, store: SqlStore) -> WatchedClient:
 
 
 @pytest.fixture
+def webhook() -> Iterator[ProviderStandIn]:
+    with ProviderStandIn("webhook") as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
 def dispatcher(store: SqlStore, webhook: ProviderStandIn) -> Iterator[Dispatcher]:
     """Wired as `ruflo serve` wires it: the store's after-commit listener feeds it."""
     with Dispatcher({"webhook": WebhookSender(webhook.url)}, record_failure=store.append_event,

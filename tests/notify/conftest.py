@@ -19,3 +19,7 @@ def resend() -> Iterator[ProviderStandIn]:
         yield stand_in
 
 
+@pytest.fixture
+def webhook() -> Iterator[ProviderStandIn]:
+    with ProviderStandIn("webhook") as stand_in:
+        yield stand_in
