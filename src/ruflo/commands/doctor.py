@@ -142,7 +142,7 @@ def check_notify_failures(settings: Settings) -> Check:
 def check_memory(settings: Settings) -> Check:
     """Which search `ruflo memory` and `ruflo mcp` use; the ONNX Runtime encoder is built once to
     be sure `ruflo mcp` gets it."""
-    from ruflo.memory.semantic import search_backend
+    from ruflo.memory import search_backend
 
     return Check("memory search", True, search_backend(try_engine=True), fatal=False)
 
