@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from pydantic import Field, StringConstraints
 
 from ruflo.errors import Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
 from ruflo.server.access import ChangeableHive
 from ruflo.server.context import ServerContext, context, current_user
@@ -259,6 +260,6 @@ async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> di
                                 time_limit=VERIFY_SECONDS)
         verdict = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
                    "timed_out": ran.timed_out, "output": ran.output[-VERIFY_OUTPUT_CHARS:]}
-    ctx.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
+    ctx.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id, task_id=task.id,
                            data=verdict)
     return verdict
