@@ -2,7 +2,7 @@
 notifications, metrics, reports) and the writers name the same members. Depends on ruflo.errors.
 
 Members are strings (StrEnum), so a stored kind compares equal to its member. `known_event_kind`
-is the one check a store runs before it appends: an unknown kind is refused, nothing recorded.
+is the one check for a store to run before it appends: an unknown kind refused, nothing recorded.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_the_store_check_names_a_member_and_refuses_anything_else() -> None:
     assert known_event_kind("task_done") is EventKind.TASK_DONE
     assert known_event_kind(EventKind.MCP_CALL) is EventKind.MCP_CALL
     for bad in ("task_finished", "", "TASK_DONE", "task_done "):
-        with pytest.raises(Unstorable, match="unknown event kind .*not recorded"):
+        with pytest.raises(Unstorable, match=r"unknown event kind .*not recorded"):
             known_event_kind(bad)
 
 
