@@ -15,7 +15,7 @@ from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext, ChatMessage
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
-from ruflo.model import JSON, Agent, CostKind, Hive, MemoryEntry, Task
+from ruflo.model import Agent, CostKind, Hive, MemoryEntry, Task
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -201,9 +201,3 @@ def learned_note(task: Task, agent: Agent, outcome: TaskOutcome, changed: list[s
     if changed:
         text += f" Files changed: {', '.join(sorted(set(changed)))}."
     return text
-
-
-def outcome_data(outcome: TaskOutcome) -> JSON:
-    """An outcome as event data (for adapters and the engine)."""
-    return {"kind": outcome.kind.value, "result": outcome.result, "reason": outcome.reason,
-            "verified": outcome.verified, "turns": outcome.turns}

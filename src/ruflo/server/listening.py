@@ -1,6 +1,6 @@
 """How ruflo's web server listens (`ruflo serve`, `ruflo demo`, `ruflo mcp` over HTTP, the tests):
 the bind check, uvicorn's settings, a server that drains the streams on SIGTERM, and the live
-engine's hive runner. Depends on uvicorn, the server's context and, by name, ruflo.engine.runner.
+engine's hive runner. Depends on uvicorn, the server's context and ruflo.engine.runner.
 """
 
 from __future__ import annotations
@@ -80,18 +80,8 @@ def build_server(asgi_app: Any, host: str, port: int) -> Any:
     return RufloServer(config)
 
 
-def engine_runner(store: Store, gateway: Gateway | None, settings: Settings) -> HiveRunner | None:
-    """The live engine's runner when the engine provides one, else None (the StoreRunner)."""
-    import importlib
+def engine_runner(store: Store, gateway: Gateway | None, settings: Settings) -> HiveRunner:
+    """The live engine's hive runner, which `ruflo serve` and `ruflo demo` hand to their routes."""
+    from ruflo.engine.runner import server_runner
 
-    try:
-        module = importlib.import_module("ruflo.engine.runner")
-    except ModuleNotFoundError as missing:
-        if missing.name and missing.name.startswith("ruflo.engine"):
-            return None
-        raise
-    factory = getattr(module, "server_runner", None)
-    if factory is None:
-        return None
-    runner: HiveRunner = factory(store, gateway, settings)
-    return runner
+    return server_runner(store, gateway, settings)
