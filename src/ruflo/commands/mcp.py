@@ -85,8 +85,8 @@ def serve_http(server: Any, host: str, port: int, settings: Settings) -> None:
     SDK's own checks (loopback hosts and origins on a loopback bind, its body limit) stay on."""
     import uvicorn
 
-    from ruflo.commands.serve import uvicorn_config
     from ruflo.server.guard import Guard
+    from ruflo.server.listening import uvicorn_config
 
     app = server.streamable_http_app(host=host, max_request_body_size=settings.max_body_bytes)
     guarded = Guard(app, allowed_hosts=settings.allowed_hosts,

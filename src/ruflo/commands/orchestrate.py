@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ruflo.event_kinds import EventKind
+
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.engine.driving import Driving
@@ -289,11 +291,11 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
                 except PolicyError as error:
                     store.set_hive_status(hive_id, HiveStatus.FAILED,
                                           reason="the objective could not be planned")
-                    store.append_event(hive_id, "plan_refused", data={"error": str(error)})
+                    store.append_event(hive_id, EventKind.PLAN_REFUSED, data={"error": str(error)})
                     raise
                 with store.transaction():
                     store.post_tasks(hive_id, tasks)
-                    store.append_event(hive_id, "objective_planned",
+                    store.append_event(hive_id, EventKind.OBJECTIVE_PLANNED,
                                        data={"tasks": len(tasks), "answer": answer[:4000]})
                 typer.echo(f"planned {len(tasks)} tasks", err=True)
             if workers_only:

@@ -58,7 +58,7 @@ SERVER_PREFIX = "server:"
 
 
 def server_runner(store: Store, gateway: Gateway | None, settings: Any) -> EngineRunner:
-    """The runner `ruflo serve` hands to its hive routes (found by name by commands/serve.py)."""
+    """The runner `ruflo serve` hands to its hive routes (through ruflo.server.listening)."""
     return EngineRunner(store, gateway, settings)
 
 

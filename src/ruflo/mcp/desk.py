@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.mcp import choice
 from ruflo.memory.notes import Memory, entry_to_json, hive_namespace
 from ruflo.model import (
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MCP_CALL = "mcp_call"
 MCP_MODES = (Mode.SWARM, Mode.SOLO, Mode.ROUND_ROBIN)
 DEFAULT_NAMESPACE = "default"
 VERIFY_TIMEOUT = 600.0
@@ -138,7 +138,8 @@ class Desk:
         if agent_name is not None:
             agent_id = next((a.id for a in self.store.list_agents(hive_id)
                              if a.name == agent_name), None)
-        self.store.append_event(hive_id, MCP_CALL, agent_id=agent_id, task_id=task_id, data=data)
+        self.store.append_event(hive_id, EventKind.MCP_CALL, agent_id=agent_id, task_id=task_id,
+                                data=data)
 
     # -- hives ---------------------------------------------------------------------------------
     def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
@@ -315,9 +316,10 @@ class Desk:
 
         folder = workspace_of(hive)
         if folder is None:
-            self.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
-                                    data={"command": task.verify, "passed": None,
-                                          "skipped": "the hive has no workspace folder"})
+            self.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id,
+                                    task_id=task.id, data={
+                                        "command": task.verify, "passed": None,
+                                        "skipped": "the hive has no workspace folder"})
             return {"passed": None, "skipped": "the hive has no workspace folder, so the "
                                                "verify command was not run"}
         assert task.verify is not None
@@ -328,8 +330,8 @@ class Desk:
         output = ran.output[-VERIFY_OUTPUT_CHARS:]
         verdict: JSON = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
                          "timed_out": ran.timed_out, "output": output}
-        self.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
-                                data=verdict)
+        self.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id,
+                                task_id=task.id, data=verdict)
         return verdict
 
     def _learn(self, hive: Hive, agent: Agent, task: Task, *, success: bool) -> None:

@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from pydantic import Field, StringConstraints
 
 from ruflo.errors import Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
 from ruflo.server.access import ChangeableHive
 from ruflo.server.context import ServerContext, context, current_user
@@ -80,7 +81,8 @@ ROW_FIELDS = ("id", "hive_id", "title", "description", "parent_id", "skills", "p
               "effort", "depends_on", "state", "assignee", "lease_until", "attempts", "stimulus",
               "verify", "result", "verified", "blocked_on", "depth", "created_at", "updated_at",
               "claimed_at", "finished_at")
-"""The row `task_row_json` reads (the store's TASK_FIELDS; a test keeps them equal)."""
+"""The row `task_row_json` reads (the store's TASK_FIELDS; a test keeps them equal). The tasks
+table's `stimulus` column is no longer read: the swarm policy computes stimulus as it decides."""
 
 _loads = json.loads
 _modf = math.modf
@@ -134,7 +136,7 @@ def task_row_json(row: Sequence[Any]) -> dict[str, Any]:
         "parent_id": row[4], "skills": _ids(row[5]), "priority": row[6],
         "effort": float(row[7]), "depends_on": _ids(row[8]), "state": row[9],
         "assignee": row[10], "lease_until": None if lease is None else epoch_iso(lease),
-        "attempts": row[12], "stimulus": float(row[13]), "verify": row[14], "result": row[15],
+        "attempts": row[12], "verify": row[14], "result": row[15],
         "verified": None if verified is None else bool(verified), "blocked_on": row[17],
         "depth": row[18], "created_at": epoch_iso(row[19]), "updated_at": epoch_iso(row[20]),
         "claimed_at": None if claimed is None else epoch_iso(claimed),
@@ -259,6 +261,6 @@ async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> di
                                 time_limit=VERIFY_SECONDS)
         verdict = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
                    "timed_out": ran.timed_out, "output": ran.output[-VERIFY_OUTPUT_CHARS:]}
-    ctx.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
+    ctx.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id, task_id=task.id,
                            data=verdict)
     return verdict

@@ -75,7 +75,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "skills": list(task.skills), "priority": task.priority, "effort": task.effort,
         "depends_on": list(task.depends_on), "state": task.state.value,
         "assignee": task.assignee, "lease_until": iso(task.lease_until),
-        "attempts": task.attempts, "stimulus": task.stimulus, "verify": task.verify,
+        "attempts": task.attempts, "verify": task.verify,
         "result": task.result, "verified": task.verified, "blocked_on": task.blocked_on,
         "depth": task.depth, "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at), "claimed_at": iso(task.claimed_at),

@@ -130,7 +130,7 @@ class Store(Protocol):
     def release_task(self, task_id: str, agent_id: str, *, reason: str) -> Task:
         """Give a claim back: the task is open again. Event: task_released."""
     def update_task(self, task_id: str, **fields: Any) -> Task:
-        """Change plain fields (assignee, blocked_on, stimulus, state for block/unblock...)."""
+        """Change plain fields (assignee, blocked_on, state for block/unblock...)."""
     def expire_leases(self, *, hive_id: str | None = None,
                       now: datetime | None = None) -> list[Task]:
         """Reopen claimed tasks whose lease has passed. Event: lease_expired each."""

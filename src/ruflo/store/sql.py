@@ -198,7 +198,7 @@ def _task(row: Sequence[Any]) -> Task:
     return Task(id=row[0], hive_id=row[1], title=row[2], description=row[3], parent_id=row[4],
                 skills=_id_list(row[5]), priority=row[6], effort=float(row[7]),
                 depends_on=_id_list(row[8]), state=_TASK_STATES[row[9]], assignee=row[10],
-                lease_until=_dt(row[11]), attempts=row[12], stimulus=float(row[13]), verify=row[14],
+                lease_until=_dt(row[11]), attempts=row[12], verify=row[14],
                 result=row[15], verified=None if verified is None else bool(verified),
                 blocked_on=row[17], depth=row[18], created_at=_dt_req(row[19]),
                 updated_at=_dt_req(row[20]), claimed_at=_dt(row[21]), finished_at=_dt(row[22]))
@@ -312,7 +312,7 @@ _TASK_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "priority": ("priority", _identity), "effort": ("effort", _identity),
     "state": ("state", _enum_text), "assignee": ("assignee", _identity),
     "lease_until": ("lease_until", _epoch), "attempts": ("attempts", _identity),
-    "stimulus": ("stimulus", _identity), "verify": ("verify", _identity),
+    "verify": ("verify", _identity),
     "result": ("result", _identity), "verified": ("verified", _bool_or_none),
     "blocked_on": ("blocked_on", _identity), "depth": ("depth", _identity),
     "claimed_at": ("claimed_at", _epoch), "finished_at": ("finished_at", _epoch),
@@ -1020,7 +1020,7 @@ class SqlStore:
             rows.append((task.id, hive_id, task.title, task.description, task.parent_id,
                          _dumps(list(task.skills)), task.priority, task.effort,
                          _dumps(list(unique_deps)), str(task.state), task.assignee,
-                         _epoch(task.lease_until), task.attempts, task.stimulus, task.verify,
+                         _epoch(task.lease_until), task.attempts, 0.0, task.verify,
                          task.result, task.verified, task.blocked_on, task.depth,
                          _epoch(task.created_at) or now, _epoch(task.updated_at) or now,
                          _epoch(task.claimed_at), _epoch(task.finished_at), pending, base + i))
