@@ -18,8 +18,8 @@ import pytest
 import yaml
 from deploy_files import K8S, kustomization_dirs
 
-OPTIONAL_COMPONENTS = ("ingress", "traefik-forward-auth", "cilium-egress", "notify-egress",
-                       "keda-workers", "worker-hpa")
+OPTIONAL_COMPONENTS = ("ingress", "traefik-forward-auth", "cilium-egress",
+                       "cilium-shell-registries", "notify-egress", "keda-workers", "worker-hpa")
 """Components no kustomization of deploy/ includes by default; a user adds them to an overlay."""
 
 

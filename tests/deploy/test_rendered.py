@@ -38,7 +38,8 @@ def test_every_rendered_object_validates(directory: Path) -> None:
 
 @pytest.mark.parametrize("components", [
     pytest.param(["ingress", "notify-egress", "worker-hpa"], id="ingress+notify+hpa"),
-    pytest.param(["traefik-forward-auth", "cilium-egress", "keda-workers"], id="seed-cluster"),
+    pytest.param(["traefik-forward-auth", "cilium-egress", "cilium-shell-registries",
+                  "keda-workers"], id="seed-cluster"),
 ])
 def test_optional_components_render_and_validate(tmp_path: Path, components: list[str]) -> None:
     documents = render_with(tmp_path, K8S / "overlays" / "workers", components)
