@@ -84,3 +84,31 @@ def test_scale_in_hands_every_claim_back_within_the_grace_period(
         assert all(a.worker_id is None for a in pg_store.list_agents(hive.id))
         assert pg_store.get_hive(hive.id).status is HiveStatus.RUNNING
     assert pg_store.list_workers() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_claim_the_engine_lost_track_of_is_handed_back_too(
+        pg_store: SqlStore, pg_schema_url: str, tmp_path: Path) -> None:
+    """A claim can commit in the store just as the engine stops, before its attempt begins
+    (seen under load: the engine released the attempt in flight and not that one). Made here on
+    purpose, straight in the store for an agent the worker hosts: on SIGTERM the worker releases
+    it with the agent instead of leaving it to the lease."""
+    hive = make_hive(pg_store, tmp_path / "ws", tasks=4, agents=2, command=("sleep", "600"))
+    env = worker_env(pg_schema_url, tmp_path / "data", lease_seconds=600)
+    args = worker_deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
+    worker = start_worker(0, args[1:], env, tmp_path / "logs")
+    try:
+        wait_for(lambda: len(pg_store.list_tasks(hive.id, states=[TaskState.CLAIMED])) == 2,
+                 120, "two claims", [worker])
+        agent = f"{hive.id}-a00"
+        stray = pg_store.claim_task(hive.id, agent, lease_seconds=600)
+        assert stray is not None
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=60) == 0, worker.output[-3000:]
+    finally:
+        stop_all([worker])
+    assert pg_store.count_tasks(hive.id)[TaskState.OPEN] == 4
+    released = [e for e in pg_store.events(hive.id, kinds=["task_released"])
+                if e.task_id == stray.id]
+    assert [(e.agent_id, e.data["reason"]) for e in released] == [(agent, "the worker stopped")]
