@@ -110,26 +110,53 @@ def forward_settings(documents: list[dict[str, Any]]) -> dict[str, str]:
     return data
 
 
-def test_traefik_route_lines_up_with_the_servers_settings(tmp_path: Path) -> None:
+def traefik_problems(documents: list[dict[str, Any]]) -> list[str]:
+    """How the Traefik route and its Middlewares fail to line up with the server's settings."""
     from ruflo.server.auth import FORWARD_HEADERS
 
-    documents = render_with(tmp_path, K8S / "overlays" / "workers", ["traefik-forward-auth"])
+    found: list[str] = []
     settings = forward_settings(documents)
-    assert settings["RUFLO_AUTH"] == "forward"
-    route = named(documents, "IngressRoute", "ruflo")
-    (rule,) = route["spec"]["routes"]
-    assert route_host(rule["match"]) in settings["RUFLO_ALLOWED_HOSTS"].split(",")
-    chain = [m["name"] for m in rule["middlewares"]]
-    assert chain == ["ruflo-strip-user-headers", "authentik-forwardauth"], \
-        "client-sent user headers go before the outpost's are set"
+    if settings["RUFLO_AUTH"] != "forward":
+        found.append("RUFLO_AUTH is not forward")
+    (rule,) = named(documents, "IngressRoute", "ruflo")["spec"]["routes"]
+    if route_host(rule["match"]) not in settings["RUFLO_ALLOWED_HOSTS"].split(","):
+        found.append("the route's host is not in RUFLO_ALLOWED_HOSTS")
+    if [m["name"] for m in rule.get("middlewares") or []] != [
+            "ruflo-strip-user-headers", "authentik-forwardauth"]:
+        found.append("client-sent user headers are not removed before the outpost's are set")
     stripped = named(documents, "Middleware", "ruflo-strip-user-headers")["spec"]["headers"]
-    assert {name.lower() for name, value in stripped["customRequestHeaders"].items()
-            if value == ""} == set(FORWARD_HEADERS)
+    if {name.lower() for name, value in stripped["customRequestHeaders"].items()
+            if value == ""} != set(FORWARD_HEADERS):
+        found.append("not every user header ruflo reads is stripped")
     auth = named(documents, "Middleware", "authentik-forwardauth")["spec"]["forwardAuth"]
-    assert FORWARD_HEADERS[0] in {h.lower() for h in auth["authResponseHeaders"]}
-    assert "/outpost.goauthentik.io/auth/traefik" in auth["address"]
+    if FORWARD_HEADERS[0] not in {h.lower() for h in auth.get("authResponseHeaders") or []}:
+        found.append(f"the outpost's {FORWARD_HEADERS[0]} is not copied into the request")
+    if "/outpost.goauthentik.io/auth/traefik" not in auth["address"]:
+        found.append("forwardAuth does not ask the Authentik outpost")
+    return found
+
+
+def test_traefik_route_lines_up_with_the_servers_settings(tmp_path: Path) -> None:
+    documents = render_with(tmp_path, K8S / "overlays" / "workers", ["traefik-forward-auth"])
+    assert traefik_problems(documents) == []
+    (rule,) = named(documents, "IngressRoute", "ruflo")["spec"]["routes"]
     (service,) = rule["services"]
     assert_reaches_the_web_port(documents, service["name"], service["port"], "traefik")
+
+    # Hostile edits, each caught.
+    broken = copy.deepcopy(documents)
+    (rule,) = named(broken, "IngressRoute", "ruflo")["spec"]["routes"]
+    rule["middlewares"].reverse()
+    rule["match"] = "Host(`ruflo.other.example`)"
+    auth = named(broken, "Middleware", "authentik-forwardauth")["spec"]["forwardAuth"]
+    auth["authResponseHeaders"].remove("X-authentik-username")
+    del named(broken, "Middleware", "ruflo-strip-user-headers")["spec"]["headers"][
+        "customRequestHeaders"]["Remote-User"]
+    assert traefik_problems(broken) == [
+        "the route's host is not in RUFLO_ALLOWED_HOSTS",
+        "client-sent user headers are not removed before the outpost's are set",
+        "not every user header ruflo reads is stripped",
+        "the outpost's x-authentik-username is not copied into the request"]
 
 
 def test_standard_ingress_lines_up_with_the_servers_settings(tmp_path: Path) -> None:
