@@ -25,7 +25,7 @@ from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
-from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, new_id, utcnow
+from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, TaskState, new_id, utcnow
 
 if TYPE_CHECKING:
     from ruflo.gateway.base import Gateway
@@ -391,10 +391,16 @@ class Worker:
             self.attachments.remove(attachment)
         try:
             with self.store.transaction():
+                # A claim the engine did not hand back (made as it stopped, before its attempt
+                # began) would otherwise wait for its lease: release it with its agent.
+                claimed = self.store.list_tasks(attachment.hive_id, states=[TaskState.CLAIMED])
                 for agent_id in attachment.agents:
                     agent = self.store.get_agent(agent_id)
                     if agent.worker_id != self.id:
                         continue  # adopted by another worker while this one was silent
+                    for task in claimed:
+                        if task.assignee == agent_id:
+                            self.store.release_task(task.id, agent_id, reason=why)
                     status = (AgentStatus.PAUSED if agent.status is AgentStatus.PAUSED
                               else AgentStatus.IDLE)
                     self.store.update_agent(agent_id, worker_id=None, status=status,
