@@ -6,6 +6,7 @@ error, never a 5xx; a cross-site page can't start a hive; auth is as for the API
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,7 @@ from server_harness import GATEWAY_KEY, Served
 
 from agent_scripts import work_rules
 from ruflo.gateway.client import RetryPolicy
+from ruflo.model import Event
 
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
 RPC = "/api/v2/a2a"
@@ -143,6 +145,36 @@ async def test_a_budget_approval_is_input_required_and_answered_on_the_task(
     assert approvals
     assert all(a.status.value == "approved" and a.decided_by == "local"
                              for a in approvals)
+
+
+@pytest.mark.timeout(120)
+async def test_a_paused_hive_is_input_required_and_resume_goes_on(
+        live_server: Callable[..., Served], http: httpx.AsyncClient) -> None:
+    served = live_server(*work_rules("t1", delay=1.0))
+    client = await create_client(served.url, ClientConfig(httpx_client=http))
+    loop = asyncio.get_running_loop()
+    claimed = asyncio.Event()
+
+    def on_commit(event: Event) -> None:
+        if event.kind == "task_claimed":
+            loop.call_soon_threadsafe(claimed.set)
+
+    served.store.add_listener(on_commit)
+    following = asyncio.create_task(collect(client.send_message(message(
+        new_text_part("write t1"), hive_body("t1")))))
+    await claimed.wait()
+    hive_id = served.store.list_hives()[0].id
+    paused = await http.post(f"{served.url}/api/v2/hives/{hive_id}/pause",
+                             json={"reason": "lunch"})
+    assert paused.status_code == 200
+
+    items = await following
+    assert states(items)[-1] == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert "is paused (lunch)" in items[-1].status_update.status.message.parts[0].text
+    resumed = await collect(client.send_message(message(new_text_part("resume"),
+                                                        task_id=task_id_of(items))))
+    assert states(resumed)[-1] == TaskState.TASK_STATE_COMPLETED
+    assert served.store.get_hive(hive_id).status.value == "done"
 
 
 async def test_cancel_cancels_the_hive(live_server: Callable[..., Served],
@@ -277,3 +309,18 @@ def test_defining_a_remote_agent_over_a2a_needs_an_operator(
     assert "operator" in error["message"]
     assert guarded.store.list_hives() == []
     assert json.dumps(error)  # a plain JSON-RPC error, nothing else
+
+
+def test_without_the_sdk_the_server_serves_and_says_a2a_is_off(
+        make_server: Callable[..., Served], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ruflo.server import a2a
+
+    monkeypatch.setattr(a2a, "available", lambda: False)
+    served = make_server()
+    assert a2a.trace() == ("a2a: off (a2a-sdk is not installed; install the a2a extra "
+                           "(pip install 'ruflo[a2a]'))")
+    for answer in (served.client.get("/.well-known/agent-card.json"),
+                   rpc(served, "SendMessage", send_params({"text": "x"}))):
+        assert answer.status_code == 404
+        assert "a2a-sdk is not installed" in answer.json()["message"]
+    assert served.client.post("/api/v2/hives", json={"objective": "x"}).status_code == 201

@@ -39,7 +39,7 @@ from a2a.utils.errors import InvalidParamsError, InvalidRequestError, TaskNotCan
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from ruflo.errors import RufloError
+from ruflo.errors import GatewayUnavailable, RufloError
 from ruflo.model import ApprovalStatus, Hive, HiveStatus
 from ruflo.model import Task as BoardTask
 from ruflo.model import TaskState as BoardState
@@ -249,10 +249,13 @@ class HiveExecutor(AgentExecutor):
         that is neither leaves the task waiting, with the question again (False)."""
         word = context.get_user_input().strip().lower()
         pending = self.ctx.store.list_approvals(hive_id=hive_id, status=ApprovalStatus.PENDING)
+        hive = self.ctx.store.get_hive(hive_id)
         if not pending:
+            if word == "resume" and waits_for_a_person(hive) and may_change(caller, hive):
+                await self.ctx.runner.resume(hive_id)
             return True
         decision = DECISIONS.get(word)
-        if decision is None or not may_change(caller, self.ctx.store.get_hive(hive_id)):
+        if decision is None or not may_change(caller, hive):
             why = (f"user {caller.name!r} may not decide for hive {hive_id}" if decision
                    else f"{word[:40]!r} is not an answer")
             await updater.requires_input(updater.new_agent_message([new_text_part(
@@ -286,6 +289,11 @@ class HiveExecutor(AgentExecutor):
                                   "\"reject\" on this task."),
                     new_data_part({"approvals": [{"id": a.id, "kind": a.kind.value,
                                                   "subject": a.subject} for a in pending]})]))
+                return
+            if board_task is None and waits_for_a_person(hive):
+                await updater.requires_input(updater.new_agent_message([new_text_part(
+                    f"hive {hive.id} is paused ({hive.pause_reason or 'by a person'}); answer "
+                    "\"resume\" on this task to resume it")]))
                 return
         await updater.failed(updater.new_agent_message([new_text_part(
             "the server is shutting down; the hive goes on, follow it with tasks/get or the "
@@ -343,6 +351,13 @@ class HiveExecutor(AgentExecutor):
         updater = TaskUpdater(event_queue, context.task_id, current.context_id)
         await updater.cancel(updater.new_agent_message([new_text_part(
             f"cancelled {'task ' + board_task if board_task else 'hive ' + hive.id}")]))
+
+
+def waits_for_a_person(hive: Hive) -> bool:
+    """A paused hive that only a person resumes (an unreachable gateway's pause ends by itself
+    when it answers again)."""
+    return hive.status is HiveStatus.PAUSED and \
+        hive.pause_reason != GatewayUnavailable.pause_reason
 
 
 async def _finish(updater: TaskUpdater, status: HiveStatus, note: str) -> None:
