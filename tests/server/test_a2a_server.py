@@ -217,6 +217,30 @@ async def test_a_message_with_a_hive_id_posts_a_task_on_that_hive(
     assert posted["verified"] is True
 
 
+async def test_a_comparison_asked_for_answers_the_compare_report(
+        served: Served, http: httpx.AsyncClient) -> None:
+    client = await create_client(served.url, ClientConfig(httpx_client=http))
+    items = await collect(client.send_message(message(new_data_part({"compare": {
+        "workloads": ["bug", "wide"], "modes": ["swarm", "company"], "tasks": 50}}))))
+
+    assert states(items)[-1] == TaskState.TASK_STATE_COMPLETED
+    artifact = next(i.artifact_update.artifact for i in items if i.HasField("artifact_update"))
+    assert artifact.name == "compare report"
+    (digest,) = get_data_parts(artifact.parts)
+    assert [r["status"] for r in digest["runs"]] == ["ok"] * 4
+    assert {row["workload"] for row in digest["summary"]} == {"bug", "wide"}
+    assert f"/reports/{digest['id']}" in get_artifact_text(artifact)
+    page = served.client.get(digest["page"])
+    assert page.status_code == 200
+    assert "bug" in page.text
+
+    for refused in ({"workloads": ["/etc/passwd"]}, {"workloads": ["bug"], "seeds": 10,
+                                                    "modes": ["swarm", "company", "solo", "round_robin"],
+                                                    "kill_fraction": 0.5}):
+        with pytest.raises(A2AError, match="built-in workload|at most 60"):
+            await collect(client.send_message(message(new_data_part({"compare": refused}))))
+
+
 def rpc(served: Served, method: str, params: Any, **headers: str) -> httpx.Response:
     return served.client.post(RPC, json={"jsonrpc": "2.0", "id": 1, "method": method,
                                          "params": params},
@@ -283,7 +307,7 @@ def test_the_card_says_how_to_authenticate_and_the_endpoint_requires_it(
     assert card["name"] == "ruflo"
     assert "securitySchemes" not in card
     assert card["supportedInterfaces"][0]["url"] == f"{open_server.url}{RPC}"
-    assert {s["id"] for s in card["skills"]} == {"swarm", "company", "task"}
+    assert {s["id"] for s in card["skills"]} == {"swarm", "company", "compare", "task"}
 
     guarded = make_server(auth="token")
     card = guarded.client.get("/.well-known/agent-card.json").json()

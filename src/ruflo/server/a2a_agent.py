@@ -12,6 +12,7 @@ Depends on a2a-sdk (the optional `a2a` extra), the server's hive routes and the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -96,6 +97,13 @@ def agent_card(base_url: str, settings: Any) -> AgentCard:
                                    "delegates tickets down and escalates blockers up, with "
                                    "budgets and approvals.",
                        tags=["company", "org-chart", "approvals"]),
+            AgentSkill(id="compare", name="Compare coordination modes",
+                       description="A data part `compare` ({workloads: built-in ticket, bug, "
+                                   "feature or shapes wide, deep, mixed; modes; seeds}) runs "
+                                   "them in the simulator; the report is the artifact.",
+                       tags=["compare", "benchmark", "workloads"],
+                       examples=['{"compare": {"workloads": ["bug", "feature"], '
+                                 '"modes": ["swarm", "company"]}}']),
             AgentSkill(id="task", name="Task on a running hive",
                        description="With metadata.hive_id, the message is posted as a task on "
                                    "that hive and followed until it ends.",
@@ -195,7 +203,11 @@ class HiveExecutor(AgentExecutor):
         updater = TaskUpdater(event_queue, context.task_id,
                               current.context_id if current is not None else context.context_id)
         if current is None:
-            hive_id, board_task = await self._begin(context, caller)
+            body = _body_of(context)
+            if "compare" in body:
+                await self._compare(context, body, updater, event_queue)
+                return
+            hive_id, board_task = await self._begin(context, caller, body)
             task = Task(id=context.task_id, context_id=context.context_id,
                         status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED))
             if context.message is not None:
@@ -211,9 +223,39 @@ class HiveExecutor(AgentExecutor):
                 return
         await self._follow(updater, hive_id, board_task or None, after)
 
-    async def _begin(self, context: RequestContext, caller: Caller) -> tuple[str, str | None]:
+    async def _compare(self, context: RequestContext, body: dict[str, Any],
+                       updater: TaskUpdater, event_queue: EventQueue) -> None:
+        """Run the simulated comparison the data part's `compare` asks for; its report is the
+        artifact (and is stored for the reports page)."""
+        from ruflo.server.a2a_compare import (
+            CompareSpec,
+            compare_plan,
+            report_digest,
+            report_text,
+            run_comparison,
+        )
+        from ruflo.server.pages import reports_dir
+
+        try:
+            plan = compare_plan(CompareSpec.model_validate(body["compare"]))
+        except (RufloError, ValidationError) as error:
+            raise _refusal(error) from None
+        assert context.task_id is not None
+        assert context.context_id is not None
+        task = Task(id=context.task_id, context_id=context.context_id,
+                    status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED))
+        task.metadata.update({"compare": "simulated"})
+        await event_queue.enqueue_event(task)
+        await updater.start_work(updater.new_agent_message([new_text_part(
+            f"running {plan.total} simulated runs")]))
+        report = await asyncio.to_thread(run_comparison, plan, reports_dir(self.ctx))
+        await updater.add_artifact([new_text_part(report_text(report)),
+                                    new_data_part(report_digest(report))], name="compare report")
+        await updater.complete()
+
+    async def _begin(self, context: RequestContext, caller: Caller,
+                     body: dict[str, Any]) -> tuple[str, str | None]:
         """Start the hive (or post the task) the first message asks for: (hive id, task id)."""
-        body = _body_of(context)
         hive_id = context.metadata.get("hive_id")
         message = context.message
         if hive_id is None and message is not None and message.metadata:
@@ -335,7 +377,13 @@ class HiveExecutor(AgentExecutor):
         if current is None:
             raise TaskNotCancelableError(message="no such task")
         found = _fields(current.metadata)
-        hive = self.ctx.store.get_hive(str(found.get("hive_id", "")))
+        assert context.task_id is not None
+        updater = TaskUpdater(event_queue, context.task_id, current.context_id)
+        if not found.get("hive_id"):  # a comparison: its runs finish in their thread, unread
+            await updater.cancel(updater.new_agent_message([new_text_part(
+                "cancelled; the comparison's report is not sent")]))
+            return
+        hive = self.ctx.store.get_hive(str(found["hive_id"]))
         if not may_change(caller, hive):
             raise TaskNotCancelableError(message=f"user {caller.name!r} may not cancel hive "
                                                  f"{hive.id}")
@@ -347,8 +395,6 @@ class HiveExecutor(AgentExecutor):
                                            result="cancelled over A2A")
         elif not hive.status.terminal:
             await self.ctx.runner.cancel(hive.id)
-        assert context.task_id is not None
-        updater = TaskUpdater(event_queue, context.task_id, current.context_id)
         await updater.cancel(updater.new_agent_message([new_text_part(
             f"cancelled {'task ' + board_task if board_task else 'hive ' + hive.id}")]))
 
