@@ -237,7 +237,7 @@ async def test_a_comparison_asked_for_answers_the_compare_report(
     for refused in ({"workloads": ["/etc/passwd"]}, {"workloads": ["bug"], "seeds": 10,
                                                     "modes": ["swarm", "company", "solo", "round_robin"],
                                                     "kill_fraction": 0.5}):
-        with pytest.raises(A2AError, match="built-in workload|at most 60"):
+        with pytest.raises(A2AError, match=r"built-in workload|at most 60"):
             await collect(client.send_message(message(new_data_part({"compare": refused}))))
 
 
