@@ -8,6 +8,7 @@ Depends on FastAPI and, when installed, a2a-sdk (server/a2a_agent.py).
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -46,6 +47,18 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
     _mount_sdk(app, ctx)
 
 
+class _RefusalsAnswered(logging.Filter):
+    """Drops the SDK's tracebacks for a refusal the executor raised on purpose (an A2A protocol
+    error, already answered to the client and logged as one line by the JSON-RPC dispatcher);
+    any other failure keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from a2a.utils.errors import A2AError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, A2AError)
+
+
 def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
     from a2a.server.context import ServerCallContext
     from a2a.server.request_handlers import DefaultRequestHandlerV2
@@ -70,6 +83,9 @@ def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
         def build_user(self, request: Any) -> CallerUser:
             return CallerUser(request.scope["ruflo.caller"].name)
 
+    active = logging.getLogger("a2a.server.agent_execution.active_task")
+    if not any(isinstance(f, _RefusalsAnswered) for f in active.filters):
+        active.addFilter(_RefusalsAnswered())
     handler = DefaultRequestHandlerV2(HiveExecutor(ctx), InMemoryTaskStore(),
                                       agent_card("http://localhost", ctx.settings))
     (rpc,) = create_jsonrpc_routes(handler, RPC_PATH, context_builder=CallerContext())
