@@ -36,11 +36,26 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatus,
 )
-from a2a.utils.errors import InvalidParamsError, InvalidRequestError, TaskNotCancelableError
+from a2a.utils.errors import (
+    A2AError,
+    InternalError,
+    InvalidParamsError,
+    InvalidRequestError,
+    TaskNotCancelableError,
+)
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from ruflo.errors import GatewayUnavailable, RufloError
+from ruflo.errors import (
+    ConfigError,
+    Conflict,
+    GatewayError,
+    GatewayUnavailable,
+    NotFound,
+    RufloError,
+    StoreError,
+    Unstorable,
+)
 from ruflo.model import ApprovalStatus, Hive, HiveStatus
 from ruflo.model import Task as BoardTask
 from ruflo.model import TaskState as BoardState
@@ -144,15 +159,21 @@ def caller_of(context: RequestContext) -> Caller:
     return caller
 
 
-def _refusal(error: HTTPException | RufloError | ValidationError) -> InvalidParamsError:
-    """A refusal of the hive routes as the protocol's invalid-params error, in its words."""
+def _refusal(error: HTTPException | RufloError | ValidationError) -> A2AError:
+    """A refusal of the hive routes as the protocol's invalid-params error, in its words (the
+    server's own failure, a hive stored but not started, as an internal error)."""
     if isinstance(error, HTTPException):
+        if error.status_code >= 500:
+            return InternalError(message=str(error.detail))
         return InvalidParamsError(message=str(error.detail))
     if isinstance(error, ValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'message'}: "
                              f"{item['msg']}" for item in error.errors()[:5])
         return InvalidParamsError(message=f"the message does not describe a hive: {problems}")
-    return InvalidParamsError(message=str(error))
+    if isinstance(error, NotFound | Conflict | Unstorable) or not isinstance(
+            error, StoreError | GatewayError | ConfigError):
+        return InvalidParamsError(message=str(error))
+    return InternalError(message=str(error))
 
 
 def _fields(struct: Any) -> dict[str, Any]:
