@@ -199,10 +199,11 @@ async def test_cancel_cancels_the_hive(live_server: Callable[..., Served],
 
 async def test_a_message_with_a_hive_id_posts_a_task_on_that_hive(
         live_server: Callable[..., Served], http: httpx.AsyncClient) -> None:
-    served = live_server(*work_rules("t1"), *work_rules("t2"))
+    # t1's agent waits far longer than the test on its model: the hive stays running.
+    served = live_server(*work_rules("t1", delay=60.0), *work_rules("t2"))
     client = await create_client(served.url, ClientConfig(httpx_client=http))
     hive = served.client.post("/api/v2/hives", json={
-        "objective": "keep going", "agents": 1, "config": {**FAST, "keep_running": True},
+        "objective": "keep going", "agents": 2, "config": FAST,
         "tasks": [{"title": "t1", "verify": "grep -qx t1 t1.txt"}]}).json()
 
     items = await collect(client.send_message(message(
