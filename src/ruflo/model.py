@@ -60,11 +60,13 @@ class AgentStatus(enum.StrEnum):
 
 
 class AdapterKind(enum.StrEnum):
-    """How an agent does a task: the built-in LLM tool loop, an external CLI, or an HTTP hook."""
+    """How an agent does a task: the built-in LLM tool loop, an external CLI, an HTTP hook, or a
+    remote A2A agent."""
 
     LLM = "llm"
     PROCESS = "process"
     HTTP = "http"
+    A2A = "a2a"
 
 
 class TaskState(enum.StrEnum):

@@ -87,7 +87,7 @@ def test_main_install_declares_no_torch_or_test_tools() -> None:
 def test_full_install_has_what_the_tests_use() -> None:
     chosen = [r for extra in script_extras()["full"] for r in extras()[extra]]
     assert {"torch", "sentence-transformers", "playwright", "pytest", WEIGHTS,
-            "onnxruntime", "onnx", "psycopg"} <= names(chosen)
+            "onnxruntime", "onnx", "psycopg", "a2a-sdk"} <= names(chosen)
 
 
 def test_weights_are_pinned_alike_wherever_installed_without_their_dependencies() -> None:
