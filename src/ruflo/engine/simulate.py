@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruflo.engine.clock import VirtualClock
+from ruflo.engine.dispatch import carry_out
 from ruflo.errors import PolicyError
 from ruflo.model import Agent, Mode
 from ruflo.policies import (
+    AwaitApproval,
     BasePolicy,
     CompanyParams,
+    Decision,
     Decompose,
     Delegate,
+    Escalate,
     Idle,
     OrgChart,
     SwarmParams,
@@ -279,13 +283,14 @@ def simulate(
     arrivals: Mapping[str, float] | None = None,
     detail_limit: int = 2000,
     on_progress: Callable[[int, int], None] | None = None,
+    on_decision: Callable[[str, Decision], None] | None = None,
 ) -> SimResult:
     """Run `tasks` with `agents` under `mode` on a virtual clock; the same seed gives the same run.
 
     `arrivals` posts some tasks later (task id → virtual time; a task may not arrive before its
     dependencies); the others are on the board at time 0. `record` keeps the timeline of who worked on what (default: only for boards of at most
     20,000 tasks, so memory stays bounded at scale). `on_progress(finished, total)` is called
-    now and then."""
+    now and then; `on_decision(agent id, decision)` for every decision the policy makes."""
     try:
         mode = Mode(mode)
     except ValueError:
@@ -317,6 +322,7 @@ def simulate(
     clock = VirtualClock()
     policy: BasePolicy = make_policy(mode, agents, seed=seed, swarm=swarm, company=company)
     run = _Run(policy, agents, params, rng, clock, record, len(agents) <= detail_limit)
+    run.on_decision = on_decision
     started = time.perf_counter()
     cpu_started = time.process_time()
     for agent in agents:
@@ -346,6 +352,7 @@ class _Run:
         detail: bool,
     ) -> None:
         self.policy = policy
+        self.on_decision: Callable[[str, Decision], None] | None = None
         self.board = policy.board
         self.params = params
         self.rng = rng
@@ -472,27 +479,48 @@ class _Run:
         agent.wake_token += 1  # a decision supersedes any pending look-again timer
         self.decisions += 1
         decision = self.policy.choose(agent.id, now, self.rng)
-        if isinstance(decision, Take):
-            self.start_work(agent, decision.task_id, now)
-        elif isinstance(decision, Idle):
-            if decision.retry_at is not None:
-                self.wake(agent, max(now, decision.retry_at))
-        elif isinstance(decision, Delegate):
-            p = self.params
-            n = len(decision.assignments)
-            self.coordination_tokens += p.delegation_tokens + p.delegation_tokens_per_ticket * n
-            duration = p.delegation_time + p.delegation_time_per_ticket * n
-            label = decision.assignments[0][0] if n == 1 else f"{n} tickets"
-            self.begin_activity(agent, now, None)
-            self.push(now + duration, _DELEGATED, agent, agent.token, (label, decision.assignments))
-        elif isinstance(decision, Decompose):
-            task = self.policy.claim(decision.task_id, agent.id, now)
-            self.note_claim(agent, task, now)
-            self.coordination_tokens += self.params.decompose_tokens
-            self.begin_activity(agent, now, task)
-            self.push(now + self.params.decompose_time, _DECOMPOSED, agent, agent.token,
-                      decision.parts)
+        if self.on_decision is not None:
+            self.on_decision(agent.id, decision)
+        carry_out(self, (agent, now), decision)
         self.flush_wakes(now)
+
+    # -- carrying out a decision (`carry_out` calls these) ----------------------------------
+    def take(self, context: tuple[_SimAgent, float], decision: Take) -> None:
+        self.start_work(context[0], decision.task_id, context[1])
+
+    def idle(self, context: tuple[_SimAgent, float], decision: Idle) -> None:
+        agent, now = context
+        if decision.retry_at is not None:
+            self.wake(agent, max(now, decision.retry_at))
+
+    def delegate(self, context: tuple[_SimAgent, float], decision: Delegate) -> None:
+        """The planner's timed stand-in: it accepts the policy's proposal, at a cost per
+        delegation and per ticket (tokens and the manager's time)."""
+        agent, now = context
+        p = self.params
+        n = len(decision.assignments)
+        self.coordination_tokens += p.delegation_tokens + p.delegation_tokens_per_ticket * n
+        duration = p.delegation_time + p.delegation_time_per_ticket * n
+        label = decision.assignments[0][0] if n == 1 else f"{n} tickets"
+        self.begin_activity(agent, now, None)
+        self.push(now + duration, _DELEGATED, agent, agent.token, (label, decision.assignments))
+
+    def decompose(self, context: tuple[_SimAgent, float], decision: Decompose) -> None:
+        agent, now = context
+        task = self.policy.claim(decision.task_id, agent.id, now)
+        self.note_claim(agent, task, now)
+        self.coordination_tokens += self.params.decompose_tokens
+        self.begin_activity(agent, now, task)
+        self.push(now + self.params.decompose_time, _DECOMPOSED, agent, agent.token,
+                  decision.parts)
+
+    def escalate(self, context: tuple[_SimAgent, float], decision: Escalate) -> None:
+        raise PolicyError("the simulated policies escalate a failed ticket themselves "
+                          "(on_task_finished); choose() never answers Escalate")
+
+    def await_approval(self, context: tuple[_SimAgent, float], decision: AwaitApproval) -> None:
+        raise PolicyError("the simulator has no people to approve: choose() never answers "
+                          "AwaitApproval")
 
     def note_claim(self, agent: _SimAgent, task: BoardTask, now: float) -> None:
         age = now - (task.ready_at if task.ready_at is not None else now)
