@@ -340,6 +340,8 @@ class CompanyEngine(CompanyApprovalsEngine):
                           data=self._delegation_data(member, plan.report, correction))
         except Conflict as error:
             self._discarded(member, task, str(error))
+            return
+        self._record(member.id, Delegate(((task.id, target),)))
 
     def _unblock(self, member: AgentSlot, task: Task, how: str) -> None:
         """The manager resolved an escalated ticket: it no longer waits on its blocker."""
@@ -404,10 +406,14 @@ class CompanyEngine(CompanyApprovalsEngine):
                               data=self._delegation_data(member, named, correction))
         except Conflict as error:
             self._discarded(member, task, str(error))
+            return
         except PolicyError as error:
             self._give_back(member, task, f"its plan could not be posted: {error}")
             self._escalate(member, task, f"its plan could not be posted: {error}")
-
+            return
+        self._record(member.id, Decompose(task.id, len(children)))
+        self._record(member.id, Delegate(tuple((c.id, owner) for c, (owner, _, _)
+                                               in zip(children, owners, strict=True))))
 
     # -- outcomes --------------------------------------------------------------------------------
     def _apply(self, member: AgentSlot, task: Task, outcome: TaskOutcome) -> None:

@@ -21,6 +21,7 @@ from ruflo.model import (
     TaskState,
     new_id,
 )
+from ruflo.policies.base import AwaitApproval
 
 __all__ = ["HiringEngine"]
 
@@ -64,6 +65,7 @@ class HiringEngine(CompanyBoardEngine):
             self._discarded(member, task, str(error))
             return
         self.tickets.setdefault(task.id, Ticket(member.id)).approval = approval.id
+        self._record(member.id, AwaitApproval(task.id, approval.id))
         self._auto_decide(approval)
 
     def _hire_decided(self, approval: Approval) -> None:

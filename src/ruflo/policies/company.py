@@ -252,7 +252,7 @@ class TicketView:
     id: str
     skills: tuple[str, ...] = ()
     depth: int = 0
-    """Splits above it (a hand-over to a report keeps the depth; the simulator counts hops)."""
+    """Splits above it (a hand-over to a report keeps the depth)."""
     split: bool = False
     """It has child tickets already (its owner integrates them, it does not split again)."""
     escalated: bool = False
@@ -269,7 +269,8 @@ class TicketView:
 @dataclass(frozen=True, slots=True)
 class CompanyParams:
     max_depth: int = 3
-    """Delegation hops from the root after which the holder must do the ticket itself."""
+    """Splits below the objective after which a ticket is no longer handed on: whoever holds it
+    does it (a hand-over to a report keeps a ticket's depth)."""
     batch: int = 20
     """Tickets a manager hands out in one delegation decision (one planning call)."""
     max_attempts: int = 5
@@ -467,7 +468,6 @@ class CompanyPolicy(BasePolicy):
                 self._uncharge(task)
                 continue
             self.delegations += 1
-            task.depth += 1
             if not self._is_alive(target):
                 self._to_inbox(task, nearest_live_manager(self.org, target, self._is_alive)
                                or agent_id)
