@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ruflo.agents import (
     SOLO_TOOLS,
@@ -27,6 +28,7 @@ from ruflo.agents import (
     executor_for,
 )
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine, objective_succeeded
+from ruflo.engine.dispatch import carry_out
 from ruflo.engine.params import LiveParams, RunSummary
 from ruflo.errors import (
     BudgetExceeded,
@@ -49,17 +51,18 @@ from ruflo.model import (
     utcnow,
 )
 from ruflo.policies import (
+    AwaitApproval,
     BasePolicy,
+    Decision,
     Decompose,
     Delegate,
+    Escalate,
     Idle,
-    SwarmPolicy,
     Take,
     TaskSpec,
     find_cycle,
     make_policy,
 )
-from ruflo.policies.swarm import ANY_SKILL
 
 if TYPE_CHECKING:
     from ruflo.gateway.base import Gateway
@@ -86,6 +89,17 @@ STORE_THREADS = 4
 transactions, so one agent's wait for a commit does not stall the others."""
 
 _T = TypeVar("_T")
+
+
+class _Race(enum.Enum):
+    LOST = "lost"
+
+
+LOST_RACE = _Race.LOST
+"""The chosen task went to another agent first: ask the policy again."""
+Chosen = Task | None | Literal[_Race.LOST]
+"""What carrying out a decision gives an agent loop: a claimed task, nothing (sleep), or a race
+lost."""
 
 FOLLOWED = frozenset({
     "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
@@ -118,10 +132,13 @@ class LiveEngine(HiveEngine):
                  executors: Callable[[Agent], Executor] = executor_for,
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 on_decision: Callable[[str, Decision], None] | None = None) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
                          on_change=on_change)
+        self.on_decision = on_decision
+        """Called with every decision the policy makes (tests compare runs with it)."""
         self.hosted = frozenset(hosted) if hosted is not None else None
         """Agents this engine runs; None means all of the hive's (one-process hives)."""
         self.rng = random.Random(self.params.seed)
@@ -290,23 +307,17 @@ class LiveEngine(HiveEngine):
         self.policy.drain_wakes()
 
     def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
-        if not isinstance(self.policy, SwarmPolicy):
-            return
         for agent in agents:
-            state = self.policy.agents.get(agent.id)
-            if state is None:
-                continue
-            for skill, value in agent.thresholds.items():
-                if skill in state.theta:
-                    state.theta[skill] = value
+            self.policy.restore_thresholds(agent.id, dict(agent.thresholds))
             if agent.id in self.slots:
                 self._persist_thresholds(agent.id)
 
     def _unsaved_thresholds(self, agent_id: str) -> dict[str, float] | None:
         """The agent's learned thresholds if they changed since last written, else None."""
-        if not isinstance(self.policy, SwarmPolicy) or agent_id not in self.policy.agents:
+        learned = self.policy.thresholds(agent_id)
+        if not learned:
             return None
-        thresholds = {k: round(v, 4) for k, v in self.policy.thresholds(agent_id).items()}
+        thresholds = {k: round(v, 4) for k, v in learned.items()}
         return None if self._saved_thresholds.get(agent_id) == thresholds else thresholds
 
     def _persist_thresholds(self, agent_id: str) -> None:
@@ -322,52 +333,63 @@ class LiveEngine(HiveEngine):
             now = self.now()
             decision = self.policy.choose(slot.id, now, self.rng)
             self._flush_wakes()
-            if isinstance(decision, Take | Decompose):
-                # A live agent decides itself whether to split (post_subtasks).
-                task_id, alternatives = decision.task_id, []
-                if isinstance(decision, Take):
-                    task_id, *alternatives = self._spread(task_id)
-                claimed = await self._claim(slot, task_id, now, alternatives)
-                if claimed is None:
-                    continue
-                self._claims_changed.set()
+            if self.on_decision is not None:
+                self.on_decision(slot.id, decision)
+            claimed = await carry_out(self, (slot, now), decision)
+            if claimed is not LOST_RACE:
                 return claimed
-            if isinstance(decision, Idle):
-                if decision.retry_at is not None:
-                    self._retry_later(slot, decision.retry_at - now)
-                return None
-            if isinstance(decision, Delegate):
-                raise PolicyError(f"{self.hive.mode.value} mode asked agent {slot.agent.name} to "
-                                  "delegate, which this engine does not do")
-            raise AssertionError(decision)
         # Lost every race: others are claiming as fast as we are; look again soon.
         self._retry_later(slot, 0.1)
         return None
 
+    # -- carrying out a decision (`carry_out` calls these) ---------------------------------------
+    async def take(self, choosing: tuple[AgentSlot, float], decision: Take) -> Chosen:
+        task_id, *alternatives = self._spread(decision.task_id)
+        return await self._claim_chosen(*choosing, task_id, alternatives)
+
+    async def decompose(self, choosing: tuple[AgentSlot, float], decision: Decompose) -> Chosen:
+        # A live agent decides itself whether to split (post_subtasks).
+        return await self._claim_chosen(*choosing, decision.task_id, ())
+
+    async def idle(self, choosing: tuple[AgentSlot, float], decision: Idle) -> Chosen:
+        slot, now = choosing
+        if decision.retry_at is not None:
+            self._retry_later(slot, decision.retry_at - now)
+        return None
+
+    async def delegate(self, choosing: tuple[AgentSlot, float], decision: Delegate) -> Chosen:
+        raise self._not_here(choosing[0], "delegate")
+
+    async def escalate(self, choosing: tuple[AgentSlot, float], decision: Escalate) -> Chosen:
+        raise self._not_here(choosing[0], "escalate")
+
+    async def await_approval(self, choosing: tuple[AgentSlot, float],
+                             decision: AwaitApproval) -> Chosen:
+        raise self._not_here(choosing[0], "wait on an approval")
+
+    def _not_here(self, slot: AgentSlot, verb: str) -> PolicyError:
+        return PolicyError(f"{self.hive.mode.value} mode asked agent {slot.agent.name} to "
+                           f"{verb}, which only a company does")
+
+    async def _claim_chosen(self, slot: AgentSlot, now: float, task_id: str,
+                            alternatives: Sequence[str]) -> Chosen:
+        claimed = await self._claim(slot, task_id, now, alternatives)
+        if claimed is None:
+            return LOST_RACE
+        self._claims_changed.set()
+        return claimed
+
     def _spread(self, task_id: str) -> list[str]:
         """Processes sharing a hive run the same policy over the same board, so their agents
         all reach for the head of the same queue and all but one lose the race. On Postgres,
-        offer the store instead, in random order, the first ready tasks of the chosen task's
-        queue with the same skills and priority (as many as the hive has agents: the same
-        threshold, and nearly the same stimulus, as they became ready in that order); it
-        claims the first no one else has (SKIP LOCKED), so a race lost costs no second try."""
-        if self._pool is None or not isinstance(self.policy, SwarmPolicy):
+        offer the store instead, in random order, the tasks the policy would choose as readily
+        (`alike`: as many as the hive has agents); it claims the first no one else has (SKIP
+        LOCKED), so a race lost costs no second try."""
+        if self._pool is None:
             return [task_id]
-        chosen = self.policy.board.tasks[task_id]
-        queue = self.policy.queues.get(chosen.skills[0] if chosen.skills else ANY_SKILL)
-        level = queue.levels.get(chosen.priority) if queue is not None else None
-        if not level:
-            return [task_id]
-        width = len(self.policy.agent_ids)
-        picks: list[str] = []
-        for looked, task in enumerate(level):
-            if looked >= 4 * width or len(picks) >= width:
-                break
-            if task.ready and task.skills == chosen.skills:
-                picks.append(task.id)
-        if not picks:
-            return [task_id]
-        self.rng.shuffle(picks)
+        picks = self.policy.alike(task_id, len(self.policy.agent_ids))
+        if len(picks) > 1:
+            self.rng.shuffle(picks)
         return picks[:SPREAD_OFFERED]
 
     async def _claim(self, slot: AgentSlot, task_id: str, now: float,
@@ -543,10 +565,9 @@ class LiveEngine(HiveEngine):
         elif kind is OutcomeKind.FAILED:
             self._failed(slot, task, outcome)
         elif kind is OutcomeKind.ABSTAIN:
-            swarm = isinstance(self.policy, SwarmPolicy)
             self._give_back(slot, task, f"abstained: {outcome.reason or 'no reason given'}",
-                            counts=not swarm)
-            if isinstance(self.policy, SwarmPolicy) and task.id in self.policy.board.tasks:
+                            counts=self.policy.abstain_counts)
+            if task.id in self.policy.board.tasks:
                 self.policy.on_abstain(slot.id, task.id)
                 self._persist_thresholds(slot.id)
         elif kind is OutcomeKind.DECOMPOSE:

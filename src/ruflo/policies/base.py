@@ -224,6 +224,25 @@ class BasePolicy:
         wakes, self._wakes = self._wakes, []
         return wakes
 
+    # -- what a policy learns (swarm) ------------------------------------------------------
+    abstain_counts = True
+    """Whether giving a task back unattempted uses up one of its attempts."""
+
+    def on_abstain(self, agent_id: str, task_id: str) -> None:
+        """An agent looked at a task and would not do it (its LLM said so in a live run)."""
+
+    def thresholds(self, agent_id: str) -> dict[str, float]:
+        """What the policy learned about the agent (per skill); empty when it learns nothing."""
+        return {}
+
+    def restore_thresholds(self, agent_id: str, thresholds: dict[str, float]) -> None:
+        """Take back what an earlier run learned about the agent (skills it knows only)."""
+
+    def alike(self, task_id: str, most: int) -> list[str]:
+        """Ready tasks the policy would choose as readily as `task_id` (itself first), at most
+        `most`: what an agent may take instead when another process takes that one first."""
+        return [task_id]
+
     # -- subclass hooks --------------------------------------------------------------------
     def _absorb(self, now: float) -> None:
         board = self.board
