@@ -288,7 +288,7 @@ def simulate(
     rng = random.Random(seed)
     clock = VirtualClock()
     policy: BasePolicy = make_policy(mode, agents, seed=seed, swarm=swarm, company=company)
-    run = _Run(policy, agents, params, rng, clock, record, len(agents) <= detail_limit)
+    run = _Run(policy, agents, params, rng, seed, clock, record, len(agents) <= detail_limit)
     run.on_decision = on_decision
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -314,6 +314,7 @@ class _Run:
         agents: Sequence[Agent],
         params: SimParams,
         rng: random.Random,
+        seed: int,
         clock: VirtualClock,
         record: bool,
         detail: bool,
@@ -323,6 +324,10 @@ class _Run:
         self.board = policy.board
         self.params = params
         self.rng = rng
+        """The policy's randomness (its choices): the stream a live engine with the same seed
+        gives its policy, so both make the same choices."""
+        self.work_rng = random.Random(f"work-{seed}")
+        """The simulated world's randomness: work times, failures, quits, who is killed."""
         self.clock = clock
         self.agents = {a.id: _SimAgent(a.id, frozenset(a.skills)) for a in agents}
         self.order = [self.agents[a.id] for a in agents]
@@ -529,10 +534,10 @@ class _Run:
             if missing:
                 duration *= 1.0 + (p.mismatch_factor - 1.0) * missing / len(skills)
         if p.noise > 0:
-            duration *= math.exp(self.rng.gauss(self._noise_mu, p.noise))
-        agent.success = self.rng.random() >= p.failure_rate
+            duration *= math.exp(self.work_rng.gauss(self._noise_mu, p.noise))
+        agent.success = self.work_rng.random() >= p.failure_rate
         self.begin_activity(agent, now, task)
-        quit_at = self.policy.quit_after(task, self.rng)
+        quit_at = self.policy.quit_after(task, self.work_rng)
         if quit_at is not None and quit_at < duration:
             self.push(now + quit_at, _QUIT, agent, agent.token, None)
         else:
@@ -592,7 +597,7 @@ class _Run:
             victims = [self.agents[a] for a in plan.agents if self.agents[a].alive]
         else:
             count = min(len(live) - 1, round(plan.fraction * len(live)))
-            victims = self.rng.sample(live, count) if count > 0 else []
+            victims = self.work_rng.sample(live, count) if count > 0 else []
         ttl = self.params.lease_ttl
         renew = ttl / 3
         for agent in victims:
