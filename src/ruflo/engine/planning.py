@@ -7,7 +7,7 @@ escalate or keep it. Depends on the model, the Gateway protocol and ruflo.polici
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -177,7 +177,7 @@ class Planner:
                               kind=CostKind.COORDINATION)
         model = manager.model or self.model
         problem = ""
-        event: Callable[..., object] = self.store.append_event
+        event = self.store.append_event
         for attempt in (1, 2):
             answer = await self.gateway.chat(messages, model=model, context=context,
                                              tools=[plan_tool(may_hire=may_hire)],
