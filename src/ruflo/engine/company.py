@@ -73,7 +73,6 @@ FOLLOWED = frozenset({
 """Event kinds the engine reacts to (its own, and those written by the CLI or server)."""
 
 
-
 class CompanyEngine(CompanyApprovalsEngine):
     """Drives one stored company hive: see `run` for the loop."""
 
@@ -93,14 +92,17 @@ class CompanyEngine(CompanyApprovalsEngine):
         2. Each agent sleeps on its wake flag. It is woken only by an event that concerns it:
            a ticket assigned (delegated, escalated or reassigned) to it, its tickets' blockers
            resolved, all children of its ticket finished, an approval decided, a resume. Woken,
-           it claims its most urgent ready ticket with a lease (renewed while it works).
-        3. A manager whose ticket may still be delegated (it has live reports and the ticket is
-           under the depth bound) makes one metered coordination call with the plan tool:
+           it claims its most urgent ready ticket that the policy does not leave waiting on a
+           person (`AwaitApproval`), with a lease (renewed while it works).
+        3. The policy's decision (`CompanyPolicy.decide_ticket`) is carried out through the
+           shared dispatch. Delegate (a manager whose ticket may still be handed on): the
+           planner resolves the proposed report with one metered coordination call, the plan
+           tool:
            split → child tickets for reports (each choice checked against capabilities), the
            ticket blocked on them; assign → the whole ticket goes to a report; escalate → up
            the chain; self → it does the ticket. Everyone else does the ticket with the swarm's
-           agent runtime: complete (the verify command decides) or escalate (blocked: the
-           ticket names what it waits on and goes to the manager, who decides).
+           agent runtime (Take): complete (the verify command decides) or escalate (blocked:
+           the ticket names what it waits on and goes where `CompanyPolicy.escalation` says).
         4. A ticket done wakes the owners of tickets that waited on it; the last child finished
            reopens the parent for its owner to integrate and close (its verify decides).
         5. A budget cap reached pauses the agent (or hive) and opens a budget_override approval
