@@ -36,7 +36,7 @@ from ruflo.model import (
 )
 
 if TYPE_CHECKING:
-    from ruflo.engine.live import LiveParams
+    from ruflo.engine.params import LiveParams
     from ruflo.gateway.base import Gateway
     from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
