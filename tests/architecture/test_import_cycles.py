@@ -6,10 +6,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-EXEMPT = {
-    # until the i23 merge: the company helper moves LiveParams out of engine/live.py
-    ("ruflo.engine.core", "ruflo.engine.live"),
-}
+EXEMPT: set[tuple[str, str]] = set()
 """Imports left out of the check, (importer, imported); each must still exist."""
 
 
