@@ -24,9 +24,10 @@ from typing import Any
 from ruflo.errors import Conflict, NotFound, StoreError, StoreFull, StoreUnreachable, Unstorable
 from ruflo.model import JSON, Event
 from ruflo.store import opening
-from ruflo.store.base import EventListener
+from ruflo.store.base import EventListener, Listening
 from ruflo.store.rows import UPDATABLE, Queued, assignments, dt_req, dumps, holds_nul
 from ruflo.store.statements import Statements, ThreadState
+from ruflo.store.wakeups import LocalListener
 
 log = logging.getLogger("ruflo.store")
 
@@ -44,6 +45,10 @@ class SqlCore:
         """True when this open created a new, empty store (the boot trace says so)."""
         self.path: Path | None = None
         self._listeners: list[EventListener] = []
+        self._wakers: list[LocalListener] = []
+        """SQLite: this process's wake-up subscribers (Postgres wakes through LISTEN)."""
+        self._subscriptions: list[Listening] = []
+        """Every `listen` not yet stopped, which `close` stops."""
         self._states: dict[int, ThreadState] = {}
         self._states_lock = threading.Lock()
         self._local = threading.local()
@@ -111,6 +116,9 @@ class SqlCore:
 
     def close(self) -> None:
         self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.stop()
+        self._subscriptions.clear()
         with self._states_lock:
             states = list(self._states.values())
             self._states.clear()
@@ -350,6 +358,8 @@ class SqlCore:
             cur.execute(sql.insert_event, rows[0])
         else:
             cur.executemany(sql.insert_event, rows)
+        if self._wakers:
+            state.notices.append((hive_id, row[0]))
         if not (want or self._listeners):
             return []
         when = dt_req(ts)
@@ -432,11 +442,19 @@ class SqlCore:
 
         One notification per hive, `<hive_id>:<newest seq>`, however many events the
         transaction appended: a follower reads everything after its last seq anyway, and every
-        worker process of the hive receives each notification."""
+        worker process of the hive receives each notification.
+
+        SQLite has no such channel: its subscribers in this process are called here, in the
+        committing thread (see ruflo.store.wakeups.LocalListener)."""
         newest: dict[str, int] = {}
         for hive_id, seq in state.notices:
             newest[hive_id] = max(seq, newest.get(hive_id, 0))
         state.notices = []
+        if not self._sql.postgres:
+            for hive_id in sorted(newest):
+                for waker in list(self._wakers):
+                    waker.deliver(hive_id)
+            return
         payloads = [f"{hive_id}:{seq}" for hive_id, seq in sorted(newest.items())]
         try:
             state.cur.execute(self._sql.notify, (payloads,))

@@ -1,14 +1,17 @@
-"""The event log of each hive: appending one event, reading them in order, the newest seq. Depends on the core model and ruflo.store.core."""
+"""The event log of each hive: appending one event, reading them in order, the newest seq, and
+wake-ups when it grows (ruflo.store.wakeups). Depends on the core model and ruflo.store.core."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ruflo.errors import NotFound
+from ruflo.errors import NotFound, StoreError
 from ruflo.model import JSON, Event
+from ruflo.store.base import Listening, Wake
 from ruflo.store.core import SqlCore
 from ruflo.store.rows import EVENT_COLS, read_event
+from ruflo.store.wakeups import LocalListener, PgListener
 
 
 class SqlEvents(SqlCore):
@@ -37,3 +40,14 @@ class SqlEvents(SqlCore):
         if row is None:
             raise NotFound(f"no hive {hive_id!r}")
         return int(row[0])
+
+    def listen(self, on_notify: Wake, *, hives: Iterable[str] | None = None) -> Listening:
+        if self._closed:
+            raise StoreError("the store is closed: nothing to listen to")
+        listener: LocalListener | PgListener
+        if self._sql.postgres:
+            listener = PgListener(self._connect, on_notify, hives, self._subscriptions)
+        else:
+            listener = LocalListener(on_notify, hives, self._subscriptions, self._wakers)
+        listener.start()
+        return listener
