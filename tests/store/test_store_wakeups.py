@@ -190,7 +190,7 @@ def test_a_killed_listen_connection_reconnects(pg_store: SqlStore, pg_schema_url
         listening.stop()
 
 
-# -- the adoption lock ------------------------------------------------------------------------------
+# -- the adoption lock -----------------------------------------------------------------------
 
 def test_adoption_lock_excludes_other_holders(store_url: str) -> None:
     """Several store objects (as several processes) adopt at once: never two inside together."""

@@ -106,8 +106,9 @@ class EngineRunner:
         self.id = server_id or f"{SERVER_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.hosting: dict[str, Hosting] = {}
         lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
-        self.as_host = Host(store, self.id, kind="server", host=self.id.removeprefix(SERVER_PREFIX),
-                         lease_seconds=lease, keeps_agents=_not_a_server)
+        self.as_host = Host(store, self.id, kind="server",
+                            host=self.id.removeprefix(SERVER_PREFIX), lease_seconds=lease,
+                            keeps_agents=_not_a_server)
         """This server in the workers table, as for workers: a worker silent for longer than
         `as_host.stale_after` is gone and its agents are free."""
         host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")

@@ -118,7 +118,6 @@ class Worker:
                  worker_id: str | None = None, host: str | None = None) -> None:
         require_shared_store(database_url if store.dialect == "postgresql" else store.dialect)
         self.store = store
-        self.url = database_url
         self.params = params
         self.gateway = gateway
         self.executors = executors

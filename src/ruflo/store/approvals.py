@@ -1,4 +1,6 @@
-"""Approvals: requests a person decides once (approve, reject, cancel). Depends on the core model and ruflo.store.core."""
+"""Approvals: requests a person decides once (approve, reject, cancel).
+Depends on the core model and ruflo.store.core.
+"""
 
 from __future__ import annotations
 

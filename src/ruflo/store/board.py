@@ -1,5 +1,7 @@
 """The board: tasks, their dependencies, claims and leases. The claim and finish path is the
-store's hottest: one statement each, plus the event. Depends on the core model and ruflo.store.core."""
+store's hottest: one statement each, plus the event. Depends on the core model and
+ruflo.store.core.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Chat: conversations and their messages, users and their settings. Depends on the core model and ruflo.store.core."""
+"""Chat: conversations and their messages, users and their settings.
+Depends on the core model and ruflo.store.core.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Hive drivers: which one process drives each hive, as a lease taken by compare-and-set. Depends on the core model and ruflo.store.core."""
+"""Hive drivers: which one process drives each hive, as a lease taken by compare-and-set.
+Depends on the core model and ruflo.store.core.
+"""
 
 from __future__ import annotations
 

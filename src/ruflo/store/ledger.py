@@ -1,4 +1,6 @@
-"""The ledger of metered calls and the running spend totals budgets read. Depends on the core model and ruflo.store.core."""
+"""The ledger of metered calls and the running spend totals budgets read.
+Depends on the core model and ruflo.store.core.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Auth tokens: stored by hash, found while not revoked. Depends on the core model and ruflo.store.core."""
+"""Auth tokens: stored by hash, found while not revoked.
+Depends on the core model and ruflo.store.core.
+"""
 
 from __future__ import annotations
 
