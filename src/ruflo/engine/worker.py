@@ -155,9 +155,10 @@ class Worker:
         2. Look for hives to host (the one hive, or every running swarm hive): adopt free agents
            of the hive — never hosted, or hosted by a worker silent for longer than
            `stale_after` — up to `agents`, under the store's adoption lock so two workers never
-           adopt one agent (engine/hosting.py), and start a live engine that hosts exactly those agents. The engine
-           claims through the store (FOR UPDATE SKIP LOCKED), renews leases, and expires the
-           leases of dead workers' claims (every engine tries; the store makes it race-safe).
+           adopt one agent (engine/hosting.py), and start a live engine that hosts exactly
+           those agents. The engine claims through the store (FOR UPDATE SKIP LOCKED), renews
+           leases, and expires the leases of dead workers' claims (every engine tries; the
+           store makes it race-safe).
         3. Sleep until a notification or the safety-net poll (store reads only), then look
            again: a hive that ended lets go of its agents; new hives and newly free agents are
            taken up.
@@ -344,8 +345,9 @@ class Worker:
     # -- wake-ups and liveness -------------------------------------------------------------------
     def _notified(self, hive_id: str | None) -> None:
         """From the store's wake-ups (its LISTEN thread on Postgres): None means the connection
-        was (re)established, so anything may have been missed. A hive whose wake-up is already on its way to the loop gets no
-        second one (a busy hive sends hundreds a second, each reaching every worker)."""
+        was (re)established, so anything may have been missed. A hive whose wake-up is already
+        on its way to the loop gets no second one (a busy hive sends hundreds a second, each
+        reaching every worker)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -420,10 +422,10 @@ async def watch_hive(store: Store, hive_id: str, database_url: str, *,
     """Follow a hive whose agents live in workers elsewhere until it stops running (done,
     failed, cancelled or paused); return it. Hosts no agent and makes no gateway call.
 
-    Wakes when the store says the hive's log grew (the safety-net poll otherwise), calls `on_change` so a view
-    can redraw, expires passed leases (race-safe; the workers do it too, this covers the time
-    when none runs) and says once when no live worker hosts the hive's agents, and again when
-    that changes.
+    Wakes when the store says the hive's log grew (the safety-net poll otherwise), calls
+    `on_change` so a view can redraw, expires passed leases (race-safe; the workers do it too,
+    this covers the time when none runs) and says once when no live worker hosts the hive's
+    agents, and again when that changes.
     """
     require_shared_store(database_url)
     loop = asyncio.get_running_loop()
