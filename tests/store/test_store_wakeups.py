@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -18,6 +19,13 @@ from ruflo.store.workers import ADOPTION_LOCK
 
 WAIT = 20.0
 """Longest wait for a wake-up that should come (a failure bound, never a timing assertion)."""
+
+
+def unique(*names: str) -> list[str]:
+    """Hive ids no other test uses: NOTIFY is database-wide, so a listener on Postgres also hears
+    the stores in other schemas (other tests running at the same time)."""
+    run = uuid.uuid4().hex[:8]
+    return [f"h-{name}-{run}" for name in names]
 
 
 def make_hive(store: SqlStore, hive_id: str) -> Hive:
@@ -46,38 +54,40 @@ class Inbox:
 
 
 def test_listen_wakes_once_per_hive_per_commit(store: SqlStore) -> None:
-    for hive_id in ("h-a", "h-b", "h-end"):
+    a, b, end = unique("a", "b", "end")
+    for hive_id in (a, b, end):
         make_hive(store, hive_id)
     inbox = Inbox()
-    listening = store.listen(inbox)
+    listening = store.listen(inbox, hives=[a, b, end])
     try:
         assert inbox.next() is None  # at start: look at the log, anything may have been missed
         with store.transaction():
             for n in range(3):
-                store.append_event("h-a", "note", data={"n": n})
-            store.append_event("h-b", "note")
-        store.append_event("h-end", "note")
-        assert sorted(x for x in inbox.until("h-end") if x is not None) == ["h-a", "h-b"]
+                store.append_event(a, "note", data={"n": n})
+            store.append_event(b, "note")
+        store.append_event(end, "note")
+        assert sorted(x for x in inbox.until(end) if x is not None) == [a, b]
     finally:
         listening.stop()
 
 
 def test_listen_filters_by_hive_and_stops(store: SqlStore) -> None:
-    for hive_id in ("h-mine", "h-other", "h-end"):
+    mine_id, other, end = unique("mine", "other", "end")
+    for hive_id in (mine_id, other, end):
         make_hive(store, hive_id)
     mine, everyone = Inbox(), Inbox()
-    only_mine = store.listen(mine, hives=["h-mine"])
-    all_hives = store.listen(everyone)
+    only_mine = store.listen(mine, hives=[mine_id])
+    all_hives = store.listen(everyone, hives=[mine_id, other, end])
     try:
         assert mine.next() is None
         assert everyone.next() is None
-        store.append_event("h-other", "note")
-        store.append_event("h-mine", "note")
-        assert mine.next() == "h-mine"
+        store.append_event(other, "note")
+        store.append_event(mine_id, "note")
+        assert mine.next() == mine_id
         only_mine.stop()
-        store.append_event("h-mine", "note")
-        store.append_event("h-end", "note")
-        everyone.until("h-end")  # every wake-up sent before has been delivered by now
+        store.append_event(mine_id, "note")
+        store.append_event(end, "note")
+        everyone.until(end)  # every wake-up sent before has been delivered by now
         assert mine.items.empty()
     finally:
         only_mine.stop()
@@ -86,22 +96,23 @@ def test_listen_filters_by_hive_and_stops(store: SqlStore) -> None:
 
 def test_a_failing_callback_does_not_deafen_the_listener(store: SqlStore,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    for hive_id in ("h-bad", "h-good"):
+    bad, good = unique("bad", "good")
+    for hive_id in (bad, good):
         make_hive(store, hive_id)
     inbox = Inbox()
 
     def flaky(hive_id: str | None) -> None:
-        if hive_id == "h-bad":
+        if hive_id == bad:
             raise RuntimeError("the follower has a bug")
         inbox(hive_id)
 
-    listening = store.listen(flaky)
+    listening = store.listen(flaky, hives=[bad, good])
     try:
         assert inbox.next() is None
-        store.append_event("h-bad", "note")
-        store.append_event("h-good", "note")
-        assert inbox.until("h-good") == []
-        assert "wake-up callback failed on hive h-bad" in caplog.text
+        store.append_event(bad, "note")
+        store.append_event(good, "note")
+        assert inbox.until(good) == []
+        assert f"wake-up callback failed on hive {bad}" in caplog.text
     finally:
         listening.stop()
 
@@ -156,26 +167,28 @@ def admin(url: str) -> Any:
 @pytest.mark.postgres
 def test_foreign_notifications_on_the_channel_are_harmless(pg_store: SqlStore,
                                                           pg_schema_url: str) -> None:
-    make_hive(pg_store, "h-real")
+    (real,) = unique("real")
+    make_hive(pg_store, real)
     inbox = Inbox()
-    listening = pg_store.listen(inbox, hives=["h-real"])
+    listening = pg_store.listen(inbox, hives=[real])
     try:
         assert inbox.next() is None
         with admin(pg_schema_url) as conn:
-            for payload in ("", "garbage", ":::", "h-real", "x" * 7000, "h-real:not-a-seq"):
+            for payload in ("", "garbage", ":::", real, "x" * 7000, f"{real}:not-a-seq"):
                 conn.execute("SELECT pg_notify('ruflo_events', %s)", (payload,))
-        pg_store.append_event("h-real", "note")
-        # "h-real:not-a-seq" names the hive too: a spurious wake-up costs one read, nothing more
-        assert set(inbox.until("h-real")) <= {"h-real"}
+        pg_store.append_event(real, "note")
+        # "<hive>:not-a-seq" names the hive too: a spurious wake-up costs one read, nothing more
+        assert set(inbox.until(real)) <= {real}
     finally:
         listening.stop()
 
 
 @pytest.mark.postgres
 def test_a_killed_listen_connection_reconnects(pg_store: SqlStore, pg_schema_url: str) -> None:
-    make_hive(pg_store, "h-1")
+    (hive,) = unique("1")
+    make_hive(pg_store, hive)
     inbox = Inbox()
-    listening = pg_store.listen(inbox)
+    listening = pg_store.listen(inbox, hives=[hive])
     try:
         assert inbox.next() is None
         pid = listening.backend_pid  # type: ignore[attr-defined]
@@ -184,8 +197,8 @@ def test_a_killed_listen_connection_reconnects(pg_store: SqlStore, pg_schema_url
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         assert inbox.next() is None  # reconnected: anything may have been missed meanwhile
         assert listening.backend_pid != pid  # type: ignore[attr-defined]
-        pg_store.append_event("h-1", "note")
-        assert inbox.until("h-1") == []
+        pg_store.append_event(hive, "note")
+        assert inbox.until(hive) == []
     finally:
         listening.stop()
 
