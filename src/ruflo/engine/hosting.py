@@ -1,7 +1,7 @@
 """Hosting agents of stored hives, as `ruflo worker` and `ruflo serve` both do: this process's
 entry in the store's workers table, its heartbeat, when a silent host counts as gone, which hives
 want hosting, and adopting free agents under the store's adoption lock. Depends on the model,
-the Store protocol and engine/control.py, engine/driving.py.
+the store's role protocols and engine/control.py, engine/driving.py.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.errors import NotFound, RufloError
 from ruflo.model import JSON, Agent, Hive, HiveStatus, utcnow
+from ruflo.store.base import EventStore, HiveStore, Lifecycle, WorkerStore
 
-if TYPE_CHECKING:
-    from ruflo.store.base import Store
-
-__all__ = ["PAGE", "Host", "every_hive", "wants_hosting"]
+__all__ = ["PAGE", "Host", "HostingStore", "every_hive", "wants_hosting"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +26,11 @@ PAGE = 500
 """Hives read per page when looking for work to host."""
 
 
-def every_hive(store: Store) -> Iterator[Hive]:
+class HostingStore(Lifecycle, HiveStore, EventStore, WorkerStore, Protocol):
+    """The roles of the store that hosting uses: hives and agents, the log, the workers table."""
+
+
+def every_hive(store: HiveStore) -> Iterator[Hive]:
     """Every stored hive, newest first, read a page at a time."""
     offset = 0
     while True:
@@ -53,7 +55,7 @@ class Host:
     (its claims reopen when their leases run out, or when the new host's engine loads).
     """
 
-    def __init__(self, store: Store, host_id: str, *, kind: str, host: str,
+    def __init__(self, store: HostingStore, host_id: str, *, kind: str, host: str,
                  lease_seconds: float, heartbeat_seconds: float | None = None,
                  hive_id: str | None = None, capacity: int = 0,
                  keeps_agents: Callable[[JSON], bool] = lambda _: True,
