@@ -279,7 +279,7 @@ async def test_a_silent_workers_agents_are_adopted(
     hive = make_hive(store, tmp_path, ["t1"], agents=1)
     store.register_worker("w-silent", hive_id=None, host="elsewhere", agents=1)
     store.update_agent(f"{hive.id}-a0", worker_id="w-silent")
-    runner.stale_after = 0.0
+    runner.as_host.stale_after = 0.0
     await asyncio.sleep(0.01)
 
     await runner.start(hive.id)

@@ -1,13 +1,13 @@
 """Hives inside `ruflo serve`: one engine per running hive, as asyncio tasks in the server's own
 event loop, started, steered and stopped through the server's HiveRunner seam.
-Depends on the model, the Store and Gateway protocols, the live and company engines and the
-steering helpers (engine/control.py, engine/approvals.py); never on the server package.
+Depends on the model, the Store and Gateway protocols, the live and company engines, the
+steering helpers (engine/control.py, engine/approvals.py) and engine/hosting.py, which it shares
+with `ruflo worker`; never on the server package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -15,18 +15,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
-from ruflo.engine.control import awaits_gateway, cancel_hive, pause_hive, resume_hive
-from ruflo.engine.driving import (
-    DRIVER_LEASE_SECONDS,
-    Driving,
-    heartbeat_period,
-    left_alone,
-    stale_after,
-)
+from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
+from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
+from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.model import (
@@ -40,7 +34,6 @@ from ruflo.model import (
     Task,
     TaskState,
     new_id,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -113,9 +106,11 @@ class EngineRunner:
         self.id = server_id or f"{SERVER_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.hosting: dict[str, Hosting] = {}
         lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
-        self.heartbeat_seconds = heartbeat_period(lease)
-        self.stale_after = stale_after(lease, self.heartbeat_seconds)
-        """As for workers: a worker silent this long is gone and its agents are free."""
+        self.as_host = Host(store, self.id, kind="server",
+                            host=self.id.removeprefix(SERVER_PREFIX), lease_seconds=lease,
+                            keeps_agents=_not_a_server)
+        """This server in the workers table, as for workers: a worker silent for longer than
+        `as_host.stale_after` is gone and its agents are free."""
         host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")
         self.driving = Driving(store, lease_seconds=driver_lease_seconds,
                                host=host or socket.gethostname(),
@@ -131,17 +126,11 @@ class EngineRunner:
     async def attach(self) -> None:
         self._register()
         running = []
-        offset = 0
-        while True:
-            page = self.store.list_hives(limit=500, offset=offset)
-            for hive in page:
-                if hive.damage is not None:
-                    log.warning("hive %s is not taken up: %s", hive.id, hive.damage)
-                elif hive.status is HiveStatus.RUNNING or awaits_gateway(hive):
-                    running.append(hive)
-            if len(page) < 500:
-                break
-            offset += 500
+        for hive in every_hive(self.store):
+            if hive.damage is not None:
+                log.warning("hive %s is not taken up: %s", hive.id, hive.damage)
+            elif wants_hosting(hive):
+                running.append(hive)
         for hive in running:
             await self._launch(hive.id, reattach=True)
         if running:
@@ -203,10 +192,7 @@ class EngineRunner:
             log.exception("server %s could not hand its hives' driver leases back; they run "
                           "out within %g s", self.id, self.driving.lease_seconds)
         if self._registered:
-            try:
-                self.store.unregister_worker(self.id)
-            except RufloError:
-                log.exception("server %s could not unregister", self.id)
+            self.as_host.unregister()
 
     # -- hosting ---------------------------------------------------------------------------------
     async def _launch(self, hive_id: str, *, reattach: bool = False) -> None:
@@ -219,7 +205,7 @@ class EngineRunner:
             return
         self._register()
         hive = self.store.get_hive(hive_id)
-        if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
+        if not wants_hosting(hive):
             if hive.status.terminal:
                 self.watching.pop(hive_id, None)
             return  # a paused hive stays watched: it may run again under a driver that dies
@@ -380,42 +366,23 @@ class EngineRunner:
     def _register(self) -> None:
         if self._registered or self._closing:
             return
-        self._sign_in()
+        self.as_host.register()
         self._registered = True
-        self._beat = asyncio.create_task(self._heartbeat(), name="ruflo-server-heartbeat")
+        self._beat = asyncio.create_task(self.as_host.beat(self._declared_lost),
+                                         name="ruflo-server-heartbeat")
         self._keep = asyncio.create_task(self._keep_driving(), name="ruflo-server-driving")
 
-    def _sign_in(self) -> None:
-        self.store.register_worker(self.id, hive_id=None,
-                                   host=self.id.removeprefix(SERVER_PREFIX), agents=0)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            try:
-                self.store.worker_heartbeat(self.id)
-            except NotFound:
-                # Declared lost by a worker during a long stall: register again; the agents it
-                # adopted meanwhile stay with it (`_adopt` never takes a live worker's agents).
-                self._sign_in()
-            except RufloError:
-                log.exception("server %s: heartbeat failed; retrying", self.id)
+    def _declared_lost(self) -> bool:
+        """Declared lost by a worker during a long stall: register again; the agents it adopted
+        meanwhile stay with it (adoption never takes a live worker's agents)."""
+        self.as_host.register()
+        return True
 
     def _adopt(self, hive: Hive) -> list[str]:
         """Mark the hive's free agents as this server's: never hosted, hosted by an earlier
         server process, or by a worker silent for longer than `stale_after`. Agents of a live
-        worker stay with it. Serialised with workers' adoption on Postgres."""
-        with self._adoption_lock():
-            cutoff = utcnow() - timedelta(seconds=self.stale_after)
-            live = {w["id"] for w in self.store.list_workers() if w["heartbeat_at"] >= cutoff
-                    and not str(w["id"]).startswith(SERVER_PREFIX)}
-            taken = [a.id for a in self.store.list_agents(hive.id) if not a.external and (
-                     a.worker_id is None or a.worker_id == self.id or a.worker_id not in live)]
-            if taken:
-                with self.store.transaction():
-                    for agent_id in taken:
-                        self.store.update_agent(agent_id, worker_id=self.id)
-            return taken
+        worker stay with it. Serialised with workers' adoption by the store's adoption lock."""
+        return [agent.id for agent in self.as_host.adopt(hive.id)]
 
     def _adopted_ids(self, hive_id: str) -> list[str]:
         return [a.id for a in self.store.list_agents(hive_id) if a.worker_id == self.id]
@@ -431,23 +398,11 @@ class EngineRunner:
         except RufloError:
             log.exception("hive %s: could not let go of its agents", hive_id)
 
-    @contextlib.contextmanager
-    def _adoption_lock(self) -> Any:
-        if getattr(self.store, "dialect", None) != "postgresql":
-            yield  # SQLite hives have no workers (they stay on one machine)
-            return
-        from ruflo.engine.worker import ADOPTION_LOCK, pg_connection
 
-        url = getattr(self.settings, "database_url", None)
-        if not url:
-            yield
-            return
-        with pg_connection(str(url), "adoption") as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADOPTION_LOCK,))
+def _not_a_server(worker: dict[str, Any]) -> bool:
+    """Live workers keep their agents from a server; other servers' agents are its to take
+    (two servers never drive one hive: the driver lease decides which one does)."""
+    return not str(worker["id"]).startswith(SERVER_PREFIX)
 
 
 def objective_task(hive: Hive) -> Task:
