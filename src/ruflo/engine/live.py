@@ -29,6 +29,7 @@ from ruflo.agents import (
     executor_for,
 )
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine, objective_succeeded
+from ruflo.engine.stored_policy import load_board, restore_thresholds
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -326,31 +327,7 @@ class LiveEngine(HiveEngine):
                     by_id[task.id] = self.store.finish_task(
                         task.id, None, state=TaskState.CANCELLED,
                         result="cancelled: one of its subtasks did not succeed")
-        unfinished = [t for t in by_id.values() if not t.state.terminal]
-        children: dict[str, list[str]] = {}
-        for task in unfinished:
-            if task.parent_id is not None:
-                children.setdefault(task.parent_id, []).append(task.id)
-        specs = []
-        doomed = []
-        for task in unfinished:
-            deps = []
-            for dep in task.depends_on:
-                state = by_id[dep].state if dep in by_id else TaskState.CANCELLED
-                if state is TaskState.DONE:
-                    continue
-                if state.terminal:
-                    doomed.append(task.id)
-                else:
-                    deps.append(dep)
-            if task.state is TaskState.BLOCKED:
-                deps += children.get(task.id, [])
-            specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
-        self.policy.post(specs, 0.0)
-        for task in unfinished:
-            if task.state is TaskState.CLAIMED and task.assignee is not None:
-                # Held by an agent of another process: its lease decides.
-                self.policy.claim(task.id, task.assignee, 0.0)
+        doomed = load_board(self.policy, by_id.values(), 0.0)
         for task_id in doomed:
             self._cancel_on_board(task_id)
         if doomed:  # only they end tasks on the board here: spare a second read of the board
@@ -361,14 +338,9 @@ class LiveEngine(HiveEngine):
     def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
         if not isinstance(self.policy, SwarmPolicy):
             return
+        restore_thresholds(self.policy, agents)
         for agent in agents:
-            state = self.policy.agents.get(agent.id)
-            if state is None:
-                continue
-            for skill, value in agent.thresholds.items():
-                if skill in state.theta:
-                    state.theta[skill] = value
-            if agent.id in self.slots:
+            if agent.id in self.policy.agents and agent.id in self.slots:
                 self._persist_thresholds(agent.id)
 
     def _unsaved_thresholds(self, agent_id: str) -> dict[str, float] | None:

@@ -1,6 +1,7 @@
 """The hive operations MCP tools call: create a hive, post, claim, complete and release tasks, read
 the board, memory and ledger. Depends on the model, the Store protocol, memory, ruflo.agents (the
-verify command runner) and the MCP claim choice; knows nothing of the MCP protocol itself.
+verify command runner) and the hive's policy put back from the store (engine/stored_policy.py);
+knows nothing of the MCP protocol itself.
 
 Every operation on a hive also records an `mcp_call` event naming the tool and the caller, in the
 same transaction as its effect when it succeeds, and on its own when it is refused.
@@ -13,8 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ruflo.engine import stored_policy
+from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError, RufloError
-from ruflo.mcp import choice
 from ruflo.memory.notes import Memory, entry_to_json, hive_namespace
 from ruflo.model import (
     JSON,
@@ -54,6 +56,8 @@ class Desk:
         self.keyword_memory = Memory(store)
         """Full-text search only: for callers who ask for it (fast, no query embedding)."""
         self.lease_seconds = lease_seconds
+        self.policies = StoredPolicies()
+        """The hives' policies, which choose what `claim_next_task` takes."""
         self.workspace_root = workspace_root
         self.default_hive: str | None = None
         if default_hive is not None:
@@ -225,18 +229,8 @@ class Desk:
         return self.call(hive_ref, "claim_next_task", caller, claim, agent_name=agent_name)
 
     def _choose_and_claim(self, hive: Hive, agent: Agent, reopened: list[str]) -> JSON:
-        unit = choice.time_unit(hive)
         for _ in range(8):
-            agents = self.store.list_agents(hive.id)
-            tasks = self.store.list_tasks(hive.id)
-            now = choice.policy_time(hive, utcnow())
-            policy = choice.rebuild(hive, agents, tasks, now)
-            member = next(a for a in agents if a.id == agent.id)
-            rng = choice.decision_rng(hive, member, self.store.last_seq(hive.id))
-            chosen = choice.choose(policy, member, now, rng, unit)
-            thresholds = choice.thresholds_of(policy, agent.id)
-            if thresholds is not None:
-                self.store.update_agent(agent.id, thresholds=thresholds)
+            chosen = self.policies.decide(self.store, hive, agent)
             if chosen.task_id is None:
                 counts = self.store.count_tasks(hive.id)
                 return {"task": None, "agent": agent.name, "reason": chosen.reason,
@@ -336,16 +330,16 @@ class Desk:
         """Swarm thresholds learn from the attempt: the skills done drop by the time worked."""
         if hive.mode is not Mode.SWARM or task.claimed_at is None:
             return
-        start = choice.policy_time(hive, task.claimed_at)
-        policy = choice.rebuild(hive, self.store.list_agents(hive.id),
+        start = stored_policy.policy_time(hive, task.claimed_at)
+        policy = stored_policy.rebuild(hive, self.store.list_agents(hive.id),
                                 self.store.list_tasks(hive.id), start)
         if policy.board.tasks.get(task.id) is None:
             return
         with_claim = policy.board.get(task.id)
         if with_claim.holder != agent.id:
             return
-        policy.on_task_finished(task.id, agent.id, success, choice.policy_time(hive, utcnow()))
-        thresholds = choice.thresholds_of(policy, agent.id)
+        policy.on_task_finished(task.id, agent.id, success, stored_policy.policy_time(hive, utcnow()))
+        thresholds = stored_policy.thresholds_of(policy, agent.id)
         if thresholds is not None:
             self.store.update_agent(agent.id, thresholds=thresholds)
 
