@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ruflo.engine import stored_policy
+from ruflo.engine import start, stored_policy
+from ruflo.engine.start import HiveSpec, Planner
 from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError, RufloError
 from ruflo.memory.notes import Memory, entry_to_json, hive_namespace
@@ -50,8 +51,12 @@ class Desk:
     name no hive; `caller` names who is calling (the MCP client) for the events."""
 
     def __init__(self, store: Store, memory: Memory, *, lease_seconds: float,
-                 workspace_root: Path, default_hive: str | None = None) -> None:
+                 workspace_root: Path, default_hive: str | None = None,
+                 planner: Planner | None = None) -> None:
         self.store = store
+        self.planner = planner
+        """Plans a new hive's objective into its first tasks (None: the board starts empty and
+        the MCP client posts the tasks)."""
         self.memory = memory
         self.keyword_memory = Memory(store)
         """Full-text search only: for callers who ask for it (fast, no query embedding)."""
@@ -145,9 +150,27 @@ class Desk:
         self.store.append_event(hive_id, MCP_CALL, agent_id=agent_id, task_id=task_id, data=data)
 
     # -- hives ---------------------------------------------------------------------------------
-    def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
-                    agents: Sequence[tuple[str, Sequence[str], str]],
-                    workspace: str | None, seed: int) -> JSON:
+    async def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
+                          agents: Sequence[tuple[str, Sequence[str], str]],
+                          workspace: str | None, seed: int) -> JSON:
+        """Store the hive, then seed its first board (engine/start.py: the objective planned by
+        this desk's planner; without one the board starts empty, for the client to fill)."""
+        spec = self.hive_spec(name=name, objective=objective, mode=mode, agents=agents,
+                              workspace=workspace, seed=seed)
+        with self.store.transaction():
+            hive = start.create_hive(self.store, spec)
+            self.record(hive.id, "create_hive", caller)
+        # Without a planner the MCP client plans: it posts the tasks (engine/start.py, rule 4).
+        board = (await start.seed_board(self.store, hive.id, self.planner)
+                 if self.planner is not None else [])
+        return {"hive": hive_json(self.store.get_hive(hive.id)),
+                "agents": [agent_json(a) for a in spec.agents],
+                "tasks": [self.task_json(t) for t in board]}
+
+    def hive_spec(self, *, name: str, objective: str, mode: str,
+                  agents: Sequence[tuple[str, Sequence[str], str]], workspace: str | None,
+                  seed: int) -> HiveSpec:
+        """What create_hive starts, checked; its workspace folder is made."""
         try:
             hive_mode = Mode(mode)
         except ValueError:
@@ -171,15 +194,12 @@ class Desk:
             raise ConfigError(f"workspace {workspace!r} is not an existing folder given by an "
                               "absolute path; nothing was created")
         folder.mkdir(parents=True, exist_ok=True)
-        hive = Hive(id=hive_id, name=name, mode=hive_mode, objective=objective,
-                    workspace=str(folder), config={"seed": seed, "created_via": "mcp"})
         members = [Agent(id=new_id(), hive_id=hive_id, name=agent_name, role=role or "worker",
                          skills=tuple(skills), adapter_config={"via": "mcp"})
                    for agent_name, skills, role in agents]
-        with self.store.transaction():
-            hive = self.store.create_hive(hive, members)
-            self.record(hive.id, "create_hive", caller)
-        return {"hive": hive_json(hive), "agents": [agent_json(a) for a in members]}
+        return HiveSpec(id=hive_id, name=name, mode=hive_mode, objective=objective,
+                        workspace=str(folder), config={"seed": seed, "created_via": "mcp"},
+                        agents=members)
 
     # -- the board -----------------------------------------------------------------------------
     def post_task(self, caller: str, hive_ref: str | None, *, title: str, description: str,
