@@ -233,8 +233,7 @@ def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
 async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool,
                 workers_only: bool = False, driving: Driving | None = None) -> None:
     """Seed the first board if it is empty (engine/start.py: the objective is planned), then run
-    the engine (with the live view), or,
-    with `workers_only`, watch workers elsewhere run it."""
+    the engine (with the live view), or, with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
     from ruflo.engine.company import engine_for
     from ruflo.engine.driving import keep_driving
