@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from ruflo.compare.metrics import RunMetrics, run_metrics, simulated_record
 from ruflo.compare.metrics import timeline as timeline_of
 from ruflo.compare.workloads import BUILTIN, builtin_path
+from ruflo.engine.start import HiveSpec, start_hive
 from ruflo.errors import ConfigError, PolicyError, RufloError
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
+from ruflo.model import Agent, Event, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
     from ruflo.engine.company import CompanyEngine
@@ -274,11 +275,12 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         from ruflo.engine.plan import tasks_for_hive
 
         tasks = tasks_for_hive(hive_id, workload.tasks)
-    hive = Hive(id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
-                                 + (" · killed" if variant == KILLED_VARIANT else ""),
-                mode=mode, objective=workload.objective, workspace=str(workspace),
-                config=config)
-    store.create_hive(hive, agents=crew, tasks=tasks)
+    # The workload's tasks (or the company's one ticket) are the first board: nothing to plan.
+    await start_hive(store, HiveSpec(
+        id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
+                         + (" · killed" if variant == KILLED_VARIANT else ""),
+        mode=mode, objective=workload.objective, workspace=str(workspace), config=config,
+        agents=crew, tasks=tasks), None)
     store.append_event(hive_id, EventKind.COMPARE_RUN_STARTED, data={
         "run": record.id, "mode": mode.value, "auto_approval": config["auto_approval"],
         "org": None if mode is not Mode.COMPANY else

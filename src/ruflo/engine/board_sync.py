@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ruflo.agents import Executor
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
+from ruflo.engine.stored_policy import load_board
 from ruflo.errors import ConfigError, Conflict, NotFound
 from ruflo.model import Agent, Event, Mode, Task, TaskState
 from ruflo.policies import BasePolicy, TaskSpec, make_policy
@@ -94,31 +95,7 @@ class PolicyBoardEngine(HiveEngine):
                     by_id[task.id] = self.store.finish_task(
                         task.id, None, state=TaskState.CANCELLED,
                         result="cancelled: one of its subtasks did not succeed")
-        unfinished = [t for t in by_id.values() if not t.state.terminal]
-        children: dict[str, list[str]] = {}
-        for task in unfinished:
-            if task.parent_id is not None:
-                children.setdefault(task.parent_id, []).append(task.id)
-        specs = []
-        doomed = []
-        for task in unfinished:
-            deps = []
-            for dep in task.depends_on:
-                state = by_id[dep].state if dep in by_id else TaskState.CANCELLED
-                if state is TaskState.DONE:
-                    continue
-                if state.terminal:
-                    doomed.append(task.id)
-                else:
-                    deps.append(dep)
-            if task.state is TaskState.BLOCKED:
-                deps += children.get(task.id, [])
-            specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
-        self.policy.post(specs, 0.0)
-        for task in unfinished:
-            if task.state is TaskState.CLAIMED and task.assignee is not None:
-                # Held by an agent of another process: its lease decides.
-                self.policy.claim(task.id, task.assignee, 0.0)
+        doomed = load_board(self.policy, by_id.values(), 0.0)
         for task_id in doomed:
             self._cancel_on_board(task_id)
         if doomed:  # only they end tasks on the board here: spare a second read of the board

@@ -22,6 +22,7 @@ from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
 from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.start import GatewayPlanner, seed_board
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.model import (
     Agent,
@@ -31,9 +32,7 @@ from ruflo.model import (
     HiveDriver,
     HiveStatus,
     Mode,
-    Task,
     TaskState,
-    new_id,
 )
 
 if TYPE_CHECKING:
@@ -80,8 +79,9 @@ class EngineRunner:
       says is running (or paused for an unreachable gateway, which its engine probes for) and
       no live process drives; claims left by the previous driver are released when the engine
       loads (its own agents), or reopen when their leases expire.
-    - `start` (hive created): posts the objective as the first task when the board is empty
-      (company hives plan their own), adopts the hive's agents and starts its engine.
+    - `start` (hive created): seeds the first board when it is empty (engine/start.py: the
+      objective planned with this server's gateway; company hives plan their own), adopts the
+      hive's agents and starts its engine.
     - `pause`/`resume`/`cancel`: recorded in the store; the engine follows the event (a pause
       releases the claims in flight and the engine waits for a resume; a cancel ends it).
       A resume starts an engine when none is running (e.g. the server restarted while paused).
@@ -138,9 +138,21 @@ class EngineRunner:
 
     async def start(self, hive_id: str) -> None:
         hive = self.store.get_hive(hive_id)
-        if hive.mode is not Mode.COMPANY and not any(self.store.count_tasks(hive_id).values()):
-            self.store.post_tasks(hive_id, [objective_task(hive)])
+        try:
+            self._params(hive)
+        except ConfigError:
+            pass  # the engine refuses the hive's config: no tokens spent planning (it pauses)
+        else:
+            await seed_board(self.store, hive_id, await self._planner(hive))
         await self._launch(hive_id)
+
+    async def _planner(self, hive: Hive) -> GatewayPlanner | None:
+        """The planner of a hive's first board: this server's gateway, if it has one."""
+        gateway = await self._gateway()
+        if gateway is None:
+            return None
+        return GatewayPlanner(gateway, str(hive.config.get("model")
+                                    or getattr(self.settings, "model", "gpt-4o-mini")))
 
     async def pause(self, hive_id: str, *, reason: str) -> Hive:
         hive = pause_hive(self.store, hive_id, reason=reason)
@@ -317,14 +329,7 @@ class EngineRunner:
         from ruflo.agents.commands import command_env
 
         config = hive.config
-        params = LiveParams(
-            lease_seconds=_number(config, "lease_seconds",
-                                  float(getattr(self.settings, "lease_seconds", 60.0))),
-            time_unit=_number(config, "time_unit", 10.0),
-            poll_seconds=self.poll_seconds,
-            seed=int(_number(config, "seed", 0.0)),
-            stop_on_pause=False,
-        ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
+        params = self._params(hive)
         model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
         gateway = await self._gateway()
         env = command_env(self.settings)
@@ -335,6 +340,18 @@ class EngineRunner:
                                  executors=self.executors, model=model, env=env)
         return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
                           executors=self.executors, model=model, env=env, hosted=hosted)
+
+    def _params(self, hive: Hive) -> LiveParams:
+        """How the hive's engine runs; ConfigError when its config is not usable."""
+        config = hive.config
+        return LiveParams(
+            lease_seconds=_number(config, "lease_seconds",
+                                  float(getattr(self.settings, "lease_seconds", 60.0))),
+            time_unit=_number(config, "time_unit", 10.0),
+            poll_seconds=self.poll_seconds,
+            seed=int(_number(config, "seed", 0.0)),
+            stop_on_pause=False,
+        ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
 
     async def _gateway(self) -> Gateway | None:
         """The real gateway client (the server may hold a stand-in that builds it lazily): the
@@ -403,16 +420,6 @@ def _not_a_server(worker: dict[str, Any]) -> bool:
     """Live workers keep their agents from a server; other servers' agents are its to take
     (two servers never drive one hive: the driver lease decides which one does)."""
     return not str(worker["id"]).startswith(SERVER_PREFIX)
-
-
-def objective_task(hive: Hive) -> Task:
-    """A hive's objective as its first task (agents may split it on the board)."""
-    text = hive.objective.strip()
-    title = text.splitlines()[0] if text else hive.name or "objective"
-    verify = hive.config.get("verify")
-    return Task(id=new_id(), hive_id=hive.id, title=title if len(title) <= 200
-                else title[:199] + "…", description=hive.objective,
-                verify=verify if isinstance(verify, str) and verify.strip() else None)
 
 
 def _number(config: dict[str, Any], key: str, default: float) -> float:
