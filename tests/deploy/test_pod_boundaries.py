@@ -205,7 +205,8 @@ async def test_a_request_through_the_proxy_has_its_user_and_no_other_does(
         tmp_path: Path) -> None:
     """The server under the rendered settings: a request from an address in
     RUFLO_TRUSTED_PROXIES (where the controller's pods are) with the outpost's header is that
-    user; the same header from outside the proxies' range is refused."""
+    user; the same header from outside the proxies' range is refused, and so is the header from
+    the pod's own address (the shell container, which shares the pod's network)."""
     import httpx
 
     from ruflo.config import load_settings
@@ -229,5 +230,15 @@ async def test_a_request_through_the_proxy_has_its_user_and_no_other_does(
                                                 headers={"X-authentik-username": "alice"})
         assert answers[proxy_address].status_code == 200, answers[proxy_address].text
         assert answers["192.0.2.10"].status_code == 401
+        # The shell container shares the pod's network: it reaches the pod's own address, which
+        # is inside the trusted range, from that same address. Its headers are refused.
+        pod_ip = str(list(network.hosts())[9])
+        transport = httpx.ASGITransport(app=app, client=(pod_ip, 40000))
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url=f"http://{pod_ip}:3000") as shell:
+            own = await shell.get("/api/v2/hives", headers={"Host": host,
+                                                            "X-authentik-username": "alice"})
+        assert own.status_code == 401, own.text
+        assert "own address are not trusted" in own.json()["message"]
     finally:
         store.close()

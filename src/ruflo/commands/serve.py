@@ -39,6 +39,7 @@ def serve(
     from ruflo.config import boot_trace, load_settings
     from ruflo.server import create_app
     from ruflo.server.a2a import trace as a2a_trace
+    from ruflo.server.auth import trust_notice
     from ruflo.server.deferred_gateway import DeferredGateway
     from ruflo.server.guard import hosts_notice
     from ruflo.server.listening import build_server, check_bind, engine_runner
@@ -56,6 +57,8 @@ def serve(
     elif settings.gateway_url:
         gateway = DeferredGateway(settings.gateway_url, lambda: _gateway_client(settings, store))
     typer.echo(f"auth: {settings.auth}; listening on http://{host}:{port}", err=True)
+    for line in trust_notice(settings.auth, settings.trusted_proxies):
+        typer.echo(line, err=True)
     typer.echo(hosts_notice(host, settings.allowed_hosts), err=True)
     typer.echo(a2a_trace(), err=True)
     runner = engine_runner(store, gateway, settings)
