@@ -63,9 +63,9 @@ def test_listen_wakes_once_per_hive_per_commit(store: SqlStore) -> None:
         assert inbox.next() is None  # at start: look at the log, anything may have been missed
         with store.transaction():
             for n in range(3):
-                store.append_event(a, "note", data={"n": n})
-            store.append_event(b, "note")
-        store.append_event(end, "note")
+                store.append_event(a, "agent_turn", data={"n": n})
+            store.append_event(b, "agent_turn")
+        store.append_event(end, "agent_turn")
         assert sorted(x for x in inbox.until(end) if x is not None) == [a, b]
     finally:
         listening.stop()
@@ -81,12 +81,12 @@ def test_listen_filters_by_hive_and_stops(store: SqlStore) -> None:
     try:
         assert mine.next() is None
         assert everyone.next() is None
-        store.append_event(other, "note")
-        store.append_event(mine_id, "note")
+        store.append_event(other, "agent_turn")
+        store.append_event(mine_id, "agent_turn")
         assert mine.next() == mine_id
         only_mine.stop()
-        store.append_event(mine_id, "note")
-        store.append_event(end, "note")
+        store.append_event(mine_id, "agent_turn")
+        store.append_event(end, "agent_turn")
         everyone.until(end)  # every wake-up sent before has been delivered by now
         assert mine.items.empty()
     finally:
@@ -109,8 +109,8 @@ def test_a_failing_callback_does_not_deafen_the_listener(store: SqlStore,
     listening = store.listen(flaky, hives=[bad, good])
     try:
         assert inbox.next() is None
-        store.append_event(bad, "note")
-        store.append_event(good, "note")
+        store.append_event(bad, "agent_turn")
+        store.append_event(good, "agent_turn")
         assert inbox.until(good) == []
         assert f"wake-up callback failed on hive {bad}" in caplog.text
     finally:
@@ -138,9 +138,9 @@ def test_sqlite_wakes_only_this_process(tmp_path: Any) -> None:
         inbox = Inbox()
         listening = here.listen(inbox)
         assert inbox.next() is None
-        elsewhere.append_event("h-1", "note")
+        elsewhere.append_event("h-1", "agent_turn")
         assert inbox.items.empty()  # SQLite delivers in the committing thread: nothing pending
-        here.append_event("h-1", "note")
+        here.append_event("h-1", "agent_turn")
         assert inbox.items.get_nowait() == "h-1"
         listening.stop()
     finally:
@@ -176,7 +176,7 @@ def test_foreign_notifications_on_the_channel_are_harmless(pg_store: SqlStore,
         with admin(pg_schema_url) as conn:
             for payload in ("", "garbage", ":::", real, "x" * 7000, f"{real}:not-a-seq"):
                 conn.execute("SELECT pg_notify('ruflo_events', %s)", (payload,))
-        pg_store.append_event(real, "note")
+        pg_store.append_event(real, "agent_turn")
         # "<hive>:not-a-seq" names the hive too: a spurious wake-up costs one read, nothing more
         assert set(inbox.until(real)) <= {real}
     finally:
@@ -197,7 +197,7 @@ def test_a_killed_listen_connection_reconnects(pg_store: SqlStore, pg_schema_url
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         assert inbox.next() is None  # reconnected: anything may have been missed meanwhile
         assert listening.backend_pid != pid  # type: ignore[attr-defined]
-        pg_store.append_event(hive, "note")
+        pg_store.append_event(hive, "agent_turn")
         assert inbox.until(hive) == []
     finally:
         listening.stop()

@@ -16,6 +16,7 @@ from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
 from ruflo.engine.stored_policy import load_board
 from ruflo.errors import ConfigError, Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Event, Mode, Task, TaskState
 from ruflo.policies import BasePolicy, TaskSpec, make_policy
 
@@ -205,19 +206,20 @@ class PolicyBoardEngine(HiveEngine):
     def _follow(self, event: Event) -> None:
         kind, task_id, agent_id = event.kind, event.task_id, event.agent_id
         board = self.policy.board
-        if kind == "task_posted" and task_id is not None and task_id not in board.tasks:
+        if kind == EventKind.TASK_POSTED and task_id is not None and task_id not in board.tasks:
             self._post_foreign(task_id)
-        elif kind == "task_claimed":
+        elif kind == EventKind.TASK_CLAIMED:
             self._claims_changed.set()
             if task_id in board.tasks and board.tasks[task_id].holder != agent_id and \
                     not self._claimed_elsewhere(task_id, agent_id):
                 self._reconcile(task_id)
-        elif kind in ("task_done", "task_failed", "task_cancelled") and task_id in board.tasks:
-            if kind == "task_cancelled":
+        elif kind in (EventKind.TASK_DONE, EventKind.TASK_FAILED,
+                      EventKind.TASK_CANCELLED) and task_id in board.tasks:
+            if kind == EventKind.TASK_CANCELLED:
                 for slot in self.slots.values():
                     self._stop_work(slot, task_id, "task cancelled")
             board_task = board.tasks[task_id]
-            if kind == "task_done" and board_task.state is TaskState.CLAIMED and \
+            if kind == EventKind.TASK_DONE and board_task.state is TaskState.CLAIMED and \
                     board_task.holder == agent_id and agent_id is not None:
                 # The board already shows the claim this event ends: apply it as it says.
                 self.policy.on_task_finished(task_id, agent_id, True, self.now())
@@ -225,11 +227,11 @@ class PolicyBoardEngine(HiveEngine):
                     self._reopen_parent(board_task.parent)
             elif not board_task.state.terminal:
                 self._reconcile(task_id)
-                if kind == "task_done":
+                if kind == EventKind.TASK_DONE:
                     self._after_done(self.store.get_task(task_id))
-        elif kind in ("task_released", "lease_expired") and task_id in board.tasks:
-            self._released(task_id, agent_id, expired=kind == "lease_expired")
-        elif kind == "agent_added" and agent_id is not None and \
+        elif kind in (EventKind.TASK_RELEASED, EventKind.LEASE_EXPIRED) and task_id in board.tasks:
+            self._released(task_id, agent_id, expired=kind == EventKind.LEASE_EXPIRED)
+        elif kind == EventKind.AGENT_ADDED and agent_id is not None and \
                 agent_id not in self.policy.alive:
             self.policy.add_agent(self.store.get_agent(agent_id), self.now())
         else:

@@ -41,6 +41,7 @@ from ruflo.errors import (
     PolicyError,
     RufloError,
 )
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
@@ -67,8 +68,10 @@ __all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "engine_for", "parse_
 log = logging.getLogger(__name__)
 
 FOLLOWED = frozenset({
-    "task_posted", "task_cancelled", "lease_expired", "approval_decided", "hive_paused",
-    "hive_running", "hive_cancelled", "hive_budget_changed", "agent_resumed",
+    EventKind.TASK_POSTED, EventKind.TASK_CANCELLED, EventKind.LEASE_EXPIRED,
+    EventKind.APPROVAL_DECIDED, EventKind.HIVE_PAUSED,
+    EventKind.HIVE_RUNNING, EventKind.HIVE_CANCELLED, EventKind.HIVE_BUDGET_CHANGED,
+    EventKind.AGENT_RESUMED,
 })
 """Event kinds the engine reacts to (its own, and those written by the CLI or server)."""
 
@@ -163,7 +166,7 @@ class CompanyEngine(CompanyApprovalsEngine):
                 self._restore_owner(task.id)
             if task.id not in self.tickets and not task.state.terminal:
                 owner = self._owner_for_new(task)
-                self._own(task.id, owner, "ticket_assigned", by=None, reason="posted")
+                self._own(task.id, owner, EventKind.TICKET_ASSIGNED, by=None, reason="posted")
         for task in self.store.list_tasks(self.hive_id, states=[TaskState.BLOCKED]):
             self._maybe_reopen_parent(task.id)
         self._apply_decided()
@@ -338,7 +341,8 @@ class CompanyEngine(CompanyApprovalsEngine):
                 # A hand-over down the tree, not a new level of split: the depth stays (the
                 # org's height and the escalation cap bound how often it can move).
                 self.store.update_task(task.id, description=(task.description + note).strip())
-                self._own(task.id, target, "ticket_delegated", by=member.id, reason="assigned",
+                self._own(task.id, target, EventKind.TICKET_DELEGATED, by=member.id,
+                          reason="assigned",
                           data=self._delegation_data(member, plan.report, correction))
         except Conflict as error:
             self._discarded(member, task, str(error))
@@ -353,7 +357,7 @@ class CompanyEngine(CompanyApprovalsEngine):
         ticket.escalated = None
         with self.store.transaction():
             self.store.update_task(task.id, blocked_on=None)
-            self.store.append_event(self.hive_id, "ticket_unblocked", agent_id=member.id,
+            self.store.append_event(self.hive_id, EventKind.TICKET_UNBLOCKED, agent_id=member.id,
                                     task_id=task.id, data={"how": how})
 
     def _delegation_data(self, member: AgentSlot, named: str | None,
@@ -396,14 +400,14 @@ class CompanyEngine(CompanyApprovalsEngine):
                 self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=member.id,
                                        lease_until=None,
                                        blocked_on=f"its {len(children)} child tickets")
-                self.store.append_event(self.hive_id, "ticket_blocked", agent_id=member.id,
+                self.store.append_event(self.hive_id, EventKind.TICKET_BLOCKED, agent_id=member.id,
                                         task_id=task.id, data={
                                             "blocked_on": [c.id for c in children]})
                 ticket = self.tickets.setdefault(task.id, Ticket(member.id))
                 ticket.owner = member.id
                 for child, (target, named, correction) in zip(children, owners, strict=True):
                     self.tickets[child.id] = Ticket(target)
-                    self._own(child.id, target, "ticket_delegated", by=member.id,
+                    self._own(child.id, target, EventKind.TICKET_DELEGATED, by=member.id,
                               reason="assigned",
                               data=self._delegation_data(member, named, correction))
         except Conflict as error:
@@ -503,12 +507,12 @@ class CompanyEngine(CompanyApprovalsEngine):
                                                f"ended:\n{lines}\nIntegrate the results, check "
                                                "them, and complete this ticket (or escalate if "
                                                "it cannot be finished).".strip())
-            self.store.append_event(self.hive_id, "children_completed", agent_id=owner,
+            self.store.append_event(self.hive_id, EventKind.CHILDREN_COMPLETED, agent_id=owner,
                                     task_id=parent_id, data={
                                         "done": sum(t.state is TaskState.DONE for t in children),
                                         "ended": len(children)})
         if owner != ticket.owner:
-            self._own(parent_id, owner, "ticket_reassigned", by=None,
+            self._own(parent_id, owner, EventKind.TICKET_REASSIGNED, by=None,
                       reason="its owner is gone", data={"from": ticket.owner})
         else:
             self._wake(owner, "children completed", parent_id)
@@ -529,7 +533,7 @@ class CompanyEngine(CompanyApprovalsEngine):
                 failed = self.store.finish_task(task.id, None, state=TaskState.CANCELLED,
                                                 result=f"gave up after {ticket.escalations} "
                                                        f"escalations; last: {reason}")
-                self.store.append_event(self.hive_id, "ticket_given_up", agent_id=member.id,
+                self.store.append_event(self.hive_id, EventKind.TICKET_GIVEN_UP, agent_id=member.id,
                                         task_id=task.id, data={"reason": reason})
                 self._after_end(failed)
             return
@@ -540,7 +544,8 @@ class CompanyEngine(CompanyApprovalsEngine):
         if decision.to is None:
             self._to_people(member, task, reason)
             return
-        self._own(task.id, decision.to, "ticket_escalated", by=member.id, reason="escalated",
+        self._own(task.id, decision.to, EventKind.TICKET_ESCALATED, by=member.id,
+                  reason="escalated",
                   data={"blocked_on": reason, "from": member.id, "from_name": member.agent.name})
         ticket.escalated, ticket.escalated_by = reason, member.id
 
@@ -560,35 +565,35 @@ class CompanyEngine(CompanyApprovalsEngine):
             if task.state is TaskState.BLOCKED and ticket.escalated is None \
                     and ticket.approval is None:
                 ticket.owner = heir  # waits on children: the heir integrates them later
-                self._own(task_id, heir, "ticket_reassigned", by=None, reason=why,
+                self._own(task_id, heir, EventKind.TICKET_REASSIGNED, by=None, reason=why,
                           data={"from": member.id})
                 self._maybe_reopen_parent(task_id)
                 continue
-            self._own(task_id, heir, "ticket_reassigned", by=None, reason=why,
+            self._own(task_id, heir, EventKind.TICKET_REASSIGNED, by=None, reason=why,
                       data={"from": member.id})
 
     # -- following the event log -----------------------------------------------------------------
     def _follow(self, event: Event) -> None:
         kind, task_id = event.kind, event.task_id
-        if kind == "task_posted" and task_id is not None and task_id not in self.tickets:
+        if kind == EventKind.TASK_POSTED and task_id is not None and task_id not in self.tickets:
             task = self.store.get_task(task_id)
             if not task.state.terminal:
-                self._own(task_id, self._owner_for_new(task), "ticket_assigned", by=None,
+                self._own(task_id, self._owner_for_new(task), EventKind.TICKET_ASSIGNED, by=None,
                           reason="posted")
-        elif kind == "task_cancelled" and task_id is not None:
+        elif kind == EventKind.TASK_CANCELLED and task_id is not None:
             for member in self.slots.values():
                 self._stop_work(member, task_id, "ticket cancelled")
             with contextlib.suppress(NotFound):
                 task = self.store.get_task(task_id)
                 if task.parent_id is not None:
                     self._maybe_reopen_parent(task.parent_id)
-        elif kind == "lease_expired" and task_id is not None:
+        elif kind == EventKind.LEASE_EXPIRED and task_id is not None:
             self._expired(task_id, event.agent_id)
-        elif kind == "approval_decided":
+        elif kind == EventKind.APPROVAL_DECIDED:
             approval_id = event.data.get("approval_id")
             if isinstance(approval_id, str):
                 self._decided(approval_id)
-        elif kind == "agent_resumed" and event.agent_id in self.slots:
+        elif kind == EventKind.AGENT_RESUMED and event.agent_id in self.slots:
             member = self.slots[event.agent_id]
             if member.alive and member.paused is not None:
                 member.paused = None
@@ -608,7 +613,7 @@ class CompanyEngine(CompanyApprovalsEngine):
         if ticket is not None:
             owner = self._working_owner(ticket.owner)
             if owner != ticket.owner:
-                self._own(task_id, owner, "ticket_reassigned", by=None,
+                self._own(task_id, owner, EventKind.TICKET_REASSIGNED, by=None,
                           reason="its owner is gone", data={"from": ticket.owner})
             else:
                 self._restore_owner(task_id)
@@ -651,24 +656,27 @@ def company_report(store: Store, hive_id: str) -> JSON:
     who decided it (an auto-approval policy is named as such)."""
     work = store.spend(hive_id=hive_id, kind=CostKind.WORK)
     coordination = store.spend(hive_id=hive_id, kind=CostKind.COORDINATION)
-    events = store.events(hive_id, kinds=["ticket_delegated", "ticket_escalated",
-                                          "ticket_reassigned", "plan_refused", "plan_fallback"])
+    events = store.events(hive_id, kinds=[EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
+                                          EventKind.TICKET_REASSIGNED, EventKind.PLAN_REFUSED,
+                                          EventKind.PLAN_FALLBACK])
     count = {kind: sum(e.kind == kind for e in events) for kind in
-             ("ticket_delegated", "ticket_escalated", "ticket_reassigned", "plan_refused",
-              "plan_fallback")}
+             (EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED, EventKind.TICKET_REASSIGNED,
+              EventKind.PLAN_REFUSED,
+              EventKind.PLAN_FALLBACK)}
     hive = store.get_hive(hive_id)
     return {
         "work": {"tokens": work.tokens, "cost": work.cost, "calls": work.calls},
         "coordination": {"tokens": coordination.tokens, "cost": coordination.cost,
                          "calls": coordination.calls},
-        "delegations": count["ticket_delegated"],
-        "corrected_delegations": sum(e.kind == "ticket_delegated"
+        "delegations": count[EventKind.TICKET_DELEGATED],
+        "corrected_delegations": sum(e.kind == EventKind.TICKET_DELEGATED
                                      and e.data.get("chosen_by") == "capability check"
                                      for e in events),
-        "escalations": count["ticket_escalated"],
-        "reassignments": count["ticket_reassigned"],
-        "plans_refused": count["plan_refused"], "plan_fallbacks": count["plan_fallback"],
-        "hires": len(store.events(hive_id, kinds=["agent_hired"])),
+        "escalations": count[EventKind.TICKET_ESCALATED],
+        "reassignments": count[EventKind.TICKET_REASSIGNED],
+        "plans_refused": count[EventKind.PLAN_REFUSED],
+        "plan_fallbacks": count[EventKind.PLAN_FALLBACK],
+        "hires": len(store.events(hive_id, kinds=[EventKind.AGENT_HIRED])),
         "auto_approval_policy": hive.config.get("approvals"),
         "approvals": [{"id": a.id, "kind": a.kind.value, "status": a.status.value,
                        "decided_by": a.decided_by, "subject": a.subject}

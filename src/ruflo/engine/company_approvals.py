@@ -12,6 +12,7 @@ from ruflo.engine.approvals import apply_decision, open_budget_override
 from ruflo.engine.core import AgentSlot
 from ruflo.engine.hiring import HiringEngine
 from ruflo.errors import BudgetExceeded, Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Approval, ApprovalKind, ApprovalStatus, Task, TaskState, new_id
 
 __all__ = ["CompanyApprovalsEngine"]
@@ -100,7 +101,7 @@ class CompanyApprovalsEngine(HiringEngine):
             ticket.escalated = None
             with self.store.transaction():
                 self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None)
-                self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id,
+                self.store.append_event(self.hive_id, EventKind.TICKET_UNBLOCKED, task_id=task_id,
                                         data={"approval_id": approval.id,
                                               "by": approval.decided_by})
             self._wake(ticket.owner, "approval decided", task_id)

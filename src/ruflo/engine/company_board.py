@@ -15,6 +15,7 @@ from ruflo.engine.approvals import AUTO_POLICY, decide
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
 from ruflo.errors import Conflict
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 WORK_TOOLS = frozenset({TaskTool.COMPLETE, TaskTool.ESCALATE})
 """What a company agent may end an attempt with: done, or blocked (escalated)."""
 
-OWNING = ("ticket_assigned", "ticket_delegated", "ticket_escalated", "ticket_reassigned")
+OWNING = (EventKind.TICKET_ASSIGNED, EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
+          EventKind.TICKET_REASSIGNED)
 """Events that change who owns a ticket (their data names the new `owner`)."""
 
 
@@ -159,8 +161,8 @@ class CompanyBoardEngine(HiveEngine):
 
     def _load_owners(self) -> None:
         """Every ticket's owner, escalation and approval as the event log and approvals say."""
-        for event in self.store.events(self.hive_id, kinds=[*OWNING, "ticket_unblocked",
-                                                            "approval_requested"]):
+        for event in self.store.events(self.hive_id, kinds=[*OWNING, EventKind.TICKET_UNBLOCKED,
+                                                            EventKind.APPROVAL_REQUESTED]):
             task_id = event.task_id
             if task_id is None:
                 continue
@@ -168,13 +170,13 @@ class CompanyBoardEngine(HiveEngine):
             if event.kind in OWNING and isinstance(owner, str):
                 ticket = self.tickets.setdefault(task_id, Ticket(owner))
                 ticket.owner = owner
-                if event.kind == "ticket_escalated":
+                if event.kind == EventKind.TICKET_ESCALATED:
                     ticket.escalations += 1
                     ticket.escalated = str(event.data.get("reason", ""))
                     ticket.escalated_by = event.agent_id
-                elif event.kind in ("ticket_assigned", "ticket_delegated"):
+                elif event.kind in (EventKind.TICKET_ASSIGNED, EventKind.TICKET_DELEGATED):
                     ticket.escalated = None
-            elif event.kind == "ticket_unblocked" and task_id in self.tickets:
+            elif event.kind == EventKind.TICKET_UNBLOCKED and task_id in self.tickets:
                 self.tickets[task_id].escalated = None
                 self.tickets[task_id].approval = None
 
@@ -209,7 +211,7 @@ class CompanyBoardEngine(HiveEngine):
         """Record who owns a ticket (the event and the row's assignee) and wake them."""
         ticket = self.tickets.setdefault(task_id, Ticket(owner))
         ticket.owner = owner
-        if kind in ("ticket_assigned", "ticket_delegated"):
+        if kind in (EventKind.TICKET_ASSIGNED, EventKind.TICKET_DELEGATED):
             ticket.escalated = None
         with self.store.transaction():
             task = self.store.get_task(task_id)
@@ -218,7 +220,8 @@ class CompanyBoardEngine(HiveEngine):
             self.store.append_event(self.hive_id, kind, agent_id=by, task_id=task_id, data={
                 "owner": owner, "owner_name": self.org.agents[owner].name, "reason": reason,
                 "depth": task.depth, "parent": task.parent_id, **(data or {})})
-        self._wake(owner, "escalated" if kind == "ticket_escalated" else "assigned", task_id)
+        self._wake(owner, "escalated" if kind == EventKind.TICKET_ESCALATED else "assigned",
+                   task_id)
 
     def _restore_owner(self, task_id: str) -> None:
         """A claim ended (released, expired): the row's assignee is the owner again."""
@@ -233,7 +236,8 @@ class CompanyBoardEngine(HiveEngine):
         member = self.slots.get(agent_id)
         if member is None or not member.alive:
             return
-        self.store.append_event(self.hive_id, "agent_woken", agent_id=agent_id, task_id=task_id,
+        self.store.append_event(self.hive_id, EventKind.AGENT_WOKEN, agent_id=agent_id,
+                                task_id=task_id,
                                 data={"reason": reason})
         member.wake.set()
 

@@ -11,6 +11,7 @@ from ruflo.engine.core import AgentSlot
 from ruflo.engine.plan import board_id
 from ruflo.engine.planning import PlanAnswer
 from ruflo.errors import Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
@@ -57,7 +58,7 @@ class HiringEngine(CompanyBoardEngine):
                 self.store.release_task(task.id, member.id, reason="waits on a hire approval")
                 self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=member.id,
                                        blocked_on=f"approval {approval.id}: hire {name}")
-                self.store.append_event(self.hive_id, "hire_requested", agent_id=member.id,
+                self.store.append_event(self.hive_id, EventKind.HIRE_REQUESTED, agent_id=member.id,
                                         task_id=task.id, data={
                                             "approval_id": approval.id, "name": name,
                                             "skills": skills, "reason": plan.reason})
@@ -83,12 +84,14 @@ class HiringEngine(CompanyBoardEngine):
             ticket.escalated = None
             with self.store.transaction():
                 self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None)
-                self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
+                self.store.append_event(self.hive_id, EventKind.TICKET_UNBLOCKED, task_id=task_id,
+                                        data={
                     "approval_id": approval.id, "by": approval.decided_by,
                     "how": f"hired {hired.name}"})
             manager_name = self.org.agents[manager].name if manager in self.org.agents \
                 else manager
-            self._own(task_id, hired.id, "ticket_delegated", by=manager, reason="hired for it",
+            self._own(task_id, hired.id, EventKind.TICKET_DELEGATED, by=manager,
+                      reason="hired for it",
                       data={"from": manager, "from_name": manager_name, "chosen_by": "hire"})
             return
         ticket.hire_rejected = True
@@ -98,11 +101,13 @@ class HiringEngine(CompanyBoardEngine):
                                    assignee=ticket.owner, description=(
                 f"{task.description}\n\nHiring for this ticket was rejected by "
                 f"{approval.decided_by}: decide without a new hire.").strip())
-            self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
+            self.store.append_event(self.hive_id, EventKind.TICKET_UNBLOCKED, task_id=task_id,
+                                    data={
                 "approval_id": approval.id, "by": approval.decided_by, "how": "hire rejected"})
         owner = self._working_owner(ticket.owner)
         if owner != ticket.owner:
-            self._own(task_id, owner, "ticket_reassigned", by=None, reason="its owner is gone",
+            self._own(task_id, owner, EventKind.TICKET_REASSIGNED, by=None,
+                      reason="its owner is gone",
                       data={"from": ticket.owner})
         else:
             self._wake(owner, "approval decided", task_id)
@@ -125,7 +130,7 @@ class HiringEngine(CompanyBoardEngine):
                     skills=tuple(str(s) for s in hire.get("skills") or ()),
                     model=model if isinstance(model, str) and model else None,
                     reports_to=str(approval.data.get("manager"))))
-                self.store.append_event(self.hive_id, "agent_hired", agent_id=agent_id,
+                self.store.append_event(self.hive_id, EventKind.AGENT_HIRED, agent_id=agent_id,
                                         task_id=str(approval.data.get("task_id")), data={
                                             "approval_id": approval.id, "name": agent.name,
                                             "reports_to": agent.reports_to,

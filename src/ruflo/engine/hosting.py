@@ -15,6 +15,7 @@ from typing import Protocol
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.errors import NotFound, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Agent, Hive, HiveStatus, utcnow
 from ruflo.store.base import EventStore, HiveStore, Lifecycle, WorkerStore
 
@@ -130,7 +131,7 @@ class Host:
                 for agent in taken:
                     self.store.update_agent(agent.id, worker_id=self.id)
                 if self.announce:
-                    self.store.append_event(hive_id, "worker_attached", data={
+                    self.store.append_event(hive_id, EventKind.WORKER_ATTACHED, data={
                         "worker_id": self.id, "host": self.host,
                         "agents": [a.id for a in taken]})
             return taken
@@ -143,5 +144,5 @@ class Host:
         for worker_id in lost:
             if worker_id in workers:
                 self.store.unregister_worker(worker_id)
-            self.store.append_event(hive_id, "worker_lost", data={
+            self.store.append_event(hive_id, EventKind.WORKER_LOST, data={
                 "worker_id": worker_id, "reason": f"silent for more than {self.stale_after:g}s"})

@@ -38,6 +38,7 @@ from ruflo.errors import (
     PolicyError,
     RufloError,
 )
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
@@ -93,9 +94,10 @@ Chosen = Task | None | Literal[_Race.LOST]
 lost."""
 
 FOLLOWED = frozenset({
-    "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
-    "task_released", "lease_expired", "hive_paused", "hive_running", "hive_budget_changed",
-    "hive_cancelled", "hive_done", "hive_failed", "agent_added",
+    EventKind.TASK_POSTED, EventKind.TASK_CLAIMED, EventKind.TASK_DONE, EventKind.TASK_FAILED,
+    EventKind.TASK_CANCELLED, EventKind.TASK_RELEASED, EventKind.LEASE_EXPIRED,
+    EventKind.HIVE_PAUSED, EventKind.HIVE_RUNNING, EventKind.HIVE_BUDGET_CHANGED,
+    EventKind.HIVE_CANCELLED, EventKind.HIVE_DONE, EventKind.HIVE_FAILED, EventKind.AGENT_ADDED,
 })
 """Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
 

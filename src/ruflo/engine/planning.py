@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ruflo.engine.plan import answer_json, first_problem
 from ruflo.errors import ConfigError, PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext, ChatMessage
 from ruflo.model import JSON, Agent, CostKind, Task
 from ruflo.policies.company import OrgChart
@@ -188,7 +189,7 @@ class Planner:
                 plan = parse_plan_answer(raw, max_tickets=self.max_tickets, may_hire=may_hire)
             except PolicyError as error:
                 problem = str(error)
-                event(self.hive_id, "plan_refused", agent_id=manager.id, task_id=task.id,
+                event(self.hive_id, EventKind.PLAN_REFUSED, agent_id=manager.id, task_id=task.id,
                       data={"attempt": attempt, "error": problem, "answer": raw[:2000]})
                 messages.append(answer.as_message())
                 if call is not None:
@@ -198,11 +199,12 @@ class Planner:
                     messages.append({"role": "user", "content": f"That answer was not usable: "
                                      f"{problem}. Call the plan tool."})
                 continue
-            event(self.hive_id, "ticket_planned", agent_id=manager.id, task_id=task.id, data={
+            event(self.hive_id, EventKind.TICKET_PLANNED, agent_id=manager.id, task_id=task.id,
+                  data={
                 "action": plan.action, "tickets": len(plan.tickets),
                 "tokens": answer.usage.total_tokens, "answer": raw[:2000]})
             return plan
-        event(self.hive_id, "plan_fallback", agent_id=manager.id, task_id=task.id,
+        event(self.hive_id, EventKind.PLAN_FALLBACK, agent_id=manager.id, task_id=task.id,
               data={"error": problem, "to": proposed})
         return PlanAnswer(action="assign", report=proposed,
                           note="assigned by capability match (the planner's answer was unusable)")

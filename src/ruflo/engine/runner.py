@@ -24,6 +24,7 @@ from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.start import GatewayPlanner, seed_board
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     Agent,
     Approval,
@@ -229,7 +230,7 @@ class EngineRunner:
             return
         previous = self.watching.pop(hive_id, None)
         if reattach or previous is not None:
-            self.store.append_event(hive_id, "server_reattached", data={
+            self.store.append_event(hive_id, EventKind.SERVER_REATTACHED, data={
                 "server": self.id, "instance": self.driving.instance,
                 **({"took_over_from": previous} if previous is not None else {})})
             if previous is not None:
@@ -319,7 +320,7 @@ class EngineRunner:
         why = str(error) if isinstance(error, RufloError) else repr(error)
         log.error("hive %s: the server's engine stopped: %s", hive_id, why)
         try:
-            self.store.append_event(hive_id, "engine_error", data={"error": why[:2000]})
+            self.store.append_event(hive_id, EventKind.ENGINE_ERROR, data={"error": why[:2000]})
             if self.store.get_hive(hive_id).status is HiveStatus.RUNNING:
                 pause_hive(self.store, hive_id, reason=f"the server's engine stopped: {why}"[:500])
         except RufloError:

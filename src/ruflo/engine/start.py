@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ruflo.errors import PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, LOCAL_USER, Agent, Budget, Hive, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
@@ -134,11 +135,11 @@ async def seed_board(store: Store, hive_id: str, planner: Planner | None, *,
     except PolicyError as error:
         store.set_hive_status(hive_id, HiveStatus.FAILED,
                               reason="the objective could not be planned")
-        store.append_event(hive_id, "plan_refused", data={"error": str(error)})
+        store.append_event(hive_id, EventKind.PLAN_REFUSED, data={"error": str(error)})
         raise
     with store.transaction():
         posted = store.post_tasks(hive_id, tasks)
-        store.append_event(hive_id, "objective_planned",
+        store.append_event(hive_id, EventKind.OBJECTIVE_PLANNED,
                            data={"tasks": len(tasks), "answer": answer[:4000]})
     if say is not None:
         say(f"planned {len(tasks)} tasks")

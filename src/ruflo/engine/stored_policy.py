@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ruflo.errors import Conflict, PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Mode, Task, TaskState, utcnow
 from ruflo.policies import (
     BasePolicy,
@@ -206,7 +207,7 @@ def thresholds_of(policy: BasePolicy, agent_id: str) -> dict[str, float] | None:
 
 
 # -- one policy per hive, kept up to date ----------------------------------------------------------
-_SKIPPED = frozenset({"task_verified"})
+_SKIPPED = frozenset({EventKind.TASK_VERIFIED})
 """Task events that leave the board as it is."""
 
 
@@ -280,7 +281,7 @@ class StoredPolicies:
         policy = held.policy
         for event in events:
             kind = event.kind
-            if kind == "task_claimed" and event.task_id and event.agent_id:
+            if kind == EventKind.TASK_CLAIMED and event.task_id and event.agent_id:
                 board_task = policy.board.tasks.get(event.task_id)
                 if board_task is None or board_task.holder == event.agent_id:
                     continue
@@ -290,7 +291,7 @@ class StoredPolicies:
                     policy.claim(event.task_id, event.agent_id, now)
                 except (Conflict, PolicyError):
                     return False
-            elif kind == "agent_added" and event.agent_id:
+            elif kind == EventKind.AGENT_ADDED and event.agent_id:
                 if event.agent_id in policy.alive:
                     continue
                 if not isinstance(policy, SwarmPolicy):
@@ -298,8 +299,9 @@ class StoredPolicies:
                 joined = store.get_agent(event.agent_id)
                 policy.add_agent(joined, now)
                 restore_thresholds(policy, [joined])
-            elif (kind.startswith("task_") and kind not in _SKIPPED) or kind == "lease_expired" \
-                    or (kind.startswith("agent_") and kind != "agent_woken"):
+            elif (kind.startswith("task_") and kind not in _SKIPPED) \
+                    or kind == EventKind.LEASE_EXPIRED \
+                    or (kind.startswith("agent_") and kind != EventKind.AGENT_WOKEN):
                 return False
         policy.drain_wakes()
         if events:

@@ -26,6 +26,7 @@ from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, TaskState, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ class Worker:
                               else AgentStatus.IDLE)
                     self.store.update_agent(agent_id, worker_id=None, status=status,
                                             current_task=None)
-                self.store.append_event(attachment.hive_id, "worker_detached", data={
+                self.store.append_event(attachment.hive_id, EventKind.WORKER_DETACHED, data={
                     "worker_id": self.id, "agents": attachment.agents, "reason": why})
         except NotFound:
             pass  # the hive was deleted: nothing to let go of

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from ruflo.errors import Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Approval, ApprovalStatus
 from ruflo.store.core import SqlCore
 from ruflo.store.rows import APPROVAL_COLS, dumps, epoch, read_approval, refuse_nul
@@ -24,7 +25,7 @@ class SqlApprovals(SqlCore):
                         str(approval.status), approval.agent_id, dumps(approval.data),
                         approval.decided_by, epoch(approval.created_at),
                         epoch(approval.decided_at)))
-            self._append(approval.hive_id, [("approval_requested", approval.agent_id, None,
+            self._append(approval.hive_id, [(EventKind.APPROVAL_REQUESTED, approval.agent_id, None,
                                              {"approval_id": approval.id,
                                               "kind": str(approval.kind),
                                               "subject": approval.subject})])
@@ -46,7 +47,7 @@ class SqlApprovals(SqlCore):
                 raise Conflict(f"approval {approval_id} was already {current.status} by "
                                f"{current.decided_by}; nothing was changed")
             approval = read_approval(row)
-            self._append(approval.hive_id, [("approval_decided", approval.agent_id, None,
+            self._append(approval.hive_id, [(EventKind.APPROVAL_DECIDED, approval.agent_id, None,
                                              {"approval_id": approval_id,
                                               "status": str(status),
                                               "decided_by": decided_by})])

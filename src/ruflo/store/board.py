@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ruflo.errors import Conflict, NotFound, PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Task, TaskState, find_cycle
 from ruflo.store.base import iter_batches
 from ruflo.store.core import SqlCore
@@ -75,7 +76,7 @@ class SqlBoard(SqlCore):
         self._many(f"INSERT INTO tasks ({TASK_COLS}, pending_deps, ord) "
                    f"VALUES ({', '.join('?' * 25)})", rows)
         self._many("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)", deps)
-        self._append(hive_id, [("task_posted", agent_id, task.id,
+        self._append(hive_id, [(EventKind.TASK_POSTED, agent_id, task.id,
                                 {"title": task.title, "priority": task.priority,
                                  "parent_id": task.parent_id,
                                  "depends_on": list(task.depends_on)})
@@ -157,7 +158,7 @@ class SqlBoard(SqlCore):
             if row is None:
                 return None
             task = read_task(row)
-            self._append(hive_id, [("task_claimed", agent_id, task.id,
+            self._append(hive_id, [(EventKind.TASK_CLAIMED, agent_id, task.id,
                                     {"lease_until": lease, "attempt": task.attempts})], at)
         return task
 
@@ -222,7 +223,7 @@ class SqlBoard(SqlCore):
                 raise Conflict(f"task {task_id} is {current.state} and not held by {agent_id}; "
                                "nothing was changed")
             task = read_task(row)
-            self._append(task.hive_id, [("task_released", agent_id, task_id,
+            self._append(task.hive_id, [(EventKind.TASK_RELEASED, agent_id, task_id,
                                          {"reason": reason})])
         return task
 
@@ -239,7 +240,7 @@ class SqlBoard(SqlCore):
             shown = {k: (str(v) if isinstance(v, datetime | TaskState) else v)
                      for k, v in fields.items()
                      if isinstance(v, str | int | float | bool | TaskState | datetime) or v is None}
-            self._append(task.hive_id, [("task_updated", None, task_id, {"fields": shown})])
+            self._append(task.hive_id, [(EventKind.TASK_UPDATED, None, task_id, {"fields": shown})])
         return task
 
     def expire_leases(self, *, hive_id: str | None = None,
@@ -265,7 +266,7 @@ class SqlBoard(SqlCore):
             for task in expired:
                 by_hive.setdefault(task.hive_id, []).append(task)
             for hive, tasks in by_hive.items():
-                self._append(hive, [("lease_expired", holders[task.id], task.id,
+                self._append(hive, [(EventKind.LEASE_EXPIRED, holders[task.id], task.id,
                                      {"agent_id": holders[task.id]}) for task in tasks], at)
         return expired
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ruflo.errors import Conflict, NotFound, StoreError, StoreFull, StoreUnreachable, Unstorable
+from ruflo.event_kinds import known_event_kind
 from ruflo.model import JSON, Event
 from ruflo.store import opening
 from ruflo.store.base import EventListener, Listening
@@ -335,6 +336,8 @@ class SqlCore:
         they are sequenced at commit (see `_sequence_and_commit`) unless the caller wants them now."""
         if not items:
             return []
+        for kind, _, _, _ in items:
+            known_event_kind(kind)  # an unknown kind is refused before anything is written
         state = self._state()
         sql = self._sql
         ts = time.time() if ts is None else ts

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ruflo.errors import NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, HiveStatus, Task
 from ruflo.store.board import SqlBoard
 from ruflo.store.rows import (
@@ -39,7 +40,7 @@ class SqlHives(SqlBoard):
                  hive.pause_reason, hive.budget.max_tokens, hive.budget.max_cost,
                  hive.workspace, dumps(hive.config), hive.owner, epoch(hive.created_at),
                  epoch(hive.updated_at)))
-            self._append(hive.id, [("hive_created", None, None,
+            self._append(hive.id, [(EventKind.HIVE_CREATED, None, None,
                                     {"name": hive.name, "mode": str(hive.mode),
                                      "objective": hive.objective})])
             self._insert_agents(hive.id, agents)
@@ -86,7 +87,7 @@ class SqlHives(SqlBoard):
         base = time.time_ns() // 1000
         self._many(f"INSERT INTO agents ({AGENT_COLS}, ord) VALUES ({', '.join('?' * 21)})",
                    [agent_params(agent, hive_id, base + i) for i, agent in enumerate(agents)])
-        self._append(hive_id, [("agent_added", agent.id, None,
+        self._append(hive_id, [(EventKind.AGENT_ADDED, agent.id, None,
                                 {"name": agent.name, "role": agent.role})
                                for agent in agents])
 
@@ -107,4 +108,5 @@ class SqlHives(SqlBoard):
 
     def update_agent(self, agent_id: str, **fields: Any) -> Agent:
         with self.transaction():
-            return self._update_row("agents", "agent", AGENT_COLS, read_agent, agent_id, fields)  # type: ignore[no-any-return]
+            return self._update_row(  # type: ignore[no-any-return]
+                "agents", "agent", AGENT_COLS, read_agent, agent_id, fields)
