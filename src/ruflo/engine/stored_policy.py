@@ -102,6 +102,7 @@ def load_board(policy: BasePolicy, tasks: Iterable[Task], now: float) -> list[st
             children.setdefault(task.parent_id, []).append(task.id)
     specs = []
     doomed = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one skills tuple per distinct set
     for task in unfinished:
         deps = []
         for dep in task.depends_on:
@@ -114,7 +115,8 @@ def load_board(policy: BasePolicy, tasks: Iterable[Task], now: float) -> list[st
                 deps.append(dep)
         if task.state is TaskState.BLOCKED:
             deps += children.get(task.id, [])
-        specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
+        skills = shared.setdefault(task.skills, task.skills)
+        specs.append(TaskSpec(task.id, skills, task.priority, task.effort, tuple(deps)))
     policy.post(specs, now)
     for task in unfinished:
         if task.state is TaskState.CLAIMED and task.assignee in policy.alive:
@@ -266,8 +268,8 @@ class StoredPolicies:
         with self._lock:
             now = policy_time(hive, self.clock())
             key = (id(store), hive.id)
-            held = self._held.get(key)
-            retry = None if held is None else held.retries.get(agent.id)
+            retries = self._held[key].retries if key in self._held else {}
+            retry = retries.get(agent.id)
             if retry is not None and now < retry.at:
                 return Choice(None, retry.reason, round((retry.at - now) * time_unit(hive), 3))
             last = store.last_seq(hive.id)
@@ -309,9 +311,11 @@ class StoredPolicies:
 
     def _rebuilt(self, store: Store, hive: Hive, now: float, last: int) -> BasePolicy:
         key = (id(store), hive.id)
+        before = self._held.pop(key, None)  # the old board goes before the new one is read
+        retries = {} if before is None else before.retries
+        del before
         policy = rebuild(hive, store.list_agents(hive.id), store.list_tasks(hive.id), now)
-        before = self._held.get(key)
-        self._held[key] = _Held(policy, last, {} if before is None else before.retries)
+        self._held[key] = _Held(policy, last, retries)
         self._held.move_to_end(key)
         while len(self._held) > self.limit:
             self._held.popitem(last=False)
