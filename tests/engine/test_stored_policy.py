@@ -1,17 +1,18 @@
 """The hive's policy put back from the store for claims made from outside (REST, MCP), on SQLite
 and Postgres: the policy held per hive follows other agents' claims and new tasks from the event
 log, so it never offers a task someone holds and does offer one posted since; a company hive is
-refused with the reason."""
+refused with the reason; an agent that declined is not decided for again before its retry time."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import PolicyError
-from ruflo.model import Agent, Hive, Mode, Task, TaskState, new_id
+from ruflo.model import Agent, Hive, Mode, Task, TaskState, new_id, utcnow
 
 
 def hive_with(store: Any, mode: Mode, titles: list[str], agents: list[str]) -> Hive:
@@ -74,3 +75,52 @@ def test_a_company_hive_is_refused_with_the_reason(store: Any) -> None:
     hive = hive_with(store, Mode.COMPANY, ["t"], ["ceo"])
     with pytest.raises(PolicyError, match="org chart"):
         StoredPolicies().decide(store, hive, member(store, hive, "ceo"))
+
+
+class StoppedClock:
+    def __init__(self) -> None:
+        self.at = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def test_a_declined_agent_is_not_decided_for_again_before_its_retry_time(store: Any) -> None:
+    hive_id = new_id()
+    bob = Agent(id=new_id(), hive_id=hive_id, name="bob", skills=("rust",),
+                thresholds={"rust": 20.0})
+    hive = store.create_hive(
+        Hive(id=hive_id, name=f"h-{hive_id[:6]}", mode=Mode.SWARM, objective="work",
+             config={"seed": 3}), agents=[bob],
+        tasks=[Task(id=new_id(), hive_id=hive_id, title="lexer", skills=("rust",))])
+    clock = StoppedClock()
+    policies = StoredPolicies(clock=clock)
+    declined = policies.decide(store, hive, member(store, hive, "bob"))
+    assert declined.task_id is None
+    assert declined.retry_after_seconds is not None
+    assert declined.retry_after_seconds > 0
+    learned = member(store, hive, "bob").thresholds
+    assert learned["rust"] > 20.0
+
+    # Neither a board that moved (a task posted: the policy is rebuilt) nor a lost race
+    # (`forget`) lets the agent be decided for early.
+    store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="parser",
+                                    skills=("rust",))])
+    for round_ in range(3):
+        if round_ == 1:
+            policies.forget(store, hive.id)
+        again = policies.decide(store, hive, member(store, hive, "bob"))
+        assert again == declined
+    assert member(store, hive, "bob").thresholds == learned
+
+    # Another process holds no retry time for bob: it decides once more (and declines: the
+    # stimulus has not grown), which raises the threshold again.
+    elsewhere = StoredPolicies(clock=clock).decide(store, hive, member(store, hive, "bob"))
+    assert elsewhere.task_id is None
+    assert member(store, hive, "bob").thresholds["rust"] > learned["rust"]
+
+    clock.at += timedelta(seconds=declined.retry_after_seconds)
+    before = member(store, hive, "bob").thresholds
+    policies.decide(store, hive, member(store, hive, "bob"))
+    assert member(store, hive, "bob").thresholds != before, \
+        "past its retry time the agent is decided for again (and learns)"

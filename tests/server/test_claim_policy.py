@@ -1,17 +1,20 @@
 """The REST claim goes through the hive's policy, on SQLite and Postgres: in a swarm hive the
 agents' response thresholds decide who takes a task over HTTP (the agent with the low threshold
 for its skill takes it; the one with the high threshold declines, says why and when to look
-again), and a round-robin hive hands an agent only its own pile."""
+again), and a round-robin hive hands an agent only its own pile. An agent that polls before its
+retry time gets the same decline without being decided for again (its thresholds stay)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from server_harness import Served
 
-from ruflo.model import TaskState
+from ruflo.model import TaskState, utcnow
+from ruflo.server import board
 
 
 @pytest.fixture
@@ -90,3 +93,60 @@ def test_a_named_task_is_still_claimed_whatever_the_threshold(served_on: Served)
     assert answer.status_code == 200, answer.text
     assert answer.json()["task"]["id"] == task_id
     assert answer.json()["reason"] == "the agent asked for it"
+
+
+class StoppedClock:
+    """Wall time for the server's claim decisions that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.at = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+def thresholds(served: Served, hive_id: str, name: str) -> dict[str, float]:
+    agent = next(a for a in served.store.list_agents(hive_id) if a.name == name)
+    return dict(agent.thresholds)
+
+
+def test_polling_before_the_retry_time_leaves_the_thresholds_alone(
+        served_on: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    hive_id = swarm_hive(served_on, {"bob": 20.0})
+    clock = StoppedClock()
+    monkeypatch.setattr(board.POLICIES, "clock", clock)
+    declined = claim(served_on, hive_id, "bob")
+    assert declined["task"] is None, "a fresh task's stimulus (2) is far below bob's 20"
+    wait = declined["retry_after_seconds"]
+    assert wait > 0
+    learned = thresholds(served_on, hive_id, "bob")
+    assert learned["rust"] > 20.0, "the one decision declined and raised the threshold"
+
+    for _ in range(1000):  # a client that does not wait
+        again = claim(served_on, hive_id, "bob")
+        assert again["task"] is None
+        assert again["reason"] == declined["reason"]
+        assert again["retry_after_seconds"] == wait, "the clock stands: the same wait is left"
+    clock.advance(wait * 0.99)
+    almost = claim(served_on, hive_id, "bob")
+    assert almost["task"] is None
+    assert 0 < almost["retry_after_seconds"] < wait
+    assert thresholds(served_on, hive_id, "bob") == learned, "1,002 polls, no decision"
+    assert served_on.store.list_tasks(hive_id)[0].state is TaskState.OPEN
+
+    # Ten minutes on, the task's stimulus is near its ceiling: past each retry time the policy
+    # decides again, and soon takes it.
+    clock.advance(600.0)
+    decisions = []
+    for _ in range(10):
+        answer = claim(served_on, hive_id, "bob")
+        decisions.append(answer)
+        if answer["task"] is not None:
+            break
+        clock.advance(answer["retry_after_seconds"])
+    assert decisions[-1]["task"] is not None, decisions
+    assert decisions[-1]["task"]["title"] == "port the lexer"
+    assert served_on.store.list_tasks(hive_id)[0].state is TaskState.CLAIMED

@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -102,6 +102,7 @@ def load_board(policy: BasePolicy, tasks: Iterable[Task], now: float) -> list[st
             children.setdefault(task.parent_id, []).append(task.id)
     specs = []
     doomed = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one skills tuple per distinct set
     for task in unfinished:
         deps = []
         for dep in task.depends_on:
@@ -114,7 +115,8 @@ def load_board(policy: BasePolicy, tasks: Iterable[Task], now: float) -> list[st
                 deps.append(dep)
         if task.state is TaskState.BLOCKED:
             deps += children.get(task.id, [])
-        specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
+        skills = shared.setdefault(task.skills, task.skills)
+        specs.append(TaskSpec(task.id, skills, task.priority, task.effort, tuple(deps)))
     policy.post(specs, now)
     for task in unfinished:
         if task.state is TaskState.CLAIMED and task.assignee in policy.alive:
@@ -211,51 +213,96 @@ _SKIPPED = frozenset({EventKind.TASK_VERIFIED})
 """Task events that leave the board as it is."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """A declined agent's next decision: not before `at` (policy time); until then, `reason`."""
+
+    at: float
+    reason: str
+
+
 @dataclass
 class _Held:
     policy: BasePolicy
     seq: int
     """The last event the policy has taken in."""
+    retries: dict[str, _Retry] = field(default_factory=dict)
+    """Agents that declined, by id: when the policy decides for them again."""
+    stale: bool = False
+    """The board moved in a way not yet seen: rebuild the policy (keeping `retries`)."""
 
 
 class StoredPolicies:
     """The policies of the hives outside agents claim in, one per hive, each rebuilt from the
     store once and then brought up to date from the hive's event log: other agents' claims and
     newly joined swarm agents are applied; anything else that moves the board (a task posted,
-    finished, released, expired) rebuilds it. At most `limit` hives are held."""
+    finished, released, expired) rebuilds it. At most `limit` hives are held.
 
-    def __init__(self, limit: int = 64, *, catch_up_limit: int = 256) -> None:
+    As in the live engine, an agent that declined is not decided for again before its retry
+    time: a claim before then gets the same decline (the seconds left) without asking the
+    policy, so polling faster does not raise its thresholds. The retry times live in this
+    process's memory only: a restart, a hive dropped from the `limit`, or another server
+    process on the same store lets the agent be decided for once more (one more decline at
+    most, which sets a new retry time there)."""
+
+    def __init__(self, limit: int = 64, *, catch_up_limit: int = 256,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.limit = limit
         self.catch_up_limit = catch_up_limit
+        self.clock = clock
+        """Wall time of a decision (tests move it instead of sleeping)."""
         self._held: OrderedDict[tuple[int, str], _Held] = OrderedDict()
         self._lock = threading.Lock()
 
+    def refresh(self, store: Store, hive: Hive) -> None:
+        """Bring the hive's policy up to date (rebuilding it if need be) before a claim's
+        transaction, so the transaction itself only takes in what happened since: a first claim
+        on a board of 40,000 tasks does not hold the store's write lock while it reads them.
+        A plain read; the decision inside the transaction checks the event log again."""
+        with self._lock:
+            self._policy(store, hive, policy_time(hive, self.clock()), store.last_seq(hive.id))
+
     def decide(self, store: Store, hive: Hive, agent: Agent) -> Choice:
         """The hive's policy's answer for `agent` now; the agent's thresholds after the decision
-        are written to its row (swarm)."""
+        are written to its row (swarm). Before a declined agent's retry time, the same decline."""
         with self._lock:
-            now = policy_time(hive, utcnow())
+            now = policy_time(hive, self.clock())
+            key = (id(store), hive.id)
+            retries = self._held[key].retries if key in self._held else {}
+            retry = retries.get(agent.id)
+            if retry is not None and now < retry.at:
+                return Choice(None, retry.reason, round((retry.at - now) * time_unit(hive), 3))
             last = store.last_seq(hive.id)
             policy = self._policy(store, hive, now, last)
             if agent.id not in policy.alive:
                 # Registered after the last event we read (same transaction): take it in.
                 policy = self._rebuilt(store, hive, now, last)
-            chosen = choose(policy, agent, now, decision_rng(hive, agent, last), time_unit(hive))
+            unit = time_unit(hive)
+            chosen = choose(policy, agent, now, decision_rng(hive, agent, last), unit)
+            retries = self._held[key].retries
+            if chosen.retry_after_seconds is None:
+                retries.pop(agent.id, None)
+            else:
+                retries[agent.id] = _Retry(now + chosen.retry_after_seconds / unit,
+                                           chosen.reason)
             thresholds = thresholds_of(policy, agent.id)
             if thresholds is not None and thresholds != agent.thresholds:
                 store.update_agent(agent.id, thresholds=thresholds)
             return chosen
 
     def forget(self, store: Store, hive_id: str) -> None:
-        """Drop the held policy: the next decision rebuilds it from the store."""
+        """Drop the held policy: the next decision rebuilds it from the store (agents' retry
+        times are kept)."""
         with self._lock:
-            self._held.pop((id(store), hive_id), None)
+            held = self._held.get((id(store), hive_id))
+            if held is not None:
+                held.stale = True
 
     def _policy(self, store: Store, hive: Hive, now: float, last: int) -> BasePolicy:
         key = (id(store), hive.id)
         held = self._held.get(key)
-        if held is not None and held.seq != last and not self._caught_up(store, hive, held,
-                                                                         now, last):
+        if held is not None and (held.stale or (
+                held.seq != last and not self._caught_up(store, hive, held, now, last))):
             held = None
         if held is None:
             return self._rebuilt(store, hive, now, last)
@@ -264,8 +311,11 @@ class StoredPolicies:
 
     def _rebuilt(self, store: Store, hive: Hive, now: float, last: int) -> BasePolicy:
         key = (id(store), hive.id)
+        before = self._held.pop(key, None)  # the old board goes before the new one is read
+        retries = {} if before is None else before.retries
+        del before
         policy = rebuild(hive, store.list_agents(hive.id), store.list_tasks(hive.id), now)
-        self._held[key] = _Held(policy, last)
+        self._held[key] = _Held(policy, last, retries)
         self._held.move_to_end(key)
         while len(self._held) > self.limit:
             self._held.popitem(last=False)

@@ -201,6 +201,8 @@ async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) ->
     store = ctx.store
     reason = "the agent asked for it"
     retry_after: float | None = None
+    if body.task_id is None:
+        POLICIES.refresh(store, hive)  # a rebuild reads the board outside the transaction
     with store.transaction():
         agent = agent_named(ctx, hive, body.agent)
         if agent is None:
