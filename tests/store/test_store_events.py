@@ -38,10 +38,15 @@ def test_an_unknown_event_kind_is_refused_and_nothing_is_recorded(store: Any) ->
     before = store.last_seq(hive.id)
     with pytest.raises(Unstorable, match="unknown event kind 'made_up'"):
         store.append_event(hive.id, "made_up", data={"n": 1})
-    with pytest.raises(Unstorable), store.transaction():
+
+    def batch() -> None:
         # In a batch, one unknown kind refuses the whole transaction (the task too).
-        store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
-        store.append_event(hive.id, "task_typo")
+        with store.transaction():
+            store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
+            store.append_event(hive.id, "task_typo")
+
+    with pytest.raises(Unstorable):
+        batch()
     assert store.last_seq(hive.id) == before
     assert store.list_tasks(hive.id) == []
     assert store.append_event(hive.id, "agent_turn").seq == before + 1
