@@ -18,12 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ruflo.agents.sandbox import Sandbox, current_sandbox
-
-if TYPE_CHECKING:
-    from ruflo.config import Settings
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 """Host variables a command needs to find programs and read text; nothing else leaks through."""
@@ -94,11 +90,11 @@ class OutputCap:
         return (self.head.decode(errors="replace") + marker + self.tail.decode(errors="replace"))
 
 
-def command_env(settings: Settings | None = None,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment an agent's command gets: PATH and locale from the host, the gateway
-    variables (base URL and virtual key) when settings are given, and nothing else: no provider
-    keys, no cloud credentials, no tokens of the person running ruflo."""
+def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an agent's command gets: PATH and locale from the host and nothing else:
+    no model credential (not the gateway's, not a provider's), no cloud credentials, no tokens
+    of the person running ruflo. An outside agent's model token is added per attempt by the
+    process adapter."""
     base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
     base.setdefault("PATH", DEFAULT_PATH)
     base.setdefault("LANG", "C.UTF-8")
@@ -106,11 +102,9 @@ def command_env(settings: Settings | None = None,
     # cache keys on mtime (whole seconds) and size, so an edit of the same length would run the
     # stale .pyc. Writing none keeps every run honest (and the workspace free of __pycache__).
     base["PYTHONDONTWRITEBYTECODE"] = "1"
-    if settings is None:
-        return {**base, **(extra or {})}
-    from ruflo.gateway.env import gateway_env
+    from ruflo.gateway.env import spawn_env
 
-    return gateway_env(settings, base=base, extra=extra)
+    return spawn_env(base=base, extra=extra)
 
 
 async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[str, str],

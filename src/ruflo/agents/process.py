@@ -11,28 +11,38 @@ The prompt goes in as `{prompt}` (an argument), through `{prompt_file}` (a file 
 stdin when the command names neither. Placeholders `{workspace}` and `{task_id}` also work.
 No shell is involved, so a prompt can't inject commands. Exit code 0 means complete.
 
-The command runs in the sandbox (agents.sandbox): the workspace writable, the prompt's folder
-read-only, and for network only the model relay (agents.relay) to the gateway named by ruflo's
-own settings — OPENAI_BASE_URL and LITELLM_BASE_URL are rewritten to the relay's address.
+The agent reaches models through the model relay (gateway.relay) with a token for this attempt
+only — OPENAI_BASE_URL, LITELLM_BASE_URL and ANTHROPIC_BASE_URL name the relay, OPENAI_API_KEY
+and ANTHROPIC_API_KEY hold the token; it never sees the gateway key. Its calls are metered and
+budgeted like the built-in agent's; a budget stop or a refused gateway key stops the command and
+pauses the hive the same way. The command runs in the sandbox (agents.sandbox): the workspace
+writable, the prompt's folder read-only, and for network only the byte pipe (agents.relay) to
+the model relay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import shlex
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
-from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
+from ruflo.agents.commands import DEFAULT_PATH, CommandResult, command_env, run_command
 from ruflo.agents.loop import Transcript, task_prompt
 from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
+from ruflo.gateway.base import CallContext
+from ruflo.gateway.client import GatewayClient
+from ruflo.gateway.relay import ModelRelay
+from ruflo.gateway.relay_tokens import Grant
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
 from ruflo.model import Agent, Hive, Task
 
@@ -86,19 +96,32 @@ class ProcessExecutor:
                            else "stdin")
             stream = OutputStream(transcript)
             async with contextlib.AsyncExitStack() as relaying:
+                relay = await model_relay(ctx)
+                grant: Grant | None = None
+                if relay is not None:
+                    # The agent's model key: a token for this attempt only, revoked at the end.
+                    token, grant = relaying.enter_context(
+                        relay.attempt(CallContext(hive.id, agent.id, task.id)))
+                    env.update(relay.agent_env(token))
                 if sandbox.confines:
-                    # The gateway is the one ruflo's settings name (`own`), never the agent's.
-                    relay = await relaying.enter_async_context(gateway_relay(own, Path(scratch)))
+                    # Its one road out leads to the relay (or nowhere, without one).
+                    pipe = await relaying.enter_async_context(gateway_relay(
+                        relay.agent_env("") if relay is not None else {}, Path(scratch)))
                     sandbox = sandbox.with_extras(readable=[Path(scratch)],
-                                                  relay=relay if relay.routes else None,
+                                                  relay=pipe if pipe.routes else None,
                                                   shown_path=own.get("PATH", DEFAULT_PATH))
-                    env.update(relay.env)
-                result = await run_command(
+                    env.update(pipe.env)
+                result = await until_halted(run_command(
                     command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
                     output_limit=ctx.limits.command_output_bytes,
                     stdin=None if uses_file or uses_arg else prompt.encode(),
-                    on_output=stream.feed, sandbox=sandbox)
+                    on_output=stream.feed, sandbox=sandbox), grant)
             stream.flush()
+        if grant is not None and grant.stop is not None:
+            # A refused gateway key or a spent budget: the engine pauses, as for its own calls.
+            transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code, stopped=True,
+                           reason=str(grant.stop).split(";")[0])
+            raise grant.stop
         transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code,
                        timed_out=result.timed_out, output_bytes=result.output_bytes,
                        duration=round(result.duration, 3))
@@ -149,6 +172,35 @@ class OutputStream:
             return
         self.events += 1
         self.transcript.add(EventKind.PROCESS_OUTPUT, text=text)
+
+
+async def model_relay(ctx: RunContext) -> ModelRelay | None:
+    """The relay of the run's gateway client (started on first use), if it has one."""
+    if isinstance(ctx.gateway, GatewayClient):
+        return await ctx.gateway.relay()
+    return None
+
+
+async def until_halted(run: Coroutine[Any, Any, CommandResult],
+                       grant: Grant | None) -> CommandResult:
+    """Run the command until it ends, or until the relay halts its grant (the command is then
+    stopped, as on a timeout)."""
+    command = asyncio.ensure_future(run)
+    if grant is None:
+        return await command
+    halted = asyncio.ensure_future(grant.stopped.wait())
+    try:
+        await asyncio.wait({command, halted}, return_when=asyncio.FIRST_COMPLETED)
+        if not command.done():
+            command.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await command
+            return CommandResult(exit_code=None, output="", output_bytes=0)
+        return command.result()
+    finally:
+        halted.cancel()
+        if not command.done():
+            command.cancel()
 
 
 def parse_command(value: Any, agent: Agent) -> list[str]:

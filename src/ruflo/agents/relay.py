@@ -1,8 +1,8 @@
-"""The model relay: a sandboxed outside agent's only road out, to the gateway and nowhere else.
-Depends on the standard library only.
+"""The byte pipe: a sandboxed outside agent's only road out, to the model relay
+(ruflo.gateway.relay) and nowhere else. Depends on the standard library only.
 
 Outside, ruflo listens on a Unix socket in the attempt's scratch folder and connects each caller
-to the gateway's host and port, which only it knows. Inside (a network namespace with loopback
+to the model relay's host and port, which only it knows. Inside (a network namespace with loopback
 only), agents/forwarder.py listens on 127.0.0.1:PORT, forwards each connection to the socket, and
 becomes the agent's command; the agent's OPENAI_BASE_URL names that port.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL")
-"""Variables that name the gateway for a spawned agent (see ruflo.gateway.env)."""
+GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL", "ANTHROPIC_BASE_URL")
+"""Variables that name the model relay for a spawned agent (see ruflo.gateway.relay)."""
 
 FORWARDER = Path(__file__).with_name("forwarder.py")
 """The inside half, run in the sandbox as a bare script."""

@@ -341,7 +341,7 @@ class EngineRunner:
         ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
         model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
         gateway = await self._gateway()
-        env = command_env(self.settings)
+        env = command_env()
         if hive.mode is Mode.COMPANY:
             from ruflo.engine.company import CompanyEngine
 
