@@ -35,7 +35,7 @@ async def relay(make_client: Callable[..., GatewayClient],
                 gateway: ScriptedGateway) -> AsyncIterator[ModelRelay]:
     gateway.set_rules([TOOL_RULE, TEXT_RULE])
     client = make_client()
-    yield await client.relay()
+    return await client.relay()
 
 
 def sdks(relay: ModelRelay, token: str) -> tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic]:
@@ -89,7 +89,8 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
             model="m", max_tokens=100, tools=WEATHER_ANTHROPIC,  # type: ignore[arg-type]
             messages=[{"role": "user", "content": "weather?"}])
         assert used.stop_reason == "tool_use"
-        assert used.content[0].type == "tool_use" and used.content[0].input == {"city": "Oslo"}
+        assert used.content[0].type == "tool_use"
+        assert used.content[0].input == {"city": "Oslo"}
         carried.append((used.usage.input_tokens, used.usage.output_tokens))
         async with claude.messages.stream(
                 model="m", max_tokens=100,
@@ -114,7 +115,8 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
             async for event in flowing:
                 events.append(event.type)
             done = await flowing.get_final_response()
-        assert events[0] == "response.created" and events[-1] == "response.completed"
+        assert events[0] == "response.created"
+        assert events[-1] == "response.completed"
         assert done.output_text == "Hello there, from the scripted model"
         assert done.usage is not None
         carried.append((done.usage.input_tokens, done.usage.output_tokens))
@@ -129,7 +131,8 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
     assert {r["protocol"] for r in gateway.requests} == {"chat", "messages", "responses"}
     # The cost LiteLLM reports: its header on plain answers, usage.cost in a chat stream.
     priced = [e for e in entries if e.cost_source == "gateway"]
-    assert len(priced) == 4 and all(e.cost == pytest.approx(0.002) for e in priced)
+    assert len(priced) == 4
+    assert all(e.cost == pytest.approx(0.002) for e in priced)
 
 
 async def test_a_token_bills_its_own_attempt_and_stops_with_it(
@@ -181,7 +184,8 @@ async def test_a_budget_stop_refuses_in_the_protocols_shape_and_halts_the_attemp
                                          messages=[{"role": "user", "content": "hello"}])
         assert stopped.value.status_code == 402
         assert stopped.value.body["error"]["type"] == "budget_exceeded"  # type: ignore[index]
-        assert isinstance(grant.stop, BudgetExceeded) and grant.stopped.is_set()
+        assert isinstance(grant.stop, BudgetExceeded)
+        assert grant.stopped.is_set()
         with pytest.raises(openai.PermissionDeniedError):
             await oai.chat.completions.create(model="m",
                                               messages=[{"role": "user", "content": "hello"}])

@@ -18,17 +18,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import typing
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from ruflo.errors import BudgetExceeded, ConfigError, NotFound
+from ruflo.errors import BudgetExceeded, ConfigError, GatewayError, NotFound
 from ruflo.gateway.base import CallContext, Usage
-from ruflo.gateway.budget import Reservation, estimate_prompt_tokens
-from ruflo.gateway.classify import FailureKind, classify_status
-from ruflo.gateway.metering import call_cost, request_id
+from ruflo.gateway.budget import Budgets, Reservation, estimate_prompt_tokens
+from ruflo.gateway.classify import Failure, FailureKind, classify_status
+from ruflo.gateway.metering import PriceTable, call_cost, request_id
 from ruflo.gateway.relay_tokens import Grant, TokenBook
 from ruflo.gateway.relay_wire import (
     Ask,
@@ -39,11 +40,27 @@ from ruflo.gateway.relay_wire import (
     read_request,
 )
 from ruflo.model import HiveStatus
+from ruflo.store.base import Store
 
-if TYPE_CHECKING:
-    from ruflo.gateway.client import GatewayClient
 
-__all__ = ["ModelRelay", "parse_address"]
+class MeteringClient(typing.Protocol):
+    """What the relay uses of the gateway client (ruflo.gateway.client.GatewayClient): its
+    address and key, and the ledger, budgets and pausing its own calls go through."""
+
+    base_url: str
+    api_key: str
+    store: Store | None
+    budgets: Budgets | None
+    prices: PriceTable
+
+    def failure_error(self, failure: Failure, context: CallContext | None, *,
+                      attempts: int = 1, elapsed: float = 0.0) -> GatewayError: ...
+
+    def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
+              usage: Usage, cost: float | None, cost_source: str,
+              request: str | None) -> None: ...
+
+__all__ = ["MeteringClient", "ModelRelay", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +87,7 @@ def parse_address(address: str) -> tuple[str, int]:
 class ModelRelay:
     """The relay of one process: one listener (TCP), the tokens of the attempts it runs."""
 
-    def __init__(self, client: GatewayClient, *, address: str = DEFAULT_ADDRESS) -> None:
+    def __init__(self, client: MeteringClient, *, address: str = DEFAULT_ADDRESS) -> None:
         self.client = client
         self.host, self.port = parse_address(address)
         self.tokens = TokenBook()
