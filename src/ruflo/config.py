@@ -333,8 +333,11 @@ def boot_trace(settings: Settings) -> list[str]:
         lines.append("gateway: not configured (set OPENAI_BASE_URL or LITELLM_BASE_URL)")
     lines.append(f"gateway key: {_secret_text(settings.openai_api_key)}"
                  f" ({sources.get('openai_api_key', 'default')})")
-    lines.append(f"model relay: {settings.relay_address} (agents reach models here with a "
-                 f"token per attempt; {sources.get('relay_address', 'default')})")
+    relay = settings.relay_address
+    if relay.endswith(":0"):
+        relay = f"{relay[:-2]}, a free port chosen at start"
+    lines.append(f"model relay: {relay} (agents reach models here with a token per attempt; "
+                 f"{sources.get('relay_address', 'default')})")
     lines.append(f"data dir: {settings.data_dir} ({sources.get('data_dir', 'default')})")
     lines.append(f"config file: {settings.config_file or 'none'}")
     for name in Settings.model_fields:

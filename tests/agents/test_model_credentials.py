@@ -29,6 +29,7 @@ import http.client, json, os, sys, urllib.parse
 root = urllib.parse.urlsplit(os.environ["LITELLM_BASE_URL"])
 token = os.environ["OPENAI_API_KEY"]
 json.dump(dict(os.environ), open("seen-env.json", "w"))
+print("my key is", token)  # a careless agent: the transcript must not keep it
 calls = int(sys.argv[1])
 carried, cut, refused = [], 0, []
 
@@ -163,6 +164,7 @@ async def test_fifty_calls_through_a_token_leave_fifty_ledger_entries(
     assert late.json()["type"] == "error"
     assert len(board.store.ledger(hive_id=board.hive.id)) == 50
     assert not [e for e in board.store.events(board.hive.id) if token in json.dumps(e.data)]
+    assert "my key is [relay token]" in output
 
 
 async def test_a_budget_stop_ends_the_command_and_reaches_the_engine(

@@ -103,6 +103,7 @@ class ProcessExecutor:
                     token, grant = relaying.enter_context(
                         relay.attempt(CallContext(hive.id, agent.id, task.id)))
                     env.update(relay.agent_env(token))
+                    stream.secrets.append(token)
                 if sandbox.confines:
                     # Its one road out leads to the relay (or nowhere, without one).
                     pipe = await relaying.enter_async_context(gateway_relay(
@@ -144,6 +145,8 @@ class OutputStream:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.events = 0
         self.dropped = 0
+        self.secrets: list[str] = []
+        """Text never written to the transcript (the attempt's relay token, if it prints it)."""
 
     def feed(self, data: bytes) -> None:
         self.pending += self.decoder.decode(data)
@@ -171,6 +174,8 @@ class OutputStream:
             self.dropped += len(text)
             return
         self.events += 1
+        for secret in self.secrets:
+            text = text.replace(secret, "[relay token]")
         self.transcript.add(EventKind.PROCESS_OUTPUT, text=text)
 
 
