@@ -213,3 +213,75 @@ async def test_a_refused_gateway_key_pauses_the_hive_like_the_built_in_agent(
     assert store.get_hive(hive.id).status is HiveStatus.PAUSED
     assert paused == [hive.id]
     assert store.ledger(hive_id=hive.id) == []
+
+
+@pytest.mark.parametrize(("path", "body", "said"), [
+    ("/v1/chat/completions", b"{not json", "bad request"),
+    ("/v1/messages", b"[1, 2]", "not a JSON object"),
+    ("/v1/responses", b'{"input": "hi"}', "names no model"),
+    ("/v1/messages", b'{"model": "m", "messages": "hello"}', "list of messages"),
+    ("/v1/responses", b'{"model": "m"}', "needs an input"),
+])
+async def test_hostile_requests_get_one_clear_line_and_reach_nothing(
+        relay: ModelRelay, make_hive: HiveMaker, store: SqlStore, gateway: ScriptedGateway,
+        path: str, body: bytes, said: str) -> None:
+    hive, (agent,), _ = make_hive()
+    before = gateway.request_count
+    with relay.attempt(CallContext(hive.id, agent.id)) as (token, _):
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            answer = await http.post(path, content=body, headers={
+                "authorization": f"Bearer {token}", "content-type": "application/json"})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert said in error["message"]
+    assert gateway.request_count == before
+    assert store.ledger(hive_id=hive.id) == []
+
+
+async def test_an_unreachable_gateway_and_a_paused_hive_record_nothing(
+        make_client: Callable[..., GatewayClient], make_hive: HiveMaker,
+        store: SqlStore) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1")
+    relay = await client.relay()
+    hive, (agent,), _ = make_hive()
+    with relay.attempt(CallContext(hive.id, agent.id)) as (token, grant):
+        oai, claude = sdks(relay, token)
+        with pytest.raises(openai.InternalServerError) as unreachable:
+            await oai.chat.completions.create(model="m",
+                                              messages=[{"role": "user", "content": "hi"}])
+        assert unreachable.value.status_code == 502
+        with pytest.raises(openai.InternalServerError):
+            await oai.models.list()
+        store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="paused by a person")
+        with pytest.raises(anthropic.PermissionDeniedError, match="paused by a person"):
+            await claude.messages.create(model="m", max_tokens=5,
+                                         messages=[{"role": "user", "content": "hi"}])
+        await oai.close()
+        await claude.close()
+    assert grant.stop is None  # neither stops the attempt: the agent decides what to do
+    assert store.ledger(hive_id=hive.id) == []
+
+
+def test_a_relay_address_must_be_host_and_port() -> None:
+    from ruflo.errors import ConfigError
+    from ruflo.gateway.relay import parse_address
+
+    assert parse_address("127.0.0.1:4001") == ("127.0.0.1", 4001)
+    assert parse_address("[::1]:0") == ("::1", 0)
+    for wrong in ("4001", "localhost", "127.0.0.1:port", "127.0.0.1:70000", ":4001"):
+        with pytest.raises(ConfigError, match="RUFLO_RELAY_ADDRESS"):
+            parse_address(wrong)
+
+
+async def test_an_address_in_use_is_one_clear_line(
+        relay: ModelRelay, make_client: Callable[..., GatewayClient]) -> None:
+    from ruflo.errors import ConfigError
+
+    taken = make_client(relay_address=f"127.0.0.1:{relay.port}")
+    with pytest.raises(ConfigError, match=r"could not listen on .*RUFLO_RELAY_ADDRESS"):
+        await taken.relay()

@@ -194,11 +194,15 @@ class ModelRelay:
         if self._grant(request) is None:
             return self._refuse(Protocol.CHAT, 401, "unknown or expired relay token")
         assert self._session is not None
-        async with self._session.get(f"{self.upstream}/models",
-                                     headers=self._headers(request)) as answer:
-            body = await answer.read()
-            return web.Response(body=body, status=answer.status,
-                                headers=self._answer_headers(answer))
+        try:
+            async with self._session.get(f"{self.upstream}/models",
+                                         headers=self._headers(request)) as answer:
+                body = await answer.read()
+                return web.Response(body=body, status=answer.status,
+                                    headers=self._answer_headers(answer))
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            return self._refuse(Protocol.CHAT, 502,
+                                f"the gateway could not be reached ({error})")
 
     def _headers(self, request: web.Request) -> dict[str, str]:
         headers = {name: request.headers[name] for name in PASSED_REQUEST_HEADERS
