@@ -285,3 +285,41 @@ async def test_an_address_in_use_is_one_clear_line(
     taken = make_client(relay_address=f"127.0.0.1:{relay.port}")
     with pytest.raises(ConfigError, match=r"could not listen on .*RUFLO_RELAY_ADDRESS"):
         await taken.relay()
+
+
+async def test_streamed_tool_calls_pass_through_and_are_metered(
+        relay: ModelRelay, make_hive: HiveMaker, store: SqlStore) -> None:
+    hive, (agent,), _ = make_hive()
+    carried: list[tuple[int, int]] = []
+    with relay.attempt(CallContext(hive.id, agent.id)) as (token, _):
+        oai, claude = sdks(relay, token)
+        calls: dict[int, str] = {}
+        async for chunk in await oai.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "weather?"}],
+                tools=WEATHER_CHAT, stream=True):
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or []:
+                    calls[call.index] = calls.get(call.index, "") + (
+                        call.function.arguments or "" if call.function else "")
+            if chunk.usage is not None:
+                carried.append((chunk.usage.prompt_tokens, chunk.usage.completion_tokens))
+        assert calls == {0: '{"city": "Oslo"}'}
+        async with claude.messages.stream(
+                model="m", max_tokens=100, tools=WEATHER_ANTHROPIC,
+                messages=[{"role": "user", "content": "weather?"}]) as streamed:
+            message = await streamed.get_final_message()
+        assert message.content[0].type == "tool_use"
+        assert message.content[0].input == {"city": "Oslo"}
+        carried.append((message.usage.input_tokens, message.usage.output_tokens))
+        async with oai.responses.stream(model="m", input="weather?",
+                                        tools=WEATHER_RESPONSES) as flowing:
+            response = await flowing.get_final_response()
+        assert response.output[0].type == "function_call"
+        assert response.usage is not None
+        carried.append((response.usage.input_tokens, response.usage.output_tokens))
+        await oai.close()
+        await claude.close()
+    entries = store.ledger(hive_id=hive.id)
+    assert sorted((e.prompt_tokens, e.completion_tokens) for e in entries) == sorted(carried)
+    assert len(entries) == 3
+    assert all(e.cost_source != "estimate" for e in entries)  # whole answers, usage read
