@@ -29,7 +29,7 @@ import shlex
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import DEFAULT_PATH, CommandResult, command_env, run_command
@@ -40,11 +40,12 @@ from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext
-from ruflo.gateway.client import GatewayClient
-from ruflo.gateway.relay import ModelRelay
-from ruflo.gateway.relay_tokens import Grant
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
 from ruflo.model import Agent, Hive, Task
+
+if TYPE_CHECKING:
+    from ruflo.gateway.relay import ModelRelay
+    from ruflo.gateway.relay_tokens import Grant
 
 MAX_OUTPUT_EVENTS = 200
 """Transcript events one run may add with its output; past that the output is only counted."""
@@ -181,6 +182,10 @@ class OutputStream:
 
 async def model_relay(ctx: RunContext) -> ModelRelay | None:
     """The relay of the run's gateway client (started on first use), if it has one."""
+    if ctx.gateway is None:
+        return None
+    from ruflo.gateway.client import GatewayClient  # the SDK loads only when a relay is due
+
     if isinstance(ctx.gateway, GatewayClient):
         return await ctx.gateway.relay()
     return None
