@@ -100,10 +100,16 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
     never an agent's), connecting each caller to that address, for as long as the block runs."""
     targets, relay = _plan(env, folder)
     servers: list[asyncio.Server] = []
+    piping: set[asyncio.Task[object]] = set()
+    """Connections being carried: ended with the block, not left to the event loop's end."""
 
     def forward_to(host: str, port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                      Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                piping.add(task)
+                task.add_done_callback(piping.discard)
             try:
                 up_reader, up_writer = await asyncio.open_connection(host, port)
             except OSError:
@@ -125,6 +131,10 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
     finally:
         for server in servers:
             server.close()
+        for task in list(piping):
+            task.cancel()
+        if piping:
+            await asyncio.gather(*piping, return_exceptions=True)
         for server in servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
