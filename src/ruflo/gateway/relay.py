@@ -42,6 +42,8 @@ from ruflo.gateway.relay_wire import (
 from ruflo.model import HiveStatus
 from ruflo.store.base import Store
 
+__all__ = ["MeteringClient", "ModelRelay", "parse_address"]
+
 
 class MeteringClient(typing.Protocol):
     """What the relay uses of the gateway client (ruflo.gateway.client.GatewayClient): its
@@ -59,8 +61,6 @@ class MeteringClient(typing.Protocol):
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
               usage: Usage, cost: float | None, cost_source: str,
               request: str | None) -> None: ...
-
-__all__ = ["MeteringClient", "ModelRelay", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,7 @@ class ModelRelay:
                               f"({error.strerror}); set RUFLO_RELAY_ADDRESS to a free address"
                               ) from None
         self._runner = runner
-        server = site._server  # the port actually bound, when 0 asked for any
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = int(runner.addresses[0][1])  # the port bound, when 0 asked for any
         log.info("model relay listening on %s", self.url)
         return self.url
 
