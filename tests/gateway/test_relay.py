@@ -323,3 +323,19 @@ async def test_streamed_tool_calls_pass_through_and_are_metered(
     assert sorted((e.prompt_tokens, e.completion_tokens) for e in entries) == sorted(carried)
     assert len(entries) == 3
     assert all(e.cost_source != "estimate" for e in entries)  # whole answers, usage read
+
+
+async def test_a_malformed_stream_option_is_replaced_and_the_stream_metered(
+        relay: ModelRelay, make_hive: HiveMaker, store: SqlStore,
+        gateway: ScriptedGateway) -> None:
+    hive, (agent,), _ = make_hive()
+    with relay.attempt(CallContext(hive.id, agent.id)) as (token, _):
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            answer = await http.post("/v1/chat/completions", headers={
+                "authorization": f"Bearer {token}"}, json={
+                "model": "m", "stream": True, "stream_options": "all",
+                "messages": [{"role": "user", "content": "hello"}]})
+    assert answer.status_code == 200
+    assert answer.text.endswith("data: [DONE]\n\n")
+    [entry] = store.ledger(hive_id=hive.id)
+    assert entry.cost_source == "gateway"  # the usage chunk the relay asked for came

@@ -239,11 +239,11 @@ class ModelRelay:
             except BudgetExceeded as error:
                 grant.halt(error)
                 return self._refuse(protocol, 402, str(error))
-        if protocol is Protocol.CHAT and ask.stream and not (
-                body.get("stream_options") or {}).get("include_usage"):
+        options = body.get("stream_options")
+        options = options if isinstance(options, dict) else {}
+        if protocol is Protocol.CHAT and ask.stream and not options.get("include_usage"):
             # A chat stream carries its usage only when asked: ask, so the ledger gets it.
-            body["stream_options"] = {**(body.get("stream_options") or {}),
-                                      "include_usage": True}
+            body["stream_options"] = {**options, "include_usage": True}
             raw = json.dumps(body).encode()
         grant.calls += 1
         assert self._session is not None
