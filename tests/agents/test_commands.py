@@ -132,3 +132,15 @@ async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(running, 30)
         assert running_with(length) == [], delay
+
+
+async def test_a_halt_stops_the_command_like_a_timeout_but_is_not_one(workspace: Path) -> None:
+    halt = asyncio.Event()
+    running = asyncio.ensure_future(run_command(
+        ["sh", "-c", "echo started; sleep 600"], cwd=workspace, env=command_env(),
+        time_limit=600, grace=1, halt=halt, on_output=lambda _: halt.set()))
+    result = await asyncio.wait_for(running, 60)
+    assert "started" in result.output
+    assert result.timed_out is False
+    assert result.exit_code is not None
+    assert result.exit_code < 0  # ended by a signal

@@ -111,13 +111,15 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
                       time_limit: float = 120.0, grace: float = 3.0, output_limit: int = 64_000,
                       stdin: bytes | None = None,
                       on_output: Callable[[bytes], None] | None = None,
-                      sandbox: Sandbox | None = None) -> CommandResult:
+                      sandbox: Sandbox | None = None,
+                      halt: asyncio.Event | None = None) -> CommandResult:
     """Run `command` (a shell string, or an argv list run without a shell) in `sandbox` (None:
     this process's, see agents.sandbox.current_sandbox) with `cwd` writable, and wait for it.
 
     Never raises for the command's own failure: a non-zero exit, a timeout or a program that
     does not exist all come back as a CommandResult the agent can read. Raises ConfigError when
-    commands are refused (no working sandbox and no opt-out): nothing runs then.
+    commands are refused (no working sandbox and no opt-out): nothing runs then. When `halt` is
+    set the command is stopped as on a timeout (SIGTERM, grace, SIGKILL), but not called timed out.
     """
     started = time.monotonic()
     sandbox = sandbox if sandbox is not None else current_sandbox()
@@ -162,7 +164,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
         # keeps stdout open would hold us to the timeout: watch returncode instead.
         while not reader.done():
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (halt is not None and halt.is_set()):
                 break
             if process.returncode is not None:
                 exited_at = exited_at or now
@@ -174,7 +176,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), max(0.0, deadline - time.monotonic()))
         if process.returncode is None:
-            timed_out = True
+            timed_out = halt is None or not halt.is_set()
     finally:
         # Also on cancellation: whatever the command started must not outlive it.
         if process.returncode is None:

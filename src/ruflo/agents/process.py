@@ -22,17 +22,15 @@ the model relay.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import contextlib
 import shlex
 import tempfile
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
-from ruflo.agents.commands import DEFAULT_PATH, CommandResult, command_env, run_command
+from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
 from ruflo.agents.loop import Transcript, task_prompt
 from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
@@ -113,11 +111,13 @@ class ProcessExecutor:
                                                   relay=pipe if pipe.routes else None,
                                                   shown_path=own.get("PATH", DEFAULT_PATH))
                     env.update(pipe.env)
-                result = await until_halted(run_command(
+                # A stop the relay met (budget, refused key) ends the command as a timeout would.
+                result = await run_command(
                     command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
                     output_limit=ctx.limits.command_output_bytes,
                     stdin=None if uses_file or uses_arg else prompt.encode(),
-                    on_output=stream.feed, sandbox=sandbox), grant)
+                    on_output=stream.feed, sandbox=sandbox,
+                    halt=grant.stopped if grant is not None else None)
             stream.flush()
         if grant is not None and grant.stop is not None:
             # A refused gateway key or a spent budget: the engine pauses, as for its own calls.
@@ -189,28 +189,6 @@ async def model_relay(ctx: RunContext) -> ModelRelay | None:
     if isinstance(ctx.gateway, GatewayClient):
         return await ctx.gateway.relay()
     return None
-
-
-async def until_halted(run: Coroutine[Any, Any, CommandResult],
-                       grant: Grant | None) -> CommandResult:
-    """Run the command until it ends, or until the relay halts its grant (the command is then
-    stopped, as on a timeout)."""
-    command = asyncio.ensure_future(run)
-    if grant is None:
-        return await command
-    halted = asyncio.ensure_future(grant.stopped.wait())
-    try:
-        await asyncio.wait({command, halted}, return_when=asyncio.FIRST_COMPLETED)
-        if not command.done():
-            command.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await command
-            return CommandResult(exit_code=None, output="", output_bytes=0)
-        return command.result()
-    finally:
-        halted.cancel()
-        if not command.done():
-            command.cancel()
 
 
 def parse_command(value: Any, agent: Agent) -> list[str]:
