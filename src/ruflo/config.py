@@ -134,6 +134,9 @@ class Settings(BaseModel):
     sandbox_read: list[Path] = Field(default_factory=list,
                                      validation_alias=_env("sandbox_read"))
     """More folders shown read-only inside the sandbox (colon-separated, like PATH)."""
+    relay_address: str = Field("127.0.0.1:0", validation_alias=_env("relay_address"))
+    """Where the model relay listens (host:port; port 0: any free one). Loopback by default;
+    the seed's pod sets 127.0.0.1:4001, the pod's shared loopback (docs/relay.md)."""
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _findings: list[str] = PrivateAttr(default_factory=list)
@@ -330,6 +333,11 @@ def boot_trace(settings: Settings) -> list[str]:
         lines.append("gateway: not configured (set OPENAI_BASE_URL or LITELLM_BASE_URL)")
     lines.append(f"gateway key: {_secret_text(settings.openai_api_key)}"
                  f" ({sources.get('openai_api_key', 'default')})")
+    relay = settings.relay_address
+    if relay.endswith(":0"):
+        relay = f"{relay[:-2]}, a free port chosen at start"
+    lines.append(f"model relay: {relay} (agents reach models here with a token per attempt; "
+                 f"{sources.get('relay_address', 'default')})")
     lines.append(f"data dir: {settings.data_dir} ({sources.get('data_dir', 'default')})")
     lines.append(f"config file: {settings.config_file or 'none'}")
     for name in Settings.model_fields:

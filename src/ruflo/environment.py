@@ -52,6 +52,7 @@ FIELD_VARS: dict[str, tuple[str, ...]] = {
     "read_timeout_seconds": ("RUFLO_READ_TIMEOUT_SECONDS",),
     "sandbox": ("RUFLO_SANDBOX",),
     "sandbox_read": ("RUFLO_SANDBOX_READ",),
+    "relay_address": ("RUFLO_RELAY_ADDRESS",),
 }
 """Settings field -> the variables that set it, first one preferred (the one list of them:
 ruflo.config.Settings takes its aliases from here)."""

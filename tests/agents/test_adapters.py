@@ -17,7 +17,6 @@ import pytest
 from ruflo.agents import Limits, OutcomeKind, executor_for, store_outcome
 from ruflo.agents.commands import command_env
 from ruflo.agents.sandbox import Sandbox, current_sandbox
-from ruflo.config import load_settings
 from ruflo.errors import ConfigError
 from ruflo.model import AdapterKind, Agent, TaskState
 
@@ -67,17 +66,18 @@ def process_agent(cli: Path, *args: str, **config: Any) -> Agent:
 @pytest.mark.integration
 @pytest.mark.parametrize(("args", "via"), [(("stdin",), "stdin"), (("arg", "{prompt}"), "argument"),
                                            (("file", "{prompt_file}"), "file")])
-async def test_process_adapter_passes_the_prompt(make_board, cli, monkeypatch, args, via):
+async def test_process_adapter_passes_the_prompt(make_board, cli, monkeypatch, args, via,
+                                                 scripted, gateway_for):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-virtual")
     board = make_board(agent=process_agent(cli, *args), title="Write done.txt",
                        verify="test -s done.txt")
-    settings = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:4000",
-                              "OPENAI_API_KEY": "sk-virtual", "RUFLO_CONFIG": ""})
+    client = gateway_for(scripted({"default": {"content": "unused"}}), board.store)
 
     outcome = await executor_for(board.agent).run(
         board.task, board.agent, board.hive,
-        board.context(env=command_env(settings), sandbox=showing(cli.parent)))
+        board.context(client, env=command_env(), sandbox=showing(cli.parent)))
 
     assert outcome.kind is OutcomeKind.COMPLETE
     assert outcome.verified is True
@@ -88,9 +88,12 @@ async def test_process_adapter_passes_the_prompt(make_board, cli, monkeypatch, a
     assert "step 0\nstep 1\nstep 2\n" in streamed
     env_line = next(line for line in streamed.splitlines() if line.startswith("ENV "))
     names = set(env_line.split()[1:])
-    assert {"OPENAI_BASE_URL", "OPENAI_API_KEY"} <= names
-    assert not names & {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", "HOME"}
-    assert "GATEWAY http://127.0.0.1:4000" in streamed
+    assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"} \
+        <= names  # the relay's address and the attempt's token, under both SDKs' names
+    assert not names & {"GITHUB_TOKEN", "HOME"}
+    assert "sk-ant" not in streamed
+    assert "sk-virtual" not in streamed
+    assert "GATEWAY http://127.0.0.1:" in streamed
     exited = board.transcript("process_exited")[0].data
     assert exited["exit_code"] == 0
     assert exited["timed_out"] is False

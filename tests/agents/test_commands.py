@@ -12,7 +12,6 @@ import pytest
 
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.sandbox import Sandbox, SandboxMode, current_sandbox
-from ruflo.config import load_settings
 
 
 async def test_exit_code_and_interleaved_output(workspace: Path) -> None:
@@ -107,13 +106,12 @@ async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch: pytest.
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-provider")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws")
     monkeypatch.setenv("HARMLESS_BUT_UNLISTED", "1")
-    settings = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:4000",
-                              "OPENAI_API_KEY": "sk-virtual", "RUFLO_CONFIG": ""})
-    result = await run_command("env", cwd=workspace, env=command_env(settings))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-virtual")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:4000")
+    result = await run_command("env", cwd=workspace, env=command_env())
     names = dict(line.split("=", 1) for line in result.output.splitlines() if "=" in line)
-    assert names["OPENAI_BASE_URL"] == "http://127.0.0.1:4000"
-    assert names["OPENAI_API_KEY"] == "sk-virtual"
-    for hidden in ("ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HARMLESS_BUT_UNLISTED", "HOME"):
+    assert "sk-virtual" not in result.output  # no model credential for commands, not even ours
+    for hidden in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HARMLESS_BUT_UNLISTED", "HOME"):
         assert hidden not in names
     assert "PATH" in names
 
@@ -134,3 +132,15 @@ async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(running, 30)
         assert running_with(length) == [], delay
+
+
+async def test_a_halt_stops_the_command_like_a_timeout_but_is_not_one(workspace: Path) -> None:
+    halt = asyncio.Event()
+    running = asyncio.ensure_future(run_command(
+        ["sh", "-c", "echo started; sleep 600"], cwd=workspace, env=command_env(),
+        time_limit=600, grace=1, halt=halt, on_output=lambda _: halt.set()))
+    result = await asyncio.wait_for(running, 60)
+    assert "started" in result.output
+    assert result.timed_out is False
+    assert result.exit_code is not None
+    assert result.exit_code < 0  # ended by a signal

@@ -18,6 +18,7 @@ from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.sandbox import Sandbox, SandboxMode, sandbox_for
 from ruflo.config import load_settings
 from ruflo.errors import ConfigError
+from ruflo.gateway.client import GatewayClient
 from ruflo.model import AdapterKind, Agent
 
 pytestmark = pytest.mark.integration
@@ -183,12 +184,11 @@ async def test_an_outside_agent_reaches_the_gateway_and_nothing_else(
                                   # An agent's own gateway URL is not a road out.
                                   "env": {"LITELLM_BASE_URL": f"http://127.0.0.1:{listener}"}})
     board = make_board(agent=agent, verify="test -s done.txt")
-    settings = load_settings({"OPENAI_BASE_URL": gateway.base_url,
-                              "OPENAI_API_KEY": "sk-test", "RUFLO_CONFIG": ""})
+    client = GatewayClient(gateway.base_url, "sk-test", store=board.store)
 
     outcome = await executor_for(agent).run(
         board.task, agent, board.hive,
-        board.context(env=command_env(settings),
+        board.context(client, env=command_env(),
                       sandbox=sandbox.with_extras(readable=[program.parent])))
 
     output = "".join(e.data["text"] for e in board.transcript("process_output"))
@@ -198,6 +198,9 @@ async def test_an_outside_agent_reaches_the_gateway_and_nothing_else(
     assert f"REFUSED {postgres}" in output
     assert "REACHED" not in output
     assert gateway.chat_count == 1
+    assert [r["key"] for r in gateway.requests] == ["sk-test"]  # the relay's, not the agent's
+    assert len(board.store.ledger(hive_id=board.hive.id)) == 1  # metered by the relay
+    await client.aclose()
 
 
 async def test_an_outside_agent_on_a_named_gateway_host(make_board, scripted, tmp_path: Path,
@@ -210,15 +213,15 @@ async def test_an_outside_agent_on_a_named_gateway_host(make_board, scripted, tm
     agent = Agent(id="a1", hive_id="h1", name="outside", adapter=AdapterKind.PROCESS,
                   adapter_config={"command": [sys.executable, str(program)]})
     board = make_board(agent=agent)
-    settings = load_settings({"OPENAI_BASE_URL": named, "OPENAI_API_KEY": "sk-test",
-                              "RUFLO_CONFIG": ""})
+    client = GatewayClient(named, "sk-test", store=board.store)
     outcome = await executor_for(agent).run(
         board.task, agent, board.hive,
-        board.context(env=command_env(settings),
+        board.context(client, env=command_env(),
                       sandbox=sandbox.with_extras(readable=[program.parent])))
     output = "".join(e.data["text"] for e in board.transcript("process_output"))
     assert outcome.kind is OutcomeKind.COMPLETE, output
     assert "MODEL SAID named" in output
+    await client.aclose()
 
 
 async def test_without_a_sandbox_commands_are_refused(workspace: Path, make_board,

@@ -6,10 +6,7 @@ import os
 import subprocess
 import sys
 
-from pydantic import SecretStr
-
-from ruflo.config import Settings
-from ruflo.gateway.env import gateway_env, provider_keys_in, withheld_vars
+from ruflo.gateway.env import provider_keys_in, spawn_env, withheld_vars
 
 PARENT = {
     "PATH": "/usr/bin:/bin", "HOME": "/home/me", "LANG": "en_US.UTF-8", "TERM": "xterm",
@@ -24,19 +21,8 @@ PARENT = {
 }
 
 
-def settings(**values: object) -> Settings:
-    base: dict[str, object] = {"openai_base_url": "http://litellm.litellm.svc:4000",
-                               "litellm_base_url": None,
-                               "openai_api_key": SecretStr("sk-virtual")}
-    base.update(values)
-    return Settings(**base)
-
-
-def test_the_spawned_environment_has_the_gateway_and_no_provider_keys() -> None:
-    env = gateway_env(settings(), base=PARENT)
-    assert env["OPENAI_BASE_URL"] == "http://litellm.litellm.svc:4000"
-    assert env["LITELLM_BASE_URL"] == "http://litellm.litellm.svc:4000"
-    assert env["OPENAI_API_KEY"] == "sk-virtual"
+def test_the_spawned_environment_has_no_model_credential_at_all() -> None:
+    env = spawn_env(base=PARENT)
     for kept in ("PATH", "HOME", "LANG", "TERM", "GIT_AUTHOR_NAME", "XDG_SESSION_ID",
                  "TOKENIZERS_PARALLELISM"):
         assert env[kept] == PARENT[kept]
@@ -44,28 +30,13 @@ def test_the_spawned_environment_has_the_gateway_and_no_provider_keys() -> None:
                  "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
                  "GITHUB_TOKEN", "HF_TOKEN", "DATABASE_URL", "RUFLO_WEBHOOK_SECRET",
                  "MY_SERVICE_PASSWORD", "STRIPE_KEY", "SOME_AUTH", "my_lower_api_key",
-                 "ANTHROPIC_BASE_URL"):
+                 "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "LITELLM_BASE_URL"):
         assert gone not in env, gone
     assert "sk-provider-key-from-parent" not in env.values()
 
 
-def test_litellm_base_url_is_kept_when_set_and_used_when_alone() -> None:
-    both = gateway_env(settings(litellm_base_url="http://litellm:4000"), base={})
-    assert both["OPENAI_BASE_URL"] == "http://litellm.litellm.svc:4000"
-    assert both["LITELLM_BASE_URL"] == "http://litellm:4000"
-    alone = gateway_env(settings(openai_base_url=None, litellm_base_url="http://l:4000"),
-                        base={})
-    assert alone["OPENAI_BASE_URL"] == alone["LITELLM_BASE_URL"] == "http://l:4000"
-    assert "PATH" in alone
-
-
-def test_no_gateway_means_no_gateway_variables() -> None:
-    env = gateway_env(settings(openai_base_url=None, openai_api_key=None), base=PARENT)
-    assert not {"OPENAI_BASE_URL", "LITELLM_BASE_URL", "OPENAI_API_KEY"} & set(env)
-
-
 def test_extra_variables_are_the_callers_choice() -> None:
-    env = gateway_env(settings(), base={}, extra={"RUFLO_TASK_ID": "t1"})
+    env = spawn_env(base={}, extra={"RUFLO_TASK_ID": "t1"})
     assert env["RUFLO_TASK_ID"] == "t1"
 
 
@@ -76,9 +47,10 @@ def test_provider_keys_are_reported() -> None:
 
 
 def test_a_spawned_process_really_sees_only_that() -> None:
-    env = gateway_env(settings(), base={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-leak"})
+    env = spawn_env(base={**os.environ, "ANTHROPIC_API_KEY": "sk-ant-leak",
+                          "OPENAI_API_KEY": "sk-virtual"})
     seen = subprocess.run(
         [sys.executable, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],
         env=env, capture_output=True, text=True, check=True).stdout
     assert "sk-ant-leak" not in seen
-    assert "sk-virtual" in seen
+    assert "sk-virtual" not in seen

@@ -192,3 +192,65 @@ async def test_litellm_sends_a_streams_cost_in_its_last_chunk_and_the_ledger_has
     assert (entry.prompt_tokens, entry.completion_tokens) == (usage["prompt_tokens"],
                                                               usage["completion_tokens"])
     assert result.cost == usage["cost"]
+
+
+async def test_the_relay_in_front_of_litellm_in_three_protocols(
+        litellm_url: str, store: SqlStore) -> None:
+    # Each protocol through the relay to a real LiteLLM: the answer as LiteLLM sent it, one
+    # ledger entry per call with the tokens the answer carried; a wrong key pauses the hive.
+    import anthropic
+    import openai
+
+    hive_id = new_id()
+    agent = Agent(id=new_id(), hive_id=hive_id, name="a")
+    store.create_hive(Hive(id=hive_id, name="litellm-relay", mode=Mode.SWARM, objective="x"),
+                      [agent])
+    carried: list[tuple[int, int]] = []
+    async with GatewayClient(litellm_url, MASTER_KEY, store=store) as client:
+        relay = await client.relay()
+        with relay.attempt(CallContext(hive_id=hive_id, agent_id=agent.id)) as (token, _):
+            env = relay.agent_env(token)
+            oai = openai.AsyncOpenAI(base_url=env["OPENAI_BASE_URL"], api_key=token,
+                                     max_retries=0)
+            claude = anthropic.AsyncAnthropic(base_url=env["ANTHROPIC_BASE_URL"],
+                                              api_key=token, max_retries=0)
+            chat = await oai.chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": "hi"}])
+            assert chat.choices[0].message.content == "Hello from the mock"
+            assert chat.usage is not None
+            carried.append((chat.usage.prompt_tokens, chat.usage.completion_tokens))
+            pieces, usage = [], None
+            async for chunk in await oai.chat.completions.create(
+                    model="mock-gpt", messages=[{"role": "user", "content": "hi"}],
+                    stream=True):
+                pieces += [c.delta.content or "" for c in chunk.choices]
+                usage = chunk.usage or usage
+            assert "".join(pieces) == "Hello from the mock"
+            assert usage is not None
+            carried.append((usage.prompt_tokens, usage.completion_tokens))
+            message = await claude.messages.create(
+                model="mock-gpt", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+            assert message.content[0].type == "text"
+            assert message.content[0].text == "Hello from the mock"
+            carried.append((message.usage.input_tokens, message.usage.output_tokens))
+            response = await oai.responses.create(model="mock-gpt", input="hi")
+            assert response.output_text == "Hello from the mock"
+            assert response.usage is not None
+            carried.append((response.usage.input_tokens, response.usage.output_tokens))
+            await oai.close()
+            await claude.close()
+    entries = store.ledger(hive_id=hive_id)
+    assert sorted((e.prompt_tokens, e.completion_tokens) for e in entries) == sorted(carried)
+
+    async with GatewayClient(litellm_url, "sk-a-provider-key", store=store) as refused:
+        relay = await refused.relay()
+        with relay.attempt(CallContext(hive_id=hive_id, agent_id=agent.id)) as (token, grant):
+            claude = anthropic.AsyncAnthropic(base_url=relay.url, api_key=token,
+                                              max_retries=0)
+            with pytest.raises(anthropic.PermissionDeniedError, match="refused the key"):
+                await claude.messages.create(model="mock-gpt", max_tokens=5,
+                                             messages=[{"role": "user", "content": "hi"}])
+            await claude.close()
+    assert isinstance(grant.stop, GatewayAuthError)
+    assert store.get_hive(hive_id).status is HiveStatus.PAUSED
+    assert len(store.ledger(hive_id=hive_id)) == len(carried)

@@ -153,3 +153,32 @@ def test_sigterm_ends_the_server_fast_and_keeps_the_partial_answer(tmp_path: Pat
     assert answer_message.interrupted
     assert answer_message.content == final[0]["text"]
     assert answer_message.content.startswith("once upon")
+
+
+def test_serve_opens_the_model_relay_where_the_settings_say(tmp_path: Path) -> None:
+    # The pod's shell names the server container's relay at a fixed loopback address: serve
+    # listens there from the start, takes only attempt tokens, and its boot trace names it.
+    with ScriptedGateway(SCRIPT) as gateway_url:
+        port, relay_port = free_port(), free_port()
+        address = f"127.0.0.1:{relay_port}"
+        env = ruflo_env(tmp_path, OPENAI_BASE_URL=gateway_url, OPENAI_API_KEY="sk-test",
+                        RUFLO_RELAY_ADDRESS=address)
+        server = subprocess.Popen([*RUFLO, "serve", "--port", str(port)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    refused = httpx.get(f"http://{address}/v1/models",
+                                        headers={"authorization": "Bearer sk-test"})
+                    break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "the relay did not open"
+                time.sleep(0.05)
+            assert refused.status_code == 401  # the gateway key is no relay token
+        finally:
+            server.send_signal(signal.SIGTERM)
+            out, err = server.communicate(timeout=20)
+    assert f"model relay: {address}" in out + err

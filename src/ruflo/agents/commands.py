@@ -18,12 +18,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ruflo.agents.sandbox import Sandbox, current_sandbox
-
-if TYPE_CHECKING:
-    from ruflo.config import Settings
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 """Host variables a command needs to find programs and read text; nothing else leaks through."""
@@ -94,11 +90,11 @@ class OutputCap:
         return (self.head.decode(errors="replace") + marker + self.tail.decode(errors="replace"))
 
 
-def command_env(settings: Settings | None = None,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment an agent's command gets: PATH and locale from the host, the gateway
-    variables (base URL and virtual key) when settings are given, and nothing else: no provider
-    keys, no cloud credentials, no tokens of the person running ruflo."""
+def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an agent's command gets: PATH and locale from the host and nothing else:
+    no model credential (not the gateway's, not a provider's), no cloud credentials, no tokens
+    of the person running ruflo. An outside agent's model token is added per attempt by the
+    process adapter."""
     base = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
     base.setdefault("PATH", DEFAULT_PATH)
     base.setdefault("LANG", "C.UTF-8")
@@ -106,24 +102,24 @@ def command_env(settings: Settings | None = None,
     # cache keys on mtime (whole seconds) and size, so an edit of the same length would run the
     # stale .pyc. Writing none keeps every run honest (and the workspace free of __pycache__).
     base["PYTHONDONTWRITEBYTECODE"] = "1"
-    if settings is None:
-        return {**base, **(extra or {})}
-    from ruflo.gateway.env import gateway_env
+    from ruflo.gateway.env import spawn_env
 
-    return gateway_env(settings, base=base, extra=extra)
+    return spawn_env(base=base, extra=extra)
 
 
 async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[str, str],
                       time_limit: float = 120.0, grace: float = 3.0, output_limit: int = 64_000,
                       stdin: bytes | None = None,
                       on_output: Callable[[bytes], None] | None = None,
-                      sandbox: Sandbox | None = None) -> CommandResult:
+                      sandbox: Sandbox | None = None,
+                      halt: asyncio.Event | None = None) -> CommandResult:
     """Run `command` (a shell string, or an argv list run without a shell) in `sandbox` (None:
     this process's, see agents.sandbox.current_sandbox) with `cwd` writable, and wait for it.
 
     Never raises for the command's own failure: a non-zero exit, a timeout or a program that
     does not exist all come back as a CommandResult the agent can read. Raises ConfigError when
-    commands are refused (no working sandbox and no opt-out): nothing runs then.
+    commands are refused (no working sandbox and no opt-out): nothing runs then. When `halt` is
+    set the command is stopped as on a timeout (SIGTERM, grace, SIGKILL), but not called timed out.
     """
     started = time.monotonic()
     sandbox = sandbox if sandbox is not None else current_sandbox()
@@ -168,7 +164,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
         # keeps stdout open would hold us to the timeout: watch returncode instead.
         while not reader.done():
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (halt is not None and halt.is_set()):
                 break
             if process.returncode is not None:
                 exited_at = exited_at or now
@@ -180,7 +176,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), max(0.0, deadline - time.monotonic()))
         if process.returncode is None:
-            timed_out = True
+            timed_out = halt is None or not halt.is_set()
     finally:
         # Also on cancellation: whatever the command started must not outlive it.
         if process.returncode is None:

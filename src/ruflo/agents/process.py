@@ -11,9 +11,13 @@ The prompt goes in as `{prompt}` (an argument), through `{prompt_file}` (a file 
 stdin when the command names neither. Placeholders `{workspace}` and `{task_id}` also work.
 No shell is involved, so a prompt can't inject commands. Exit code 0 means complete.
 
-The command runs in the sandbox (agents.sandbox): the workspace writable, the prompt's folder
-read-only, and for network only the model relay (agents.relay) to the gateway named by ruflo's
-own settings — OPENAI_BASE_URL and LITELLM_BASE_URL are rewritten to the relay's address.
+The agent reaches models through the model relay (gateway.relay) with a token for this attempt
+only — OPENAI_BASE_URL, LITELLM_BASE_URL and ANTHROPIC_BASE_URL name the relay, OPENAI_API_KEY
+and ANTHROPIC_API_KEY hold the token; it never sees the gateway key. Its calls are metered and
+budgeted like the built-in agent's; a budget stop or a refused gateway key stops the command and
+pauses the hive the same way. The command runs in the sandbox (agents.sandbox): the workspace
+writable, the prompt's folder read-only, and for network only the byte pipe (agents.relay) to
+the model relay.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import contextlib
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
@@ -33,8 +37,13 @@ from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
+from ruflo.gateway.base import CallContext
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
 from ruflo.model import Agent, Hive, Task
+
+if TYPE_CHECKING:
+    from ruflo.gateway.relay import ModelRelay
+    from ruflo.gateway.relay_tokens import Grant
 
 MAX_OUTPUT_EVENTS = 200
 """Transcript events one run may add with its output; past that the output is only counted."""
@@ -86,19 +95,35 @@ class ProcessExecutor:
                            else "stdin")
             stream = OutputStream(transcript)
             async with contextlib.AsyncExitStack() as relaying:
+                relay = await model_relay(ctx)
+                grant: Grant | None = None
+                if relay is not None:
+                    # The agent's model key: a token for this attempt only, revoked at the end.
+                    token, grant = relaying.enter_context(
+                        relay.attempt(CallContext(hive.id, agent.id, task.id)))
+                    env.update(relay.agent_env(token))
+                    stream.secrets.append(token)
                 if sandbox.confines:
-                    # The gateway is the one ruflo's settings name (`own`), never the agent's.
-                    relay = await relaying.enter_async_context(gateway_relay(own, Path(scratch)))
+                    # Its one road out leads to the relay (or nowhere, without one).
+                    pipe = await relaying.enter_async_context(gateway_relay(
+                        relay.agent_env("") if relay is not None else {}, Path(scratch)))
                     sandbox = sandbox.with_extras(readable=[Path(scratch)],
-                                                  relay=relay if relay.routes else None,
+                                                  relay=pipe if pipe.routes else None,
                                                   shown_path=own.get("PATH", DEFAULT_PATH))
-                    env.update(relay.env)
+                    env.update(pipe.env)
+                # A stop the relay met (budget, refused key) ends the command as a timeout would.
                 result = await run_command(
                     command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
                     output_limit=ctx.limits.command_output_bytes,
                     stdin=None if uses_file or uses_arg else prompt.encode(),
-                    on_output=stream.feed, sandbox=sandbox)
+                    on_output=stream.feed, sandbox=sandbox,
+                    halt=grant.stopped if grant is not None else None)
             stream.flush()
+        if grant is not None and grant.stop is not None:
+            # A refused gateway key or a spent budget: the engine pauses, as for its own calls.
+            transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code, stopped=True,
+                           reason=str(grant.stop).split(";")[0])
+            raise grant.stop
         transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code,
                        timed_out=result.timed_out, output_bytes=result.output_bytes,
                        duration=round(result.duration, 3))
@@ -121,6 +146,8 @@ class OutputStream:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.events = 0
         self.dropped = 0
+        self.secrets: list[str] = []
+        """Text never written to the transcript (the attempt's relay token, if it prints it)."""
 
     def feed(self, data: bytes) -> None:
         self.pending += self.decoder.decode(data)
@@ -148,7 +175,20 @@ class OutputStream:
             self.dropped += len(text)
             return
         self.events += 1
+        for secret in self.secrets:
+            text = text.replace(secret, "[relay token]")
         self.transcript.add(EventKind.PROCESS_OUTPUT, text=text)
+
+
+async def model_relay(ctx: RunContext) -> ModelRelay | None:
+    """The relay of the run's gateway client (started on first use), if it has one."""
+    if ctx.gateway is None:
+        return None
+    from ruflo.gateway.client import GatewayClient  # the SDK loads only when a relay is due
+
+    if isinstance(ctx.gateway, GatewayClient):
+        return await ctx.gateway.relay()
+    return None
 
 
 def parse_command(value: Any, agent: Agent) -> list[str]:

@@ -1,8 +1,8 @@
-"""The model relay: a sandboxed outside agent's only road out, to the gateway and nowhere else.
-Depends on the standard library only.
+"""The byte pipe: a sandboxed outside agent's only road out, to the model relay
+(ruflo.gateway.relay) and nowhere else. Depends on the standard library only.
 
 Outside, ruflo listens on a Unix socket in the attempt's scratch folder and connects each caller
-to the gateway's host and port, which only it knows. Inside (a network namespace with loopback
+to the model relay's host and port, which only it knows. Inside (a network namespace with loopback
 only), agents/forwarder.py listens on 127.0.0.1:PORT, forwards each connection to the socket, and
 becomes the agent's command; the agent's OPENAI_BASE_URL names that port.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL")
-"""Variables that name the gateway for a spawned agent (see ruflo.gateway.env)."""
+GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL", "ANTHROPIC_BASE_URL")
+"""Variables that name the model relay for a spawned agent (see ruflo.gateway.relay)."""
 
 FORWARDER = Path(__file__).with_name("forwarder.py")
 """The inside half, run in the sandbox as a bare script."""
@@ -100,10 +100,16 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
     never an agent's), connecting each caller to that address, for as long as the block runs."""
     targets, relay = _plan(env, folder)
     servers: list[asyncio.Server] = []
+    piping: set[asyncio.Task[object]] = set()
+    """Connections being carried: ended with the block, not left to the event loop's end."""
 
     def forward_to(host: str, port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                      Awaitable[None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                piping.add(task)
+                task.add_done_callback(piping.discard)
             try:
                 up_reader, up_writer = await asyncio.open_connection(host, port)
             except OSError:
@@ -125,6 +131,10 @@ async def gateway_relay(env: Mapping[str, str], folder: Path) -> AsyncIterator[R
     finally:
         for server in servers:
             server.close()
+        for task in list(piping):
+            task.cancel()
+        if piping:
+            await asyncio.gather(*piping, return_exceptions=True)
         for server in servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()

@@ -290,7 +290,7 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
                 return
             view = HiveView(store, hive_id) if show else None
             engine = engine_for(store, hive_id, gateway=gateway, params=params, model=model,
-                                env=command_env(settings),
+                                env=command_env(),
                                 on_change=view.changed if view is not None else None)
             engines.append(engine)
             follow = asyncio.create_task(view.follow()) if view is not None else None

@@ -66,7 +66,7 @@ def worker(
         params = WorkerParams(agents=agents, hive_id=hive_id,
                               lease_seconds=settings.lease_seconds, poll_seconds=poll_seconds,
                               time_unit=time_unit, model=settings.model,
-                              env=command_env(settings),
+                              env=command_env(),
                               gateway_probe_seconds=settings.gateway_probe_seconds)
         code = asyncio.run(host(settings, store, params, worker_id))
     finally:

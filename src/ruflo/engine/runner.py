@@ -333,7 +333,7 @@ class EngineRunner:
         params = self._params(hive)
         model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
         gateway = await self._gateway()
-        env = command_env(self.settings)
+        env = command_env()
         if hive.mode is Mode.COMPANY:
             from ruflo.engine.company import CompanyEngine
 

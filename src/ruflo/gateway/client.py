@@ -47,6 +47,7 @@ from ruflo.store.base import Store
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
+    from ruflo.gateway.relay import ModelRelay
 
 __all__ = ["GatewayClient", "ModelsStatus", "RetryPolicy"]
 
@@ -185,7 +186,8 @@ class GatewayClient:
                  models_ttl: float = 300.0, close_wait: float = 5.0,
                  on_pause: PauseHook | None = None,
                  on_budget_warning: Callable[[BudgetWarning], None] | None = None,
-                 base_url_source: str = "argument") -> None:
+                 base_url_source: str = "argument",
+                 relay_address: str = "127.0.0.1:0") -> None:
         if not base_url:
             raise ConfigError("no gateway URL: set OPENAI_BASE_URL (or LITELLM_BASE_URL) to the "
                               "gateway's address; nothing was called")
@@ -204,6 +206,8 @@ class GatewayClient:
         self.retry = retry or RetryPolicy()
         self.models_ttl = models_ttl
         self.on_pause = on_pause
+        self.api_key = api_key
+        """The gateway key: sent by this client and the model relay, never handed to agents."""
         self._sdk = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=api_key, max_retries=0,
             timeout=openai.Timeout(timeout, connect=connect_timeout))
@@ -217,18 +221,40 @@ class GatewayClient:
         """Plain calls being answered, some perhaps for callers already gone."""
         self._calls: dict[asyncio.Future[ChatResult], _Call] = {}
         self.close_wait = close_wait
+        self.relay_address = relay_address
+        """Where the model relay listens once started (see `relay`)."""
+        self._relay: ModelRelay | None = None
+        self._relay_start: asyncio.Lock | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store | None = None,
                       **kwargs: Any) -> GatewayClient:
         """The client the settings describe: URL from OPENAI_BASE_URL else LITELLM_BASE_URL."""
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        kwargs.setdefault("relay_address", settings.relay_address)
         return cls(settings.gateway_url or "", key, store=store, prices=settings.prices,
                    base_url_source=settings.gateway_url_var or "unset", **kwargs)
+
+    async def relay(self) -> ModelRelay:
+        """The model relay of this client (started on first use, closed with the client): how
+        agents ruflo starts reach models, metered and budgeted like this client's own calls."""
+        if self._relay_start is None:
+            self._relay_start = asyncio.Lock()
+        async with self._relay_start:
+            if self._relay is None:
+                from ruflo.gateway.relay import ModelRelay
+
+                relay = ModelRelay(self, address=self.relay_address)
+                await relay.start()
+                self._relay = relay
+        return self._relay
 
     async def aclose(self) -> None:
         """Close the connections, once every call still being answered is metered (waiting at
         most `close_wait` seconds; see `drain`)."""
+        if self._relay is not None:
+            await self._relay.aclose()
+            self._relay = None
         await self.drain(give_up_after=self.close_wait)
         await self._sdk.close()
 
@@ -291,9 +317,15 @@ class GatewayClient:
         raise AssertionError("stamina ended without a result or an error")
 
     def _error(self, failed: _CallFailed, context: CallContext | None) -> GatewayError:
-        """The error to raise. A refused key or a spent gateway budget pauses the call's hive
-        first (the hive's claimed tasks stay as they are, recoverable), then tells `on_pause`."""
-        kind = failed.failure.kind
+        return self.failure_error(failed.failure, context, attempts=failed.attempts,
+                                  elapsed=failed.elapsed)
+
+    def failure_error(self, failure: Failure, context: CallContext | None, *,
+                      attempts: int = 1, elapsed: float = 0.0) -> GatewayError:
+        """The error for a failed call. A refused key or a spent gateway budget pauses the
+        call's hive first (the hive's claimed tasks stay as they are, recoverable), then tells
+        `on_pause`. The model relay (gateway.relay) words its callers' failures here too."""
+        kind = failure.kind
         hive_id = context.hive_id if context is not None else None
         pausing = kind in (FailureKind.AUTH, FailureKind.BUDGET)
         paused = False
@@ -308,8 +340,8 @@ class GatewayClient:
                     reason = ERROR_CLASSES[kind].pause_reason
                     self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
                     log.warning("hive %s paused: %s", hive_id, reason)
-        error = failed.failure.to_error(self.base_url, attempts=failed.attempts,
-                                        elapsed=failed.elapsed, paused=paused)
+        error = failure.to_error(self.base_url, attempts=attempts, elapsed=elapsed,
+                                 paused=paused)
         if paused and hive_id is not None and self.on_pause is not None:
             self.on_pause(hive_id, error)
         return error
@@ -340,6 +372,12 @@ class GatewayClient:
 
     def _meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
                usage: Usage, cost: float | None, cost_source: str, request: str | None) -> None:
+        self.meter(context, reservation, model=model, usage=usage, cost=cost,
+                   cost_source=cost_source, request=request)
+
+    def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
+              usage: Usage, cost: float | None, cost_source: str, request: str | None) -> None:
+        """Write one call's ledger entry and settle its booking (also the relay's calls)."""
         if self.store is not None:
             record(self.store, context, model=model, usage=usage, cost=cost,
                    cost_source=cost_source, request=request)

@@ -1,7 +1,8 @@
-"""The environment for anything ruflo spawns: the gateway's variables and no provider keys.
+"""The environment for anything ruflo spawns: no model credential of any kind.
 
-Depends on ruflo.config only. Zero frontier keys: a spawned agent CLI or command reaches a model
-through the gateway (its URL and virtual key) or not at all; every other credential-looking
+Depends on ruflo.config only. Zero keys: not the providers', not the gateway's. An agent CLI
+ruflo starts reaches a model through the model relay with a token for its attempt (added by the
+process adapter, see gateway.relay); commands get nothing; every other credential-looking
 variable of ruflo's own environment is left out.
 """
 
@@ -10,14 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from ruflo.config import PROVIDER_KEY_VARS
 
-if TYPE_CHECKING:
-    from ruflo.config import Settings
-
-__all__ = ["GATEWAY_VARS", "gateway_env", "provider_keys_in", "withheld_vars"]
+__all__ = ["GATEWAY_VARS", "provider_keys_in", "spawn_env", "withheld_vars"]
 
 GATEWAY_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL", "OPENAI_API_KEY")
 
@@ -47,20 +44,14 @@ def provider_keys_in(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(name for name in PROVIDER_KEY_VARS if env.get(name))
 
 
-def gateway_env(settings: Settings, *, base: Mapping[str, str] | None = None,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def spawn_env(*, base: Mapping[str, str] | None = None,
+              extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a spawned process: `base` (default: ruflo's own environment)
-    without credentials, plus the gateway's URL (as OPENAI_BASE_URL and LITELLM_BASE_URL) and
-    key, plus `extra` (which is trusted: it is the caller's own choice)."""
+    without credentials and without the gateway's variables (URL and key: the gateway key stays
+    in ruflo), plus `extra` (which is trusted: it is the caller's own choice)."""
     source = dict(os.environ if base is None else base)
     dropped = set(withheld_vars(source)) | set(GATEWAY_VARS)
     env = {name: value for name, value in source.items() if name not in dropped}
-    url = settings.gateway_url
-    if url:
-        env["OPENAI_BASE_URL"] = url
-        env["LITELLM_BASE_URL"] = settings.litellm_base_url or url
-    if settings.openai_api_key is not None:
-        env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
     env.setdefault("PATH", os.defpath)
     env.setdefault("LANG", "C.UTF-8")
     if extra:

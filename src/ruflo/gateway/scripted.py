@@ -1,7 +1,9 @@
 """ScriptedGateway: a real OpenAI-compatible HTTP server that answers from a script, for tests.
 
 Depends on Starlette, uvicorn and its script and answer modules (nothing else in ruflo). It
-speaks the LiteLLM proxy's dialect: `GET /v1/models` (and `/models`), `POST /v1/chat/completions` (plain, SSE
+speaks the LiteLLM proxy's dialect: `GET /v1/models` (and `/models`), `POST /v1/messages`
+(Anthropic) and `POST /v1/responses` (OpenAI Responses) through the same rules
+(ruflo.gateway.scripted_protocols), `POST /v1/chat/completions` (plain, SSE
 streaming ending with `data: [DONE]`, tool calls, `usage`, the `x-litellm-call-id` header, the
 cost as LiteLLM reports it: the `x-litellm-response-cost` header on a plain answer, `usage.cost`
 in the last chunk of a stream) and LiteLLM-shaped error bodies. It honours `max_tokens` (the
@@ -43,6 +45,7 @@ from starlette.routing import Route
 from ruflo.errors import ConfigError
 from ruflo.gateway.script import Fault, Match, Reply, Rule, Script, message_text
 from ruflo.gateway.scripted_answer import Served, answer, error_response
+from ruflo.gateway.scripted_protocols import as_chat, messages_answer, responses_answer
 
 __all__ = ["Fault", "Match", "Reply", "Rule", "Script", "ScriptedGateway", "Served"]
 
@@ -81,6 +84,10 @@ class ScriptedGateway:
             Route("/models", self._models, methods=["GET"]),
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/messages", self._messages, methods=["POST"]),
+            Route("/messages", self._messages, methods=["POST"]),
+            Route("/v1/responses", self._responses, methods=["POST"]),
+            Route("/responses", self._responses, methods=["POST"]),
             Route("/_scripted/stats", self._admin_stats, methods=["GET"]),
             Route("/_scripted/requests", self._admin_requests, methods=["GET"]),
             Route("/_scripted/fault", self._admin_fault, methods=["POST"]),
@@ -256,8 +263,7 @@ class ScriptedGateway:
 
     # -- the OpenAI-compatible routes ------------------------------------------------------------
     def _refused(self, request: Request) -> Fault | None:
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        key = self._key(request)
         keys = self.script.keys
         if not key or key in self.revoked or (keys is not None and key not in keys):
             return Fault.parse("key_refused")
@@ -283,11 +289,27 @@ class ScriptedGateway:
             {"id": m, "object": "model", "created": created, "owned_by": "scripted"}
             for m in models]})
 
-    async def _chat(self, request: Request) -> Response:
+    @staticmethod
+    def _key(request: Request) -> str:
+        """The key a request carries: OpenAI's bearer token, or Anthropic's x-api-key."""
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.headers.get("x-api-key", "").strip()
+
+    async def _messages(self, request: Request) -> Response:
+        return await self._chat(request, "messages")
+
+    async def _responses(self, request: Request) -> Response:
+        return await self._chat(request, "responses")
+
+    async def _chat(self, request: Request, protocol: str = "chat") -> Response:
         try:
             body = json.loads(await request.body())
         except ValueError:
             body = None
+        if protocol != "chat" and isinstance(body, dict):
+            body = as_chat(protocol, body)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             with self._lock:
                 self.request_count += 1
@@ -300,10 +322,10 @@ class ScriptedGateway:
             rule = None if fault is not None else self._pick(body)
             if rule is not None:
                 rule.used += 1
-            auth = request.headers.get("authorization", "")
             call_id = str(uuid.uuid4())
             self.requests.append({"call_id": call_id, "model": body.get("model"), "messages": body["messages"],
-                                  "stream": bool(body.get("stream")), "key": auth[7:],
+                                  "stream": bool(body.get("stream")),
+                                  "key": self._key(request), "protocol": protocol,
                                   "tools": body.get("tools"),
                                   "max_tokens": body.get("max_tokens"),
                                   "rule": rule.name if rule is not None else None})
@@ -334,7 +356,9 @@ class ScriptedGateway:
                 status=400, type="scripted_no_rule",
                 message=f"no scripted rule matched (last message: "
                         f"{message_text(last.get('content'))[:80]!r})"))
-        return answer(body, reply or Reply(content="partial answer cut by the gateway"),
+        render = {"chat": answer, "messages": messages_answer,
+                  "responses": responses_answer}[protocol]
+        return render(body, reply or Reply(content="partial answer cut by the gateway"),
                       default_cost, call_id, functools.partial(self._serve, served),
                       cut_after=fault.cut_after if fault else None)
 

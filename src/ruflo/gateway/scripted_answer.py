@@ -100,12 +100,24 @@ def error_response(fault: Fault) -> Response:
     return JSONResponse(body, status_code=fault.status, headers=headers)
 
 
-def answer(body: Mapping[str, Any], reply: Reply, default_cost: float | None, call_id: str,
-           count: Counter, *, cut_after: int | None) -> Response:
-    """The chat completion `reply` makes for the request `body`, plain or streamed as it asked:
-    cut to its max_tokens, with usage and cost as LiteLLM reports them, and the connection
-    dropped after `cut_after` chunks (a scripted fault). `count` is told each completion served:
-    a plain one when sent, a stream when it ends (with what it had sent, if dropped)."""
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A scripted reply made into an answer for one request, whatever protocol carries it."""
+
+    model: str
+    content: str | None
+    calls: list[dict[str, Any]]
+    """Chat-shaped tool calls: {"id", "type": "function", "function": {"name", "arguments"}}."""
+    usage: dict[str, int]
+    send_usage: bool
+    finish: str
+    """Chat's finish reason: "stop", "length" or "tool_calls" (or the reply's own)."""
+    cost: float | None
+
+
+def compose(body: Mapping[str, Any], reply: Reply, default_cost: float | None) -> Composed:
+    """The answer `reply` makes for the chat-shaped request `body`: cut to its max_tokens, with
+    usage (four characters a token) and cost."""
     model = str(body.get("model") or "scripted")
     messages = body["messages"]
     content = reply.content
@@ -133,11 +145,43 @@ def answer(body: Mapping[str, Any], reply: Reply, default_cost: float | None, ca
     if limit is not None and usage["completion_tokens"] > limit:
         usage["completion_tokens"], truncated = limit, True
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    send_usage = reply.usage is not False
     finish = ("length" if truncated
               else reply.finish_reason or ("tool_calls" if calls else "stop"))
     raw_cost = default_cost if reply.cost is True else reply.cost
     cost = None if raw_cost is None or raw_cost is False else float(raw_cost)
+    return Composed(model, content, calls, usage, reply.usage is not False, finish, cost)
+
+
+async def paced(pieces: Iterator[str], reply: Reply, cut_after: int | None,
+                ended: Callable[[bool], None]) -> AsyncIterator[str]:
+    """Send a stream's pieces at the reply's pace, dropping the connection after `cut_after`
+    of them (a scripted fault); `ended` is told whether the stream was finished."""
+    finished = False
+    try:
+        for sent, piece in enumerate(pieces):
+            if cut_after is not None and sent >= cut_after:
+                raise StreamCut("scripted stream cut")
+            yield piece
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            elif cut_after is not None:
+                # Give the client the chunks before the cut as separate reads.
+                await asyncio.sleep(0)
+        finished = True
+    finally:
+        ended(finished)
+
+
+def answer(body: Mapping[str, Any], reply: Reply, default_cost: float | None, call_id: str,
+           count: Counter, *, cut_after: int | None) -> Response:
+    """The chat completion `reply` makes for the request `body`, plain or streamed as it asked:
+    cut to its max_tokens, with usage and cost as LiteLLM reports them, and the connection
+    dropped after `cut_after` chunks (a scripted fault). `count` is told each completion served:
+    a plain one when sent, a stream when it ends (with what it had sent, if dropped)."""
+    made = compose(body, reply, default_cost)
+    model, content, calls, usage, finish, cost = (made.model, made.content, made.calls,
+                                                  made.usage, made.finish, made.cost)
+    send_usage = made.send_usage
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     headers = {"x-litellm-call-id": call_id}
     created = int(time.time())
@@ -195,23 +239,10 @@ def answer(body: Mapping[str, Any], reply: Reply, default_cost: float | None, ca
                 "usage": reported}) + "\n\n"
         yield "data: [DONE]\n\n"
 
-    async def events() -> AsyncIterator[str]:
-        finished = False
-        try:
-            for sent, piece in enumerate(pieces()):
-                if cut_after is not None and sent >= cut_after:
-                    raise StreamCut("scripted stream cut")
-                yield piece
-                if reply.chunk_delay:
-                    await asyncio.sleep(reply.chunk_delay)
-                elif cut_after is not None:
-                    # Give the client the chunks before the cut as separate reads.
-                    await asyncio.sleep(0)
-            finished = True
-        finally:
-            if finished:
-                count(usage["prompt_tokens"], usage["completion_tokens"], cost)
-            else:
-                count(usage["prompt_tokens"], produced // CHARS_PER_TOKEN, None)
+    def ended(finished: bool) -> None:
+        if finished:
+            count(usage["prompt_tokens"], usage["completion_tokens"], cost)
+        else:
+            count(usage["prompt_tokens"], produced // CHARS_PER_TOKEN, None)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(paced(pieces(), reply, cut_after, ended), media_type="text/event-stream", headers=headers)

@@ -172,6 +172,8 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
         warm = getattr(ctx.gateway, "warm", None)
         if callable(warm):
             warm()
+        open_relay = getattr(ctx.gateway, "open_relay", None)
+        relaying = asyncio.create_task(open_relay()) if callable(open_relay) else None
         # Taking up running hives (their engines load boards) proceeds after the socket listens:
         # readiness means the store answers, not that every hive has been re-attached.
         attaching = asyncio.create_task(_attach(ctx.runner), name="ruflo-attach")
@@ -181,6 +183,8 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
             await ctx.drain()
             attaching.cancel()  # a no-op once done; else hives taken up so far are stopped below
             await asyncio.gather(attaching, return_exceptions=True)
+            if relaying is not None:
+                await asyncio.gather(relaying, return_exceptions=True)
             await ctx.runner.aclose()
 
     from ruflo import __version__

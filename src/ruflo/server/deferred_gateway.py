@@ -58,6 +58,19 @@ class DeferredGateway:
         except Exception as error:  # kept in _error: every later call raises it
             log.warning("the gateway client could not be built: %s", error)
 
+    async def open_relay(self) -> None:
+        """Start the model relay of the real client (`ruflo serve`: at start, so the address
+        the pod's shell names answers before any agent runs). A relay that can't listen is
+        logged in one line: hives still run, their outside agents then get no model."""
+        try:
+            client = await self.client()
+            relay = getattr(client, "relay", None)
+            if callable(relay):
+                started = await relay()
+                log.info("model relay listening on %s", started.url)
+        except Exception as error:
+            log.warning("the model relay did not start: %s", error)
+
     @property
     def models_status(self) -> Any:
         return getattr(self._client, "models_status", None)
