@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruflo.agents import Executor, OutcomeKind, TaskOutcome, TaskTool, executor_for
 from ruflo.agents.loop import completion_tokens
 from ruflo.engine.approvals import open_budget_override
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.plan import answer_json, first_problem
@@ -48,7 +49,6 @@ from ruflo.model import (
     Task,
     TaskState,
     new_id,
-    utcnow,
 )
 from ruflo.policies.company import CompanyParams, OrgChart, choose_delegate, review_delegate
 
@@ -226,10 +226,11 @@ class CompanyEngine(HiveEngine):
                  executors: Callable[[Agent], Executor] = executor_for,
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change)
+                         on_change=on_change, clock=clock)
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
         """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
         (max_attempts), hires per hive. Without `company`, the hive config's `max_depth` and
@@ -455,7 +456,7 @@ class CompanyEngine(HiveEngine):
                 self.store.update_task(task.id, state=TaskState.OPEN)
             claimed = self.store.claim_task(self.hive_id, member.id,
                                             lease_seconds=self.params.lease_seconds,
-                                            task_id=task.id)
+                                            task_id=task.id, now=self.clock.utcnow())
             if claimed is not None:
                 self._claims_changed.set()
                 return claimed
@@ -465,7 +466,7 @@ class CompanyEngine(HiveEngine):
     async def _attempt(self, member: AgentSlot, task: Task) -> None:
         member.task_id = task.id
         self.store.update_agent(member.id, status=AgentStatus.WORKING, current_task=task.id,
-                                heartbeat_at=utcnow())
+                                heartbeat_at=self.clock.utcnow())
         renewal = asyncio.create_task(self._renew(member, task.id))
         try:
             try:

@@ -28,6 +28,7 @@ from ruflo.agents import (
     TaskTool,
     executor_for,
 )
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import KILLED, AgentSlot, HiveEngine, objective_succeeded
 from ruflo.errors import (
     BudgetExceeded,
@@ -47,7 +48,6 @@ from ruflo.model import (
     Mode,
     Task,
     TaskState,
-    utcnow,
 )
 from ruflo.policies import (
     BasePolicy,
@@ -187,10 +187,11 @@ class LiveEngine(HiveEngine):
                  executors: Callable[[Agent], Executor] = executor_for,
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change)
+                         on_change=on_change, clock=clock)
         self.hosted = frozenset(hosted) if hosted is not None else None
         """Agents this engine runs; None means all of the hive's (one-process hives)."""
         self.rng = random.Random(self.params.seed)
@@ -209,8 +210,7 @@ class LiveEngine(HiveEngine):
     # -- time and wake-ups -----------------------------------------------------------------------
     def now(self) -> float:
         """Policy time: wall seconds since the run began, in time units."""
-        assert self._loop is not None
-        return (self._loop.time() - self._t0) / self.params.time_unit
+        return (self.clock.now() - self._t0) / self.params.time_unit
 
     def _flush_wakes(self) -> None:
         for agent_id in self.policy.drain_wakes():
@@ -254,7 +254,7 @@ class LiveEngine(HiveEngine):
            objective's tasks succeeded (and the objective's verify command, if any, passes),
            failed otherwise.
         """
-        self._t0 = asyncio.get_running_loop().time()
+        self._t0 = self.clock.now()
         if self.store.dialect == "postgresql":
             self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="ruflo-store")
         try:
@@ -461,11 +461,12 @@ class LiveEngine(HiveEngine):
         def claim() -> tuple[Task, Agent] | None:
             with self.store.transaction():
                 task = self.store.claim_task(self.hive_id, slot.id, lease_seconds=lease,
-                                             task_id=task_id, alternatives=alternatives)
+                                             task_id=task_id, alternatives=alternatives,
+                                             now=self.clock.utcnow())
                 if task is None:
                     return None
-                fields: dict[str, object] = {"status": AgentStatus.WORKING,
-                                             "current_task": task.id, "heartbeat_at": utcnow()}
+                fields: dict[str, object] = {"status": AgentStatus.WORKING, "current_task":
+                                             task.id, "heartbeat_at": self.clock.utcnow()}
                 if thresholds is not None:
                     fields["thresholds"] = thresholds
                 return task, self.store.update_agent(slot.id, **fields)
@@ -543,11 +544,14 @@ class LiveEngine(HiveEngine):
             raise
 
     def _retry_later(self, slot: AgentSlot, units: float) -> None:
-        assert self._loop is not None
         if slot.retry is not None:
             slot.retry.cancel()
-        slot.retry = self._loop.call_later(max(0.0, units) * self.params.time_unit,
-                                           slot.wake.set)
+        slot.retry = asyncio.create_task(self._wake_after(slot, units * self.params.time_unit),
+                                         name=f"{self.NAME}-retry-{slot.id}")
+
+    async def _wake_after(self, slot: AgentSlot, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        slot.wake.set()
 
     # -- one attempt -----------------------------------------------------------------------------
     async def _attempt(self, slot: AgentSlot, task: Task) -> None:

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway, cancel_hive, pause_hive, resume_hive
 from ruflo.engine.driving import (
     DRIVER_LEASE_SECONDS,
@@ -40,7 +41,6 @@ from ruflo.model import (
     Task,
     TaskState,
     new_id,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -101,8 +101,12 @@ class EngineRunner:
                  executors: Callable[[Agent], Executor] = executor_for,
                  poll_seconds: float = 1.0, stop_seconds: float = 3.0,
                  server_id: str | None = None,
-                 driver_lease_seconds: float = DRIVER_LEASE_SECONDS) -> None:
+                 driver_lease_seconds: float = DRIVER_LEASE_SECONDS,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         self.store = store
+        self.clock = clock
+        """Heartbeats, staleness, driver leases and the engines' leases run on it (tests move
+        it)."""
         self.gateway = gateway
         self.settings = settings
         self.executors = executors
@@ -119,7 +123,7 @@ class EngineRunner:
         host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")
         self.driving = Driving(store, lease_seconds=driver_lease_seconds,
                                host=host or socket.gethostname(),
-                               pid=int(pid) if pid.isdigit() else os.getpid())
+                               pid=int(pid) if pid.isdigit() else os.getpid(), clock=clock)
         self.watching: dict[str, str] = {}
         """Hives another live process drives, with that driver's instance (said once each)."""
         self._registered = False
@@ -292,7 +296,7 @@ class EngineRunner:
         its claims, which are the new driver's now; and take over watched hives whose
         driver's lease ran out."""
         while True:
-            await asyncio.sleep(self.driving.renew_every)
+            await self.clock.sleep(self.driving.renew_every)
             try:
                 lost = self.driving.renew()
             except RufloError:
@@ -346,9 +350,11 @@ class EngineRunner:
             from ruflo.engine.company import CompanyEngine
 
             return CompanyEngine(self.store, hive.id, gateway=gateway, params=params,
-                                 executors=self.executors, model=model, env=env)
+                                 executors=self.executors, model=model, env=env,
+                                 clock=self.clock)
         return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
-                          executors=self.executors, model=model, env=env, hosted=hosted)
+                          executors=self.executors, model=model, env=env, hosted=hosted,
+                          clock=self.clock)
 
     async def _gateway(self) -> Gateway | None:
         """The real gateway client (the server may hold a stand-in that builds it lazily): the
@@ -387,13 +393,14 @@ class EngineRunner:
 
     def _sign_in(self) -> None:
         self.store.register_worker(self.id, hive_id=None,
-                                   host=self.id.removeprefix(SERVER_PREFIX), agents=0)
+                                   host=self.id.removeprefix(SERVER_PREFIX), agents=0,
+                                   now=self.clock.utcnow())
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_seconds)
+            await self.clock.sleep(self.heartbeat_seconds)
             try:
-                self.store.worker_heartbeat(self.id)
+                self.store.worker_heartbeat(self.id, now=self.clock.utcnow())
             except NotFound:
                 # Declared lost by a worker during a long stall: register again; the agents it
                 # adopted meanwhile stay with it (`_adopt` never takes a live worker's agents).
@@ -406,7 +413,7 @@ class EngineRunner:
         server process, or by a worker silent for longer than `stale_after`. Agents of a live
         worker stay with it. Serialised with workers' adoption on Postgres."""
         with self._adoption_lock():
-            cutoff = utcnow() - timedelta(seconds=self.stale_after)
+            cutoff = self.clock.utcnow() - timedelta(seconds=self.stale_after)
             live = {w["id"] for w in self.store.list_workers() if w["heartbeat_at"] >= cutoff
                     and not str(w["id"]).startswith(SERVER_PREFIX)}
             taken = [a.id for a in self.store.list_agents(hive.id) if not a.external and (

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
@@ -140,13 +141,16 @@ class Worker:
     def __init__(self, store: Store, database_url: str, params: WorkerParams, *,
                  gateway: Gateway | None = None,
                  executors: Callable[[Agent], Executor] = executor_for,
-                 worker_id: str | None = None, host: str | None = None) -> None:
+                 worker_id: str | None = None, host: str | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         require_shared_store(database_url if store.dialect == "postgresql" else store.dialect)
         self.store = store
         self.url = database_url
         self.params = params
         self.gateway = gateway
         self.executors = executors
+        self.clock = clock
+        """Heartbeats, staleness and the hosted engines' leases run on it (tests move it)."""
         hostname = socket.gethostname()
         self.host = host or f"{hostname}:{os.getpid()}"
         # The host name first: on Kubernetes it is the pod's name. The suffix keeps a restarted
@@ -189,7 +193,7 @@ class Worker:
         """
         self._loop = asyncio.get_running_loop()
         self.store.register_worker(self.id, hive_id=self.params.hive_id, host=self.host,
-                                   agents=self.params.agents)
+                                   agents=self.params.agents, now=self.clock.utcnow())
         log.info("worker %s registered (%s, up to %d agents per hive)", self.id, self.host,
                  self.params.agents)
         self._listener = NotificationListener(self.url, self._notified)
@@ -310,7 +314,7 @@ class Worker:
         longer than `stale_after` (it is unregistered; its claims reopen by lease expiry, or at
         once when its agents' new engine loads). Serialised by an advisory lock: the store's
         plain updates could otherwise let two workers adopt one agent."""
-        cutoff = utcnow() - timedelta(seconds=self.params.stale_after)
+        cutoff = self.clock.utcnow() - timedelta(seconds=self.params.stale_after)
         with pg_connection(self.url, "adoption") as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
             try:
@@ -356,7 +360,7 @@ class Worker:
         engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,
                             model=str(config.get("model") or self.params.model),
-                            env=self.params.env, hosted=[a.id for a in agents])
+                            env=self.params.env, hosted=[a.id for a in agents], clock=self.clock)
         attachment = Attachment(hive.id, [a.id for a in agents], engine)
         attachment.run = asyncio.create_task(engine.run(), name=f"ruflo-hive-{hive.id}")
         attachment.run.add_done_callback(lambda _: self._look.set())
@@ -434,9 +438,9 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.params.heartbeat)
+            await self.clock.sleep(self.params.heartbeat)
             try:
-                self.store.worker_heartbeat(self.id)
+                self.store.worker_heartbeat(self.id, now=self.clock.utcnow())
             except NotFound:
                 # Declared lost while silent (a long stall): another worker may host our agents
                 # now, so going on would run one agent in two places.
@@ -499,7 +503,8 @@ class NotificationListener:
 
 # -- who hosts what ------------------------------------------------------------------------------
 
-def hive_workers(store: Store, hive_id: str, *, stale_after: float) -> list[JSON]:
+def hive_workers(store: Store, hive_id: str, *, stale_after: float,
+                 now: datetime | None = None) -> list[JSON]:
     """The workers hosting agents of a hive, with their agents and liveness (for the hive API,
     `ruflo hive show` and the watcher). A worker silent for longer than `stale_after` seconds is
     shown as not alive: its claims reopen when their leases expire."""
@@ -510,7 +515,7 @@ def hive_workers(store: Store, hive_id: str, *, stale_after: float) -> list[JSON
     if not by_worker:
         return []
     known = {w["id"]: w for w in store.list_workers()}
-    now = utcnow()
+    now = now or utcnow()
     rows: list[JSON] = []
     for worker_id, agents in sorted(by_worker.items()):
         row = known.get(worker_id)

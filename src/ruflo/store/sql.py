@@ -1592,19 +1592,20 @@ class SqlStore:
 
     # -- workers ---------------------------------------------------------------------------------
     def register_worker(self, worker_id: str, *, hive_id: str | None, host: str,
-                        agents: int) -> None:
-        now = time.time()
+                        agents: int, now: datetime | None = None) -> None:
+        at = time.time() if now is None else _epoch(now)
         with self.transaction():
             self._exec("INSERT INTO workers (id, hive_id, host, agents, started_at, "
                        "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                        "hive_id = excluded.hive_id, host = excluded.host, "
                        "agents = excluded.agents, heartbeat_at = excluded.heartbeat_at",
-                       (worker_id, hive_id, host, agents, now, now))
+                       (worker_id, hive_id, host, agents, at, at))
 
-    def worker_heartbeat(self, worker_id: str) -> None:
+    def worker_heartbeat(self, worker_id: str, *, now: datetime | None = None) -> None:
+        at = time.time() if now is None else _epoch(now)
         with self.transaction():
             if self._exec("UPDATE workers SET heartbeat_at = ? WHERE id = ?",
-                          (time.time(), worker_id)).rowcount != 1:
+                          (at, worker_id)).rowcount != 1:
                 raise NotFound(f"no worker {worker_id!r} (it was unregistered)")
 
     def unregister_worker(self, worker_id: str) -> None:
