@@ -23,7 +23,7 @@ POLL = 0.02
 """How often a condition that no store event announces is looked at again."""
 
 
-async def event(store: Store, hive_id: str, kind: str, *, task_id: str | None = None,
+async def wait_for_event(store: Store, hive_id: str, kind: str, *, task_id: str | None = None,
                 where: Callable[[Event], bool] = lambda _: True,
                 within: float = WITHIN) -> Event:
     """The first event of this kind (about this task, meeting `where`), already recorded or the
@@ -53,12 +53,15 @@ async def event(store: Store, hive_id: str, kind: str, *, task_id: str | None = 
 
 
 async def until(condition: Callable[[], Any], *, within: float = WITHIN,
-                what: str = "the condition never held") -> Any:
-    """Wait in the event loop until `condition()` is truthy; return what it returned."""
+                what: str = "the condition never held",
+                meanwhile: Callable[[], object] = lambda: None) -> Any:
+    """Wait in the event loop until `condition()` is truthy; return what it returned.
+    `meanwhile` runs before each new look (e.g. moving a `ManualClock` on a step)."""
     deadline = asyncio.get_running_loop().time() + within
     while not (held := condition()):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {within} s: {what}")
+        meanwhile()
         await asyncio.sleep(POLL)
     return held
 

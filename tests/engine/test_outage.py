@@ -34,7 +34,7 @@ from ruflo.notify.testing import ProviderStandIn
 from ruflo.notify.webhook import WebhookSender
 from ruflo.server.runner import StoreRunner
 from ruflo.store.sql import SqlStore
-from waiting import WITHIN, event, until
+from waiting import WITHIN, until, wait_for_event
 
 from .test_live import assert_no_double_holders, board, make_hive, work_rules
 
@@ -239,8 +239,8 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
         # The gateway client pauses the hive as it meets the refused key, before the engine has
         # handed the task back; a resume in between is undone by the engine's own pause (it
         # failed this way under load). The engine hands the task back, then pauses, at once.
-        await event(store, hive.id, "task_released",
-                    where=lambda released: released.data["reason"].startswith("hive paused"))
+        await wait_for_event(store, hive.id, "task_released",
+                             where=lambda e: e.data["reason"].startswith("hive paused"))
         assert store.get_hive(hive.id).status is HiveStatus.PAUSED
         gateway_server.restore_key(KEY)
         resume_hive(store, hive.id)
