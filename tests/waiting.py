@@ -2,7 +2,11 @@
 listener, not by polling), for a condition to hold (`until` in a test's event loop,
 `wait_until` in plain threads and for other processes), and for a `ManualClock`'s sleepers
 (`sleeping`) before moving it. `within` bounds a failure only: no test depends on how fast
-anything is, so it is generous (a loaded CI machine is slow)."""
+anything is, so it is generous (a loaded CI machine is slow).
+
+The one fixed wait is `stays`/`stays_sync`: that something does NOT happen (no gateway call
+while a hive is paused or waits for a person) has no event to wait for, so it is watched for
+`QUIET` seconds."""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ WITHIN = 60.0
 
 POLL = 0.02
 """How often a condition that no store event announces is looked at again."""
+
+QUIET = 0.6
+"""How long a test watches for something that must not happen: three polls of the engines the
+tests run (poll_seconds 0.2), so an agent woken by any of them would have been seen."""
 
 
 async def wait_for_event(store: Store, hive_id: str, kind: str, *, task_id: str | None = None,
@@ -84,3 +92,23 @@ async def sleeping(clock: ManualClock, count: int = 1, *, within: float = WITHIN
     then waiting for it."""
     await until(lambda: clock.sleepers >= count, within=within,
                 what=f"{count} sleeps on the manual clock")
+
+
+async def stays(condition: Callable[[], Any], *, seconds: float = QUIET,
+                what: str = "the condition stopped holding") -> None:
+    """Fail as soon as `condition()` is falsy during the next `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        assert condition(), what
+        await asyncio.sleep(POLL)
+    assert condition(), what
+
+
+def stays_sync(condition: Callable[[], Any], *, seconds: float = QUIET,
+               what: str = "the condition stopped holding") -> None:
+    """`stays` outside an event loop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), what
+        time.sleep(POLL)
+    assert condition(), what
