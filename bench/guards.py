@@ -19,7 +19,7 @@ from ruflo.model import Agent, Hive, Mode, Task, TaskState, new_id
 from ruflo.server import schemas
 from ruflo.server.board import CompleteBody
 from ruflo.server.schemas import TaskSpec
-from ruflo.store import open_store, sql
+from ruflo.store import approvals, board, chat, hives, memory, open_store, rows, tokens
 
 
 def timed(work: Callable[[], None]) -> tuple[float, float]:
@@ -28,15 +28,22 @@ def timed(work: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+GUARDED = (approvals, board, chat, hives, memory, rows, tokens)
+"""The store modules whose writes pass the NUL guard (the board also checks for cycles)."""
+
+
 @contextmanager
 def guards_off() -> Iterator[None]:
-    refuse, cycle = sql._refuse_nul, sql.find_cycle
-    sql._refuse_nul = lambda kind, fields: None  # type: ignore[assignment]
-    sql.find_cycle = lambda edges: None  # type: ignore[assignment]
+    refuse, cycle = board.refuse_nul, board.find_cycle
+    for module in GUARDED:
+        module.refuse_nul = lambda kind, fields: None  # type: ignore[assignment]
+    board.find_cycle = lambda edges: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        sql._refuse_nul, sql.find_cycle = refuse, cycle  # type: ignore[assignment]
+        for module in GUARDED:
+            module.refuse_nul = refuse  # type: ignore[assignment]
+        board.find_cycle = cycle  # type: ignore[assignment]
 
 
 def store_run(folder: Path, tasks: int) -> dict[str, tuple[float, float]]:

@@ -8,21 +8,23 @@ import socket
 import threading
 from typing import Any
 
-from ruflo.commands.serve import build_server
 from ruflo.gateway.client import GatewayClient
+from ruflo.server.listening import build_server
 from waiting import wait_until
 
 
 class ServerThread:
     """uvicorn serving the app in a thread, with the GatewayClient closed in that loop."""
 
-    def __init__(self, app: Any, gateway_client: GatewayClient | None) -> None:
+    def __init__(self, app: Any, gateway_client: GatewayClient | None, *,
+                 bind: str = "127.0.0.1") -> None:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it Nagle + delayed ACK add 40 ms to every answer.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((bind, 0))
         self.port = self.sock.getsockname()[1]
-        self.server: Any = build_server(app, "127.0.0.1", self.port)
+        self.host = "127.0.0.1" if bind == "0.0.0.0" else bind
+        self.server: Any = build_server(app, bind, self.port)
         self.gateway_client = gateway_client
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -42,7 +44,7 @@ class ServerThread:
                    what="the ruflo server did not start")
         if not self.server.started:
             raise RuntimeError("the ruflo server did not start")
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
         self.server.should_exit = True

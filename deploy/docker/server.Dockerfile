@@ -28,7 +28,8 @@ RUN pip install --no-cache-dir "$(echo /tmp/wheels/ruflo-*.whl)[embeddings,postg
 # Data on the volume: without it every hive, run and conversation is lost on restart.
 # Auth: the server refuses to listen beyond loopback without it. `forward` believes the user
 # header (X-authentik-username, Remote-User) only from RUFLO_TRUSTED_PROXIES, which the
-# deployment must set to the ingress' addresses; the probe path needs no auth.
+# deployment must set to the ingress' addresses, and never from the server's own address (a
+# process in the same pod or host is not the proxy); the probe path needs no auth.
 # Sandbox: container runtimes' default seccomp profile forbids the user namespaces bubblewrap
 # needs, so the image opts out explicitly and the pod is the boundary (UID 1000, read-only root,
 # no capabilities); the boot trace and `ruflo doctor` say so. docs/deploy.md: how to turn it on.

@@ -370,14 +370,14 @@ def unavailable_lines(report: dict[str, Any]) -> list[str]:
 async def serve(settings: Settings, store: Store, gateway: DemoGateway, sock: socket.socket,
                 stopper: Stopper, on_ready: Callable[[str], None]) -> None:
     """The same server as `ruflo serve`, on the socket taken at the start, until a signal."""
-    from ruflo.commands.serve import _engine_runner, build_server
     from ruflo.server import create_app
+    from ruflo.server.listening import build_server, engine_runner
 
     if gateway.scripted is not None:
         # After the comparison, so the workloads' runs saw exactly `ruflo compare`'s script.
         gateway.scripted.add_rules({"name": "demo chat", "reply": {"content": CHAT_REPLY}})
     app = create_app(settings, store, gateway.client,
-                     _engine_runner(store, gateway.client, settings))
+                     engine_runner(store, gateway.client, settings))
     app.state.notice = SCRIPTED_NOTICE if gateway.scripted is not None else None
     host, port = sock.getsockname()[:2]
     server = build_server(app, host, port)
@@ -433,8 +433,8 @@ class Demo:
         with a progress bar → report → server until Ctrl-C/SIGTERM → everything closed."""
         from rich.markup import escape
 
-        from ruflo.commands.serve import check_bind
         from ruflo.config import boot_trace, load_settings
+        from ruflo.server.listening import check_bind
         from ruflo.store import open_store
 
         options, steps = self.options, self.steps

@@ -60,11 +60,13 @@ class AgentStatus(enum.StrEnum):
 
 
 class AdapterKind(enum.StrEnum):
-    """How an agent does a task: the built-in LLM tool loop, an external CLI, or an HTTP hook."""
+    """How an agent does a task: the built-in LLM tool loop, an external CLI, an HTTP hook, or a
+    remote A2A agent."""
 
     LLM = "llm"
     PROCESS = "process"
     HTTP = "http"
+    A2A = "a2a"
 
 
 class TaskState(enum.StrEnum):
@@ -217,7 +219,6 @@ class Task:
     """Agent holding the claim, or the agent it is assigned to in company mode."""
     lease_until: datetime | None = None
     attempts: int = 0
-    stimulus: float = 0.0
     verify: str | None = None
     """Shell command run in the workspace; its exit code decides success."""
     result: str | None = None

@@ -1,22 +1,22 @@
 """The Kubernetes manifests under deploy/: valid for a pinned Kubernetes version, cross-references
 that resolve, the seed's hard-won requirements, and env vars that ruflo actually reads.
 
-Core kinds are validated with kubernetes-validate's schemas (strict: unknown fields fail). The
-ExternalSecret and Argo CD Application CRDs are not in those schemas: they are checked here
-structurally (apiVersion, kind, the fields their controllers require).
+Core kinds are validated with kubernetes-validate's schemas (strict: unknown fields fail), custom
+resources (ExternalSecret, Argo CD Application, Traefik, Cilium, KEDA) against their projects'
+published CRDs (crd_schemas.py), and ExternalSecrets and Applications structurally too (the fields
+their controllers need, the values ruflo relies on). test_rendered.py does the same on what
+kustomize renders.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from crd_schemas import crd_kinds, crd_problems
 from deploy_files import (
     DEPLOY,
     K8S,
@@ -38,8 +38,9 @@ from deploy_files import (
     settings_env_names,
     workloads,
 )
+from rendering import render, renderable_dirs
 
-CRD_KINDS = {"ExternalSecret", "Application"}
+CRD_KINDS = crd_kinds()
 PROBE_PATH = "/api/v2/feature-flags"
 MOSH_PORTS = set(range(60016, 60032))
 
@@ -81,6 +82,13 @@ def test_patches_are_valid_once_applied() -> None:
         assert target is not None, f"the patch targets a missing {patch['kind']}"
         merged = merge_containers_by_name(target, patch)
         kubernetes_validate.validate(merged, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("item", [i for i in all_documents() if i[1].get("kind") in CRD_KINDS],
+                         ids=doc_id)
+def test_custom_resource_is_valid_for_its_published_crd(item: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = item
+    assert crd_problems(doc) == []
 
 
 def patched_objects(tree: Tree) -> list[dict[str, Any]]:
@@ -528,34 +536,12 @@ async def test_probe_path_answers_under_the_deployment_settings(tmp_path: Path) 
         store.close()
 
 
-# -- the same, on what kustomize actually renders --------------------------------------------
+# -- the same, on what kustomize actually renders (validation: test_rendered.py) -------------
 
-def renderable_dirs() -> list[Path]:
-    """Kustomizations kustomize can render on their own: a Component renders only as part of
-    the kustomization that includes it (the base does), so it is checked there."""
-    return [d for d in kustomization_dirs()
-            if "kind: Component" not in (d / "kustomization.yaml").read_text()]
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("directory", renderable_dirs(), ids=lambda p: str(p.relative_to(DEPLOY)))
-def test_rendered_output_is_valid(directory: Path) -> None:
-    import kubernetes_validate
-
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if os.environ.get("CI"):
-            pytest.fail("kubectl (with its built-in kustomize) is missing; CI renders every "
-                        "kustomization with it")
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    rendered = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
-                              text=True, timeout=60, check=False)
-    assert rendered.returncode == 0, rendered.stderr
-    documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
-    assert documents
+def test_rendered_output_is_namespaced_and_its_references_resolve(directory: Path) -> None:
+    documents = render(directory)
     for doc in documents:
-        if doc["kind"] not in CRD_KINDS:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         if doc["kind"] not in {"Namespace", "Application"}:
             assert doc["metadata"].get("namespace") == "ruflo-system", doc["metadata"]["name"]
     tree = Tree(root=directory, objects=[(directory, doc) for doc in documents],

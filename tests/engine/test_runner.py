@@ -7,6 +7,7 @@ agents a live `ruflo worker` hosts are left to that worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -87,17 +88,21 @@ async def test_a_started_hive_runs_to_done_and_its_engine_lets_go(
     assert [w["id"] for w in store.list_workers()] == [runner.id]
 
 
-async def test_an_empty_board_gets_the_objective_as_its_first_task(
+async def test_an_empty_board_gets_the_objective_planned_by_the_servers_gateway(
         store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
         tmp_path: Path) -> None:
     hive = make_hive(store, tmp_path, [], agents=1)
-    gateway_server.add_rules(*work_rules("write the files"))
+    plan = {"tasks": [{"id": "files", "title": "write the files"}]}
+    gateway_server.add_rules({"match": {"system": "You plan work"},
+                              "reply": {"content": json.dumps(plan)}},
+                             *work_rules("write the files"))
 
     await runner.start(hive.id)
     await until(lambda: status(store, hive.id) is HiveStatus.DONE)
 
     [task] = store.list_tasks(hive.id)
     assert (task.title, task.state) == ("write the files", TaskState.DONE)
+    assert store.events(hive.id, kinds=["objective_planned"]), "engine/start.py's rule"
 
 
 async def test_reattaches_to_a_hive_a_crashed_server_left_running(
@@ -282,7 +287,7 @@ async def test_a_silent_workers_agents_are_adopted(
     store.update_agent(f"{hive.id}-a0", worker_id="w-silent")
     store.update_agent(f"{hive.id}-a1", worker_id="w-live")
     try:
-        clock.advance(runner.stale_after)
+        clock.advance(runner.as_host.stale_after)
         store.worker_heartbeat("w-live", now=clock.utcnow())
         clock.advance(0.1)  # w-silent is silent for longer than `stale_after` now, w-live not
 

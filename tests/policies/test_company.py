@@ -111,3 +111,78 @@ def test_a_manager_killed_mid_run_loses_no_work() -> None:
         assert result.delegations >= len(tasks)
         assert result.timeline is not None
         assert not any(e.agent in victims and e.start > 3.0 for e in result.timeline)
+
+
+# -- the company rules the simulator and the live engine both ask ---------------------------------
+
+def test_the_acting_root_and_who_takes_over_follow_the_org_chart() -> None:
+    from ruflo.policies import acting_root, nearest_live_manager, working_owner
+
+    org = OrgChart(three_level_org())
+    everyone = lambda _agent: True  # noqa: E731
+    assert acting_root(org, everyone) == "ceo"
+    assert nearest_live_manager(org, "py1", everyone) == "cto"
+    assert working_owner(org, "py1", everyone) == "py1"
+
+    without_cto = lambda agent: agent != "cto"  # noqa: E731
+    assert nearest_live_manager(org, "py1", without_cto) == "ceo"
+    assert working_owner(org, "cto", without_cto) == "ceo"
+
+    without_ceo = lambda agent: agent != "ceo"  # noqa: E731
+    assert acting_root(org, without_ceo) == "cpo", "the highest live agent, then by id"
+    assert nearest_live_manager(org, "cto", without_ceo) == "cpo"
+    assert nearest_live_manager(org, "cpo", without_ceo) is None, "it acts as root itself"
+    assert acting_root(org, lambda _agent: False) is None
+
+
+def test_load_counts_a_ticket_for_its_owner_and_every_manager_above() -> None:
+    from ruflo.policies import part_load
+
+    org = OrgChart(three_level_org())
+    load = part_load(org, [("py1", 2.0), ("writer", 1.0), ("cto", 0.5)])
+    assert load["py1"] == 2.0
+    assert load["cto"] == 2.5
+    assert load["cpo"] == 1.0
+    assert load["ceo"] == 3.5
+    assert load["py2"] == 0.0
+
+
+def test_a_ticket_is_delegated_waits_or_is_done_as_the_rules_say() -> None:
+    from ruflo.policies import AwaitApproval, TicketView
+
+    policy = CompanyPolicy(OrgChart(three_level_org()))
+    alive = lambda _agent: True  # noqa: E731
+    python = TicketView("t", ("python",))
+    assert policy.decide_ticket("ceo", python, alive, {}) == Delegate((("t", "cto"),))
+    assert policy.decide_ticket("cto", python, alive, {"py1": 1.0}) == Delegate((("t", "py2"),))
+    assert policy.decide_ticket("py1", python, alive, {}) == Take("t"), "no reports: do it"
+    deep = TicketView("t", ("python",), depth=policy.params.max_depth)
+    assert policy.decide_ticket("cto", deep, alive, {}) == Take("t")
+    split = TicketView("t", ("python",), split=True)
+    assert policy.decide_ticket("cto", split, alive, {}) == Take("t"), "it integrates"
+    escalated = TicketView("t", ("python",), depth=9, escalated=True, escalated_by="py1")
+    assert policy.decide_ticket("cto", escalated, alive, {}) == Delegate((("t", "py2"),)), \
+        "a manager decides about an escalated ticket at any depth, not handing it back"
+    waiting = TicketView("t", ("python",), approval="a1")
+    assert policy.decide_ticket("ceo", waiting, alive, {}) == AwaitApproval("t", "a1")
+
+    def may_hire(view: TicketView, used: int | None) -> bool:
+        decision = policy.decide_ticket("ceo", view, alive, {}, hires_used=used)
+        assert isinstance(decision, Delegate)
+        return decision.may_hire
+
+    assert may_hire(python, 0)
+    assert not may_hire(python, policy.params.max_hires), "the hive's hires are used up"
+    assert not may_hire(TicketView("t", ("python",), hire_rejected=True), 0)
+    assert not may_hire(python, None), "the simulator does not hire"
+
+
+def test_escalation_goes_up_to_people_from_the_top_and_gives_up_at_the_cap() -> None:
+    from ruflo.policies import Escalate, TicketView
+
+    policy = CompanyPolicy(OrgChart(three_level_org()))
+    alive = lambda agent: agent != "cto"  # noqa: E731
+    assert policy.escalation("py1", TicketView("t"), alive) == Escalate("t", "ceo")
+    assert policy.escalation("ceo", TicketView("t"), alive) == Escalate("t", None)
+    worn = TicketView("t", escalations=policy.params.max_attempts)
+    assert policy.escalation("py1", worn, alive) == Escalate("t", None, give_up=True)

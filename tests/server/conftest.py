@@ -27,14 +27,15 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     task_model; any other variable through `extra_env`) or choose `gateway_url`/`script`, the
     gateway client's `retry`, and whether hives created over HTTP run the live engine (`live`:
     the runner `ruflo serve` uses); `database_url` picks the store (default: SQLite in the
-    server's own data dir)."""
+    server's own data dir); `bind` the address it listens on (its URL names 127.0.0.1 when that
+    is 0.0.0.0)."""
     started: list[tuple[ServerThread, ScriptedGateway, SqlStore, httpx.Client]] = []
 
     def start(*, auth: str = "none", trusted_proxies: str = "", task_model: str | None = None,
               script: dict[str, Any] | None = None, gateway_url: str | None = None,
               poll_seconds: float = 2.0, live: bool = False,
               retry: RetryPolicy | None = None, extra_env: dict[str, str] | None = None,
-              database_url: str | None = None) -> Served:
+              database_url: str | None = None, bind: str = "127.0.0.1") -> Served:
         gateway = ScriptedGateway(script or SCRIPT)
         base_url = gateway.start()
         env = {"RUFLO_DATA_DIR": str(tmp_path / f"data{len(started)}"),
@@ -53,7 +54,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
                                                         wait_initial=0.05, wait_max=0.1))
         runner = EngineRunner(store, client, settings, poll_seconds=0.2) if live else None
         app = create_app(settings, store, client, runner, event_poll_seconds=poll_seconds)
-        thread = ServerThread(app, client)
+        thread = ServerThread(app, client, bind=bind)
         url = thread.start()
         http = httpx.Client(base_url=url, timeout=20.0)
         started.append((thread, gateway, store, http))

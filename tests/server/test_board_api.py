@@ -56,7 +56,8 @@ def test_claim_takes_the_most_urgent_ready_task_and_registers_the_agent(served: 
 
 def test_complete_and_release_move_the_task_and_free_the_agent(served: Served) -> None:
     hive_id = hive_with(served, ["a", "b"])
-    first = claim(served, hive_id, "w1").json()["task"]
+    a, b = served.store.list_tasks(hive_id)
+    first = claim(served, hive_id, "w1", task_id=a.id).json()["task"]
     done = served.client.post(f"/api/v2/hives/{hive_id}/tasks/{first['id']}/complete",
                               json={"agent": "w1", "result": "did it"})
     assert done.status_code == 200, done.text
@@ -65,12 +66,12 @@ def test_complete_and_release_move_the_task_and_free_the_agent(served: Served) -
     again = served.client.post(f"/api/v2/hives/{hive_id}/tasks/{first['id']}/complete",
                                json={"agent": "w1"})
     assert again.status_code == 409, "a task is finished once"
-    second = claim(served, hive_id, "w1").json()["task"]
+    second = claim(served, hive_id, "w1", task_id=b.id).json()["task"]
     released = served.client.post(f"/api/v2/hives/{hive_id}/tasks/{second['id']}/release",
                                   json={"agent": "w1", "reason": "need a human"})
     assert released.status_code == 200, released.text
     assert served.store.get_task(second["id"]).state is TaskState.OPEN
-    agent = served.store.get_agent(claim(served, hive_id, "w1").json()["agent_id"])
+    agent = served.store.get_agent(claim(served, hive_id, "w1", task_id=b.id).json()["agent_id"])
     assert agent.current_task == second["id"], "the released task was claimable again"
     failed = served.client.post(f"/api/v2/hives/{hive_id}/tasks/{second['id']}/complete",
                                 json={"agent": "w1", "success": False, "result": "no"})
@@ -86,7 +87,7 @@ def test_a_verify_command_decides_success(served: Served) -> None:
         "tasks": [{"title": "check", "verify": "test -f proof.txt"}]}).json()["id"]
     workspace = served.store.get_hive(hive_id).workspace
     assert workspace is not None
-    task = claim(served, hive_id, "w").json()["task"]
+    task = claim(served, hive_id, "w", task_id=served.store.list_tasks(hive_id)[0].id).json()["task"]
     Path(workspace).mkdir(parents=True, exist_ok=True)
     answer = served.client.post(f"/api/v2/hives/{hive_id}/tasks/{task['id']}/complete",
                                 json={"agent": "w", "result": "claimed done"}).json()

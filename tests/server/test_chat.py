@@ -280,7 +280,9 @@ def test_hostile_chat_inputs(served: Served) -> None:
 
 
 def test_another_users_conversation_is_not_found(make_server: Callable[..., Served]) -> None:
-    served = make_server(auth="forward", trusted_proxies="127.0.0.1")
+    # Bound to 127.0.0.2, the client connects from 127.0.0.1 (the trusted proxy), not from the
+    # server's own address, whose user headers are refused.
+    served = make_server(auth="forward", trusted_proxies="127.0.0.1", bind="127.0.0.2")
     alice = {"X-authentik-username": "alice"}
     bob = {"Remote-User": "bob"}
     created = served.client.post("/api/v2/conversations", json={}, headers=alice)

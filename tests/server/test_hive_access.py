@@ -59,7 +59,10 @@ def team(request: pytest.FixtureRequest, store_url: str, tmp_path: Path) -> Iter
                                token_hash=hash_token(token),
                                scopes=["operator"] if user == OPERATOR else [])
             headers[user] = {"Authorization": f"Bearer {token}"}
-    thread = ServerThread(create_app(settings, store, None, event_poll_seconds=0.2), None)
+    # On 127.0.0.2 the clients connect from 127.0.0.1, the trusted proxy: user headers from the
+    # server's own address are refused.
+    thread = ServerThread(create_app(settings, store, None, event_poll_seconds=0.2), None,
+                          bind="127.0.0.2")
     url = thread.start()
     try:
         yield Team(url=url, store=store, auth=auth, headers=headers)

@@ -5,6 +5,7 @@ runs `ruflo serve` itself: SIGTERM hands the claims back, and the next server fi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from agent_scripts import work_rules
 from ruflo.config import load_settings
 from ruflo.gateway.client import RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.model import CostKind
 from ruflo.store import open_store
 from waiting import stays_sync, wait_until
 
@@ -95,14 +97,39 @@ def test_a_hive_created_over_http_runs_to_done_and_the_stream_shows_it(
     assert sorted(p.name for p in workspace.iterdir()) == ["t1.txt", "t2.txt", "t3.txt"]
 
 
-def test_an_objective_alone_is_posted_and_run(live_server: Callable[..., Served]) -> None:
-    served = live_server(*work_rules("make a greeting"))
+def plan_rule(*titles: str) -> dict[str, Any]:
+    """The planner's answer: one task per title (engine/plan.py's JSON)."""
+    return {"name": "plan", "match": {"system": "You plan work"}, "reply": {"content": json.dumps(
+        {"tasks": [{"id": f"t{n}", "title": title} for n, title in enumerate(titles)]})}}
 
-    hive = create(served, [], agents=1, objective="make a greeting")
+
+def test_an_objective_alone_is_planned_and_run(live_server: Callable[..., Served]) -> None:
+    served = live_server(plan_rule("make a greeting"), *work_rules("make a greeting"))
+
+    hive = create(served, [], agents=1, objective="greet the reader")
+    assert [t["title"] for t in tasks_in(served, hive["id"], "open") + tasks_in(
+        served, hive["id"], "claimed")] == ["make a greeting"], "planned before the answer"
     wait_until(lambda: hive_of(served, hive["id"])["status"] == "done")
 
     [task] = served.store.list_tasks(hive["id"])
     assert task.title == "make a greeting"
+    [planned] = served.store.events(hive["id"], kinds=["objective_planned"])
+    assert planned.data["tasks"] == 1
+    assert CostKind.COORDINATION in {e.kind for e in served.store.ledger(hive_id=hive["id"])}, \
+        "the plan is metered as coordination"
+
+
+def test_a_refused_plan_fails_the_hive_with_the_reason(
+        live_server: Callable[..., Served]) -> None:
+    served = live_server({"name": "prose", "match": {"system": "You plan work"},
+                          "reply": {"content": "Sure! First, write a greeting."}})
+    answer = served.client.post("/api/v2/hives", json={"objective": "greet", "agents": 1})
+    assert answer.status_code == 422, answer.text
+    assert "not a usable task list" in answer.json()["message"]
+    [hive] = served.store.list_hives()
+    assert hive.status.value == "failed"
+    assert served.store.list_tasks(hive.id) == [], "nothing was posted"
+    assert served.store.events(hive.id, kinds=["plan_refused"])
 
 
 def test_pause_resume_and_cancel_over_http_act_on_the_running_engine(

@@ -159,7 +159,7 @@ def test_event_stream_resumes_without_loss_or_duplication(served: Served) -> Non
     def append_later() -> None:
         assert listening.wait(20), "the stream never started"
         for n in range(30):
-            served.store.append_event(hive["id"], "note", data={"n": n})
+            served.store.append_event(hive["id"], "agent_turn", data={"n": n})
 
     writer = threading.Thread(target=append_later)
     writer.start()
@@ -194,7 +194,7 @@ def test_event_stream_catches_events_from_other_processes(make_server: Any) -> N
             # The stream shows nothing before this event, so nothing says it listens: give
             # it the time to (were it late, the history would deliver it, passing vacuously).
             time.sleep(0.3)
-            other.append_event(hive["id"], "from_worker")
+            other.append_event(hive["id"], "http_response")
 
         writer = threading.Thread(target=append_elsewhere)
         writer.start()
@@ -204,4 +204,4 @@ def test_event_stream_catches_events_from_other_processes(make_server: Any) -> N
     finally:
         other.close()
     assert frames[0]["id"] == last + 1
-    assert frames[0]["data"]["kind"] == "from_worker"
+    assert frames[0]["data"]["kind"] == "http_response"

@@ -98,7 +98,8 @@ def test_sigterm_ends_the_server_fast_and_keeps_the_partial_answer(tmp_path: Pat
 
             wait_until(up, what="ruflo serve did not start")
             client = httpx.Client(base_url=base, timeout=30)
-            hive = client.post("/api/v2/hives", json={"objective": "wait", "agents": 1}).json()
+            hive = client.post("/api/v2/hives", json={"objective": "wait", "agents": 1,
+                                                      "tasks": [{"title": "wait"}]}).json()
             conversation = client.post("/api/v2/conversations", json={}).json()["conversationId"]
 
             events: list[dict[str, Any]] = []

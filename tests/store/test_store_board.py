@@ -211,4 +211,4 @@ def test_hives_and_agents(store: Any) -> None:
     with pytest.raises(NotFound):
         store.get_hive("nope")
     with pytest.raises(NotFound):
-        store.append_event("nope", "x")
+        store.append_event("nope", "http_request")

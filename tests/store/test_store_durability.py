@@ -20,7 +20,7 @@ WRITER = textwrap.dedent("""
     store = open_store(sys.argv[1])
     print("open", flush=True)
     while True:
-        event = store.append_event(sys.argv[2], "tick", data={"pad": "x" * 200})
+        event = store.append_event(sys.argv[2], "tool_call", data={"pad": "x" * 200})
         print(event.seq, flush=True)
 """)
 

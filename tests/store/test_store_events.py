@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from store_helpers import agent_id, make_hive
 
+from ruflo.errors import Unstorable
 from ruflo.model import Event, Task, TaskState, new_id
 
 
@@ -20,7 +21,7 @@ def test_a_failed_transaction_leaves_no_trace(store: Any) -> None:
     def doomed() -> None:
         with store.transaction():
             store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
-            store.append_event(hive.id, "note")
+            store.append_event(hive.id, "agent_turn")
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -29,7 +30,26 @@ def test_a_failed_transaction_leaves_no_trace(store: Any) -> None:
     assert store.last_seq(hive.id) == before
     assert seen == [], "listeners hear only committed events"
     # The sequence continues without a gap after the rollback.
-    assert store.append_event(hive.id, "after").seq == before + 1
+    assert store.append_event(hive.id, "agent_outcome").seq == before + 1
+
+
+def test_an_unknown_event_kind_is_refused_and_nothing_is_recorded(store: Any) -> None:
+    hive = make_hive(store)
+    before = store.last_seq(hive.id)
+    with pytest.raises(Unstorable, match="unknown event kind 'made_up'"):
+        store.append_event(hive.id, "made_up", data={"n": 1})
+
+    def post_with_a_typo() -> None:
+        with store.transaction():
+            store.post_tasks(hive.id, [Task(id=new_id(), hive_id=hive.id, title="ghost")])
+            store.append_event(hive.id, "task_typo")
+
+    # In a batch, one unknown kind refuses the whole transaction (the task too).
+    with pytest.raises(Unstorable):
+        post_with_a_typo()
+    assert store.last_seq(hive.id) == before
+    assert store.list_tasks(hive.id) == []
+    assert store.append_event(hive.id, "agent_turn").seq == before + 1
 
 
 def test_nested_transactions_commit_once_and_listeners_run_after_commit(store: Any) -> None:
@@ -42,14 +62,14 @@ def test_nested_transactions_commit_once_and_listeners_run_after_commit(store: A
 
     store.add_listener(listener)
     with store.transaction():
-        store.append_event(hive.id, "a")
+        store.append_event(hive.id, "process_started")
         with store.transaction():
-            store.append_event(hive.id, "b")
+            store.append_event(hive.id, "process_output")
         assert seen == []
     assert [s for s, _ in seen] == [store.last_seq(hive.id) - 1, store.last_seq(hive.id)]
     assert all(visible >= 1 for _, visible in seen)
     store.remove_listener(listener)
-    store.append_event(hive.id, "c")
+    store.append_event(hive.id, "process_exited")
     assert len(seen) == 2
 
 
@@ -69,16 +89,16 @@ def test_events_paging_and_filters(store: Any) -> None:
     hive = make_hive(store)
     start = store.last_seq(hive.id)
     for i in range(10):
-        store.append_event(hive.id, "tick" if i % 2 else "tock", data={"i": i})
+        store.append_event(hive.id, "tool_call" if i % 2 else "tool_result", data={"i": i})
     page = store.events(hive.id, after_seq=start + 3, limit=4)
     assert [e.seq for e in page] == [start + 4, start + 5, start + 6, start + 7]
-    assert [e.data["i"] for e in store.events(hive.id, kinds=["tick"])] == [1, 3, 5, 7, 9]
+    assert [e.data["i"] for e in store.events(hive.id, kinds=["tool_call"])] == [1, 3, 5, 7, 9]
 
 
 def test_two_hives_have_independent_sequences(store: Any) -> None:
     a, b = make_hive(store), make_hive(store)
     for _ in range(3):
-        store.append_event(a.id, "x")
+        store.append_event(a.id, "http_request")
     assert store.last_seq(b.id) == store.last_seq(a.id) - 3
 
 
@@ -92,7 +112,7 @@ def test_gap_free_seq_under_concurrent_appenders(store: Any) -> None:
     def append(n: int) -> None:
         try:
             for _ in range(n):
-                seq = store.append_event(hive.id, "tick").seq
+                seq = store.append_event(hive.id, "tool_call").seq
                 with lock:
                     got.append(seq)
         except BaseException as error:
@@ -133,10 +153,10 @@ def test_postgres_notifies_each_commit_once_per_hive(pg_schema_url: str) -> None
             return got
 
         with store.transaction():
-            store.append_event(hive.id, "a")
-            store.append_event(hive.id, "b")
+            store.append_event(hive.id, "process_started")
+            store.append_event(hive.id, "process_output")
             assert ours(0.2) == [], "nothing before commit"
-        event = store.append_event(hive.id, "c")
+        event = store.append_event(hive.id, "process_exited")
         got = ours(2, wanted=2)
         # One notification per committed transaction, carrying the hive's newest seq.
         assert got == [f"{hive.id}:{event.seq - 1}", f"{hive.id}:{event.seq}"]
@@ -174,7 +194,7 @@ def test_postgres_takes_the_hive_counter_only_at_commit(pg_schema_url: str) -> N
         thread = threading.Thread(target=slow_claimer)
         thread.start()
         assert claimed.wait(30)
-        other = threading.Thread(target=lambda: store.append_event(hive.id, "tick"))
+        other = threading.Thread(target=lambda: store.append_event(hive.id, "tool_call"))
         other.start()
         other.join(timeout=20)
         blocked = other.is_alive()
@@ -185,6 +205,6 @@ def test_postgres_takes_the_hive_counter_only_at_commit(pg_schema_url: str) -> N
         assert not blocked, "the open claim held the hive's counter before its commit"
         events = store.events(hive.id, after_seq=start)
         assert [e.seq for e in events] == [start + 1, start + 2]
-        assert [e.kind for e in events] == ["tick", "task_claimed"]
+        assert [e.kind for e in events] == ["tool_call", "task_claimed"]
     finally:
         store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ruflo.model import Hive, MemoryEntry, Mode, new_id, utcnow
-from ruflo.store import open_store, snapshot
+from ruflo.store import open_store, resnapshot, snapshot
 from ruflo.store.opening import (
     HEAD_REVISION,
     check_sqlite_file,
@@ -36,11 +36,13 @@ def test_snapshot_equals_what_the_migrations_build(tmp_path: Path) -> None:
     made.execute("PRAGMA journal_mode = WAL")
     snapshot.create(made)
     assert snapshot.REVISION == HEAD_REVISION, (
-        "a migration was added: regenerate with `python -m ruflo.store.snapshot`")
+        "a migration was added: regenerate with `python -m ruflo.store.resnapshot`")
     assert master(made) == master(migrated)
     assert dump(made) == dump(migrated)
     assert snapshot.schema_statements(migrated) == snapshot.SQLITE_SCHEMA, (
-        "the snapshot is stale: regenerate with `python -m ruflo.store.snapshot`")
+        "the snapshot is stale: regenerate with `python -m ruflo.store.resnapshot`")
+    regenerated = resnapshot.module_text(HEAD_REVISION, snapshot.schema_statements(migrated))
+    assert regenerated == Path(snapshot.__file__).read_text(encoding="utf-8")
 
 
 def test_a_fresh_store_is_made_from_the_snapshot_and_works(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def serious_violations(page: Any) -> list[str]:
 
 def test_the_hive_page_is_read_only_for_those_who_may_only_look(servers: Servers,
                                                                  browser: Any) -> None:
-    served = servers.start(gateway_url=None, auth="forward",
+    # The server on 127.0.0.2: the browser connects from 127.0.0.1, the trusted proxy, and
+    # never from the server's own address, whose user headers are refused.
+    served = servers.start(gateway_url=None, auth="forward", bind="127.0.0.2",
                            env={"RUFLO_TRUSTED_PROXIES": "127.0.0.1", "RUFLO_OPERATORS": "ada"})
     hive = served.store.create_hive(Hive(id=new_id(), name="bob's bees", mode=Mode.SWARM,
                                          objective="make honey", owner="bob"))

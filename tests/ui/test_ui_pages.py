@@ -56,7 +56,9 @@ def test_a_gateway_trouble_seen_before_is_in_the_page_itself(servers: Servers) -
 
 
 def test_forward_auth_pages_refuse_a_request_without_the_proxy_header(servers: Servers) -> None:
-    served = servers.start(gateway_url=None, auth="forward",
+    # The server on 127.0.0.2: the client connects from 127.0.0.1, the trusted proxy, and
+    # never from the server's own address, whose user headers are refused.
+    served = servers.start(gateway_url=None, auth="forward", bind="127.0.0.2",
                            env={"RUFLO_TRUSTED_PROXIES": "127.0.0.1"})
     refused = served.http.get("/")
     assert refused.status_code == 401

@@ -118,7 +118,8 @@ class Servers:
         return gateway
 
     def start(self, *, gateway_url: str | None, key: str = GATEWAY_KEY, live: bool = False,
-              auth: str = "none", env: dict[str, str] | None = None) -> Served:
+              auth: str = "none", env: dict[str, str] | None = None,
+              bind: str = "127.0.0.1") -> Served:
         values = {"RUFLO_DATA_DIR": str(self.root / f"data{len(self.running)}"),
                   "RUFLO_AUTH": auth, "RUFLO_CONFIG": "", "RUFLO_MODEL": "gpt-4o-mini",
                   **(env or {})}
@@ -133,7 +134,7 @@ class Servers:
                 attempts=1, timeout=3.0, wait_initial=0.05, wait_max=0.1))
         runner = LiveRunner(store, client, settings) if live else None
         app = create_app(settings, store, client, runner, event_poll_seconds=0.5)
-        thread = ServerThread(app, client)
+        thread = ServerThread(app, client, bind=bind)
         url = thread.start()
         http = httpx.Client(base_url=url, timeout=20.0)
         self.running.append((thread, store, http))

@@ -1,5 +1,6 @@
 """Agents that do the work: the built-in LLM tool loop, outside agent CLIs (process adapter) and
-webhooks (http adapter), confined to a workspace and checked by the task's verify command.
+webhooks (http adapter), remote A2A agents (a2a adapter), confined to a workspace and checked
+by the task's verify command.
 
 Depends on the core model, memory and the Store and Gateway protocols.
 """
@@ -43,6 +44,10 @@ def executor_for(agent: Agent) -> Executor:
         from ruflo.agents.http import HttpExecutor
 
         inner = HttpExecutor()
+    elif agent.adapter is AdapterKind.A2A:
+        from ruflo.agents.a2a import A2AExecutor
+
+        inner = A2AExecutor()
     else:
         assert_never(agent.adapter)
     return Verified(inner)

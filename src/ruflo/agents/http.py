@@ -25,6 +25,7 @@ from ruflo.agents.loop import Transcript
 from ruflo.agents.process import number, outside_prompt
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
+from ruflo.event_kinds import EventKind
 from ruflo.memory.notes import Memory
 from ruflo.model import JSON, Agent, Hive, Task
 
@@ -57,16 +58,16 @@ class HttpExecutor:
         body = {"task": public_fields(task), "agent": public_fields(agent, "adapter_config"),
                 "hive": public_fields(hive, "config"),
                 "prompt": outside_prompt(task, hive, ctx.workspace, memory, agent)}
-        transcript.add("http_request", url=url)
+        transcript.add(EventKind.HTTP_REQUEST, url=url)
         try:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
                 response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as error:
             reason = f"the webhook {url} could not be reached: {error.__class__.__name__}: {error}"
-            transcript.add("http_response", status=None, error=reason)
+            transcript.add(EventKind.HTTP_RESPONSE, status=None, error=reason)
             return TaskOutcome(OutcomeKind.FAILED, reason=reason)
         text = response.text
-        transcript.add("http_response", status=response.status_code, body=text)
+        transcript.add(EventKind.HTTP_RESPONSE, status=response.status_code, body=text)
         if not response.is_success:
             return TaskOutcome(OutcomeKind.FAILED, result=truncate(text, 2000) or None,
                                reason=f"the webhook answered {response.status_code}")

@@ -12,9 +12,10 @@ from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome, Task
 from ruflo.agents.tools import ToolBox, tool_schemas, truncate
 from ruflo.agents.workspace import Workspace
 from ruflo.errors import ConfigError
+from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext, ChatMessage
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
-from ruflo.model import JSON, Agent, CostKind, Hive, MemoryEntry, Task
+from ruflo.model import Agent, CostKind, Hive, MemoryEntry, Task
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -58,7 +59,7 @@ class LLMExecutor:
                                    [hive_namespace(hive.id), agent_namespace(agent.id)],
                                    limit=5)
         schemas = tool_schemas(ctx.task_tools)
-        transcript.add("agent_started", executor="llm", model=model,
+        transcript.add(EventKind.AGENT_STARTED, executor="llm", model=model,
                        tools=[s["function"]["name"] for s in schemas],
                        notes=[f"{n.namespace}/{n.key}" for n in notes])
         messages: list[ChatMessage] = [
@@ -76,7 +77,7 @@ class LLMExecutor:
             answer = await gateway.chat(messages, model=model, context=call_context,
                                         tools=schemas, max_tokens=max_tokens)
             messages.append(answer.as_message())
-            transcript.add("agent_turn", turn=turn, content=answer.content or "",
+            transcript.add(EventKind.AGENT_TURN, turn=turn, content=answer.content or "",
                            tool_calls=[{"name": c.name, "arguments": c.arguments}
                                        for c in answer.tool_calls],
                            model=answer.model, finish_reason=answer.finish_reason,
@@ -87,7 +88,7 @@ class LLMExecutor:
                 messages.append({"role": "user", "content": NUDGE.format(others=others)})
                 continue
             for call in answer.tool_calls:
-                transcript.add("tool_call", turn=turn, call_id=call.id, name=call.name,
+                transcript.add(EventKind.TOOL_CALL, turn=turn, call_id=call.id, name=call.name,
                                arguments=call.arguments)
                 if outcome is not None:
                     # Every tool call needs an answer, but the attempt has already ended.
@@ -97,7 +98,7 @@ class LLMExecutor:
                     content, error = reply.content, reply.error
                     if reply.outcome is not None:
                         outcome = replace(reply.outcome, turns=turn)
-                transcript.add("tool_result", turn=turn, call_id=call.id, name=call.name,
+                transcript.add(EventKind.TOOL_RESULT, turn=turn, call_id=call.id, name=call.name,
                                ok=not error, content=content)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
 
@@ -105,9 +106,9 @@ class LLMExecutor:
             outcome = TaskOutcome(OutcomeKind.FAILED, turns=turn,
                                   reason=f"stopped after {limits.max_turns} turns without "
                                          "finishing the task")
-        transcript.add("agent_outcome", kind=outcome.kind.value, result=outcome.result or "",
-                       reason=outcome.reason or "", turns=outcome.turns,
-                       changed_files=sorted(set(toolbox.changed_files)))
+        transcript.add(EventKind.AGENT_OUTCOME, kind=outcome.kind.value,
+                       result=outcome.result or "", reason=outcome.reason or "",
+                       turns=outcome.turns, changed_files=sorted(set(toolbox.changed_files)))
         memory.put(hive_namespace(hive.id), learned_key(task),
                    learned_note(task, agent, outcome, toolbox.changed_files),
                    tags=(*task.skills, outcome.kind.value))
@@ -132,7 +133,7 @@ class Transcript:
     def __init__(self, store: Store, hive: Hive, agent: Agent, task: Task, limit: int) -> None:
         self.store, self.hive, self.agent, self.task, self.limit = store, hive, agent, task, limit
 
-    def add(self, kind: str, /, **data: object) -> None:
+    def add(self, kind: EventKind, /, **data: object) -> None:
         self.store.append_event(self.hive.id, kind, agent_id=self.agent.id, task_id=self.task.id,
                                 data={k: self._bound(v) for k, v in data.items()})
 
@@ -200,9 +201,3 @@ def learned_note(task: Task, agent: Agent, outcome: TaskOutcome, changed: list[s
     if changed:
         text += f" Files changed: {', '.join(sorted(set(changed)))}."
     return text
-
-
-def outcome_data(outcome: TaskOutcome) -> JSON:
-    """An outcome as event data (for adapters and the engine)."""
-    return {"kind": outcome.kind.value, "result": outcome.result, "reason": outcome.reason,
-            "verified": outcome.verified, "turns": outcome.turns}

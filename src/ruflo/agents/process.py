@@ -32,6 +32,7 @@ from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
+from ruflo.event_kinds import EventKind
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
 from ruflo.model import Agent, Hive, Task
 
@@ -80,7 +81,7 @@ class ProcessExecutor:
             values = {"{prompt}": prompt, "{prompt_file}": str(prompt_file),
                       "{workspace}": str(ctx.workspace), "{task_id}": task.id}
             command = [substitute(a, values) for a in argv]
-            transcript.add("process_started", command=[truncate(a, 200) for a in command],
+            transcript.add(EventKind.PROCESS_STARTED, command=[truncate(a, 200) for a in command],
                            prompt_via="file" if uses_file else "argument" if uses_arg
                            else "stdin")
             stream = OutputStream(transcript)
@@ -98,8 +99,9 @@ class ProcessExecutor:
                     stdin=None if uses_file or uses_arg else prompt.encode(),
                     on_output=stream.feed, sandbox=sandbox)
             stream.flush()
-        transcript.add("process_exited", exit_code=result.exit_code, timed_out=result.timed_out,
-                       output_bytes=result.output_bytes, duration=round(result.duration, 3))
+        transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code,
+                       timed_out=result.timed_out, output_bytes=result.output_bytes,
+                       duration=round(result.duration, 3))
         tail = truncate(result.output, ctx.limits.tool_output_chars)
         if result.ok:
             return TaskOutcome(OutcomeKind.COMPLETE, result=tail.strip() or "(no output)")
@@ -139,14 +141,14 @@ class OutputStream:
             self.emit(self.pending)
             self.pending = ""
         if self.dropped:
-            self.transcript.add("process_output", text="", dropped_chars=self.dropped)
+            self.transcript.add(EventKind.PROCESS_OUTPUT, text="", dropped_chars=self.dropped)
 
     def emit(self, text: str) -> None:
         if self.events >= MAX_OUTPUT_EVENTS:
             self.dropped += len(text)
             return
         self.events += 1
-        self.transcript.add("process_output", text=text)
+        self.transcript.add(EventKind.PROCESS_OUTPUT, text=text)
 
 
 def parse_command(value: Any, agent: Agent) -> list[str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.tools import truncate
+from ruflo.event_kinds import EventKind
 from ruflo.memory.notes import Memory, hive_namespace
 from ruflo.model import Agent, Hive, Task, TaskState
 
@@ -54,7 +55,7 @@ class Verified:
             return outcome
         verdict = await verify_task(task, ctx)
         assert verdict is not None
-        ctx.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
+        ctx.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id, task_id=task.id,
                                data={"command": task.verify, "passed": verdict.passed,
                                      "exit_code": verdict.exit_code,
                                      "timed_out": verdict.timed_out,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ruflo.event_kinds import EventKind
+
 if TYPE_CHECKING:
     from ruflo.config import Settings
 
@@ -123,7 +125,7 @@ def check_notify_failures(settings: Settings) -> Check:
     try:
         since = utcnow() - timedelta(hours=RECENT_HOURS)
         failed = [event for hive in store.list_hives(limit=RECENT_HIVES)
-                  for event in store.events(hive.id, kinds=["notify_failed"])
+                  for event in store.events(hive.id, kinds=[EventKind.NOTIFY_FAILED])
                   if event.ts >= since]
     except StoreError as error:
         return Check("notify delivery", False, f"not checked: {error}", fatal=False)
@@ -142,7 +144,7 @@ def check_notify_failures(settings: Settings) -> Check:
 def check_memory(settings: Settings) -> Check:
     """Which search `ruflo memory` and `ruflo mcp` use; the ONNX Runtime encoder is built once to
     be sure `ruflo mcp` gets it."""
-    from ruflo.memory.semantic import search_backend
+    from ruflo.memory import search_backend
 
     return Check("memory search", True, search_backend(try_engine=True), fatal=False)
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ruflo.event_kinds import EventKind
+
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.model import Event, Hive, HiveDriver
@@ -24,9 +26,10 @@ app = typer.Typer(help="List, show, pause, resume and cancel stored hives.",
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 HiveArgument = Annotated[str, typer.Argument(help="Hive id (or a unique prefix of it).")]
 
-TRANSCRIPT = ("agent_started", "agent_turn", "tool_call", "tool_result", "agent_outcome",
-              "process_started", "process_output", "process_exited", "http_request",
-              "http_response", "task_verified")
+TRANSCRIPT = (EventKind.AGENT_STARTED, EventKind.AGENT_TURN, EventKind.TOOL_CALL,
+              EventKind.TOOL_RESULT, EventKind.AGENT_OUTCOME, EventKind.PROCESS_STARTED,
+              EventKind.PROCESS_OUTPUT, EventKind.PROCESS_EXITED, EventKind.HTTP_REQUEST,
+              EventKind.HTTP_RESPONSE, EventKind.TASK_VERIFIED)
 
 
 @contextmanager

@@ -48,6 +48,7 @@ def mcp(
     """Serve the hive tools over MCP."""
     from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
+    from ruflo.engine.start import planner_from_settings
     from ruflo.errors import ConfigError
     from ruflo.mcp.desk import Desk
     from ruflo.mcp.server import build_server
@@ -65,7 +66,8 @@ def mcp(
     try:
         memory = open_memory(store, data_dir=settings.data_dir, long_lived=True)
         desk = Desk(store, memory, lease_seconds=settings.lease_seconds,
-                    workspace_root=settings.workspace_dir, default_hive=hive)
+                    workspace_root=settings.workspace_dir, default_hive=hive,
+                    planner=planner_from_settings(settings, store))
         server = build_server(desk)
         where = ("stdio" if transport is Transport.STDIO
                  else f"http://{host}:{port}/mcp")
@@ -85,8 +87,8 @@ def serve_http(server: Any, host: str, port: int, settings: Settings) -> None:
     SDK's own checks (loopback hosts and origins on a loopback bind, its body limit) stay on."""
     import uvicorn
 
-    from ruflo.commands.serve import uvicorn_config
     from ruflo.server.guard import Guard
+    from ruflo.server.listening import uvicorn_config
 
     app = server.streamable_http_app(host=host, max_request_body_size=settings.max_body_bytes)
     guarded = Guard(app, allowed_hosts=settings.allowed_hosts,

@@ -5,7 +5,8 @@ Without `--workload`, the objective is first planned into tasks by ONE metered c
 (the planner must answer a JSON task list; anything else is refused and nothing is posted). We
 chose a plan up front over a single task that agents decompose: the board shows the whole piece
 of work from the start, the swarm can spread it at once, and the one planning call is metered as
-coordination, apart from the work. Agents may still split a task they find too big.
+coordination, apart from the work. Agents may still split a task they find too big. The rule is
+engine/start.py's, the same for hives started over REST and MCP.
 
 Imports only typer and the standard library at module level.
 """
@@ -143,11 +144,14 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 workload: Workload | None, *, agents: int, workspace: Path | None,
                 budget_tokens: int | None, budget_cost: float | None, model: str | None,
                 seed: int, time_unit: float, name: str | None, org: Any = None) -> Hive:
-    """Store the hive with its agents and (from a workload) its first tasks."""
+    """Store the hive with its agents and (from a workload) its first tasks; the objective is
+    planned when the hive is first driven (`drive`, engine/start.py's rule)."""
     import shutil
 
+    from ruflo.engine import start
     from ruflo.engine.plan import tasks_for_hive
-    from ruflo.model import Budget, Hive, new_id
+    from ruflo.engine.start import HiveSpec
+    from ruflo.model import Budget, new_id
 
     hive_id = new_id()
     folder = (workspace or settings.workspace_dir / hive_id).expanduser().resolve()
@@ -170,13 +174,13 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
         if budget.unlimited:
             budget = org.budget
         name = name or org.name
-    hive = Hive(id=hive_id, name=name or (workload.name if workload else first_line(objective)),
-                mode=mode, objective=objective, budget=budget,
-                workspace=str(folder), config=config)
     crew = hive_agents(hive_id, org.agents if org is not None else
                        workload.agents if workload else (), agents)
-    tasks = tasks_for_hive(hive_id, workload.tasks) if workload else []
-    return store.create_hive(hive, agents=crew, tasks=tasks)
+    spec = HiveSpec(id=hive_id, name=name or (workload.name if workload else first_line(objective)),
+                    mode=mode, objective=objective, budget=budget, workspace=str(folder),
+                    config=config, agents=crew,
+                    tasks=tasks_for_hive(hive_id, workload.tasks) if workload else ())
+    return start.create_hive(store, spec)
 
 
 def hive_agents(hive_id: str, declared: tuple[Agent, ...], count: int) -> list[Agent]:
@@ -228,17 +232,16 @@ def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
 
 async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool,
                 workers_only: bool = False, driving: Driving | None = None) -> None:
-    """Plan the objective if the board is empty, then run the engine (with the live view), or,
-    with `workers_only`, watch workers elsewhere run it."""
+    """Seed the first board if it is empty (engine/start.py: the objective is planned), then run
+    the engine (with the live view), or, with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
     from ruflo.engine.company import engine_for
     from ruflo.engine.driving import keep_driving
     from ruflo.engine.live import LiveParams
-    from ruflo.engine.plan import plan_objective
+    from ruflo.engine.start import GatewayPlanner, seed_board
     from ruflo.engine.view import HiveView
-    from ruflo.errors import Conflict, PolicyError
+    from ruflo.errors import Conflict
     from ruflo.gateway.client import GatewayClient
-    from ruflo.model import HiveStatus, Mode
 
     hive = store.get_hive(hive_id)
     config = hive.config
@@ -280,22 +283,8 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
             if driving is not None else None)
     try:
         async with GatewayClient.from_settings(settings, store=store) as gateway:
-            if hive.mode is not Mode.COMPANY and not any(store.count_tasks(hive_id).values()):
-                typer.echo(f"planning the objective with {model} (one coordination call)…",
-                           err=True)
-                try:
-                    tasks, answer = await plan_objective(gateway, hive, model=model,
-                                                         agents=len(store.list_agents(hive_id)))
-                except PolicyError as error:
-                    store.set_hive_status(hive_id, HiveStatus.FAILED,
-                                          reason="the objective could not be planned")
-                    store.append_event(hive_id, "plan_refused", data={"error": str(error)})
-                    raise
-                with store.transaction():
-                    store.post_tasks(hive_id, tasks)
-                    store.append_event(hive_id, "objective_planned",
-                                       data={"tasks": len(tasks), "answer": answer[:4000]})
-                typer.echo(f"planned {len(tasks)} tasks", err=True)
+            await seed_board(store, hive_id, GatewayPlanner(gateway, model),
+                             say=lambda line: typer.echo(line, err=True))
             if workers_only:
                 await watch_workers()
                 return

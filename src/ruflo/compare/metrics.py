@@ -26,15 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ruflo.engine.simulate import COORDINATION
+from ruflo.event_kinds import EventKind
 from ruflo.model import CostKind, Event, LedgerEntry, Task, TaskState
 
-VERIFIED = "compare_verified"
-"""Event of the runner: the workload's verify command, run on the final workspace."""
-KILLED = "compare_agent_killed"
-"""Event of the runner: it killed this agent on purpose (--kill-fraction)."""
-
-ENDINGS = {"task_done": "done", "task_failed": "failed", "task_released": "released",
-           "lease_expired": "expired", "task_cancelled": "cancelled"}
+ENDINGS: dict[str, str] = {
+    EventKind.TASK_DONE: "done", EventKind.TASK_FAILED: "failed",
+    EventKind.TASK_RELEASED: "released", EventKind.LEASE_EXPIRED: "expired",
+    EventKind.TASK_CANCELLED: "cancelled"}
 FAILED_RETRY = "attempt failed"
 """Reason prefix of the engine's release after a failed attempt that will be retried."""
 DELEGATED = "delegated"
@@ -111,7 +109,7 @@ def attempts(events: Sequence[Event]) -> list[Attempt]:
         if task is None:
             continue
         at = (event.ts - start).total_seconds()
-        if event.kind == "task_claimed" and event.agent_id is not None:
+        if event.kind == EventKind.TASK_CLAIMED and event.agent_id is not None:
             open_claims[task] = (event.agent_id, at)
         elif event.kind in ENDINGS and task in open_claims:
             agent, began = open_claims.pop(task)
@@ -122,7 +120,7 @@ def attempts(events: Sequence[Event]) -> list[Attempt]:
             elif outcome == "released" and reason == DELEGATED:
                 outcome = "delegated"
             found.append(Attempt(agent, task, began, at, outcome))
-        elif event.kind == "task_updated" and task in open_claims and \
+        elif event.kind == EventKind.TASK_UPDATED and task in open_claims and \
                 event.data.get("fields", {}).get("state") == "blocked":
             agent, began = open_claims.pop(task)  # split into subtasks: the claim ends here
             found.append(Attempt(agent, task, began, at, "split"))
@@ -133,7 +131,7 @@ def attempts(events: Sequence[Event]) -> list[Attempt]:
 
 def run_start(events: Sequence[Event]) -> datetime:
     for event in events:
-        if event.kind == "engine_started":
+        if event.kind == EventKind.ENGINE_STARTED:
             return event.ts
     return events[0].ts if events else datetime.fromtimestamp(0, UTC)
 
@@ -146,11 +144,12 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
     claims = attempts(events)
 
     # Makespan: the last task ending after the start.
-    ends = [e.ts for e in events if e.kind in ("task_done", "task_failed", "task_cancelled")]
+    ends = [e.ts for e in events
+            if e.kind in (EventKind.TASK_DONE, EventKind.TASK_FAILED, EventKind.TASK_CANCELLED)]
     makespan = (max(ends) - start).total_seconds() if ends else None
 
     # Success: the verify command's verdict, else every top-level task done.
-    verdicts = [e for e in events if e.kind == VERIFIED]
+    verdicts = [e for e in events if e.kind == EventKind.COMPARE_VERIFIED]
     roots = [t for t in tasks if t.parent_id is None]
     if verdicts:
         success, basis = bool(verdicts[-1].data.get("passed")), "verify command"
@@ -183,7 +182,7 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
             wasted += entry.total_tokens
     finishes: dict[str, int] = {}
     for event in events:
-        if event.kind == "task_done" and event.task_id is not None:
+        if event.kind == EventKind.TASK_DONE and event.task_id is not None:
             finishes[event.task_id] = finishes.get(event.task_id, 0) + 1
 
     # Thrash: switches while the last attempt was unfinished; claims given back.
@@ -201,13 +200,13 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
     ages = unclaimed_ages(events)
 
     # Killing agents: what they held, and whether someone else finished it.
-    killed = [e for e in events if e.kind == KILLED]
+    killed = [e for e in events if e.kind == EventKind.COMPARE_AGENT_KILLED]
     orphaned: set[str] = set()
     for kill in killed:
         at = (kill.ts - start).total_seconds()
         orphaned |= {a.task for a in claims if a.agent == kill.agent_id and a.start <= at
                      and (a.end is None or a.end >= at) and a.outcome != "done"}
-    done_by = {e.task_id: e.agent_id for e in events if e.kind == "task_done"}
+    done_by = {e.task_id: e.agent_id for e in events if e.kind == EventKind.TASK_DONE}
     dead = {e.agent_id for e in killed}
     recovered = sum(1 for t in orphaned if t in done_by and done_by[t] not in dead)
 
@@ -249,25 +248,25 @@ def unclaimed_ages(events: Sequence[Event]) -> list[float]:
         task, kind = event.task_id, event.kind
         if task is None:
             continue
-        if kind == "task_posted":
+        if kind == EventKind.TASK_POSTED:
             deps[task] = [str(d) for d in event.data.get("depends_on") or []]
             for dep in deps[task]:
                 dependents.setdefault(dep, []).append(task)
             maybe_ready(task, event.ts)
-        elif kind == "task_claimed":
+        elif kind == EventKind.TASK_CLAIMED:
             since = ready_at.pop(task, None)
             if since is not None:
                 ages.append(max(0.0, (event.ts - since).total_seconds()))
-        elif kind == "task_done":
+        elif kind == EventKind.TASK_DONE:
             done.add(task)
             ready_at.pop(task, None)
             for child in dependents.get(task, ()):
                 maybe_ready(child, event.ts)
-        elif kind in ("task_released", "lease_expired"):
+        elif kind in (EventKind.TASK_RELEASED, EventKind.LEASE_EXPIRED):
             maybe_ready(task, event.ts)
-        elif kind in ("task_failed", "task_cancelled"):
+        elif kind in (EventKind.TASK_FAILED, EventKind.TASK_CANCELLED):
             ready_at.pop(task, None)
-        elif kind == "task_updated":
+        elif kind == EventKind.TASK_UPDATED:
             state = event.data.get("fields", {}).get("state")
             if state == "blocked":
                 blocked.add(task)
@@ -308,10 +307,10 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
         order += 1
         raw.append((at, order, kind, agent, task, data or {}))
 
-    add(0.0, "engine_started", None, None)
+    add(0.0, EventKind.ENGINE_STARTED, None, None)
     known = {t.id: t for t in tasks}
     for task in tasks:
-        add(0.0, "task_posted", None, task.id, {"depends_on": list(task.depends_on)})
+        add(0.0, EventKind.TASK_POSTED, None, task.id, {"depends_on": list(task.depends_on)})
     entries = sorted(result.timeline, key=lambda e: (e.start, e.end))
     last_of: dict[str, Any] = {}
     done_at: dict[str, float] = {}
@@ -327,31 +326,32 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
             children.setdefault(parent, []).append(name)
     if kill_at is not None:
         for agent in killed:
-            add(kill_at, KILLED, agent, None)
+            add(kill_at, EventKind.COMPARE_AGENT_KILLED, agent, None)
     ledger: list[LedgerEntry] = []
     for entry in entries:
         if entry.outcome == "delegated" or entry.task == COORDINATION:
             continue
-        add(entry.start, "task_claimed", entry.agent, entry.task)
+        add(entry.start, EventKind.TASK_CLAIMED, entry.agent, entry.task)
         outcome = entry.outcome
         if outcome == "done":
-            add(entry.end, "task_done", entry.agent, entry.task)
+            add(entry.end, EventKind.TASK_DONE, entry.agent, entry.task)
         elif outcome in ("failed", "quit"):
             final = entry is last_of[entry.task] and entry.task not in done_at
             if final:
-                add(entry.end, "task_failed", entry.agent, entry.task)
+                add(entry.end, EventKind.TASK_FAILED, entry.agent, entry.task)
             else:
                 reason = f"{FAILED_RETRY}: simulated" if outcome == "failed" else "bout over"
-                add(entry.end, "task_released", entry.agent, entry.task, {"reason": reason})
+                add(entry.end, EventKind.TASK_RELEASED, entry.agent, entry.task, {"reason": reason})
         elif outcome == "died":
-            add(entry.released, "lease_expired", entry.agent, entry.task)
+            add(entry.released, EventKind.LEASE_EXPIRED, entry.agent, entry.task)
         elif outcome == "decomposed":
-            add(entry.end, "task_updated", None, entry.task, {"fields": {"state": "blocked"}})
+            add(entry.end, EventKind.TASK_UPDATED, None, entry.task,
+                {"fields": {"state": "blocked"}})
             for child in children.get(entry.task, ()):
-                add(entry.end, "task_posted", entry.agent, child, {"depends_on": []})
+                add(entry.end, EventKind.TASK_POSTED, entry.agent, child, {"depends_on": []})
             parts = children.get(entry.task, [])
             if parts and all(p in done_at for p in parts):
-                add(max(done_at[p] for p in parts), "task_updated", None, entry.task,
+                add(max(done_at[p] for p in parts), EventKind.TASK_UPDATED, None, entry.task,
                     {"fields": {"state": "open"}})
         if outcome not in ("decomposed", "died"):
             # As the simulator charges: nothing for decomposing (its coordination total has it)
@@ -369,7 +369,7 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
             final_state[name] = TaskState.FAILED
         else:
             final_state[name] = TaskState.CANCELLED
-            add(finish, "task_cancelled", None, name)
+            add(finish, EventKind.TASK_CANCELLED, None, name)
     if result.coordination_tokens:
         ledger.append(_entry(len(ledger) + 1, finish, int(result.coordination_tokens),
                              CostKind.COORDINATION, hive_id, None, None))

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruflo.compare.metrics import KILLED, VERIFIED, RunMetrics, run_metrics, simulated_record
+from ruflo.compare.metrics import RunMetrics, run_metrics, simulated_record
 from ruflo.compare.metrics import timeline as timeline_of
 from ruflo.compare.workloads import BUILTIN, builtin_path
+from ruflo.engine.start import HiveSpec, start_hive
 from ruflo.errors import ConfigError, PolicyError, RufloError
-from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
+from ruflo.event_kinds import EventKind
+from ruflo.model import Agent, Event, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
     from ruflo.engine.company import CompanyEngine
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
 
 BASELINE = "baseline"
 KILLED_VARIANT = "killed"
-RUN_STARTED = "compare_run_started"
-"""Event of the runner on each live hive: which run it is, and the auto-approval policy used."""
 
 LIVE_ENGINE = ("live: ruflo.engine.company.engine_for — ruflo.engine.company (company), "
                "ruflo.engine.live (swarm, solo, round_robin)")
@@ -275,12 +275,13 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         from ruflo.engine.plan import tasks_for_hive
 
         tasks = tasks_for_hive(hive_id, workload.tasks)
-    hive = Hive(id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
-                                 + (" · killed" if variant == KILLED_VARIANT else ""),
-                mode=mode, objective=workload.objective, workspace=str(workspace),
-                config=config)
-    store.create_hive(hive, agents=crew, tasks=tasks)
-    store.append_event(hive_id, RUN_STARTED, data={
+    # The workload's tasks (or the company's one ticket) are the first board: nothing to plan.
+    await start_hive(store, HiveSpec(
+        id=hive_id, name=f"compare {ref.name} · {mode.value} · seed {seed}"
+                         + (" · killed" if variant == KILLED_VARIANT else ""),
+        mode=mode, objective=workload.objective, workspace=str(workspace), config=config,
+        agents=crew, tasks=tasks), None)
+    store.append_event(hive_id, EventKind.COMPARE_RUN_STARTED, data={
         "run": record.id, "mode": mode.value, "auto_approval": config["auto_approval"],
         "org": None if mode is not Mode.COMPANY else
         "the workload's" if workload.has_org else "generated (root, lead, engineers)"})
@@ -302,7 +303,7 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         record.status = f"timed out after {setup.run_timeout:g} s"
         store.set_hive_status(hive_id, HiveStatus.CANCELLED, reason="compare: run timed out")
     except RufloError as error:
-        started = store.events(hive_id, kinds=["engine_started"])
+        started = store.events(hive_id, kinds=[EventKind.ENGINE_STARTED])
         current = store.get_hive(hive_id)
         if not current.status.terminal:
             store.set_hive_status(hive_id, HiveStatus.CANCELLED, reason=f"compare: {error}")
@@ -342,21 +343,23 @@ def company_figures(events: Sequence[Event]) -> dict[str, Any]:
     approvals: dict[str, dict[str, Any]] = {}
     for event in events:
         approval_id = event.data.get("approval_id")
-        if event.kind == "approval_requested" and isinstance(approval_id, str):
+        if event.kind == EventKind.APPROVAL_REQUESTED and isinstance(approval_id, str):
             approvals[approval_id] = {"id": approval_id, "kind": event.data.get("kind"),
                                       "subject": event.data.get("subject"), "status": "pending",
                                       "decided_by": None}
-        elif event.kind == "approval_decided" and approval_id in approvals:
+        elif event.kind == EventKind.APPROVAL_DECIDED and approval_id in approvals:
             approvals[approval_id].update(status=event.data.get("status"),
                                           decided_by=event.data.get("decided_by"))
 
     return {
-        "plans": count("ticket_planned"), "delegations": count("ticket_delegated"),
-        "corrected_delegations": sum(e.kind == "ticket_delegated"
+        "plans": count(EventKind.TICKET_PLANNED), "delegations": count(EventKind.TICKET_DELEGATED),
+        "corrected_delegations": sum(e.kind == EventKind.TICKET_DELEGATED
                                      and e.data.get("chosen_by") == "capability check"
                                      for e in events),
-        "escalations": count("ticket_escalated"), "reassignments": count("ticket_reassigned"),
-        "plans_refused": count("plan_refused"), "plan_fallbacks": count("plan_fallback"),
+        "escalations": count(EventKind.TICKET_ESCALATED),
+        "reassignments": count(EventKind.TICKET_REASSIGNED),
+        "plans_refused": count(EventKind.PLAN_REFUSED),
+        "plan_fallbacks": count(EventKind.PLAN_FALLBACK),
         "approvals": list(approvals.values()),
     }
 
@@ -446,7 +449,7 @@ async def _kill_mid_run(engine: LiveEngine | CompanyEngine, store: Store, hive_i
     """When the first task is claimed, kill a fraction of the agents as crashed processes die:
     the first claimer (so the kill hits work in flight) and others chosen by the seed."""
     while True:
-        claims = store.events(hive_id, kinds=["task_claimed"], limit=1)
+        claims = store.events(hive_id, kinds=[EventKind.TASK_CLAIMED], limit=1)
         if claims:
             break
         await asyncio.sleep(0.02)
@@ -457,7 +460,7 @@ async def _kill_mid_run(engine: LiveEngine | CompanyEngine, store: Store, hive_i
         others, max(0, count - (1 if first else 0)))
     for agent_id in victims:
         engine.kill_agent(agent_id)
-        store.append_event(hive_id, KILLED, agent_id=agent_id,
+        store.append_event(hive_id, EventKind.COMPARE_AGENT_KILLED, agent_id=agent_id,
                            data={"fraction": fraction, "reason": "compare --kill-fraction"})
 
 
@@ -470,7 +473,7 @@ async def verify_workspace(store: Store, hive_id: str, workload: Workload, works
 
     result = await run_command(workload.verify, cwd=workspace, env=env, time_limit=600.0,
                                grace=3.0, output_limit=64_000)
-    store.append_event(hive_id, VERIFIED, data={
+    store.append_event(hive_id, EventKind.COMPARE_VERIFIED, data={
         "command": workload.verify, "passed": result.ok, "exit_code": result.exit_code,
         "timed_out": result.timed_out, "output": result.output[-2000:]})
 

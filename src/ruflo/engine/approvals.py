@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ruflo.engine.control import resume_hive
 from ruflo.errors import Conflict, PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     AgentStatus,
@@ -93,13 +94,14 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
         if budget is not None:
             if approval.kind is not ApprovalKind.BUDGET_OVERRIDE:
                 raise PolicyError("only a budget override takes a budget; nothing was changed")
-            store.append_event(approval.hive_id, "approval_amended", agent_id=approval.agent_id,
+            store.append_event(approval.hive_id, EventKind.APPROVAL_AMENDED,
+                               agent_id=approval.agent_id,
                                data={"approval_id": approval_id, "proposed": {
                                    "max_tokens": budget.max_tokens,
                                    "max_cost": budget.max_cost}, "by": decided_by})
         decided = store.decide_approval(approval_id, status, decided_by=decided_by)
         if decided_by == AUTO_POLICY:
-            store.append_event(decided.hive_id, "approval_auto_decided",
+            store.append_event(decided.hive_id, EventKind.APPROVAL_AUTO_DECIDED,
                                agent_id=decided.agent_id,
                                data={"approval_id": decided.id, "kind": decided.kind.value,
                                      "status": decided.status.value})
@@ -109,7 +111,7 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
 
 def applied(store: Store, approval: Approval) -> bool:
     return any(e.data.get("approval_id") == approval.id
-               for e in store.events(approval.hive_id, kinds=["approval_applied"]))
+               for e in store.events(approval.hive_id, kinds=[EventKind.APPROVAL_APPLIED]))
 
 
 def apply_decision(store: Store, approval: Approval, *, budget: Budget | None = None) -> bool:
@@ -133,7 +135,7 @@ def apply_decision(store: Store, approval: Approval, *, budget: Budget | None = 
                 agent = store.update_agent(scope_id, budget=new)
                 if agent.status is AgentStatus.PAUSED:
                     store.update_agent(scope_id, status=AgentStatus.IDLE)
-                    store.append_event(approval.hive_id, "agent_resumed", agent_id=scope_id,
+                    store.append_event(approval.hive_id, EventKind.AGENT_RESUMED, agent_id=scope_id,
                                        data={"reason": "budget override approved"})
             else:
                 hive = store.get_hive(approval.hive_id)
@@ -141,12 +143,12 @@ def apply_decision(store: Store, approval: Approval, *, budget: Budget | None = 
                     resume_hive(store, approval.hive_id, budget=new)
                 elif not hive.status.terminal:
                     store.update_hive(approval.hive_id, budget=new)
-                    store.append_event(approval.hive_id, "hive_budget_changed",
+                    store.append_event(approval.hive_id, EventKind.HIVE_BUDGET_CHANGED,
                                        data={"max_tokens": new.max_tokens,
                                              "max_cost": new.max_cost})
         else:
             outcome["note"] = f"the {scope} stays paused at its budget"
-        store.append_event(approval.hive_id, "approval_applied", agent_id=approval.agent_id,
+        store.append_event(approval.hive_id, EventKind.APPROVAL_APPLIED, agent_id=approval.agent_id,
                            data=outcome)
     return True
 

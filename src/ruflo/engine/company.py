@@ -1,30 +1,37 @@
-"""Live company mode: an org chart drives a stored hive through real time. The root plans the
-objective into tickets through the LLM and delegates them by capability, managers split further
-(bounded depth), individual contributors do the work with the swarm's agents; blocked work
-escalates up the chain. Depends on the model, the Store and Gateway protocols,
-ruflo.policies.company, ruflo.agents, ruflo.engine.core (the run loop it shares with the swarm)
-and the live engine's parameters.
+"""Live company mode: an org chart drives a stored hive through real time. Every decision comes
+from `CompanyPolicy` (the simulator's company rules) asked over the stored board; a delegation
+is resolved by the planner (one metered LLM call, engine/planning.py), individual contributors
+do the work with the swarm's agents, blocked work escalates up the chain. Hiring and approvals
+are layers of their own (engine/hiring.py, engine/company_approvals.py) over the ticket board
+(engine/company_board.py). Depends on the model, the Store and Gateway protocols,
+ruflo.policies.company, ruflo.agents and ruflo.engine.core (the run loop it shares with the
+swarm).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ruflo.agents import Executor, OutcomeKind, TaskOutcome, TaskTool, executor_for
+from ruflo.agents import OutcomeKind, TaskOutcome
 from ruflo.agents.loop import completion_tokens
-from ruflo.engine.approvals import open_budget_override
-from ruflo.engine.clock import REAL_CLOCK, LiveClock
-from ruflo.engine.core import KILLED, AgentSlot, HiveEngine
-from ruflo.engine.live import LiveEngine, LiveParams
-from ruflo.engine.plan import answer_json, first_problem
+from ruflo.engine.company_approvals import CompanyApprovalsEngine
+from ruflo.engine.company_board import Ticket
+from ruflo.engine.core import KILLED, AgentSlot
+from ruflo.engine.dispatch import carry_out
+from ruflo.engine.live import LiveEngine
+from ruflo.engine.planning import (
+    PLAN_TOOL,
+    PlanAnswer,
+    PlannedTicket,
+    Planner,
+    parse_plan_answer,
+    plan_tool,
+)
 from ruflo.errors import (
     BudgetExceeded,
     ConfigError,
@@ -34,12 +41,11 @@ from ruflo.errors import (
     PolicyError,
     RufloError,
 )
-from ruflo.gateway.base import CallContext, ChatMessage
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
     AgentStatus,
-    Approval,
     ApprovalKind,
     ApprovalStatus,
     CostKind,
@@ -48,197 +54,33 @@ from ruflo.model import (
     Mode,
     Task,
     TaskState,
-    new_id,
 )
-from ruflo.policies.company import CompanyParams, OrgChart, choose_delegate, review_delegate
+from ruflo.policies.base import AwaitApproval, Decompose, Delegate, Escalate, Idle, Take
+from ruflo.policies.company import nearest_live_manager, review_delegate
 
 if TYPE_CHECKING:
-    from ruflo.gateway.base import Gateway
-    from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
 
-__all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "engine_for", "parse_plan_answer"]
+__all__ = ["PLAN_TOOL", "CompanyEngine", "company_report", "engine_for", "parse_plan_answer",
+           "plan_tool"]
 
 log = logging.getLogger(__name__)
 
-WORK_TOOLS = frozenset({TaskTool.COMPLETE, TaskTool.ESCALATE})
-"""What a company agent may end an attempt with: done, or blocked (escalated)."""
-
-OWNING = ("ticket_assigned", "ticket_delegated", "ticket_escalated", "ticket_reassigned")
-"""Events that change who owns a ticket (their data names the new `owner`)."""
-
 FOLLOWED = frozenset({
-    "task_posted", "task_cancelled", "lease_expired", "approval_decided", "hive_paused",
-    "hive_running", "hive_cancelled", "hive_budget_changed", "agent_resumed",
+    EventKind.TASK_POSTED, EventKind.TASK_CANCELLED, EventKind.LEASE_EXPIRED,
+    EventKind.APPROVAL_DECIDED, EventKind.HIVE_PAUSED,
+    EventKind.HIVE_RUNNING, EventKind.HIVE_CANCELLED, EventKind.HIVE_BUDGET_CHANGED,
+    EventKind.AGENT_RESUMED,
 })
 """Event kinds the engine reacts to (its own, and those written by the CLI or server)."""
 
 
-# -- the planning answer -----------------------------------------------------------------------
-
-class PlannedTicket(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
-
-    title: str = Field(min_length=1, max_length=300)
-    description: str = ""
-    skills: list[str] = Field(default_factory=list)
-    report: str | None = None
-    depends_on: list[str | int] = Field(default_factory=list)
-    verify: str | None = None
-
-
-class HireRequest(BaseModel):
-    """Who a manager asks to add under it: a built-in LLM agent."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
-
-    name: str = Field(min_length=1, max_length=80)
-    title: str = Field(default="", max_length=120)
-    capabilities: str = Field(min_length=1, max_length=1000)
-    skills: list[str] = Field(min_length=1, max_length=20)
-    model: str | None = None
-
-
-class PlanAnswer(BaseModel):
-    """A manager's decision on one ticket."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
-
-    action: Literal["split", "assign", "self", "escalate", "hire"]
-    tickets: list[PlannedTicket] = Field(default_factory=list)
-    report: str | None = None
-    hire: HireRequest | None = None
-    note: str = ""
-    reason: str = ""
-
-
-HIRE_SCHEMA: JSON = {
-    "type": "object", "required": ["name", "capabilities", "skills"],
-    "additionalProperties": False,
-    "properties": {"name": {"type": "string"}, "title": {"type": "string"},
-                   "capabilities": {"type": "string"},
-                   "skills": {"type": "array", "items": {"type": "string"}},
-                   "model": {"type": "string"}}}
-
-
-def plan_tool(*, may_hire: bool) -> JSON:
-    """The plan tool as offered to one manager for one ticket: with `hire` only while hiring is
-    open to it (the hive has hires left and people have not rejected one for the ticket)."""
-    actions = ["split", "assign", "self", "escalate"] + (["hire"] if may_hire else [])
-    description = ("Decide how this ticket gets done. action=split: child tickets, each for "
-                   "one of your reports; assign: hand the whole ticket to one report; self: "
-                   "do it yourself; escalate: you cannot resolve it, pass it up with a reason.")
-    if may_hire:
-        description += (" hire: none of your reports can do it; ask people to approve a new "
-                        "report for it.")
-    properties: JSON = {
-        "action": {"type": "string", "enum": actions},
-        "tickets": {"type": "array", "items": {
-            "type": "object", "required": ["title", "report"], "additionalProperties": False,
-            "properties": {
-                "title": {"type": "string"},
-                "description": {"type": "string"},
-                "skills": {"type": "array", "items": {"type": "string"}},
-                "report": {"type": "string"},
-                "depends_on": {"type": "array", "items": {"type": ["string", "integer"]}},
-                "verify": {"type": "string"}}}},
-        "report": {"type": "string"},
-        "note": {"type": "string"},
-        "reason": {"type": "string"}}
-    if may_hire:
-        properties["hire"] = HIRE_SCHEMA
-    return {"type": "function", "function": {
-        "name": "plan", "description": description,
-        "parameters": {"type": "object", "required": ["action"], "additionalProperties": False,
-                       "properties": properties}}}
-
-
-PLAN_TOOL = plan_tool(may_hire=True)
-"""The plan tool with every action."""
-
-
-def parse_plan_answer(text: str, *, max_tickets: int, may_hire: bool = False) -> PlanAnswer:
-    """A planning answer (the plan tool's arguments, or JSON in the content) as a PlanAnswer.
-    Raises PolicyError saying what is wrong, for the model to correct."""
-    try:
-        data = answer_json(text)
-    except json.JSONDecodeError as error:
-        raise PolicyError(f"the answer is not JSON ({error.msg})") from None
-    try:
-        answer = PlanAnswer.model_validate(data)
-    except ValidationError as error:
-        raise PolicyError(first_problem(error)) from None
-    if answer.action == "split" and not 1 <= len(answer.tickets) <= max_tickets:
-        raise PolicyError(f"split needs between 1 and {max_tickets} tickets, not "
-                          f"{len(answer.tickets)}")
-    if answer.action == "assign" and not answer.report:
-        raise PolicyError("assign needs the report who takes the ticket")
-    if answer.action == "escalate" and not answer.reason:
-        raise PolicyError("escalate needs the reason")
-    if answer.action == "hire":
-        if not may_hire:
-            raise PolicyError("hiring is not open for this ticket: split, assign, do it "
-                              "yourself or escalate")
-        if answer.hire is None:
-            raise PolicyError("hire needs the hire object: name, capabilities and skills")
-        if not any(skill.strip() for skill in answer.hire.skills):
-            raise PolicyError("hire needs at least one skill the new report has")
-        if not answer.reason:
-            raise PolicyError("hire needs the reason none of your reports can do it")
-    titles = [t.title for t in answer.tickets]
-    for n, ticket in enumerate(answer.tickets):
-        for ref in ticket.depends_on:
-            index = ref if isinstance(ref, int) else (int(ref) if ref.isdigit() else None)
-            if index is None and ref not in titles:
-                raise PolicyError(f"ticket {n} depends on {ref!r}, not a ticket of this plan")
-            if index is not None and not (0 <= index < len(titles) and index != n):
-                raise PolicyError(f"ticket {n} depends on index {index}, not another ticket")
-    return answer
-
-
-# -- the engine --------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Ticket:
-    """What the engine remembers about a ticket beyond the store row."""
-
-    owner: str
-    escalations: int = 0
-    escalated: str | None = None
-    """The blocker's description while the ticket waits for its owner (a manager) to decide."""
-    escalated_by: str | None = None
-    approval: str | None = None
-    """The approval it waits on (a root's escalation goes to people; a hire)."""
-    hire_rejected: bool = False
-    """People rejected a hire for it: its manager decides without one."""
-    notes: list[str] = field(default_factory=list)
-
-
-class CompanyEngine(HiveEngine):
+class CompanyEngine(CompanyApprovalsEngine):
     """Drives one stored company hive: see `run` for the loop."""
 
     FOLLOWED = FOLLOWED
     NAME = "ruflo-company"
     OBJECTIVE_FAILED = "not every ticket of the objective succeeded"
-
-    def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None = None,
-                 params: LiveParams | None = None, company: CompanyParams | None = None,
-                 executors: Callable[[Agent], Executor] = executor_for,
-                 model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
-                 memory: Memory | None = None,
-                 on_change: Callable[[], None] | None = None,
-                 clock: LiveClock = REAL_CLOCK) -> None:
-        super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
-                         executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change, clock=clock)
-        self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
-        """Bounds: delegation depth, tickets per plan (batch), escalations per ticket
-        (max_attempts), hires per hive. Without `company`, the hive config's `max_depth` and
-        `max_hires` are honoured."""
-        self._company_given = company is not None
-        self.tickets: dict[str, Ticket] = {}
-        self.org: OrgChart
-        self._tools = WORK_TOOLS
 
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> Hive:
@@ -252,14 +94,17 @@ class CompanyEngine(HiveEngine):
         2. Each agent sleeps on its wake flag. It is woken only by an event that concerns it:
            a ticket assigned (delegated, escalated or reassigned) to it, its tickets' blockers
            resolved, all children of its ticket finished, an approval decided, a resume. Woken,
-           it claims its most urgent ready ticket with a lease (renewed while it works).
-        3. A manager whose ticket may still be delegated (it has live reports and the ticket is
-           under the depth bound) makes one metered coordination call with the plan tool:
+           it claims its most urgent ready ticket that the policy does not leave waiting on a
+           person (`AwaitApproval`), with a lease (renewed while it works).
+        3. The policy's decision (`CompanyPolicy.decide_ticket`) is carried out through the
+           shared dispatch. Delegate (a manager whose ticket may still be handed on): the
+           planner resolves the proposed report with one metered coordination call, the plan
+           tool:
            split → child tickets for reports (each choice checked against capabilities), the
            ticket blocked on them; assign → the whole ticket goes to a report; escalate → up
            the chain; self → it does the ticket. Everyone else does the ticket with the swarm's
-           agent runtime: complete (the verify command decides) or escalate (blocked: the
-           ticket names what it waits on and goes to the manager, who decides).
+           agent runtime (Take): complete (the verify command decides) or escalate (blocked:
+           the ticket names what it waits on and goes where `CompanyPolicy.escalation` says).
         4. A ticket done wakes the owners of tickets that waited on it; the last child finished
            reopens the parent for its owner to integrate and close (its verify decides).
         5. A budget cap reached pauses the agent (or hive) and opens a budget_override approval
@@ -296,44 +141,19 @@ class CompanyEngine(HiveEngine):
                       if isinstance(value := self.hive.config.get(key), int)
                       and not isinstance(value, bool)}
             self.company = replace(self.company, **bounds)
-        self.org = OrgChart(agents)
+        self._set_org(agents)
+        self.planner = Planner(self.gateway, self.store, self.hive_id,
+                               objective=self.hive.objective, model=self.model,
+                               max_tickets=self.company.batch)
+        self._chosen: dict[str, Take | Delegate] = {}
+        """The policy's decision for the ticket each agent just claimed."""
         for agent in agents:
             self._host(agent)
         self._load_tickets()
 
     def _load_tickets(self) -> None:
-        for event in self.store.events(self.hive_id, kinds=[*OWNING, "ticket_unblocked",
-                                                            "approval_requested"]):
-            task_id = event.task_id
-            if task_id is None:
-                continue
-            owner = event.data.get("owner")
-            if event.kind in OWNING and isinstance(owner, str):
-                ticket = self.tickets.setdefault(task_id, Ticket(owner))
-                ticket.owner = owner
-                if event.kind == "ticket_escalated":
-                    ticket.escalations += 1
-                    ticket.escalated = str(event.data.get("reason", ""))
-                    ticket.escalated_by = event.agent_id
-                elif event.kind in ("ticket_assigned", "ticket_delegated"):
-                    ticket.escalated = None
-            elif event.kind == "ticket_unblocked" and task_id in self.tickets:
-                self.tickets[task_id].escalated = None
-                self.tickets[task_id].approval = None
-        decided_later: list[Approval] = []
-        for approval in self.store.list_approvals(hive_id=self.hive_id):
-            task_id = approval.data.get("task_id")
-            if not isinstance(task_id, str) or task_id not in self.tickets:
-                continue
-            if approval.status is ApprovalStatus.PENDING:
-                self.tickets[task_id].approval = approval.id
-                continue
-            if approval.kind is ApprovalKind.HIRE:
-                self.tickets[task_id].hire_rejected |= \
-                    approval.status is ApprovalStatus.REJECTED
-            if self._waits_on(task_id, approval):  # decided while no engine ran
-                self.tickets[task_id].approval = approval.id
-                decided_later.append(approval)
+        self._load_owners()
+        decided_later = self._pending_on()
         tasks = self.store.list_tasks(self.hive_id)
         if not tasks:
             tasks = [self._post_objective()]
@@ -345,7 +165,7 @@ class CompanyEngine(HiveEngine):
                 self._restore_owner(task.id)
             if task.id not in self.tickets and not task.state.terminal:
                 owner = self._owner_for_new(task)
-                self._own(task.id, owner, "ticket_assigned", by=None, reason="posted")
+                self._own(task.id, owner, EventKind.TICKET_ASSIGNED, by=None, reason="posted")
         for task in self.store.list_tasks(self.hive_id, states=[TaskState.BLOCKED]):
             self._maybe_reopen_parent(task.id)
         self._apply_decided()
@@ -356,129 +176,47 @@ class CompanyEngine(HiveEngine):
             else:
                 self._strategy_decided(approval)
 
-    def _apply_decided(self) -> None:
-        """Budget overrides decided while no engine ran (e.g. through the server's store-only
-        runner) are carried out now."""
-        from ruflo.engine.approvals import apply_decision
-
-        for status in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
-            for approval in self.store.list_approvals(hive_id=self.hive_id, status=status):
-                if apply_decision(self.store, approval):
-                    scope_id = approval.data.get("scope_id")
-                    member = self.slots.get(scope_id) if isinstance(scope_id, str) else None
-                    if member is not None and status is ApprovalStatus.APPROVED:
-                        member.paused = None
-
-    def _post_objective(self) -> Task:
-        hive = self.hive
-        verify = hive.config.get("verify")
-        title = hive.objective.strip().splitlines()[0][:200] if hive.objective.strip() \
-            else hive.name
-        task = Task(id=f"{hive.id[:8]}.objective", hive_id=hive.id, title=title,
-                    description=hive.objective, verify=verify if isinstance(verify, str)
-                    and verify.strip() else None, assignee=self.org.root)
-        return self.store.post_tasks(hive.id, [task])[0]
-
-    def _owner_for_new(self, task: Task) -> str:
-        if task.parent_id is not None and task.parent_id in self.tickets:
-            return self._working_owner(self.tickets[task.parent_id].owner)
-        return self._acting_root()
-
-    def _acting_root(self) -> str:
-        live = [a for a in self.org.agents if self._alive(a)]
-        if self._alive(self.org.root) or not live:
-            return self.org.root
-        return min(live, key=lambda a: (self.org.depth[a], a))
-
-    def _alive(self, agent_id: str) -> bool:
-        member = self.slots.get(agent_id)
-        return member is not None and member.alive
-
-    def _working_owner(self, agent_id: str) -> str:
-        """The agent itself if alive, else its nearest live manager, else the acting root."""
-        for member in self.org.chain(agent_id):
-            if self._alive(member):
-                return member
-        return self._acting_root()
-
-    # -- ownership and wake-ups ------------------------------------------------------------------
-    def _own(self, task_id: str, owner: str, kind: str, *, by: str | None, reason: str,
-             data: JSON | None = None) -> None:
-        """Record who owns a ticket (the event and the row's assignee) and wake them."""
-        ticket = self.tickets.setdefault(task_id, Ticket(owner))
-        ticket.owner = owner
-        if kind in ("ticket_assigned", "ticket_delegated"):
-            ticket.escalated = None
-        with self.store.transaction():
-            task = self.store.get_task(task_id)
-            if task.state is not TaskState.CLAIMED:
-                self.store.update_task(task_id, assignee=owner)
-            self.store.append_event(self.hive_id, kind, agent_id=by, task_id=task_id, data={
-                "owner": owner, "owner_name": self.org.agents[owner].name, "reason": reason,
-                "depth": task.depth, "parent": task.parent_id, **(data or {})})
-        self._wake(owner, "escalated" if kind == "ticket_escalated" else "assigned", task_id)
-
-    def _restore_owner(self, task_id: str) -> None:
-        """A claim ended (released, expired): the row's assignee is the owner again."""
-        ticket = self.tickets.get(task_id)
-        if ticket is None:
-            return
-        task = self.store.get_task(task_id)
-        if task.state is TaskState.OPEN and task.assignee != ticket.owner:
-            self.store.update_task(task_id, assignee=ticket.owner)
-
-    def _wake(self, agent_id: str, reason: str, task_id: str | None = None) -> None:
-        member = self.slots.get(agent_id)
-        if member is None or not member.alive:
-            return
-        self.store.append_event(self.hive_id, "agent_woken", agent_id=agent_id, task_id=task_id,
-                                data={"reason": reason})
-        member.wake.set()
-
-    def _owners_of_ready_work(self) -> list[str]:
-        owners = {t.owner for tid, t in self.tickets.items()}
-        return sorted(o for o in owners if o in self.slots)
-
     # -- agent loops -----------------------------------------------------------------------------
     async def _next_task(self, member: AgentSlot) -> Task | None:
-        """Claim the agent's most urgent ticket that is ready (open, blockers done), turning an
-        escalated ticket that waits for this manager's decision into an open one first."""
-        mine = self.store.list_tasks(self.hive_id, states=[TaskState.OPEN, TaskState.BLOCKED],
-                                     assignee=member.id)
+        """Claim the agent's most urgent ticket that is ready (open, blockers done) and not left
+        waiting on a person by the policy, turning an escalated ticket that waits for this
+        manager's decision into an open one first. `_attempt` carries out the policy's
+        decision for it."""
+        board = self.store.list_tasks(self.hive_id)
+        mine = [t for t in board if t.assignee == member.id
+                and t.state in (TaskState.OPEN, TaskState.BLOCKED)]
         mine.sort(key=lambda t: (-t.priority, t.created_at))
         for task in mine:
             ticket = self.tickets.get(task.id)
-            if ticket is None or ticket.owner != member.id or ticket.approval is not None:
+            if ticket is None or ticket.owner != member.id:
+                continue
+            if task.state is TaskState.BLOCKED and ticket.escalated is None \
+                    and ticket.approval is None:
+                continue  # waiting on its children
+            decision = self._decide(member.id, task, board)
+            if isinstance(decision, AwaitApproval):
                 continue
             if task.state is TaskState.BLOCKED:
-                if ticket.escalated is None:
-                    continue  # waiting on its children
                 self.store.update_task(task.id, state=TaskState.OPEN)
             claimed = self.store.claim_task(self.hive_id, member.id,
                                             lease_seconds=self.params.lease_seconds,
                                             task_id=task.id, now=self.clock.utcnow())
             if claimed is not None:
+                self._chosen[member.id] = decision
                 self._claims_changed.set()
                 return claimed
         return None
 
     # -- one ticket ------------------------------------------------------------------------------
     async def _attempt(self, member: AgentSlot, task: Task) -> None:
+        decision = self._chosen.pop(member.id)
         member.task_id = task.id
         self.store.update_agent(member.id, status=AgentStatus.WORKING, current_task=task.id,
                                 heartbeat_at=self.clock.utcnow())
         renewal = asyncio.create_task(self._renew(member, task.id))
         try:
             try:
-                if self._delegable(member, task):
-                    answer = await self._plan(member, task)
-                    if answer.action != "self":
-                        self._carry_out(member, task, answer)
-                        return
-                    self._unblock(member, task, "the manager does it itself")
-                agent = self.store.get_agent(member.id)
-                outcome = await member.executor.run(task, agent, self.hive,
-                                                    self._context(member))
+                outcome = await carry_out(self, (member, task), decision)
             except asyncio.CancelledError:
                 if member.stop_reason in (None, KILLED):
                     raise
@@ -505,13 +243,60 @@ class CompanyEngine(HiveEngine):
                 self._give_back(member, task, f"agent crashed: {error!r}")
                 self._pause_agent(member, f"crashed: {error!r}")
                 return
-            self._apply(member, task, outcome)
+            if outcome is not None:
+                self._apply(member, task, outcome)
         finally:
             renewal.cancel()
             if member.stop_reason != KILLED:
                 member.task_id = None
                 status = AgentStatus.IDLE if member.paused is None else AgentStatus.PAUSED
                 self.store.update_agent(member.id, status=status, current_task=None)
+
+    # -- carrying out a decision (`carry_out` calls these) ---------------------------------------
+    def take(self, held: tuple[AgentSlot, Task], decision: Take) -> Awaitable[TaskOutcome | None]:
+        """The holder does the ticket with the agent runtime."""
+        self._record(held[0].id, decision)
+        return self._work(*held)
+
+    def delegate(self, held: tuple[AgentSlot, Task],
+                 decision: Delegate) -> Awaitable[TaskOutcome | None]:
+        """The planner resolves the policy's proposal; it is carried out here (None), or the
+        manager keeps the ticket and does it."""
+        return self._delegate(*held, decision)
+
+    def decompose(self, held: tuple[AgentSlot, Task], decision: Decompose) -> Awaitable[None]:
+        raise PolicyError("a company splits a ticket through its planner, not by the policy")
+
+    def escalate(self, held: tuple[AgentSlot, Task], decision: Escalate) -> Awaitable[None]:
+        raise PolicyError("a company escalates on an attempt's outcome, not when claiming")
+
+    def await_approval(self, held: tuple[AgentSlot, Task],
+                       decision: AwaitApproval) -> Awaitable[None]:
+        raise PolicyError(f"ticket {decision.task_id} waits on approval "
+                          f"{decision.approval_id}; it should not have been claimed")
+
+    def idle(self, held: tuple[AgentSlot, Task], decision: Idle) -> Awaitable[None]:
+        raise PolicyError("a claimed ticket has a decision to carry out, not Idle")
+
+    async def _work(self, member: AgentSlot, task: Task) -> TaskOutcome:
+        agent = self.store.get_agent(member.id)
+        return await member.executor.run(task, agent, self.hive, self._context(member))
+
+    async def _delegate(self, member: AgentSlot, task: Task,
+                        decision: Delegate) -> TaskOutcome | None:
+        ticket = self.tickets.get(task.id)
+        blocked = (ticket.escalated, ticket.escalated_by) \
+            if ticket is not None and ticket.escalated is not None else None
+        plan = await self.planner.resolve(
+            self.org, member.agent, task, proposed=decision.assignments[0][1],
+            reports=self.org.live_reports(member.id, self._alive), may_hire=decision.may_hire,
+            max_tokens=completion_tokens(member.agent, self.params.limits), blocked=blocked)
+        if plan.action != "self":
+            self._carry_out(member, task, plan)
+            return None
+        self._unblock(member, task, "the manager does it itself")
+        self._record(member.id, Take(task.id))
+        return await self._work(member, task)
 
     def _give_back(self, member: AgentSlot, task: Task, reason: str) -> None:
         try:
@@ -520,122 +305,6 @@ class CompanyEngine(HiveEngine):
             return  # not ours any more (expired, cancelled): the events say what it is
         self._restore_owner(task.id)
 
-    # -- delegation ------------------------------------------------------------------------------
-    def _delegable(self, member: AgentSlot, task: Task) -> bool:
-        if not self.org.live_reports(member.id, self._alive):
-            return False
-        ticket = self.tickets.get(task.id)
-        if ticket is not None and ticket.escalated is not None:
-            return True  # the manager decides what happens to a blocked ticket, at any depth
-        if task.depth >= self.company.max_depth:
-            return False
-        return not any(t.parent_id == task.id for t in self.store.list_tasks(self.hive_id))
-
-    async def _plan(self, member: AgentSlot, task: Task) -> PlanAnswer:
-        """Ask the manager's model how the ticket gets done (metered as coordination). A bad
-        answer is sent back once with the reason; a second one falls back to the capability
-        heuristic, so the work never stalls on a confused planner."""
-        if self.gateway is None:
-            raise ConfigError("company mode needs a gateway for its managers: set "
-                              "OPENAI_BASE_URL and OPENAI_API_KEY; the ticket was left as it was")
-        may_hire = self._may_hire(task)
-        messages: list[ChatMessage] = [
-            {"role": "system", "content": self._plan_prompt(member, may_hire=may_hire)},
-            {"role": "user", "content": self._ticket_prompt(task)}]
-        context = CallContext(hive_id=self.hive_id, agent_id=member.id, task_id=task.id,
-                              kind=CostKind.COORDINATION)
-        model = member.agent.model or self.model
-        max_tokens = completion_tokens(member.agent, self.params.limits)
-        problem = ""
-        for attempt in (1, 2):
-            answer = await self.gateway.chat(messages, model=model, context=context,
-                                             tools=[plan_tool(may_hire=may_hire)],
-                                             max_tokens=max_tokens)
-            call = next((c for c in answer.tool_calls if c.name == "plan"), None)
-            raw = call.arguments if call is not None else (answer.content or "")
-            try:
-                plan = parse_plan_answer(raw, max_tickets=self.company.batch,
-                                         may_hire=may_hire)
-            except PolicyError as error:
-                problem = str(error)
-                self.store.append_event(self.hive_id, "plan_refused", agent_id=member.id,
-                                        task_id=task.id, data={"attempt": attempt,
-                                                               "error": problem,
-                                                               "answer": raw[:2000]})
-                messages.append(answer.as_message())
-                if call is not None:
-                    messages.append({"role": "tool", "tool_call_id": call.id,
-                                     "content": f"error: {problem}; call plan again"})
-                else:
-                    messages.append({"role": "user", "content": f"That answer was not usable: "
-                                     f"{problem}. Call the plan tool."})
-                continue
-            self.store.append_event(self.hive_id, "ticket_planned", agent_id=member.id,
-                                    task_id=task.id, data={
-                                        "action": plan.action, "tickets": len(plan.tickets),
-                                        "tokens": answer.usage.total_tokens,
-                                        "answer": raw[:2000]})
-            return plan
-        target = choose_delegate(self.org, member.id, task.skills, self._workload(), self._alive)
-        self.store.append_event(self.hive_id, "plan_fallback", agent_id=member.id,
-                                task_id=task.id, data={"error": problem, "to": target})
-        return PlanAnswer(action="assign", report=target,
-                          note="assigned by capability match (the planner's answer was unusable)")
-
-    def _plan_prompt(self, member: AgentSlot, *, may_hire: bool) -> str:
-        agent = member.agent
-        reports = self.org.live_reports(member.id, self._alive)
-        lines = [f"You are {agent.name}, {agent.title or agent.role} of a company of agents "
-                 f"working on: {self.hive.objective}.",
-                 "You manage these direct reports (choose by what they can do):"]
-        for report_id in reports:
-            report = self.org.agents[report_id]
-            skills = ", ".join(sorted(self.org.subtree_skills[report_id])) or "general"
-            lines.append(f"- {report.name} ({getattr(report, 'title', '') or report.role}): "
-                         f"{report.capabilities or 'no description'}; skills: {skills}")
-        lines += [
-            "Decide how the ticket gets done and answer with the plan tool only:",
-            f"- split: at most {self.company.batch} child tickets, each for the report whose "
-            "capabilities fit; depends_on names other tickets of the list by 0-based index; "
-            "give a verify shell command when one can prove the ticket done;",
-            "- assign: the whole ticket to one report, with a note;",
-            "- self: do it yourself (only if it is small and within your own skills);",
-            "- escalate: you cannot resolve it; say why."]
-        if may_hire:
-            lines.append("- hire: none of your reports has the skills it needs: ask to add one "
-                         "under you (name, title, capabilities, skills) and say why; people "
-                         "approve or reject, and if approved the ticket goes to the new hire.")
-        lines += [
-            "Do not file tickets that only review, audit or report: every ticket must produce "
-            "part of the result."]
-        return "\n".join(lines)
-
-    def _ticket_prompt(self, task: Task) -> str:
-        lines = [f"Ticket: {task.title}"]
-        if task.description and task.description != task.title:
-            lines += ["", task.description]
-        if task.skills:
-            lines += ["", f"Skills: {', '.join(task.skills)}"]
-        if task.verify:
-            lines += ["", f"Done when this passes: `{task.verify}`"]
-        ticket = self.tickets.get(task.id)
-        if ticket is not None and ticket.escalated is not None:
-            by = self.org.agents[ticket.escalated_by].name if ticket.escalated_by in \
-                self.org.agents else "a report"
-            lines += ["", f"Blocked: {by} escalated it: {ticket.escalated}. Resolve it: assign it "
-                          "to someone who can, split it, do it yourself, or escalate."]
-        return "\n".join(lines)
-
-    def _workload(self) -> dict[str, float]:
-        """Open tickets per agent's part of the org (what least-loaded compares)."""
-        load = dict.fromkeys(self.org.agents, 0.0)
-        for task in self.store.list_tasks(self.hive_id, states=[
-                TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED]):
-            ticket = self.tickets.get(task.id)
-            if ticket is not None:
-                for member in self.org.chain(ticket.owner):
-                    load[member] += task.effort
-        return load
 
     def _carry_out(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
         if plan.action == "hire":
@@ -671,10 +340,13 @@ class CompanyEngine(HiveEngine):
                 # A hand-over down the tree, not a new level of split: the depth stays (the
                 # org's height and the escalation cap bound how often it can move).
                 self.store.update_task(task.id, description=(task.description + note).strip())
-                self._own(task.id, target, "ticket_delegated", by=member.id, reason="assigned",
+                self._own(task.id, target, EventKind.TICKET_DELEGATED, by=member.id,
+                          reason="assigned",
                           data=self._delegation_data(member, plan.report, correction))
         except Conflict as error:
             self._discarded(member, task, str(error))
+            return
+        self._record(member.id, Delegate(((task.id, target),)))
 
     def _unblock(self, member: AgentSlot, task: Task, how: str) -> None:
         """The manager resolved an escalated ticket: it no longer waits on its blocker."""
@@ -684,7 +356,7 @@ class CompanyEngine(HiveEngine):
         ticket.escalated = None
         with self.store.transaction():
             self.store.update_task(task.id, blocked_on=None)
-            self.store.append_event(self.hive_id, "ticket_unblocked", agent_id=member.id,
+            self.store.append_event(self.hive_id, EventKind.TICKET_UNBLOCKED, agent_id=member.id,
                                     task_id=task.id, data={"how": how})
 
     def _delegation_data(self, member: AgentSlot, named: str | None,
@@ -727,26 +399,26 @@ class CompanyEngine(HiveEngine):
                 self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=member.id,
                                        lease_until=None,
                                        blocked_on=f"its {len(children)} child tickets")
-                self.store.append_event(self.hive_id, "ticket_blocked", agent_id=member.id,
+                self.store.append_event(self.hive_id, EventKind.TICKET_BLOCKED, agent_id=member.id,
                                         task_id=task.id, data={
                                             "blocked_on": [c.id for c in children]})
                 ticket = self.tickets.setdefault(task.id, Ticket(member.id))
                 ticket.owner = member.id
                 for child, (target, named, correction) in zip(children, owners, strict=True):
                     self.tickets[child.id] = Ticket(target)
-                    self._own(child.id, target, "ticket_delegated", by=member.id,
+                    self._own(child.id, target, EventKind.TICKET_DELEGATED, by=member.id,
                               reason="assigned",
                               data=self._delegation_data(member, named, correction))
         except Conflict as error:
             self._discarded(member, task, str(error))
+            return
         except PolicyError as error:
             self._give_back(member, task, f"its plan could not be posted: {error}")
             self._escalate(member, task, f"its plan could not be posted: {error}")
-
-    def _still_held(self, member: AgentSlot, task: Task) -> None:
-        current = self.store.get_task(task.id)
-        if current.state is not TaskState.CLAIMED or current.assignee != member.id:
-            raise Conflict(f"ticket {task.id} is no longer held by {member.agent.name}")
+            return
+        self._record(member.id, Decompose(task.id, len(children)))
+        self._record(member.id, Delegate(tuple((c.id, owner) for c, (owner, _, _)
+                                               in zip(children, owners, strict=True))))
 
     # -- outcomes --------------------------------------------------------------------------------
     def _apply(self, member: AgentSlot, task: Task, outcome: TaskOutcome) -> None:
@@ -834,289 +506,55 @@ class CompanyEngine(HiveEngine):
                                                f"ended:\n{lines}\nIntegrate the results, check "
                                                "them, and complete this ticket (or escalate if "
                                                "it cannot be finished).".strip())
-            self.store.append_event(self.hive_id, "children_completed", agent_id=owner,
+            self.store.append_event(self.hive_id, EventKind.CHILDREN_COMPLETED, agent_id=owner,
                                     task_id=parent_id, data={
                                         "done": sum(t.state is TaskState.DONE for t in children),
                                         "ended": len(children)})
         if owner != ticket.owner:
-            self._own(parent_id, owner, "ticket_reassigned", by=None,
+            self._own(parent_id, owner, EventKind.TICKET_REASSIGNED, by=None,
                       reason="its owner is gone", data={"from": ticket.owner})
         else:
             self._wake(owner, "children completed", parent_id)
 
     def _escalate(self, member: AgentSlot, task: Task, reason: str) -> None:
-        """Blocked: the ticket names what it waits on and goes to the manager, who decides.
-        A root's ticket goes to people (a strategy approval); a ticket escalated too often
-        fails for good."""
+        """Blocked: the ticket names what it waits on and goes where the policy says
+        (`CompanyPolicy.escalation`): up to the nearest live manager, who decides; to people
+        (a strategy approval) from the top; given up when escalated too often."""
         ticket = self.tickets.setdefault(task.id, Ticket(member.id))
         current = self.store.get_task(task.id)
         if current.state.terminal:
             return
-        if ticket.escalations >= self.company.max_attempts:
+        decision = self.policy.escalation(member.id, self._view(current, split=False),
+                                          self._alive)
+        self._record(member.id, decision)
+        if decision.give_up:
             with contextlib.suppress(Conflict):
                 failed = self.store.finish_task(task.id, None, state=TaskState.CANCELLED,
                                                 result=f"gave up after {ticket.escalations} "
                                                        f"escalations; last: {reason}")
-                self.store.append_event(self.hive_id, "ticket_given_up", agent_id=member.id,
+                self.store.append_event(self.hive_id, EventKind.TICKET_GIVEN_UP, agent_id=member.id,
                                         task_id=task.id, data={"reason": reason})
                 self._after_end(failed)
             return
         ticket.escalations += 1
         ticket.escalated, ticket.escalated_by = reason, member.id
-        manager = self.org.manager.get(member.id)
-        boss = self._working_owner(manager) if manager is not None else None
         if current.state is TaskState.OPEN:
             self.store.update_task(task.id, state=TaskState.BLOCKED, blocked_on=reason)
-        if boss is None or boss == member.id:
+        if decision.to is None:
             self._to_people(member, task, reason)
             return
-        self._own(task.id, boss, "ticket_escalated", by=member.id, reason="escalated",
+        self._own(task.id, decision.to, EventKind.TICKET_ESCALATED, by=member.id,
+                  reason="escalated",
                   data={"blocked_on": reason, "from": member.id, "from_name": member.agent.name})
         ticket.escalated, ticket.escalated_by = reason, member.id
 
-    def _to_people(self, member: AgentSlot, task: Task, reason: str) -> None:
-        approval = self.store.create_approval(Approval(
-            id=new_id(), hive_id=self.hive_id, kind=ApprovalKind.STRATEGY,
-            agent_id=member.id,
-            subject=f"{member.agent.name} (the root) is blocked on {task.title!r}: {reason}. "
-                    "Approve to have it try again, reject to drop the ticket.",
-            data={"task_id": task.id, "reason": reason}))
-        self.tickets[task.id].approval = approval.id
-        self.store.update_task(task.id, blocked_on=f"approval {approval.id}: {reason}")
-        self._auto_decide(approval)
-
-    def _auto_decide(self, approval: Approval) -> None:
-        from ruflo.engine.approvals import AUTO_POLICY, decide
-        from ruflo.policies.company import auto_decision
-
-        auto = auto_decision(self.hive.config, approval.kind.value)
-        if auto is not None:
-            decide(self.store, approval.id, ApprovalStatus.APPROVED if auto == "approve"
-                   else ApprovalStatus.REJECTED, decided_by=AUTO_POLICY)
-
-    # -- hiring ----------------------------------------------------------------------------------
-    def _may_hire(self, task: Task) -> bool:
-        """Hiring is offered while the hive has hires left (pending and approved ones count)
-        and people have not rejected a hire for this ticket."""
-        ticket = self.tickets.get(task.id)
-        if ticket is not None and ticket.hire_rejected:
-            return False
-        used = sum(a.kind is ApprovalKind.HIRE and a.status is not ApprovalStatus.REJECTED
-                   for a in self.store.list_approvals(hive_id=self.hive_id))
-        return used < self.company.max_hires
-
-    def _waits_on(self, task_id: str, approval: Approval) -> bool:
-        """The ticket is still blocked on this approval (its decision not yet carried out)."""
-        task = self.store.get_task(task_id)
-        return task.state is TaskState.BLOCKED and \
-            (task.blocked_on or "").startswith(f"approval {approval.id}")
-
-    def _request_hire(self, member: AgentSlot, task: Task, plan: PlanAnswer) -> None:
-        """Open a `hire` approval for the ticket, which waits on it (the manager's claim is
-        released); a decision carries it out (`_hire_decided`)."""
-        assert plan.hire is not None
-        request = plan.hire
-        taken = {a.name for a in self.org.agents.values()}
-        name, n = request.name, 1
-        while name in taken:  # names are how managers and people tell agents apart
-            n += 1
-            name = f"{request.name} ({n})"
-        skills = sorted({s.strip() for s in request.skills if s.strip()})
-        hire: JSON = {"name": name, "title": request.title, "capabilities": request.capabilities,
-                      "skills": skills, "model": request.model or member.agent.model}
-        approval = Approval(
-            id=new_id(), hive_id=self.hive_id, kind=ApprovalKind.HIRE, agent_id=member.id,
-            subject=f"{member.agent.name} asks to hire {name} ({request.title or 'no title'}; "
-                    f"skills: {', '.join(skills)}) for {task.title!r}: {plan.reason}. Approve "
-                    f"to add them under {member.agent.name} and hand them the ticket; reject "
-                    f"and {member.agent.name} decides without a new hire.",
-            data={"task_id": task.id, "manager": member.id, "hire": hire,
-                  "reason": plan.reason})
-        try:
-            with self.store.transaction():
-                self._still_held(member, task)
-                self.store.create_approval(approval)
-                self.store.release_task(task.id, member.id, reason="waits on a hire approval")
-                self.store.update_task(task.id, state=TaskState.BLOCKED, assignee=member.id,
-                                       blocked_on=f"approval {approval.id}: hire {name}")
-                self.store.append_event(self.hive_id, "hire_requested", agent_id=member.id,
-                                        task_id=task.id, data={
-                                            "approval_id": approval.id, "name": name,
-                                            "skills": skills, "reason": plan.reason})
-        except Conflict as error:
-            self._discarded(member, task, str(error))
-            return
-        self.tickets.setdefault(task.id, Ticket(member.id)).approval = approval.id
-        self._auto_decide(approval)
-
-    def _hire_decided(self, approval: Approval) -> None:
-        """Approved: the new agent joins under the manager and gets the ticket. Rejected: the
-        ticket goes back to its owner, who decides without a hire."""
-        task_id = str(approval.data.get("task_id"))
-        ticket = self.tickets.get(task_id)
-        if ticket is None or ticket.approval != approval.id or not self._waits_on(task_id,
-                                                                                 approval):
-            return
-        ticket.approval = None
-        manager = str(approval.data.get("manager"))
-        if approval.status is ApprovalStatus.APPROVED:
-            hired = self._hire(approval)
-            ticket.escalated = None
-            with self.store.transaction():
-                self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None)
-                self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
-                    "approval_id": approval.id, "by": approval.decided_by,
-                    "how": f"hired {hired.name}"})
-            manager_name = self.org.agents[manager].name if manager in self.org.agents \
-                else manager
-            self._own(task_id, hired.id, "ticket_delegated", by=manager, reason="hired for it",
-                      data={"from": manager, "from_name": manager_name, "chosen_by": "hire"})
-            return
-        ticket.hire_rejected = True
-        task = self.store.get_task(task_id)
-        with self.store.transaction():
-            self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None,
-                                   assignee=ticket.owner, description=(
-                f"{task.description}\n\nHiring for this ticket was rejected by "
-                f"{approval.decided_by}: decide without a new hire.").strip())
-            self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id, data={
-                "approval_id": approval.id, "by": approval.decided_by, "how": "hire rejected"})
-        owner = self._working_owner(ticket.owner)
-        if owner != ticket.owner:
-            self._own(task_id, owner, "ticket_reassigned", by=None, reason="its owner is gone",
-                      data={"from": ticket.owner})
-        else:
-            self._wake(owner, "approval decided", task_id)
-
-    def _hire(self, approval: Approval) -> Agent:
-        """Add the approved hire to the hive (once: its id comes from the approval), the org
-        chart and this engine, its loop started when the engine already runs."""
-        from ruflo.engine.plan import board_id
-
-        hire = approval.data.get("hire")
-        assert isinstance(hire, dict)
-        agent_id = board_id(self.hive_id, f"hire-{approval.id[:12]}")
-        try:
-            agent = self.store.get_agent(agent_id)
-        except NotFound:
-            model = hire.get("model")
-            with self.store.transaction():
-                agent = self.store.add_agent(Agent(
-                    id=agent_id, hive_id=self.hive_id, name=str(hire["name"]),
-                    title=str(hire.get("title") or "new hire"),
-                    capabilities=str(hire["capabilities"]),
-                    skills=tuple(str(s) for s in hire.get("skills") or ()),
-                    model=model if isinstance(model, str) and model else None,
-                    reports_to=str(approval.data.get("manager"))))
-                self.store.append_event(self.hive_id, "agent_hired", agent_id=agent_id,
-                                        task_id=str(approval.data.get("task_id")), data={
-                                            "approval_id": approval.id, "name": agent.name,
-                                            "reports_to": agent.reports_to,
-                                            "skills": list(agent.skills)})
-        self.org = OrgChart(self.store.list_agents(self.hive_id))
-        if agent_id not in self.slots:
-            slot = self._host(agent)
-            budgets = getattr(self.gateway, "budgets", None)
-            if budgets is not None:
-                budgets.refresh(agent_id=agent_id)
-            if self._helpers:  # running: the loops of the rest have started already
-                self._start_loop(slot)
-        return agent
-
-    # -- budgets and approvals -------------------------------------------------------------------
-    def _over_budget(self, member: AgentSlot, error: BudgetExceeded) -> None:
-        """A cap was reached: open the budget override (an auto-approval policy may decide it at
-        once, and work goes on); otherwise the agent, or the whole hive, pauses until decided."""
-        text = str(error)
-        spent = text.split("(", 1)[1].split(")", 1)[0] if "(" in text else "its cap"
-        agent_scope = error.scope == "agent"
-        scope_id = (error.scope_id or member.id) if agent_scope else self.hive_id
-        approval = open_budget_override(self.store, self.hive_id,
-                                        scope="agent" if agent_scope else "hive",
-                                        scope_id=scope_id, spent=spent)
-        if approval.status is ApprovalStatus.APPROVED:
-            self._refresh_budgets()
-            self._wake(member.id, "approval decided")
-        elif agent_scope:
-            self._pause_agent(self.slots.get(scope_id, member), text.split(";")[0])
-        else:
-            self._pause_hive("budget exceeded", text)
-
-    def _decided(self, approval_id: str) -> None:
-        """An approval was decided (here, by the CLI or by the server): act on it and wake the
-        agent concerned."""
-        from ruflo.engine.approvals import apply_decision
-
-        try:
-            approval = self.store.get_approval(approval_id)
-        except NotFound:
-            return
-        if approval.kind is ApprovalKind.BUDGET_OVERRIDE:
-            apply_decision(self.store, approval)
-            self._refresh_budgets()
-            scope_id = approval.data.get("scope_id")
-            if approval.data.get("scope") == "agent" and isinstance(scope_id, str):
-                member = self.slots.get(scope_id)
-                if member is None:
-                    return
-                if approval.status is ApprovalStatus.APPROVED:
-                    member.paused = None
-                    self._wake(member.id, "approval decided")
-                else:
-                    self._hand_on(member, "its budget override was rejected")
-            return
-        if approval.kind is ApprovalKind.HIRE:
-            self._hire_decided(approval)
-        else:
-            self._strategy_decided(approval)
-        self._check_end()
-
-    def _strategy_decided(self, approval: Approval) -> None:
-        """A root's escalation decided: approved, it tries again; rejected, the ticket is
-        dropped."""
-        task_id = approval.data.get("task_id")
-        if not isinstance(task_id, str) or task_id not in self.tickets:
-            return
-        ticket = self.tickets[task_id]
-        ticket.approval = None
-        if approval.status is ApprovalStatus.APPROVED:
-            ticket.escalated = None
-            with self.store.transaction():
-                self.store.update_task(task_id, state=TaskState.OPEN, blocked_on=None)
-                self.store.append_event(self.hive_id, "ticket_unblocked", task_id=task_id,
-                                        data={"approval_id": approval.id,
-                                              "by": approval.decided_by})
-            self._wake(ticket.owner, "approval decided", task_id)
-        else:
-            with contextlib.suppress(Conflict):
-                ended = self.store.finish_task(task_id, None, state=TaskState.CANCELLED,
-                                               result=f"dropped: approval {approval.id} "
-                                                      f"rejected by {approval.decided_by}")
-                self._after_end(ended)
-
-    def _rejected_approvals(self) -> None:
-        """Budget overrides rejected while no engine ran: their agents' tickets move on."""
-        for approval in self.store.list_approvals(hive_id=self.hive_id,
-                                                  status=ApprovalStatus.REJECTED):
-            scope_id = approval.data.get("scope_id")
-            member = self.slots.get(scope_id) if isinstance(scope_id, str) else None
-            if member is not None and member.paused is not None and any(
-                    t.owner == member.id for t in self.tickets.values()):
-                self._hand_on(member, "its budget override was rejected")
-
     def _hand_on(self, member: AgentSlot, why: str) -> None:
-        """A paused or lost agent's unfinished tickets go to its nearest live manager."""
-        heir = None
-        for boss in self.org.chain(member.id)[1:]:
-            candidate = self.slots.get(boss)
-            if candidate is not None and candidate.can_work:
-                heir = boss
-                break
+        """A paused or lost agent's unfinished tickets go to its nearest working manager, else
+        the acting root (`nearest_live_manager`)."""
+        heir = nearest_live_manager(self.org, member.id, lambda agent_id: agent_id != member.id
+                                    and agent_id in self.slots and self.slots[agent_id].can_work)
         if heir is None:
-            live = [m for m in self.slots.values() if m.can_work and m.id != member.id]
-            if not live:
-                return
-            heir = min(live, key=lambda m: (self.org.depth[m.id], m.id)).id
+            return
         for task_id, ticket in list(self.tickets.items()):
             if ticket.owner != member.id:
                 continue
@@ -1126,35 +564,35 @@ class CompanyEngine(HiveEngine):
             if task.state is TaskState.BLOCKED and ticket.escalated is None \
                     and ticket.approval is None:
                 ticket.owner = heir  # waits on children: the heir integrates them later
-                self._own(task_id, heir, "ticket_reassigned", by=None, reason=why,
+                self._own(task_id, heir, EventKind.TICKET_REASSIGNED, by=None, reason=why,
                           data={"from": member.id})
                 self._maybe_reopen_parent(task_id)
                 continue
-            self._own(task_id, heir, "ticket_reassigned", by=None, reason=why,
+            self._own(task_id, heir, EventKind.TICKET_REASSIGNED, by=None, reason=why,
                       data={"from": member.id})
 
     # -- following the event log -----------------------------------------------------------------
     def _follow(self, event: Event) -> None:
         kind, task_id = event.kind, event.task_id
-        if kind == "task_posted" and task_id is not None and task_id not in self.tickets:
+        if kind == EventKind.TASK_POSTED and task_id is not None and task_id not in self.tickets:
             task = self.store.get_task(task_id)
             if not task.state.terminal:
-                self._own(task_id, self._owner_for_new(task), "ticket_assigned", by=None,
+                self._own(task_id, self._owner_for_new(task), EventKind.TICKET_ASSIGNED, by=None,
                           reason="posted")
-        elif kind == "task_cancelled" and task_id is not None:
+        elif kind == EventKind.TASK_CANCELLED and task_id is not None:
             for member in self.slots.values():
                 self._stop_work(member, task_id, "ticket cancelled")
             with contextlib.suppress(NotFound):
                 task = self.store.get_task(task_id)
                 if task.parent_id is not None:
                     self._maybe_reopen_parent(task.parent_id)
-        elif kind == "lease_expired" and task_id is not None:
+        elif kind == EventKind.LEASE_EXPIRED and task_id is not None:
             self._expired(task_id, event.agent_id)
-        elif kind == "approval_decided":
+        elif kind == EventKind.APPROVAL_DECIDED:
             approval_id = event.data.get("approval_id")
             if isinstance(approval_id, str):
                 self._decided(approval_id)
-        elif kind == "agent_resumed" and event.agent_id in self.slots:
+        elif kind == EventKind.AGENT_RESUMED and event.agent_id in self.slots:
             member = self.slots[event.agent_id]
             if member.alive and member.paused is not None:
                 member.paused = None
@@ -1174,7 +612,7 @@ class CompanyEngine(HiveEngine):
         if ticket is not None:
             owner = self._working_owner(ticket.owner)
             if owner != ticket.owner:
-                self._own(task_id, owner, "ticket_reassigned", by=None,
+                self._own(task_id, owner, EventKind.TICKET_REASSIGNED, by=None,
                           reason="its owner is gone", data={"from": ticket.owner})
             else:
                 self._restore_owner(task_id)
@@ -1199,6 +637,7 @@ class CompanyEngine(HiveEngine):
         return any(t.verify == command for t in tasks if t.parent_id is None)
 
 
+
 # -- the report ----------------------------------------------------------------------------------
 
 def engine_for(store: Store, hive_id: str, **options: Any) -> LiveEngine | CompanyEngine:
@@ -1216,24 +655,27 @@ def company_report(store: Store, hive_id: str) -> JSON:
     who decided it (an auto-approval policy is named as such)."""
     work = store.spend(hive_id=hive_id, kind=CostKind.WORK)
     coordination = store.spend(hive_id=hive_id, kind=CostKind.COORDINATION)
-    events = store.events(hive_id, kinds=["ticket_delegated", "ticket_escalated",
-                                          "ticket_reassigned", "plan_refused", "plan_fallback"])
+    events = store.events(hive_id, kinds=[EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
+                                          EventKind.TICKET_REASSIGNED, EventKind.PLAN_REFUSED,
+                                          EventKind.PLAN_FALLBACK])
     count = {kind: sum(e.kind == kind for e in events) for kind in
-             ("ticket_delegated", "ticket_escalated", "ticket_reassigned", "plan_refused",
-              "plan_fallback")}
+             (EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED, EventKind.TICKET_REASSIGNED,
+              EventKind.PLAN_REFUSED,
+              EventKind.PLAN_FALLBACK)}
     hive = store.get_hive(hive_id)
     return {
         "work": {"tokens": work.tokens, "cost": work.cost, "calls": work.calls},
         "coordination": {"tokens": coordination.tokens, "cost": coordination.cost,
                          "calls": coordination.calls},
-        "delegations": count["ticket_delegated"],
-        "corrected_delegations": sum(e.kind == "ticket_delegated"
+        "delegations": count[EventKind.TICKET_DELEGATED],
+        "corrected_delegations": sum(e.kind == EventKind.TICKET_DELEGATED
                                      and e.data.get("chosen_by") == "capability check"
                                      for e in events),
-        "escalations": count["ticket_escalated"],
-        "reassignments": count["ticket_reassigned"],
-        "plans_refused": count["plan_refused"], "plan_fallbacks": count["plan_fallback"],
-        "hires": len(store.events(hive_id, kinds=["agent_hired"])),
+        "escalations": count[EventKind.TICKET_ESCALATED],
+        "reassignments": count[EventKind.TICKET_REASSIGNED],
+        "plans_refused": count[EventKind.PLAN_REFUSED],
+        "plan_fallbacks": count[EventKind.PLAN_FALLBACK],
+        "hires": len(store.events(hive_id, kinds=[EventKind.AGENT_HIRED])),
         "auto_approval_policy": hive.config.get("approvals"),
         "approvals": [{"id": a.id, "kind": a.kind.value, "status": a.status.value,
                        "decided_by": a.decided_by, "subject": a.subject}

@@ -6,6 +6,7 @@ running engine follows the event. Depends on the model and the Store protocol.
 from __future__ import annotations
 
 from ruflo.errors import Conflict, GatewayUnavailable
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, AgentStatus, Budget, Hive, HiveStatus, TaskState
 from ruflo.store.base import Store
 
@@ -56,7 +57,7 @@ def resume_after_outage(store: Store, hive_id: str, *, data: JSON | None = None)
         if hive.status is not HiveStatus.PAUSED or hive.pause_reason != GATEWAY_UNREACHABLE:
             return None
         hive = store.set_hive_status(hive_id, HiveStatus.RUNNING)
-        store.append_event(hive_id, "gateway_back", data=data or {})
+        store.append_event(hive_id, EventKind.GATEWAY_BACK, data=data or {})
     return hive
 
 
@@ -69,13 +70,13 @@ def resume_hive(store: Store, hive_id: str, *, budget: Budget | None = None) -> 
     with store.transaction():
         if budget is not None:
             hive = store.update_hive(hive_id, budget=budget)
-            store.append_event(hive_id, "hive_budget_changed",
+            store.append_event(hive_id, EventKind.HIVE_BUDGET_CHANGED,
                                data={"max_tokens": budget.max_tokens,
                                      "max_cost": budget.max_cost})
         for agent in store.list_agents(hive_id):
             if agent.status is AgentStatus.PAUSED:
                 store.update_agent(agent.id, status=AgentStatus.IDLE)
-                store.append_event(hive_id, "agent_resumed", agent_id=agent.id)
+                store.append_event(hive_id, EventKind.AGENT_RESUMED, agent_id=agent.id)
         if hive.status is not HiveStatus.RUNNING:
             hive = store.set_hive_status(hive_id, HiveStatus.RUNNING)
     return hive

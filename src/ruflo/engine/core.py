@@ -24,6 +24,7 @@ from ruflo.engine.control import (
     resume_after_outage,
 )
 from ruflo.errors import ConfigError, Conflict, GatewayError, GatewayUnavailable, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
@@ -36,7 +37,7 @@ from ruflo.model import (
 )
 
 if TYPE_CHECKING:
-    from ruflo.engine.live import LiveParams
+    from ruflo.engine.params import LiveParams
     from ruflo.gateway.base import Gateway
     from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
@@ -244,7 +245,8 @@ class HiveEngine(ABC):
             self._seq = self.store.last_seq(self.hive_id)
             self._load()
             self._refresh_budgets()
-            self.store.append_event(self.hive_id, "engine_started", data=self._started_data())
+            self.store.append_event(self.hive_id, EventKind.ENGINE_STARTED,
+                                    data=self._started_data())
             self._helpers = [
                 asyncio.create_task(self._consume(), name=f"{self.NAME}-consume"),
                 asyncio.create_task(self._lease_timer(), name=f"{self.NAME}-leases")]
@@ -261,7 +263,7 @@ class HiveEngine(ABC):
             self.store.remove_listener(self._on_store_event)
         self._after_run()
         final = self.store.get_hive(self.hive_id)
-        self.store.append_event(self.hive_id, "engine_stopped",
+        self.store.append_event(self.hive_id, EventKind.ENGINE_STOPPED,
                                 data={"status": final.status.value})
         return final
 
@@ -403,7 +405,7 @@ class HiveEngine(ABC):
         slot.lost = True
         slot.alive = False
         self.store.update_agent(slot.id, status=AgentStatus.DEAD, current_task=None)
-        self.store.append_event(self.hive_id, "agent_lost", agent_id=slot.id,
+        self.store.append_event(self.hive_id, EventKind.AGENT_LOST, agent_id=slot.id,
                                 data={"reason": why})
         self._lost(slot, why)
 
@@ -434,7 +436,7 @@ class HiveEngine(ABC):
             slot.work.cancel()
 
     def _discarded(self, slot: AgentSlot, task: Task, why: str) -> None:
-        self.store.append_event(self.hive_id, "attempt_discarded", agent_id=slot.id,
+        self.store.append_event(self.hive_id, EventKind.ATTEMPT_DISCARDED, agent_id=slot.id,
                                 task_id=task.id, data={"reason": why})
 
     # -- following the event log -----------------------------------------------------------------
@@ -461,18 +463,18 @@ class HiveEngine(ABC):
         """Apply one event about the hive as a whole; an engine applies its own kinds first and
         hands the rest here."""
         kind = event.kind
-        if kind == "hive_paused":
+        if kind == EventKind.HIVE_PAUSED:
             if self.store.get_hive(self.hive_id).status is HiveStatus.PAUSED:
                 self._paused()
-        elif kind == "hive_running" and self._status is HiveStatus.PAUSED:
+        elif kind == EventKind.HIVE_RUNNING and self._status is HiveStatus.PAUSED:
             self._resumed()
-        elif kind in ("hive_cancelled", "hive_done", "hive_failed"):
+        elif kind in (EventKind.HIVE_CANCELLED, EventKind.HIVE_DONE, EventKind.HIVE_FAILED):
             self._status = HiveStatus(kind.removeprefix("hive_"))
             for slot in self.slots.values():
                 if slot.task_id is not None:
                     self._stop_work(slot, slot.task_id, self._stop_reason())
             self._end()
-        elif kind == "hive_budget_changed":
+        elif kind == EventKind.HIVE_BUDGET_CHANGED:
             self.hive = self.store.get_hive(self.hive_id)
             self._refresh_budgets()
 
@@ -501,7 +503,8 @@ class HiveEngine(ABC):
         hive = self.store.get_hive(self.hive_id)
         if hive.status is HiveStatus.RUNNING:
             self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
-            self.store.append_event(self.hive_id, "hive_pause_detail", data={"detail": detail})
+            self.store.append_event(self.hive_id, EventKind.HIVE_PAUSE_DETAIL,
+                                    data={"detail": detail})
         self._paused()
 
     def _paused(self) -> None:
@@ -533,7 +536,7 @@ class HiveEngine(ABC):
         wait = self.params.probe_initial
         looks = 0
         try:
-            self.store.append_event(self.hive_id, "gateway_unreachable", data={
+            self.store.append_event(self.hive_id, EventKind.GATEWAY_UNREACHABLE, data={
                 "probe_initial": wait, "probe_max": self.params.probe_max})
             log.warning("hive %s paused: gateway unreachable; looking again every %g-%g s and "
                         "resuming when it answers", self.hive_id, wait, self.params.probe_max)
@@ -552,7 +555,7 @@ class HiveEngine(ABC):
                     if error.pauses_hive:
                         # It answers, refusing: no longer an outage, a person must act.
                         pause_hive(self.store, self.hive_id, reason=error.pause_reason)
-                        self.store.append_event(self.hive_id, "hive_pause_detail",
+                        self.store.append_event(self.hive_id, EventKind.HIVE_PAUSE_DETAIL,
                                                 data={"detail": str(error)})
                         return
                     # Rate-limited or an odd answer to the model list: it is there.
@@ -592,7 +595,7 @@ class HiveEngine(ABC):
             return
         slot.paused = reason
         self.store.update_agent(slot.id, status=AgentStatus.PAUSED)
-        self.store.append_event(self.hive_id, "agent_paused", agent_id=slot.id,
+        self.store.append_event(self.hive_id, EventKind.AGENT_PAUSED, agent_id=slot.id,
                                 data={"reason": reason})
         self._check_end()
 
@@ -632,7 +635,7 @@ class HiveEngine(ABC):
             if succeeded and isinstance(command, str) and command.strip() and \
                     not self._objective_checked(tasks, command):
                 passed, output = await self._verify_objective(command)
-                self.store.append_event(self.hive_id, "objective_verified",
+                self.store.append_event(self.hive_id, EventKind.OBJECTIVE_VERIFIED,
                                         data={"command": command, "passed": passed,
                                               "output": output[-2000:]})
                 if not passed:

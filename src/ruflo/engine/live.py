@@ -10,58 +10,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ruflo.agents import (
     SOLO_TOOLS,
     SWARM_TOOLS,
     Executor,
-    Limits,
     OutcomeKind,
     SubtaskSpec,
     TaskOutcome,
     TaskTool,
     executor_for,
 )
+from ruflo.engine.board_sync import CONTENDED, PolicyBoardEngine
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
-from ruflo.engine.core import KILLED, AgentSlot, HiveEngine, objective_succeeded
+from ruflo.engine.core import KILLED, AgentSlot, objective_succeeded
+from ruflo.engine.dispatch import carry_out
+from ruflo.engine.params import LiveParams, RunSummary
 from ruflo.errors import (
     BudgetExceeded,
-    ConfigError,
     Conflict,
     GatewayError,
-    NotFound,
     PolicyError,
     RufloError,
 )
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
     Agent,
     AgentStatus,
-    Event,
     Hive,
     Mode,
     Task,
     TaskState,
 )
 from ruflo.policies import (
-    BasePolicy,
+    AwaitApproval,
+    Decision,
     Decompose,
     Delegate,
+    Escalate,
     Idle,
-    SwarmParams,
-    SwarmPolicy,
     Take,
-    TaskSpec,
     find_cycle,
-    make_policy,
 )
-from ruflo.policies.swarm import ANY_SKILL
 
 if TYPE_CHECKING:
     from ruflo.gateway.base import Gateway
@@ -71,10 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["LiveEngine", "LiveParams", "RunSummary", "summarise"]
 
 log = logging.getLogger(__name__)
-
-CONTENDED = "(claiming elsewhere)"
-"""Board holder of a task whose row another process holds locked while it claims it: this
-process's agents pass it over until that claim's event (or a recheck) says who has it."""
 
 SPREAD_OFFERED = 16
 """Most tasks one claim offers the store (the chosen one and alternatives like it)."""
@@ -89,79 +82,24 @@ transactions, so one agent's wait for a commit does not stall the others."""
 
 _T = TypeVar("_T")
 
+
+class _Race(enum.Enum):
+    LOST = "lost"
+
+
+LOST_RACE = _Race.LOST
+"""The chosen task went to another agent first: ask the policy again."""
+Chosen = Task | None | Literal[_Race.LOST]
+"""What carrying out a decision gives an agent loop: a claimed task, nothing (sleep), or a race
+lost."""
+
 FOLLOWED = frozenset({
-    "task_posted", "task_claimed", "task_done", "task_failed", "task_cancelled",
-    "task_released", "lease_expired", "hive_paused", "hive_running", "hive_budget_changed",
-    "hive_cancelled", "hive_done", "hive_failed", "agent_added",
+    EventKind.TASK_POSTED, EventKind.TASK_CLAIMED, EventKind.TASK_DONE, EventKind.TASK_FAILED,
+    EventKind.TASK_CANCELLED, EventKind.TASK_RELEASED, EventKind.LEASE_EXPIRED,
+    EventKind.HIVE_PAUSED, EventKind.HIVE_RUNNING, EventKind.HIVE_BUDGET_CHANGED,
+    EventKind.HIVE_CANCELLED, EventKind.HIVE_DONE, EventKind.HIVE_FAILED, EventKind.AGENT_ADDED,
 })
 """Event kinds the engine applies to its board; the rest (transcripts, ledger) it skips."""
-
-
-@dataclass(frozen=True, slots=True)
-class LiveParams:
-    """How a live run behaves."""
-
-    lease_seconds: float = 60.0
-    """A claim's lease; the holder renews it every third of this while it works. A dead
-    agent's task reopens at most this long after its last renewal."""
-    time_unit: float = 10.0
-    """Wall seconds per policy time unit (the simulator's effort unit): how fast stimulus
-    grows and thresholds learn in real time."""
-    poll_seconds: float = 1.0
-    """How often the store is read for changes made by other processes (CLI, server): a store
-    read, never a gateway call."""
-    follow_interval: float = 0.0
-    """Least seconds between two reads of the event log. 0 reads at every wake-up; a worker
-    sharing a busy hive with others waits a little, so one read takes in the events of many
-    notifications rather than one each."""
-    seed: int = 0
-    limits: Limits = field(default_factory=Limits)
-    swarm: SwarmParams | None = None
-    stop_on_pause: bool = True
-    """`run` returns when the hive pauses (the CLI); False keeps waiting for a resume."""
-    max_split_depth: int = 2
-    """How many times a task may be split into subtasks, counting down from the objective."""
-    probe_initial: float = 1.0
-    """Seconds before the first look at a gateway that stopped answering (the hive paused
-    "gateway unreachable"); each look that finds it still down doubles the wait..."""
-    probe_max: float = 30.0
-    """...up to this. A look is one GET of the model list: no tokens."""
-
-    def __post_init__(self) -> None:
-        if self.lease_seconds <= 0 or self.time_unit <= 0 or self.poll_seconds <= 0:
-            raise ConfigError("live engine: lease_seconds, time_unit and poll_seconds must be "
-                              "positive")
-        if not 0 <= self.follow_interval < self.poll_seconds:
-            raise ConfigError("live engine: follow_interval must be at least 0 and shorter "
-                              "than poll_seconds")
-        if not 0 < self.probe_initial <= self.probe_max:
-            raise ConfigError("live engine: probe_initial must be positive and at most "
-                              "probe_max")
-
-    def probing(self, longest: float) -> LiveParams:
-        """These params, looking at a down gateway as RUFLO_GATEWAY_PROBE_SECONDS says: first
-        after a second (or `longest` if shorter), then up to `longest` apart."""
-        return replace(self, probe_initial=min(1.0, longest), probe_max=longest)
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """How a hive stands: what the CLI prints at the end and `hive show` prints any time."""
-
-    hive: Hive
-    counts: dict[str, int]
-    objective_succeeded: bool
-    tokens: int
-    cost: float
-    coordination_tokens: int
-    calls: int
-
-    def to_json(self) -> JSON:
-        return {"hive_id": self.hive.id, "status": self.hive.status.value,
-                "reason": self.hive.pause_reason, "tasks": self.counts,
-                "objective_succeeded": self.objective_succeeded, "tokens": self.tokens,
-                "cost": self.cost, "coordination_tokens": self.coordination_tokens,
-                "calls": self.calls}
 
 
 def summarise(store: Store, hive_id: str) -> RunSummary:
@@ -177,7 +115,7 @@ def summarise(store: Store, hive_id: str) -> RunSummary:
                       coordination_tokens=coordination.tokens, calls=spend.calls)
 
 
-class LiveEngine(HiveEngine):
+class LiveEngine(PolicyBoardEngine):
     """Drives one stored hive by a policy (swarm, round robin, solo): see `run` for the loop."""
 
     FOLLOWED = FOLLOWED
@@ -188,35 +126,19 @@ class LiveEngine(HiveEngine):
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
                  on_change: Callable[[], None] | None = None,
+                 on_decision: Callable[[str, Decision], None] | None = None,
                  clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change, clock=clock)
-        self.hosted = frozenset(hosted) if hosted is not None else None
-        """Agents this engine runs; None means all of the hive's (one-process hives)."""
+                         on_change=on_change, hosted=hosted, clock=clock)
+        self.on_decision = on_decision
+        """Called with every decision the policy makes (tests compare runs with it)."""
         self.rng = random.Random(self.params.seed)
-        self.policy: BasePolicy
-        self._t0 = 0.0
         self._pool: ThreadPoolExecutor | None = None
         """Postgres: threads for the claim and finish transactions (SQLite answers in tens of
         microseconds, less than a thread hop, so it runs them in the loop)."""
         self._claiming: dict[asyncio.Future[tuple[Task, Agent] | None], str] = {}
         """Claims in flight in the pool whose waiter was cancelled: handed back at teardown."""
-        self._in_flight: dict[str, str] = {}
-        """Tasks this engine is claiming in the store right now, with the claiming agent."""
-        self._saved_thresholds: dict[str, dict[str, float]] = {}
-        """Thresholds last written per agent: only changes are written."""
-
-    # -- time and wake-ups -----------------------------------------------------------------------
-    def now(self) -> float:
-        """Policy time: wall seconds since the run began, in time units."""
-        return (self.clock.now() - self._t0) / self.params.time_unit
-
-    def _flush_wakes(self) -> None:
-        for agent_id in self.policy.drain_wakes():
-            slot = self.slots.get(agent_id)
-            if slot is not None and slot.alive:
-                slot.wake.set()
 
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> Hive:
@@ -276,6 +198,10 @@ class LiveEngine(HiveEngine):
         for slot in self.slots.values():
             slot.wake.set()
 
+    def _load_work(self, agents: Sequence[Agent]) -> None:
+        super()._load_work(agents)
+        self._tools = task_tools_for(self.hive.mode)
+
     async def _teardown(self) -> None:
         await super()._teardown()
         await self._hand_back_orphan_claims()
@@ -293,97 +219,6 @@ class LiveEngine(HiveEngine):
                                                 reason="the engine stopped while claiming")
         self._claiming.clear()
 
-    # -- loading the board -----------------------------------------------------------------------
-    def _load_work(self, agents: Sequence[Agent]) -> None:
-        hive = self.hive
-        if hive.mode is Mode.COMPANY:
-            raise ConfigError("company mode needs its own engine hooks (delegation, "
-                              "escalation), which this engine does not have yet; nothing was run")
-        self.policy = make_policy(hive.mode, agents, seed=self.params.seed,
-                                  swarm=self.params.swarm)
-        self._tools = task_tools_for(hive.mode)
-        hosted = [a for a in agents if self.hosted is None or a.id in self.hosted]
-        for agent in agents:
-            self.policy.add_agent(agent, 0.0)
-        for agent in hosted:
-            self._host(agent)
-
-        tasks = self.store.list_tasks(self.hive_id)
-        by_id = {t.id: t for t in tasks}
-        for task in tasks:
-            if task.state is TaskState.CLAIMED and task.assignee in self.slots:
-                # The previous run of this agent is gone; this process hosts it now.
-                task = self.store.release_task(task.id, task.assignee,
-                                               reason="the run that held it stopped")
-                by_id[task.id] = task
-        for task in list(by_id.values()):
-            if task.state is TaskState.BLOCKED and not any(
-                    t.parent_id == task.id and not t.state.terminal for t in by_id.values()):
-                # Its subtasks ended while no engine ran: reopen it, or it cannot succeed.
-                self._reopen_parent(task.id)
-                by_id[task.id] = task = self.store.get_task(task.id)
-                if task.state is TaskState.BLOCKED:
-                    by_id[task.id] = self.store.finish_task(
-                        task.id, None, state=TaskState.CANCELLED,
-                        result="cancelled: one of its subtasks did not succeed")
-        unfinished = [t for t in by_id.values() if not t.state.terminal]
-        children: dict[str, list[str]] = {}
-        for task in unfinished:
-            if task.parent_id is not None:
-                children.setdefault(task.parent_id, []).append(task.id)
-        specs = []
-        doomed = []
-        for task in unfinished:
-            deps = []
-            for dep in task.depends_on:
-                state = by_id[dep].state if dep in by_id else TaskState.CANCELLED
-                if state is TaskState.DONE:
-                    continue
-                if state.terminal:
-                    doomed.append(task.id)
-                else:
-                    deps.append(dep)
-            if task.state is TaskState.BLOCKED:
-                deps += children.get(task.id, [])
-            specs.append(TaskSpec(task.id, task.skills, task.priority, task.effort, tuple(deps)))
-        self.policy.post(specs, 0.0)
-        for task in unfinished:
-            if task.state is TaskState.CLAIMED and task.assignee is not None:
-                # Held by an agent of another process: its lease decides.
-                self.policy.claim(task.id, task.assignee, 0.0)
-        for task_id in doomed:
-            self._cancel_on_board(task_id)
-        if doomed:  # only they end tasks on the board here: spare a second read of the board
-            self._mirror_ends("a task it depends on did not succeed")
-        self._restore_thresholds(agents)
-        self.policy.drain_wakes()
-
-    def _restore_thresholds(self, agents: Sequence[Agent]) -> None:
-        if not isinstance(self.policy, SwarmPolicy):
-            return
-        for agent in agents:
-            state = self.policy.agents.get(agent.id)
-            if state is None:
-                continue
-            for skill, value in agent.thresholds.items():
-                if skill in state.theta:
-                    state.theta[skill] = value
-            if agent.id in self.slots:
-                self._persist_thresholds(agent.id)
-
-    def _unsaved_thresholds(self, agent_id: str) -> dict[str, float] | None:
-        """The agent's learned thresholds if they changed since last written, else None."""
-        if not isinstance(self.policy, SwarmPolicy) or agent_id not in self.policy.agents:
-            return None
-        thresholds = {k: round(v, 4) for k, v in self.policy.thresholds(agent_id).items()}
-        return None if self._saved_thresholds.get(agent_id) == thresholds else thresholds
-
-    def _persist_thresholds(self, agent_id: str) -> None:
-        thresholds = self._unsaved_thresholds(agent_id)
-        if thresholds is not None:
-            self.store.update_agent(agent_id, thresholds=thresholds)
-            self._saved_thresholds[agent_id] = thresholds
-
     # -- agent loops -----------------------------------------------------------------------------
     async def _next_task(self, slot: AgentSlot) -> Task | None:
         """Ask the policy until a claim is won or it says to wait."""
@@ -391,52 +226,63 @@ class LiveEngine(HiveEngine):
             now = self.now()
             decision = self.policy.choose(slot.id, now, self.rng)
             self._flush_wakes()
-            if isinstance(decision, Take | Decompose):
-                # A live agent decides itself whether to split (post_subtasks).
-                task_id, alternatives = decision.task_id, []
-                if isinstance(decision, Take):
-                    task_id, *alternatives = self._spread(task_id)
-                claimed = await self._claim(slot, task_id, now, alternatives)
-                if claimed is None:
-                    continue
-                self._claims_changed.set()
+            if self.on_decision is not None:
+                self.on_decision(slot.id, decision)
+            claimed = await carry_out(self, (slot, now), decision)
+            if claimed is not LOST_RACE:
                 return claimed
-            if isinstance(decision, Idle):
-                if decision.retry_at is not None:
-                    self._retry_later(slot, decision.retry_at - now)
-                return None
-            if isinstance(decision, Delegate):
-                raise PolicyError(f"{self.hive.mode.value} mode asked agent {slot.agent.name} to "
-                                  "delegate, which this engine does not do")
-            raise AssertionError(decision)
         # Lost every race: others are claiming as fast as we are; look again soon.
         self._retry_later(slot, 0.1)
         return None
 
+    # -- carrying out a decision (`carry_out` calls these) ---------------------------------------
+    async def take(self, choosing: tuple[AgentSlot, float], decision: Take) -> Chosen:
+        task_id, *alternatives = self._spread(decision.task_id)
+        return await self._claim_chosen(*choosing, task_id, alternatives)
+
+    async def decompose(self, choosing: tuple[AgentSlot, float], decision: Decompose) -> Chosen:
+        # A live agent decides itself whether to split (post_subtasks).
+        return await self._claim_chosen(*choosing, decision.task_id, ())
+
+    async def idle(self, choosing: tuple[AgentSlot, float], decision: Idle) -> Chosen:
+        slot, now = choosing
+        if decision.retry_at is not None:
+            self._retry_later(slot, decision.retry_at - now)
+        return None
+
+    async def delegate(self, choosing: tuple[AgentSlot, float], decision: Delegate) -> Chosen:
+        raise self._not_here(choosing[0], "delegate")
+
+    async def escalate(self, choosing: tuple[AgentSlot, float], decision: Escalate) -> Chosen:
+        raise self._not_here(choosing[0], "escalate")
+
+    async def await_approval(self, choosing: tuple[AgentSlot, float],
+                             decision: AwaitApproval) -> Chosen:
+        raise self._not_here(choosing[0], "wait on an approval")
+
+    def _not_here(self, slot: AgentSlot, verb: str) -> PolicyError:
+        return PolicyError(f"{self.hive.mode.value} mode asked agent {slot.agent.name} to "
+                           f"{verb}, which only a company does")
+
+    async def _claim_chosen(self, slot: AgentSlot, now: float, task_id: str,
+                            alternatives: Sequence[str]) -> Chosen:
+        claimed = await self._claim(slot, task_id, now, alternatives)
+        if claimed is None:
+            return LOST_RACE
+        self._claims_changed.set()
+        return claimed
+
     def _spread(self, task_id: str) -> list[str]:
         """Processes sharing a hive run the same policy over the same board, so their agents
         all reach for the head of the same queue and all but one lose the race. On Postgres,
-        offer the store instead, in random order, the first ready tasks of the chosen task's
-        queue with the same skills and priority (as many as the hive has agents: the same
-        threshold, and nearly the same stimulus, as they became ready in that order); it
-        claims the first no one else has (SKIP LOCKED), so a race lost costs no second try."""
-        if self._pool is None or not isinstance(self.policy, SwarmPolicy):
+        offer the store instead, in random order, the tasks the policy would choose as readily
+        (`alike`: as many as the hive has agents); it claims the first no one else has (SKIP
+        LOCKED), so a race lost costs no second try."""
+        if self._pool is None:
             return [task_id]
-        chosen = self.policy.board.tasks[task_id]
-        queue = self.policy.queues.get(chosen.skills[0] if chosen.skills else ANY_SKILL)
-        level = queue.levels.get(chosen.priority) if queue is not None else None
-        if not level:
-            return [task_id]
-        width = len(self.policy.agent_ids)
-        picks: list[str] = []
-        for looked, task in enumerate(level):
-            if looked >= 4 * width or len(picks) >= width:
-                break
-            if task.ready and task.skills == chosen.skills:
-                picks.append(task.id)
-        if not picks:
-            return [task_id]
-        self.rng.shuffle(picks)
+        picks = self.policy.alike(task_id, len(self.policy.agent_ids))
+        if len(picks) > 1:
+            self.rng.shuffle(picks)
         return picks[:SPREAD_OFFERED]
 
     async def _claim(self, slot: AgentSlot, task_id: str, now: float,
@@ -616,10 +462,9 @@ class LiveEngine(HiveEngine):
         elif kind is OutcomeKind.FAILED:
             self._failed(slot, task, outcome)
         elif kind is OutcomeKind.ABSTAIN:
-            swarm = isinstance(self.policy, SwarmPolicy)
             self._give_back(slot, task, f"abstained: {outcome.reason or 'no reason given'}",
-                            counts=not swarm)
-            if isinstance(self.policy, SwarmPolicy) and task.id in self.policy.board.tasks:
+                            counts=self.policy.abstain_counts)
+            if task.id in self.policy.board.tasks:
                 self.policy.on_abstain(slot.id, task.id)
                 self._persist_thresholds(slot.id)
         elif kind is OutcomeKind.DECOMPOSE:
@@ -717,28 +562,6 @@ class LiveEngine(HiveEngine):
             self.policy.on_released(task.id, slot.id, self.now(), counts=counts)
         self._flush_wakes()
 
-    def _after_done(self, task: Task) -> None:
-        if task.parent_id is not None:
-            self._reopen_parent(task.parent_id)
-
-    def _reopen_parent(self, parent_id: str) -> None:
-        """When the last subtask of a split task is done, the split task reopens (the policy's
-        board already made it ready) for an agent to integrate the parts."""
-        try:
-            parent = self.store.get_task(parent_id)
-        except NotFound:
-            return
-        if parent.state is not TaskState.BLOCKED:
-            return
-        siblings = [t for t in self.store.list_tasks(self.hive_id) if t.parent_id == parent.id]
-        if not all(t.state is TaskState.DONE for t in siblings):
-            return
-        done = "\n".join(f"- {t.title}: {(t.result or '').strip()[:300]}" for t in siblings)
-        self.store.update_task(parent.id, state=TaskState.OPEN, blocked_on=None,
-                               description=f"{parent.description}\n\nIts subtasks are done:\n"
-                                           f"{done}\nIntegrate them and complete this task; "
-                                           "do not split it again.".strip())
-
     def _split(self, slot: AgentSlot, task: Task, parts: Sequence[SubtaskSpec]) -> None:
         try:
             children = self._subtasks(task, parts)
@@ -796,164 +619,7 @@ class LiveEngine(HiveEngine):
             raise PolicyError("the subtasks wait on each other in a cycle: " + " → ".join(cycle))
         return children
 
-    # -- board and store in line -----------------------------------------------------------------
-    def _cancel_on_board(self, task_id: str) -> None:
-        board = self.policy.board
-        if task_id in board.tasks and not board.tasks[task_id].state.terminal:
-            self.policy.cancel(task_id, self.now())
-
-    def _mirror_ends(self, why: str) -> None:
-        """Tasks the board ended because a dependency failed are cancelled in the store too
-        (and their holders stop)."""
-        board = self.policy.board
-        for task in self.store.list_tasks(self.hive_id, states=[
-                TaskState.OPEN, TaskState.CLAIMED, TaskState.BLOCKED]):
-            board_task = board.tasks.get(task.id)
-            if board_task is None or not board_task.state.terminal:
-                continue
-            if task.assignee in self.slots and task.state is TaskState.CLAIMED:
-                self._stop_work(self.slots[task.assignee], task.id, "task cancelled")
-            with contextlib.suppress(Conflict):
-                self.store.finish_task(task.id, None, state=TaskState.CANCELLED,
-                                       result=f"cancelled: {why}")
-
-    def _reconcile(self, task_id: str) -> None:
-        """A claim was refused: make the board show what the store says about the task."""
-        try:
-            task = self.store.get_task(task_id)
-        except NotFound:
-            self._cancel_on_board(task_id)
-            return
-        self._apply_task_state(task)
-
-    def _apply_task_state(self, task: Task) -> None:
-        board = self.policy.board
-        board_task = board.tasks.get(task.id)
-        if board_task is None:
-            return
-        now = self.now()
-        if board_task.holder is not None and board_task.holder != task.assignee:
-            self.policy.on_released(task.id, board_task.holder, now, counts=False)
-        if task.state is TaskState.CLAIMED and task.assignee is not None:
-            if board_task.ready:
-                self.policy.claim(task.id, task.assignee, now)
-        elif task.state is TaskState.DONE and not board_task.state.terminal:
-            holder = board_task.holder
-            if holder is None and board_task.ready and task.assignee in self.policy.alive:
-                self.policy.claim(task.id, task.assignee, now)
-                holder = task.assignee
-            if holder is not None:
-                self.policy.on_task_finished(task.id, holder, True, now)
-            else:
-                self._cancel_on_board(task.id)
-        elif task.state.terminal and not board_task.state.terminal:
-            self._cancel_on_board(task.id)
-        self._flush_wakes()
-
-    # -- following the event log -----------------------------------------------------------------
-    def _follow(self, event: Event) -> None:
-        kind, task_id, agent_id = event.kind, event.task_id, event.agent_id
-        board = self.policy.board
-        if kind == "task_posted" and task_id is not None and task_id not in board.tasks:
-            self._post_foreign(task_id)
-        elif kind == "task_claimed":
-            self._claims_changed.set()
-            if task_id in board.tasks and board.tasks[task_id].holder != agent_id and \
-                    not self._claimed_elsewhere(task_id, agent_id):
-                self._reconcile(task_id)
-        elif kind in ("task_done", "task_failed", "task_cancelled") and task_id in board.tasks:
-            if kind == "task_cancelled":
-                for slot in self.slots.values():
-                    self._stop_work(slot, task_id, "task cancelled")
-            board_task = board.tasks[task_id]
-            if kind == "task_done" and board_task.state is TaskState.CLAIMED and \
-                    board_task.holder == agent_id and agent_id is not None:
-                # The board already shows the claim this event ends: apply it as it says.
-                self.policy.on_task_finished(task_id, agent_id, True, self.now())
-                if board_task.parent is not None:
-                    self._reopen_parent(board_task.parent)
-            elif not board_task.state.terminal:
-                self._reconcile(task_id)
-                if kind == "task_done":
-                    self._after_done(self.store.get_task(task_id))
-        elif kind in ("task_released", "lease_expired") and task_id in board.tasks:
-            self._released(task_id, agent_id, expired=kind == "lease_expired")
-        elif kind == "agent_added" and agent_id is not None and \
-                agent_id not in self.policy.alive:
-            self.policy.add_agent(self.store.get_agent(agent_id), self.now())
-        else:
-            super()._follow(event)
-
-    def _after_follow(self) -> None:
-        self._flush_wakes()
-
-    def _claimed_elsewhere(self, task_id: str, agent_id: str | None) -> bool:
-        """Apply another process's claim as its event says, without reading the store, when
-        the board shows the task free (or held for a claim in flight elsewhere). Events are
-        applied in seq order, so later ones correct it if the claim has ended since."""
-        board_task = self.policy.board.tasks[task_id]
-        if agent_id is None or agent_id in self.slots or agent_id not in self.policy.alive:
-            return False
-        now = self.now()
-        holder = board_task.holder
-        if holder == CONTENDED or (holder is not None and self._in_flight.get(task_id) == holder):
-            # Held for a claim in flight (elsewhere, or here: the store will refuse it).
-            self.policy.on_released(task_id, holder, now, counts=False)
-        if not board_task.ready:
-            return False
-        self.policy.claim(task_id, agent_id, now)
-        return True
-
-    def _post_foreign(self, task_id: str) -> None:
-        task = self.store.get_task(task_id)
-        if task.state.terminal:
-            return
-        board = self.policy.board
-        deps = []
-        doomed = False
-        for dep in task.depends_on:
-            if dep in board.tasks:
-                deps.append(dep)
-                continue
-            try:
-                state = self.store.get_task(dep).state
-            except NotFound:
-                state = TaskState.CANCELLED
-            doomed = doomed or state is not TaskState.DONE
-        self.policy.post([TaskSpec(task.id, task.skills, task.priority, task.effort,
-                                   tuple(deps))], self.now())
-        if doomed:
-            self._cancel_on_board(task.id)
-            self._mirror_ends("a task it depends on did not succeed")
-        self._persist_all_thresholds()
-
-    def _persist_all_thresholds(self) -> None:
-        for agent_id in self.slots:
-            self._persist_thresholds(agent_id)
-
-    def _released(self, task_id: str, agent_id: str | None, *, expired: bool) -> None:
-        board_task = self.policy.board.tasks[task_id]
-        slot = self.slots.get(agent_id or "")
-        if board_task.holder is not None and board_task.holder == agent_id:
-            self.policy.on_released(task_id, agent_id, self.now(), counts=False)
-        if expired and slot is not None:
-            if not slot.alive:
-                slot.task_id = None
-                self._lose_agent(slot, "its lease expired and its loop is gone")
-            elif slot.task_id == task_id:
-                # Alive but too slow to renew (a stalled loop): the work is someone else's now.
-                self._stop_work(slot, task_id, "lost the lease")
-        self._flush_wakes()
-
-    def _lost(self, slot: AgentSlot, why: str) -> None:
-        self.policy.on_agent_lost(slot.id, self.now())
-        self._flush_wakes()
-
     # -- pausing and ending ----------------------------------------------------------------------
-    def _board_finished(self) -> bool:
-        board = self.policy.board
-        return bool(len(board)) and board.finished
-
     def _may_stall(self) -> bool:
         # Other processes may host agents that can still work.
         return self.hosted is None

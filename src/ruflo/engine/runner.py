@@ -1,13 +1,13 @@
 """Hives inside `ruflo serve`: one engine per running hive, as asyncio tasks in the server's own
 event loop, started, steered and stopped through the server's HiveRunner seam.
-Depends on the model, the Store and Gateway protocols, the live and company engines and the
-steering helpers (engine/control.py, engine/approvals.py); never on the server package.
+Depends on the model, the Store and Gateway protocols, the live and company engines, the
+steering helpers (engine/control.py, engine/approvals.py) and engine/hosting.py, which it shares
+with `ruflo worker`; never on the server package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -15,21 +15,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
-from ruflo.engine.control import awaits_gateway, cancel_hive, pause_hive, resume_hive
-from ruflo.engine.driving import (
-    DRIVER_LEASE_SECONDS,
-    Driving,
-    heartbeat_period,
-    left_alone,
-    stale_after,
-)
+from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
+from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
+from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.start import GatewayPlanner, seed_board
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     Agent,
     Approval,
@@ -38,9 +34,7 @@ from ruflo.model import (
     HiveDriver,
     HiveStatus,
     Mode,
-    Task,
     TaskState,
-    new_id,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +52,7 @@ SERVER_PREFIX = "server:"
 
 
 def server_runner(store: Store, gateway: Gateway | None, settings: Any) -> EngineRunner:
-    """The runner `ruflo serve` hands to its hive routes (found by name by commands/serve.py)."""
+    """The runner `ruflo serve` hands to its hive routes (through ruflo.server.listening)."""
     return EngineRunner(store, gateway, settings)
 
 
@@ -87,8 +81,9 @@ class EngineRunner:
       says is running (or paused for an unreachable gateway, which its engine probes for) and
       no live process drives; claims left by the previous driver are released when the engine
       loads (its own agents), or reopen when their leases expire.
-    - `start` (hive created): posts the objective as the first task when the board is empty
-      (company hives plan their own), adopts the hive's agents and starts its engine.
+    - `start` (hive created): seeds the first board when it is empty (engine/start.py: the
+      objective planned with this server's gateway; company hives plan their own), adopts the
+      hive's agents and starts its engine.
     - `pause`/`resume`/`cancel`: recorded in the store; the engine follows the event (a pause
       releases the claims in flight and the engine waits for a resume; a cancel ends it).
       A resume starts an engine when none is running (e.g. the server restarted while paused).
@@ -117,9 +112,11 @@ class EngineRunner:
         self.id = server_id or f"{SERVER_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.hosting: dict[str, Hosting] = {}
         lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
-        self.heartbeat_seconds = heartbeat_period(lease)
-        self.stale_after = stale_after(lease, self.heartbeat_seconds)
-        """As for workers: a worker silent this long is gone and its agents are free."""
+        self.as_host = Host(store, self.id, kind="server",
+                            host=self.id.removeprefix(SERVER_PREFIX), lease_seconds=lease,
+                            keeps_agents=_not_a_server, clock=clock)
+        """This server in the workers table, as for workers: a worker silent for longer than
+        `as_host.stale_after` is gone and its agents are free."""
         host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")
         self.driving = Driving(store, lease_seconds=driver_lease_seconds,
                                host=host or socket.gethostname(),
@@ -135,17 +132,11 @@ class EngineRunner:
     async def attach(self) -> None:
         self._register()
         running = []
-        offset = 0
-        while True:
-            page = self.store.list_hives(limit=500, offset=offset)
-            for hive in page:
-                if hive.damage is not None:
-                    log.warning("hive %s is not taken up: %s", hive.id, hive.damage)
-                elif hive.status is HiveStatus.RUNNING or awaits_gateway(hive):
-                    running.append(hive)
-            if len(page) < 500:
-                break
-            offset += 500
+        for hive in every_hive(self.store):
+            if hive.damage is not None:
+                log.warning("hive %s is not taken up: %s", hive.id, hive.damage)
+            elif wants_hosting(hive):
+                running.append(hive)
         for hive in running:
             await self._launch(hive.id, reattach=True)
         if running:
@@ -153,9 +144,21 @@ class EngineRunner:
 
     async def start(self, hive_id: str) -> None:
         hive = self.store.get_hive(hive_id)
-        if hive.mode is not Mode.COMPANY and not any(self.store.count_tasks(hive_id).values()):
-            self.store.post_tasks(hive_id, [objective_task(hive)])
+        try:
+            self._params(hive)
+        except ConfigError:
+            pass  # the engine refuses the hive's config: no tokens spent planning (it pauses)
+        else:
+            await seed_board(self.store, hive_id, await self._planner(hive))
         await self._launch(hive_id)
+
+    async def _planner(self, hive: Hive) -> GatewayPlanner | None:
+        """The planner of a hive's first board: this server's gateway, if it has one."""
+        gateway = await self._gateway()
+        if gateway is None:
+            return None
+        return GatewayPlanner(gateway, str(hive.config.get("model")
+                                    or getattr(self.settings, "model", "gpt-4o-mini")))
 
     async def pause(self, hive_id: str, *, reason: str) -> Hive:
         hive = pause_hive(self.store, hive_id, reason=reason)
@@ -207,10 +210,7 @@ class EngineRunner:
             log.exception("server %s could not hand its hives' driver leases back; they run "
                           "out within %g s", self.id, self.driving.lease_seconds)
         if self._registered:
-            try:
-                self.store.unregister_worker(self.id)
-            except RufloError:
-                log.exception("server %s could not unregister", self.id)
+            self.as_host.unregister()
 
     # -- hosting ---------------------------------------------------------------------------------
     async def _launch(self, hive_id: str, *, reattach: bool = False) -> None:
@@ -223,7 +223,7 @@ class EngineRunner:
             return
         self._register()
         hive = self.store.get_hive(hive_id)
-        if hive.status is not HiveStatus.RUNNING and not awaits_gateway(hive):
+        if not wants_hosting(hive):
             if hive.status.terminal:
                 self.watching.pop(hive_id, None)
             return  # a paused hive stays watched: it may run again under a driver that dies
@@ -235,7 +235,7 @@ class EngineRunner:
             return
         previous = self.watching.pop(hive_id, None)
         if reattach or previous is not None:
-            self.store.append_event(hive_id, "server_reattached", data={
+            self.store.append_event(hive_id, EventKind.SERVER_REATTACHED, data={
                 "server": self.id, "instance": self.driving.instance,
                 **({"took_over_from": previous} if previous is not None else {})})
             if previous is not None:
@@ -325,7 +325,7 @@ class EngineRunner:
         why = str(error) if isinstance(error, RufloError) else repr(error)
         log.error("hive %s: the server's engine stopped: %s", hive_id, why)
         try:
-            self.store.append_event(hive_id, "engine_error", data={"error": why[:2000]})
+            self.store.append_event(hive_id, EventKind.ENGINE_ERROR, data={"error": why[:2000]})
             if self.store.get_hive(hive_id).status is HiveStatus.RUNNING:
                 pause_hive(self.store, hive_id, reason=f"the server's engine stopped: {why}"[:500])
         except RufloError:
@@ -335,14 +335,7 @@ class EngineRunner:
         from ruflo.agents.commands import command_env
 
         config = hive.config
-        params = LiveParams(
-            lease_seconds=_number(config, "lease_seconds",
-                                  float(getattr(self.settings, "lease_seconds", 60.0))),
-            time_unit=_number(config, "time_unit", 10.0),
-            poll_seconds=self.poll_seconds,
-            seed=int(_number(config, "seed", 0.0)),
-            stop_on_pause=False,
-        ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
+        params = self._params(hive)
         model = str(config.get("model") or getattr(self.settings, "model", "gpt-4o-mini"))
         gateway = await self._gateway()
         env = command_env(self.settings)
@@ -355,6 +348,18 @@ class EngineRunner:
         return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
                           executors=self.executors, model=model, env=env, hosted=hosted,
                           clock=self.clock)
+
+    def _params(self, hive: Hive) -> LiveParams:
+        """How the hive's engine runs; ConfigError when its config is not usable."""
+        config = hive.config
+        return LiveParams(
+            lease_seconds=_number(config, "lease_seconds",
+                                  float(getattr(self.settings, "lease_seconds", 60.0))),
+            time_unit=_number(config, "time_unit", 10.0),
+            poll_seconds=self.poll_seconds,
+            seed=int(_number(config, "seed", 0.0)),
+            stop_on_pause=False,
+        ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
 
     async def _gateway(self) -> Gateway | None:
         """The real gateway client (the server may hold a stand-in that builds it lazily): the
@@ -386,43 +391,23 @@ class EngineRunner:
     def _register(self) -> None:
         if self._registered or self._closing:
             return
-        self._sign_in()
+        self.as_host.register()
         self._registered = True
-        self._beat = asyncio.create_task(self._heartbeat(), name="ruflo-server-heartbeat")
+        self._beat = asyncio.create_task(self.as_host.beat(self._declared_lost),
+                                         name="ruflo-server-heartbeat")
         self._keep = asyncio.create_task(self._keep_driving(), name="ruflo-server-driving")
 
-    def _sign_in(self) -> None:
-        self.store.register_worker(self.id, hive_id=None,
-                                   host=self.id.removeprefix(SERVER_PREFIX), agents=0,
-                                   now=self.clock.utcnow())
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await self.clock.sleep(self.heartbeat_seconds)
-            try:
-                self.store.worker_heartbeat(self.id, now=self.clock.utcnow())
-            except NotFound:
-                # Declared lost by a worker during a long stall: register again; the agents it
-                # adopted meanwhile stay with it (`_adopt` never takes a live worker's agents).
-                self._sign_in()
-            except RufloError:
-                log.exception("server %s: heartbeat failed; retrying", self.id)
+    def _declared_lost(self) -> bool:
+        """Declared lost by a worker during a long stall: register again; the agents it adopted
+        meanwhile stay with it (adoption never takes a live worker's agents)."""
+        self.as_host.register()
+        return True
 
     def _adopt(self, hive: Hive) -> list[str]:
         """Mark the hive's free agents as this server's: never hosted, hosted by an earlier
         server process, or by a worker silent for longer than `stale_after`. Agents of a live
-        worker stay with it. Serialised with workers' adoption on Postgres."""
-        with self._adoption_lock():
-            cutoff = self.clock.utcnow() - timedelta(seconds=self.stale_after)
-            live = {w["id"] for w in self.store.list_workers() if w["heartbeat_at"] >= cutoff
-                    and not str(w["id"]).startswith(SERVER_PREFIX)}
-            taken = [a.id for a in self.store.list_agents(hive.id) if not a.external and (
-                     a.worker_id is None or a.worker_id == self.id or a.worker_id not in live)]
-            if taken:
-                with self.store.transaction():
-                    for agent_id in taken:
-                        self.store.update_agent(agent_id, worker_id=self.id)
-            return taken
+        worker stay with it. Serialised with workers' adoption by the store's adoption lock."""
+        return [agent.id for agent in self.as_host.adopt(hive.id)]
 
     def _adopted_ids(self, hive_id: str) -> list[str]:
         return [a.id for a in self.store.list_agents(hive_id) if a.worker_id == self.id]
@@ -438,33 +423,11 @@ class EngineRunner:
         except RufloError:
             log.exception("hive %s: could not let go of its agents", hive_id)
 
-    @contextlib.contextmanager
-    def _adoption_lock(self) -> Any:
-        if getattr(self.store, "dialect", None) != "postgresql":
-            yield  # SQLite hives have no workers (they stay on one machine)
-            return
-        from ruflo.engine.worker import ADOPTION_LOCK, pg_connection
 
-        url = getattr(self.settings, "database_url", None)
-        if not url:
-            yield
-            return
-        with pg_connection(str(url), "adoption") as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADOPTION_LOCK,))
-
-
-def objective_task(hive: Hive) -> Task:
-    """A hive's objective as its first task (agents may split it on the board)."""
-    text = hive.objective.strip()
-    title = text.splitlines()[0] if text else hive.name or "objective"
-    verify = hive.config.get("verify")
-    return Task(id=new_id(), hive_id=hive.id, title=title if len(title) <= 200
-                else title[:199] + "…", description=hive.objective,
-                verify=verify if isinstance(verify, str) and verify.strip() else None)
+def _not_a_server(worker: dict[str, Any]) -> bool:
+    """Live workers keep their agents from a server; other servers' agents are its to take
+    (two servers never drive one hive: the driver lease decides which one does)."""
+    return not str(worker["id"]).startswith(SERVER_PREFIX)
 
 
 def _number(config: dict[str, Any], key: str, default: float) -> float:

@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruflo.engine.clock import VirtualClock
+from ruflo.engine.dispatch import carry_out
 from ruflo.errors import PolicyError
 from ruflo.model import Agent, Mode
 from ruflo.policies import (
+    AwaitApproval,
     BasePolicy,
     CompanyParams,
+    Decision,
     Decompose,
     Delegate,
+    Escalate,
     Idle,
     OrgChart,
     SwarmParams,
@@ -29,10 +33,9 @@ from ruflo.policies import (
     Take,
     TaskLike,
     TaskSpec,
-    find_cycle,
     make_policy,
 )
-from ruflo.policies.board import BoardTask
+from ruflo.policies.board import BoardTask, lower_bound
 
 # Event kinds, ordered so that at equal times a finish is handled before a wake.
 _DONE, _QUIT, _DELEGATED, _DECOMPOSED, _KILL, _EXPIRE, _POST, _WAKE = range(8)
@@ -216,38 +219,6 @@ class _SimAgent:
         self.done_by_skill: dict[str, int] | None = None
 
 
-def lower_bound(tasks: Sequence[TaskLike], agents: int) -> tuple[float, float, float]:
-    """(critical path, total work, LB) over task efforts. Raises PolicyError on a cycle."""
-    effort = {t.id: t.effort for t in tasks}
-    total = math.fsum(effort.values())
-    indegree = dict.fromkeys(effort, 0)
-    children: dict[str, list[str]] = {}
-    for task in tasks:
-        for dep in task.depends_on:
-            if dep not in effort:
-                raise PolicyError(f"task {task.id!r} depends on unknown task {dep!r}")
-            indegree[task.id] += 1
-            children.setdefault(dep, []).append(task.id)
-    finish = {}
-    stack = [tid for tid, n in indegree.items() if n == 0]
-    start = dict.fromkeys(effort, 0.0)
-    while stack:
-        tid = stack.pop()
-        end = start[tid] + effort[tid]
-        finish[tid] = end
-        for child in children.get(tid, ()):
-            if end > start[child]:
-                start[child] = end
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                stack.append(child)
-    if len(finish) != len(effort):
-        cycle = find_cycle({t.id: list(t.depends_on) for t in tasks}) or []
-        raise PolicyError("the tasks' dependencies form a cycle: " + " → ".join(cycle))
-    critical = max(finish.values(), default=0.0)
-    return critical, total, max(critical, total / max(agents, 1))
-
-
 def company_agents(agents: Sequence[Agent], span: int = 8) -> list[Agent]:
     """Agents as an org: kept as they are when any has `reports_to`, else a generated org."""
     if any(a.reports_to for a in agents):
@@ -279,13 +250,14 @@ def simulate(
     arrivals: Mapping[str, float] | None = None,
     detail_limit: int = 2000,
     on_progress: Callable[[int, int], None] | None = None,
+    on_decision: Callable[[str, Decision], None] | None = None,
 ) -> SimResult:
     """Run `tasks` with `agents` under `mode` on a virtual clock; the same seed gives the same run.
 
     `arrivals` posts some tasks later (task id → virtual time; a task may not arrive before its
     dependencies); the others are on the board at time 0. `record` keeps the timeline of who worked on what (default: only for boards of at most
     20,000 tasks, so memory stays bounded at scale). `on_progress(finished, total)` is called
-    now and then."""
+    now and then; `on_decision(agent id, decision)` for every decision the policy makes."""
     try:
         mode = Mode(mode)
     except ValueError:
@@ -316,7 +288,8 @@ def simulate(
     rng = random.Random(seed)
     clock = VirtualClock()
     policy: BasePolicy = make_policy(mode, agents, seed=seed, swarm=swarm, company=company)
-    run = _Run(policy, agents, params, rng, clock, record, len(agents) <= detail_limit)
+    run = _Run(policy, agents, params, rng, seed, clock, record, len(agents) <= detail_limit)
+    run.on_decision = on_decision
     started = time.perf_counter()
     cpu_started = time.process_time()
     for agent in agents:
@@ -341,14 +314,20 @@ class _Run:
         agents: Sequence[Agent],
         params: SimParams,
         rng: random.Random,
+        seed: int,
         clock: VirtualClock,
         record: bool,
         detail: bool,
     ) -> None:
         self.policy = policy
+        self.on_decision: Callable[[str, Decision], None] | None = None
         self.board = policy.board
         self.params = params
         self.rng = rng
+        """The policy's randomness (its choices): the stream a live engine with the same seed
+        gives its policy, so both make the same choices."""
+        self.work_rng = random.Random(f"work-{seed}")
+        """The simulated world's randomness: work times, failures, quits, who is killed."""
         self.clock = clock
         self.agents = {a.id: _SimAgent(a.id, frozenset(a.skills)) for a in agents}
         self.order = [self.agents[a.id] for a in agents]
@@ -472,27 +451,48 @@ class _Run:
         agent.wake_token += 1  # a decision supersedes any pending look-again timer
         self.decisions += 1
         decision = self.policy.choose(agent.id, now, self.rng)
-        if isinstance(decision, Take):
-            self.start_work(agent, decision.task_id, now)
-        elif isinstance(decision, Idle):
-            if decision.retry_at is not None:
-                self.wake(agent, max(now, decision.retry_at))
-        elif isinstance(decision, Delegate):
-            p = self.params
-            n = len(decision.assignments)
-            self.coordination_tokens += p.delegation_tokens + p.delegation_tokens_per_ticket * n
-            duration = p.delegation_time + p.delegation_time_per_ticket * n
-            label = decision.assignments[0][0] if n == 1 else f"{n} tickets"
-            self.begin_activity(agent, now, None)
-            self.push(now + duration, _DELEGATED, agent, agent.token, (label, decision.assignments))
-        elif isinstance(decision, Decompose):
-            task = self.policy.claim(decision.task_id, agent.id, now)
-            self.note_claim(agent, task, now)
-            self.coordination_tokens += self.params.decompose_tokens
-            self.begin_activity(agent, now, task)
-            self.push(now + self.params.decompose_time, _DECOMPOSED, agent, agent.token,
-                      decision.parts)
+        if self.on_decision is not None:
+            self.on_decision(agent.id, decision)
+        carry_out(self, (agent, now), decision)
         self.flush_wakes(now)
+
+    # -- carrying out a decision (`carry_out` calls these) ----------------------------------
+    def take(self, context: tuple[_SimAgent, float], decision: Take) -> None:
+        self.start_work(context[0], decision.task_id, context[1])
+
+    def idle(self, context: tuple[_SimAgent, float], decision: Idle) -> None:
+        agent, now = context
+        if decision.retry_at is not None:
+            self.wake(agent, max(now, decision.retry_at))
+
+    def delegate(self, context: tuple[_SimAgent, float], decision: Delegate) -> None:
+        """The planner's timed stand-in: it accepts the policy's proposal, at a cost per
+        delegation and per ticket (tokens and the manager's time)."""
+        agent, now = context
+        p = self.params
+        n = len(decision.assignments)
+        self.coordination_tokens += p.delegation_tokens + p.delegation_tokens_per_ticket * n
+        duration = p.delegation_time + p.delegation_time_per_ticket * n
+        label = decision.assignments[0][0] if n == 1 else f"{n} tickets"
+        self.begin_activity(agent, now, None)
+        self.push(now + duration, _DELEGATED, agent, agent.token, (label, decision.assignments))
+
+    def decompose(self, context: tuple[_SimAgent, float], decision: Decompose) -> None:
+        agent, now = context
+        task = self.policy.claim(decision.task_id, agent.id, now)
+        self.note_claim(agent, task, now)
+        self.coordination_tokens += self.params.decompose_tokens
+        self.begin_activity(agent, now, task)
+        self.push(now + self.params.decompose_time, _DECOMPOSED, agent, agent.token,
+                  decision.parts)
+
+    def escalate(self, context: tuple[_SimAgent, float], decision: Escalate) -> None:
+        raise PolicyError("the simulated policies escalate a failed ticket themselves "
+                          "(on_task_finished); choose() never answers Escalate")
+
+    def await_approval(self, context: tuple[_SimAgent, float], decision: AwaitApproval) -> None:
+        raise PolicyError("the simulator has no people to approve: choose() never answers "
+                          "AwaitApproval")
 
     def note_claim(self, agent: _SimAgent, task: BoardTask, now: float) -> None:
         age = now - (task.ready_at if task.ready_at is not None else now)
@@ -534,10 +534,10 @@ class _Run:
             if missing:
                 duration *= 1.0 + (p.mismatch_factor - 1.0) * missing / len(skills)
         if p.noise > 0:
-            duration *= math.exp(self.rng.gauss(self._noise_mu, p.noise))
-        agent.success = self.rng.random() >= p.failure_rate
+            duration *= math.exp(self.work_rng.gauss(self._noise_mu, p.noise))
+        agent.success = self.work_rng.random() >= p.failure_rate
         self.begin_activity(agent, now, task)
-        quit_at = self.policy.quit_after(task, self.rng)
+        quit_at = self.policy.quit_after(task, self.work_rng)
         if quit_at is not None and quit_at < duration:
             self.push(now + quit_at, _QUIT, agent, agent.token, None)
         else:
@@ -597,7 +597,7 @@ class _Run:
             victims = [self.agents[a] for a in plan.agents if self.agents[a].alive]
         else:
             count = min(len(live) - 1, round(plan.fraction * len(live)))
-            victims = self.rng.sample(live, count) if count > 0 else []
+            victims = self.work_rng.sample(live, count) if count > 0 else []
         ttl = self.params.lease_ttl
         renew = ttl / 3
         for agent in victims:

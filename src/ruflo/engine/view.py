@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ruflo.event_kinds import EventKind
 from ruflo.model import Event, TaskState
 
 if TYPE_CHECKING:
@@ -21,12 +22,15 @@ if TYPE_CHECKING:
 REDRAW_EVERY = 0.2
 """Seconds between redraws at most: a burst of events is drawn once."""
 
-NOTABLE = ("task_posted", "task_claimed", "task_done", "task_failed", "task_released",
-           "task_cancelled", "lease_expired", "agent_paused", "agent_lost", "hive_paused",
-           "hive_running", "hive_done", "hive_failed", "hive_cancelled", "task_verified",
-           "budget_warning", "budget_exceeded", "objective_verified", "attempt_discarded",
-           "ticket_delegated", "ticket_escalated", "ticket_reassigned", "children_completed",
-           "approval_requested", "approval_decided", "hire_requested", "agent_hired")
+NOTABLE = (EventKind.TASK_POSTED, EventKind.TASK_CLAIMED, EventKind.TASK_DONE,
+           EventKind.TASK_FAILED, EventKind.TASK_RELEASED, EventKind.TASK_CANCELLED,
+           EventKind.LEASE_EXPIRED, EventKind.AGENT_PAUSED, EventKind.AGENT_LOST,
+           EventKind.HIVE_PAUSED, EventKind.HIVE_RUNNING, EventKind.HIVE_DONE,
+           EventKind.HIVE_FAILED, EventKind.HIVE_CANCELLED, EventKind.TASK_VERIFIED,
+           EventKind.BUDGET_WARNING, EventKind.BUDGET_EXCEEDED, EventKind.OBJECTIVE_VERIFIED,
+           EventKind.ATTEMPT_DISCARDED, EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
+           EventKind.TICKET_REASSIGNED, EventKind.CHILDREN_COMPLETED, EventKind.APPROVAL_REQUESTED,
+           EventKind.APPROVAL_DECIDED, EventKind.HIRE_REQUESTED, EventKind.AGENT_HIRED)
 
 STATE_STYLE = {TaskState.OPEN: "cyan", TaskState.CLAIMED: "yellow", TaskState.DONE: "green",
                TaskState.FAILED: "red", TaskState.BLOCKED: "magenta",
@@ -44,7 +48,7 @@ def describe_event(event: Event, names: dict[str, str]) -> str:
         if isinstance(value, str) and value:
             detail = " ".join(value.split())[:100]
             break
-    if event.kind == "task_verified":
+    if event.kind == EventKind.TASK_VERIFIED:
         detail = f"`{data.get('command')}` {'passed' if data.get('passed') else 'failed'}"
     parts = [f"#{event.seq}", event.kind]
     if who:

@@ -1,9 +1,9 @@
-"""The distributed worker: hosts agent loops of hives stored in a shared Postgres, wakes on
-LISTEN/NOTIFY, registers itself and reports liveness, hands its claims back when stopped. Also
-`watch_hive`, which follows a hive whose agents all live in workers elsewhere.
+"""The distributed worker: hosts agent loops of hives stored in a shared Postgres, wakes when
+the store says a hive's log grew, registers itself and reports liveness, hands its claims back
+when stopped. Also `watch_hive`, which follows a hive whose agents all live in workers elsewhere.
 
-Depends on the model, the Store protocol, the live engine and psycopg (LISTEN and the adoption
-lock are Postgres features; SQLite hives stay on one machine).
+Depends on the model, the Store protocol (its wake-ups and adoption lock included), the live
+engine and engine/hosting.py, which it shares with the server's runner.
 """
 
 from __future__ import annotations
@@ -14,32 +14,30 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, executor_for
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
+from ruflo.engine.hosting import Host, every_hive, wants_hosting
 from ruflo.engine.live import LiveEngine, LiveParams
-from ruflo.errors import ConfigError, Conflict, NotFound, RufloError, StoreUnreachable
-from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, new_id, utcnow
+from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
+from ruflo.event_kinds import EventKind
+from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, TaskState, new_id, utcnow
 
 if TYPE_CHECKING:
     from ruflo.gateway.base import Gateway
-    from ruflo.store.base import Store
+    from ruflo.store.base import Listening, Store
 
-__all__ = ["CHANNEL", "DISTRIBUTED_MODES", "Worker", "WorkerParams", "hive_workers",
-           "require_shared_store", "watch_hive"]
+__all__ = ["DISTRIBUTED_MODES", "Worker", "WorkerParams", "hive_workers", "require_shared_store",
+           "watch_hive"]
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "ruflo_events"
-"""After every transaction that appends events the store sends `pg_notify(CHANNEL,
-'<hive_id>:<seq>')`, once per hive, with the newest seq."""
 
 DISTRIBUTED_MODES = frozenset({Mode.SWARM})
 """Modes whose agents may live in many processes. Round robin and solo deal tasks to named
@@ -51,9 +49,6 @@ wakes every worker, and one read per event each would grow the store's load with
 of events and workers. Other processes' claims reach the board this much later at most (a
 claim raced for meanwhile is refused by the store, and the agent picks again)."""
 
-ADOPTION_LOCK = 0x7275666C6F5F7731
-"""Postgres advisory lock key that serialises agent adoption across workers ("ruflo_w1")."""
-
 
 def require_shared_store(url: str) -> None:
     """Refuse anything but Postgres: a SQLite file is one machine's."""
@@ -62,25 +57,6 @@ def require_shared_store(url: str) -> None:
                           "on many machines need a shared Postgres (set DATABASE_URL="
                           "postgresql://...). Nothing was started; run the hive here with "
                           "`ruflo orchestrate` instead")
-
-
-def libpq_url(url: str) -> str:
-    """The store URL as libpq reads it (SQLAlchemy's `+psycopg` driver suffix removed)."""
-    scheme, sep, rest = url.partition("://")
-    return f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
-
-
-def pg_connection(url: str, purpose: str) -> Any:
-    """A dedicated autocommit psycopg connection (outside the store's per-thread ones)."""
-    import psycopg
-
-    try:
-        return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5,
-                               application_name=f"ruflo-{purpose}")
-    except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise StoreUnreachable(f"cannot reach Postgres for the worker's {purpose} connection: "
-                               f"{reason}; nothing was started") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +121,6 @@ class Worker:
                  clock: LiveClock = REAL_CLOCK) -> None:
         require_shared_store(database_url if store.dialect == "postgresql" else store.dialect)
         self.store = store
-        self.url = database_url
         self.params = params
         self.gateway = gateway
         self.executors = executors
@@ -156,6 +131,10 @@ class Worker:
         # The host name first: on Kubernetes it is the pod's name. The suffix keeps a restarted
         # process apart from the one it replaces.
         self.id = worker_id or f"{hostname[:60]}-{new_id()[:8]}"
+        self.as_host = Host(store, self.id, kind="worker", host=self.host,
+                            lease_seconds=params.lease_seconds,
+                            heartbeat_seconds=params.heartbeat, hive_id=params.hive_id,
+                            capacity=params.agents, announce=True, clock=clock)
         self.attachments: list[Attachment] = []
         self.refused: dict[str, str] = {}
         """Hives this worker will not host, with why (wrong mode, broken configuration)."""
@@ -163,7 +142,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._look = asyncio.Event()
         self._stopping = False
-        self._listener: NotificationListener | None = None
+        self._listening: Listening | None = None
         self._said_waiting: set[str] = set()
         self._waking: set[str | None] = set()
         """Hives (None: all) with a wake-up scheduled on the loop and not yet run."""
@@ -175,15 +154,16 @@ class Worker:
         code: 0 when stopped or the hive ended, 1 when a hive could not be hosted.
 
         The run loop:
-        1. Register in the workers table; start the heartbeat and the LISTEN thread (a
-           notification of a hive this worker hosts wakes that hive's engine at once; one of a
-           hive it does not host wakes this loop, which may attach to it).
+        1. Register in the workers table; start the heartbeat and listen to the store's
+           wake-ups (LISTEN/NOTIFY: one of a hive this worker hosts wakes that hive's engine at
+           once; one of a hive it does not host wakes this loop, which may attach to it).
         2. Look for hives to host (the one hive, or every running swarm hive): adopt free agents
            of the hive — never hosted, or hosted by a worker silent for longer than
-           `stale_after` — up to `agents`, under a Postgres advisory lock so two workers never
-           adopt one agent, and start a live engine that hosts exactly those agents. The engine
-           claims through the store (FOR UPDATE SKIP LOCKED), renews leases, and expires the
-           leases of dead workers' claims (every engine tries; the store makes it race-safe).
+           `stale_after` — up to `agents`, under the store's adoption lock so two workers never
+           adopt one agent (engine/hosting.py), and start a live engine that hosts exactly
+           those agents. The engine claims through the store (FOR UPDATE SKIP LOCKED), renews
+           leases, and expires the leases of dead workers' claims (every engine tries; the
+           store makes it race-safe).
         3. Sleep until a notification or the safety-net poll (store reads only), then look
            again: a hive that ended lets go of its agents; new hives and newly free agents are
            taken up.
@@ -192,13 +172,12 @@ class Worker:
            unregisters.
         """
         self._loop = asyncio.get_running_loop()
-        self.store.register_worker(self.id, hive_id=self.params.hive_id, host=self.host,
-                                   agents=self.params.agents, now=self.clock.utcnow())
+        self.as_host.register()
         log.info("worker %s registered (%s, up to %d agents per hive)", self.id, self.host,
                  self.params.agents)
-        self._listener = NotificationListener(self.url, self._notified)
-        self._listener.start()
-        beat = asyncio.create_task(self._heartbeat(), name="ruflo-worker-heartbeat")
+        self._listening = self.store.listen(self._notified)
+        beat = asyncio.create_task(self.as_host.beat(self._declared_lost),
+                                   name="ruflo-worker-heartbeat")
         try:
             if self.params.hive_id is not None:
                 self._check_single_hive()
@@ -228,12 +207,9 @@ class Worker:
             await asyncio.gather(*runs, return_exceptions=True)
         for attachment in list(self.attachments):
             self._detach(attachment, "the worker stopped")
-        if self._listener is not None:
-            self._listener.stop()
-        try:
-            self.store.unregister_worker(self.id)
-        except RufloError:
-            log.exception("worker %s could not unregister", self.id)
+        if self._listening is not None:
+            self._listening.stop()
+        self.as_host.unregister()
 
     # -- hives -----------------------------------------------------------------------------------
     def _check_single_hive(self) -> None:
@@ -271,15 +247,8 @@ class Worker:
     def _candidates(self) -> list[Hive]:
         if self.params.hive_id is not None:
             hive = self.store.get_hive(self.params.hive_id)
-            return [hive] if hive.status is HiveStatus.RUNNING or awaits_gateway(hive) else []
-        hives = []
-        offset = 0
-        while True:
-            page = self.store.list_hives(limit=500, offset=offset)
-            hives += [h for h in page if h.status is HiveStatus.RUNNING or awaits_gateway(h)]
-            if len(page) < 500:
-                return hives
-            offset += 500
+            return [hive] if wants_hosting(hive) else []
+        return [hive for hive in every_hive(self.store) if wants_hosting(hive)]
 
     def _attach_where_needed(self) -> None:
         hosted: dict[str, int] = {}
@@ -310,43 +279,11 @@ class Worker:
         log.error("not hosting hive %s: %s", hive_id, why)
 
     def _adopt(self, hive_id: str, room: int) -> list[Agent]:
-        """Take up to `room` free agents of the hive. Free: no worker, or a worker silent for
-        longer than `stale_after` (it is unregistered; its claims reopen by lease expiry, or at
-        once when its agents' new engine loads). Serialised by an advisory lock: the store's
-        plain updates could otherwise let two workers adopt one agent."""
-        cutoff = self.clock.utcnow() - timedelta(seconds=self.params.stale_after)
-        with pg_connection(self.url, "adoption") as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (ADOPTION_LOCK,))
-            try:
-                workers = {w["id"]: w for w in self.store.list_workers()}
-                live = {wid for wid, w in workers.items() if w["heartbeat_at"] >= cutoff}
-                live.add(self.id)
-                mine = {a for att in self.attachments for a in att.agents}
-                # An agent under this worker's own id but not hosted here was left by an earlier
-                # run with the same id (a restarted pod): it is free too.
-                free = [a for a in self.store.list_agents(hive_id) if not a.external and (
-                        a.worker_id is None or a.worker_id not in live
-                        or (a.worker_id == self.id and a.id not in mine))]
-                taken = free[:room]
-                if not taken:
-                    return []
-                lost = sorted({a.worker_id for a in taken
-                               if a.worker_id is not None and a.worker_id != self.id})
-                with self.store.transaction():
-                    for worker_id in lost:
-                        if worker_id in workers:
-                            self.store.unregister_worker(worker_id)
-                        self.store.append_event(hive_id, "worker_lost", data={
-                            "worker_id": worker_id,
-                            "reason": f"silent for more than {self.params.stale_after:g}s"})
-                    for agent in taken:
-                        self.store.update_agent(agent.id, worker_id=self.id)
-                    self.store.append_event(hive_id, "worker_attached", data={
-                        "worker_id": self.id, "host": self.host,
-                        "agents": [a.id for a in taken]})
-                return taken
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADOPTION_LOCK,))
+        """Take up to `room` free agents of the hive (engine/hosting.py says which are free).
+        Agents under this worker's own id but not hosted here were left by an earlier run with
+        the same id (a restarted pod): they are free too."""
+        mine = {a for att in self.attachments for a in att.agents}
+        return self.as_host.adopt(hive_id, room=room, mine=mine)
 
     def _attach(self, hive: Hive, agents: list[Agent]) -> None:
         config = hive.config
@@ -395,15 +332,21 @@ class Worker:
             self.attachments.remove(attachment)
         try:
             with self.store.transaction():
+                # A claim the engine did not hand back (made as it stopped, before its attempt
+                # began) would otherwise wait for its lease: release it with its agent.
+                claimed = self.store.list_tasks(attachment.hive_id, states=[TaskState.CLAIMED])
                 for agent_id in attachment.agents:
                     agent = self.store.get_agent(agent_id)
                     if agent.worker_id != self.id:
                         continue  # adopted by another worker while this one was silent
+                    for task in claimed:
+                        if task.assignee == agent_id:
+                            self.store.release_task(task.id, agent_id, reason=why)
                     status = (AgentStatus.PAUSED if agent.status is AgentStatus.PAUSED
                               else AgentStatus.IDLE)
                     self.store.update_agent(agent_id, worker_id=None, status=status,
                                             current_task=None)
-                self.store.append_event(attachment.hive_id, "worker_detached", data={
+                self.store.append_event(attachment.hive_id, EventKind.WORKER_DETACHED, data={
                     "worker_id": self.id, "agents": attachment.agents, "reason": why})
         except NotFound:
             pass  # the hive was deleted: nothing to let go of
@@ -412,9 +355,10 @@ class Worker:
 
     # -- wake-ups and liveness -------------------------------------------------------------------
     def _notified(self, hive_id: str | None) -> None:
-        """From the LISTEN thread: None means the connection was (re)established, so anything
-        may have been missed. A hive whose wake-up is already on its way to the loop gets no
-        second one (a busy hive sends hundreds a second, each reaching every worker)."""
+        """From the store's wake-ups (its LISTEN thread on Postgres): None means the connection
+        was (re)established, so anything may have been missed. A hive whose wake-up is already
+        on its way to the loop gets no second one (a busy hive sends hundreds a second, each
+        reaching every worker)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -436,69 +380,19 @@ class Worker:
         if hive_id is None or not hosted:
             self._look.set()
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await self.clock.sleep(self.params.heartbeat)
-            try:
-                self.store.worker_heartbeat(self.id, now=self.clock.utcnow())
-            except NotFound:
-                # Declared lost while silent (a long stall): another worker may host our agents
-                # now, so going on would run one agent in two places.
-                log.error("worker %s was declared lost by another worker while silent; "
-                          "stopping (a supervisor restarts it)", self.id)
-                self.exit_code = 1
-                self.stop()
-                return
-            except RufloError:
-                log.exception("worker %s: heartbeat failed; retrying", self.id)
+    def _declared_lost(self) -> bool:
+        """Declared lost by another worker while silent (a long stall): another worker may host
+        our agents now, so going on would run one agent in two places."""
+        log.error("worker %s was declared lost by another worker while silent; "
+                  "stopping (a supervisor restarts it)", self.id)
+        self.exit_code = 1
+        self.stop()
+        return False
 
 
 def wake_engine(engine: LiveEngine) -> None:
     """Make the engine read the event log now rather than at its next poll."""
     engine.wake()
-
-
-class NotificationListener:
-    """A thread on a dedicated connection: LISTEN ruflo_events, calling `on_notify(hive_id)` for
-    each notification and `on_notify(None)` after every (re)connect. Reconnects with backoff;
-    the callers' safety-net poll covers the gap."""
-
-    def __init__(self, url: str, on_notify: Callable[[str | None], None],
-                 hives: Iterable[str] | None = None) -> None:
-        self.url = url
-        self.on_notify = on_notify
-        self.hives = frozenset(hives) if hives is not None else None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._listen, name="ruflo-listen", daemon=True)
-        self._conn: Any = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _listen(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                with pg_connection(self.url, "listen") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    backoff = 0.5
-                    self.on_notify(None)
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            hive_id = note.payload.rpartition(":")[0]
-                            if self.hives is None or hive_id in self.hives:
-                                self.on_notify(hive_id)
-            except Exception as error:
-                if self._stop.is_set():
-                    return
-                log.warning("LISTEN %s connection lost (%s); reconnecting in %.1fs, polling "
-                            "meanwhile", CHANNEL, error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
 
 
 # -- who hosts what ------------------------------------------------------------------------------
@@ -540,10 +434,10 @@ async def watch_hive(store: Store, hive_id: str, database_url: str, *,
     """Follow a hive whose agents live in workers elsewhere until it stops running (done,
     failed, cancelled or paused); return it. Hosts no agent and makes no gateway call.
 
-    Wakes on NOTIFY for this hive (the safety-net poll otherwise), calls `on_change` so a view
-    can redraw, expires passed leases (race-safe; the workers do it too, this covers the time
-    when none runs) and says once when no live worker hosts the hive's agents, and again when
-    that changes.
+    Wakes when the store says the hive's log grew (the safety-net poll otherwise), calls
+    `on_change` so a view can redraw, expires passed leases (race-safe; the workers do it too,
+    this covers the time when none runs) and says once when no live worker hosts the hive's
+    agents, and again when that changes.
     """
     require_shared_store(database_url)
     loop = asyncio.get_running_loop()
@@ -553,8 +447,7 @@ async def watch_hive(store: Store, hive_id: str, database_url: str, *,
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(flag.set)
 
-    listener = NotificationListener(database_url, notified, hives=[hive_id])
-    listener.start()
+    listening = store.listen(notified, hives=[hive_id])
     hosted: bool | None = None
     try:
         while True:
@@ -580,4 +473,4 @@ async def watch_hive(store: Store, hive_id: str, database_url: str, *,
             await wait_at_most(flag, wait)
             flag.clear()
     finally:
-        await asyncio.to_thread(listener.stop)
+        await asyncio.to_thread(listening.stop)

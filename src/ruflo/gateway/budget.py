@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 from ruflo.errors import BudgetExceeded, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext, ChatMessage, Usage
 from ruflo.gateway.metering import Price, PriceTable
 from ruflo.model import JSON, Budget
@@ -335,7 +336,7 @@ class Budgets:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _event(self, account: Account, kind: str, data: JSON) -> None:
+    def _event(self, account: Account, kind: EventKind, data: JSON) -> None:
         if account.hive_id is None:
             return
         try:
@@ -352,14 +353,14 @@ class Budgets:
                                 account.spent_cost, account.budget)
         log.warning("%s %s has spent %.0f%% of its budget (%s)", account.scope,
                     account.scope_id, warning.fraction * 100, account.describe_cap())
-        self._event(account, "budget_warning", {})
+        self._event(account, EventKind.BUDGET_WARNING, {})
         if self.on_warning is not None:
             self.on_warning(warning)
 
     def _stop(self, account: Account) -> None:
         if not account.stopped:
             account.stopped = True
-            self._event(account, "budget_exceeded", {})
+            self._event(account, EventKind.BUDGET_EXCEEDED, {})
         raise BudgetExceeded(
             f"the {account.scope} {account.scope_id} has spent its budget "
             f"({account.describe_cap()}); ruflo did not call the gateway and nothing was lost; "
@@ -373,5 +374,5 @@ class Budgets:
                         account.scope_id)
         if not account.unknown_reported:
             account.unknown_reported = True
-            self._event(account, "budget_unknown_cost",
+            self._event(account, EventKind.BUDGET_UNKNOWN_COST,
                         {"model": model, "counted": charged is not None})

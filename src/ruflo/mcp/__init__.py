@@ -5,6 +5,6 @@ the `mcp` SDK (loaded only when the server is built).
 
 from __future__ import annotations
 
-from ruflo.mcp.desk import MCP_CALL, Desk
+from ruflo.mcp.desk import Desk
 
-__all__ = ["MCP_CALL", "Desk"]
+__all__ = ["Desk"]

@@ -1,6 +1,7 @@
 """The hive operations MCP tools call: create a hive, post, claim, complete and release tasks, read
 the board, memory and ledger. Depends on the model, the Store protocol, memory, ruflo.agents (the
-verify command runner) and the MCP claim choice; knows nothing of the MCP protocol itself.
+verify command runner) and the hive's policy put back from the store (engine/stored_policy.py);
+knows nothing of the MCP protocol itself.
 
 Every operation on a hive also records an `mcp_call` event naming the tool and the caller, in the
 same transaction as its effect when it succeeds, and on its own when it is refused.
@@ -13,8 +14,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ruflo.engine import start, stored_policy
+from ruflo.engine.start import HiveSpec, Planner
+from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError, RufloError
-from ruflo.mcp import choice
+from ruflo.event_kinds import EventKind
 from ruflo.memory.notes import Memory, entry_to_json, hive_namespace
 from ruflo.model import (
     JSON,
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MCP_CALL = "mcp_call"
 MCP_MODES = (Mode.SWARM, Mode.SOLO, Mode.ROUND_ROBIN)
 DEFAULT_NAMESPACE = "default"
 VERIFY_TIMEOUT = 600.0
@@ -48,12 +51,18 @@ class Desk:
     name no hive; `caller` names who is calling (the MCP client) for the events."""
 
     def __init__(self, store: Store, memory: Memory, *, lease_seconds: float,
-                 workspace_root: Path, default_hive: str | None = None) -> None:
+                 workspace_root: Path, default_hive: str | None = None,
+                 planner: Planner | None = None) -> None:
         self.store = store
+        self.planner = planner
+        """Plans a new hive's objective into its first tasks (None: the board starts empty and
+        the MCP client posts the tasks)."""
         self.memory = memory
         self.keyword_memory = Memory(store)
         """Full-text search only: for callers who ask for it (fast, no query embedding)."""
         self.lease_seconds = lease_seconds
+        self.policies = StoredPolicies()
+        """The hives' policies, which choose what `claim_next_task` takes."""
         self.workspace_root = workspace_root
         self.default_hive: str | None = None
         if default_hive is not None:
@@ -138,12 +147,31 @@ class Desk:
         if agent_name is not None:
             agent_id = next((a.id for a in self.store.list_agents(hive_id)
                              if a.name == agent_name), None)
-        self.store.append_event(hive_id, MCP_CALL, agent_id=agent_id, task_id=task_id, data=data)
+        self.store.append_event(hive_id, EventKind.MCP_CALL, agent_id=agent_id, task_id=task_id,
+                                data=data)
 
     # -- hives ---------------------------------------------------------------------------------
-    def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
-                    agents: Sequence[tuple[str, Sequence[str], str]],
-                    workspace: str | None, seed: int) -> JSON:
+    async def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
+                          agents: Sequence[tuple[str, Sequence[str], str]],
+                          workspace: str | None, seed: int) -> JSON:
+        """Store the hive, then seed its first board (engine/start.py: the objective planned by
+        this desk's planner; without one the board starts empty, for the client to fill)."""
+        spec = self.hive_spec(name=name, objective=objective, mode=mode, agents=agents,
+                              workspace=workspace, seed=seed)
+        with self.store.transaction():
+            hive = start.create_hive(self.store, spec)
+            self.record(hive.id, "create_hive", caller)
+        # Without a planner the MCP client plans: it posts the tasks (engine/start.py, rule 4).
+        board = (await start.seed_board(self.store, hive.id, self.planner)
+                 if self.planner is not None else [])
+        return {"hive": hive_json(self.store.get_hive(hive.id)),
+                "agents": [agent_json(a) for a in spec.agents],
+                "tasks": [self.task_json(t) for t in board]}
+
+    def hive_spec(self, *, name: str, objective: str, mode: str,
+                  agents: Sequence[tuple[str, Sequence[str], str]], workspace: str | None,
+                  seed: int) -> HiveSpec:
+        """What create_hive starts, checked; its workspace folder is made."""
         try:
             hive_mode = Mode(mode)
         except ValueError:
@@ -167,15 +195,12 @@ class Desk:
             raise ConfigError(f"workspace {workspace!r} is not an existing folder given by an "
                               "absolute path; nothing was created")
         folder.mkdir(parents=True, exist_ok=True)
-        hive = Hive(id=hive_id, name=name, mode=hive_mode, objective=objective,
-                    workspace=str(folder), config={"seed": seed, "created_via": "mcp"})
         members = [Agent(id=new_id(), hive_id=hive_id, name=agent_name, role=role or "worker",
                          skills=tuple(skills), adapter_config={"via": "mcp"})
                    for agent_name, skills, role in agents]
-        with self.store.transaction():
-            hive = self.store.create_hive(hive, members)
-            self.record(hive.id, "create_hive", caller)
-        return {"hive": hive_json(hive), "agents": [agent_json(a) for a in members]}
+        return HiveSpec(id=hive_id, name=name, mode=hive_mode, objective=objective,
+                        workspace=str(folder), config={"seed": seed, "created_via": "mcp"},
+                        agents=members)
 
     # -- the board -----------------------------------------------------------------------------
     def post_task(self, caller: str, hive_ref: str | None, *, title: str, description: str,
@@ -225,18 +250,8 @@ class Desk:
         return self.call(hive_ref, "claim_next_task", caller, claim, agent_name=agent_name)
 
     def _choose_and_claim(self, hive: Hive, agent: Agent, reopened: list[str]) -> JSON:
-        unit = choice.time_unit(hive)
         for _ in range(8):
-            agents = self.store.list_agents(hive.id)
-            tasks = self.store.list_tasks(hive.id)
-            now = choice.policy_time(hive, utcnow())
-            policy = choice.rebuild(hive, agents, tasks, now)
-            member = next(a for a in agents if a.id == agent.id)
-            rng = choice.decision_rng(hive, member, self.store.last_seq(hive.id))
-            chosen = choice.choose(policy, member, now, rng, unit)
-            thresholds = choice.thresholds_of(policy, agent.id)
-            if thresholds is not None:
-                self.store.update_agent(agent.id, thresholds=thresholds)
+            chosen = self.policies.decide(self.store, hive, agent)
             if chosen.task_id is None:
                 counts = self.store.count_tasks(hive.id)
                 return {"task": None, "agent": agent.name, "reason": chosen.reason,
@@ -315,9 +330,10 @@ class Desk:
 
         folder = workspace_of(hive)
         if folder is None:
-            self.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
-                                    data={"command": task.verify, "passed": None,
-                                          "skipped": "the hive has no workspace folder"})
+            self.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id,
+                                    task_id=task.id, data={
+                                        "command": task.verify, "passed": None,
+                                        "skipped": "the hive has no workspace folder"})
             return {"passed": None, "skipped": "the hive has no workspace folder, so the "
                                                "verify command was not run"}
         assert task.verify is not None
@@ -328,24 +344,24 @@ class Desk:
         output = ran.output[-VERIFY_OUTPUT_CHARS:]
         verdict: JSON = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
                          "timed_out": ran.timed_out, "output": output}
-        self.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
-                                data=verdict)
+        self.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id,
+                                task_id=task.id, data=verdict)
         return verdict
 
     def _learn(self, hive: Hive, agent: Agent, task: Task, *, success: bool) -> None:
         """Swarm thresholds learn from the attempt: the skills done drop by the time worked."""
         if hive.mode is not Mode.SWARM or task.claimed_at is None:
             return
-        start = choice.policy_time(hive, task.claimed_at)
-        policy = choice.rebuild(hive, self.store.list_agents(hive.id),
+        start = stored_policy.policy_time(hive, task.claimed_at)
+        policy = stored_policy.rebuild(hive, self.store.list_agents(hive.id),
                                 self.store.list_tasks(hive.id), start)
         if policy.board.tasks.get(task.id) is None:
             return
         with_claim = policy.board.get(task.id)
         if with_claim.holder != agent.id:
             return
-        policy.on_task_finished(task.id, agent.id, success, choice.policy_time(hive, utcnow()))
-        thresholds = choice.thresholds_of(policy, agent.id)
+        policy.on_task_finished(task.id, agent.id, success, stored_policy.policy_time(hive, utcnow()))
+        thresholds = stored_policy.thresholds_of(policy, agent.id)
         if thresholds is not None:
             self.store.update_agent(agent.id, thresholds=thresholds)
 

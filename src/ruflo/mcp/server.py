@@ -82,9 +82,11 @@ def build_server(desk: Desk) -> MCPServer[Any]:
     ) -> JSON:
         """Create a hive: a board of tasks worked by agents, with its objective and mode (swarm:
         response thresholds decide who takes what; solo: one agent does all; round_robin: tasks
-        dealt in turn). Agents may also join later by claiming."""
+        dealt in turn). When ruflo has a gateway, the objective is planned into the first
+        tasks (the answer lists them); without one the board starts empty for you to post to. Agents may also join later by
+        claiming."""
         try:
-            return desk.create_hive(caller_of(ctx), name=name, objective=objective, mode=mode,
+            return await desk.create_hive(caller_of(ctx), name=name, objective=objective, mode=mode,
                                     agents=[(a.name, a.skills, a.role) for a in agents],
                                     workspace=workspace, seed=seed)
         except RufloError as error:

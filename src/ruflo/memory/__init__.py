@@ -16,7 +16,7 @@ from ruflo.memory.notes import (
     entry_to_json,
     hive_namespace,
 )
-from ruflo.memory.semantic import INSTALL_HINT, search_backend, semantic_available
+from ruflo.memory.semantic import INSTALL_HINT, MODEL_NAME, semantic_available
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -50,3 +50,22 @@ def open_memory(store: Store, *, data_dir: Path | None = None, semantic: bool | 
 
         ranker.load_in_background(quickest_encoder)
     return Memory(store, ranker)
+
+
+def search_backend(*, try_engine: bool = False) -> str:
+    """Which memory search is active, in words, for `ruflo doctor`. `try_engine` builds the ONNX
+    Runtime encoder (~0.5 s) to tell whether `ruflo mcp` will get it, rather than only looking
+    for its packages."""
+    if not semantic_available():
+        return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); for semantic "
+                f"search: {INSTALL_HINT}")
+    from ruflo.memory.onnx_encoder import onnx_runtime_problem
+
+    problem = onnx_runtime_problem(build=try_engine)
+    semantic = f"semantic ({MODEL_NAME} from the embeddings extra, run by"
+    if problem is None:
+        return (f"{semantic} ONNX Runtime with int8 weights in ruflo mcp and numpy in CLI calls; "
+                "keyword hits as a tie-break)")
+    return (f"{semantic} numpy everywhere; keyword hits as a tie-break). ONNX Runtime can't be "
+            f"used ({problem}), so a new query through ruflo mcp takes ~4x longer: pip install "
+            "'ruflo[embeddings]' (again, if it is broken) brings it")

@@ -47,25 +47,6 @@ def semantic_available() -> bool:
                for name in (MODEL_PACKAGE, "numpy"))
 
 
-def search_backend(*, try_engine: bool = False) -> str:
-    """Which memory search is active, in words, for `ruflo doctor`. `try_engine` builds the ONNX
-    Runtime encoder (~0.5 s) to tell whether `ruflo mcp` will get it, rather than only looking
-    for its packages."""
-    if not semantic_available():
-        return ("keyword (full-text: FTS5 bm25 on SQLite, ts_rank on Postgres); for semantic "
-                f"search: {INSTALL_HINT}")
-    from ruflo.memory.onnx_encoder import onnx_runtime_problem
-
-    problem = onnx_runtime_problem(build=try_engine)
-    semantic = f"semantic ({MODEL_NAME} from the embeddings extra, run by"
-    if problem is None:
-        return (f"{semantic} ONNX Runtime with int8 weights in ruflo mcp and numpy in CLI calls; "
-                "keyword hits as a tie-break)")
-    return (f"{semantic} numpy everywhere; keyword hits as a tie-break). ONNX Runtime can't be "
-            f"used ({problem}), so a new query through ruflo mcp takes ~4x longer: pip install "
-            "'ruflo[embeddings]' (again, if it is broken) brings it")
-
-
 class MiniLMEncoder:
     """Sentence embeddings from the bundled all-MiniLM-L6-v2 weights, computed with numpy."""
 

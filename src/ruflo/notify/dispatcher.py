@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Event
 from ruflo.notify.base import Delivery, Notification, Notifier
 from ruflo.notify.messages import event_notification
@@ -35,8 +36,6 @@ from ruflo.notify.rules import DEFAULT_RULES, Deduper, RateLimiter, route
 from ruflo.notify.transport import warm_up
 
 log = logging.getLogger("ruflo.notify")
-
-FAILED_KIND = "notify_failed"
 
 
 class EventRecorder(Protocol):
@@ -157,7 +156,7 @@ class Dispatcher:
     def offer(self, event: Event) -> None:
         """Queue `event` if a rule routes its kind. Never blocks, never raises."""
         try:
-            if event.kind == FAILED_KIND or not self.routes(event.kind):
+            if event.kind == EventKind.NOTIFY_FAILED or not self.routes(event.kind):
                 return
             self._enqueue(event, event.hive_id)
         except Exception:  # the caller is the store's commit path: nothing may escape
@@ -330,9 +329,11 @@ class Dispatcher:
         if self.record_failure is None:
             return
         try:
-            await asyncio.to_thread(self.record_failure, hive_id, FAILED_KIND, data=data)
+            await asyncio.to_thread(self.record_failure, hive_id, EventKind.NOTIFY_FAILED,
+                                    data=data)
         except Exception:
-            log.exception("notify: could not record %s on hive %s", FAILED_KIND, hive_id)
+            log.exception("notify: could not record %s on hive %s", EventKind.NOTIFY_FAILED,
+                          hive_id)
 
     async def _record_drops(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ruflo.errors import GatewayUnavailable
+from ruflo.event_kinds import EventKind
 from ruflo.model import Event
 from ruflo.notify.base import Notification
 
@@ -25,7 +26,7 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
     facts: dict[str, Any] = {"hive_id": event.hive_id, "hive_name": name, "seq": event.seq,
                              "event": kind, "data": data}
 
-    if kind == "approval_requested":
+    if kind == EventKind.APPROVAL_REQUESTED:
         approval_id = _text(data.get("approval_id") or data.get("id"))
         subject = _text(data.get("subject")) or "a decision"
         what = _text(data.get("approval_kind") or data.get("kind"))
@@ -36,10 +37,10 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                 f"What to do: approve or reject it on the hive's page"
                 f"{f' or with `ruflo approval approve {approval_id}` / `ruflo approval reject {approval_id}`' if approval_id else ''}.")
         condition = f"approval:{approval_id or subject}"
-    elif kind in ("budget_warning", "budget_exceeded"):
+    elif kind in (EventKind.BUDGET_WARNING, EventKind.BUDGET_EXCEEDED):
         scope = _scope(data, hive)
         usage = _usage(data)
-        if kind == "budget_warning":
+        if kind == EventKind.BUDGET_WARNING:
             title = f"ruflo: {short} used {usage[0] or 'most'} of its budget"
             text = (f"The budget of {scope} is {usage[0] or 'nearly'} used{usage[1]}.\n"
                     f"The hive keeps running; at 100% it stops before the next call.\n"
@@ -57,7 +58,7 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                     f"stopped.")
         condition = (f"{kind}:{event.hive_id}:{data.get('scope', 'hive')}:"
                      f"{data.get('scope_id') or event.agent_id or ''}")
-    elif kind == "hive_paused":
+    elif kind == EventKind.HIVE_PAUSED:
         reason = _text(data.get("reason") or data.get("pause_reason")) or "no reason given"
         title = f"ruflo: {short} paused: {reason}"
         if reason == GATEWAY_UNREACHABLE:
@@ -79,7 +80,7 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                       f"What to do: fix the cause, then `ruflo hive resume {event.hive_id}`.")
         text = f"The {hive} paused: {reason}.\n{advice}"
         condition = f"hive_paused:{event.hive_id}:{reason}"
-    elif kind == "gateway_back":
+    elif kind == EventKind.GATEWAY_BACK:
         down = data.get("down_seconds")
         was = f" after {down:g} s" if isinstance(down, int | float) else ""
         title = f"ruflo: {short} resumed, the gateway is back"
@@ -87,11 +88,11 @@ def event_notification(event: Event, hive_name: str | None = None) -> Notificati
                 f"went back to work.\n"
                 f"What to do: nothing; `ruflo hive show {event.hive_id}` shows how it goes.")
         condition = f"gateway_back:{event.hive_id}"
-    elif kind == "hive_done":
+    elif kind == EventKind.HIVE_DONE:
         title = f"ruflo: {short} is done"
         text = f"The {hive} finished its work.{_counts(data)}\nWhat to do: read the results."
         condition = f"hive_done:{event.hive_id}"
-    elif kind == "hive_failed":
+    elif kind == EventKind.HIVE_FAILED:
         reason = _text(data.get("reason")) or "no reason given"
         title = f"ruflo: {short} failed"
         text = (f"The {hive} failed: {reason}.{_counts(data)}\n"

@@ -9,18 +9,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ruflo.event_kinds import EventKind
+
 SENDER_NAMES = ("telegram", "email", "webhook")
 ALL = "*"
 """In a rule, every configured sender."""
 
 DEFAULT_RULES: dict[str, tuple[str, ...]] = {
-    "approval_requested": (ALL,),
-    "budget_warning": (ALL,),
-    "budget_exceeded": (ALL,),
-    "hive_done": (ALL,),
-    "hive_failed": (ALL,),
-    "hive_paused": (ALL,),
-    "gateway_back": (ALL,),
+    EventKind.APPROVAL_REQUESTED: (ALL,),
+    EventKind.BUDGET_WARNING: (ALL,),
+    EventKind.BUDGET_EXCEEDED: (ALL,),
+    EventKind.HIVE_DONE: (ALL,),
+    EventKind.HIVE_FAILED: (ALL,),
+    EventKind.HIVE_PAUSED: (ALL,),
+    EventKind.GATEWAY_BACK: (ALL,),
     "reconcile_failed": (ALL,),
 }
 """The moments a person must hear about: the hive needs them, or it stopped, or it went on by

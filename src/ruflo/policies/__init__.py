@@ -1,7 +1,11 @@
 """Policies decide who acts next: swarm, company, and the solo and round-robin baselines.
 
-Pure (no I/O, no store, no asyncio): the simulator, the live engine and the distributed worker
-all run this same code. See `Policy` for the run loop an engine follows.
+Pure (no I/O, no store, no asyncio). Swarm, round robin and solo: the simulator, the live engine
+and the distributed worker run the same policy object (`choose` and its reactions). Company: the
+simulator runs `CompanyPolicy` whole; the live company engine asks the same object's rules for
+every decision (`decide_ticket`, `escalation`, `working_owner`...) over its stored board, and
+resolves a delegation with an LLM planner where the simulator uses a timed stand-in. See `Policy`
+for the run loop an engine follows, and `ruflo.engine.dispatch` for how a decision is carried out.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from ruflo.model import Mode
 from ruflo.policies.base import (
     AgentLike,
     AssignedWork,
+    AwaitApproval,
     BasePolicy,
     Decision,
     Decompose,
     Delegate,
+    Escalate,
     Idle,
     Policy,
     RandomLike,
@@ -29,14 +35,20 @@ from ruflo.policies.company import (
     CompanyParams,
     CompanyPolicy,
     OrgChart,
+    TicketView,
+    acting_root,
     choose_delegate,
     delegation_score,
+    nearest_live_manager,
+    part_load,
+    working_owner,
 )
 from ruflo.policies.swarm import SwarmParams, SwarmPolicy
 
 __all__ = [
     "AgentLike",
     "AssignedWork",
+    "AwaitApproval",
     "BasePolicy",
     "Board",
     "BoardTask",
@@ -45,6 +57,7 @@ __all__ = [
     "Decision",
     "Decompose",
     "Delegate",
+    "Escalate",
     "Idle",
     "OrgChart",
     "Policy",
@@ -56,10 +69,15 @@ __all__ = [
     "Take",
     "TaskLike",
     "TaskSpec",
+    "TicketView",
+    "acting_root",
     "choose_delegate",
     "delegation_score",
     "find_cycle",
     "make_policy",
+    "nearest_live_manager",
+    "part_load",
+    "working_owner",
 ]
 
 

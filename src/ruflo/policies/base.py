@@ -58,9 +58,33 @@ class Decompose:
 
 @dataclass(frozen=True, slots=True)
 class Delegate:
-    """Hand these tickets (task id, report's agent id) down the org chart; costs coordination."""
+    """Hand these tickets (task id, report's agent id) down the org chart; costs coordination.
+
+    The assignments are the policy's proposal; a planner resolves it: in the simulator a timed
+    stand-in that accepts it, live one metered LLM call that may accept it, name another report
+    (checked against capabilities), split the ticket, hire (when `may_hire`) or escalate."""
 
     assignments: tuple[tuple[str, str], ...]
+    may_hire: bool = False
+    """The hive has hires left and people have not rejected one for these tickets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """Pass this ticket up: to `to` (the nearest live manager), or to people (a strategy
+    approval) when `to` is None. `give_up`: it was escalated too often and ends cancelled."""
+
+    task_id: str
+    to: str | None
+    give_up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitApproval:
+    """This ticket waits on a person's decision (approval `approval_id`): leave it be."""
+
+    task_id: str
+    approval_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +94,7 @@ class Idle:
     retry_at: float | None = None
 
 
-Decision = Take | Decompose | Delegate | Idle
+Decision = Take | Decompose | Delegate | Escalate | AwaitApproval | Idle
 
 
 class Policy(Protocol):
@@ -80,7 +104,9 @@ class Policy(Protocol):
     2. For a woken idle agent: `choose(agent, now, rng)`.
        Take → `claim`, do the work, then `on_task_finished(task, agent, success)`.
        Decompose → `claim`, plan the parts, then `decompose(task, agent, children, ...)`.
-       Delegate → spend the coordination, then `on_delegated(agent, assignments)`.
+       Delegate → a planner resolves the proposal (spending the coordination), then
+       `on_delegated(agent, assignments)`. Escalate → the ticket goes up the chain (or to
+       people); AwaitApproval → the ticket waits on a person (company mode only).
        Idle(retry_at) → sleep until woken, or until `retry_at`.
     3. After every call, `drain_wakes()` names the agents to wake (a task became ready for them,
        a ticket was assigned to them); nothing else wakes an agent except its own `retry_at`.
@@ -197,6 +223,25 @@ class BasePolicy:
     def drain_wakes(self) -> list[str]:
         wakes, self._wakes = self._wakes, []
         return wakes
+
+    # -- what a policy learns (swarm) ------------------------------------------------------
+    abstain_counts = True
+    """Whether giving a task back unattempted uses up one of its attempts."""
+
+    def on_abstain(self, agent_id: str, task_id: str) -> None:
+        """An agent looked at a task and would not do it (its LLM said so in a live run)."""
+
+    def thresholds(self, agent_id: str) -> dict[str, float]:
+        """What the policy learned about the agent (per skill); empty when it learns nothing."""
+        return {}
+
+    def restore_thresholds(self, agent_id: str, thresholds: dict[str, float]) -> None:
+        """Take back what an earlier run learned about the agent (skills it knows only)."""
+
+    def alike(self, task_id: str, most: int) -> list[str]:
+        """Ready tasks the policy would choose as readily as `task_id` (itself first), at most
+        `most`: what an agent may take instead when another process takes that one first."""
+        return [task_id]
 
     # -- subclass hooks --------------------------------------------------------------------
     def _absorb(self, now: float) -> None:

@@ -6,6 +6,7 @@ engine mirrors the store into one. Its checks make double claims and double comp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -327,3 +328,35 @@ class Board:
                 self._end(task, CANCELLED, now)
                 count += 1
         return count
+
+
+def lower_bound(tasks: Sequence[TaskLike], agents: int) -> tuple[float, float, float]:
+    """(critical path, total work, LB) over task efforts. Raises PolicyError on a cycle."""
+    effort = {t.id: t.effort for t in tasks}
+    total = math.fsum(effort.values())
+    indegree = dict.fromkeys(effort, 0)
+    children: dict[str, list[str]] = {}
+    for task in tasks:
+        for dep in task.depends_on:
+            if dep not in effort:
+                raise PolicyError(f"task {task.id!r} depends on unknown task {dep!r}")
+            indegree[task.id] += 1
+            children.setdefault(dep, []).append(task.id)
+    finish = {}
+    stack = [tid for tid, n in indegree.items() if n == 0]
+    start = dict.fromkeys(effort, 0.0)
+    while stack:
+        tid = stack.pop()
+        end = start[tid] + effort[tid]
+        finish[tid] = end
+        for child in children.get(tid, ()):
+            if end > start[child]:
+                start[child] = end
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                stack.append(child)
+    if len(finish) != len(effort):
+        cycle = find_cycle({t.id: list(t.depends_on) for t in tasks}) or []
+        raise PolicyError("the tasks' dependencies form a cycle: " + " → ".join(cycle))
+    critical = max(finish.values(), default=0.0)
+    return critical, total, max(critical, total / max(agents, 1))

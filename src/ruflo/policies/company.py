@@ -1,14 +1,17 @@
-"""Company mode: an org chart (validated tree), the delegation-target heuristic, and the company
-policy the simulator runs (reference/paperclip.md). Pure: no I/O.
+"""Company mode: an org chart (validated tree) and every company rule, as pure functions of the
+board and org chart (reference/paperclip.md): who holds a ticket whose owner is gone, the acting
+root, load per part of the org, whether a ticket is delegated and to whom, escalation, when a hire
+or a person's decision is needed. Pure: no I/O.
 
-The live company mode plans through the LLM but reuses `OrgChart` and `choose_delegate`.
+The simulator and the live company engine ask `CompanyPolicy` for the same decisions; only the
+planner that resolves a delegation differs (simulated: a timed stand-in; live: one LLM call).
 """
 
 from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ruflo.errors import PolicyError
@@ -16,9 +19,11 @@ from ruflo.model import Mode
 from ruflo.policies.base import (
     AgentLike,
     AssignedWork,
+    AwaitApproval,
     BasePolicy,
     Decision,
     Delegate,
+    Escalate,
     Idle,
     RandomLike,
     Take,
@@ -197,10 +202,75 @@ def choose_delegate(
     return chosen
 
 
+Alive = Callable[[str], bool]
+"""Whether an agent works now (alive and not paused)."""
+
+
+def acting_root(org: OrgChart, alive: Alive) -> str | None:
+    """Who acts as root: the root while it works, else the highest working agent (then by id);
+    None when no one works."""
+    if alive(org.root):
+        return org.root
+    working = [a for a in org.agents if alive(a)]
+    return min(working, key=lambda a: (org.depth[a], a)) if working else None
+
+
+def nearest_live_manager(org: OrgChart, agent_id: str, alive: Alive) -> str | None:
+    """Who takes over from `agent_id` (lost, paused, or passing a ticket up): its nearest working
+    manager, else the acting root; None when no one else works."""
+    for member in org.chain(agent_id)[1:]:
+        if alive(member):
+            return member
+    root = acting_root(org, alive)
+    return root if root != agent_id else None
+
+
+def working_owner(org: OrgChart, agent_id: str, alive: Alive) -> str:
+    """Who holds a ticket owned by `agent_id`: the owner while it works, else its nearest
+    working manager, else the acting root (the root itself when no one works)."""
+    if alive(agent_id):
+        return agent_id
+    return nearest_live_manager(org, agent_id, alive) or org.root
+
+
+def part_load(org: OrgChart, owned: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Unfinished effort in each agent's part of the org (what least-loaded compares), from
+    (owner, effort) of every unfinished ticket: a ticket counts for its owner and each manager
+    above it."""
+    load = dict.fromkeys(org.agents, 0.0)
+    for owner, effort in owned:
+        for member in org.chain(owner):
+            load[member] += effort
+    return load
+
+
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    """What the company rules need to know about one ticket (the live engine reads it from the
+    store and event log, the simulator from its board)."""
+
+    id: str
+    skills: tuple[str, ...] = ()
+    depth: int = 0
+    """Splits above it (a hand-over to a report keeps the depth)."""
+    split: bool = False
+    """It has child tickets already (its owner integrates them, it does not split again)."""
+    escalated: bool = False
+    """A report passed it up and its owner (a manager) has not decided what happens yet."""
+    escalated_by: str | None = None
+    """Who passed it up last (not offered it again while another report can take it)."""
+    escalations: int = 0
+    approval: str | None = None
+    """The approval it waits on (a hire, or a root's escalation to people)."""
+    hire_rejected: bool = False
+    """People rejected a hire for it: its manager decides without one."""
+
+
 @dataclass(frozen=True, slots=True)
 class CompanyParams:
     max_depth: int = 3
-    """Delegation hops from the root after which the holder must do the ticket itself."""
+    """Splits below the objective after which a ticket is no longer handed on: whoever holds it
+    does it (a hand-over to a report keeps a ticket's depth)."""
     batch: int = 20
     """Tickets a manager hands out in one delegation decision (one planning call)."""
     max_attempts: int = 5
@@ -215,18 +285,28 @@ class CompanyParams:
 class CompanyPolicy(BasePolicy):
     """An org chart delegating tickets down by capability.
 
-    Run loop (one woken agent's decision, `choose`):
-    1. Tickets in its inbox (from its manager, or the objective for the root): hand up to `batch`
-       of them to direct reports (`choose_delegate`) → Delegate, which the engine charges as
-       coordination (tokens and the manager's time). A ticket at max depth, or held by an agent
-       with no live reports, goes to its own work pile instead.
+    The company rules (pure: their arguments, the org chart and the params), asked by the
+    simulator's run loop below and by the live company engine alike:
+    - `decide_ticket`: a ticket waiting on a person → AwaitApproval; a ticket its holder may
+      still delegate (it has working reports; the ticket was escalated to it, or is under the
+      depth bound and not split yet) → Delegate with the proposed report (`choose_delegate`);
+      otherwise → Take (the holder does it).
+    - `escalation`: a blocked ticket goes to the nearest working manager (`Escalate.to`), to
+      people when there is none, and is given up after `max_attempts` escalations.
+    - `may_hire`, and the module's `working_owner`, `nearest_live_manager`, `acting_root` and
+      `part_load`.
+
+    Simulator run loop (one woken agent's decision, `choose`):
+    1. Tickets in its inbox (from its manager, or the objective for the root): `decide_ticket`
+       for up to `batch` of them; the delegated ones form one Delegate, which the engine charges
+       as coordination (tokens and the manager's time); the others go to its own work pile.
     2. Otherwise take its own highest-priority ready ticket → Take.
     3. Otherwise sleep: it is woken only by an assignment or a dependency of its pile finishing.
 
-    Escalation: a failed attempt sends the ticket back up to the assignee's manager (the nearest
-    live one), which re-delegates it, to another report when it can. A lost agent's inbox, pile
-    and claim go to its nearest live manager; if the root is lost, the highest live agent acts
-    as root."""
+    A failed attempt escalates (`escalation`) to the assignee's nearest live manager, which
+    decides again, handing it to another report when it can. A lost agent's inbox, pile and
+    claim go to its nearest live manager; if the root is lost, the highest live agent acts as
+    root."""
 
     mode = Mode.COMPANY
 
@@ -239,7 +319,7 @@ class CompanyPolicy(BasePolicy):
         self.in_flight: dict[str, list[BoardTask]] = {}
         """Tickets a manager is delegating right now (lost with it if it dies mid-way)."""
         self.load: dict[str, float] = dict.fromkeys(org.agents, 0.0)
-        """Unfinished effort in each agent's part of the org (what least-loaded compares)."""
+        """`part_load` kept up to date as tickets move (the simulator's boards are large)."""
         self._charged: dict[str, tuple[str, float]] = {}
         """Task id → agent whose load (and its managers') the task counts in."""
         self.acting_root = org.root
@@ -247,7 +327,50 @@ class CompanyPolicy(BasePolicy):
         self.delegations = 0
         self.escalations = 0
         self.failed_by: dict[str, str] = {}
+        self.escalated: set[str] = set()
+        """Tickets passed up that their holder has not handed on yet."""
 
+    # -- the rules -------------------------------------------------------------------------
+    def delegable(self, agent_id: str, ticket: TicketView, alive: Alive) -> bool:
+        """Whether `agent_id` hands the ticket on rather than doing it: it has working reports,
+        and the ticket was escalated to it (a manager decides about a blocked ticket at any
+        depth) or is under the depth bound and not split already."""
+        if not self.org.live_reports(agent_id, alive):
+            return False
+        if ticket.escalated:
+            return True
+        return ticket.depth < self.params.max_depth and not ticket.split
+
+    def may_hire(self, ticket: TicketView, hires_used: int) -> bool:
+        """Hiring is open while the hive has hires left (pending and approved ones count) and
+        people have not rejected a hire for this ticket."""
+        return not ticket.hire_rejected and hires_used < self.params.max_hires
+
+    def decide_ticket(self, agent_id: str, ticket: TicketView, alive: Alive,
+                      load: Mapping[str, float], hires_used: int | None = None,
+                      ) -> Take | Delegate | AwaitApproval:
+        """What the holder of one ticket does with it (see the class docstring). `hires_used`
+        None: hiring is not offered (the simulator does not hire)."""
+        if ticket.approval is not None:
+            return AwaitApproval(ticket.id, ticket.approval)
+        if self.delegable(agent_id, ticket, alive):
+            target = choose_delegate(self.org, agent_id, ticket.skills, load, alive,
+                                     exclude=ticket.escalated_by) \
+                or choose_delegate(self.org, agent_id, ticket.skills, load, alive)
+            if target is not None:
+                return Delegate(((ticket.id, target),),
+                                may_hire=hires_used is not None
+                                and self.may_hire(ticket, hires_used))
+        return Take(ticket.id)
+
+    def escalation(self, agent_id: str, ticket: TicketView, alive: Alive) -> Escalate:
+        """Where a ticket `agent_id` is blocked on goes: up to its nearest working manager, to
+        people when it has none (`to` None), given up after `max_attempts` escalations."""
+        if ticket.escalations >= self.params.max_attempts:
+            return Escalate(ticket.id, None, give_up=True)
+        return Escalate(ticket.id, nearest_live_manager(self.org, agent_id, alive))
+
+    # -- the simulator's bookkeeping -------------------------------------------------------
     def add_agent(self, agent: AgentLike, now: float) -> None:
         if agent.id not in self.org.agents:
             raise PolicyError(f"agent {agent.name!r} is not in the org chart")
@@ -256,7 +379,10 @@ class CompanyPolicy(BasePolicy):
     def _is_alive(self, agent_id: str) -> bool:
         return self.alive.get(agent_id, False)
 
-    # -- load accounting ---------------------------------------------------------------------
+    def _view(self, task: BoardTask) -> TicketView:
+        return TicketView(task.id, task.skills, task.depth, escalated=task.id in self.escalated,
+                          escalated_by=self.failed_by.get(task.id))
+
     def _charge(self, task: BoardTask, agent_id: str) -> None:
         self._uncharge(task)
         for member in self.org.chain(agent_id):
@@ -270,7 +396,6 @@ class CompanyPolicy(BasePolicy):
             for member in self.org.chain(agent_id):
                 self.load[member] -= effort
 
-    # -- routing -----------------------------------------------------------------------------
     def _to_inbox(self, task: BoardTask, agent_id: str) -> None:
         task.assignee = None
         heapq.heappush(self.inbox[agent_id], (-task.priority, task.seq, task))
@@ -281,12 +406,6 @@ class CompanyPolicy(BasePolicy):
         self._charge(task, agent_id)
         if self.work.assign(task, agent_id):
             self._wakes.append(agent_id)
-
-    def _heir(self, agent_id: str) -> str | None:
-        for member in self.org.chain(agent_id)[1:]:
-            if self._is_alive(member):
-                return member
-        return self.acting_root if self._is_alive(self.acting_root) else None
 
     def _on_posted(self, tasks: list[BoardTask], now: float) -> None:
         for task in tasks:
@@ -312,35 +431,30 @@ class CompanyPolicy(BasePolicy):
             raise PolicyError(f"agent {agent_id!r} is not an active member of this company")
         inbox = self.inbox[agent_id]
         if inbox:
-            assignments = self._plan(agent_id, inbox)
-            if assignments:
-                return Delegate(tuple(assignments))
+            delegated = self._plan(agent_id, inbox)
+            if delegated:
+                return Delegate(tuple(a for d in delegated for a in d.assignments),
+                                may_hire=all(d.may_hire for d in delegated))
         task = self.work.pop_ready(agent_id)
         if task is not None:
             return Take(task.id)
         return Idle(None)
 
-    def _plan(self, agent_id: str, inbox: list[tuple[int, int, BoardTask]]) -> list[tuple[str, str]]:
-        assignments: list[tuple[str, str]] = []
+    def _plan(self, agent_id: str, inbox: list[tuple[int, int, BoardTask]]) -> list[Delegate]:
+        delegated: list[Delegate] = []
         in_flight = self.in_flight.setdefault(agent_id, [])
-        at_depth_limit = self.org.depth[agent_id] >= self.params.max_depth
-        while inbox and len(assignments) < self.params.batch:
+        while inbox and len(delegated) < self.params.batch:
             _, _, task = heapq.heappop(inbox)
             if task.state.terminal:
                 self._uncharge(task)
                 continue
-            target = None
-            if not at_depth_limit:
-                target = choose_delegate(
-                    self.org, agent_id, task.skills, self.load, self._is_alive,
-                    exclude=self.failed_by.get(task.id),
-                )
-            if target is None:
+            decision = self.decide_ticket(agent_id, self._view(task), self._is_alive, self.load)
+            if not isinstance(decision, Delegate):
                 self._to_pile(task, agent_id)
                 continue
             in_flight.append(task)
-            assignments.append((task.id, target))
-        return assignments
+            delegated.append(decision)
+        return delegated
 
     def on_delegated(
         self, agent_id: str, assignments: Sequence[tuple[str, str]], now: float
@@ -349,14 +463,15 @@ class CompanyPolicy(BasePolicy):
         flying = {t.id: t for t in self.in_flight.pop(agent_id, [])}
         for task_id, target in assignments:
             task = flying.pop(task_id, None) or self.board.get(task_id)
+            self.escalated.discard(task_id)
             if task.state.terminal:
                 self._uncharge(task)
                 continue
             self.delegations += 1
-            task.depth += 1
             if not self._is_alive(target):
-                self._to_inbox(task, self._heir(target) or agent_id)
-            elif self.org.live_reports(target, self._is_alive) and task.depth < self.params.max_depth:
+                self._to_inbox(task, nearest_live_manager(self.org, target, self._is_alive)
+                               or agent_id)
+            elif self.delegable(target, self._view(task), self._is_alive):
                 self._to_inbox(task, target)
             else:
                 self._to_pile(task, target)
@@ -373,19 +488,19 @@ class CompanyPolicy(BasePolicy):
         task = self.board.get(task_id)
         self.board.finish(task_id, agent_id, success, now)
         if not task.state.terminal:
-            # A failed attempt escalates to the manager, who re-delegates it.
+            # A failed attempt escalates to the manager, who decides again. The board's attempt
+            # cap gives it up, so the escalation count does not.
             self.escalations += 1
             self.failed_by[task.id] = agent_id
-            boss = self._heir(agent_id)
+            self.escalated.add(task.id)
+            boss = self.escalation(agent_id, self._view(task), self._is_alive).to
             self._to_inbox(task, boss if boss is not None else agent_id)
         self._absorb(now)
 
     def _on_lost(self, agent_id: str, now: float) -> None:
         if agent_id == self.acting_root:
-            live = [a for a in self.org.agents if self._is_alive(a)]
-            if live:
-                self.acting_root = min(live, key=lambda a: (self.org.depth[a], a))
-        heir = self._heir(agent_id)
+            self.acting_root = acting_root(self.org, self._is_alive) or self.acting_root
+        heir = nearest_live_manager(self.org, agent_id, self._is_alive)
         orphans = [t for _, _, t in self.inbox[agent_id]]
         self.inbox[agent_id] = []
         orphans += self.in_flight.pop(agent_id, [])

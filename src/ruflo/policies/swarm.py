@@ -197,9 +197,38 @@ class SwarmPolicy(BasePolicy):
             agent.theta[key] = self._initial_theta(agent, key)
         return queue
 
+    abstain_counts = False
+    """Declining is how the swarm sorts work (it raises the decliner's threshold instead)."""
+
     def thresholds(self, agent_id: str) -> dict[str, float]:
-        """The agent's current thresholds per skill (a copy)."""
-        return dict(self.agents[agent_id].theta)
+        """The agent's current thresholds per skill (a copy; empty for an unknown agent)."""
+        agent = self.agents.get(agent_id)
+        return dict(agent.theta) if agent is not None else {}
+
+    def restore_thresholds(self, agent_id: str, thresholds: dict[str, float]) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return
+        for skill, value in thresholds.items():
+            if skill in agent.theta:
+                agent.theta[skill] = value
+
+    def alike(self, task_id: str, most: int) -> list[str]:
+        """The first ready tasks of the chosen task's queue with the same skills and priority
+        (the same threshold and nearly the same stimulus: they became ready in that order),
+        looking at most 4×`most` deep."""
+        chosen = self.board.tasks[task_id]
+        queue = self.queues.get(chosen.skills[0] if chosen.skills else ANY_SKILL)
+        level = queue.levels.get(chosen.priority) if queue is not None else None
+        if not level:
+            return [task_id]
+        picks: list[str] = []
+        for looked, task in enumerate(level):
+            if looked >= 4 * most or len(picks) >= most:
+                break
+            if task.ready and task.skills == chosen.skills:
+                picks.append(task.id)
+        return picks or [task_id]
 
     # -- stimulus --------------------------------------------------------------------------
     def stimulus(self, task: BoardTask, now: float) -> float:

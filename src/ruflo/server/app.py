@@ -32,7 +32,7 @@ from ruflo.errors import (
     WorkspaceError,
 )
 from ruflo.gateway.base import Gateway
-from ruflo.server import board, chat, hives, pages, probes
+from ruflo.server import a2a, board, chat, hives, pages, probes
 from ruflo.server.auth import Authenticator
 from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
@@ -201,6 +201,7 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.include_router(hives.router)
     app.include_router(chat.router)
     app.include_router(pages.router)
+    a2a.mount(app, ctx)
     # Inside the front door (probes stay answered from memory, refusals are counted), before
     # routing, auth and parsing: a hostile page or body is refused before it costs anything.
     app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts,

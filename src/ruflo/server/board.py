@@ -1,7 +1,8 @@
-"""The board API for agents that work over REST: list the board, claim a task (the most urgent
-ready one, or a named one) under a lease, then complete or release it. An agent is named by the
-caller and registered on its first claim; only the hive's owner and operators may work it.
-Depends on the server context, the store protocol and the model.
+"""The board API for agents that work over REST: list the board, claim a task (the one the hive's
+policy chooses for the agent, or a named one) under a lease, then complete or release it. An agent
+is named by the caller and registered on its first claim; only the hive's owner and operators may
+work it. Depends on the server context, the store protocol, the model and the hive's policy put
+back from the store (engine/stored_policy.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field, StringConstraints
 
+from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import Conflict, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
 from ruflo.server.access import ChangeableHive
 from ruflo.server.context import ServerContext, context, current_user
@@ -41,7 +44,8 @@ class ClaimBody(Body):
     lease_seconds: float | None = Field(default=None, gt=0, le=MAX_LEASE_SECONDS)
     """How long the claim holds without a renewal (default: RUFLO_LEASE_SECONDS)."""
     task_id: Ident | None = None
-    """Claim this task; without it, the most urgent ready task (priority, then age)."""
+    """Claim this task; without it, the task the hive's policy chooses for the agent (swarm: its
+    response thresholds against the tasks' stimulus; round robin and solo: its own pile)."""
     skills: list[Skill] = Field(default_factory=list, max_length=50)
     """The agent's skills, recorded when it registers."""
 
@@ -80,7 +84,8 @@ ROW_FIELDS = ("id", "hive_id", "title", "description", "parent_id", "skills", "p
               "effort", "depends_on", "state", "assignee", "lease_until", "attempts", "stimulus",
               "verify", "result", "verified", "blocked_on", "depth", "created_at", "updated_at",
               "claimed_at", "finished_at")
-"""The row `task_row_json` reads (the store's TASK_FIELDS; a test keeps them equal)."""
+"""The row `task_row_json` reads (the store's TASK_FIELDS; a test keeps them equal). The tasks
+table's `stimulus` column is no longer read: the swarm policy computes stimulus as it decides."""
 
 _loads = json.loads
 _modf = math.modf
@@ -134,7 +139,7 @@ def task_row_json(row: Sequence[Any]) -> dict[str, Any]:
         "parent_id": row[4], "skills": _ids(row[5]), "priority": row[6],
         "effort": float(row[7]), "depends_on": _ids(row[8]), "state": row[9],
         "assignee": row[10], "lease_until": None if lease is None else epoch_iso(lease),
-        "attempts": row[12], "stimulus": float(row[13]), "verify": row[14], "result": row[15],
+        "attempts": row[12], "verify": row[14], "result": row[15],
         "verified": None if verified is None else bool(verified), "blocked_on": row[17],
         "depth": row[18], "created_at": epoch_iso(row[19]), "updated_at": epoch_iso(row[20]),
         "claimed_at": None if claimed is None else epoch_iso(claimed),
@@ -144,6 +149,12 @@ def task_row_json(row: Sequence[Any]) -> dict[str, Any]:
 
 # (store, hive id, agent name) -> agent id: claims by name skip listing the hive's agents.
 _agent_ids: dict[tuple[int, str, str], str] = {}
+
+POLICIES = StoredPolicies()
+"""The hives' policies, which choose what a claim without a task id takes."""
+
+CLAIM_TRIES = 8
+"""Choices lost to other agents' claims before a claim gives up (409, nothing held)."""
 
 
 def agent_named(ctx: ServerContext, hive: Hive, name: str) -> Agent | None:
@@ -178,14 +189,18 @@ def held_by(ctx: ServerContext, hive: Hive, task_id: str, name: str) -> tuple[Ta
 
 @router.post("/{hive_id}/tasks/claim", response_class=JSONBytes)
 async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) -> JSONBytes:
-    """Claim a task under a lease. `task` is null when no task is ready (poll again, or follow
-    the hive's event stream); naming a task that is taken or waiting is a 409. Working a hive
-    is changing it: its owner's or an operator's agents only."""
+    """Claim a task under a lease: the named one, or the one the hive's policy chooses for the
+    agent (the same policy the hive's engine runs). `task` is null when the policy gives the
+    agent nothing now, with the `reason` and, when the agent declined, `retry_after_seconds`
+    (poll again then, or follow the hive's event stream); naming a task that is taken or waiting
+    is a 409. Working a hive is changing it: its owner's or an operator's agents only."""
     ctx: ServerContext = request.app.state.ctx  # the hottest route: no dependency to solve
     if hive.status is not HiveStatus.RUNNING:
         raise Conflict(f"hive {hive.id} is {hive.status.value}; no task was claimed")
     lease = body.lease_seconds or float(ctx.settings.lease_seconds)
     store = ctx.store
+    reason = "the agent asked for it"
+    retry_after: float | None = None
     with store.transaction():
         agent = agent_named(ctx, hive, body.agent)
         if agent is None:
@@ -193,18 +208,41 @@ async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) ->
                                           role="rest", skills=tuple(body.skills),
                                           adapter_config={"via": "rest"}))
             _agent_ids[(id(store), hive.id, agent.name)] = agent.id
-        task = store.claim_task(hive.id, agent.id, lease_seconds=lease, task_id=body.task_id)
-        if task is None and body.task_id is not None:
-            wanted = store.get_task(body.task_id)
-            if wanted.hive_id != hive.id:
-                raise NotFound(f"no task {body.task_id!r} in hive {hive.id!r}")
-            raise Conflict(f"task {wanted.id} is {wanted.state.value} or waits on its "
-                           "dependencies, so it cannot be claimed now")
+        if body.task_id is not None:
+            task = store.claim_task(hive.id, agent.id, lease_seconds=lease, task_id=body.task_id)
+            if task is None:
+                wanted = store.get_task(body.task_id)
+                if wanted.hive_id != hive.id:
+                    raise NotFound(f"no task {body.task_id!r} in hive {hive.id!r}")
+                raise Conflict(f"task {wanted.id} is {wanted.state.value} or waits on its "
+                               "dependencies, so it cannot be claimed now")
+        else:
+            task, reason, retry_after = _chosen_claim(store, hive, agent, lease)
         if task is not None:
             store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                heartbeat_at=utcnow())
-    return JSONBytes({"task": None if task is None else task_json(task), "agent": agent.name,
-                      "agent_id": agent.id, "lease_seconds": lease})
+    answer: dict[str, Any] = {"task": None if task is None else task_json(task),
+                              "agent": agent.name, "agent_id": agent.id, "lease_seconds": lease,
+                              "reason": reason}
+    if retry_after is not None:
+        answer["retry_after_seconds"] = retry_after
+    return JSONBytes(answer)
+
+
+def _chosen_claim(store: Any, hive: Hive, agent: Agent,
+                  lease: float) -> tuple[Task | None, str, float | None]:
+    """Claim what the hive's policy chooses for the agent; a choice another agent claimed
+    first is followed by another look (the policy takes that claim in)."""
+    for _ in range(CLAIM_TRIES):
+        chosen = POLICIES.decide(store, hive, agent)
+        if chosen.task_id is None:
+            return None, chosen.reason, chosen.retry_after_seconds
+        task = store.claim_task(hive.id, agent.id, lease_seconds=lease, task_id=chosen.task_id)
+        if task is not None:
+            return task, chosen.reason, None
+        POLICIES.forget(store, hive.id)  # read the board afresh: it moved in a way not yet seen
+    raise Conflict(f"other agents claimed every task the policy chose for {agent.name!r}, "
+                   f"{CLAIM_TRIES} times running; nothing is held: claim again")
 
 
 @router.post("/{hive_id}/tasks/{task_id}/complete", response_class=JSONBytes)
@@ -259,6 +297,6 @@ async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> di
                                 time_limit=VERIFY_SECONDS)
         verdict = {"command": task.verify, "passed": ran.ok, "exit_code": ran.exit_code,
                    "timed_out": ran.timed_out, "output": ran.output[-VERIFY_OUTPUT_CHARS:]}
-    ctx.store.append_event(hive.id, "task_verified", agent_id=agent.id, task_id=task.id,
+    ctx.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id, task_id=task.id,
                            data=verdict)
     return verdict

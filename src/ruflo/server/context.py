@@ -64,9 +64,10 @@ async def current_caller(request: Request) -> Caller:
     if known is not None:
         return known
     ctx: ServerContext = request.app.state.ctx
-    client = request.scope.get("client")
+    client, server = request.scope.get("client"), request.scope.get("server")
     try:
-        caller = ctx.auth.caller(client[0] if client else None, request.headers)
+        caller = ctx.auth.caller(client[0] if client else None, request.headers,
+                                 server_host=server[0] if server else None)
     except Unauthenticated as refused:
         headers = {"WWW-Authenticate": "Bearer"} if refused.bearer else None
         raise HTTPException(401, str(refused), headers=headers) from None

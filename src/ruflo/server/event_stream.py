@@ -84,7 +84,25 @@ class EventHub:
             waiter.set()
 
     async def stream(self, hive_id: str, after_seq: int) -> AsyncIterator[bytes]:
-        """SSE frames of the hive's events after `after_seq`, then each new one as it commits.
+        """SSE frames of the hive's events after `after_seq`, then each new one as it commits."""
+        yield b"retry: 2000\n\n"
+        idle = 0.0
+        async for batch in self.batches(hive_id, after_seq):
+            if batch:
+                yield b"".join(
+                    b"id: %d\ndata: %s\n\n" % (event.seq, dumps(event_json(event)))
+                    for event in batch)
+                idle = 0.0
+                continue
+            idle += self.poll_seconds
+            if idle >= KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+
+    async def batches(self, hive_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
+        """The hive's events after `after_seq` in batches, then each new batch as it commits; an
+        empty batch each time a poll interval passes with nothing new (the A2A follower and the
+        SSE keep-alive count on it). Ends when the hub is detached.
 
         The wake flag is cleared before the store is read, so an event committed between the
         read and the wait still wakes us: no event is missed, none is sent twice.
@@ -92,26 +110,18 @@ class EventHub:
         wake = asyncio.Event()
         self._waiters.setdefault(hive_id, set()).add(wake)
         last = after_seq
-        idle = 0.0
         try:
-            yield b"retry: 2000\n\n"
             while not self.closed:
                 wake.clear()
                 batch = self.store.events(hive_id, after_seq=last, limit=BATCH)
                 if batch:
-                    yield b"".join(
-                        b"id: %d\ndata: %s\n\n" % (event.seq, dumps(event_json(event)))
-                        for event in batch)
+                    yield batch
                     last = batch[-1].seq
-                    idle = 0.0
                     continue
                 try:
                     await asyncio.wait_for(wake.wait(), self.poll_seconds)
                 except TimeoutError:
-                    idle += self.poll_seconds
-                    if idle >= KEEPALIVE_SECONDS:
-                        idle = 0.0
-                        yield b": keep-alive\n\n"
+                    yield []
         finally:
             waiters = self._waiters.get(hive_id)
             if waiters is not None:

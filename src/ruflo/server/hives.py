@@ -1,8 +1,9 @@
 """The hive API: start a hive (objective, mode, agents or an org chart), list and show hives,
 pause/resume/cancel through the hive runner, post tasks, decide approvals, read the ledger and
-the event log, and follow a hive's events live over SSE. Every signed-in user may read every
+the event log, and follow a hive's events live over SSE. A hive starts through `start_hive`
+(engine/start.py's first board). Every signed-in user may read every
 hive; its starter owns it, and only the owner and operators may change it (server/access.py).
-Depends on the server context, the store protocol and the core model.
+Depends on the server context, the store protocol, the core model and engine/start.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ruflo.engine.start import HiveSpec
+from ruflo.engine.start import create_hive as create_hive_in
 from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.model import (
     Agent,
@@ -75,7 +78,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "skills": list(task.skills), "priority": task.priority, "effort": task.effort,
         "depends_on": list(task.depends_on), "state": task.state.value,
         "assignee": task.assignee, "lease_until": iso(task.lease_until),
-        "attempts": task.attempts, "stimulus": task.stimulus, "verify": task.verify,
+        "attempts": task.attempts, "verify": task.verify,
         "result": task.result, "verified": task.verified, "blocked_on": task.blocked_on,
         "depth": task.depth, "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at), "claimed_at": iso(task.claimed_at),
@@ -238,14 +241,12 @@ def board_tasks(hive_id: str, specs: Sequence[TaskSpec], *,
             for spec, task_id in zip(specs, ids, strict=True)]
 
 
-@router.post("", status_code=201)
-async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
-    """Start a hive: store it with its agents and first tasks, then hand it to the runner. The
-    caller owns it; process or http agents and verify commands need an operator."""
-    require_operator(caller, hive_commands(body), outcome="no hive was created")
+def hive_spec(body: HiveCreate, *, default_model: str, owner: str) -> HiveSpec:
+    """What a REST body starts: its agents (a count of generalists, specs, or an org chart)
+    and first tasks, checked. Raises PolicyError saying what is wrong."""
     mode = body.mode or (Mode.COMPANY if body.org is not None else Mode.SWARM)
     hive_id = new_id()
-    default_model = body.model or ctx.settings.model
+    default_model = body.model or default_model
     if body.org is not None:
         agents = org_agents(hive_id, body.org, default_model=default_model, chart=True)
     elif isinstance(body.agents, list):
@@ -260,20 +261,42 @@ async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str
                   for n in range(1, count + 1)]
     if not agents:
         raise PolicyError("a hive needs at least one agent")
-    workspace = ctx.settings.workspace_dir / hive_id
-    hive = Hive(id=hive_id, name=body.name or body.objective.splitlines()[0][:100], mode=mode,
-                objective=body.objective, budget=budget_of(body.budget),
-                workspace=str(workspace), config=dict(body.config), owner=caller.name)
-    hive = ctx.store.create_hive(hive, agents, board_tasks(hive_id, body.tasks))
+    return HiveSpec(id=hive_id, name=body.name or body.objective.splitlines()[0][:100],
+                    mode=mode, objective=body.objective, budget=budget_of(body.budget),
+                    config=dict(body.config), owner=owner, agents=agents,
+                    tasks=board_tasks(hive_id, body.tasks))
+
+
+async def start_hive(ctx: ServerContext, spec: HiveSpec) -> Hive:
+    """The server's way to start a hive (the create route, and any other road that starts hives
+    here): store it in its own workspace folder, then hand it to the runner, which seeds its first
+    board (engine/start.py) and drives it. Raises PolicyError when the planner's answer for the
+    objective was refused (the hive is stored, failed), HTTPException 500 when it was stored but
+    could not be started."""
+    if spec.workspace is None:
+        spec = dataclasses.replace(spec, workspace=str(ctx.settings.workspace_dir / spec.id))
+    hive = create_hive_in(ctx.store, spec)
     try:
         await ctx.runner.start(hive.id)
+    except PolicyError as error:
+        raise PolicyError(f"hive {hive.id} was stored but failed: {error}") from None
     except Exception as error:
         # The hive is stored: the answer must not say that nothing changed.
         log.exception("starting hive %s failed", hive.id)
         raise HTTPException(500, f"hive {hive.id} was stored but could not be started "
                                  f"({error}); see GET /api/v2/hives/{hive.id}, then resume or "
                                  "cancel it") from None
-    return shown(hive_detail(ctx, ctx.store.get_hive(hive.id)))
+    return ctx.store.get_hive(hive.id)
+
+
+@router.post("", status_code=201)
+async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
+    """Start a hive: store it with its agents and first tasks (none given: its objective is
+    planned, engine/start.py), then hand it to the runner. The caller owns it; process or http
+    agents and verify commands need an operator."""
+    require_operator(caller, hive_commands(body), outcome="no hive was created")
+    spec = hive_spec(body, default_model=ctx.settings.model, owner=caller.name)
+    return shown(hive_detail(ctx, await start_hive(ctx, spec)))
 
 
 @router.get("")

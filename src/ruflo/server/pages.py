@@ -100,8 +100,7 @@ class Viewer:
 
 def _viewer(request: Request) -> Viewer | Response:
     ctx: ServerContext = request.app.state.ctx
-    client = request.scope.get("client")
-    host = client[0] if client else None
+    client, server = request.scope.get("client"), request.scope.get("server")
     headers: dict[str, str] = dict(request.headers)
     cookie = request.cookies.get(TOKEN_COOKIE)
     if ctx.auth.mode is AuthMode.TOKEN and cookie and "authorization" not in headers:
@@ -109,7 +108,8 @@ def _viewer(request: Request) -> Viewer | Response:
         # cookie the pages read (the API still wants the header, which the scripts send).
         headers["authorization"] = f"Bearer {cookie}"
     try:
-        caller = ctx.auth.caller(host, headers)
+        caller = ctx.auth.caller(client[0] if client else None, headers,
+                                 server_host=server[0] if server else None)
         return Viewer(caller.name, ctx.auth.mode.value, caller.operator)
     except Unauthenticated as refused:
         if ctx.auth.mode is AuthMode.TOKEN:

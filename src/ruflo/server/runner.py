@@ -3,15 +3,16 @@
 The server is handed a `HiveRunner`. The live engine plugs in here; `StoreRunner` is the one
 that only records decisions in the store (status changes and their events), for a server that
 shows and steers hives run elsewhere (`ruflo worker`) or before the engine is attached.
-Depends on the core model and the store protocol.
+Depends on the core model, the store protocol and engine/start.py (the first board).
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ruflo.engine.start import seed_board
 from ruflo.errors import Conflict, GatewayUnavailable
-from ruflo.model import Approval, ApprovalStatus, Hive, HiveStatus, Task, TaskState, new_id
+from ruflo.model import Approval, ApprovalStatus, Hive, HiveStatus, TaskState
 from ruflo.store.base import Store
 
 
@@ -25,8 +26,9 @@ class HiveRunner(Protocol):
         """The server has started: take up the hives the store says are running."""
 
     async def start(self, hive_id: str) -> None:
-        """Begin work on a stored hive. When its board is empty, the objective is posted as
-        the first task."""
+        """Begin work on a stored hive, seeding its first board when it is empty
+        (engine/start.py: the objective planned by the runner's planner, or posted as one task
+        by a runner without one)."""
 
     async def pause(self, hive_id: str, *, reason: str) -> Hive:
         """Stop taking up new work; work in flight finishes or is released, nothing is lost."""
@@ -56,11 +58,8 @@ class StoreRunner:
         return None
 
     async def start(self, hive_id: str) -> None:
-        hive = self.store.get_hive(hive_id)
-        if not any(self.store.count_tasks(hive_id).values()):
-            self.store.post_tasks(hive_id, [Task(
-                id=new_id(), hive_id=hive_id, title=_first_line(hive.objective),
-                description=hive.objective)])
+        # No gateway here: the objective is the first task (engine/start.py's rule).
+        await seed_board(self.store, hive_id, None)
 
     async def pause(self, hive_id: str, *, reason: str) -> Hive:
         hive = self.store.get_hive(hive_id)
@@ -104,8 +103,3 @@ def _refuse_if_over(hive: Hive, verb: str) -> None:
     if hive.status.terminal:
         raise Conflict(f"hive {hive.id} is {hive.status.value} and can't be {verb}; "
                        "nothing was changed.")
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "objective"
-    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -8,13 +8,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ruflo.store.base import EventListener, Spend, Store
+from ruflo.store.base import (
+    ApprovalStore,
+    BoardStore,
+    ChatStore,
+    DriverStore,
+    EventListener,
+    EventStore,
+    HiveStore,
+    LedgerStore,
+    Lifecycle,
+    Listening,
+    MemoryStore,
+    Spend,
+    Store,
+    TokenStore,
+    Wake,
+    WorkerStore,
+)
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.store.sql import SqlStore
 
-__all__ = ["EventListener", "Spend", "Store", "open_store"]
+__all__ = ["ApprovalStore", "BoardStore", "ChatStore", "DriverStore", "EventListener", "EventStore",
+           "HiveStore", "LedgerStore", "Lifecycle", "Listening", "MemoryStore", "Spend", "Store",
+           "TokenStore", "Wake", "WorkerStore", "open_store"]
 
 
 def open_store(settings_or_url: Settings | str | None = None) -> SqlStore:

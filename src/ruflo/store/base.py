@@ -1,4 +1,6 @@
-"""The Store protocol: the only road to disk or database. Depends on the core model only.
+"""The Store protocol: the only road to disk or database, as one role-sized protocol per kind of
+data (HiveStore, BoardStore, EventStore, ...) and `Store`, all of them in one. Code that needs one
+role asks for that role. Depends on the core model only.
 
 Every method is atomic on its own. Mutations that change a hive's board also append their event
 in the same transaction, so the event log and the board never disagree. `transaction()` groups
@@ -10,7 +12,7 @@ call them directly or through `asyncio.to_thread` for long ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +38,16 @@ from ruflo.model import (
 EventListener = Callable[[Event], None]
 """Called after commit, in the committing thread, for each event this process appended."""
 
+Wake = Callable[[str | None], None]
+"""Called with a hive's id when its event log grew, or None when wake-ups may have been missed."""
+
+
+class Listening(Protocol):
+    """A running subscription to wake-ups (see `EventStore.listen`)."""
+
+    def stop(self) -> None:
+        """Stop calling back; returns once no call is in flight (from another thread)."""
+
 
 class Spend:
     """Totals of metered calls for a scope (hive or agent)."""
@@ -56,15 +68,14 @@ class Spend:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Durable state of every hive, agent, task, event, ledger entry, conversation and note."""
+class Lifecycle(Protocol):
+    """Opening facts, health, transactions and commit listeners: what every role shares."""
 
     url: str
     """Where the data lives, password masked (for the boot trace)."""
     dialect: str
     """"sqlite" or "postgresql"."""
 
-    # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None: ...
     def ping(self) -> None:
         """Raise StoreUnreachable if the store can't answer (used by /readyz)."""
@@ -75,7 +86,11 @@ class Store(Protocol):
     def add_listener(self, listener: EventListener) -> None: ...
     def remove_listener(self, listener: EventListener) -> None: ...
 
-    # -- hives and agents --------------------------------------------------------------------
+
+@runtime_checkable
+class HiveStore(Protocol):
+    """Hives and their agents."""
+
     def create_hive(self, hive: Hive, agents: Sequence[Agent] = (),
                     tasks: Sequence[Task] = ()) -> Hive:
         """Store a new hive with its agents and first tasks; events: hive_created, agent_added,
@@ -96,7 +111,11 @@ class Store(Protocol):
     def update_agent(self, agent_id: str, **fields: Any) -> Agent:
         """Change plain fields (status, thresholds, current_task, heartbeat_at, ...); no event."""
 
-    # -- the board ---------------------------------------------------------------------------
+
+@runtime_checkable
+class BoardStore(Protocol):
+    """The board: tasks, dependencies, claims and leases."""
+
     def post_tasks(self, hive_id: str, tasks: Sequence[Task], *,
                    agent_id: str | None = None) -> list[Task]:
         """Add tasks (event task_posted each). Unknown dependencies raise PolicyError."""
@@ -130,20 +149,39 @@ class Store(Protocol):
     def release_task(self, task_id: str, agent_id: str, *, reason: str) -> Task:
         """Give a claim back: the task is open again. Event: task_released."""
     def update_task(self, task_id: str, **fields: Any) -> Task:
-        """Change plain fields (assignee, blocked_on, stimulus, state for block/unblock...)."""
+        """Change plain fields (assignee, blocked_on, state for block/unblock...)."""
     def expire_leases(self, *, hive_id: str | None = None,
                       now: datetime | None = None) -> list[Task]:
         """Reopen claimed tasks whose lease has passed. Event: lease_expired each."""
     def next_lease_expiry(self, hive_id: str | None = None) -> datetime | None: ...
 
-    # -- events ------------------------------------------------------------------------------
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Each hive's event log, and wake-ups when it grows."""
+
     def append_event(self, hive_id: str, kind: str, *, agent_id: str | None = None,
                      task_id: str | None = None, data: JSON | None = None) -> Event: ...
     def events(self, hive_id: str, *, after_seq: int = 0, limit: int | None = None,
                kinds: Sequence[str] | None = None) -> list[Event]: ...
     def last_seq(self, hive_id: str) -> int: ...
+    def listen(self, on_notify: Wake, *, hives: Iterable[str] | None = None) -> Listening:
+        """Call `on_notify(hive_id)` soon after events of a hive (of `hives`, or any) are
+        committed, and `on_notify(None)` when notifications may have been missed (at start and
+        after every reconnect): look at the log then. Wake-ups are hints that may be merged or
+        lost; a follower still polls now and then.
 
-    # -- ledger and approvals ------------------------------------------------------------------
+        Postgres: LISTEN on a connection of its own, in a thread of its own (`on_notify` runs
+        there), for the commits of every process on the database. SQLite: the commits of this
+        store object in this process only, `on_notify` running in the committing thread (another
+        process writing the file wakes nobody: SQLite has no way to tell). StoreError when the
+        store is closed."""
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """Metered calls and what they cost."""
+
     def add_ledger_entry(self, *, model: str, prompt_tokens: int, completion_tokens: int,
                          cost: float | None, cost_source: str, kind: CostKind = CostKind.WORK,
                          hive_id: str | None = None, agent_id: str | None = None,
@@ -155,6 +193,11 @@ class Store(Protocol):
     def spend(self, *, hive_id: str | None = None, agent_id: str | None = None,
               kind: CostKind | None = None) -> Spend: ...
 
+
+@runtime_checkable
+class ApprovalStore(Protocol):
+    """Requests a person decides once."""
+
     def create_approval(self, approval: Approval) -> Approval:
         """Event: approval_requested."""
     def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
@@ -164,7 +207,11 @@ class Store(Protocol):
     def list_approvals(self, *, hive_id: str | None = None,
                        status: ApprovalStatus | None = None) -> list[Approval]: ...
 
-    # -- chat ----------------------------------------------------------------------------------
+
+@runtime_checkable
+class ChatStore(Protocol):
+    """Conversations, messages, users' settings."""
+
     def create_conversation(self, conversation: Conversation,
                             messages: Sequence[Message] = ()) -> Conversation: ...
     def get_conversation(self, conversation_id: str, *, user_id: str | None = None) -> Conversation:
@@ -185,7 +232,11 @@ class Store(Protocol):
     def get_user_settings(self, user_id: str) -> JSON: ...
     def put_user_settings(self, user_id: str, settings: JSON) -> JSON: ...
 
-    # -- auth tokens ---------------------------------------------------------------------------
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Auth tokens, stored by hash."""
+
     def create_token(self, *, token_id: str, name: str, user_id: str, token_hash: str,
                      scopes: Sequence[str] = ()) -> JSON:
         """A token row: id, name, user_id, scopes (a list: "operator"), created_at,
@@ -195,7 +246,11 @@ class Store(Protocol):
     def list_tokens(self) -> list[JSON]: ...
     def revoke_token(self, token_id: str) -> None: ...
 
-    # -- memory --------------------------------------------------------------------------------
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    """Memory notes with full-text search."""
+
     def memory_put(self, entry: MemoryEntry) -> MemoryEntry:
         """Insert or replace the note at (namespace, key)."""
     def memory_get(self, namespace: str, key: str) -> MemoryEntry: ...
@@ -205,7 +260,11 @@ class Store(Protocol):
                       limit: int = 10) -> list[MemoryEntry]:
         """Full-text search ranked by relevance (FTS5 bm25 / Postgres ts_rank); best first."""
 
-    # -- hive drivers (one process drives a hive) ------------------------------------------
+
+@runtime_checkable
+class DriverStore(Protocol):
+    """Which one process drives each hive (a lease)."""
+
     def take_hive(self, driver: HiveDriver, *, lease_seconds: float,
                   now: datetime | None = None) -> HiveDriver:
         """Make `driver` the hive's driver, in one atomic compare-and-set, if the hive has no
@@ -217,12 +276,31 @@ class Store(Protocol):
     def hive_driver(self, hive_id: str) -> HiveDriver | None:
         """The hive's driver record (its lease may have run out), or None."""
 
-    # -- workers (distributed hives) -----------------------------------------------------------
+
+@runtime_checkable
+class WorkerStore(Protocol):
+    """Processes hosting agents, their heartbeats, and the adoption lock."""
+
     def register_worker(self, worker_id: str, *, hive_id: str | None, host: str,
                         agents: int, now: datetime | None = None) -> None: ...
     def worker_heartbeat(self, worker_id: str, *, now: datetime | None = None) -> None: ...
     def unregister_worker(self, worker_id: str) -> None: ...
     def list_workers(self, hive_id: str | None = None) -> list[JSON]: ...
+    def adoption_lock(self) -> AbstractContextManager[None]:
+        """Hold the store-wide lock under which hosts adopt agents, so two processes never
+        adopt one agent. Take it outside any transaction.
+
+        Postgres: a session advisory lock on this thread's connection, waiting while another
+        process holds it; freed on exit, or by the server if the connection dies. SQLite: the
+        block is one write transaction (the file's write lock, which every writer in every
+        process waits for), so what it changes commits together at the end."""
+
+
+@runtime_checkable
+class Store(Lifecycle, HiveStore, BoardStore, EventStore, LedgerStore, ApprovalStore, ChatStore,
+            TokenStore, MemoryStore, DriverStore, WorkerStore, Protocol):
+    """Durable state of every hive, agent, task, event, ledger entry, conversation and note:
+    every role above in one object. Code that needs one role may ask for just that one."""
 
 
 def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -2,7 +2,7 @@
 in milliseconds instead of through Alembic (whose imports alone cost ~0.5 s of a first start).
 A test builds a store both ways and requires identical dumps. Depends on the standard library.
 
-Regenerate after adding a migration:  python -m ruflo.store.snapshot  (prints this module).
+Regenerate after adding a migration:  python -m ruflo.store.resnapshot  (prints this module).
 """
 
 from __future__ import annotations
@@ -79,27 +79,3 @@ def create(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-def _module_text(revision: str, statements: tuple[str, ...]) -> str:
-    with open(__file__, encoding="utf-8") as handle:
-        text = handle.read()
-    head, rest = text.split("SQLITE_SCHEMA: tuple[str, ...] = (\n", 1)
-    tail = rest[rest.index('"""Every statement'):]
-    head = head.replace(f'REVISION = "{REVISION}"', f'REVISION = "{revision}"')
-    body = "".join(f"    {statement!r},\n" for statement in statements)
-    return f"{head}SQLITE_SCHEMA: tuple[str, ...] = (\n{body})\n{tail}"
-
-
-if __name__ == "__main__":  # pragma: no cover - the maintainers' regeneration step
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from ruflo.store.opening import HEAD_REVISION, run_migrations, sqlite_connect, sqlite_engine
-
-    with tempfile.TemporaryDirectory() as folder:
-        migrated = sqlite_connect(Path(folder) / "migrated.db", "normal")
-        run_migrations(sqlite_engine(migrated), dialect="sqlite")
-        sys.stdout.write(_module_text(HEAD_REVISION, schema_statements(migrated)))
-        migrated.close()
