@@ -236,9 +236,8 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
     running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
                                              env=command_env()).run())
     try:
-        # The gateway client pauses the hive as it meets the refused key, before the engine has
-        # handed the task back; a resume in between is undone by the engine's own pause (it
-        # failed this way under load). The engine hands the task back, then pauses, at once.
+        # The gateway client pauses the hive as it meets the refused key; the engine hands the
+        # task back, then follows the pause (a resume in between: the test below).
         await wait_for_event(store, hive.id, "task_released",
                              where=lambda e: e.data["reason"].startswith("hive paused"))
         assert store.get_hive(hive.id).status is HiveStatus.PAUSED
@@ -251,6 +250,42 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
 
     assert final.status is HiveStatus.DONE, final.pause_reason
     assert not store.events(hive.id, kinds=["agent_lost"])
+
+
+async def test_a_resume_between_the_clients_pause_and_the_give_back_stands(
+        store: SqlStore, gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    """The gateway client pauses the hive as it meets the refused key, before the engine hears
+    of it. A person who resumes in that window (here: from the client's `on_pause` hook, which
+    runs after the pause and before the error reaches the engine) is not undone: the engine
+    hands the task back without pausing again, and the hive finishes."""
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+    client = watched(gateway_server, store)
+    resumed: list[HiveStatus] = []
+
+    def resume_in_the_window(hive_id: str, error: GatewayError) -> None:
+        resumed.append(store.get_hive(hive_id).status)  # the client's pause, as it left it
+        gateway_server.restore_key(KEY)
+        resume_hive(store, hive_id)
+
+    client.on_pause = resume_in_the_window
+    gateway_server.revoke_key(KEY)
+    params = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2,
+                        stop_on_pause=False)
+    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
+                                             env=command_env()).run())
+    try:
+        final = await asyncio.wait_for(running, WITHIN)
+    finally:
+        running.cancel()
+        await client.aclose()
+
+    assert resumed == [HiveStatus.PAUSED], "the client paused the hive before the engine knew"
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert len(store.events(hive.id, kinds=["hive_paused"])) == 1, "paused once, by the client"
+    released = store.events(hive.id, kinds=["task_released"])
+    assert [e.data["reason"] for e in released][:1] == ["hive paused: gateway refused the key"]
+    assert store.get_task(f"{hive.id}h-t1").state is TaskState.DONE
 
 
 @pytest.mark.slow

@@ -225,7 +225,8 @@ class CompanyEngine(CompanyApprovalsEngine):
             except GatewayError as error:
                 if error.pauses_hive:
                     self._give_back(member, task, f"hive paused: {error.pause_reason}")
-                    self._pause_hive(error.pause_reason, str(error))
+                    self._pause_hive(error.pause_reason, str(error),
+                                     paused_before=error.hive_paused)
                 else:
                     self._give_back(member, task, f"gateway: {error}")
                     self._escalate(member, task, f"the gateway failed: {error}")

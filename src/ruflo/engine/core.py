@@ -499,8 +499,16 @@ class HiveEngine(ABC):
                 await self.clock.sleep(0.05)  # the clock read and the store disagree by a hair
 
     # -- pausing and ending ----------------------------------------------------------------------
-    def _pause_hive(self, reason: str, detail: str) -> None:
+    def _pause_hive(self, reason: str, detail: str, *, paused_before: bool = False) -> None:
+        """Pause the hive for `reason` and stop the work in flight. `paused_before`: the hive
+        was paused already when the trouble was met (the gateway client pauses the hive of a
+        call that met a refused key or a spent budget before the engine hears of it); if it
+        runs now, a person resumed it since, and that resume stands."""
         hive = self.store.get_hive(self.hive_id)
+        if hive.status is HiveStatus.RUNNING and paused_before:
+            log.info("hive %s: resumed since the gateway client paused it (%s); going on",
+                     self.hive_id, reason)
+            return
         if hive.status is HiveStatus.RUNNING:
             self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
             self.store.append_event(self.hive_id, EventKind.HIVE_PAUSE_DETAIL,

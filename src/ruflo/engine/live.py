@@ -417,7 +417,8 @@ class LiveEngine(PolicyBoardEngine):
                 if error.pauses_hive:
                     self._give_back(slot, task, f"hive paused: {error.pause_reason}",
                                     counts=False)
-                    self._pause_hive(error.pause_reason, str(error))
+                    self._pause_hive(error.pause_reason, str(error),
+                                     paused_before=error.hive_paused)
                 else:
                     self._failed(slot, task, TaskOutcome(OutcomeKind.FAILED,
                                                          reason=f"gateway: {error}"))
