@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from typing import Any
 
 from ruflo.gateway.client import GatewayClient
 from ruflo.server.listening import build_server
+from waiting import wait_until
 
 
 class ServerThread:
@@ -40,11 +40,10 @@ class ServerThread:
 
     def start(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the ruflo server did not start")
-            time.sleep(0.005)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(),
+                   what="the ruflo server did not start")
+        if not self.server.started:
+            raise RuntimeError("the ruflo server did not start")
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:

@@ -69,6 +69,9 @@ class GatewayError(RufloError):
 
     pauses_hive: bool = False
     pause_reason: str = ""
+    hive_paused: bool = False
+    """The gateway client found the call's hive paused when it raised this (it paused it
+    itself, or it already was): a hive running now was resumed after that pause."""
 
 
 class GatewayAuthError(GatewayError):

@@ -6,18 +6,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ruflo.agents.commands import command_env
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.company import CompanyEngine
 from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
-from ruflo.model import Agent, Budget, Hive, Mode
+from ruflo.model import Agent, Budget, Hive, Mode, TaskState
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
@@ -28,8 +29,9 @@ RUFLO = Path(sys.executable).parent / "ruflo"
 
 
 def engine(store: SqlStore, hive_id: str, client: GatewayClient | None,
-           params: LiveParams = FAST) -> CompanyEngine:
-    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env())
+           params: LiveParams = FAST, clock: LiveClock = REAL_CLOCK) -> CompanyEngine:
+    return CompanyEngine(store, hive_id, gateway=client, params=params, env=command_env(),
+                         clock=clock)
 
 
 async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,12 +40,9 @@ async def ruflo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
                                    capture_output=True, text=True, timeout=60, check=False)
 
 
-async def wait_for(condition: Callable[[], object], within: float = 20.0,
-                   what: str = "condition never held") -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
+def at_rest(store: SqlStore, hive_id: str) -> bool:
+    """No ticket is claimed: no agent of the hive works now."""
+    return not store.list_tasks(hive_id, states=[TaskState.CLAIMED])
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import (
     AgentStatus,
+    Approval,
     ApprovalKind,
     ApprovalStatus,
     Budget,
@@ -22,8 +23,9 @@ from ruflo.model import (
     TaskState,
 )
 from ruflo.store.sql import SqlStore
+from waiting import stays, until
 
-from .conftest import VERIFY_ALL, company_script, engine, make_company, ruflo, wait_for
+from .conftest import VERIFY_ALL, at_rest, company_script, engine, make_company, ruflo
 
 
 async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(
@@ -35,23 +37,23 @@ async def test_an_agent_hard_stop_opens_an_override_and_approval_resumes_it(
                         agent_budgets={"dev-1": Budget(max_tokens=200)})
     dev1 = f"{hive.id}-dev-1"
     running = asyncio.create_task(engine(store, hive.id, client).run())
-    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    await until(lambda: store.list_approvals(hive_id=hive.id))
     approval = store.list_approvals(hive_id=hive.id)[0]
     assert approval.kind is ApprovalKind.BUDGET_OVERRIDE
     assert approval.status is ApprovalStatus.PENDING
     assert approval.agent_id == dev1
     assert approval.data["proposed"] == {"max_tokens": 400, "max_cost": None}
-    await wait_for(lambda: store.get_agent(dev1).status is AgentStatus.PAUSED)
+    await until(lambda: store.get_agent(dev1).status is AgentStatus.PAUSED)
     warned = store.events(hive.id, kinds=["budget_warning"])
     assert [e.agent_id for e in warned] == [dev1]
     assert [e.agent_id for e in store.events(hive.id, kinds=["budget_exceeded"])] == [dev1]
     # The others finish what does not wait on dev-1; then nothing calls the gateway.
-    await wait_for(lambda: any(t.title == "Write the docs" and t.state is TaskState.DONE
-                               for t in store.list_tasks(hive.id)))
-    await asyncio.sleep(0.3)
+    await until(lambda: any(t.title == "Write the docs" and t.state is TaskState.DONE
+                            for t in store.list_tasks(hive.id)))
+    await until(lambda: at_rest(store, hive.id), what="an agent still works")
     calls = gateway_server.chat_count
-    await asyncio.sleep(1.0)
-    assert gateway_server.chat_count == calls, "nobody is woken while the approval waits"
+    await stays(lambda: gateway_server.chat_count == calls,
+                what="somebody was woken while the approval waits")
     assert not running.done()
     a_py = next(t for t in store.list_tasks(hive.id) if t.title == "Write a.py")
     assert a_py.state is TaskState.OPEN, "the ticket waits for dev-1"
@@ -141,13 +143,16 @@ async def test_decisions_recorded_by_the_server_runner_wake_the_engine(
     running = asyncio.create_task(engine(store, hive.id, client).run())
     runner = StoreRunner(store)  # what the server's approval route calls: the store only
     decided = 0
-    while not running.done():
-        for approval in store.list_approvals(hive_id=hive.id, status=ApprovalStatus.PENDING):
+
+    def pending() -> list[Approval]:
+        return store.list_approvals(hive_id=hive.id, status=ApprovalStatus.PENDING)
+
+    while await until(lambda: running.done() or pending()) is not True:
+        for approval in pending():
             await runner.decide_approval(approval.id, ApprovalStatus.APPROVED,
                                          decided_by="person:web")
             decided += 1
         assert decided <= 5, "the proposed overrides should let the agent finish"
-        await asyncio.sleep(0.05)
 
     final = await running
     assert final.status is HiveStatus.DONE, final.pause_reason

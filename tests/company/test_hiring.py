@@ -16,8 +16,9 @@ from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import ApprovalKind, ApprovalStatus, HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
+from waiting import stays, until
 
-from .conftest import KEY, engine, make_company, plan_rule, ruflo, wait_for, work_rules
+from .conftest import KEY, at_rest, engine, make_company, plan_rule, ruflo, work_rules
 
 OBJECTIVE = "Ship the greeter"
 VERIFY = "grep -q 'fn main' greeter.rs"
@@ -59,7 +60,7 @@ async def test_an_approved_hire_joins_under_its_manager_and_does_the_ticket(
     lead = f"{hive.id}-eng-lead"
     try:
         running = asyncio.create_task(engine(store, hive.id, client).run())
-        await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+        await until(lambda: store.list_approvals(hive_id=hive.id))
         [approval] = store.list_approvals(hive_id=hive.id)
         assert approval.kind is ApprovalKind.HIRE
         assert approval.status is ApprovalStatus.PENDING
@@ -67,14 +68,14 @@ async def test_an_approved_hire_joins_under_its_manager_and_does_the_ticket(
         assert "eng-lead asks to hire rustacean (Rust engineer; skills: rust)" in approval.subject
         assert "nobody here writes rust" in approval.subject
         [objective] = store.list_tasks(hive.id)
-        await wait_for(lambda: store.get_task(objective.id).state is TaskState.BLOCKED)
+        await until(lambda: store.get_task(objective.id).state is TaskState.BLOCKED)
         assert store.get_task(objective.id).blocked_on == \
             f"approval {approval.id}: hire rustacean"
         assert [a.name for a in store.list_agents(hive.id)].count("rustacean") == 0
-        await asyncio.sleep(0.3)
+        await until(lambda: at_rest(store, hive.id), what="an agent still works")
         calls = gateway_server.chat_count
-        await asyncio.sleep(0.5)
-        assert gateway_server.chat_count == calls, "nobody works while the hire waits"
+        await stays(lambda: gateway_server.chat_count == calls,
+                    what="somebody worked while the hire waits")
         assert not running.done(), "a pending approval keeps the hive running"
 
         decide(store, approval.id, ApprovalStatus.APPROVED, decided_by="person:test")
@@ -157,7 +158,7 @@ async def test_a_hire_approved_while_no_engine_ran_is_carried_out_at_the_next_st
     hive = make_company(store, tmp_path, objective=OBJECTIVE, config={"verify": VERIFY})
     first = engine(store, hive.id, client)
     running = asyncio.create_task(first.run())
-    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    await until(lambda: store.list_approvals(hive_id=hive.id))
     [approval] = store.list_approvals(hive_id=hive.id)
     first.stop()
     await asyncio.wait_for(running, 30)
@@ -189,7 +190,7 @@ async def test_a_hire_named_like_someone_in_the_org_gets_a_name_of_its_own(
     hive = make_company(store, tmp_path, objective=OBJECTIVE, config={"verify": VERIFY})
     first = engine(store, hive.id, client)
     running = asyncio.create_task(first.run())
-    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    await until(lambda: store.list_approvals(hive_id=hive.id))
     first.stop()
     await asyncio.wait_for(running, 30)
     [approval] = store.list_approvals(hive_id=hive.id)

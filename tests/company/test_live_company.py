@@ -8,12 +8,14 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+from ruflo.engine.clock import ManualClock
 from ruflo.engine.company import company_report
 from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind, HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
+from waiting import until
 
 from .conftest import (
     KEY,
@@ -23,11 +25,10 @@ from .conftest import (
     company_script,
     engine,
     make_company,
-    wait_for,
 )
 
 SHORT_LEASE = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2)
-"""For the test that kills an agent: its claim must expire soon."""
+"""For the test that kills an agent: its claim expires as the test moves the clock."""
 WAKE_REASONS = {"engine started", "assigned", "escalated", "children completed",
                 "blocker resolved", "approval decided", "hive resumed", "agent resumed",
                 "lease expired"}
@@ -171,16 +172,18 @@ async def test_a_killed_manager_s_ticket_is_recovered_by_lease_and_redelegated_b
         tmp_path: Path) -> None:
     company_script(gateway_server, eng_lead_delay=5.0)  # its first planning call hangs
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
-    run = engine(store, hive.id, client, SHORT_LEASE)
+    clock = ManualClock()
+    run = engine(store, hive.id, client, SHORT_LEASE, clock)
     running = asyncio.create_task(run.run())
     lead = f"{hive.id}-eng-lead"
-    await wait_for(lambda: any(e.agent_id == lead
-                               for e in store.events(hive.id, kinds=["task_claimed"])),
-                   what="eng-lead never claimed its ticket")
-    await asyncio.sleep(0.2)
+    await until(lambda: any(r["rule"] == "plan-eng-lead-Build the code"
+                            for r in gateway_server.requests),
+                what="eng-lead's planning call never reached the gateway")
     run.kill_agent(lead)
 
-    final = await asyncio.wait_for(running, 60)
+    # Time moves only here: the others' renewals keep their leases, the dead lead's runs out.
+    await until(running.done, meanwhile=lambda: clock.advance(0.05))
+    final = running.result()
 
     assert final.status is HiveStatus.DONE, final.pause_reason
     title, agent = titles(store, hive.id), names(store, hive.id)
@@ -221,14 +224,13 @@ async def test_a_root_escalation_goes_to_people_and_their_approval_wakes_the_roo
     company_script(gateway_server)
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
     running = asyncio.create_task(engine(store, hive.id, client).run())
-    await wait_for(lambda: store.list_approvals(hive_id=hive.id), what="no approval was opened")
+    await until(lambda: store.list_approvals(hive_id=hive.id), what="no approval was opened")
     [approval] = store.list_approvals(hive_id=hive.id)
     assert approval.kind is ApprovalKind.STRATEGY
     assert "the board must choose a style guide" in approval.subject
     docs = next(t for t in store.list_tasks(hive.id) if t.title == "Write the docs")
-    await asyncio.sleep(0.5)
-    docs = store.get_task(docs.id)
-    assert docs.state is TaskState.BLOCKED
+    docs = await until(lambda: (task := store.get_task(docs.id)).state is TaskState.BLOCKED
+                       and task, what="the docs ticket never waited on the approval")
     assert docs.blocked_on is not None
     assert approval.id in docs.blocked_on
 
@@ -261,7 +263,7 @@ async def test_a_strategy_decided_while_no_engine_ran_is_carried_out_at_the_next
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL})
     first = engine(store, hive.id, client)
     running = asyncio.create_task(first.run())
-    await wait_for(lambda: store.list_approvals(hive_id=hive.id))
+    await until(lambda: store.list_approvals(hive_id=hive.id))
     [approval] = store.list_approvals(hive_id=hive.id)
     assert approval.kind is ApprovalKind.STRATEGY
     first.stop()

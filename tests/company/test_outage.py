@@ -16,8 +16,9 @@ from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
+from waiting import until
 
-from .conftest import KEY, VERIFY_ALL, company_script, engine, make_company, wait_for
+from .conftest import KEY, VERIFY_ALL, company_script, engine, make_company
 
 OUTAGE = LiveParams(lease_seconds=5.0, time_unit=0.05, poll_seconds=0.2, probe_initial=0.05,
                     probe_max=0.2)
@@ -35,11 +36,11 @@ async def test_a_planning_call_meeting_an_outage_pauses_and_the_company_resumes_
     gateway_server.set_fault("unavailable")
     running = asyncio.create_task(engine(store, hive.id, client, OUTAGE).run())
     try:
-        await wait_for(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
-                       what="the hive never paused for the gateway")
+        await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
+                    what="the hive never paused for the gateway")
         looked = gateway_server.models_count
-        await wait_for(lambda: gateway_server.models_count >= looked + 2,
-                       what="the engine did not look at the gateway again")
+        await until(lambda: gateway_server.models_count >= looked + 2,
+                    what="the engine did not look at the gateway again")
         gateway_server.stop()  # connections refused
         gateway_server.clear_fault()
         assert not running.done()

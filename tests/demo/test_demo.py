@@ -27,6 +27,7 @@ from ruflo.config import load_settings
 from ruflo.demo import CHAT_REPLY, demo_sandbox, demo_settings
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.workload import load_workload
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RUFLO = [sys.executable, "-m", "ruflo"] if (ROOT / "src/ruflo/__main__.py").is_file() \
@@ -178,10 +179,7 @@ def test_sigterm_during_the_comparison_stops_it_and_leaves_no_hive_running(
     seen: list[str] = []
     read_until(process.stderr, r"comparing ticket", 240, seen)
     database = data / "demo" / "ruflo.db"
-    deadline = time.monotonic() + 60
-    while not _hive_statuses(database):
-        assert time.monotonic() < deadline, "no hive was created"
-        time.sleep(0.1)
+    wait_until(lambda: _hive_statuses(database), what="no hive was created")
     process.send_signal(signal.SIGTERM)
     code = process.wait(30)
     errors = "".join(seen) + process.stderr.read()

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from deploy_files import SHELL_FILES
 
+from waiting import wait_until
+
 pytestmark = pytest.mark.integration
 
 BOOT = SHELL_FILES / "boot.sh"
@@ -264,10 +266,8 @@ def test_sigterm_during_the_reconcile_stops_it_without_starting_sshd(boot: Boot)
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while not (boot.fake / "grandchild.pid").exists():
-            assert time.monotonic() < deadline, "the stand-in reconcile never started"
-            time.sleep(0.05)
+        wait_until((boot.fake / "grandchild.pid").exists,
+                   what="the stand-in reconcile never started")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 143
     finally:
@@ -276,11 +276,8 @@ def test_sigterm_during_the_reconcile_stops_it_without_starting_sshd(boot: Boot)
         process.communicate()
     assert not boot.sshd_started
     assert "got TERM during the reconcile" in boot.boot_log()
-    deadline = time.monotonic() + 15
     ruflo_pid = int((boot.fake / "ruflo.pid").read_text())
-    while process_alive(ruflo_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process_alive(ruflo_pid)
+    wait_until(lambda: not process_alive(ruflo_pid), what="the stand-in ruflo lives on")
 
 
 def test_missing_sshd_base_config_refuses_to_start_sshd(boot: Boot) -> None:

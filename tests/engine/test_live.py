@@ -19,6 +19,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, Budget, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
+from waiting import stays, until, wait_for_event
 
 KEY = "sk-live-test"
 FAST = LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2)
@@ -133,17 +134,6 @@ async def test_four_agents_run_a_small_workload_to_verified_completion(
     assert gateway_server.chat_count == 2 * len(names)
 
 
-async def wait_for_event(store: SqlStore, hive_id: str, kind: str, task_id: str | None = None,
-                         within: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        for event in store.events(hive_id, kinds=[kind]):
-            if task_id is None or event.task_id == task_id:
-                return event
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no {kind} event for {task_id} within {within}s")
-
-
 async def test_an_agent_killed_mid_task_loses_nothing_and_no_task_is_done_twice(
         store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
         tmp_path: Path) -> None:
@@ -155,8 +145,9 @@ async def test_an_agent_killed_mid_task_loses_nothing_and_no_task_is_done_twice(
     run = engine(store, hive, client)
     running = asyncio.create_task(run.run())
     slow = f"{hive.id}h-t2"
-    claim = await wait_for_event(store, hive.id, "task_claimed", slow)
-    await asyncio.sleep(0.2)
+    claim = await wait_for_event(store, hive.id, "task_claimed", task_id=slow)
+    await until(lambda: any(r["rule"] == "t2-write" for r in gateway_server.requests),
+                what="t2's hanging first turn never reached the gateway")
     run.kill_agent(claim.agent_id)
 
     final = await asyncio.wait_for(running, 60)
@@ -185,7 +176,7 @@ async def test_a_refused_key_pauses_the_hive_and_resume_finishes_with_nothing_lo
         gateway_server.add_rules(*work_rules(name))
     hive = make_hive(store, tmp_path, board(names, {"t3": ["t1"], "t4": ["t3"]}), agents=2)
     running = asyncio.create_task(engine(store, hive, client).run())
-    await wait_for_event(store, hive.id, "task_claimed", f"{hive.id}h-t3")
+    await wait_for_event(store, hive.id, "task_claimed", task_id=f"{hive.id}h-t3")
     gateway_server.revoke_key(KEY)
 
     paused = await asyncio.wait_for(running, 30)
@@ -220,7 +211,7 @@ async def test_cancel_stops_the_executors_and_cancels_every_unfinished_task(
     gateway_server.add_rules(*work_rules("after"))
     hive = make_hive(store, tmp_path, board(["slow", "after"], {"after": ["slow"]}), agents=2)
     running = asyncio.create_task(engine(store, hive, client).run())
-    await wait_for_event(store, hive.id, "agent_started", f"{hive.id}h-slow")
+    await wait_for_event(store, hive.id, "agent_started", task_id=f"{hive.id}h-slow")
 
     cancel_hive(store, hive.id)
     final = await asyncio.wait_for(running, 3)
@@ -237,10 +228,9 @@ async def test_fifty_idle_agents_cost_nothing_and_a_task_posted_elsewhere_wakes_
     hive = make_hive(store, tmp_path, [], agents=50)
     gateway_server.add_rules(*work_rules("late"))
     running = asyncio.create_task(engine(store, hive, client).run())
-    await asyncio.sleep(2.0)
-
-    assert gateway_server.request_count == 0
-    assert not running.done()
+    await wait_for_event(store, hive.id, "engine_started")
+    await stays(lambda: gateway_server.request_count == 0 and not running.done(),
+                what="idle agents called the gateway, or the engine ended")
 
     # Another process (its own connection, no shared listener) posts work: the poll finds it.
     other = open_store(f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}")

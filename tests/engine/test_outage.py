@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from company.conftest import wait_for
 from ruflo.agents.commands import command_env
 from ruflo.config import load_settings
 from ruflo.engine.control import (
@@ -35,6 +34,7 @@ from ruflo.notify.testing import ProviderStandIn
 from ruflo.notify.webhook import WebhookSender
 from ruflo.server.runner import StoreRunner
 from ruflo.store.sql import SqlStore
+from waiting import WITHIN, until, wait_for_event
 
 from .test_live import assert_no_double_holders, board, make_hive, work_rules
 
@@ -104,16 +104,16 @@ async def test_503_then_refused_connections_pause_the_hive_which_resumes_by_itse
     running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=FAST,
                                              env=command_env()).run())
     try:
-        await wait_for(lambda: any(r["rule"] == "t2-write" for r in gateway_server.requests),
-                       what="t2's first turn never reached the gateway")
+        await until(lambda: any(r["rule"] == "t2-write" for r in gateway_server.requests),
+                    what="t2's first turn never reached the gateway")
         gateway_server.set_fault("unavailable")  # every answer is a 503 from now on
 
-        await wait_for(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
-                       what="the hive never paused for the gateway")
-        await wait_for(lambda: count(client.looks, "503") >= 2, what="no look found the 503")
+        await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
+                    what="the hive never paused for the gateway")
+        await until(lambda: count(client.looks, "503") >= 2, what="no look found the 503")
         gateway_server.stop()  # now connections are refused
-        await wait_for(lambda: count(client.looks, "connection failed") >= 2,
-                       what="no look found the connection refused")
+        await until(lambda: count(client.looks, "connection failed") >= 2,
+                    what="no look found the connection refused")
         assert not running.done(), "a CLI run waits through an outage"
         assert store.get_hive(hive.id).status is HiveStatus.PAUSED
         gateway_server.clear_fault()
@@ -168,14 +168,14 @@ async def test_a_persons_pause_during_the_outage_wins_and_their_resume_tries_aga
     engine = LiveEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
     running = asyncio.create_task(engine.run())
     try:
-        await wait_for(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
-                       what="the hive never paused for the gateway")
+        await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
+                    what="the hive never paused for the gateway")
         # A person's resume while the gateway is still down just tries again: the work pauses
         # the hive for the gateway once more, and no attempt is charged.
         resume_hive(store, hive.id)
-        await wait_for(lambda: len(store.events(hive.id, kinds=["hive_paused"])) == 2,
-                       what="the retried work did not pause the hive again")
-        await wait_for(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE)
+        await until(lambda: len(store.events(hive.id, kinds=["hive_paused"])) == 2,
+                    what="the retried work did not pause the hive again")
+        await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE)
 
         # A person's pause replaces the outage's: the engine stops looking, and the gateway's
         # return does not undo the pause.
@@ -209,8 +209,8 @@ async def test_a_key_refused_during_the_outage_ends_it_and_waits_for_a_person(
     running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=FAST,
                                              env=command_env()).run())
     try:
-        await wait_for(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
-                       what="the hive never paused for the gateway")
+        await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
+                    what="the hive never paused for the gateway")
         gateway_server.revoke_key(KEY)  # the kill switch, pulled while the gateway was down
         gateway_server.clear_fault()
         paused = await asyncio.wait_for(running, 30)
@@ -236,17 +236,56 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
     running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
                                              env=command_env()).run())
     try:
-        await wait_for(lambda: store.get_hive(hive.id).status is HiveStatus.PAUSED,
-                       what="the refused key did not pause the hive")
+        # The gateway client pauses the hive as it meets the refused key; the engine hands the
+        # task back, then follows the pause (a resume in between: the test below).
+        await wait_for_event(store, hive.id, "task_released",
+                             where=lambda e: e.data["reason"].startswith("hive paused"))
+        assert store.get_hive(hive.id).status is HiveStatus.PAUSED
         gateway_server.restore_key(KEY)
         resume_hive(store, hive.id)
-        final = await asyncio.wait_for(running, 30)
+        final = await asyncio.wait_for(running, WITHIN)
     finally:
         running.cancel()
         await client.aclose()
 
     assert final.status is HiveStatus.DONE, final.pause_reason
     assert not store.events(hive.id, kinds=["agent_lost"])
+
+
+async def test_a_resume_between_the_clients_pause_and_the_give_back_stands(
+        store: SqlStore, gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    """The gateway client pauses the hive as it meets the refused key, before the engine hears
+    of it. A person who resumes in that window (here: from the client's `on_pause` hook, which
+    runs after the pause and before the error reaches the engine) is not undone: the engine
+    hands the task back without pausing again, and the hive finishes."""
+    gateway_server.add_rules(*work_rules("t1"))
+    hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
+    client = watched(gateway_server, store)
+    resumed: list[HiveStatus] = []
+
+    def resume_in_the_window(hive_id: str, error: GatewayError) -> None:
+        resumed.append(store.get_hive(hive_id).status)  # the client's pause, as it left it
+        gateway_server.restore_key(KEY)
+        resume_hive(store, hive_id)
+
+    client.on_pause = resume_in_the_window
+    gateway_server.revoke_key(KEY)
+    params = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2,
+                        stop_on_pause=False)
+    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
+                                             env=command_env()).run())
+    try:
+        final = await asyncio.wait_for(running, WITHIN)
+    finally:
+        running.cancel()
+        await client.aclose()
+
+    assert resumed == [HiveStatus.PAUSED], "the client paused the hive before the engine knew"
+    assert final.status is HiveStatus.DONE, final.pause_reason
+    assert len(store.events(hive.id, kinds=["hive_paused"])) == 1, "paused once, by the client"
+    released = store.events(hive.id, kinds=["task_released"])
+    assert [e.data["reason"] for e in released][:1] == ["hive paused: gateway refused the key"]
+    assert store.get_task(f"{hive.id}h-t1").state is TaskState.DONE
 
 
 @pytest.mark.slow
@@ -268,8 +307,8 @@ async def test_a_server_started_on_a_hive_paused_for_the_gateway_looks_for_it_an
     runner = EngineRunner(store, client, settings, poll_seconds=0.2)
     try:
         await runner.attach()
-        await wait_for(lambda: store.get_hive(outage.id).status is HiveStatus.DONE,
-                       what="the hive paused for the gateway was not resumed and finished")
+        await until(lambda: store.get_hive(outage.id).status is HiveStatus.DONE,
+                    what="the hive paused for the gateway was not resumed and finished")
     finally:
         await runner.aclose()
         await client.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from agent_scripts import work_rules
 from ruflo.config import Settings, load_settings
+from ruflo.engine.clock import ManualClock
 from ruflo.engine.runner import SERVER_PREFIX, EngineRunner
 from ruflo.errors import Conflict
 from ruflo.gateway.client import GatewayClient
@@ -23,6 +25,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, ApprovalStatus, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
+from waiting import stays, until
 
 KEY = "sk-runner-test"
 FAST = {"time_unit": 0.05, "lease_seconds": 1.0}
@@ -61,13 +64,6 @@ def make_hive(store: SqlStore, tmp_path: Path, names: list[str], *, agents: int 
     tasks = [Task(id=f"{hive_id}-{n}", hive_id=hive_id, title=n, verify=f"grep -qx {n} {n}.txt")
              for n in names]
     return store.create_hive(hive, agents=crew, tasks=tasks)
-
-
-async def until(check: Any, seconds: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 def status(store: SqlStore, hive_id: str) -> HiveStatus:
@@ -172,8 +168,7 @@ async def test_pause_releases_and_waits_then_resume_goes_on(
     assert not store.list_tasks(hive.id, states=[TaskState.CLAIMED])
     assert hive.id in runner.hosting, "the engine waits for a resume"
     calls = gateway_server.chat_count
-    await asyncio.sleep(0.5)
-    assert gateway_server.chat_count == calls, "no gateway call while paused"
+    await stays(lambda: gateway_server.chat_count == calls, what="a gateway call while paused")
 
     gateway_server.set_rules(work_rules("t1"))
     await runner.resume(hive.id)
@@ -278,19 +273,33 @@ async def test_agents_driven_by_rest_or_mcp_clients_are_never_hosted(
 
 
 async def test_a_silent_workers_agents_are_adopted(
-        store: SqlStore, runner: EngineRunner, gateway_server: ScriptedGateway,
-        tmp_path: Path) -> None:
-    gateway_server.add_rules(*work_rules("t1"))
-    hive = make_hive(store, tmp_path, ["t1"], agents=1)
-    store.register_worker("w-silent", hive_id=None, host="elsewhere", agents=1)
+        store: SqlStore, client: GatewayClient, settings: Settings,
+        gateway_server: ScriptedGateway, tmp_path: Path) -> None:
+    for name in ("t1", "t2"):
+        gateway_server.add_rules(*work_rules(name))
+    hive = make_hive(store, tmp_path, ["t1", "t2"], agents=2)
+    clock = ManualClock()
+    runner = EngineRunner(store, client, settings, poll_seconds=0.2, clock=clock)
+    store.register_worker("w-silent", hive_id=None, host="elsewhere", agents=1,
+                          now=clock.utcnow())
+    store.register_worker("w-live", hive_id=None, host="elsewhere", agents=1,
+                          now=clock.utcnow())
     store.update_agent(f"{hive.id}-a0", worker_id="w-silent")
-    runner.as_host.stale_after = 0.0
-    await asyncio.sleep(0.01)
+    store.update_agent(f"{hive.id}-a1", worker_id="w-live")
+    try:
+        clock.advance(runner.as_host.stale_after)
+        store.worker_heartbeat("w-live", now=clock.utcnow())
+        clock.advance(0.1)  # w-silent is silent for longer than `stale_after` now, w-live not
 
-    await runner.start(hive.id)
+        await runner.start(hive.id)
 
-    assert runner.hosting[hive.id].agents == [f"{hive.id}-a0"]
-    await until(lambda: status(store, hive.id) is HiveStatus.DONE)
+        assert runner.hosting[hive.id].agents == [f"{hive.id}-a0"]
+        # Policy time is the clock's too: the agent's look-again waits end as it moves.
+        await until(lambda: status(store, hive.id) is HiveStatus.DONE,
+                    meanwhile=lambda: clock.advance(0.05))
+        assert store.get_agent(f"{hive.id}-a1").worker_id == "w-live"
+    finally:
+        await runner.aclose()
 
 
 async def test_an_approved_budget_override_sets_the_engine_going(
@@ -322,13 +331,15 @@ async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_i
     for name in names:
         gateway_server.add_rules(*work_rules(name, delay=1.0))
     hive = make_hive(store, tmp_path, names, agents=2)
+    clock = ManualClock()
     first = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:one:1",
-                         driver_lease_seconds=1.0)
+                         driver_lease_seconds=1.0, clock=clock)
     second = EngineRunner(store, client, settings, poll_seconds=0.2, server_id="server:two:2",
-                          driver_lease_seconds=1.0)
+                          driver_lease_seconds=1.0, clock=clock)
     try:
         await first.start(hive.id)
-        await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])))
+        await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])),
+                    meanwhile=lambda: clock.advance(0.05))
         caplog.set_level("WARNING", logger="ruflo.engine.runner")
         await second.attach()
         assert second.hosting == {}
@@ -337,7 +348,15 @@ async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_i
         assert said == [f"hive {hive.id} is driven by one:1 (lease until "
                         f"{store.hive_driver(hive.id).driver_until:%Y-%m-%d %H:%M:%S} UTC); "
                         "this server leaves it alone"]
-        await asyncio.sleep(1.5)  # several renewals and looks of the second
+        def lease_until() -> datetime:
+            driver = store.hive_driver(hive.id)
+            assert driver is not None
+            return driver.driver_until
+
+        for step in range(1, 7):  # several renewals of the first and looks of the second
+            clock.advance(first.driving.renew_every)
+            await until(lambda: lease_until() > clock.utcnow() + timedelta(seconds=0.9),
+                        what=f"renewal {step} of the first's driver lease")
         assert store.hive_driver(hive.id).who == "one:1"
         assert not store.events(hive.id, kinds=["task_released"])
 
@@ -349,9 +368,12 @@ async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_i
         hosting.lost = True
         hosting.engine.abandon()
         first.driving.held.clear()
+        clock.advance(1.0)  # the first's driver lease runs out
         await until(lambda: store.hive_driver(hive.id) is not None
-                    and store.hive_driver(hive.id).who == "two:2", 20)
-        await until(lambda: status(store, hive.id) is HiveStatus.DONE, 60)
+                    and store.hive_driver(hive.id).who == "two:2",
+                    meanwhile=lambda: clock.advance(second.driving.renew_every))
+        await until(lambda: status(store, hive.id) is HiveStatus.DONE,
+                    meanwhile=lambda: clock.advance(0.05))
         taken = store.events(hive.id, kinds=["server_reattached"])
         assert [e.data.get("server") for e in taken] == ["server:two:2"]
         done = sorted(e.task_id or "" for e in store.events(hive.id, kinds=["task_done"]))
@@ -368,8 +390,6 @@ async def test_a_driver_that_lost_its_lease_stops_without_touching_the_claims(
         caplog: pytest.LogCaptureFixture) -> None:
     """A server stalled past its lease, and another process took the hive: at its next renewal
     it stops its engine at once and releases nothing (the claims are the new driver's)."""
-    from datetime import timedelta
-
     from ruflo.model import HiveDriver, utcnow
 
     gateway_server.add_rules(*work_rules("slow", delay=30))
@@ -386,7 +406,7 @@ async def test_a_driver_that_lost_its_lease_stops_without_touching_the_claims(
         now = utcnow()
         store.take_hive(HiveDriver(hive_id=hive.id, instance="new-driver", host="two", pid=2,
                                    driving_since=now, driver_until=now), lease_seconds=600)
-        await until(lambda: hive.id not in runner.hosting, 20)
+        await until(lambda: hive.id not in runner.hosting)
         assert "lost its driver lease to two:2 while silent" in caplog.text
         assert store.hive_driver(hive.id).instance == "new-driver"  # type: ignore[union-attr]
         assert not store.events(hive.id, kinds=["task_released"]), "the claim was left alone"

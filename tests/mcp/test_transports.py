@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp import Client
 from ruflo.model import TaskState
 from ruflo.store import open_store
+from waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,16 +104,16 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"ruflo mcp exited with {process.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"ruflo mcp did not listen on {port} within {seconds} s")
+            return False
+        return True
+
+    wait_until(listening, within=seconds, what=f"ruflo mcp did not listen on {port}")
 
 
 def start_http_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:

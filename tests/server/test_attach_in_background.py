@@ -19,6 +19,7 @@ from ruflo.server.runner import StoreRunner
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 from server_thread import ServerThread
+from waiting import wait_until
 
 
 class SlowAttach(StoreRunner):
@@ -74,9 +75,7 @@ def test_ready_while_the_hives_are_still_being_taken_up(tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
         assert runner.outcome is None, "attach is still running"
         runner.let_go()
-        deadline = time.monotonic() + 5
-        while runner.outcome is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: runner.outcome is not None, what="attach never ended")
         assert runner.outcome == "attached"
     finally:
         thread.stop()
@@ -100,10 +99,8 @@ def test_a_failing_attach_is_logged_and_the_server_serves_on(
     thread, runner, url = serve(tmp_path, SlowAttach, fail=True)
     try:
         assert runner.started.wait(5)
-        deadline = time.monotonic() + 5
-        while not any("running hives" in r.getMessage() for r in caplog.records):
-            assert time.monotonic() < deadline, "the failure was not logged"
-            time.sleep(0.01)
+        wait_until(lambda: any("running hives" in r.getMessage() for r in caplog.records),
+                   what="the failure was not logged")
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         assert httpx.get(f"{url}/api/v2/hives", timeout=5).status_code == 200
     finally:

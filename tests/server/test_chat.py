@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from server_harness import Served
 
 from ruflo.model import CostKind
+from waiting import wait_until
 
 
 def new_conversation(served: Served, **body: Any) -> str:
@@ -179,13 +179,13 @@ def test_client_going_away_stores_the_partial_answer(served: Served) -> None:
     served.sse(f"/api/v2/conversations/{conversation_id}/messages", method="POST",
                json_body={"inputs": "a long story please"},
                until=lambda frames: sum(f["data"]["type"] == "stream" for f in frames) >= 3)
-    deadline = time.monotonic() + 10
-    while True:
-        answer = served.client.get(f"/api/v2/conversations/{conversation_id}").json()[
-            "messages"][-1]
-        if answer["interrupted"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    def last_answer() -> dict[str, Any]:
+        messages = served.client.get(f"/api/v2/conversations/{conversation_id}").json()
+        answer: dict[str, Any] = messages["messages"][-1]
+        return answer
+
+    wait_until(lambda: last_answer()["interrupted"], what="the answer was not interrupted")
+    answer = last_answer()
     assert answer["interrupted"] is True
     assert answer["content"]
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ruflo.gateway.client import RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind
 from ruflo.store import open_store
+from waiting import stays_sync, wait_until
 
 KEY = "sk-hive-live"
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
@@ -50,13 +50,6 @@ def create(served: Served, tasks: list[str], *, agents: int = 2,
     assert answer.status_code == 201, answer.text
     body: dict[str, Any] = answer.json()
     return body
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def hive_of(served: Served, hive_id: str) -> dict[str, Any]:
@@ -154,8 +147,7 @@ def test_pause_resume_and_cancel_over_http_act_on_the_running_engine(
     assert any(e["kind"] == "task_released" and "lunch" in e["data"]["reason"]
                for e in released)
     calls = served.gateway.chat_count
-    time.sleep(0.6)
-    assert served.gateway.chat_count == calls, "nothing is called while paused"
+    stays_sync(lambda: served.gateway.chat_count == calls, what="a call while paused")
     assert not tasks_in(served, hive["id"], "claimed")
 
     served.gateway.set_rules(work_rules("t1"))
@@ -219,7 +211,7 @@ def test_sigterm_hands_claims_back_and_the_next_server_finishes_the_hive(
         gateway.set_rules(work_rules("t1"))
         with ServedProcess(env, tmp_path / "serve-2.log") as url:
             wait_until(lambda: httpx.get(f"{url}/api/v2/hives/{hive['id']}").json()["status"]
-                       == "done", 60)
+                       == "done")
     finally:
         gateway.stop()
 
@@ -253,7 +245,7 @@ class ServedProcess:
             except httpx.TransportError:
                 return False
 
-        wait_until(up, 30)
+        wait_until(up, what="ruflo serve answered /healthz", explain=self.log.read_text)
         return url
 
     def __exit__(self, *exc: object) -> None:

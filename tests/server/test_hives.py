@@ -154,8 +154,10 @@ def test_event_stream_resumes_without_loss_or_duplication(served: Served) -> Non
     assert history[0]["data"]["kind"] == "hive_created"
 
     # Live: events appended by another thread while we listen arrive in order, once each.
+    listening = threading.Event()
+
     def append_later() -> None:
-        time.sleep(0.2)
+        assert listening.wait(20), "the stream never started"
         for n in range(30):
             served.store.append_event(hive["id"], "agent_turn", data={"n": n})
 
@@ -163,7 +165,7 @@ def test_event_stream_resumes_without_loss_or_duplication(served: Served) -> Non
     writer.start()
     resume_from = last - 2
     frames = served.sse(f"{base}/stream", headers={"Last-Event-ID": str(resume_from)},
-                        until=lambda frames: frames[-1]["id"] >= last + 30)
+                        until=lambda frames: listening.set() or frames[-1]["id"] >= last + 30)
     writer.join()
     assert [f["id"] for f in frames] == list(range(resume_from + 1, last + 31))
     assert [f["data"]["data"]["n"] for f in frames[2:]] == list(range(30))
@@ -189,6 +191,8 @@ def test_event_stream_catches_events_from_other_processes(make_server: Any) -> N
     other = open_store(served.settings)
     try:
         def append_elsewhere() -> None:
+            # The stream shows nothing before this event, so nothing says it listens: give
+            # it the time to (were it late, the history would deliver it, passing vacuously).
             time.sleep(0.3)
             other.append_event(hive["id"], "http_response")
 

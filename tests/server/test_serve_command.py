@@ -18,6 +18,7 @@ import pytest
 from server_harness import SCRIPT, iter_frames
 
 from ruflo.gateway.scripted import ScriptedGateway
+from waiting import wait_until
 
 RUFLO = [sys.executable, "-c", "from ruflo.cli import main; main()"]
 
@@ -88,16 +89,14 @@ def test_sigterm_ends_the_server_fast_and_keeps_the_partial_answer(tmp_path: Pat
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
+            def up() -> bool:
                 assert server.poll() is None, server.communicate()
-                assert time.monotonic() < deadline, "ruflo serve did not start"
-                time.sleep(0.05)
+                try:
+                    return httpx.get(f"{base}/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(up, what="ruflo serve did not start")
             client = httpx.Client(base_url=base, timeout=30)
             hive = client.post("/api/v2/hives", json={"objective": "wait", "agents": 1,
                                                       "tasks": [{"title": "wait"}]}).json()

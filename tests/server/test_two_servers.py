@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Hive, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
+from waiting import wait_until
 
 RUFLO = [sys.executable, "-c", "from ruflo.cli import main; main()"]
 KEY = "sk-two-servers"
@@ -39,13 +39,10 @@ def free_port() -> int:
 
 def wait_for(check: Callable[[], bool], seconds: float, what: str,
              logs: tuple[Path, ...] = ()) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
-                              for log in logs if log.exists())
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        time.sleep(0.1)
+    """`waiting.wait_until`, failing with the servers' logs."""
+    wait_until(check, within=seconds, what=what, explain=lambda: "\n".join(
+        f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
+        for log in logs if log.exists()))
 
 
 def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:

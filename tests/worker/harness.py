@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruflo.model import AdapterKind, Agent, Event, Hive, Mode, Task
 from ruflo.store.sql import SqlStore
+from waiting import wait_until
 
 RUFLO = Path(sys.executable).parent / "ruflo"
 
@@ -67,13 +67,9 @@ def start_worker(number: int, args: Sequence[str], env: dict[str, str],
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
              workers: Sequence[WorkerProcess] = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- worker {w.number} (rc={w.process.poll()})\n{w.output[-3000:]}"
-                             for w in workers)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.05)
+    """`waiting.wait_until`, failing with the workers' logs."""
+    wait_until(condition, within=timeout, what=what, explain=lambda: "\n".join(
+        f"--- worker {w.number} (rc={w.process.poll()})\n{w.output[-3000:]}" for w in workers))
 
 
 def stop_all(workers: Sequence[WorkerProcess]) -> None:

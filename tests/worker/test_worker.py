@@ -19,6 +19,7 @@ import pytest
 from ruflo.engine.worker import hive_workers, watch_hive
 from ruflo.model import HiveStatus, Mode, TaskState
 from ruflo.store.sql import SqlStore
+from waiting import until
 
 from .harness import (
     RUFLO,
@@ -181,7 +182,7 @@ def test_watcher_says_when_no_worker_hosts_the_hive(pg_store: SqlStore, pg_schem
     async def watch() -> HiveStatus:
         task = asyncio.create_task(watch_hive(pg_store, hive.id, pg_schema_url,
                                               say=said.append, poll_seconds=0.1))
-        await asyncio.sleep(0.5)
+        await until(lambda: said, what="the watcher said nothing")
         await asyncio.to_thread(pg_store.set_hive_status, hive.id, HiveStatus.CANCELLED)
         return (await asyncio.wait_for(task, 10)).status
 

@@ -4,13 +4,13 @@ agents and liveness, from the store (a worker that stopped heartbeating is shown
 from __future__ import annotations
 
 import sys
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 from ruflo.config import load_settings
-from ruflo.model import AgentStatus
+from ruflo.model import AgentStatus, utcnow
 from ruflo.server.app import create_app
 from ruflo.store import open_store
 
@@ -28,12 +28,13 @@ def test_workers_route_lists_hosts_agents_and_liveness(tmp_path: Path) -> None:
     try:
         url = thread.start()
         hive = make_hive(store, tmp_path / "ws", tasks=1, agents=3)
-        store.register_worker("w-old", hive_id=hive.id, host="node-a:1", agents=8)
+        # w-old's last heartbeat is older than a lease (3 s); w-new has just registered.
+        store.register_worker("w-old", hive_id=hive.id, host="node-a:1", agents=8,
+                              now=utcnow() - timedelta(seconds=3.2))
         agents = store.list_agents(hive.id)
         store.update_agent(agents[0].id, worker_id="w-old")
         store.update_agent(agents[1].id, worker_id="w-new", status=AgentStatus.WORKING,
                            current_task=f"{hive.id}-t0000")
-        time.sleep(3.2)  # w-old is silent for longer than a lease; w-new just registered
         store.register_worker("w-new", hive_id=None, host="node-b:2", agents=8)
         with httpx.Client(base_url=url, timeout=10) as http:
             shown = http.get(f"/api/v2/hives/{hive.id}/workers")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
 from ruflo.engine.stored_policy import load_board
@@ -39,9 +40,10 @@ class PolicyBoardEngine(HiveEngine):
     def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None,
                  params: LiveParams, executors: Callable[[Agent], Executor], model: str,
                  env: dict[str, str] | None, memory: Memory | None,
-                 on_change: Callable[[], None] | None, hosted: Iterable[str] | None) -> None:
+                 on_change: Callable[[], None] | None, hosted: Iterable[str] | None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params, executors=executors,
-                         model=model, env=env, memory=memory, on_change=on_change)
+                         model=model, env=env, memory=memory, on_change=on_change, clock=clock)
         self.hosted = frozenset(hosted) if hosted is not None else None
         """Agents this engine runs; None means all of the hive's (one-process hives)."""
         self.policy: BasePolicy
@@ -54,8 +56,7 @@ class PolicyBoardEngine(HiveEngine):
     # -- time and wake-ups -----------------------------------------------------------------------
     def now(self) -> float:
         """Policy time: wall seconds since the run began, in time units."""
-        assert self._loop is not None
-        return (self._loop.time() - self._t0) / self.params.time_unit
+        return (self.clock.now() - self._t0) / self.params.time_unit
 
     def _flush_wakes(self) -> None:
         for agent_id in self.policy.drain_wakes():

@@ -54,7 +54,6 @@ from ruflo.model import (
     Mode,
     Task,
     TaskState,
-    utcnow,
 )
 from ruflo.policies.base import AwaitApproval, Decompose, Delegate, Escalate, Idle, Take
 from ruflo.policies.company import nearest_live_manager, review_delegate
@@ -201,7 +200,7 @@ class CompanyEngine(CompanyApprovalsEngine):
                 self.store.update_task(task.id, state=TaskState.OPEN)
             claimed = self.store.claim_task(self.hive_id, member.id,
                                             lease_seconds=self.params.lease_seconds,
-                                            task_id=task.id)
+                                            task_id=task.id, now=self.clock.utcnow())
             if claimed is not None:
                 self._chosen[member.id] = decision
                 self._claims_changed.set()
@@ -213,7 +212,7 @@ class CompanyEngine(CompanyApprovalsEngine):
         decision = self._chosen.pop(member.id)
         member.task_id = task.id
         self.store.update_agent(member.id, status=AgentStatus.WORKING, current_task=task.id,
-                                heartbeat_at=utcnow())
+                                heartbeat_at=self.clock.utcnow())
         renewal = asyncio.create_task(self._renew(member, task.id))
         try:
             try:
@@ -226,7 +225,8 @@ class CompanyEngine(CompanyApprovalsEngine):
             except GatewayError as error:
                 if error.pauses_hive:
                     self._give_back(member, task, f"hive paused: {error.pause_reason}")
-                    self._pause_hive(error.pause_reason, str(error))
+                    self._pause_hive(error.pause_reason, str(error),
+                                     paused_before=error.hive_paused)
                 else:
                     self._give_back(member, task, f"gateway: {error}")
                     self._escalate(member, task, f"the gateway failed: {error}")

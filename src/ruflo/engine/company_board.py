@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, TaskTool, executor_for
 from ruflo.engine.approvals import AUTO_POLICY, decide
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
 from ruflo.errors import Conflict
@@ -75,10 +76,11 @@ class CompanyBoardEngine(HiveEngine):
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None,
                  on_change: Callable[[], None] | None = None,
-                 on_decision: Callable[[str, Decision], None] | None = None) -> None:
+                 on_decision: Callable[[str, Decision], None] | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change)
+                         on_change=on_change, clock=clock)
         self.on_decision = on_decision
         self.company = company or CompanyParams(max_depth=2, batch=8, max_attempts=3)
         """Bounds: delegation depth, tickets per plan (batch), escalations per ticket

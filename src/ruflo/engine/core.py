@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ruflo.agents import SWARM_TOOLS, Executor, RunContext, TaskTool
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import (
     GATEWAY_UNREACHABLE,
     awaits_gateway,
@@ -33,7 +34,6 @@ from ruflo.model import (
     HiveStatus,
     Task,
     TaskState,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class AgentSlot:
         """The task it holds a claim on, while it works."""
         self.stop_reason: str | None = None
         """Why its work is being stopped from outside (pause, cancel, lost lease, killed)."""
-        self.retry: asyncio.TimerHandle | None = None
+        self.retry: asyncio.Task[None] | None = None
         """Its look-again wake-up, when the policy told it to wait."""
         self.alive = True
         self.lost = False
@@ -110,8 +110,10 @@ class HiveEngine(ABC):
     def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None,
                  params: LiveParams, executors: Callable[[Agent], Executor], model: str,
                  env: dict[str, str] | None, memory: Memory | None,
-                 on_change: Callable[[], None] | None) -> None:
+                 on_change: Callable[[], None] | None, clock: LiveClock = REAL_CLOCK) -> None:
         self.store = store
+        self.clock = clock
+        """Leases, renewals, look-again waits and gateway probes run on it (tests move it)."""
         self.hive_id = hive_id
         self.gateway = gateway
         self.params = params
@@ -417,12 +419,12 @@ class HiveEngine(ABC):
     async def _renew(self, slot: AgentSlot, task_id: str) -> None:
         every = self.params.lease_seconds / 3
         while True:
-            await asyncio.sleep(every)
-            if not self.store.renew_lease(task_id, slot.id,
-                                          lease_seconds=self.params.lease_seconds):
+            await self.clock.sleep(every)
+            if not self.store.renew_lease(task_id, slot.id, lease_seconds=self.params.lease_seconds,
+                                          now=self.clock.utcnow()):
                 self._stop_work(slot, task_id, "lost the lease")
                 return
-            self.store.update_agent(slot.id, heartbeat_at=utcnow())
+            self.store.update_agent(slot.id, heartbeat_at=self.clock.utcnow())
             self._claims_changed.set()
 
     def _stop_work(self, slot: AgentSlot, task_id: str, reason: str) -> None:
@@ -485,20 +487,28 @@ class HiveEngine(ABC):
             if expiry is None:
                 await self._claims_changed.wait()
                 continue
-            delay = (expiry - utcnow()).total_seconds()
+            delay = (expiry - self.clock.utcnow()).total_seconds()
             if delay > 0:
                 # A renewal moves the expiry later (then this finds nothing). A new claim
                 # expires sooner only if its lease is shorter than this engine's (another
                 # process's settings): it is looked for a third of a lease later at most,
                 # rather than reading the store after every claim of a busy hive.
-                await asyncio.sleep(min(delay + 0.01, self.params.lease_seconds / 3))
+                await self.clock.sleep(min(delay + 0.01, self.params.lease_seconds / 3))
                 continue
-            if not self.store.expire_leases(hive_id=self.hive_id):
-                await asyncio.sleep(0.05)  # the clock read and the store disagree by a hair
+            if not self.store.expire_leases(hive_id=self.hive_id, now=self.clock.utcnow()):
+                await self.clock.sleep(0.05)  # the clock read and the store disagree by a hair
 
     # -- pausing and ending ----------------------------------------------------------------------
-    def _pause_hive(self, reason: str, detail: str) -> None:
+    def _pause_hive(self, reason: str, detail: str, *, paused_before: bool = False) -> None:
+        """Pause the hive for `reason` and stop the work in flight. `paused_before`: the hive
+        was paused already when the trouble was met (the gateway client pauses the hive of a
+        call that met a refused key or a spent budget before the engine hears of it); if it
+        runs now, a person resumed it since, and that resume stands."""
         hive = self.store.get_hive(self.hive_id)
+        if hive.status is HiveStatus.RUNNING and paused_before:
+            log.info("hive %s: resumed since the gateway client paused it (%s); going on",
+                     self.hive_id, reason)
+            return
         if hive.status is HiveStatus.RUNNING:
             self.store.set_hive_status(self.hive_id, HiveStatus.PAUSED, reason=reason)
             self.store.append_event(self.hive_id, EventKind.HIVE_PAUSE_DETAIL,
@@ -530,7 +540,7 @@ class HiveEngine(ABC):
         new pause reason, ends the looking; a CLI run (`stop_on_pause`) waits through it."""
         assert self.gateway is not None
         assert self._loop is not None
-        started = self._loop.time()
+        started = self.clock.now()
         wait = self.params.probe_initial
         looks = 0
         try:
@@ -539,7 +549,7 @@ class HiveEngine(ABC):
             log.warning("hive %s paused: gateway unreachable; looking again every %g-%g s and "
                         "resuming when it answers", self.hive_id, wait, self.params.probe_max)
             while True:
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
                 if not self._outage_continues():
                     return
                 looks += 1
@@ -558,7 +568,7 @@ class HiveEngine(ABC):
                         return
                     # Rate-limited or an odd answer to the model list: it is there.
                 resumed = resume_after_outage(self.store, self.hive_id, data={
-                    "down_seconds": round(self._loop.time() - started, 1), "looks": looks})
+                    "down_seconds": round(self.clock.now() - started, 1), "looks": looks})
                 if resumed is not None:
                     log.warning("hive %s: the gateway answers again; hive resumed", self.hive_id)
                     if self._status is HiveStatus.PAUSED:

@@ -6,7 +6,6 @@ Store protocol.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -14,8 +13,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.errors import Conflict, NotFound, RufloError
-from ruflo.model import HiveDriver, new_id, utcnow
+from ruflo.model import HiveDriver, new_id
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -62,8 +62,10 @@ class Driving:
     at once)."""
 
     def __init__(self, store: Store, *, lease_seconds: float = DRIVER_LEASE_SECONDS,
-                 host: str | None = None, pid: int | None = None) -> None:
+                 host: str | None = None, pid: int | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         self.store = store
+        self.clock = clock
         self.lease_seconds = lease_seconds
         self.host = host or socket.gethostname()
         self.pid = pid if pid is not None else os.getpid()
@@ -78,7 +80,7 @@ class Driving:
     def take(self, hive_id: str, *, now: datetime | None = None) -> HiveDriver | None:
         """Drive the hive (or go on driving it): None when this process is its driver now,
         else the live driver that holds it. NotFound if the hive is gone."""
-        at = now or utcnow()
+        at = now or self.clock.utcnow()
         current = self.store.take_hive(
             HiveDriver(hive_id=hive_id, instance=self.instance, host=self.host, pid=self.pid,
                        driving_since=at, driver_until=at),
@@ -129,7 +131,7 @@ async def keep_driving(driving: Driving,
     """Renew the leases every `renew_every` seconds until cancelled; `on_lost(hive, driver)` for
     a hive another process took meanwhile (or that was deleted: driver None)."""
     while True:
-        await asyncio.sleep(driving.renew_every)
+        await driving.clock.sleep(driving.renew_every)
         try:
             lost = driving.renew()
         except RufloError:

@@ -6,17 +6,17 @@ the store's role protocols and engine/control.py, engine/driving.py.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Protocol
 
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.errors import NotFound, RufloError
 from ruflo.event_kinds import EventKind
-from ruflo.model import JSON, Agent, Hive, HiveStatus, utcnow
+from ruflo.model import JSON, Agent, Hive, HiveStatus
 from ruflo.store.base import EventStore, HiveStore, Lifecycle, WorkerStore
 
 __all__ = ["PAGE", "Host", "HostingStore", "every_hive", "wants_hosting"]
@@ -60,8 +60,10 @@ class Host:
                  lease_seconds: float, heartbeat_seconds: float | None = None,
                  hive_id: str | None = None, capacity: int = 0,
                  keeps_agents: Callable[[JSON], bool] = lambda _: True,
-                 announce: bool = False) -> None:
+                 announce: bool = False, clock: LiveClock = REAL_CLOCK) -> None:
         self.store = store
+        self.clock = clock
+        """Heartbeats and staleness run on it (tests move it)."""
         self.id = host_id
         self.kind = kind
         """What the logs call this host: "worker" or "server"."""
@@ -82,7 +84,7 @@ class Host:
     # -- the workers table -----------------------------------------------------------------------
     def register(self) -> None:
         self.store.register_worker(self.id, hive_id=self.hive_id, host=self.host,
-                                   agents=self.capacity)
+                                   agents=self.capacity, now=self.clock.utcnow())
 
     def unregister(self) -> None:
         """Leave the workers table; a failure is logged (the entry goes stale by itself)."""
@@ -96,9 +98,9 @@ class Host:
         this one lost meanwhile (a long stall), `on_lost()` decides: True beats on, False ends
         the heartbeat. Other failures are logged and retried at the next beat."""
         while True:
-            await asyncio.sleep(self.heartbeat_seconds)
+            await self.clock.sleep(self.heartbeat_seconds)
             try:
-                self.store.worker_heartbeat(self.id)
+                self.store.worker_heartbeat(self.id, now=self.clock.utcnow())
             except NotFound:
                 if not on_lost():
                     return
@@ -114,7 +116,7 @@ class Host:
         among `mine` (left by an earlier run under the same id; None: every agent under this id
         is free to take again)."""
         with self.store.adoption_lock():
-            cutoff = utcnow() - timedelta(seconds=self.stale_after)
+            cutoff = self.clock.utcnow() - timedelta(seconds=self.stale_after)
             workers = {w["id"]: w for w in self.store.list_workers()}
             live = {wid for wid, w in workers.items()
                     if w["heartbeat_at"] >= cutoff and self.keeps_agents(w)}

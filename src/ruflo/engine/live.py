@@ -28,6 +28,7 @@ from ruflo.agents import (
     executor_for,
 )
 from ruflo.engine.board_sync import CONTENDED, PolicyBoardEngine
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import KILLED, AgentSlot, objective_succeeded
 from ruflo.engine.dispatch import carry_out
 from ruflo.engine.params import LiveParams, RunSummary
@@ -47,7 +48,6 @@ from ruflo.model import (
     Mode,
     Task,
     TaskState,
-    utcnow,
 )
 from ruflo.policies import (
     AwaitApproval,
@@ -126,10 +126,11 @@ class LiveEngine(PolicyBoardEngine):
                  model: str = "gpt-4o-mini", env: dict[str, str] | None = None,
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
                  on_change: Callable[[], None] | None = None,
-                 on_decision: Callable[[str, Decision], None] | None = None) -> None:
+                 on_decision: Callable[[str, Decision], None] | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
-                         on_change=on_change, hosted=hosted)
+                         on_change=on_change, hosted=hosted, clock=clock)
         self.on_decision = on_decision
         """Called with every decision the policy makes (tests compare runs with it)."""
         self.rng = random.Random(self.params.seed)
@@ -175,7 +176,7 @@ class LiveEngine(PolicyBoardEngine):
            objective's tasks succeeded (and the objective's verify command, if any, passes),
            failed otherwise.
         """
-        self._t0 = asyncio.get_running_loop().time()
+        self._t0 = self.clock.now()
         if self.store.dialect == "postgresql":
             self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="ruflo-store")
         try:
@@ -306,11 +307,12 @@ class LiveEngine(PolicyBoardEngine):
         def claim() -> tuple[Task, Agent] | None:
             with self.store.transaction():
                 task = self.store.claim_task(self.hive_id, slot.id, lease_seconds=lease,
-                                             task_id=task_id, alternatives=alternatives)
+                                             task_id=task_id, alternatives=alternatives,
+                                             now=self.clock.utcnow())
                 if task is None:
                     return None
-                fields: dict[str, object] = {"status": AgentStatus.WORKING,
-                                             "current_task": task.id, "heartbeat_at": utcnow()}
+                fields: dict[str, object] = {"status": AgentStatus.WORKING, "current_task":
+                                             task.id, "heartbeat_at": self.clock.utcnow()}
                 if thresholds is not None:
                     fields["thresholds"] = thresholds
                 return task, self.store.update_agent(slot.id, **fields)
@@ -388,11 +390,14 @@ class LiveEngine(PolicyBoardEngine):
             raise
 
     def _retry_later(self, slot: AgentSlot, units: float) -> None:
-        assert self._loop is not None
         if slot.retry is not None:
             slot.retry.cancel()
-        slot.retry = self._loop.call_later(max(0.0, units) * self.params.time_unit,
-                                           slot.wake.set)
+        slot.retry = asyncio.create_task(self._wake_after(slot, units * self.params.time_unit),
+                                         name=f"{self.NAME}-retry-{slot.id}")
+
+    async def _wake_after(self, slot: AgentSlot, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        slot.wake.set()
 
     # -- one attempt -----------------------------------------------------------------------------
     async def _attempt(self, slot: AgentSlot, task: Task) -> None:
@@ -412,7 +417,8 @@ class LiveEngine(PolicyBoardEngine):
                 if error.pauses_hive:
                     self._give_back(slot, task, f"hive paused: {error.pause_reason}",
                                     counts=False)
-                    self._pause_hive(error.pause_reason, str(error))
+                    self._pause_hive(error.pause_reason, str(error),
+                                     paused_before=error.hive_paused)
                 else:
                     self._failed(slot, task, TaskOutcome(OutcomeKind.FAILED,
                                                          reason=f"gateway: {error}"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
 from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
@@ -95,8 +96,12 @@ class EngineRunner:
                  executors: Callable[[Agent], Executor] = executor_for,
                  poll_seconds: float = 1.0, stop_seconds: float = 3.0,
                  server_id: str | None = None,
-                 driver_lease_seconds: float = DRIVER_LEASE_SECONDS) -> None:
+                 driver_lease_seconds: float = DRIVER_LEASE_SECONDS,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         self.store = store
+        self.clock = clock
+        """Heartbeats, staleness, driver leases and the engines' leases run on it (tests move
+        it)."""
         self.gateway = gateway
         self.settings = settings
         self.executors = executors
@@ -109,13 +114,13 @@ class EngineRunner:
         lease = float(getattr(settings, "lease_seconds", 60.0) or 60.0)
         self.as_host = Host(store, self.id, kind="server",
                             host=self.id.removeprefix(SERVER_PREFIX), lease_seconds=lease,
-                            keeps_agents=_not_a_server)
+                            keeps_agents=_not_a_server, clock=clock)
         """This server in the workers table, as for workers: a worker silent for longer than
         `as_host.stale_after` is gone and its agents are free."""
         host, _, pid = self.id.removeprefix(SERVER_PREFIX).rpartition(":")
         self.driving = Driving(store, lease_seconds=driver_lease_seconds,
                                host=host or socket.gethostname(),
-                               pid=int(pid) if pid.isdigit() else os.getpid())
+                               pid=int(pid) if pid.isdigit() else os.getpid(), clock=clock)
         self.watching: dict[str, str] = {}
         """Hives another live process drives, with that driver's instance (said once each)."""
         self._registered = False
@@ -291,7 +296,7 @@ class EngineRunner:
         its claims, which are the new driver's now; and take over watched hives whose
         driver's lease ran out."""
         while True:
-            await asyncio.sleep(self.driving.renew_every)
+            await self.clock.sleep(self.driving.renew_every)
             try:
                 lost = self.driving.renew()
             except RufloError:
@@ -338,9 +343,11 @@ class EngineRunner:
             from ruflo.engine.company import CompanyEngine
 
             return CompanyEngine(self.store, hive.id, gateway=gateway, params=params,
-                                 executors=self.executors, model=model, env=env)
+                                 executors=self.executors, model=model, env=env,
+                                 clock=self.clock)
         return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
-                          executors=self.executors, model=model, env=env, hosted=hosted)
+                          executors=self.executors, model=model, env=env, hosted=hosted,
+                          clock=self.clock)
 
     def _params(self, hive: Hive) -> LiveParams:
         """How the hive's engine runs; ConfigError when its config is not usable."""

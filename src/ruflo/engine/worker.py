@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
@@ -116,12 +117,15 @@ class Worker:
     def __init__(self, store: Store, database_url: str, params: WorkerParams, *,
                  gateway: Gateway | None = None,
                  executors: Callable[[Agent], Executor] = executor_for,
-                 worker_id: str | None = None, host: str | None = None) -> None:
+                 worker_id: str | None = None, host: str | None = None,
+                 clock: LiveClock = REAL_CLOCK) -> None:
         require_shared_store(database_url if store.dialect == "postgresql" else store.dialect)
         self.store = store
         self.params = params
         self.gateway = gateway
         self.executors = executors
+        self.clock = clock
+        """Heartbeats, staleness and the hosted engines' leases run on it (tests move it)."""
         hostname = socket.gethostname()
         self.host = host or f"{hostname}:{os.getpid()}"
         # The host name first: on Kubernetes it is the pod's name. The suffix keeps a restarted
@@ -130,7 +134,7 @@ class Worker:
         self.as_host = Host(store, self.id, kind="worker", host=self.host,
                             lease_seconds=params.lease_seconds,
                             heartbeat_seconds=params.heartbeat, hive_id=params.hive_id,
-                            capacity=params.agents, announce=True)
+                            capacity=params.agents, announce=True, clock=clock)
         self.attachments: list[Attachment] = []
         self.refused: dict[str, str] = {}
         """Hives this worker will not host, with why (wrong mode, broken configuration)."""
@@ -293,7 +297,7 @@ class Worker:
         engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,
                             model=str(config.get("model") or self.params.model),
-                            env=self.params.env, hosted=[a.id for a in agents])
+                            env=self.params.env, hosted=[a.id for a in agents], clock=self.clock)
         attachment = Attachment(hive.id, [a.id for a in agents], engine)
         attachment.run = asyncio.create_task(engine.run(), name=f"ruflo-hive-{hive.id}")
         attachment.run.add_done_callback(lambda _: self._look.set())
@@ -393,7 +397,8 @@ def wake_engine(engine: LiveEngine) -> None:
 
 # -- who hosts what ------------------------------------------------------------------------------
 
-def hive_workers(store: Store, hive_id: str, *, stale_after: float) -> list[JSON]:
+def hive_workers(store: Store, hive_id: str, *, stale_after: float,
+                 now: datetime | None = None) -> list[JSON]:
     """The workers hosting agents of a hive, with their agents and liveness (for the hive API,
     `ruflo hive show` and the watcher). A worker silent for longer than `stale_after` seconds is
     shown as not alive: its claims reopen when their leases expire."""
@@ -404,7 +409,7 @@ def hive_workers(store: Store, hive_id: str, *, stale_after: float) -> list[JSON
     if not by_worker:
         return []
     known = {w["id"]: w for w in store.list_workers()}
-    now = utcnow()
+    now = now or utcnow()
     rows: list[JSON] = []
     for worker_id, agents in sorted(by_worker.items()):
         row = known.get(worker_id)

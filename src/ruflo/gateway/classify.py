@@ -98,6 +98,7 @@ class Failure:
             text = (f"the gateway at {base_url} rejected the request ({said}); ruflo did not "
                     f"retry; check the model name and the size of the conversation")
         error = ERROR_CLASSES[self.kind](text)
+        error.hive_paused = paused
         return error
 
 

@@ -7,11 +7,12 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from ruflo.errors import NotFound
 from ruflo.model import JSON
 from ruflo.store.core import SqlCore
-from ruflo.store.rows import dt_req
+from ruflo.store.rows import dt_req, epoch
 
 log = logging.getLogger("ruflo.store")
 
@@ -25,19 +26,20 @@ class SqlWorkers(SqlCore):
     """Workers, in SQL."""
 
     def register_worker(self, worker_id: str, *, hive_id: str | None, host: str,
-                        agents: int) -> None:
-        now = time.time()
+                        agents: int, now: datetime | None = None) -> None:
+        at = time.time() if now is None else epoch(now)
         with self.transaction():
             self._exec("INSERT INTO workers (id, hive_id, host, agents, started_at, "
                        "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                        "hive_id = excluded.hive_id, host = excluded.host, "
                        "agents = excluded.agents, heartbeat_at = excluded.heartbeat_at",
-                       (worker_id, hive_id, host, agents, now, now))
+                       (worker_id, hive_id, host, agents, at, at))
 
-    def worker_heartbeat(self, worker_id: str) -> None:
+    def worker_heartbeat(self, worker_id: str, *, now: datetime | None = None) -> None:
+        at = time.time() if now is None else epoch(now)
         with self.transaction():
             if self._exec("UPDATE workers SET heartbeat_at = ? WHERE id = ?",
-                          (time.time(), worker_id)).rowcount != 1:
+                          (at, worker_id)).rowcount != 1:
                 raise NotFound(f"no worker {worker_id!r} (it was unregistered)")
 
     def unregister_worker(self, worker_id: str) -> None:
