@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +32,8 @@ from deploy_files import (
     final_stage,
     parse_dockerfile,
 )
+
+from waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -203,15 +204,15 @@ class ShellContainer:
                  NAMESPACE_SETUP, "namespace-setup", str(self.root), *boot, "--", *sshd],
                 env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=output,
                 stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not self.listening():
+        def up() -> bool:
             if process.poll() is not None:
                 text = self.output.read_text(errors="replace")
                 if "mount" in text and ("ermission" in text or "not permitted" in text):
                     missing(f"bind mounts in a mount namespace are not allowed here:\n{text}")
                 pytest.fail(f"boot.sh/sshd exited with {process.returncode}:\n{text}")
-            assert time.monotonic() < deadline, f"sshd never listened:\n{self.boot_output()}"
-            time.sleep(0.1)
+            return self.listening()
+
+        wait_until(up, within=60, what="sshd never listened", explain=self.boot_output)
         return process
 
     def listening(self) -> bool:

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ruflo.gateway.base import CallContext
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.model import Agent, Hive, HiveStatus, Mode, new_id
 from ruflo.store.sql import SqlStore
+from waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,19 +83,17 @@ def litellm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
          "--port", str(port)], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
+        def healthy() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"litellm exited with {process.returncode}: "
                             f"{(folder / 'litellm.log').read_text()[-2000:]}")
             try:
-                if httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"litellm did not start in {STARTUP_SECONDS} s")
-            time.sleep(0.25)
+                return False
+
+        wait_until(healthy, within=STARTUP_SECONDS,
+                   what=f"litellm did not start in {STARTUP_SECONDS} s")
         yield url
     finally:
         process.terminate()

@@ -4,7 +4,6 @@ are in the hive's log, and the task's verify decides; defining one needs an oper
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,15 +11,9 @@ from server_harness import GATEWAY_KEY, Served
 
 from a2a_remote import Remote, remote_agent
 from ruflo.server.auth import hash_token
+from waiting import wait_until
 
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def remote_hive(url: str) -> dict[str, Any]:

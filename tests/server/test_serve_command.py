@@ -165,17 +165,15 @@ def test_serve_opens_the_model_relay_where_the_settings_say(tmp_path: Path) -> N
         server = subprocess.Popen([*RUFLO, "serve", "--port", str(port)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    refused = httpx.get(f"http://{address}/v1/models",
-                                        headers={"authorization": "Bearer sk-test"})
-                    break
-                except httpx.TransportError:
-                    pass
+            def relay_answers() -> httpx.Response | None:
                 assert server.poll() is None, server.communicate()
-                assert time.monotonic() < deadline, "the relay did not open"
-                time.sleep(0.05)
+                try:
+                    return httpx.get(f"http://{address}/v1/models",
+                                     headers={"authorization": "Bearer sk-test"})
+                except httpx.TransportError:
+                    return None
+
+            refused = wait_until(relay_answers, within=60, what="the relay did not open")
             assert refused.status_code == 401  # the gateway key is no relay token
         finally:
             server.send_signal(signal.SIGTERM)
