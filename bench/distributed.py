@@ -35,8 +35,8 @@ import uuid
 from pathlib import Path
 
 from ruflo.agents import OutcomeKind, RunContext, TaskOutcome
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.control import pause_hive, resume_hive
-from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.worker import Worker, WorkerParams
 from ruflo.model import AdapterKind, Agent, Hive, HiveStatus, Mode, Task
 from ruflo.store import open_store
@@ -202,7 +202,7 @@ def sqlite_run(tasks: int, agents: int, scratch: Path) -> tuple[float, int]:
     store = open_store(f"sqlite:///{scratch / 'sqlite' / 'ruflo.db'}")
     try:
         hive = make_hive(store, scratch / "sqlite-ws", tasks, agents)
-        engine = LiveEngine(store, hive.id, executors=lambda _: Waiting(0.0),
+        engine = BoardEngine(store, hive.id, executors=lambda _: Waiting(0.0),
                             params=LiveParams(lease_seconds=LEASE, time_unit=TIME_UNIT,
                                               poll_seconds=1.0))
         final = asyncio.run(engine.run())

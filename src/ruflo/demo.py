@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ruflo.agents.sandbox import Sandbox
-    from ruflo.compare.runner import LiveSetup, Plan, RunRecord
+    from ruflo.compare.runs import LiveSetup, Plan, RunRecord
     from ruflo.config import Settings
     from ruflo.gateway.client import GatewayClient
     from ruflo.gateway.scripted import ScriptedGateway
@@ -255,8 +255,8 @@ async def compare(settings: Settings, store: Store, gateway: DemoGateway, consol
 
     from ruflo import __version__
     from ruflo.compare import report as reporting
-    from ruflo.compare.runner import LiveSetup, Plan, check, command_env, resolve, run_live
-    from ruflo.engine.live import LiveParams
+    from ruflo.compare.runs import LiveSetup, Plan, check, command_env, resolve, run_live
+    from ruflo.engine.board_engine import LiveParams
 
     scripted = gateway.scripted is not None
     plan = Plan(workloads=tuple(resolve(WORKLOADS)), modes=MODES, seeds=SEEDS)
@@ -293,7 +293,7 @@ async def compare(settings: Settings, store: Store, gateway: DemoGateway, consol
 
 def _recorded(plan: Plan, setup: LiveSetup, store: Store, gateway: DemoGateway) -> dict[str, Any]:
     """The report's settings block, in the same shape `ruflo compare` writes."""
-    from ruflo.compare.runner import COMPANY_ORG, LIVE_ENGINE
+    from ruflo.compare.runs import COMPANY_ORG, LIVE_ENGINE
 
     if gateway.scripted is not None:
         used = {"kind": "scripted", "url": gateway.client.base_url,

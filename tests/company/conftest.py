@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from ruflo.agents.commands import command_env
+from ruflo.engine.board_engine import LiveParams
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.company import CompanyEngine
-from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Budget, Hive, Mode, TaskState

@@ -135,7 +135,7 @@ async def test_an_explicit_auto_approval_policy_decides_and_is_recorded(
 async def test_decisions_recorded_by_the_server_runner_wake_the_engine(
         store: SqlStore, client: GatewayClient, gateway_server: ScriptedGateway,
         tmp_path: Path) -> None:
-    from ruflo.server.runner import StoreRunner
+    from ruflo.server.hive_runner import StoreRunner
 
     company_script(gateway_server)
     hive = make_company(store, tmp_path, config={"verify": VERIFY_ALL},

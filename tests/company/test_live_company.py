@@ -8,9 +8,9 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+from ruflo.engine.board_engine import LiveParams
 from ruflo.engine.clock import ManualClock
 from ruflo.engine.company import company_report
-from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind, HiveStatus, TaskState

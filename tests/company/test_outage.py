@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ruflo.engine.board_engine import LiveParams
 from ruflo.engine.control import GATEWAY_UNREACHABLE
-from ruflo.engine.live import LiveParams
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import HiveStatus, TaskState

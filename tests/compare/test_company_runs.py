@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ruflo.compare.metrics import run_metrics, timeline
-from ruflo.compare.runner import company_figures, live_agents, objective_ticket
+from ruflo.compare.runs import company_figures, live_agents, objective_ticket
 from ruflo.compare.workloads import builtin_path
 from ruflo.model import CostKind, Event, LedgerEntry, Mode, Task, TaskState
 from ruflo.policies.company import OrgChart

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ruflo.cli import run
-from ruflo.compare.runner import Plan, check, resolve
+from ruflo.compare.runs import Plan, check, resolve
 from ruflo.errors import PolicyError
 from ruflo.model import CostKind, Event, HiveStatus, Mode, Task, TaskState
 from ruflo.store import open_store

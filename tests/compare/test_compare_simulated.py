@@ -12,7 +12,7 @@ import pytest
 
 from ruflo.cli import run
 from ruflo.compare.metrics import run_metrics, simulated_record
-from ruflo.compare.runner import KILLED_VARIANT, Plan, WorkloadRef, run_simulated
+from ruflo.compare.runs import KILLED_VARIANT, Plan, WorkloadRef, run_simulated
 from ruflo.engine.shapes import shape_agents, shape_tasks
 from ruflo.engine.simulate import KillPlan, simulate
 from ruflo.model import CostKind, Event, LedgerEntry, Mode, Task, TaskState

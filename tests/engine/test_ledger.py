@@ -16,8 +16,8 @@ import pytest
 
 from ruflo.agents import Limits
 from ruflo.agents.commands import command_env
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
-from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.gateway.budget import estimate_prompt_tokens
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import Match, ScriptedGateway
@@ -49,8 +49,8 @@ def make_hive(store: Store, tmp_path: Path, *, agents: int, tasks: int,
     return hive
 
 
-def engine(store: Store, hive: Hive, client: GatewayClient) -> LiveEngine:
-    return LiveEngine(store, hive.id, gateway=client, params=PARAMS, env=command_env())
+def engine(store: Store, hive: Hive, client: GatewayClient) -> BoardEngine:
+    return BoardEngine(store, hive.id, gateway=client, params=PARAMS, env=command_env())
 
 
 def assert_ledger_is_what_was_served(store: Store, hive: Hive,

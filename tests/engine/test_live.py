@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.control import cancel_hive, resume_hive
-from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, Budget, Hive, HiveStatus, Mode, Task, TaskState
@@ -79,10 +79,10 @@ def _in(task: Task, hive_id: str) -> Task:
 
 
 def engine(store: SqlStore, hive: Hive, client: GatewayClient | None,
-           params: LiveParams = FAST) -> LiveEngine:
+           params: LiveParams = FAST) -> BoardEngine:
     from ruflo.agents.commands import command_env
 
-    return LiveEngine(store, hive.id, gateway=client, params=params, env=command_env())
+    return BoardEngine(store, hive.id, gateway=client, params=params, env=command_env())
 
 
 def finishes(store: SqlStore, hive_id: str) -> Counter[str]:

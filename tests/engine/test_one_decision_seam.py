@@ -10,8 +10,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from ruflo.engine.board_engine import BoardEngine
 from ruflo.engine.company import CompanyEngine
-from ruflo.engine.live import LiveEngine
 from ruflo.engine.params import LiveParams
 from ruflo.engine.simulate import SimParams, simulate
 from ruflo.gateway.client import GatewayClient
@@ -225,7 +225,7 @@ async def test_the_simulator_and_the_live_engine_make_the_same_swarm_choices_wit
                                   skills=skills, priority=priority)
                              for t, title, skills, priority in BOARD])
     live: list[SwarmStep] = []
-    engine = LiveEngine(store, hive.id, gateway=client, on_decision=swarm_recorder(
+    engine = BoardEngine(store, hive.id, gateway=client, on_decision=swarm_recorder(
         live, {f"{hive.id}.{t}": t for t, *_ in BOARD}), params=LiveParams(
         lease_seconds=5.0, time_unit=0.01, poll_seconds=0.2, seed=SEED, swarm=SWARM))
     final = await asyncio.wait_for(engine.run(), 60)

@@ -16,6 +16,7 @@ import pytest
 
 from ruflo.agents.commands import command_env
 from ruflo.config import load_settings
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.control import (
     GATEWAY_UNREACHABLE,
     PAUSED_BY_PERSON,
@@ -23,8 +24,7 @@ from ruflo.engine.control import (
     resume_after_outage,
     resume_hive,
 )
-from ruflo.engine.live import LiveEngine, LiveParams
-from ruflo.engine.runner import EngineRunner
+from ruflo.engine.server_hosting import EngineRunner
 from ruflo.errors import GatewayError
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
@@ -32,7 +32,7 @@ from ruflo.model import HiveStatus, TaskState
 from ruflo.notify import Dispatcher
 from ruflo.notify.testing import ProviderStandIn
 from ruflo.notify.webhook import WebhookSender
-from ruflo.server.runner import StoreRunner
+from ruflo.server.hive_runner import StoreRunner
 from ruflo.store.sql import SqlStore
 from waiting import WITHIN, until, wait_for_event
 
@@ -101,7 +101,7 @@ async def test_503_then_refused_connections_pause_the_hive_which_resumes_by_itse
         gateway_server.add_rules(*work_rules(name))
     hive = make_hive(store, tmp_path, board(names), agents=2)
     client = watched(gateway_server, store)
-    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=FAST,
+    running = asyncio.create_task(BoardEngine(store, hive.id, gateway=client, params=FAST,
                                              env=command_env()).run())
     try:
         await until(lambda: any(r["rule"] == "t2-write" for r in gateway_server.requests),
@@ -165,7 +165,7 @@ async def test_a_persons_pause_during_the_outage_wins_and_their_resume_tries_aga
     hive = make_hive(store, tmp_path, board(names), agents=2)
     client = watched(gateway_server, store)
     gateway_server.set_fault("unavailable")
-    engine = LiveEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
+    engine = BoardEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
     running = asyncio.create_task(engine.run())
     try:
         await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
@@ -187,7 +187,7 @@ async def test_a_persons_pause_during_the_outage_wins_and_their_resume_tries_aga
         assert store.get_hive(hive.id).pause_reason == PAUSED_BY_PERSON
 
         resume_hive(store, hive.id)
-        final = await asyncio.wait_for(LiveEngine(store, hive.id, gateway=client, params=FAST,
+        final = await asyncio.wait_for(BoardEngine(store, hive.id, gateway=client, params=FAST,
                                                   env=command_env()).run(), 30)
     finally:
         running.cancel()
@@ -206,7 +206,7 @@ async def test_a_key_refused_during_the_outage_ends_it_and_waits_for_a_person(
     hive = make_hive(store, tmp_path, board(["t1"]), agents=1)
     client = watched(gateway_server, store)
     gateway_server.set_fault("unavailable")
-    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=FAST,
+    running = asyncio.create_task(BoardEngine(store, hive.id, gateway=client, params=FAST,
                                              env=command_env()).run())
     try:
         await until(lambda: store.get_hive(hive.id).pause_reason == GATEWAY_UNREACHABLE,
@@ -233,7 +233,7 @@ async def test_the_agent_whose_call_met_a_refused_key_works_on_after_a_resume(
     gateway_server.revoke_key(KEY)
     params = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2,
                         stop_on_pause=False)
-    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
+    running = asyncio.create_task(BoardEngine(store, hive.id, gateway=client, params=params,
                                              env=command_env()).run())
     try:
         # The gateway client pauses the hive as it meets the refused key; the engine hands the
@@ -272,7 +272,7 @@ async def test_a_resume_between_the_clients_pause_and_the_give_back_stands(
     gateway_server.revoke_key(KEY)
     params = LiveParams(lease_seconds=2.0, time_unit=0.05, poll_seconds=0.2,
                         stop_on_pause=False)
-    running = asyncio.create_task(LiveEngine(store, hive.id, gateway=client, params=params,
+    running = asyncio.create_task(BoardEngine(store, hive.id, gateway=client, params=params,
                                              env=command_env()).run())
     try:
         final = await asyncio.wait_for(running, WITHIN)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ruflo.agents.commands import command_env
-from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import AdapterKind, Agent, Budget, Hive, HiveStatus, Mode, Task, TaskState
@@ -71,7 +71,7 @@ async def run(store: SqlStore, hive: Hive, client: GatewayClient, tmp_path: Path
     # The agent's program lives outside PATH: show its folder, as RUFLO_SANDBOX_READ would.
     use_sandbox(current_sandbox().with_extras(readable=[tmp_path / "agent-cli"]))
     try:
-        engine = LiveEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
+        engine = BoardEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
         return await asyncio.wait_for(engine.run(), 60)
     finally:
         use_sandbox(None)

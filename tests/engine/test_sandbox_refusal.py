@@ -12,7 +12,7 @@ import pytest
 
 from ruflo.agents.commands import command_env
 from ruflo.agents.sandbox import Sandbox, SandboxMode, use_sandbox
-from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Mode, Task, TaskState
@@ -48,7 +48,7 @@ async def test_refused_commands_pause_the_agent_and_give_the_task_back(
                       tasks=[Task(id="h1-t", hive_id="h1", title="a", skills=("python",),
                                   verify="touch verified.txt")])
     use_sandbox(REFUSED)
-    engine = LiveEngine(store, hive.id, gateway=client, env=command_env(),
+    engine = BoardEngine(store, hive.id, gateway=client, env=command_env(),
                         params=LiveParams(lease_seconds=1.0, time_unit=0.05, poll_seconds=0.2))
     final = await asyncio.wait_for(engine.run(), 30)
 

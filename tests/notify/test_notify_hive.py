@@ -14,7 +14,7 @@ import pytest
 from ruflo.agents.commands import command_env
 from ruflo.commands.serve import hive_notifications
 from ruflo.config import Settings, load_settings
-from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, Hive, HiveStatus, Mode, Task, TaskState
@@ -61,7 +61,7 @@ def make_hive(store: SqlStore, tmp_path: Path) -> Hive:
 
 
 async def run_hive(store: SqlStore, hive: Hive, client: GatewayClient) -> Hive:
-    engine = LiveEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
+    engine = BoardEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
     return await asyncio.wait_for(engine.run(), 30)
 
 

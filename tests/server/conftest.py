@@ -12,7 +12,7 @@ import pytest
 from server_harness import GATEWAY_KEY, SCRIPT, Served
 
 from ruflo.config import load_settings
-from ruflo.engine.runner import EngineRunner
+from ruflo.engine.server_hosting import EngineRunner
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.server import create_app

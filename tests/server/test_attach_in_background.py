@@ -15,7 +15,7 @@ import pytest
 
 from ruflo.config import load_settings
 from ruflo.server import create_app
-from ruflo.server.runner import StoreRunner
+from ruflo.server.hive_runner import StoreRunner
 from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 from server_thread import ServerThread

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from ruflo.config import Settings, load_settings
-from ruflo.engine.live import LiveEngine, LiveParams
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.gateway.base import Gateway
 from ruflo.gateway.client import GatewayClient, RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
@@ -54,7 +54,7 @@ class LiveRunner(StoreRunner):
         super().__init__(store)
         self.gateway = gateway
         self.settings = settings
-        self.engines: dict[str, tuple[LiveEngine, asyncio.Task[Any]]] = {}
+        self.engines: dict[str, tuple[BoardEngine, asyncio.Task[Any]]] = {}
 
     async def start(self, hive_id: str) -> None:
         from ruflo.agents.commands import command_env
@@ -63,7 +63,7 @@ class LiveRunner(StoreRunner):
         workspace = self.store.get_hive(hive_id).workspace
         assert workspace is not None
         os.makedirs(workspace, exist_ok=True)
-        engine = LiveEngine(self.store, hive_id, gateway=self.gateway, params=FAST,
+        engine = BoardEngine(self.store, hive_id, gateway=self.gateway, params=FAST,
                             model=str(self.settings.model), env=command_env())
         self.engines[hive_id] = (engine, asyncio.create_task(engine.run()))
 

@@ -55,7 +55,7 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from ruflo.compare import report as reporting
-    from ruflo.compare.runner import Plan, RunRecord, check, resolve, run_plan_simulated
+    from ruflo.compare.runs import Plan, RunRecord, check, resolve, run_plan_simulated
     from ruflo.config import load_settings
     from ruflo.errors import PolicyError
     from ruflo.model import Mode
@@ -129,9 +129,9 @@ def compare(
 
 async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_unit: float | None,
                 run_timeout: float, recorded: dict[str, Any], on_run: Any) -> Any:
-    from ruflo.compare.runner import COMPANY_ORG, LIVE_ENGINE, LiveSetup, command_env, run_plan_live
+    from ruflo.compare.runs import COMPANY_ORG, LIVE_ENGINE, LiveSetup, command_env, run_plan_live
     from ruflo.compare.workloads import gateway_rules
-    from ruflo.engine.live import LiveParams
+    from ruflo.engine.board_engine import LiveParams
     from ruflo.gateway.client import GatewayClient
     from ruflo.store import open_store
 

@@ -114,7 +114,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a hive: agents (thresholds, status, spend), tasks by state, recent events."""
-    from ruflo.engine.live import summarise
+    from ruflo.engine.board_engine import summarise
     from ruflo.engine.view import describe_event
     from ruflo.engine.worker import hive_workers
     from ruflo.model import TaskState

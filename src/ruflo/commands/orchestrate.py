@@ -23,8 +23,8 @@ import typer
 
 if TYPE_CHECKING:
     from ruflo.config import Settings
+    from ruflo.engine.board_engine import RunSummary
     from ruflo.engine.driving import Driving
-    from ruflo.engine.live import RunSummary
     from ruflo.model import Agent, Hive
     from ruflo.store.sql import SqlStore
     from ruflo.workload import Workload
@@ -210,9 +210,9 @@ def run_in_foreground(settings: Settings, store: SqlStore, hive_id: str, *,
     """Drive a running hive here until it ends or pauses. Ctrl-C pauses it (claims released,
     nothing lost) so `ruflo hive resume` can go on. The hive's driver lease is taken first
     (unless `driving` holds it already): another live driver means nothing is done here."""
+    from ruflo.engine.board_engine import summarise
     from ruflo.engine.control import pause_hive
     from ruflo.engine.driving import drive_here
-    from ruflo.engine.live import summarise
 
     if driving is None and not workers_only:
         driving = drive_here(store, hive_id, by="this command")
@@ -235,9 +235,9 @@ async def drive(settings: Settings, store: SqlStore, hive_id: str, *, show: bool
     """Seed the first board if it is empty (engine/start.py: the objective is planned), then run
     the engine (with the live view), or, with `workers_only`, watch workers elsewhere run it."""
     from ruflo.agents.commands import command_env
+    from ruflo.engine.board_engine import LiveParams
     from ruflo.engine.company import engine_for
     from ruflo.engine.driving import keep_driving
-    from ruflo.engine.live import LiveParams
     from ruflo.engine.start import GatewayPlanner, seed_board
     from ruflo.engine.view import HiveView
     from ruflo.errors import Conflict

@@ -35,7 +35,7 @@ process's agents pass it over until that claim's event (or a recheck) says who h
 
 class PolicyBoardEngine(HiveEngine):
     """A hive engine whose decisions come from a policy over an in-memory board that follows
-    the store; `LiveEngine` adds the claims, attempts and outcomes."""
+    the store; `BoardEngine` adds the claims, attempts and outcomes."""
 
     def __init__(self, store: Store, hive_id: str, *, gateway: Gateway | None,
                  params: LiveParams, executors: Callable[[Agent], Executor], model: str,

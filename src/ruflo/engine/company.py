@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import OutcomeKind, TaskOutcome
 from ruflo.agents.loop import completion_tokens
+from ruflo.engine.board_engine import BoardEngine
 from ruflo.engine.company_approvals import CompanyApprovalsEngine
 from ruflo.engine.company_board import Ticket
 from ruflo.engine.core import KILLED, AgentSlot
 from ruflo.engine.dispatch import carry_out
-from ruflo.engine.live import LiveEngine
 from ruflo.engine.planning import (
     PLAN_TOOL,
     PlanAnswer,
@@ -641,13 +641,13 @@ class CompanyEngine(CompanyApprovalsEngine):
 
 # -- the report ----------------------------------------------------------------------------------
 
-def engine_for(store: Store, hive_id: str, **options: Any) -> LiveEngine | CompanyEngine:
+def engine_for(store: Store, hive_id: str, **options: Any) -> BoardEngine | CompanyEngine:
     """The engine that drives this hive: the company engine for a company hive, the live
     engine (swarm, round robin, solo) otherwise. Both run with `await engine.run()`."""
     if store.get_hive(hive_id).mode is Mode.COMPANY:
         options.pop("hosted", None)
         return CompanyEngine(store, hive_id, **options)
-    return LiveEngine(store, hive_id, **options)
+    return BoardEngine(store, hive_id, **options)
 
 
 def company_report(store: Store, hive_id: str) -> JSON:

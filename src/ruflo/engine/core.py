@@ -1,6 +1,6 @@
 """What every engine that drives a stored hive in real time shares: hosted agents and their
 loops, the event follower, the lease timer and renewals, pausing, ending and teardown. The swarm
-(live.py) and company (company.py) engines add how an agent finds work and what it does with it.
+(board_engine.py) and company (company.py) engines add how an agent finds work and what it does with it.
 Depends on the model, the Store and Gateway protocols and ruflo.agents.
 """
 

@@ -20,12 +20,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
-from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, TaskState, new_id, utcnow
@@ -104,7 +104,7 @@ class WorkerParams:
 class Attachment:
     """One live engine driving the agents this worker adopted in one hive."""
 
-    def __init__(self, hive_id: str, agents: list[str], engine: LiveEngine) -> None:
+    def __init__(self, hive_id: str, agents: list[str], engine: BoardEngine) -> None:
         self.hive_id = hive_id
         self.agents = agents
         self.engine = engine
@@ -294,7 +294,7 @@ class Worker:
             follow_interval=min(FOLLOW_INTERVAL, self.params.poll_seconds / 2),
             seed=self.params.seed if self.params.seed is not None else int(config.get("seed", 0)),
             stop_on_pause=False).probing(self.params.gateway_probe_seconds)
-        engine = LiveEngine(self.store, hive.id, gateway=self.gateway, params=params,
+        engine = BoardEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,
                             model=str(config.get("model") or self.params.model),
                             env=self.params.env, hosted=[a.id for a in agents], clock=self.clock)
@@ -390,7 +390,7 @@ class Worker:
         return False
 
 
-def wake_engine(engine: LiveEngine) -> None:
+def wake_engine(engine: BoardEngine) -> None:
     """Make the engine read the event log now rather than at its next poll."""
     engine.wake()
 

@@ -3,6 +3,6 @@ and auth. Depends on the store, the gateway and a hive runner, all handed in by 
 """
 
 from ruflo.server.app import create_app
-from ruflo.server.runner import HiveRunner, StoreRunner
+from ruflo.server.hive_runner import HiveRunner, StoreRunner
 
 __all__ = ["HiveRunner", "StoreRunner", "create_app"]

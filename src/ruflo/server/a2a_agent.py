@@ -439,7 +439,7 @@ async def _finish(updater: TaskUpdater, status: HiveStatus, note: str) -> None:
 
 def run_summary(ctx: ServerContext, hive_id: str) -> dict[str, Any]:
     """The verified summary: how the hive ended, its spend, and every task with its verdict."""
-    from ruflo.engine.live import summarise
+    from ruflo.engine.board_engine import summarise
 
     summary = summarise(ctx.store, hive_id).to_json()
     summary["board"] = [_task_line(task) for task in ctx.store.list_tasks(hive_id)]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from ruflo.compare import report as reporting
-from ruflo.compare.runner import Plan, WorkloadRef, check, resolve, run_plan_simulated
+from ruflo.compare.runs import Plan, WorkloadRef, check, resolve, run_plan_simulated
 from ruflo.compare.workloads import BUILTIN
 from ruflo.engine.shapes import SHAPES
 from ruflo.errors import PolicyError

@@ -38,7 +38,7 @@ from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
 from ruflo.server.event_stream import EventHub
 from ruflo.server.guard import Guard
-from ruflo.server.runner import HiveRunner, StoreRunner
+from ruflo.server.hive_runner import HiveRunner, StoreRunner
 from ruflo.server.schemas import ErrorBody
 from ruflo.store.base import Store
 

@@ -14,8 +14,8 @@ from ruflo.gateway.base import Gateway
 from ruflo.server.auth import Authenticator, Caller, Unauthenticated
 from ruflo.server.event_stream import EventHub
 from ruflo.server.gateway_status import GatewayState
+from ruflo.server.hive_runner import HiveRunner
 from ruflo.server.metrics import ServerMetrics
-from ruflo.server.runner import HiveRunner
 from ruflo.store.base import Store
 
 if TYPE_CHECKING:

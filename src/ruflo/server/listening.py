@@ -1,6 +1,6 @@
 """How ruflo's web server listens (`ruflo serve`, `ruflo demo`, `ruflo mcp` over HTTP, the tests):
 the bind check, uvicorn's settings, a server that drains the streams on SIGTERM, and the live
-engine's hive runner. Depends on uvicorn, the server's context and ruflo.engine.runner.
+engine's hive runner. Depends on uvicorn, the server's context and ruflo.engine.server_hosting.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.gateway.base import Gateway
-    from ruflo.server.runner import HiveRunner
+    from ruflo.server.hive_runner import HiveRunner
     from ruflo.store.base import Store
 
 GRACEFUL_SECONDS = 5
@@ -82,6 +82,6 @@ def build_server(asgi_app: Any, host: str, port: int) -> Any:
 
 def engine_runner(store: Store, gateway: Gateway | None, settings: Settings) -> HiveRunner:
     """The live engine's hive runner, which `ruflo serve` and `ruflo demo` hand to their routes."""
-    from ruflo.engine.runner import server_runner
+    from ruflo.engine.server_hosting import server_runner
 
     return server_runner(store, gateway, settings)

@@ -15,6 +15,7 @@ from ruflo.shell.managers import (
     Pipx,
     default_managers,
 )
+from ruflo.shell.package_command import CommandResult, Runner
 from ruflo.shell.plan import Action, ManagerPlan, PlanItem, make_plan, plan_manager
 from ruflo.shell.reconcile import (
     ItemResult,
@@ -25,7 +26,6 @@ from ruflo.shell.reconcile import (
     summary_line,
 )
 from ruflo.shell.report import ShellState
-from ruflo.shell.runner import CommandResult, Runner
 
 __all__ = [
     "MANAGERS",

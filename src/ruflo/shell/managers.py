@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ruflo.shell.inventory import PackageSpec
-from ruflo.shell.runner import CommandResult, Runner
+from ruflo.shell.package_command import CommandResult, Runner
 
 
 class ListingFailed(Exception):

@@ -18,7 +18,7 @@ from ruflo.shell.managers import (
     default_managers,
     removal_present,
 )
-from ruflo.shell.runner import Runner
+from ruflo.shell.package_command import Runner
 
 
 class Action(enum.StrEnum):

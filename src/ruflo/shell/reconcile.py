@@ -32,9 +32,9 @@ from ruflo.shell.managers import (
     default_managers,
     removal_present,
 )
+from ruflo.shell.package_command import CommandResult, Runner
 from ruflo.shell.plan import Action, ManagerPlan, PlanItem, list_installed, plan_manager
 from ruflo.shell.report import ReconcileLog, ShellState, iso_now
-from ruflo.shell.runner import CommandResult, Runner
 
 
 class Outcome(enum.StrEnum):

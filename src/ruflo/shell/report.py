@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ruflo.shell.runner import CommandResult
+from ruflo.shell.package_command import CommandResult
 
 LOG_LIMIT = 1_000_000
 """Bytes; past this the log is rotated to reconcile.log.1 at the start of a run."""

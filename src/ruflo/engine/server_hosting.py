@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ruflo.agents import Executor, executor_for
+from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
 from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
-from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.engine.start import GatewayPlanner, seed_board
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.event_kinds import EventKind
@@ -61,7 +61,7 @@ class Hosting:
     """One engine driving one hive in this server."""
 
     hive_id: str
-    engine: LiveEngine | CompanyEngine
+    engine: BoardEngine | CompanyEngine
     agents: list[str]
     """The agents this server adopted (their `worker_id` is the server's)."""
     run: asyncio.Task[None] | None = None
@@ -331,7 +331,7 @@ class EngineRunner:
         except RufloError:
             log.exception("hive %s: could not record why its engine stopped", hive_id)
 
-    async def _engine(self, hive: Hive, hosted: list[str] | None) -> LiveEngine | CompanyEngine:
+    async def _engine(self, hive: Hive, hosted: list[str] | None) -> BoardEngine | CompanyEngine:
         from ruflo.agents.commands import command_env
 
         config = hive.config
@@ -345,7 +345,7 @@ class EngineRunner:
             return CompanyEngine(self.store, hive.id, gateway=gateway, params=params,
                                  executors=self.executors, model=model, env=env,
                                  clock=self.clock)
-        return LiveEngine(self.store, hive.id, gateway=gateway, params=params,
+        return BoardEngine(self.store, hive.id, gateway=gateway, params=params,
                           executors=self.executors, model=model, env=env, hosted=hosted,
                           clock=self.clock)
 

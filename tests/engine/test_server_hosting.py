@@ -1,4 +1,4 @@
-"""The server's hive runner (engine/runner.py) against the real SQLite store and a ScriptedGateway
+"""The server's hive runner (engine/server_hosting.py) against the real SQLite store and a ScriptedGateway
 over real HTTP: hives it starts run to done, it re-attaches to hives a previous server left
 running (their claims go back to the board), a resume brings back an engine that is gone, its
 shutdown hands every claim back, an engine that can't run pauses its hive with the reason, and
@@ -18,7 +18,7 @@ import pytest
 from agent_scripts import work_rules
 from ruflo.config import Settings, load_settings
 from ruflo.engine.clock import ManualClock
-from ruflo.engine.runner import SERVER_PREFIX, EngineRunner
+from ruflo.engine.server_hosting import SERVER_PREFIX, EngineRunner
 from ruflo.errors import Conflict
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
@@ -340,7 +340,7 @@ async def test_a_second_runner_leaves_a_driven_hive_alone_then_takes_over_when_i
         await first.start(hive.id)
         await until(lambda: bool(store.list_tasks(hive.id, states=[TaskState.CLAIMED])),
                     meanwhile=lambda: clock.advance(0.05))
-        caplog.set_level("WARNING", logger="ruflo.engine.runner")
+        caplog.set_level("WARNING", logger="ruflo.engine.server_hosting")
         await second.attach()
         assert second.hosting == {}
         assert hive.id in second.watching

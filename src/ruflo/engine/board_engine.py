@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ruflo.memory.notes import Memory
     from ruflo.store.base import Store
 
-__all__ = ["LiveEngine", "LiveParams", "RunSummary", "summarise"]
+__all__ = ["BoardEngine", "LiveParams", "RunSummary", "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def summarise(store: Store, hive_id: str) -> RunSummary:
                       coordination_tokens=coordination.tokens, calls=spend.calls)
 
 
-class LiveEngine(PolicyBoardEngine):
+class BoardEngine(PolicyBoardEngine):
     """Drives one stored hive by a policy (swarm, round robin, solo): see `run` for the loop."""
 
     FOLLOWED = FOLLOWED

@@ -23,8 +23,8 @@ from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Event, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
+    from ruflo.engine.board_engine import BoardEngine, LiveParams
     from ruflo.engine.company import CompanyEngine
-    from ruflo.engine.live import LiveEngine, LiveParams
     from ruflo.gateway.base import Gateway
     from ruflo.store.base import Store
     from ruflo.workload import Workload
@@ -33,7 +33,7 @@ BASELINE = "baseline"
 KILLED_VARIANT = "killed"
 
 LIVE_ENGINE = ("live: ruflo.engine.company.engine_for — ruflo.engine.company (company), "
-               "ruflo.engine.live (swarm, solo, round_robin)")
+               "ruflo.engine.board_engine (swarm, solo, round_robin)")
 """What drives live runs, as the report's settings name it."""
 
 APPROVAL_KINDS = ("budget_override", "hire", "strategy")
@@ -444,7 +444,7 @@ def company_org(crew: Sequence[Agent]) -> list[Agent]:
           for a in crew)]
 
 
-async def _kill_mid_run(engine: LiveEngine | CompanyEngine, store: Store, hive_id: str, crew: Sequence[Agent],
+async def _kill_mid_run(engine: BoardEngine | CompanyEngine, store: Store, hive_id: str, crew: Sequence[Agent],
                         fraction: float, seed: int) -> None:
     """When the first task is claimed, kill a fraction of the agents as crashed processes die:
     the first claimer (so the kill hits work in flight) and others chosen by the seed."""
