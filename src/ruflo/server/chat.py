@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ruflo.errors import Conflict, GatewayError, NotFound, PolicyError, RufloError
 from ruflo.gateway.base import ChatMessage, ModelInfo
 from ruflo.model import Conversation, Message, utcnow
+from ruflo.server import chat_markdown
 from ruflo.server.chat_stream import DEFAULT_TITLE, ChatGeneration
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.gateway_status import UNCONFIGURED, GatewayState, describe_gateway_error
@@ -137,6 +138,8 @@ def message_json(message: Message, children: dict[str | None, list[str]],
                            "updatedAt": iso(message.updated_at), "ancestors": ancestors,
                            "children": children.get(message.id, []),
                            "interrupted": message.interrupted}
+    if message.role == "assistant":
+        out["html"] = chat_markdown.render(message.content)
     for key in ("updates", "reasoning", "files", "model", "usage", "cost", "error"):
         if key in message.data:
             out[key] = message.data[key]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ruflo.errors import GatewayAuthError, GatewayError
 from ruflo.gateway.base import CallContext, ChatMessage, ChatResult, Gateway
 from ruflo.model import Conversation, CostKind, Message
+from ruflo.server.chat_markdown import render
 from ruflo.server.gateway_status import describe_gateway_error
 from ruflo.server.metrics import ServerMetrics
 from ruflo.server.wire import sse_frame
@@ -27,6 +29,8 @@ DEFAULT_TITLE = "New Chat"
 TITLE_PROMPT = ("Write a title of at most six words for a conversation that starts with the "
                 "message below. Answer with the title only, no quotes.")
 TITLE_WAIT_SECONDS = 10.0
+RENDER_SECONDS = 0.1
+"""The least time between two renders of an answer being streamed."""
 
 
 def words_title(text: str, limit: int = 60) -> str:
@@ -45,6 +49,27 @@ def clean_title(text: str | None) -> str | None:
     if title.lower().startswith("title:"):
         title = title[6:].strip()
     return title[:100] or None
+
+
+class Painter:
+    """When to send the answer so far as sanitized HTML while it streams: as often as rendering
+    stays a small share of the time (at most every RENDER_SECONDS), so a long answer costs no
+    more than a short one per second. The page shows the last HTML plus the raw text after it,
+    so nothing flickers or waits for a render."""
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.gap = RENDER_SECONDS
+
+    def frame(self, parts: list[str]) -> bytes | None:
+        now = time.perf_counter()
+        if now < self.next_at:
+            return None
+        text = "".join(parts)
+        html = render(text)
+        spent = time.perf_counter() - now
+        self.next_at = now + max(self.gap, spent * 10)
+        return sse_frame({"type": "rendered", "html": html, "length": len(text)})
 
 
 class ChatGeneration:
@@ -81,10 +106,14 @@ class ChatGeneration:
                                    "LITELLM_BASE_URL); nothing was sent to a model")
             stream = self.gateway.stream(self.history, model=self.conversation.model,
                                          context=CallContext(kind=CostKind.CHAT))
+            painter = Painter()
             async for delta in stream:
                 if delta.text:
                     parts.append(delta.text)
                     self.queue.put_nowait(sse_frame({"type": "stream", "token": delta.text}))
+                    rendered = painter.frame(parts)
+                    if rendered is not None:
+                        self.queue.put_nowait(rendered)
                 if delta.done:
                     result = delta.result
         except asyncio.CancelledError:
@@ -118,6 +147,7 @@ class ChatGeneration:
             self.queue.put_nowait(sse_frame({"type": "status", "status": "error",
                                              "message": failure}))
         self.queue.put_nowait(sse_frame({"type": "finalAnswer", "text": content,
+                                         "html": render(content),
                                          "interrupted": interrupted}))
         if title_task is not None:
             await self._finish_title(title_task, wait=not interrupted)

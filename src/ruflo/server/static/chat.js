@@ -63,10 +63,28 @@
     return path;
   }
 
+  // Assistant answers arrive as HTML the server rendered from Markdown and sanitized
+  // (server/chat_markdown.py); a person's own words are shown as typed.
+  function showHtml(body, html) {
+    body.innerHTML = html;
+    for (const code of body.querySelectorAll("pre > code")) {
+      const copy = el("button", { type: "button", class: "copy-code", text: "Copy",
+                                  "aria-label": "Copy the code" });
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(code.textContent);
+          copy.textContent = "Copied";
+        } catch (error) { toast("Could not copy: " + error.message); }
+      });
+      code.parentElement.before(el("div", { class: "code-tools" }, copy));
+    }
+  }
+
   function bubble(role, text, options) {
     const opts = options || {};
     const who = role === "user" ? "You" : role === "assistant" ? (opts.model || "Assistant") : "System";
-    const body = el("div", { class: "message-body", text: text });
+    const body = el("div", { class: "message-body" + (opts.html === undefined ? " plain" : " markdown") });
+    if (opts.html !== undefined) showHtml(body, opts.html); else body.textContent = text;
     const node = el("article", { class: "message " + role, "aria-label": "Message from " + who },
       el("header", { class: "message-from", text: who }), body);
     if (opts.interrupted) node.append(el("p", { class: "note", text: "stopped before the end" }));
@@ -83,7 +101,8 @@
         text: "Ask anything. Answers stream from the model chosen below." }));
     }
     for (const m of shown) {
-      thread.append(bubble(m.from, m.content, { model: m.model, interrupted: m.interrupted && m.from === "assistant", error: m.error }));
+      thread.append(bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined,
+                                                interrupted: m.interrupted && m.from === "assistant", error: m.error }));
     }
     thread.scrollTop = thread.scrollHeight;
   }
@@ -149,7 +168,7 @@
       const empty = $("thread-empty");
       if (empty) empty.remove();
       thread.append(bubble("user", text));
-      const answer = bubble("assistant", "", { model: model });
+      const answer = bubble("assistant", "", { model: model, html: "" });
       answer.classList.add("streaming");
       thread.append(answer);
       thread.scrollTop = thread.scrollHeight;
@@ -157,10 +176,16 @@
       const buffered = Boolean(state.settings.disableStream);
       let written = "";
       let painting = false;
-      // Tokens can come faster than frames: paint the text once per frame, not per token.
+      // The last HTML the server rendered, then the raw text that came after it: new tokens
+      // only grow the tail, and each render replaces both at once, so nothing flickers.
+      const rendered = el("div", { class: "rendered" });
+      const tail = el("span", { class: "tail" });
+      body.append(rendered, tail);
+      let renderedLength = 0;
+      // Tokens can come faster than frames: paint once per frame, not per token.
       const paint = () => {
         painting = false;
-        body.textContent = written;
+        tail.textContent = written.slice(renderedLength);
         thread.scrollTop = thread.scrollHeight;
       };
       const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", { inputs: text });
@@ -170,9 +195,16 @@
         if (update.type === "stream") {
           written += update.token;
           if (!buffered && !painting) { painting = true; window.requestAnimationFrame(paint); }
+        } else if (update.type === "rendered") {
+          if (!buffered) {
+            rendered.innerHTML = update.html;
+            renderedLength = update.length;
+            if (!painting) { painting = true; window.requestAnimationFrame(paint); }
+          }
         } else if (update.type === "finalAnswer") {
           written = update.text;
-          body.textContent = written;
+          body.textContent = "";
+          showHtml(body, update.html);
           if (update.interrupted) answer.append(el("p", { class: "note", text: "stopped before the end" }));
         } else if (update.type === "status" && update.status === "error") {
           answer.append(el("p", { class: "error", role: "alert", text: update.message }));
