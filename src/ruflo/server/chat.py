@@ -18,7 +18,9 @@ from ruflo.errors import Conflict, GatewayError, NotFound, PolicyError, RufloErr
 from ruflo.gateway.base import ChatMessage, ModelInfo
 from ruflo.model import Conversation, Message, utcnow
 from ruflo.server import chat_markdown
+from ruflo.server.access import CallerDep
 from ruflo.server.chat_stream import DEFAULT_TITLE, ChatGeneration
+from ruflo.server.chat_tools import RUFLO_TOOLS, ChatTool, ToolSession, ToolUse, policy_of
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.gateway_status import UNCONFIGURED, GatewayState, describe_gateway_error
 from ruflo.server.schemas import (
@@ -32,6 +34,8 @@ from ruflo.server.schemas import (
     ModelEntry,
     RefreshAnswer,
     StopAnswer,
+    ToolDecision,
+    ToolDecisionAnswer,
     UserSettings,
 )
 from ruflo.server.wire import SSE_HEADERS, iso
@@ -140,7 +144,7 @@ def message_json(message: Message, children: dict[str | None, list[str]],
                            "interrupted": message.interrupted}
     if message.role == "assistant":
         out["html"] = chat_markdown.render(message.content)
-    for key in ("updates", "reasoning", "files", "model", "usage", "cost", "error"):
+    for key in ("updates", "reasoning", "files", "model", "usage", "cost", "error", "tools"):
         if key in message.data:
             out[key] = message.data[key]
     return out
@@ -245,9 +249,12 @@ def chat_history(branch: Sequence[Message]) -> list[ChatMessage]:
                               "description": "SSE: JSON updates `status` (started, error), "
                                              "`stream` (token), `finalAnswer`, `title`."}})
 async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx: Ctx,
-                       user: User) -> StreamingResponse:
+                       caller: CallerDep) -> StreamingResponse:
     """Add a user message (as a child of `id`, or after the newest message) and stream the
-    model's answer. With `is_retry`, answer the user message `id` again as a new branch."""
+    model's answer. With `is_retry`, answer the user message `id` again as a new branch.
+    The model is offered the caller's tools (GET /api/v2/tools); a call whose policy is `ask`
+    waits for POST .../tool-calls/{call_id}."""
+    user = caller.name
     conversation = owned_conversation(ctx, conversation_id, user)
     if conversation.id in ctx.chats.running:
         raise Conflict("an answer is already being written in this conversation; stop it "
@@ -278,7 +285,9 @@ async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx
         assistant=answer, history=chat_history(path_to(question.id, by_id)),
         title_from=question.content if first_question and conversation.title == DEFAULT_TITLE
         else None,
-        task_model=ctx.settings.task_model)
+        task_model=ctx.settings.task_model,
+        tools=ToolSession(ToolUse(ctx, caller), offered_tools(ctx),
+                          tool_policies(ctx, user), lambda _: None))
     ctx.chats.start(generation)
     return StreamingResponse(generation.frames(), media_type="text/event-stream",
                              headers=SSE_HEADERS)
@@ -289,6 +298,41 @@ async def stop_generating(conversation_id: ConversationId, ctx: Ctx, user: User)
     """Stop the answer being written; what was written so far is kept, marked interrupted."""
     conversation = owned_conversation(ctx, conversation_id, user)
     return {"stopped": await ctx.chats.stop(conversation.id)}
+
+
+@router.post("/conversations/{conversation_id}/tool-calls/{call_id}",
+             response_model=ToolDecisionAnswer)
+async def decide_tool_call(conversation_id: ConversationId,
+                           call_id: Annotated[str, Path(max_length=200)], body: ToolDecision,
+                           ctx: Ctx, user: User) -> Any:
+    """Allow or deny a tool call that waits for the person (its policy is `ask`)."""
+    conversation = owned_conversation(ctx, conversation_id, user)
+    generation = ctx.chats.running.get(conversation.id)
+    if generation is None or not generation.tools.decide(call_id, body.decision == "allow"):
+        raise NotFound(f"no tool call {call_id!r} waits for a decision in this conversation")
+    return {"decided": True}
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+def offered_tools(ctx: ServerContext) -> list[ChatTool]:
+    return list(RUFLO_TOOLS)
+
+
+def tool_policies(ctx: ServerContext, user: str) -> dict[str, Any]:
+    policies = ctx.store.get_user_settings(user).get("toolPolicies")
+    return dict(policies) if isinstance(policies, dict) else {}
+
+
+@router.get("/tools")
+async def list_tools(ctx: Ctx, user: User) -> dict[str, Any]:
+    """The tools a chat model may be offered, each with the caller's policy (allow, ask, off;
+    set them with POST /api/v2/user/settings {"toolPolicies": {name: policy}})."""
+    policies = tool_policies(ctx, user)
+    return {"tools": [{"name": t.name, "title": t.title, "description": t.description,
+                       "source": t.source, "changes": t.changes,
+                       "policy": policy_of(t, policies), "default": t.default_policy}
+                      for t in offered_tools(ctx)]}
 
 
 # -- user settings and export ------------------------------------------------------------------

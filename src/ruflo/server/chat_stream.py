@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 from ruflo.errors import GatewayAuthError, GatewayError
 from ruflo.gateway.base import CallContext, ChatMessage, ChatResult, Gateway
@@ -31,6 +31,8 @@ TITLE_PROMPT = ("Write a title of at most six words for a conversation that star
 TITLE_WAIT_SECONDS = 10.0
 RENDER_SECONDS = 0.1
 """The least time between two renders of an answer being streamed."""
+MAX_TOOL_TURNS = 8
+"""Model turns with tools offered in one answer; the last turn is offered none, so it answers."""
 
 
 def words_title(text: str, limit: int = 60) -> str:
@@ -72,12 +74,58 @@ class Painter:
         return sse_frame({"type": "rendered", "html": html, "length": len(text)})
 
 
+class Tools(Protocol):
+    """The tools offered to the model in one answer (server/chat_tools.py's ToolSession)."""
+
+    emit: Callable[[dict[str, Any]], None]
+    log: list[dict[str, Any]]
+
+    def specs(self) -> list[dict[str, Any]] | None: ...
+
+    def decide(self, call_id: str, allow: bool) -> bool: ...
+
+    async def call(self, call_id: str, name: str, arguments: str) -> str: ...
+
+
+class NoTools:
+    """No tool offered: the model only writes."""
+
+    def __init__(self) -> None:
+        self.emit: Callable[[dict[str, Any]], None] = lambda _: None
+        self.log: list[dict[str, Any]] = []
+
+    def specs(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def decide(self, call_id: str, allow: bool) -> bool:
+        return False
+
+    async def call(self, call_id: str, name: str, arguments: str) -> str:
+        return '{"error": "no tools are offered here"}'
+
+
+class Spent:
+    """What every model call of one answer used (a tool call takes one more turn)."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost: float | None = None
+
+    def add(self, result: ChatResult) -> None:
+        self.prompt_tokens += result.usage.prompt_tokens
+        self.completion_tokens += result.usage.completion_tokens
+        if result.cost is not None:
+            self.cost = (self.cost or 0.0) + result.cost
+
+
 class ChatGeneration:
     """One answer being written."""
 
     def __init__(self, *, store: Store, gateway: Gateway | None, metrics: ServerMetrics,
                  conversation: Conversation, assistant: Message, history: Sequence[ChatMessage],
-                 title_from: str | None, task_model: str | None) -> None:
+                 title_from: str | None, task_model: str | None,
+                 tools: Tools | None = None) -> None:
         self.store = store
         self.gateway = gateway
         self.metrics = metrics
@@ -88,11 +136,15 @@ class ChatGeneration:
         """The first user message, when this answer should also name the conversation."""
         self.task_model = task_model
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.tools: Tools = tools or NoTools()
+        self.tools.emit = lambda entry: self.queue.put_nowait(sse_frame({"type": "tool",
+                                                                         "call": entry}))
         self.task: asyncio.Task[None] = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         parts: list[str] = []
         result: ChatResult | None = None
+        spent = Spent()
         interrupted = False
         failure: str | None = None
         title_task = asyncio.create_task(self._title()) if self.title_from is not None else None
@@ -104,18 +156,33 @@ class ChatGeneration:
             if self.gateway is None:
                 raise GatewayError("no gateway is configured (set OPENAI_BASE_URL or "
                                    "LITELLM_BASE_URL); nothing was sent to a model")
-            stream = self.gateway.stream(self.history, model=self.conversation.model,
-                                         context=CallContext(kind=CostKind.CHAT))
+            messages = list(self.history)
             painter = Painter()
-            async for delta in stream:
-                if delta.text:
-                    parts.append(delta.text)
-                    self.queue.put_nowait(sse_frame({"type": "stream", "token": delta.text}))
-                    rendered = painter.frame(parts)
-                    if rendered is not None:
-                        self.queue.put_nowait(rendered)
-                if delta.done:
-                    result = delta.result
+            for turn in range(MAX_TOOL_TURNS + 1):
+                offered = self.tools.specs() if turn < MAX_TOOL_TURNS else None
+                if turn and parts and not "".join(parts[-1:]).endswith("\n"):
+                    parts.append("\n\n")  # the words after a tool call start a paragraph
+                result = None
+                async for delta in self.gateway.stream(messages, model=self.conversation.model,
+                                                       context=CallContext(kind=CostKind.CHAT),
+                                                       tools=offered):
+                    if delta.text:
+                        parts.append(delta.text)
+                        self.queue.put_nowait(sse_frame({"type": "stream", "token": delta.text}))
+                        rendered = painter.frame(parts)
+                        if rendered is not None:
+                            self.queue.put_nowait(rendered)
+                    if delta.done:
+                        result = delta.result
+                if result is not None:
+                    spent.add(result)
+                if result is None or not result.tool_calls:
+                    break
+                messages.append(result.as_message())
+                for call in result.tool_calls:
+                    messages.append({"role": "tool", "tool_call_id": call.id,
+                                     "content": await self.tools.call(call.id, call.name,
+                                                                      call.arguments)})
         except asyncio.CancelledError:
             interrupted = True
         except GatewayError as error:
@@ -135,10 +202,12 @@ class ChatGeneration:
         data: dict[str, Any] = dict(self.assistant.data)
         if result is not None:
             data.update(model=result.model or self.conversation.model,
-                        usage={"prompt_tokens": result.usage.prompt_tokens,
-                               "completion_tokens": result.usage.completion_tokens},
-                        cost=result.cost, requestId=result.request_id,
+                        usage={"prompt_tokens": spent.prompt_tokens,
+                               "completion_tokens": spent.completion_tokens},
+                        cost=spent.cost, requestId=result.request_id,
                         finishReason=result.finish_reason)
+        if self.tools.log:
+            data["tools"] = self.tools.log
         if failure is not None:
             data["error"] = failure
         self.store.update_message(self.assistant.id, content=content, interrupted=interrupted,

@@ -275,6 +275,18 @@ class UserSettings(Body):
     shareConversationsWithModelAuthors: bool | None = None
     multimodalOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
     toolsOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
+    toolPolicies: dict[SettingKey, Literal["allow", "ask", "off"]] | None = Field(
+        default=None, max_length=1_000)
+    """Per chat tool (GET /api/v2/tools): allow runs at once, ask waits for the person, off is
+    not offered."""
+
+
+class ToolDecision(Body):
+    decision: Literal["allow", "deny"]
+
+
+class ToolDecisionAnswer(BaseModel):
+    decided: bool
 
 
 # -- hives -------------------------------------------------------------------------------------
