@@ -106,7 +106,7 @@ def card(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
 
 async def start_hive(use: ToolUse, args: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"objective": _text(args, "objective")}
-    for key in ("name", "mode", "agents", "org"):
+    for key in ("name", "mode", "agents", "org", "tasks"):
         if args.get(key) is not None:
             body[key] = args[key]
     if args.get("max_tokens") is not None:
@@ -190,6 +190,11 @@ RUFLO_TOOLS: tuple[ChatTool, ...] = (
                       "org": {"type": "array", "items": _object(
                           {"name": {"type": "string"}, "role": {"type": "string"},
                            "reports_to": {"type": "string"}}, ["name"])},
+                      "tasks": {"type": "array", "description": "First tasks on the board "
+                                "(default: the objective is the first task)",
+                                "items": _object({"title": {"type": "string"},
+                                                  "description": {"type": "string"}},
+                                                 ["title"])},
                       "max_tokens": {"type": "integer", "minimum": 1}}, ["objective"]),
              True, start_hive),
     ChatTool("ruflo_list_hives", "List hives", "The newest hives with their status and counts.",

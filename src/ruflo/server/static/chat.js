@@ -68,6 +68,7 @@
   function showHtml(body, html) {
     body.innerHTML = html;
     for (const code of body.querySelectorAll("pre > code")) {
+      code.parentElement.tabIndex = 0;  // a long line scrolls: keyboard users can too
       const copy = el("button", { type: "button", class: "copy-code", text: "Copy",
                                   "aria-label": "Copy the code" });
       copy.addEventListener("click", async () => {
@@ -87,12 +88,14 @@
     if (opts.html !== undefined) showHtml(body, opts.html); else body.textContent = text;
     const node = el("article", { class: "message " + role, "aria-label": "Message from " + who },
       el("header", { class: "message-from", text: who }), body);
+    for (const call of opts.tools || []) window.rufloChatTools.showCall(node, call, null);
     if (opts.interrupted) node.append(el("p", { class: "note", text: "stopped before the end" }));
     if (opts.error) node.append(el("p", { class: "error", role: "alert", text: opts.error }));
     return node;
   }
 
   function renderThread() {
+    window.rufloChatTools.stopFollowing();
     const thread = $("thread");
     thread.textContent = "";
     const shown = branch(state.messages).filter((m) => m.from !== "system" || m.content);
@@ -101,7 +104,7 @@
         text: "Ask anything. Answers stream from the model chosen below." }));
     }
     for (const m of shown) {
-      thread.append(bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined,
+      thread.append(bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined, tools: m.tools,
                                                 interrupted: m.interrupted && m.from === "assistant", error: m.error }));
     }
     thread.scrollTop = thread.scrollHeight;
@@ -206,6 +209,8 @@
           body.textContent = "";
           showHtml(body, update.html);
           if (update.interrupted) answer.append(el("p", { class: "note", text: "stopped before the end" }));
+        } else if (update.type === "tool") {
+          window.rufloChatTools.showCall(answer, update.call, decideCall);
         } else if (update.type === "status" && update.status === "error") {
           answer.append(el("p", { class: "error", role: "alert", text: update.message }));
         } else if (update.type === "title") {
@@ -225,6 +230,12 @@
     } finally {
       setGenerating(false);
     }
+  }
+
+  // The person's answer to a tool call that waits for it.
+  async function decideCall(callId, decision) {
+    await api("POST", "/api/v2/conversations/" + state.current + "/tool-calls/" + encodeURIComponent(callId),
+              { decision: decision });
   }
 
   async function stop() {
@@ -281,6 +292,7 @@
     $("settings-prompt").value = (s.customPrompts || {})[model] || "";
     $("settings-nostream").checked = Boolean(s.disableStream);
     $("settings").showModal();
+    window.rufloChatTools.fillSettings($("tool-policies"));
   }
 
   async function saveSettings(event) {
@@ -291,7 +303,8 @@
     if (prompt) prompts[model] = prompt; else delete prompts[model];
     try {
       state.settings = await api("POST", "/api/v2/user/settings", {
-        activeModel: model, customPrompts: prompts, disableStream: $("settings-nostream").checked });
+        activeModel: model, customPrompts: prompts, disableStream: $("settings-nostream").checked,
+        toolPolicies: window.rufloChatTools.chosenPolicies($("tool-policies")) });
       $("settings").close();
       if (!state.current) fillModels($("model"), state.models, state.settings.activeModel);
       toast("Settings saved.");
