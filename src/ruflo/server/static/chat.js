@@ -8,7 +8,7 @@
 
   const state = {
     conversations: [], page: 0, current: null, messages: [], models: [], settings: {},
-    generating: false,
+    generating: false, choice: new Map(),
   };
 
   function setTitle(text) {
@@ -42,25 +42,81 @@
   }
 
   // -- thread -----------------------------------------------------------------------------
-  // The branch shown: from the root, always the newest child (an edit or retry branches).
-  function branch(messages) {
+  // The message tree: an edit or a retry adds a sibling. The branch shown follows, from the
+  // root, the child chosen at each fork (state.choice) or else the newest one.
+  function childrenByParent(messages) {
     const byParent = new Map();
-    let root = null;
     for (const m of messages) {
-      if (m.parentId === null || m.parentId === undefined) { if (!root) root = m; continue; }
+      if (m.parentId === null || m.parentId === undefined) continue;
       if (!byParent.has(m.parentId)) byParent.set(m.parentId, []);
       byParent.get(m.parentId).push(m);
     }
+    return byParent;
+  }
+
+  function branch(messages) {
+    const byParent = childrenByParent(messages);
     const path = [];
-    let node = root;
+    let node = messages.find((m) => m.parentId === null || m.parentId === undefined);
     const seen = new Set();
     while (node && !seen.has(node.id)) {
       seen.add(node.id);
       path.push(node);
       const kids = byParent.get(node.id) || [];
-      node = kids[kids.length - 1];
+      const chosen = state.choice.get(node.id);
+      node = kids.find((k) => k.id === chosen) || kids[kids.length - 1];
     }
     return path;
+  }
+
+  // "‹ 2 / 3 ›" under a message that has siblings: moves to another branch at that fork.
+  function versions(m, siblings) {
+    const at = siblings.findIndex((s) => s.id === m.id);
+    const go = (step) => () => {
+      state.choice.set(m.parentId, siblings[at + step].id);
+      renderThread();
+    };
+    const previous = el("button", { type: "button", class: "small", text: "‹", "aria-label": "Previous version",
+                                    disabled: at === 0 || state.generating });
+    const next = el("button", { type: "button", class: "small", text: "›", "aria-label": "Next version",
+                                disabled: at === siblings.length - 1 || state.generating });
+    previous.addEventListener("click", go(-1));
+    next.addEventListener("click", go(1));
+    return el("span", { class: "versions" }, previous,
+      el("span", { class: "version-count", text: (at + 1) + " / " + siblings.length }), next);
+  }
+
+  function messageTools(m, node, siblings) {
+    const bar = el("div", { class: "message-tools" });
+    if (siblings.length > 1) bar.append(versions(m, siblings));
+    if (m.from === "user") {
+      const edit = el("button", { type: "button", class: "small", text: "Edit", "aria-label": "Edit this message" });
+      edit.addEventListener("click", () => startEdit(m, node));
+      bar.append(edit);
+    } else if (m.from === "assistant") {
+      const retry = el("button", { type: "button", class: "small", text: "Retry", "aria-label": "Retry this answer" });
+      retry.addEventListener("click", () => { if (!state.generating) send(null, { retry: m.parentId }); });
+      bar.append(retry);
+    }
+    return bar;
+  }
+
+  // Editing a sent message writes a new one beside it (a new branch); the old one stays.
+  function startEdit(m, node) {
+    if (state.generating) return;
+    const body = node.querySelector(".message-body");
+    const area = el("textarea", { rows: "3", "aria-label": "Edit your message" });
+    area.value = m.content;
+    const save = el("button", { type: "submit", class: "primary", text: "Send the edit" });
+    const cancel = el("button", { type: "button", text: "Cancel" });
+    const form = el("form", { class: "edit-form" }, area, el("div", { class: "composer-row end" }, cancel, save));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (area.value.trim()) send(area.value, { parent: m.parentId });
+    });
+    cancel.addEventListener("click", () => renderThread());
+    body.replaceWith(form);
+    area.focus();
   }
 
   // Assistant answers arrive as HTML the server rendered from Markdown and sanitized
@@ -94,18 +150,25 @@
     return node;
   }
 
-  function renderThread() {
+  // The branch shown; `upTo` (a message id) cuts it after that message (an edit or retry is
+  // being written below it).
+  function renderThread(upTo) {
     window.rufloChatTools.stopFollowing();
     const thread = $("thread");
     thread.textContent = "";
-    const shown = branch(state.messages).filter((m) => m.from !== "system" || m.content);
+    let path = branch(state.messages);
+    if (upTo) path = path.slice(0, path.findIndex((m) => m.id === upTo) + 1);
+    const byParent = childrenByParent(state.messages);
+    const shown = path.filter((m) => m.from !== "system" || m.content);
     if (!shown.length) {
       thread.append(el("p", { id: "thread-empty", class: "muted",
         text: "Ask anything. Answers stream from the model chosen below." }));
     }
     for (const m of shown) {
-      thread.append(bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined, tools: m.tools,
-                                                interrupted: m.interrupted && m.from === "assistant", error: m.error }));
+      const node = bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined, tools: m.tools,
+                                               interrupted: m.interrupted && m.from === "assistant", error: m.error });
+      if (m.from !== "system" && !state.generating) node.append(messageTools(m, node, byParent.get(m.parentId) || [m]));
+      thread.append(node);
     }
     thread.scrollTop = thread.scrollHeight;
   }
@@ -115,6 +178,7 @@
       const conversation = await api("GET", "/api/v2/conversations/" + id);
       state.current = conversation.id;
       state.messages = conversation.messages;
+      state.choice = new Map();
       setTitle(conversation.title);
       fillModels($("model"), state.models, conversation.model);
       if (push) history.pushState({ id: id }, "", "/conversation/" + id);
@@ -131,6 +195,7 @@
   function newChat(push) {
     state.current = null;
     state.messages = [];
+    state.choice = new Map();
     setTitle("New chat");
     $("rename").disabled = true;
     $("delete").disabled = true;
@@ -149,8 +214,11 @@
     $("thread").setAttribute("aria-busy", on ? "true" : "false");
   }
 
-  async function send(text) {
-    if (state.generating || !text.trim()) return;
+  // Send a message (below the branch shown, or below `how.parent`: an edit), or answer the user
+  // message `how.retry` again. Either way the new messages become the branch shown.
+  async function send(text, how) {
+    const opts = how || {};
+    if (state.generating || (!opts.retry && !text.trim())) return;
     const model = $("model").value || state.settings.activeModel || boot.defaultModel;
     setGenerating(true);
     $("chat-status").textContent = "Sending…";
@@ -167,10 +235,15 @@
         state.conversations.unshift({ id: state.current, title: "New Chat", model: model });
         renderConversations();
       }
+      const shownPath = branch(state.messages);
+      const parent = opts.retry || opts.parent || (shownPath.length ? shownPath[shownPath.length - 1].id : null);
+      if (parent) state.choice.delete(parent);
+      if (opts.retry || opts.parent) renderThread(parent);
       const thread = $("thread");
+      for (const tools of thread.querySelectorAll(".message-tools")) tools.remove();
       const empty = $("thread-empty");
       if (empty) empty.remove();
-      thread.append(bubble("user", text));
+      if (!opts.retry) thread.append(bubble("user", text));
       const answer = bubble("assistant", "", { model: model, html: "" });
       answer.classList.add("streaming");
       thread.append(answer);
@@ -191,7 +264,9 @@
         tail.textContent = written.slice(renderedLength);
         thread.scrollTop = thread.scrollHeight;
       };
-      const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", { inputs: text });
+      const message = opts.retry ? { id: opts.retry, is_retry: true } : { inputs: text };
+      if (!opts.retry && parent) message.id = parent;
+      const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", message);
       $("chat-status").textContent = "The answer is being written.";
       await readEvents(response, (frame) => {
         const update = frame.data;
@@ -222,20 +297,29 @@
       });
       answer.classList.remove("streaming");
       $("chat-status").textContent = "The answer is complete.";
-      const fresh = await api("GET", "/api/v2/conversations/" + state.current);
-      state.messages = fresh.messages;
     } catch (error) {
       toast(error.message);
       $("chat-status").textContent = "The message could not be sent: " + error.message;
     } finally {
       setGenerating(false);
     }
+    if (state.current) await refreshThread();
   }
 
   // The person's answer to a tool call that waits for it.
   async function decideCall(callId, decision) {
     await api("POST", "/api/v2/conversations/" + state.current + "/tool-calls/" + encodeURIComponent(callId),
               { decision: decision });
+  }
+
+  // The thread again from the store (after an answer: its tree, versions and tools), keeping
+  // the hive cards of an answer that did not change.
+  async function refreshThread() {
+    try {
+      const fresh = await api("GET", "/api/v2/conversations/" + state.current);
+      state.messages = fresh.messages;
+      renderThread();
+    } catch (error) { toast(error.message); }
   }
 
   async function stop() {
