@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -18,9 +18,18 @@ from ruflo.errors import Conflict, GatewayError, NotFound, PolicyError, RufloErr
 from ruflo.gateway.base import ChatMessage, ModelInfo
 from ruflo.model import Conversation, Message, utcnow
 from ruflo.server import chat_markdown
-from ruflo.server.access import CallerDep
+from ruflo.server.access import CallerDep, require_operator
+from ruflo.server.chat_mcp import MAX_SERVERS as MAX_MCP_SERVERS
+from ruflo.server.chat_mcp import McpServer
 from ruflo.server.chat_stream import DEFAULT_TITLE, ChatGeneration
-from ruflo.server.chat_tools import RUFLO_TOOLS, ChatTool, ToolSession, ToolUse, policy_of
+from ruflo.server.chat_tools import (
+    RUFLO_TOOLS,
+    ChatTool,
+    ToolSession,
+    ToolUse,
+    mcp_tools,
+    policy_of,
+)
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.gateway_status import UNCONFIGURED, GatewayState, describe_gateway_error
 from ruflo.server.schemas import (
@@ -30,6 +39,7 @@ from ruflo.server.schemas import (
     ConversationPage,
     ConversationPatch,
     GatewayStatus,
+    McpServerSpec,
     MessageCreate,
     ModelEntry,
     RefreshAnswer,
@@ -286,8 +296,8 @@ async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx
         title_from=question.content if first_question and conversation.title == DEFAULT_TITLE
         else None,
         task_model=ctx.settings.task_model,
-        tools=ToolSession(ToolUse(ctx, caller), offered_tools(ctx),
-                          tool_policies(ctx, user), lambda _: None))
+        tools=ToolSession(ToolUse(ctx, caller), RUFLO_TOOLS, tool_policies(ctx, user),
+                          lambda _: None, more=more_tools(ctx, user)))
     ctx.chats.start(generation)
     return StreamingResponse(generation.frames(), media_type="text/event-stream",
                              headers=SSE_HEADERS)
@@ -315,8 +325,24 @@ async def decide_tool_call(conversation_id: ConversationId,
 
 # -- tools ---------------------------------------------------------------------------------------
 
-def offered_tools(ctx: ServerContext) -> list[ChatTool]:
-    return list(RUFLO_TOOLS)
+def offered_tools(ctx: ServerContext, user: str) -> list[ChatTool]:
+    """ruflo's tools and those already found at the person's MCP servers (never waits)."""
+    found = [(server, tool) for server in mcp_servers(ctx, user)
+             for tool in ctx.mcp.look(server).tools]
+    return [*RUFLO_TOOLS, *mcp_tools(found)]
+
+
+def mcp_servers(ctx: ServerContext, user: str) -> list[McpServer]:
+    stored = ctx.store.get_user_settings(user).get("mcpServers")
+    return [McpServer.of(raw) for raw in stored] if isinstance(stored, list) else []
+
+
+def more_tools(ctx: ServerContext, user: str) -> Callable[[], Awaitable[list[ChatTool]]]:
+    """The person's MCP tools, looked up when the answer starts (waiting only a moment for a
+    server not asked yet)."""
+    async def find() -> list[ChatTool]:
+        return mcp_tools(await ctx.mcp.tools(mcp_servers(ctx, user)))
+    return find
 
 
 def tool_policies(ctx: ServerContext, user: str) -> dict[str, Any]:
@@ -332,7 +358,61 @@ async def list_tools(ctx: Ctx, user: User) -> dict[str, Any]:
     return {"tools": [{"name": t.name, "title": t.title, "description": t.description,
                        "source": t.source, "changes": t.changes,
                        "policy": policy_of(t, policies), "default": t.default_policy}
-                      for t in offered_tools(ctx)]}
+                      for t in offered_tools(ctx, user)]}
+
+
+def server_json(ctx: ServerContext, server: McpServer) -> dict[str, Any]:
+    """A server as settings show it: header values hidden, with what was found there."""
+    return {"name": server.name, "url": server.url, "command": list(server.command) or None,
+            "headers": dict.fromkeys(server.headers, "•••"), "env": sorted(server.env),
+            **ctx.mcp.look(server).state()}
+
+
+@router.get("/mcp-servers")
+async def list_mcp_servers(ctx: Ctx, user: User) -> dict[str, Any]:
+    """The caller's MCP servers, each with its state (connecting, ok with its tools, or error
+    with why); asking never waits for a server."""
+    return {"servers": [server_json(ctx, s) for s in mcp_servers(ctx, user)]}
+
+
+@router.post("/mcp-servers", status_code=201)
+async def add_mcp_server(body: McpServerSpec, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
+    """Add an MCP server (or replace the one of that name). A stdio command needs an operator:
+    the server runs it (in the command sandbox)."""
+    require_operator(caller, ["command"] if body.command is not None else [],
+                     outcome="the MCP server was not added")
+    settings = dict(ctx.store.get_user_settings(caller.name))
+    servers = [s for s in settings.get("mcpServers") or [] if s.get("name") != body.name]
+    if len(servers) >= MAX_MCP_SERVERS:
+        raise PolicyError(f"at most {MAX_MCP_SERVERS} MCP servers; remove one first")
+    servers.append(body.model_dump(exclude_none=True))
+    settings["mcpServers"] = servers
+    ctx.store.put_user_settings(caller.name, settings)
+    return server_json(ctx, McpServer.of(servers[-1]))
+
+
+@router.delete("/mcp-servers/{name}")
+async def remove_mcp_server(name: Annotated[str, Path(max_length=40)], ctx: Ctx,
+                            user: User) -> dict[str, bool]:
+    settings = dict(ctx.store.get_user_settings(user))
+    servers = list(settings.get("mcpServers") or [])
+    kept = [s for s in servers if s.get("name") != name]
+    if len(kept) == len(servers):
+        raise NotFound(f"no MCP server {name!r}")
+    settings["mcpServers"] = kept
+    ctx.store.put_user_settings(user, settings)
+    return {"deleted": True}
+
+
+@router.post("/mcp-servers/{name}/check")
+async def check_mcp_server(name: Annotated[str, Path(max_length=40)], ctx: Ctx,
+                           user: User) -> dict[str, Any]:
+    """Connect to the server now and list its tools (or say why not)."""
+    server = next((s for s in mcp_servers(ctx, user) if s.name == name), None)
+    if server is None:
+        raise NotFound(f"no MCP server {name!r}")
+    await ctx.mcp.check(server)
+    return server_json(ctx, server)
 
 
 # -- user settings and export ------------------------------------------------------------------
@@ -340,6 +420,10 @@ async def list_tools(ctx: Ctx, user: User) -> dict[str, Any]:
 def user_settings(ctx: ServerContext, user: str) -> dict[str, Any]:
     merged = dict(DEFAULT_SETTINGS, activeModel=ctx.settings.model)
     merged.update(ctx.store.get_user_settings(user))
+    if isinstance(merged.get("mcpServers"), list):  # header values are secrets: never shown
+        merged["mcpServers"] = [{**raw, "headers": dict.fromkeys(raw.get("headers") or {},
+                                                                 "•••")}
+                                for raw in merged["mcpServers"]]
     return merged
 
 

@@ -82,6 +82,8 @@ class Tools(Protocol):
 
     def specs(self) -> list[dict[str, Any]] | None: ...
 
+    async def prepare(self) -> None: ...
+
     def decide(self, call_id: str, allow: bool) -> bool: ...
 
     async def call(self, call_id: str, name: str, arguments: str) -> str: ...
@@ -95,6 +97,9 @@ class NoTools:
         self.log: list[dict[str, Any]] = []
 
     def specs(self) -> list[dict[str, Any]] | None:
+        return None
+
+    async def prepare(self) -> None:
         return None
 
     def decide(self, call_id: str, allow: bool) -> bool:
@@ -156,6 +161,7 @@ class ChatGeneration:
             if self.gateway is None:
                 raise GatewayError("no gateway is configured (set OPENAI_BASE_URL or "
                                    "LITELLM_BASE_URL); nothing was sent to a model")
+            await self.tools.prepare()
             messages = list(self.history)
             painter = Painter()
             for turn in range(MAX_TOOL_TURNS + 1):

@@ -21,6 +21,8 @@ from ruflo.model import ApprovalStatus, Hive
 from ruflo.server import hives
 from ruflo.server.access import may_change, require_operator, task_commands
 from ruflo.server.auth import Caller
+from ruflo.server.chat_mcp import McpServer, tool_name
+from ruflo.server.chat_mcp import call as mcp_call
 from ruflo.server.context import ServerContext
 from ruflo.server.schemas import HiveCreate, PauseBody, TaskSpec
 
@@ -247,13 +249,27 @@ class ToolSession:
     answer) and reported through `emit` as it changes."""
 
     def __init__(self, use: ToolUse | None, tools: Sequence[ChatTool],
-                 policies: Mapping[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
+                 policies: Mapping[str, Any], emit: Callable[[dict[str, Any]], None],
+                 more: Callable[[], Awaitable[list[ChatTool]]] | None = None) -> None:
         self.use = use
         self.policies = dict(policies)
-        self.tools = {t.name: t for t in tools if policy_of(t, self.policies) != "off"}
+        self.tools: dict[str, ChatTool] = {}
+        self._offer(tools)
+        self.more = more
+        """The tools found only when the answer starts (the person's MCP servers)."""
         self.emit = emit
         self.log: list[dict[str, Any]] = []
         self.waiting: dict[str, asyncio.Future[bool]] = {}
+
+    def _offer(self, tools: Sequence[ChatTool]) -> None:
+        for tool in tools:
+            if policy_of(tool, self.policies) != "off":
+                self.tools.setdefault(tool.name, tool)
+
+    async def prepare(self) -> None:
+        """Add the tools that take a moment to find (never for long: see chat_mcp)."""
+        if self.more is not None:
+            self._offer(await self.more())
 
     def specs(self) -> list[dict[str, Any]] | None:
         return [tool.spec() for tool in self.tools.values()] or None
@@ -316,3 +332,23 @@ class ToolSession:
         else:
             self._report(entry, "done", result=result)
         return result
+
+
+def mcp_tools(found: Sequence[tuple[McpServer, Any]]) -> list[ChatTool]:
+    """The tools of a person's MCP servers as chat tools. A tool the server marks read-only
+    defaults to allow, any other to ask."""
+    tools: list[ChatTool] = []
+    for server, tool in found:
+        annotations = tool.annotations
+        read_only = bool(annotations is not None and annotations.read_only_hint)
+
+        async def run(use: ToolUse, args: dict[str, Any], server: McpServer = server,
+                      name: str = str(tool.name)) -> dict[str, Any]:
+            return await mcp_call(server, name, args)
+
+        schema = tool.input_schema if isinstance(tool.input_schema, dict) else {}
+        tools.append(ChatTool(
+            tool_name(server.name, tool.name), f"{tool.title or tool.name} ({server.name})",
+            (tool.description or tool.name)[:1000], schema or {"type": "object"},
+            not read_only, run, source=server.name))
+    return tools

@@ -281,6 +281,31 @@ class UserSettings(Body):
     not offered."""
 
 
+class McpServerSpec(Body):
+    """An MCP server for a person's chats: a streamable HTTP `url` (with `headers`), or a stdio
+    `command` (argv; run in the command sandbox, so defining one is an operator's right)."""
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2_000)] | None = None
+    headers: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")],
+                  Annotated[str, StringConstraints(max_length=4_000)]] = Field(
+        default_factory=dict, max_length=20)
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=4_000)]] | None = \
+        Field(default=None, min_length=1, max_length=100)
+    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")],
+              Annotated[str, StringConstraints(max_length=4_000)]] = Field(
+        default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _url_or_command(self) -> McpServerSpec:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give a url (streamable HTTP) or a command (stdio), not both")
+        if self.url is None and self.headers:
+            raise ValueError("headers go with a url")
+        if self.command is None and self.env:
+            raise ValueError("env goes with a command")
+        return self
+
+
 class ToolDecision(Body):
     decision: Literal["allow", "deny"]
 
