@@ -6,10 +6,6 @@ command needs an operator; header values are never shown back."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,45 +14,13 @@ import pytest
 from server_harness import GATEWAY_KEY, Served
 
 from ruflo.store import open_store
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+from ruflo_mcp_http import BIN, free_port, ruflo_mcp_http
 
 
 @pytest.fixture
 def ruflo_mcp(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`ruflo mcp --transport http` on a free port, with its own store: (url, data dir)."""
-    import os
-
-    data = tmp_path / "mcp-data"
-    data.mkdir()
-    (data / "config.toml").write_text("")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RUFLO_", "OPENAI_", "LITELLM_", "DATABASE_"))}
-    env.update(RUFLO_DATA_DIR=str(data), RUFLO_CONFIG=str(data / "config.toml"),
-               PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    port = free_port()
-    process = subprocess.Popen([str(BIN / "ruflo"), "mcp", "--transport", "http", "--port",
-                                str(port)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        while True:  # wait for it to listen (or to die)
-            assert process.poll() is None, f"ruflo mcp exited with {process.returncode}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp", data
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with ruflo_mcp_http(tmp_path) as served:
+        yield served
 
 
 def served_with(make_server: Callable[..., Served], *rules: dict[str, Any]) -> Served:

@@ -111,3 +111,46 @@ def test_deny_runs_nothing_and_policies_are_set_in_settings(servers: Servers,
     tools = {t["name"]: t["policy"] for t in served.http.get("/api/v2/tools").json()["tools"]}
     assert tools["ruflo_start_hive"] == "off"
     assert tools["ruflo_pause_hive"] == "ask"
+
+
+def test_an_mcp_server_added_in_settings_has_a_tool_called_from_the_chat(
+        servers: Servers, page: Any, tmp_path: Any) -> None:
+    from ruflo.store import open_store
+    from ruflo_mcp_http import ruflo_mcp_http
+
+    gateway = ScriptedGateway({"models": ["gpt-4o-mini"], "keys": [GATEWAY_KEY], "rules": [
+        {"match": {"last_user": "(?i)desk", "last_role": "user"}, "reply": {"tool_calls": [
+            {"name": "desk__create_hive", "arguments": {"name": "via-mcp",
+                                                        "objective": "ship"}}]}},
+        {"match": {"last_role": "tool"}, "reply": {"content": "Made it over MCP."}}],
+        "default": {"content": "ok"}})
+    gateway.start()
+    servers.gateways.append(gateway)
+    served = servers.start(gateway_url=gateway.base_url)
+    with ruflo_mcp_http(tmp_path) as (url, data):
+        page.goto(served.url + "/")
+        page.get_by_role("button", name="Settings").click()
+        page.get_by_label("Name", exact=True).fill("desk")
+        page.get_by_label("Streamable HTTP URL").fill(url)
+        page.get_by_role("button", name="Add the server").click()
+        expect()(page.locator("#mcp-servers li[data-server='desk'] .mcp-state")).to_have_text(
+            re.compile(r"^\d+ tools$"))
+        policy = page.get_by_label("create_hive (desk) (changes things)")
+        expect()(policy).to_have_value("ask")
+        violations = axe_violations(page)
+        assert not violations, describe(violations)
+        page.get_by_role("button", name="Save").click()
+        expect()(page.locator("#settings")).to_be_hidden()
+
+        ask(page, "use the desk")
+        call = page.get_by_role("group", name="Tool call: create_hive (desk)")
+        expect()(call.locator(".tool-call-status")).to_have_text("(waits for you)")
+        call.get_by_role("button", name="Allow create_hive (desk)").click()
+        expect()(call.locator(".tool-call-status")).to_have_text("(done)")
+        expect()(page.locator("#thread .message.assistant .message-body").last).to_have_text(
+            "Made it over MCP.")
+        store = open_store(f"sqlite:///{data / 'ruflo.db'}")
+        try:
+            assert [h.name for h in store.list_hives()] == ["via-mcp"]
+        finally:
+            store.close()

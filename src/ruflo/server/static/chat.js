@@ -377,6 +377,7 @@
     $("settings-nostream").checked = Boolean(s.disableStream);
     $("settings").showModal();
     window.rufloChatTools.fillSettings($("tool-policies"));
+    window.rufloChatTools.fillServers($("mcp-servers"), $("tool-policies"));
   }
 
   async function saveSettings(event) {
@@ -457,6 +458,9 @@
     $("settings-form").addEventListener("submit", saveSettings);
     $("settings-cancel").addEventListener("click", () => $("settings").close());
     $("delete-all").addEventListener("click", deleteAll);
+    $("mcp-add").addEventListener("click", () => window.rufloChatTools.addServer(
+      { name: $("mcp-name"), url: $("mcp-url"), headers: $("mcp-headers"), command: $("mcp-command") },
+      $("mcp-servers"), $("tool-policies")));
     document.querySelector(".settings-links a").addEventListener("click", exportData);
     $("toggle-conversations").addEventListener("click", toggleDrawer);
     window.addEventListener("popstate", () => {

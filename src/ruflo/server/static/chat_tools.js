@@ -167,5 +167,62 @@
     return policies;
   }
 
-  window.rufloChatTools = { showCall, stopFollowing, fillSettings, chosenPolicies };
+  // -- settings: MCP servers ------------------------------------------------------------------
+  function serverState(server) {
+    if (server.state === "ok") return server.tools.length + " tools";
+    if (server.state === "error") return "error: " + server.error;
+    return "connecting…";
+  }
+
+  async function fillServers(list, policies) {
+    list.textContent = "";
+    let servers;
+    try { servers = (await api("GET", "/api/v2/mcp-servers")).servers; }
+    catch (error) { list.append(el("li", { class: "error", text: error.message })); return; }
+    for (const server of servers) {
+      const check = el("button", { type: "button", class: "small", text: "Check", "aria-label": "Check " + server.name });
+      const remove = el("button", { type: "button", class: "small", text: "Remove", "aria-label": "Remove " + server.name });
+      const state = el("span", { class: server.state === "error" ? "error mcp-state" : "mcp-state", text: serverState(server) });
+      check.addEventListener("click", async () => {
+        state.textContent = "connecting…";
+        try {
+          const checked = await api("POST", "/api/v2/mcp-servers/" + encodeURIComponent(server.name) + "/check");
+          state.textContent = serverState(checked);
+          state.className = checked.state === "error" ? "error mcp-state" : "mcp-state";
+          await fillSettings(policies);
+        } catch (error) { state.textContent = "error: " + error.message; }
+      });
+      remove.addEventListener("click", async () => {
+        try { await api("DELETE", "/api/v2/mcp-servers/" + encodeURIComponent(server.name)); }
+        catch (error) { toast(error.message); }
+        await fillServers(list, policies);
+        await fillSettings(policies);
+      });
+      list.append(el("li", { "data-server": server.name }, el("strong", { text: server.name }), " ",
+                     el("span", { class: "muted", text: server.url || (server.command || []).join(" ") }), " ",
+                     state, " ", check, " ", remove));
+    }
+  }
+
+  async function addServer(fields, list, policies) {
+    const body = { name: fields.name.value.trim() };
+    const command = fields.command.value.trim();
+    if (command) body.command = command.split(/\s+/);
+    else body.url = fields.url.value.trim();
+    const headers = {};
+    for (const line of fields.headers.value.split("\n")) {
+      const at = line.indexOf(":");
+      if (at > 0) headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    if (Object.keys(headers).length) body.headers = headers;
+    try {
+      await api("POST", "/api/v2/mcp-servers", body);
+      for (const field of Object.values(fields)) field.value = "";
+      await api("POST", "/api/v2/mcp-servers/" + encodeURIComponent(body.name) + "/check");
+    } catch (error) { toast(error.message); return; }
+    await fillServers(list, policies);
+    await fillSettings(policies);
+  }
+
+  window.rufloChatTools = { showCall, stopFollowing, fillSettings, chosenPolicies, fillServers, addServer };
 })();
