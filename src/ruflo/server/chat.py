@@ -6,6 +6,7 @@ user's conversation is a 404. Depends on the server context, the store and gatew
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -242,15 +243,26 @@ def path_to(message_id: str, by_id: dict[str, Message]) -> list[Message]:
     return path
 
 
+def with_files(message: Message) -> str:
+    """A user message as the model reads it: its text, then each attached file's."""
+    files = message.data.get("files") or []
+    parts = [message.content]
+    for attached in files:
+        parts.append(f"<file name={json.dumps(str(attached.get('name', '')))}>\n"
+                     f"{attached.get('content', '')}\n</file>")
+    return "\n\n".join(parts)
+
+
 def chat_history(branch: Sequence[Message]) -> list[ChatMessage]:
     history: list[ChatMessage] = []
     for message in branch:
         if message.role == "system":
             if message.content.strip():
                 history.append({"role": "system", "content": message.content})
-        elif message.role in ("user", "assistant") and (message.role == "user"
-                                                        or message.content):
-            history.append({"role": message.role, "content": message.content})
+        elif message.role == "user":
+            history.append({"role": "user", "content": with_files(message)})
+        elif message.role == "assistant" and message.content:
+            history.append({"role": "assistant", "content": message.content})
     return history
 
 
@@ -283,7 +295,9 @@ async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx
             raise NotFound(f"no message {body.id!r} in this conversation")
         parent = body.id if body.id is not None else (messages[-1].id if messages else None)
         question = Message(id=str(uuid.uuid4()), conversation_id=conversation.id, role="user",
-                           content=body.inputs or "", parent_id=parent)
+                           content=body.inputs or "", parent_id=parent,
+                           data={"files": [f.model_dump() for f in body.files]}
+                           if body.files else {})
         ctx.store.add_message(question)
         by_id[question.id] = question
     first_question = not any(m.role == "user" for m in messages)

@@ -238,9 +238,22 @@ class ConversationOut(BaseModel):
     messages: list[MessageOut]
 
 
+MAX_ATTACHMENT_CHARS = 100_000
+"""One attached file's text at most (the page refuses bigger files before sending)."""
+
+
+class Attachment(Body):
+    """A text or code file attached to a message: it goes into the message's context."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    mime: Annotated[str, StringConstraints(max_length=100)] = "text/plain"
+    content: Annotated[str, StringConstraints(max_length=MAX_ATTACHMENT_CHARS)]
+
+
 class MessageCreate(Body):
     inputs: Annotated[str, StringConstraints(max_length=200_000)] | None = None
     """The user's text. Absent only with is_retry."""
+    files: list[Attachment] = Field(default_factory=list, max_length=5)
+    """Text files attached (at most 5 of MAX_ATTACHMENT_CHARS each)."""
     id: Annotated[str, StringConstraints(max_length=100)] | None = None
     """The message to answer under: a new user message becomes its child (an edit branches
     from the edited message's parent). With is_retry, the user message to answer again."""
