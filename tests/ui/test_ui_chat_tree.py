@@ -97,3 +97,26 @@ def test_edit_and_retry_make_branches_that_can_be_switched(servers: Servers,
     assert sorted(m.content for m in messages if m.role == "user") == sorted(
         ["first question", "which colour?", "edited question", "after the edit"])
     assert [m.content for m in messages if m.role == "assistant"].count("Blue.") == 1
+
+
+def test_an_attached_text_file_goes_with_the_message_and_shows_in_the_thread(
+        servers: Servers, page: Any) -> None:
+    gateway = ScriptedGateway(SCRIPT)
+    gateway.start()
+    servers.gateways.append(gateway)
+    served = servers.start(gateway_url=gateway.base_url)
+    page.goto(served.url + "/")
+    page.get_by_label("Attach text files").set_input_files(
+        [{"name": "todo.md", "mimeType": "text/markdown", "buffer": b"- ship it\n"}])
+    expect()(page.get_by_role("list", name="Attached files")).to_contain_text("todo.md")
+    violations = axe_violations(page)
+    assert not violations, describe(violations)
+    ask(page, "read the file")
+    question = page.locator("#thread .message.user")
+    expect()(question.locator(".message-files li")).to_have_text(["todo.md (10 characters)"])
+    expect()(page.locator("#attached li")).to_have_count(0)
+    sent = gateway.requests[-1]["messages"][-1]["content"]
+    assert sent == 'read the file\n\n<file name="todo.md">\n- ship it\n\n</file>'
+    page.reload()
+    expect()(page.locator("#thread .message.user .message-files li")).to_have_text(
+        ["todo.md (10 characters)"])

@@ -8,7 +8,7 @@
 
   const state = {
     conversations: [], page: 0, current: null, messages: [], models: [], settings: {},
-    generating: false, choice: new Map(),
+    generating: false, choice: new Map(), attached: [],
   };
 
   function setTitle(text) {
@@ -167,6 +167,7 @@
     for (const m of shown) {
       const node = bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined, tools: m.tools,
                                                interrupted: m.interrupted && m.from === "assistant", error: m.error });
+      if (m.files && m.files.length) node.append(fileList(m.files));
       if (m.from !== "system" && !state.generating) node.append(messageTools(m, node, byParent.get(m.parentId) || [m]));
       thread.append(node);
     }
@@ -243,7 +244,11 @@
       for (const tools of thread.querySelectorAll(".message-tools")) tools.remove();
       const empty = $("thread-empty");
       if (empty) empty.remove();
-      if (!opts.retry) thread.append(bubble("user", text));
+      if (!opts.retry) {
+        const question = bubble("user", text);
+        if (opts.files && opts.files.length) question.append(fileList(opts.files));
+        thread.append(question);
+      }
       const answer = bubble("assistant", "", { model: model, html: "" });
       answer.classList.add("streaming");
       thread.append(answer);
@@ -265,6 +270,7 @@
         thread.scrollTop = thread.scrollHeight;
       };
       const message = opts.retry ? { id: opts.retry, is_retry: true } : { inputs: text };
+      if (!opts.retry && opts.files && opts.files.length) message.files = opts.files;
       if (!opts.retry && parent) message.id = parent;
       const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", message);
       $("chat-status").textContent = "The answer is being written.";
@@ -304,6 +310,37 @@
       setGenerating(false);
     }
     if (state.current) await refreshThread();
+  }
+
+  // -- attachments: text files read in the page, sent with the next message ----------------
+  const MAX_FILE_CHARS = 100000;
+  const MAX_FILES = 5;
+
+  async function attachFiles() {
+    for (const file of $("attach").files) {
+      if (state.attached.length >= MAX_FILES) { toast("At most " + MAX_FILES + " files a message."); break; }
+      const text = await file.text();
+      if (text.length > MAX_FILE_CHARS) { toast(file.name + " is too big (at most " + MAX_FILE_CHARS + " characters)."); continue; }
+      if (text.includes("\u0000")) { toast(file.name + " is not a text file."); continue; }
+      state.attached.push({ name: file.name, mime: file.type || "text/plain", content: text });
+    }
+    $("attach").value = "";
+    showAttached();
+  }
+
+  function showAttached() {
+    const list = $("attached");
+    list.textContent = "";
+    state.attached.forEach((file, index) => {
+      const remove = el("button", { type: "button", class: "small", text: "×", "aria-label": "Remove " + file.name });
+      remove.addEventListener("click", () => { state.attached.splice(index, 1); showAttached(); });
+      list.append(el("li", {}, file.name + " ", remove));
+    });
+  }
+
+  function fileList(files) {
+    return el("ul", { class: "message-files", "aria-label": "Attached files" },
+      ...files.map((f) => el("li", { text: f.name + " (" + f.content.length + " characters)" })));
   }
 
   // The person's answer to a tool call that waits for it.
@@ -438,8 +475,12 @@
       const text = prompt.value;
       if (!text.trim() || state.generating) return;
       prompt.value = "";
-      send(text);
+      const files = state.attached;
+      state.attached = [];
+      showAttached();
+      send(text, { files: files });
     });
+    $("attach").addEventListener("change", attachFiles);
     prompt.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
