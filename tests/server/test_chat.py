@@ -80,7 +80,13 @@ def test_stream_an_answer_and_keep_the_tree(served: Served) -> None:
     assert "".join(tokens) == "Hello there, how can I help?"
     final = next(u for u in updates if u["type"] == "finalAnswer")
     assert final == {"type": "finalAnswer", "text": "Hello there, how can I help?",
-                     "interrupted": False}
+                     "html": "<p>Hello there, how can I help?</p>\n", "interrupted": False}
+    # While it streams, the answer so far also comes as sanitized HTML, with the length of
+    # the text it covers (the page shows the rest as plain text after it).
+    rendered = [u for u in updates if u["type"] == "rendered"]
+    assert rendered
+    assert rendered[0]["html"] == f"<p>{tokens[0]}</p>\n"
+    assert rendered[0]["length"] == len(tokens[0])
     title = next(u for u in updates if u["type"] == "title")
     assert title["title"] == "hello world"
     # The model saw the preprompt and the question.
@@ -98,6 +104,8 @@ def test_stream_an_answer_and_keep_the_tree(served: Served) -> None:
     assert answer["from"] == "assistant"
     assert answer["parentId"] == question["id"]
     assert answer["ancestors"] == [root["id"], question["id"]]
+    assert answer["html"] == "<p>Hello there, how can I help?</p>\n"
+    assert "html" not in question
     assert question["children"] == [answer["id"]]
     assert answer["content"] == "Hello there, how can I help?"
     assert not answer["interrupted"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from a2a.auth.user import User
@@ -50,19 +49,24 @@ from ruflo.errors import (
     ConfigError,
     Conflict,
     GatewayError,
-    GatewayUnavailable,
     NotFound,
     RufloError,
     StoreError,
     Unstorable,
 )
 from ruflo.model import ApprovalStatus, Hive, HiveStatus
-from ruflo.model import Task as BoardTask
 from ruflo.model import TaskState as BoardState
 from ruflo.server import hives
 from ruflo.server.access import may_change, require_operator, task_commands
 from ruflo.server.auth import AuthMode, Caller
 from ruflo.server.context import ServerContext
+from ruflo.server.hive_news import (
+    NOTABLE,
+    run_summary,
+    summary_text,
+    waits_for_a_person,
+)
+from ruflo.server.hive_news import describe as _describe
 from ruflo.server.schemas import HiveCreate, TaskSpec
 
 log = logging.getLogger("ruflo.server.a2a")
@@ -71,12 +75,6 @@ RPC_PATH = "/api/v2/a2a"
 """Where the JSON-RPC endpoint listens: under /api/, so the guard refuses cross-site reads too."""
 CALLER_KEY = "ruflo.caller"
 """Where the authenticated caller travels in the SDK's ServerCallContext state."""
-NOTABLE = frozenset({
-    "task_posted", "task_claimed", "task_done", "task_failed", "task_released",
-    "task_cancelled", "task_verified", "hive_paused", "hive_running", "budget_warning",
-    "budget_exceeded", "objective_verified", "approval_requested", "approval_decided",
-    "ticket_delegated", "ticket_escalated", "agent_hired", "a2a_message"})
-"""Hive events passed on as `working` updates; the rest (heartbeats, spend...) are not news."""
 DECISIONS = {"approve": ApprovalStatus.APPROVED, "approved": ApprovalStatus.APPROVED,
              "yes": ApprovalStatus.APPROVED, "reject": ApprovalStatus.REJECTED,
              "rejected": ApprovalStatus.REJECTED, "no": ApprovalStatus.REJECTED}
@@ -420,13 +418,6 @@ class HiveExecutor(AgentExecutor):
             f"cancelled {'task ' + board_task if board_task else 'hive ' + hive.id}")]))
 
 
-def waits_for_a_person(hive: Hive) -> bool:
-    """A paused hive that only a person resumes (an unreachable gateway's pause ends by itself
-    when it answers again)."""
-    return hive.status is HiveStatus.PAUSED and \
-        hive.pause_reason != GatewayUnavailable.pause_reason
-
-
 async def _finish(updater: TaskUpdater, status: HiveStatus, note: str) -> None:
     message = updater.new_agent_message([new_text_part(note)])
     if status is HiveStatus.DONE:
@@ -435,32 +426,3 @@ async def _finish(updater: TaskUpdater, status: HiveStatus, note: str) -> None:
         await updater.cancel(message)
     else:
         await updater.failed(message)
-
-
-def run_summary(ctx: ServerContext, hive_id: str) -> dict[str, Any]:
-    """The verified summary: how the hive ended, its spend, and every task with its verdict."""
-    from ruflo.engine.board_engine import summarise
-
-    summary = summarise(ctx.store, hive_id).to_json()
-    summary["board"] = [_task_line(task) for task in ctx.store.list_tasks(hive_id)]
-    return summary
-
-
-def _task_line(task: BoardTask) -> dict[str, Any]:
-    return {"id": task.id, "title": task.title, "state": task.state.value,
-            "verified": task.verified, "result": task.result}
-
-
-def summary_text(summary: Mapping[str, Any]) -> str:
-    lines = [f"hive {summary['hive_id']}: {summary['status']}; objective "
-             f"{'verified' if summary['objective_succeeded'] else 'not verified'}; "
-             f"{summary['tokens']} tokens"]
-    lines += [f"- {t['title']}: {t['state']}"
-              + ("" if t["verified"] is None else " (verified)" if t["verified"]
-                 else " (verify failed)") for t in summary["board"]]
-    return "\n".join(lines)
-
-
-def _describe(kind: str, data: Mapping[str, Any]) -> str:
-    detail = data.get("title") or data.get("reason") or data.get("subject") or ""
-    return f"{kind.replace('_', ' ')}: {detail}" if detail else kind.replace("_", " ")

@@ -32,7 +32,7 @@ from ruflo.errors import (
     WorkspaceError,
 )
 from ruflo.gateway.base import Gateway
-from ruflo.server import a2a, board, chat, hives, pages, probes
+from ruflo.server import a2a, board, chat, completions, hives, pages, probes
 from ruflo.server.auth import Authenticator
 from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
@@ -64,10 +64,16 @@ RUFLO_ERROR_STATUS: tuple[tuple[type[RufloError], int], ...] = (
 
 
 def error_json(status: int, message: str, *, details: list[dict[str, Any]] | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"message": message, "error": ERROR_CODES.get(status, "error")}
+               headers: dict[str, str] | None = None,
+               request: Request | None = None) -> JSONResponse:
+    """The error shape; under the OpenAI-compatible /v1/ it is OpenAI's, so its clients show
+    the message."""
+    code = ERROR_CODES.get(status, "error")
+    body: dict[str, Any] = {"message": message, "error": code}
     if details is not None:
         body["details"] = details
+    if request is not None and request.url.path.startswith("/v1/"):
+        body = {"error": {"message": message, "type": code, "code": code, "param": None}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -80,7 +86,8 @@ async def _on_http_error(request: Request, error: Exception) -> JSONResponse:
     message = error.detail if isinstance(error.detail, str) else str(error.detail)
     if error.status_code == 404 and message == "Not Found":
         message = f"no route {request.url.path}"
-    return error_json(error.status_code, message, headers=dict(error.headers or {}))
+    return error_json(error.status_code, message, headers=dict(error.headers or {}),
+                      request=request)
 
 
 async def _on_invalid(request: Request, error: Exception) -> JSONResponse:
@@ -89,14 +96,14 @@ async def _on_invalid(request: Request, error: Exception) -> JSONResponse:
                 "msg": str(item.get("msg", "")), "type": str(item.get("type", ""))}
                for item in error.errors()]
     summary = "; ".join(f"{_where(d['loc'])}: {d['msg']}" for d in details[:5])
-    return error_json(422, f"invalid request: {summary}", details=details)
+    return error_json(422, f"invalid request: {summary}", details=details, request=request)
 
 
 async def _on_ruflo_error(request: Request, error: Exception) -> JSONResponse:
     for kind, status in RUFLO_ERROR_STATUS:
         if isinstance(error, kind):
-            return error_json(status, str(error))
-    return error_json(400, str(error))
+            return error_json(status, str(error), request=request)
+    return error_json(400, str(error), request=request)
 
 
 async def _on_crash(request: Request, error: Exception) -> JSONResponse:
@@ -204,6 +211,7 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.include_router(board.router)
     app.include_router(hives.router)
     app.include_router(chat.router)
+    app.include_router(completions.router)
     app.include_router(pages.router)
     a2a.mount(app, ctx)
     # Inside the front door (probes stay answered from memory, refusals are counted), before

@@ -6,9 +6,10 @@ user's conversation is a 404. Depends on the server context, the store and gatew
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -17,7 +18,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ruflo.errors import Conflict, GatewayError, NotFound, PolicyError, RufloError
 from ruflo.gateway.base import ChatMessage, ModelInfo
 from ruflo.model import Conversation, Message, utcnow
+from ruflo.server import chat_markdown
+from ruflo.server.access import CallerDep, require_operator
+from ruflo.server.chat_mcp import MAX_SERVERS as MAX_MCP_SERVERS
+from ruflo.server.chat_mcp import McpServer
 from ruflo.server.chat_stream import DEFAULT_TITLE, ChatGeneration
+from ruflo.server.chat_tools import (
+    RUFLO_TOOLS,
+    ChatTool,
+    ToolSession,
+    ToolUse,
+    mcp_tools,
+    policy_of,
+)
 from ruflo.server.context import ServerContext, context, current_user
 from ruflo.server.gateway_status import UNCONFIGURED, GatewayState, describe_gateway_error
 from ruflo.server.schemas import (
@@ -27,10 +40,13 @@ from ruflo.server.schemas import (
     ConversationPage,
     ConversationPatch,
     GatewayStatus,
+    McpServerSpec,
     MessageCreate,
     ModelEntry,
     RefreshAnswer,
     StopAnswer,
+    ToolDecision,
+    ToolDecisionAnswer,
     UserSettings,
 )
 from ruflo.server.wire import SSE_HEADERS, iso
@@ -137,7 +153,9 @@ def message_json(message: Message, children: dict[str | None, list[str]],
                            "updatedAt": iso(message.updated_at), "ancestors": ancestors,
                            "children": children.get(message.id, []),
                            "interrupted": message.interrupted}
-    for key in ("updates", "reasoning", "files", "model", "usage", "cost", "error"):
+    if message.role == "assistant":
+        out["html"] = chat_markdown.render(message.content)
+    for key in ("updates", "reasoning", "files", "model", "usage", "cost", "error", "tools"):
         if key in message.data:
             out[key] = message.data[key]
     return out
@@ -225,15 +243,26 @@ def path_to(message_id: str, by_id: dict[str, Message]) -> list[Message]:
     return path
 
 
+def with_files(message: Message) -> str:
+    """A user message as the model reads it: its text, then each attached file's."""
+    files = message.data.get("files") or []
+    parts = [message.content]
+    for attached in files:
+        parts.append(f"<file name={json.dumps(str(attached.get('name', '')))}>\n"
+                     f"{attached.get('content', '')}\n</file>")
+    return "\n\n".join(parts)
+
+
 def chat_history(branch: Sequence[Message]) -> list[ChatMessage]:
     history: list[ChatMessage] = []
     for message in branch:
         if message.role == "system":
             if message.content.strip():
                 history.append({"role": "system", "content": message.content})
-        elif message.role in ("user", "assistant") and (message.role == "user"
-                                                        or message.content):
-            history.append({"role": message.role, "content": message.content})
+        elif message.role == "user":
+            history.append({"role": "user", "content": with_files(message)})
+        elif message.role == "assistant" and message.content:
+            history.append({"role": "assistant", "content": message.content})
     return history
 
 
@@ -242,9 +271,12 @@ def chat_history(branch: Sequence[Message]) -> list[ChatMessage]:
                               "description": "SSE: JSON updates `status` (started, error), "
                                              "`stream` (token), `finalAnswer`, `title`."}})
 async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx: Ctx,
-                       user: User) -> StreamingResponse:
+                       caller: CallerDep) -> StreamingResponse:
     """Add a user message (as a child of `id`, or after the newest message) and stream the
-    model's answer. With `is_retry`, answer the user message `id` again as a new branch."""
+    model's answer. With `is_retry`, answer the user message `id` again as a new branch.
+    The model is offered the caller's tools (GET /api/v2/tools); a call whose policy is `ask`
+    waits for POST .../tool-calls/{call_id}."""
+    user = caller.name
     conversation = owned_conversation(ctx, conversation_id, user)
     if conversation.id in ctx.chats.running:
         raise Conflict("an answer is already being written in this conversation; stop it "
@@ -263,7 +295,9 @@ async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx
             raise NotFound(f"no message {body.id!r} in this conversation")
         parent = body.id if body.id is not None else (messages[-1].id if messages else None)
         question = Message(id=str(uuid.uuid4()), conversation_id=conversation.id, role="user",
-                           content=body.inputs or "", parent_id=parent)
+                           content=body.inputs or "", parent_id=parent,
+                           data={"files": [f.model_dump() for f in body.files]}
+                           if body.files else {})
         ctx.store.add_message(question)
         by_id[question.id] = question
     first_question = not any(m.role == "user" for m in messages)
@@ -275,7 +309,9 @@ async def send_message(conversation_id: ConversationId, body: MessageCreate, ctx
         assistant=answer, history=chat_history(path_to(question.id, by_id)),
         title_from=question.content if first_question and conversation.title == DEFAULT_TITLE
         else None,
-        task_model=ctx.settings.task_model)
+        task_model=ctx.settings.task_model,
+        tools=ToolSession(ToolUse(ctx, caller), RUFLO_TOOLS, tool_policies(ctx, user),
+                          lambda _: None, more=more_tools(ctx, user)))
     ctx.chats.start(generation)
     return StreamingResponse(generation.frames(), media_type="text/event-stream",
                              headers=SSE_HEADERS)
@@ -288,11 +324,120 @@ async def stop_generating(conversation_id: ConversationId, ctx: Ctx, user: User)
     return {"stopped": await ctx.chats.stop(conversation.id)}
 
 
+@router.post("/conversations/{conversation_id}/tool-calls/{call_id}",
+             response_model=ToolDecisionAnswer)
+async def decide_tool_call(conversation_id: ConversationId,
+                           call_id: Annotated[str, Path(max_length=200)], body: ToolDecision,
+                           ctx: Ctx, user: User) -> Any:
+    """Allow or deny a tool call that waits for the person (its policy is `ask`)."""
+    conversation = owned_conversation(ctx, conversation_id, user)
+    generation = ctx.chats.running.get(conversation.id)
+    if generation is None or not generation.tools.decide(call_id, body.decision == "allow"):
+        raise NotFound(f"no tool call {call_id!r} waits for a decision in this conversation")
+    return {"decided": True}
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+def offered_tools(ctx: ServerContext, user: str) -> list[ChatTool]:
+    """ruflo's tools and those already found at the person's MCP servers (never waits)."""
+    found = [(server, tool) for server in mcp_servers(ctx, user)
+             for tool in ctx.mcp.look(server).tools]
+    return [*RUFLO_TOOLS, *mcp_tools(found)]
+
+
+def mcp_servers(ctx: ServerContext, user: str) -> list[McpServer]:
+    stored = ctx.store.get_user_settings(user).get("mcpServers")
+    return [McpServer.of(raw) for raw in stored] if isinstance(stored, list) else []
+
+
+def more_tools(ctx: ServerContext, user: str) -> Callable[[], Awaitable[list[ChatTool]]]:
+    """The person's MCP tools, looked up when the answer starts (waiting only a moment for a
+    server not asked yet)."""
+    async def find() -> list[ChatTool]:
+        return mcp_tools(await ctx.mcp.tools(mcp_servers(ctx, user)))
+    return find
+
+
+def tool_policies(ctx: ServerContext, user: str) -> dict[str, Any]:
+    policies = ctx.store.get_user_settings(user).get("toolPolicies")
+    return dict(policies) if isinstance(policies, dict) else {}
+
+
+@router.get("/tools")
+async def list_tools(ctx: Ctx, user: User) -> dict[str, Any]:
+    """The tools a chat model may be offered, each with the caller's policy (allow, ask, off;
+    set them with POST /api/v2/user/settings {"toolPolicies": {name: policy}})."""
+    policies = tool_policies(ctx, user)
+    return {"tools": [{"name": t.name, "title": t.title, "description": t.description,
+                       "source": t.source, "changes": t.changes,
+                       "policy": policy_of(t, policies), "default": t.default_policy}
+                      for t in offered_tools(ctx, user)]}
+
+
+def server_json(ctx: ServerContext, server: McpServer) -> dict[str, Any]:
+    """A server as settings show it: header values hidden, with what was found there."""
+    return {"name": server.name, "url": server.url, "command": list(server.command) or None,
+            "headers": dict.fromkeys(server.headers, "•••"), "env": sorted(server.env),
+            **ctx.mcp.look(server).state()}
+
+
+@router.get("/mcp-servers")
+async def list_mcp_servers(ctx: Ctx, user: User) -> dict[str, Any]:
+    """The caller's MCP servers, each with its state (connecting, ok with its tools, or error
+    with why); asking never waits for a server."""
+    return {"servers": [server_json(ctx, s) for s in mcp_servers(ctx, user)]}
+
+
+@router.post("/mcp-servers", status_code=201)
+async def add_mcp_server(body: McpServerSpec, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
+    """Add an MCP server (or replace the one of that name). A stdio command needs an operator:
+    the server runs it (in the command sandbox)."""
+    require_operator(caller, ["command"] if body.command is not None else [],
+                     outcome="the MCP server was not added")
+    settings = dict(ctx.store.get_user_settings(caller.name))
+    servers = [s for s in settings.get("mcpServers") or [] if s.get("name") != body.name]
+    if len(servers) >= MAX_MCP_SERVERS:
+        raise PolicyError(f"at most {MAX_MCP_SERVERS} MCP servers; remove one first")
+    servers.append(body.model_dump(exclude_none=True))
+    settings["mcpServers"] = servers
+    ctx.store.put_user_settings(caller.name, settings)
+    return server_json(ctx, McpServer.of(servers[-1]))
+
+
+@router.delete("/mcp-servers/{name}")
+async def remove_mcp_server(name: Annotated[str, Path(max_length=40)], ctx: Ctx,
+                            user: User) -> dict[str, bool]:
+    settings = dict(ctx.store.get_user_settings(user))
+    servers = list(settings.get("mcpServers") or [])
+    kept = [s for s in servers if s.get("name") != name]
+    if len(kept) == len(servers):
+        raise NotFound(f"no MCP server {name!r}")
+    settings["mcpServers"] = kept
+    ctx.store.put_user_settings(user, settings)
+    return {"deleted": True}
+
+
+@router.post("/mcp-servers/{name}/check")
+async def check_mcp_server(name: Annotated[str, Path(max_length=40)], ctx: Ctx,
+                           user: User) -> dict[str, Any]:
+    """Connect to the server now and list its tools (or say why not)."""
+    server = next((s for s in mcp_servers(ctx, user) if s.name == name), None)
+    if server is None:
+        raise NotFound(f"no MCP server {name!r}")
+    await ctx.mcp.check(server)
+    return server_json(ctx, server)
+
+
 # -- user settings and export ------------------------------------------------------------------
 
 def user_settings(ctx: ServerContext, user: str) -> dict[str, Any]:
     merged = dict(DEFAULT_SETTINGS, activeModel=ctx.settings.model)
     merged.update(ctx.store.get_user_settings(user))
+    if isinstance(merged.get("mcpServers"), list):  # header values are secrets: never shown
+        merged["mcpServers"] = [{**raw, "headers": dict.fromkeys(raw.get("headers") or {},
+                                                                 "•••")}
+                                for raw in merged["mcpServers"]]
     return merged
 
 

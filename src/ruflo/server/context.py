@@ -12,6 +12,7 @@ from fastapi import HTTPException, Request
 
 from ruflo.gateway.base import Gateway
 from ruflo.server.auth import Authenticator, Caller, Unauthenticated
+from ruflo.server.chat_mcp import McpDirectory
 from ruflo.server.event_stream import EventHub
 from ruflo.server.gateway_status import GatewayState
 from ruflo.server.hive_runner import HiveRunner
@@ -36,6 +37,8 @@ class ServerContext:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server is shutting down: streams end, answers in flight are stored."""
+    mcp: McpDirectory = field(default_factory=McpDirectory)
+    """The tools of the MCP servers people added for their chats, found in the background."""
     gateway_state: GatewayState | None = None
     """What the last look at the gateway found (None: not asked yet). Readiness reports it
     without asking the gateway again."""

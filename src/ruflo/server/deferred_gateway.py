@@ -84,11 +84,11 @@ class DeferredGateway:
                                  max_tokens=max_tokens, temperature=temperature)
 
     async def stream(self, messages: Sequence[ChatMessage], *, model: str,
-                     context: CallContext,
-                     max_tokens: int | None = None) -> AsyncIterator[StreamDelta]:
+                     context: CallContext, max_tokens: int | None = None,
+                     tools: Sequence[JSON] | None = None) -> AsyncIterator[StreamDelta]:
         client = await self.client()
         async for delta in client.stream(messages, model=model, context=context,
-                                         max_tokens=max_tokens):
+                                         max_tokens=max_tokens, tools=tools):
             yield delta
 
     async def models(self, *, refresh: bool = False) -> list[ModelInfo]:

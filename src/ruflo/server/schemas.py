@@ -238,9 +238,22 @@ class ConversationOut(BaseModel):
     messages: list[MessageOut]
 
 
+MAX_ATTACHMENT_CHARS = 100_000
+"""One attached file's text at most (the page refuses bigger files before sending)."""
+
+
+class Attachment(Body):
+    """A text or code file attached to a message: it goes into the message's context."""
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    mime: Annotated[str, StringConstraints(max_length=100)] = "text/plain"
+    content: Annotated[str, StringConstraints(max_length=MAX_ATTACHMENT_CHARS)]
+
+
 class MessageCreate(Body):
     inputs: Annotated[str, StringConstraints(max_length=200_000)] | None = None
     """The user's text. Absent only with is_retry."""
+    files: list[Attachment] = Field(default_factory=list, max_length=5)
+    """Text files attached (at most 5 of MAX_ATTACHMENT_CHARS each)."""
     id: Annotated[str, StringConstraints(max_length=100)] | None = None
     """The message to answer under: a new user message becomes its child (an edit branches
     from the edited message's parent). With is_retry, the user message to answer again."""
@@ -275,6 +288,43 @@ class UserSettings(Body):
     shareConversationsWithModelAuthors: bool | None = None
     multimodalOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
     toolsOverrides: dict[SettingKey, bool] | None = Field(default=None, max_length=1_000)
+    toolPolicies: dict[SettingKey, Literal["allow", "ask", "off"]] | None = Field(
+        default=None, max_length=1_000)
+    """Per chat tool (GET /api/v2/tools): allow runs at once, ask waits for the person, off is
+    not offered."""
+
+
+class McpServerSpec(Body):
+    """An MCP server for a person's chats: a streamable HTTP `url` (with `headers`), or a stdio
+    `command` (argv; run in the command sandbox, so defining one is an operator's right)."""
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2_000)] | None = None
+    headers: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")],
+                  Annotated[str, StringConstraints(max_length=4_000)]] = Field(
+        default_factory=dict, max_length=20)
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=4_000)]] | None = \
+        Field(default=None, min_length=1, max_length=100)
+    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")],
+              Annotated[str, StringConstraints(max_length=4_000)]] = Field(
+        default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _url_or_command(self) -> McpServerSpec:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give a url (streamable HTTP) or a command (stdio), not both")
+        if self.url is None and self.headers:
+            raise ValueError("headers go with a url")
+        if self.command is None and self.env:
+            raise ValueError("env goes with a command")
+        return self
+
+
+class ToolDecision(Body):
+    decision: Literal["allow", "deny"]
+
+
+class ToolDecisionAnswer(BaseModel):
+    decided: bool
 
 
 # -- hives -------------------------------------------------------------------------------------

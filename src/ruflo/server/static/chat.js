@@ -8,7 +8,7 @@
 
   const state = {
     conversations: [], page: 0, current: null, messages: [], models: [], settings: {},
-    generating: false,
+    generating: false, choice: new Map(), attached: [],
   };
 
   function setTitle(text) {
@@ -42,48 +42,134 @@
   }
 
   // -- thread -----------------------------------------------------------------------------
-  // The branch shown: from the root, always the newest child (an edit or retry branches).
-  function branch(messages) {
+  // The message tree: an edit or a retry adds a sibling. The branch shown follows, from the
+  // root, the child chosen at each fork (state.choice) or else the newest one.
+  function childrenByParent(messages) {
     const byParent = new Map();
-    let root = null;
     for (const m of messages) {
-      if (m.parentId === null || m.parentId === undefined) { if (!root) root = m; continue; }
+      if (m.parentId === null || m.parentId === undefined) continue;
       if (!byParent.has(m.parentId)) byParent.set(m.parentId, []);
       byParent.get(m.parentId).push(m);
     }
+    return byParent;
+  }
+
+  function branch(messages) {
+    const byParent = childrenByParent(messages);
     const path = [];
-    let node = root;
+    let node = messages.find((m) => m.parentId === null || m.parentId === undefined);
     const seen = new Set();
     while (node && !seen.has(node.id)) {
       seen.add(node.id);
       path.push(node);
       const kids = byParent.get(node.id) || [];
-      node = kids[kids.length - 1];
+      const chosen = state.choice.get(node.id);
+      node = kids.find((k) => k.id === chosen) || kids[kids.length - 1];
     }
     return path;
+  }
+
+  // "‹ 2 / 3 ›" under a message that has siblings: moves to another branch at that fork.
+  function versions(m, siblings) {
+    const at = siblings.findIndex((s) => s.id === m.id);
+    const go = (step) => () => {
+      state.choice.set(m.parentId, siblings[at + step].id);
+      renderThread();
+    };
+    const previous = el("button", { type: "button", class: "small", text: "‹", "aria-label": "Previous version",
+                                    disabled: at === 0 || state.generating });
+    const next = el("button", { type: "button", class: "small", text: "›", "aria-label": "Next version",
+                                disabled: at === siblings.length - 1 || state.generating });
+    previous.addEventListener("click", go(-1));
+    next.addEventListener("click", go(1));
+    return el("span", { class: "versions" }, previous,
+      el("span", { class: "version-count", text: (at + 1) + " / " + siblings.length }), next);
+  }
+
+  function messageTools(m, node, siblings) {
+    const bar = el("div", { class: "message-tools" });
+    if (siblings.length > 1) bar.append(versions(m, siblings));
+    if (m.from === "user") {
+      const edit = el("button", { type: "button", class: "small", text: "Edit", "aria-label": "Edit this message" });
+      edit.addEventListener("click", () => startEdit(m, node));
+      bar.append(edit);
+    } else if (m.from === "assistant") {
+      const retry = el("button", { type: "button", class: "small", text: "Retry", "aria-label": "Retry this answer" });
+      retry.addEventListener("click", () => { if (!state.generating) send(null, { retry: m.parentId }); });
+      bar.append(retry);
+    }
+    return bar;
+  }
+
+  // Editing a sent message writes a new one beside it (a new branch); the old one stays.
+  function startEdit(m, node) {
+    if (state.generating) return;
+    const body = node.querySelector(".message-body");
+    const area = el("textarea", { rows: "3", "aria-label": "Edit your message" });
+    area.value = m.content;
+    const save = el("button", { type: "submit", class: "primary", text: "Send the edit" });
+    const cancel = el("button", { type: "button", text: "Cancel" });
+    const form = el("form", { class: "edit-form" }, area, el("div", { class: "composer-row end" }, cancel, save));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (area.value.trim()) send(area.value, { parent: m.parentId });
+    });
+    cancel.addEventListener("click", () => renderThread());
+    body.replaceWith(form);
+    area.focus();
+  }
+
+  // Assistant answers arrive as HTML the server rendered from Markdown and sanitized
+  // (server/chat_markdown.py); a person's own words are shown as typed.
+  function showHtml(body, html) {
+    body.innerHTML = html;
+    for (const code of body.querySelectorAll("pre > code")) {
+      code.parentElement.tabIndex = 0;  // a long line scrolls: keyboard users can too
+      const copy = el("button", { type: "button", class: "copy-code", text: "Copy",
+                                  "aria-label": "Copy the code" });
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(code.textContent);
+          copy.textContent = "Copied";
+        } catch (error) { toast("Could not copy: " + error.message); }
+      });
+      code.parentElement.before(el("div", { class: "code-tools" }, copy));
+    }
   }
 
   function bubble(role, text, options) {
     const opts = options || {};
     const who = role === "user" ? "You" : role === "assistant" ? (opts.model || "Assistant") : "System";
-    const body = el("div", { class: "message-body", text: text });
+    const body = el("div", { class: "message-body" + (opts.html === undefined ? " plain" : " markdown") });
+    if (opts.html !== undefined) showHtml(body, opts.html); else body.textContent = text;
     const node = el("article", { class: "message " + role, "aria-label": "Message from " + who },
       el("header", { class: "message-from", text: who }), body);
+    for (const call of opts.tools || []) window.rufloChatTools.showCall(node, call, null);
     if (opts.interrupted) node.append(el("p", { class: "note", text: "stopped before the end" }));
     if (opts.error) node.append(el("p", { class: "error", role: "alert", text: opts.error }));
     return node;
   }
 
-  function renderThread() {
+  // The branch shown; `upTo` (a message id) cuts it after that message (an edit or retry is
+  // being written below it).
+  function renderThread(upTo) {
+    window.rufloChatTools.stopFollowing();
     const thread = $("thread");
     thread.textContent = "";
-    const shown = branch(state.messages).filter((m) => m.from !== "system" || m.content);
+    let path = branch(state.messages);
+    if (upTo) path = path.slice(0, path.findIndex((m) => m.id === upTo) + 1);
+    const byParent = childrenByParent(state.messages);
+    const shown = path.filter((m) => m.from !== "system" || m.content);
     if (!shown.length) {
       thread.append(el("p", { id: "thread-empty", class: "muted",
         text: "Ask anything. Answers stream from the model chosen below." }));
     }
     for (const m of shown) {
-      thread.append(bubble(m.from, m.content, { model: m.model, interrupted: m.interrupted && m.from === "assistant", error: m.error }));
+      const node = bubble(m.from, m.content, { model: m.model, html: m.from === "assistant" ? m.html : undefined, tools: m.tools,
+                                               interrupted: m.interrupted && m.from === "assistant", error: m.error });
+      if (m.files && m.files.length) node.append(fileList(m.files));
+      if (m.from !== "system" && !state.generating) node.append(messageTools(m, node, byParent.get(m.parentId) || [m]));
+      thread.append(node);
     }
     thread.scrollTop = thread.scrollHeight;
   }
@@ -93,6 +179,7 @@
       const conversation = await api("GET", "/api/v2/conversations/" + id);
       state.current = conversation.id;
       state.messages = conversation.messages;
+      state.choice = new Map();
       setTitle(conversation.title);
       fillModels($("model"), state.models, conversation.model);
       if (push) history.pushState({ id: id }, "", "/conversation/" + id);
@@ -109,6 +196,7 @@
   function newChat(push) {
     state.current = null;
     state.messages = [];
+    state.choice = new Map();
     setTitle("New chat");
     $("rename").disabled = true;
     $("delete").disabled = true;
@@ -127,8 +215,11 @@
     $("thread").setAttribute("aria-busy", on ? "true" : "false");
   }
 
-  async function send(text) {
-    if (state.generating || !text.trim()) return;
+  // Send a message (below the branch shown, or below `how.parent`: an edit), or answer the user
+  // message `how.retry` again. Either way the new messages become the branch shown.
+  async function send(text, how) {
+    const opts = how || {};
+    if (state.generating || (!opts.retry && !text.trim())) return;
     const model = $("model").value || state.settings.activeModel || boot.defaultModel;
     setGenerating(true);
     $("chat-status").textContent = "Sending…";
@@ -145,11 +236,20 @@
         state.conversations.unshift({ id: state.current, title: "New Chat", model: model });
         renderConversations();
       }
+      const shownPath = branch(state.messages);
+      const parent = opts.retry || opts.parent || (shownPath.length ? shownPath[shownPath.length - 1].id : null);
+      if (parent) state.choice.delete(parent);
+      if (opts.retry || opts.parent) renderThread(parent);
       const thread = $("thread");
+      for (const tools of thread.querySelectorAll(".message-tools")) tools.remove();
       const empty = $("thread-empty");
       if (empty) empty.remove();
-      thread.append(bubble("user", text));
-      const answer = bubble("assistant", "", { model: model });
+      if (!opts.retry) {
+        const question = bubble("user", text);
+        if (opts.files && opts.files.length) question.append(fileList(opts.files));
+        thread.append(question);
+      }
+      const answer = bubble("assistant", "", { model: model, html: "" });
       answer.classList.add("streaming");
       thread.append(answer);
       thread.scrollTop = thread.scrollHeight;
@@ -157,23 +257,41 @@
       const buffered = Boolean(state.settings.disableStream);
       let written = "";
       let painting = false;
-      // Tokens can come faster than frames: paint the text once per frame, not per token.
+      // The last HTML the server rendered, then the raw text that came after it: new tokens
+      // only grow the tail, and each render replaces both at once, so nothing flickers.
+      const rendered = el("div", { class: "rendered" });
+      const tail = el("span", { class: "tail" });
+      body.append(rendered, tail);
+      let renderedLength = 0;
+      // Tokens can come faster than frames: paint once per frame, not per token.
       const paint = () => {
         painting = false;
-        body.textContent = written;
+        tail.textContent = written.slice(renderedLength);
         thread.scrollTop = thread.scrollHeight;
       };
-      const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", { inputs: text });
+      const message = opts.retry ? { id: opts.retry, is_retry: true } : { inputs: text };
+      if (!opts.retry && opts.files && opts.files.length) message.files = opts.files;
+      if (!opts.retry && parent) message.id = parent;
+      const response = await request("POST", "/api/v2/conversations/" + state.current + "/messages", message);
       $("chat-status").textContent = "The answer is being written.";
       await readEvents(response, (frame) => {
         const update = frame.data;
         if (update.type === "stream") {
           written += update.token;
           if (!buffered && !painting) { painting = true; window.requestAnimationFrame(paint); }
+        } else if (update.type === "rendered") {
+          if (!buffered) {
+            rendered.innerHTML = update.html;
+            renderedLength = update.length;
+            if (!painting) { painting = true; window.requestAnimationFrame(paint); }
+          }
         } else if (update.type === "finalAnswer") {
           written = update.text;
-          body.textContent = written;
+          body.textContent = "";
+          showHtml(body, update.html);
           if (update.interrupted) answer.append(el("p", { class: "note", text: "stopped before the end" }));
+        } else if (update.type === "tool") {
+          window.rufloChatTools.showCall(answer, update.call, decideCall);
         } else if (update.type === "status" && update.status === "error") {
           answer.append(el("p", { class: "error", role: "alert", text: update.message }));
         } else if (update.type === "title") {
@@ -185,14 +303,60 @@
       });
       answer.classList.remove("streaming");
       $("chat-status").textContent = "The answer is complete.";
-      const fresh = await api("GET", "/api/v2/conversations/" + state.current);
-      state.messages = fresh.messages;
     } catch (error) {
       toast(error.message);
       $("chat-status").textContent = "The message could not be sent: " + error.message;
     } finally {
       setGenerating(false);
     }
+    if (state.current) await refreshThread();
+  }
+
+  // -- attachments: text files read in the page, sent with the next message ----------------
+  const MAX_FILE_CHARS = 100000;
+  const MAX_FILES = 5;
+
+  async function attachFiles() {
+    for (const file of $("attach").files) {
+      if (state.attached.length >= MAX_FILES) { toast("At most " + MAX_FILES + " files a message."); break; }
+      const text = await file.text();
+      if (text.length > MAX_FILE_CHARS) { toast(file.name + " is too big (at most " + MAX_FILE_CHARS + " characters)."); continue; }
+      if (text.includes("\u0000")) { toast(file.name + " is not a text file."); continue; }
+      state.attached.push({ name: file.name, mime: file.type || "text/plain", content: text });
+    }
+    $("attach").value = "";
+    showAttached();
+  }
+
+  function showAttached() {
+    const list = $("attached");
+    list.textContent = "";
+    state.attached.forEach((file, index) => {
+      const remove = el("button", { type: "button", class: "small", text: "×", "aria-label": "Remove " + file.name });
+      remove.addEventListener("click", () => { state.attached.splice(index, 1); showAttached(); });
+      list.append(el("li", {}, file.name + " ", remove));
+    });
+  }
+
+  function fileList(files) {
+    return el("ul", { class: "message-files", "aria-label": "Attached files" },
+      ...files.map((f) => el("li", { text: f.name + " (" + f.content.length + " characters)" })));
+  }
+
+  // The person's answer to a tool call that waits for it.
+  async function decideCall(callId, decision) {
+    await api("POST", "/api/v2/conversations/" + state.current + "/tool-calls/" + encodeURIComponent(callId),
+              { decision: decision });
+  }
+
+  // The thread again from the store (after an answer: its tree, versions and tools), keeping
+  // the hive cards of an answer that did not change.
+  async function refreshThread() {
+    try {
+      const fresh = await api("GET", "/api/v2/conversations/" + state.current);
+      state.messages = fresh.messages;
+      renderThread();
+    } catch (error) { toast(error.message); }
   }
 
   async function stop() {
@@ -249,6 +413,8 @@
     $("settings-prompt").value = (s.customPrompts || {})[model] || "";
     $("settings-nostream").checked = Boolean(s.disableStream);
     $("settings").showModal();
+    window.rufloChatTools.fillSettings($("tool-policies"));
+    window.rufloChatTools.fillServers($("mcp-servers"), $("tool-policies"));
   }
 
   async function saveSettings(event) {
@@ -259,7 +425,8 @@
     if (prompt) prompts[model] = prompt; else delete prompts[model];
     try {
       state.settings = await api("POST", "/api/v2/user/settings", {
-        activeModel: model, customPrompts: prompts, disableStream: $("settings-nostream").checked });
+        activeModel: model, customPrompts: prompts, disableStream: $("settings-nostream").checked,
+        toolPolicies: window.rufloChatTools.chosenPolicies($("tool-policies")) });
       $("settings").close();
       if (!state.current) fillModels($("model"), state.models, state.settings.activeModel);
       toast("Settings saved.");
@@ -308,8 +475,12 @@
       const text = prompt.value;
       if (!text.trim() || state.generating) return;
       prompt.value = "";
-      send(text);
+      const files = state.attached;
+      state.attached = [];
+      showAttached();
+      send(text, { files: files });
     });
+    $("attach").addEventListener("change", attachFiles);
     prompt.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -328,6 +499,9 @@
     $("settings-form").addEventListener("submit", saveSettings);
     $("settings-cancel").addEventListener("click", () => $("settings").close());
     $("delete-all").addEventListener("click", deleteAll);
+    $("mcp-add").addEventListener("click", () => window.rufloChatTools.addServer(
+      { name: $("mcp-name"), url: $("mcp-url"), headers: $("mcp-headers"), command: $("mcp-command") },
+      $("mcp-servers"), $("tool-policies")));
     document.querySelector(".settings-links a").addEventListener("click", exportData);
     $("toggle-conversations").addEventListener("click", toggleDrawer);
     window.addEventListener("popstate", () => {

@@ -1,0 +1,58 @@
+"""How a hive's progress reads to a person or a client following it from outside: which events
+are news, one line per event, and the verified summary at the end. Shared by the A2A agent and
+the OpenAI-compatible completions. Depends on the engine's summary and the core model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ruflo.errors import GatewayUnavailable
+from ruflo.model import Hive, HiveStatus
+from ruflo.model import Task as BoardTask
+from ruflo.server.context import ServerContext
+
+NOTABLE = frozenset({
+    "task_posted", "task_claimed", "task_done", "task_failed", "task_released",
+    "task_cancelled", "task_verified", "hive_paused", "hive_running", "budget_warning",
+    "budget_exceeded", "objective_verified", "approval_requested", "approval_decided",
+    "ticket_delegated", "ticket_escalated", "agent_hired", "a2a_message"})
+"""Hive events passed on as progress; the rest (heartbeats, spend...) are not news."""
+
+
+def waits_for_a_person(hive: Hive) -> bool:
+    """A paused hive that only a person resumes (an unreachable gateway's pause ends by itself
+    when it answers again)."""
+    return hive.status is HiveStatus.PAUSED and \
+        hive.pause_reason != GatewayUnavailable.pause_reason
+
+
+def run_summary(ctx: ServerContext, hive_id: str) -> dict[str, Any]:
+    """The verified summary: how the hive ended, its spend, and every task with its verdict."""
+    from ruflo.engine.board_engine import summarise
+
+    summary = summarise(ctx.store, hive_id).to_json()
+    summary["board"] = [task_line(task) for task in ctx.store.list_tasks(hive_id)]
+    return summary
+
+
+def task_line(task: BoardTask) -> dict[str, Any]:
+    return {"id": task.id, "title": task.title, "state": task.state.value,
+            "verified": task.verified, "result": task.result}
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    lines = [f"hive {summary['hive_id']}: {summary['status']}; objective "
+             f"{'verified' if summary['objective_succeeded'] else 'not verified'}; "
+             f"{summary['tokens']} tokens"]
+    lines += [f"- {t['title']}: {t['state']}"
+              + ("" if t["verified"] is None else " (verified)" if t["verified"]
+                 else " (verify failed)") for t in summary["board"]]
+    return "\n".join(lines)
+
+
+def describe(kind: str, data: Mapping[str, Any]) -> str:
+    """One line for a notable event."""
+    detail = data.get("title") or data.get("reason") or data.get("subject") or ""
+    return f"{kind.replace('_', ' ')}: {detail}" if detail else kind.replace("_", " ")

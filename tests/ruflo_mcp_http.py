@@ -1,0 +1,50 @@
+"""`ruflo mcp --transport http` as a real subprocess on a free loopback port, with its own store:
+the MCP server the chat tests add."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@contextmanager
+def ruflo_mcp_http(root: Path) -> Iterator[tuple[str, Path]]:
+    """(its /mcp URL, its data dir), stopped on exit."""
+    data = root / "mcp-data"
+    data.mkdir()
+    (data / "config.toml").write_text("")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUFLO_", "OPENAI_", "LITELLM_", "DATABASE_"))}
+    env.update(RUFLO_DATA_DIR=str(data), RUFLO_CONFIG=str(data / "config.toml"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    port = free_port()
+    process = subprocess.Popen([str(BIN / "ruflo"), "mcp", "--transport", "http", "--port",
+                                str(port)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while True:  # wait for it to listen (or to die)
+            assert process.poll() is None, f"ruflo mcp exited with {process.returncode}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp", data
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
