@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -19,3 +20,9 @@ def work_rules(name: str, *, delay: float = 0.0) -> list[dict[str, Any]]:
             "reply": {"tool_calls": [{"name": "complete",
                                       "arguments": {"result": f"wrote {name}.txt"}}]}}
     return [first, done]
+
+
+def plan_rule(*titles: str) -> dict[str, Any]:
+    """The planner's answer: one task per title (engine/plan.py's JSON)."""
+    return {"name": "plan", "match": {"system": "You plan work"}, "reply": {"content": json.dumps(
+        {"tasks": [{"id": f"t{n}", "title": title} for n, title in enumerate(titles)]})}}

@@ -5,7 +5,6 @@ runs `ruflo serve` itself: SIGTERM hands the claims back, and the next server fi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from server_harness import GATEWAY_KEY, Served
 
-from agent_scripts import work_rules
+from agent_scripts import plan_rule, work_rules
 from ruflo.config import load_settings
 from ruflo.gateway.client import RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
@@ -95,12 +94,6 @@ def test_a_hive_created_over_http_runs_to_done_and_the_stream_shows_it(
     assert shown["spend"]["calls"] == 6, "two gateway calls per task, nothing else"
     workspace = Path(shown["workspace"])
     assert sorted(p.name for p in workspace.iterdir()) == ["t1.txt", "t2.txt", "t3.txt"]
-
-
-def plan_rule(*titles: str) -> dict[str, Any]:
-    """The planner's answer: one task per title (engine/plan.py's JSON)."""
-    return {"name": "plan", "match": {"system": "You plan work"}, "reply": {"content": json.dumps(
-        {"tasks": [{"id": f"t{n}", "title": title} for n, title in enumerate(titles)]})}}
 
 
 def test_an_objective_alone_is_planned_and_run(live_server: Callable[..., Served]) -> None:

@@ -17,7 +17,7 @@ import openai
 import pytest
 from server_harness import GATEWAY_KEY, Served
 
-from agent_scripts import work_rules
+from agent_scripts import plan_rule, work_rules
 from ruflo.gateway.client import RetryPolicy
 
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
@@ -82,9 +82,9 @@ def test_the_sdk_streams_a_swarm_completion_that_runs_a_hive_to_its_verified_res
 
 
 @pytest.mark.timeout(120)
-def test_without_streaming_the_answer_is_the_whole_story_and_the_objective_is_the_task(
+def test_without_streaming_the_answer_is_the_whole_story_and_the_objective_is_planned(
         live_server: Callable[..., Served]) -> None:
-    served = live_server(*work_rules("t2"))
+    served = live_server(plan_rule("t2"), *work_rules("t2"))
     answer = sdk(served).chat.completions.create(
         model="ruflo/swarm", messages=[{"role": "user", "content": "earlier question"},
                                        {"role": "assistant", "content": "earlier answer"},
@@ -96,7 +96,8 @@ def test_without_streaming_the_answer_is_the_whole_story_and_the_objective_is_th
     assert hive.objective == "t2"
     assert answer.choices[0].finish_reason == "stop"
     content = answer.choices[0].message.content or ""
-    assert "- t2: done (verified)" in content
+    assert "- t2: done" in content
+    assert "done; objective verified" in content
     assert answer.model_extra is not None
     assert answer.model_extra["ruflo"]["hive_id"] == hive.id
     assert answer.usage is not None
