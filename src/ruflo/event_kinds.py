@@ -114,6 +114,8 @@ class EventKind(enum.StrEnum):
     """ruflo committed an attempt's worktree on its task branch."""
     TASK_MERGED = "task_merged"
     """A task's commit was merged into the integration branch."""
+    MERGE_CHECK_FAILED = "merge_check_failed"
+    """After a merge a merged task's verify failed: the merge was undone."""
     INTEGRATION_POSTED = "integration_posted"
     """A merge conflicted or broke the verify: an integration task carries it."""
     WORKTREES_CLEANED = "worktrees_cleaned"

@@ -1,8 +1,9 @@
 """An attempt in its own git worktree (agents/gitwork.py), and its integration: wraps an executor
 (the verify-deciding one) so the attempt's folder is a fresh worktree on its task branch; when the
 attempt completes, ruflo commits its tree, merges it into the hive's integration branch (one merge
-at a time per hive) and runs the hive's objective verify on the result. A conflict, or a merge
-after which that verify fails, becomes work: an integration task on the board (the tasks'
+at a time per hive) and runs the verify commands of every task merged so far on the result (the
+hive's objective verify runs at its end, on the integration branch). A conflict, or a merge
+after which one of those fails although each branch passed alone, becomes work: an integration task on the board (the tasks'
 skills, the conflicting files and both sides in its description, a higher priority), whose own
 attempt starts with the merge in its worktree. Depends on the Executor types, gitwork, the
 command runner and the Store protocol.
@@ -39,10 +40,19 @@ class Integrator:
     """A hive's merges: one at a time in this process (an asyncio lock) and on this machine
     (the repository's lock file)."""
 
-    def __init__(self, repo: HiveRepo, verify: str | None) -> None:
+    def __init__(self, repo: HiveRepo) -> None:
         self.repo = repo
-        self.verify = verify
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _checks(store: Store, task: Task) -> list[str]:
+        """The verify commands that must pass on the merged result: those of every task merged
+        so far and this one's (each passed on its own branch)."""
+        merged = {e.task_id for e in store.events(task.hive_id, kinds=[EventKind.TASK_MERGED])}
+        commands = [t.verify for t in store.list_tasks(task.hive_id)
+                    if t.id in merged and t.verify]
+        commands += [task.verify] if task.verify else []
+        return list(dict.fromkeys(c for c in commands if c and c.strip()))
 
     async def integrate(self, store: Store, task: Task, agent: Agent, commit: str,
                         ctx: RunContext) -> str | None:
@@ -55,16 +65,16 @@ class Integrator:
                 before = await asyncio.to_thread(repo.head)
                 result: MergeResult = await asyncio.to_thread(
                     repo.merge, commit, f"ruflo: merge task {task.id} ({task.title[:60]})")
-                if result.merged and self.verify:
-                    passed, output = await self._verify(ctx)
-                    store.append_event(task.hive_id, EventKind.OBJECTIVE_VERIFIED,
-                                       task_id=task.id,
-                                       data={"command": self.verify, "passed": passed,
-                                             "output": output[-2000:], "after_merge": commit})
+                for command in self._checks(store, task) if result.merged else []:
+                    passed, output = await self._verify(command, ctx)
                     if not passed:
                         await asyncio.to_thread(repo.undo_last_merge, before)
+                        store.append_event(task.hive_id, EventKind.MERGE_CHECK_FAILED,
+                                           task_id=task.id,
+                                           data={"command": command, "commit": commit,
+                                                 "output": output[-2000:]})
                         return self._post(store, task, agent, commit, conflict=None,
-                                          broken=output)
+                                          broken=f"`{command}` fails:\n{output}")
                 if result.merged:
                     store.append_event(task.hive_id, EventKind.TASK_MERGED, agent_id=agent.id,
                                        task_id=task.id,
@@ -75,10 +85,9 @@ class Integrator:
             finally:
                 repo.unlock(handle)
 
-    async def _verify(self, ctx: RunContext) -> tuple[bool, str]:
-        assert self.verify is not None
+    async def _verify(self, command: str, ctx: RunContext) -> tuple[bool, str]:
         limits = ctx.limits
-        done = await run_command(self.verify, cwd=self.repo.integration,
+        done = await run_command(command, cwd=self.repo.integration,
                                  env=dict(ctx.env) if ctx.env else command_env(),
                                  time_limit=limits.verify_timeout, grace=limits.command_grace,
                                  output_limit=limits.command_output_bytes, sandbox=ctx.sandbox)
@@ -95,9 +104,9 @@ class Integrator:
                       f"conflict markers; resolve every one keeping BOTH sides' intent.\n\n{sides}")
             files: list[str] = list(c.files)
         else:
-            why = "after merging it the hive's verify command fails"
-            detail = (f"The merge is in your folder; `{self.verify}` fails on it although each "
-                      f"branch passed alone. Make it pass keeping both sides' intent.\n\n"
+            why = "after merging it a merged task's verify command fails"
+            detail = (f"The merge is in your folder; a check fails on it although each branch "
+                      f"passed alone. Make it pass keeping both sides' intent.\n\n"
                       f"{(broken or '')[-1500:]}")
             files = []
         title = f"Integrate: {task.title}"

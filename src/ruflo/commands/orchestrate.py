@@ -162,11 +162,12 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
 
     hive_id = new_id()
     folder = (workspace or settings.workspace_dir / hive_id).expanduser().resolve()
+    ours = not folder.exists() or not any(folder.iterdir())
     folder.mkdir(parents=True, exist_ok=True)
     if workload is not None and workload.fixture is not None:
         shutil.copytree(workload.fixture, folder, dirs_exist_ok=True)
-    if workspace is None and isolation != "none":
-        init_repo(folder)  # ruflo's own folder: a repository, so the hive shows isolation
+    if ours and isolation != "none":
+        init_repo(folder)  # a folder ruflo creates: a repository, so the hive shows isolation
     isolated, notice = isolation_config(folder, isolation)
     typer.echo(notice, err=True)
     config: dict[str, Any] = {"seed": seed, "time_unit": time_unit,

@@ -23,7 +23,8 @@ from ruflo.model import JSON, Hive, TaskState
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
-__all__ = ["SHARED_NOTICE", "isolation_config", "isolation_of", "open_isolation"]
+__all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
+           "open_isolation"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -85,5 +86,26 @@ def open_isolation(store: Store, hive: Hive) -> Integrator | None:
         repo.remove_attempt(task_id)
     if stale:
         store.append_event(hive.id, EventKind.WORKTREES_CLEANED, data={"tasks": stale})
-    verify = hive.config.get("verify")
-    return Integrator(repo, verify if isinstance(verify, str) and verify.strip() else None)
+    return Integrator(repo)
+
+
+def hive_repo(hive: Hive) -> HiveRepo:
+    """The repository of a git hive; ConfigError saying why for any other."""
+    if isolation_of(hive) != "git" or not hive.workspace:
+        raise ConfigError(f"hive {hive.id} shares its folder (isolation none): its result is "
+                          f"the folder {hive.workspace} itself; there is no branch to show")
+    if not is_git_repo(hive.workspace):
+        raise ConfigError(f"hive {hive.id}'s workspace {hive.workspace} is no longer a git "
+                          "repository")
+    return HiveRepo(hive.workspace, hive.id)
+
+
+def isolation_json(hive: Hive) -> JSON:
+    """What `hive show` and the API say about a hive's isolation."""
+    kind = isolation_of(hive)
+    if kind != "git" or not hive.workspace or not is_git_repo(hive.workspace):
+        return {"isolation": kind}
+    repo = HiveRepo(hive.workspace, hive.id)
+    return {"isolation": kind, "branch": repo.branch,
+            "start_commit": hive.config.get("start_commit"),
+            "live_worktrees": len(repo.leftovers()), "disk_bytes": repo.disk_bytes()}
