@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ruflo.agents.gitwork import HiveRepo, init_repo
+from ruflo.commands.task import _printable, task_git
 from ruflo.engine.isolation import isolation_config
 from ruflo.engine.live import LiveEngine, LiveParams
 from ruflo.event_kinds import EventKind
@@ -126,6 +127,13 @@ async def test_four_agents_two_on_the_same_line_conflict_is_integrated_and_nothi
     assert [line for line in sh("worktree", "list", "--porcelain", cwd=repo).splitlines()
             if line.startswith("worktree ")] == [f"worktree {repo}",
                                                 f"worktree {hive_repo.integration}"]
+    history = [e for e in store.events(hive.id) if e.task_id == integration.id]
+    shown = task_git(store.get_hive(hive.id), history)
+    assert shown is not None
+    assert shown["merged"] is True
+    assert shown["branch"] == f"ruflo-tasks/{hive.id}/{integration.id}"
+    assert "shared.txt" in shown["diff"]
+    assert _printable("a\x1b[2Jb\n") == "a?[2Jb\n"
     hive_repo.apply_to_user_branch()
     assert "delta-was-here" in (repo / "shared.txt").read_text()
     assert (repo / "beta.txt").read_text() == "beta"
