@@ -165,3 +165,32 @@ async def test_a_merge_that_breaks_the_verify_although_each_branch_passed_reopen
     branch = f"ruflo/{hive.id}"
     for name in ("left.txt", "right.txt", "both.txt"):
         assert sh("cat-file", "-e", f"{branch}:{name}", cwd=repo) == ""
+
+
+def test_a_killed_processs_worktrees_are_cleaned_at_the_next_start_and_a_merge_is_not_doubled(
+        store: Any, tmp_path: Path) -> None:
+    from ruflo.engine.isolation import open_isolation
+
+    repo = user_repo(tmp_path)
+    hive = make_hive(store, repo, [Task(id="t", hive_id="", title="t")], verify=None, agents=1)
+    integrator = open_isolation(store, hive)
+    assert integrator is not None
+    left = integrator.repo.open_attempt(f"{hive.id}-t")  # the process dies here
+    (left.path / "half.txt").write_text("half")
+    commit, _ = integrator.repo.commit_attempt(left, "t")
+    handle = integrator.repo.lock()
+    try:
+        assert integrator.repo.merge(commit, "m").merged
+        head = integrator.repo.head()
+        assert integrator.repo.merge(commit, "again").commit == head  # redone after a restart
+    finally:
+        integrator.repo.unlock(handle)
+
+    again = open_isolation(store, store.get_hive(hive.id))
+
+    assert again is not None
+    assert again.repo.leftovers() == []
+    cleaned = store.events(hive.id, kinds=[EventKind.WORKTREES_CLEANED])
+    assert cleaned[-1].data["tasks"] == [f"{hive.id}-t"]
+    assert f"{hive.id}-t" not in sh("worktree", "list", cwd=repo)
+    assert len(store.events(hive.id, kinds=[EventKind.ISOLATION_READY])) == 1
