@@ -107,6 +107,20 @@ class EventKind(enum.StrEnum):
     TASK_VERIFIED = "task_verified"
     """A task's verify command ran (by an agent, over REST or over MCP)."""
 
+    # -- git isolation (agents/gitwork.py, agents/isolated.py)
+    ISOLATION_READY = "isolation_ready"
+    """The hive's integration branch and start commit (or the shared folder, said loudly)."""
+    TASK_COMMITTED = "task_committed"
+    """ruflo committed an attempt's worktree on its task branch."""
+    TASK_MERGED = "task_merged"
+    """A task's commit was merged into the integration branch."""
+    MERGE_CHECK_FAILED = "merge_check_failed"
+    """After a merge a merged task's verify failed: the merge was undone."""
+    INTEGRATION_POSTED = "integration_posted"
+    """A merge conflicted or broke the verify: an integration task carries it."""
+    WORKTREES_CLEANED = "worktrees_cleaned"
+    """Leftover attempt worktrees (a killed process's) were removed at start."""
+
     # -- budgets, the MCP desk, notifications and comparisons
     BUDGET_WARNING = "budget_warning"
     BUDGET_EXCEEDED = "budget_exceeded"

@@ -4,6 +4,7 @@ data dir; the exit code and the stored hive say how it went."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,16 @@ def test_orchestrate_runs_a_workload_to_completion_and_exits_zero(
     done = cli("orchestrate", "--workload", str(workload), "--agents", "2",
                "--workspace", str(workspace), "--budget-tokens", "100000", "--json")
 
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:]
     summary = json.loads(done.stdout)
     assert summary["status"] == "done"
     assert summary["objective_succeeded"] is True
     assert summary["tasks"]["done"] == 2
     assert "store: sqlite" in done.stderr, "the boot trace is printed"
-    assert (workspace / "b.txt").read_text() == "b"
+    assert not (workspace / "b.txt").exists(), "the user's folder changes only by hive apply"
+    branch = f"ruflo/{summary['hive_id']}:b.txt"
+    assert subprocess.run(["git", "-C", str(workspace), "show", branch], capture_output=True,
+                          text=True, check=True).stdout.strip() == "b"
     store = cli.store()
     try:
         hive = store.get_hive(summary["hive_id"])

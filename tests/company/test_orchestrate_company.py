@@ -56,7 +56,11 @@ def test_orchestrate_runs_a_company_from_an_org_file(tmp_path: Path) -> None:
         plan = PLAN_USAGE["prompt_tokens"] + PLAN_USAGE["completion_tokens"]
         assert summary["coordination_tokens"] == 3 * plan
         assert summary["tokens"] > summary["coordination_tokens"]
-        assert (tmp_path / "ws" / "faq.md").read_text() == "faq"
+        # Git isolation: the result is on the hive's integration branch, not yet in the folder.
+        assert not (tmp_path / "ws" / "faq.md").exists()
+        assert subprocess.run(["git", "-C", str(tmp_path / "ws"), "show",
+                               f"ruflo/{summary['hive_id']}:faq.md"], capture_output=True,
+                              text=True, check=True).stdout == "faq"
         store = open_store(f"sqlite:///{tmp_path / 'data' / 'ruflo.db'}")
         try:
             [hive] = store.list_hives()

@@ -1,4 +1,4 @@
-"""`ruflo hive list|show|pause|resume|cancel`: stored hives, from the shell. A hive may be given
+"""`ruflo hive list|show|diff|apply|pause|resume|cancel`: stored hives, from the shell. A hive may be given
 by its id or a unique prefix of it.
 
 Imports only typer and the standard library at module level.
@@ -115,6 +115,7 @@ def show(
 ) -> None:
     """Show a hive: agents (thresholds, status, spend), tasks by state, recent events."""
     from ruflo.engine.board_engine import summarise
+    from ruflo.engine.isolation import isolation_json
     from ruflo.engine.view import describe_event
     from ruflo.engine.worker import hive_workers
     from ruflo.model import TaskState
@@ -131,6 +132,7 @@ def show(
         recent = recent[-events:] if events else []
         workers = hive_workers(store, hive.id, stale_after=settings.lease_seconds)
         driver = store.hive_driver(hive.id)
+    isolation = isolation_json(hive)
     if as_json:
         typer.echo(json.dumps({
             "hive": hive_json(hive), "summary": summary.to_json(),
@@ -141,7 +143,7 @@ def show(
                         "adapter": a.adapter.value} for a in agents],
             "tasks": [task_json(t) for t in tasks],
             "workers": workers,
-            "driver": driver_json(driver),
+            "driver": driver_json(driver), "isolation": isolation,
             "events": [event_json(e) for e in recent]}, default=str))
         return
     reason = f" ({hive.pause_reason})" if hive.pause_reason else ""
@@ -149,6 +151,13 @@ def show(
                f"\n  owner: {hive.owner}"
                f"\n  objective: {hive.objective}\n  workspace: {hive.workspace}")
     typer.echo(f"  driver: {describe_driver(driver)}")
+    if isolation["isolation"] == "git":
+        typer.echo(f"  isolation: git worktrees, branch {isolation.get('branch')} from "
+                   f"{str(isolation.get('start_commit'))[:12]}, "
+                   f"{isolation.get('live_worktrees')} live worktree(s), "
+                   f"{isolation.get('disk_bytes')} bytes on disk")
+    else:
+        typer.echo("  isolation: none (the agents share the workspace folder)")
     typer.echo(f"  spend: {summary.calls} calls, {summary.tokens} tokens, ${summary.cost:.4f}"
                f" (coordination {summary.coordination_tokens} tokens)")
     typer.echo("agents:")
@@ -288,6 +297,33 @@ def cancel(hive_ref: HiveArgument, as_json: JsonOption = False) -> None:
 
     _said(hive, as_json, f"hive {hive.id} cancelled ({cancelled[TaskState.CANCELLED]} tasks "
                          "cancelled)")
+
+
+@app.command()
+def diff(hive_ref: HiveArgument,
+         stat: Annotated[bool, typer.Option("--stat", help="Files changed only.")] = False
+         ) -> None:
+    """The hive's result: its integration branch against the commit it started from."""
+    from ruflo.engine.isolation import hive_repo
+
+    with opened() as (_settings, store):
+        hive = find_hive(store, hive_ref)
+    repo = hive_repo(hive)
+    start = hive.config.get("start_commit")
+    typer.echo(repo.diff(start if isinstance(start, str) else "HEAD", stat=stat), nl=False)
+
+
+@app.command()
+def apply(hive_ref: HiveArgument) -> None:
+    """Merge the hive's integration branch into your checked-out branch (refuses a dirty
+    tree). To throw the result away instead: git branch -D ruflo/<hive>."""
+    from ruflo.engine.isolation import hive_repo
+
+    with opened() as (_settings, store):
+        hive = find_hive(store, hive_ref)
+    repo = hive_repo(hive)
+    head = repo.apply_to_user_branch()
+    typer.echo(f"applied {repo.branch} to your branch: now at {head[:12]}")
 
 
 def _said(hive: Hive, as_json: bool, line: str) -> None:

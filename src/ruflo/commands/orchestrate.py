@@ -50,6 +50,9 @@ def orchestrate(
         min=1, max=1000, help="Agents to run when the workload names none.")] = 4,
     workspace: Annotated[Path | None, typer.Option(
         help="Folder the agents work in (default: <RUFLO_WORKSPACE>/<hive id>).")] = None,
+    isolation: Annotated[str | None, typer.Option(
+        help="git: each attempt in its own worktree, merged by ruflo (the default when the "
+             "workspace is a git repository); none: the agents share the folder.")] = None,
     workload: Annotated[Path | None, typer.Option(
         help="Workload YAML with tasks (and agents); without it the objective is planned "
              "into tasks by the LLM.")] = None,
@@ -119,7 +122,8 @@ def orchestrate(
             hive = create_hive(settings, store, goal, run_mode, loaded, agents=agents,
                                workspace=workspace, budget_tokens=budget_tokens,
                                budget_cost=budget_cost, model=model, seed=seed,
-                               time_unit=time_unit, name=name, org=chart)
+                               time_unit=time_unit, name=name, org=chart,
+                               isolation=isolation)
             typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
                        f"agents, workspace {hive.workspace}", err=True)
             summary = run_in_foreground(settings, store, hive.id, show=not as_json,
@@ -143,24 +147,32 @@ def require_gateway(settings: Settings) -> None:
 def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 workload: Workload | None, *, agents: int, workspace: Path | None,
                 budget_tokens: int | None, budget_cost: float | None, model: str | None,
-                seed: int, time_unit: float, name: str | None, org: Any = None) -> Hive:
+                seed: int, time_unit: float, name: str | None, org: Any = None,
+                isolation: str | None = None) -> Hive:
     """Store the hive with its agents and (from a workload) its first tasks; the objective is
     planned when the hive is first driven (`drive`, engine/start.py's rule)."""
     import shutil
 
+    from ruflo.agents.gitwork import init_repo
     from ruflo.engine import start
+    from ruflo.engine.isolation import isolation_config
     from ruflo.engine.plan import tasks_for_hive
     from ruflo.engine.start import HiveSpec
     from ruflo.model import Budget, new_id
 
     hive_id = new_id()
     folder = (workspace or settings.workspace_dir / hive_id).expanduser().resolve()
+    ours = not folder.exists() or not any(folder.iterdir())
     folder.mkdir(parents=True, exist_ok=True)
     if workload is not None and workload.fixture is not None:
         shutil.copytree(workload.fixture, folder, dirs_exist_ok=True)
+    if ours and isolation != "none":
+        init_repo(folder)  # a folder ruflo creates: a repository, so the hive shows isolation
+    isolated, notice = isolation_config(folder, isolation)
+    typer.echo(notice, err=True)
     config: dict[str, Any] = {"seed": seed, "time_unit": time_unit,
                               "lease_seconds": settings.lease_seconds,
-                              "model": model or settings.model}
+                              "model": model or settings.model, **isolated}
     if workload is not None:
         config["workload"] = str(workload.source) if workload.source else workload.name
         if workload.verify:

@@ -7,7 +7,8 @@ Imports only typer and the standard library at module level.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -141,8 +142,10 @@ def show(
         task = find_task(store, task_ref, hive_id)
         history = [e for e in store.events(task.hive_id) if e.task_id == task.id]
         names = {a.id: a.name for a in store.list_agents(task.hive_id)}
+        hive = store.get_hive(task.hive_id)
+    git_info = task_git(hive, history)
     if as_json:
-        typer.echo(json.dumps({**task_json(task), "hive_id": task.hive_id,
+        typer.echo(json.dumps({**task_json(task), "hive_id": task.hive_id, "git": git_info,
                                "events": [event_json(e) for e in history]}, default=str))
         return
     typer.echo(f"task {task.id}  {task.title}\n  {task.state.value}, hive {task.hive_id}, "
@@ -152,8 +155,39 @@ def show(
                          ("result", task.result), ("blocked on", task.blocked_on)):
         if value:
             typer.echo(f"  {label}: {value}")
+    if git_info:
+        typer.echo(f"  branch: {git_info['branch']}  commit: {git_info['commit']}  "
+                   f"merged: {git_info['merged']}")
+        typer.echo(_printable(str(git_info.get("diff") or "")), nl=False)
     for event in history:
         typer.echo(f"  {describe_event(event, names)}")
+
+
+def task_git(hive: Any, history: list[Any]) -> dict[str, Any] | None:
+    """A task's branch, commit, merge state and diff stat under git isolation (from its
+    events); None when it has no commit."""
+    from ruflo.event_kinds import EventKind
+
+    commits = [e for e in history if e.kind == EventKind.TASK_COMMITTED]
+    if not commits:
+        return None
+    last = commits[-1].data
+    info: dict[str, Any] = {
+        "branch": last.get("branch"), "commit": last.get("commit"), "base": last.get("base"),
+        "files": last.get("files"),
+        "merged": any(e.kind == EventKind.TASK_MERGED for e in history)}
+    from ruflo.agents.gitwork import git, is_git_repo
+
+    if hive.workspace and is_git_repo(hive.workspace):
+        done = git("diff", "--stat", str(last.get("base")), str(last.get("commit")),
+                   cwd=Path(hive.workspace), check=False)
+        info["diff"] = done.stdout if done.returncode == 0 else None
+    return info
+
+
+def _printable(text: str) -> str:
+    """Text from agents' files for a terminal: control characters (escapes) shown as '?'."""
+    return "".join(c if c in "\n\t" or c.isprintable() else "?" for c in text)
 
 
 @app.command()

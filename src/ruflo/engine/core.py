@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from ruflo.agents import SWARM_TOOLS, Executor, RunContext, TaskTool
+from ruflo.agents.isolated import Integrator, Isolated
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import (
     GATEWAY_UNREACHABLE,
@@ -23,6 +24,7 @@ from ruflo.engine.control import (
     pause_hive,
     resume_after_outage,
 )
+from ruflo.engine.isolation import open_isolation
 from ruflo.errors import ConfigError, Conflict, GatewayError, GatewayUnavailable, RufloError
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
@@ -138,6 +140,8 @@ class HiveEngine(ABC):
         self._helpers: list[asyncio.Task[None]] = []
         self._probing: asyncio.Task[None] | None = None
         """Looking for the gateway to come back, while the hive is paused for it."""
+        self._integrator: Integrator | None = None
+        """Git isolation's merges (None: the agents share the workspace folder)."""
 
     # -- what an engine adds -----------------------------------------------------------------------
     @abstractmethod
@@ -309,6 +313,7 @@ class HiveEngine(ABC):
         if not hive.workspace:
             raise ConfigError(f"hive {hive.id} has no workspace folder; nothing was run")
         Path(hive.workspace).mkdir(parents=True, exist_ok=True)
+        self._integrator = open_isolation(self.store, hive)
         agents = self.store.list_agents(self.hive_id)
         if not agents:
             raise ConfigError(f"hive {hive.id} has no agents; nothing was run")
@@ -319,7 +324,10 @@ class HiveEngine(ABC):
         that ran it is gone and this one hosts it now."""
         if agent.status is AgentStatus.DEAD:
             agent = self.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None)
-        slot = AgentSlot(agent, self.executors(agent))
+        executor = self.executors(agent)
+        if self._integrator is not None:
+            executor = Isolated(executor, self._integrator)
+        slot = AgentSlot(agent, executor)
         if agent.status is AgentStatus.PAUSED:
             slot.paused = "paused before this run"
         self.slots[agent.id] = slot
@@ -661,7 +669,9 @@ class HiveEngine(ABC):
         from ruflo.agents.commands import command_env, run_command
 
         limits = self.params.limits
-        result = await run_command(command, cwd=Path(self.hive.workspace or "."),
+        folder = (self._integrator.repo.integration if self._integrator is not None
+                  else Path(self.hive.workspace or "."))
+        result = await run_command(command, cwd=folder,
                                    env=self.env or command_env(),
                                    time_limit=limits.verify_timeout, grace=limits.command_grace,
                                    output_limit=limits.command_output_bytes)

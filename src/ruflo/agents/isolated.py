@@ -1,0 +1,157 @@
+"""An attempt in its own git worktree (agents/gitwork.py), and its integration: wraps an executor
+(the verify-deciding one) so the attempt's folder is a fresh worktree on its task branch; when the
+attempt completes, ruflo commits its tree, merges it into the hive's integration branch (one merge
+at a time per hive) and runs the verify commands of every task merged so far on the result (the
+hive's objective verify runs at its end, on the integration branch). A conflict, or a merge
+after which one of those fails although each branch passed alone, becomes work: an integration task on the board (the tasks'
+skills, the conflicting files and both sides in its description, a higher priority), whose own
+attempt starts with the merge in its worktree. Depends on the Executor types, gitwork, the
+command runner and the Store protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
+from ruflo.agents.commands import command_env, run_command
+from ruflo.agents.gitwork import GitError, HiveRepo, MergeResult, shown
+from ruflo.event_kinds import EventKind
+from ruflo.model import Agent, Hive, Task, new_id
+
+if TYPE_CHECKING:
+    from ruflo.store.base import Store
+
+__all__ = ["Integrator", "Isolated", "merge_commit_of"]
+
+
+def merge_commit_of(store: Store, task: Task) -> str | None:
+    """The task commit an integration task must merge (None for an ordinary task)."""
+    for event in store.events(task.hive_id, kinds=[EventKind.INTEGRATION_POSTED]):
+        if event.data.get("integration_task") == task.id:
+            commit = event.data.get("commit")
+            return commit if isinstance(commit, str) else None
+    return None
+
+
+class Integrator:
+    """A hive's merges: one at a time in this process (an asyncio lock) and on this machine
+    (the repository's lock file)."""
+
+    def __init__(self, repo: HiveRepo) -> None:
+        self.repo = repo
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _checks(store: Store, task: Task) -> list[str]:
+        """The verify commands that must pass on the merged result: those of every task merged
+        so far and this one's (each passed on its own branch)."""
+        merged = {e.task_id for e in store.events(task.hive_id, kinds=[EventKind.TASK_MERGED])}
+        commands = [t.verify for t in store.list_tasks(task.hive_id)
+                    if t.id in merged and t.verify]
+        commands += [task.verify] if task.verify else []
+        return list(dict.fromkeys(c for c in commands if c and c.strip()))
+
+    async def integrate(self, store: Store, task: Task, agent: Agent, commit: str,
+                        ctx: RunContext) -> str | None:
+        """Merge `commit`; returns None when merged, else the id of the integration task
+        posted for it."""
+        repo = self.repo
+        async with self._lock:
+            handle = await asyncio.to_thread(repo.lock)
+            try:
+                before = await asyncio.to_thread(repo.head)
+                result: MergeResult = await asyncio.to_thread(
+                    repo.merge, commit, f"ruflo: merge task {task.id} ({task.title[:60]})")
+                for command in self._checks(store, task) if result.merged else []:
+                    passed, output = await self._verify(command, ctx)
+                    if not passed:
+                        await asyncio.to_thread(repo.undo_last_merge, before)
+                        store.append_event(task.hive_id, EventKind.MERGE_CHECK_FAILED,
+                                           task_id=task.id,
+                                           data={"command": command, "commit": commit,
+                                                 "output": output[-2000:]})
+                        return self._post(store, task, agent, commit, conflict=None,
+                                          broken=f"`{command}` fails:\n{output}")
+                if result.merged:
+                    store.append_event(task.hive_id, EventKind.TASK_MERGED, agent_id=agent.id,
+                                       task_id=task.id,
+                                       data={"commit": commit, "integration": result.commit,
+                                             "branch": repo.branch})
+                    return None
+                return self._post(store, task, agent, commit, conflict=result, broken=None)
+            finally:
+                repo.unlock(handle)
+
+    async def _verify(self, command: str, ctx: RunContext) -> tuple[bool, str]:
+        limits = ctx.limits
+        done = await run_command(command, cwd=self.repo.integration,
+                                 env=dict(ctx.env) if ctx.env else command_env(),
+                                 time_limit=limits.verify_timeout, grace=limits.command_grace,
+                                 output_limit=limits.command_output_bytes, sandbox=ctx.sandbox)
+        return done.ok, done.output
+
+    def _post(self, store: Store, task: Task, agent: Agent, commit: str, *,
+              conflict: MergeResult | None, broken: str | None) -> str:
+        if conflict is not None and conflict.conflict is not None:
+            c = conflict.conflict
+            sides = "\n\n".join(f"--- {f}: integration branch ---\n{c.ours[f]}\n"
+                                f"--- {f}: task {task.id} ---\n{c.theirs[f]}" for f in c.files)
+            why = f"merging it conflicts in {shown(list(c.files))}"
+            detail = (f"Conflicting files: {', '.join(c.files)}. Your folder holds the merge with "
+                      f"conflict markers; resolve every one keeping BOTH sides' intent.\n\n{sides}")
+            files: list[str] = list(c.files)
+        else:
+            why = "after merging it a merged task's verify command fails"
+            detail = (f"The merge is in your folder; a check fails on it although each branch "
+                      f"passed alone. Make it pass keeping both sides' intent.\n\n"
+                      f"{(broken or '')[-1500:]}")
+            files = []
+        title = f"Integrate: {task.title}"
+        posted = Task(id=new_id(), hive_id=task.hive_id, title=title[:200],
+                      description=f"Task {task.id} ('{task.title}') is done on its branch, but "
+                                  f"{why}.\n\n{detail}\n\nOriginal task:\n{task.description}",
+                      skills=task.skills, priority=task.priority + 1, verify=task.verify,
+                      parent_id=task.id)
+        with store.transaction():
+            store.post_tasks(task.hive_id, [posted], agent_id=agent.id)
+            store.append_event(task.hive_id, EventKind.INTEGRATION_POSTED, agent_id=agent.id,
+                               task_id=task.id,
+                               data={"integration_task": posted.id, "commit": commit,
+                                     "files": files, "reason": why})
+        return posted.id
+
+
+class Isolated:
+    """Runs each attempt of the inner executor in its own worktree, then integrates it."""
+
+    def __init__(self, inner: Executor, integrator: Integrator) -> None:
+        self.inner = inner
+        self.integrator = integrator
+
+    async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
+        repo = self.integrator.repo
+        merge = await asyncio.to_thread(merge_commit_of, ctx.store, task)
+        tree = await asyncio.to_thread(repo.open_attempt, task.id, merge=merge)
+        try:
+            outcome = await self.inner.run(task, agent, hive, replace(ctx, workspace=tree.path))
+            if outcome.kind is not OutcomeKind.COMPLETE:
+                return outcome
+            try:
+                commit, changed = await asyncio.to_thread(
+                    repo.commit_attempt, tree, f"ruflo: task {task.id}: {task.title[:60]}")
+            except GitError as error:
+                return replace(outcome, kind=OutcomeKind.FAILED, reason=str(error))
+            ctx.store.append_event(hive.id, EventKind.TASK_COMMITTED, agent_id=agent.id,
+                                   task_id=task.id,
+                                   data={"branch": tree.branch, "commit": commit,
+                                         "base": tree.base, "files": changed[:200]})
+            posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
+            if posted is None:
+                return outcome
+            note = f"(integration pending: task {posted} merges it)"
+            return replace(outcome, result=f"{outcome.result or ''}\n{note}".strip())
+        finally:
+            await asyncio.to_thread(repo.remove_attempt, task.id)

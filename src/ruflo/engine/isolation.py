@@ -1,0 +1,111 @@
+"""Which isolation a hive runs with, decided when it starts, and setting it up when an engine
+drives it. Depends on the model, the Store protocol and agents/gitwork.py + agents/isolated.py.
+
+`isolation_config` (the starters): a workspace that is a git repository gets `git` (each attempt
+in its own worktree, see agents/isolated.py), started from a named commit (the user's HEAD; their
+uncommitted changes are not included and the notice says so); `none` keeps the shared folder and
+says so loudly; a workspace that is not a repository is refused unless `none` is asked for.
+`open_isolation` (every engine, at start): the integration branch and its worktree (idempotent),
+and the leftovers of a killed process removed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ruflo.agents.gitwork import HiveRepo, is_git_repo
+from ruflo.agents.isolated import Integrator
+from ruflo.errors import ConfigError
+from ruflo.event_kinds import EventKind
+from ruflo.model import JSON, Hive, TaskState
+
+if TYPE_CHECKING:
+    from ruflo.store.base import Store
+
+__all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
+           "open_isolation"]
+
+ISOLATIONS = ("git", "none")
+SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
+                 "no merges); parallel edits can clobber each other")
+
+
+def isolation_config(workspace: str | Path, requested: str | None, *,
+                     start: str | None = None) -> tuple[JSON, str]:
+    """The hive config entries for its isolation and a one-line notice for the person.
+    `requested`: "git", "none" or None (git when the workspace is a repository)."""
+    if requested is not None and requested not in ISOLATIONS:
+        raise ConfigError(f"isolation {requested!r} is not one of {', '.join(ISOLATIONS)}")
+    if requested == "none":
+        return {"isolation": "none"}, SHARED_NOTICE
+    folder = Path(workspace).expanduser().resolve()
+    if not is_git_repo(folder):
+        raise ConfigError(f"workspace {folder} is not a git repository: run `git init` there "
+                          "(and commit what the hive should start from), or pass "
+                          "--isolation none to let the agents share the folder")
+    repo = HiveRepo(folder, "probe")
+    from ruflo.agents.gitwork import git
+
+    done = git("rev-parse", "--verify", "--quiet", f"{start or 'HEAD'}^{{commit}}", cwd=folder,
+               check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"workspace {folder} has no commit {start or 'HEAD'} to start from: "
+                          "commit something first (git commit --allow-empty -m start)")
+    commit = done.stdout.strip()
+    dirty = git("status", "--porcelain", cwd=repo.top).stdout.splitlines()
+    notice = f"isolation: git worktrees, starting from commit {commit[:12]}"
+    if dirty:
+        notice += (f" ({len(dirty)} uncommitted change(s) in your folder are NOT included; "
+                   "commit them first to include them)")
+    return {"isolation": "git", "start_commit": commit}, notice
+
+
+def isolation_of(hive: Hive) -> str:
+    """The isolation a stored hive runs with (hives from before isolation share their folder)."""
+    value = hive.config.get("isolation")
+    return value if isinstance(value, str) and value in ISOLATIONS else "none"
+
+
+def open_isolation(store: Store, hive: Hive) -> Integrator | None:
+    """Set up a git hive's integration branch and clean its leftovers; None for a shared
+    folder."""
+    if isolation_of(hive) != "git" or not hive.workspace:
+        return None
+    repo = HiveRepo(hive.workspace, hive.id)
+    start = hive.config.get("start_commit")
+    fresh = not (repo.integration / ".git").exists()
+    commit, _ = repo.prepare(start if isinstance(start, str) else None)
+    if fresh:
+        store.append_event(hive.id, EventKind.ISOLATION_READY,
+                           data={"isolation": "git", "branch": repo.branch,
+                                 "start_commit": commit, "integration": str(repo.integration)})
+    claimed = {t.id for t in store.list_tasks(hive.id) if t.state is TaskState.CLAIMED}
+    stale = [task_id for task_id in repo.leftovers() if task_id not in claimed]
+    for task_id in stale:
+        repo.remove_attempt(task_id)
+    if stale:
+        store.append_event(hive.id, EventKind.WORKTREES_CLEANED, data={"tasks": stale})
+    return Integrator(repo)
+
+
+def hive_repo(hive: Hive) -> HiveRepo:
+    """The repository of a git hive; ConfigError saying why for any other."""
+    if isolation_of(hive) != "git" or not hive.workspace:
+        raise ConfigError(f"hive {hive.id} shares its folder (isolation none): its result is "
+                          f"the folder {hive.workspace} itself; there is no branch to show")
+    if not is_git_repo(hive.workspace):
+        raise ConfigError(f"hive {hive.id}'s workspace {hive.workspace} is no longer a git "
+                          "repository")
+    return HiveRepo(hive.workspace, hive.id)
+
+
+def isolation_json(hive: Hive) -> JSON:
+    """What `hive show` and the API say about a hive's isolation."""
+    kind = isolation_of(hive)
+    if kind != "git" or not hive.workspace or not is_git_repo(hive.workspace):
+        return {"isolation": kind}
+    repo = HiveRepo(hive.workspace, hive.id)
+    return {"isolation": kind, "branch": repo.branch,
+            "start_commit": hive.config.get("start_commit"),
+            "live_worktrees": len(repo.leftovers()), "disk_bytes": repo.disk_bytes()}
