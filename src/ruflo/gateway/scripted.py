@@ -306,6 +306,7 @@ class ScriptedGateway:
                                   "stream": bool(body.get("stream")), "key": auth[7:],
                                   "tools": body.get("tools"),
                                   "max_tokens": body.get("max_tokens"),
+                                  "traceparent": request.headers.get("traceparent"),
                                   "rule": rule.name if rule is not None else None})
             default = self.script.default
             default_cost = self.script.cost
