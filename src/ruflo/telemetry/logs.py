@@ -54,13 +54,14 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: int, plain_format: str) -> None:
     """Set up the root logger like `logging.basicConfig` (once), as JSON lines when
-    `RUFLO_LOG_FORMAT=json`, else in `plain_format`. Another value is refused in one line."""
+    `RUFLO_LOG_FORMAT=json`, else in `plain_format`. Another value: plain, with one warning."""
     wanted = os.environ.get(FORMAT_VAR, "").strip().lower()
-    if wanted not in ("", "plain", "json"):
-        raise ValueError(f"{FORMAT_VAR}={wanted!r} is not a log format (plain or json)")
     if wanted == "json":
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
         logging.basicConfig(level=level, handlers=[handler])
     else:
         logging.basicConfig(level=level, format=plain_format)
+        if wanted not in ("", "plain"):
+            logging.getLogger(__name__).warning(
+                "%s=%r is not a log format (plain or json): logging plain", FORMAT_VAR, wanted)
