@@ -133,16 +133,19 @@ def test_a_scripted_hive_is_one_whole_trace_in_phoenix(phoenix: str, tmp_path: P
     assert len(spans) == 1 + 2 * 8, names
     by_id = {s["context"]["span_id"]: s for s in spans}
     root = by_id[hive_span]
-    assert root["name"] == "hive traced" and root["parent_id"] is None
+    assert root["name"] == "hive traced"
+    assert root["parent_id"] is None
     attempts = [s for s in spans if s["name"].startswith("attempt ")]
     claims = [s for s in spans if s["name"] == "claim"]
-    assert len(attempts) == 2 and len(claims) == 2
+    assert len(attempts) == 2
+    assert len(claims) == 2
     assert all(s["parent_id"] == hive_span for s in attempts + claims)
     turns = [s for s in spans if s["name"].startswith("turn ")]
     assert {by_id[t["parent_id"]]["name"] for t in turns} == {"attempt one", "attempt two"}
     calls = [s for s in spans if s["attributes"].get("gen_ai.operation.name") == "chat"]
     tools = [s for s in spans if s["attributes"].get("gen_ai.operation.name") == "execute_tool"]
-    assert len(calls) == 4 and len(tools) == 4
+    assert len(calls) == 4
+    assert len(tools) == 4
     assert all(by_id[s["parent_id"]]["name"].startswith("turn ") for s in calls + tools)
     for call in calls:
         attributes = call["attributes"]
