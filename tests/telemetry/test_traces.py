@@ -159,3 +159,20 @@ def test_a_scripted_hive_is_one_whole_trace_in_phoenix(phoenix: str, tmp_path: P
     ledger = sorted((prompt, completion, cost) for _, prompt, completion, cost
                     in summary["ledger"])
     assert traced == ledger
+
+
+def test_asked_without_the_extra_is_one_line_and_untraced(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['opentelemetry.sdk'] = None\n"
+            "from ruflo import telemetry\n"
+            "print(telemetry.describe()); print(telemetry.tracing_on())\n"
+            "with telemetry.span('x') as s: s.set('k', 1)\n"
+            "print(dict(telemetry.headers()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9"),
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    line, on, headers = done.stdout.splitlines()
+    assert "pip install 'ruflo[otel]'" in line
+    assert line.startswith("tracing: asked by the OTEL_* variables")
+    assert (on, headers) == ("False", "{}")
+    assert done.stderr.count("pip install 'ruflo[otel]'") == 1

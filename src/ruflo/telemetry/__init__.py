@@ -113,9 +113,9 @@ def _settle() -> Tracer | None:
     _State.settled = True
     if not asked():
         return None
-    from ruflo.telemetry import sdk
-
     try:
+        from ruflo.telemetry import sdk
+
         _State.provider, _State.tracer, _State.note = sdk.start()
     except ImportError as error:
         _State.note = (f"asked by the OTEL_* variables, but the OpenTelemetry SDK is missing "
