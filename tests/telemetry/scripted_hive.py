@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ruflo import telemetry
 from ruflo.agents.commands import command_env
@@ -28,6 +29,14 @@ RULES = [
 ]
 
 
+class LoggingClient(GatewayClient):
+    """Logs a line as each call starts: from inside the agent's attempt."""
+
+    async def chat(self, *args: Any, **kwargs: Any) -> Any:
+        logging.getLogger("ruflo.test").info("calling the gateway")
+        return await super().chat(*args, **kwargs)
+
+
 async def run(folder: Path) -> dict[str, object]:
     store = open_store(f"sqlite:///{folder / 'ruflo.db'}")
     gateway = ScriptedGateway({"keys": ["k"], "cost": 0.0001, "rules": RULES})
@@ -39,7 +48,7 @@ async def run(folder: Path) -> dict[str, object]:
                                Task(id="t2", hive_id="", title="two", skills=("py",))],
                         workspace=str(folder / "ws"), id="h1")
         hive = create_hive(store, spec)
-        client = GatewayClient(gateway.base_url, "k", store=store)
+        client = LoggingClient(gateway.base_url, "k", store=store)
         engine = LiveEngine(store, hive.id, gateway=client, env=command_env(),
                             params=LiveParams(lease_seconds=5, time_unit=0.02, poll_seconds=0.2))
         ended = await engine.run()

@@ -54,6 +54,21 @@ def test_json_log_lines_parse_and_carry_the_ids(tmp_path: Path) -> None:
     assert any(x["message"] == "hive ended" for x in lines)
     assert all({"ts", "level", "logger", "message"} <= x.keys() for x in lines)
     assert summary["modules"] == []
+    calls = [x for x in lines if x["message"] == "calling the gateway"]
+    assert len(calls) == 4
+    assert {(x["hive_id"], x["agent_id"]) for x in calls} == {("h1", "a1")}
+    assert sorted({x["task_id"] for x in calls}) == ["t1", "t2"]
+    assert all("trace_id" not in x for x in lines), "untraced"
+
+
+def test_json_log_lines_carry_the_trace_when_traced(tmp_path: Path) -> None:
+    summary, stderr = run_hive(tmp_path, RUFLO_LOG_FORMAT="json", OTEL_TRACES_EXPORTER="console")
+    trace_id = summary["config"]["traceparent"].split("-")[1]
+    lines = [json.loads(x) for x in stderr.splitlines() if x.startswith("{")]
+    calls = [x for x in lines if x["message"] == "calling the gateway"]
+    assert len(calls) == 4
+    assert {x["trace_id"] for x in calls} == {trace_id}
+    assert len({x["span_id"] for x in calls}) == 4, "each within its own turn's span"
 
 
 def _phoenix() -> str:
