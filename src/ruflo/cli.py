@@ -73,7 +73,9 @@ def run(argv: list[str]) -> int:
 
     # Warnings from ruflo's modules reach the terminal as plain lines; retry chatter from
     # libraries does not (ruflo's own errors say how many attempts were made).
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from ruflo.telemetry import logs
+
+    logs.configure(logging.WARNING, "%(message)s")  # JSON lines with RUFLO_LOG_FORMAT=json
     logging.getLogger("stamina").setLevel(logging.ERROR)
 
     try:

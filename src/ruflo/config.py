@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from ruflo import telemetry
 from ruflo.environment import (
     FIELD_VARS,
     config_path,
@@ -356,4 +357,5 @@ def boot_trace(settings: Settings) -> list[str]:
                      else str(value))
         lines.append(f"  {name} = {shown} ({sources.get(name, 'default')})")
     lines.extend(f"finding: {finding}" for finding in settings.findings)
+    lines.append(telemetry.describe())
     return lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ruflo import telemetry
 from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome, TaskTool
 from ruflo.agents.tools import ToolBox, tool_schemas, truncate
 from ruflo.agents.workspace import Workspace
@@ -74,33 +75,42 @@ class LLMExecutor:
         turn = 0
         while outcome is None and turn < limits.max_turns:
             turn += 1
-            answer = await gateway.chat(messages, model=model, context=call_context,
-                                        tools=schemas, max_tokens=max_tokens)
-            messages.append(answer.as_message())
-            transcript.add(EventKind.AGENT_TURN, turn=turn, content=answer.content or "",
-                           tool_calls=[{"name": c.name, "arguments": c.arguments}
-                                       for c in answer.tool_calls],
-                           model=answer.model, finish_reason=answer.finish_reason,
-                           prompt_tokens=answer.usage.prompt_tokens,
-                           completion_tokens=answer.usage.completion_tokens, cost=answer.cost)
-            if not answer.tool_calls:
-                others = ", or another task tool" if len(ctx.task_tools) > 1 else ""
-                messages.append({"role": "user", "content": NUDGE.format(others=others)})
-                continue
-            for call in answer.tool_calls:
-                transcript.add(EventKind.TOOL_CALL, turn=turn, call_id=call.id, name=call.name,
-                               arguments=call.arguments)
-                if outcome is not None:
-                    # Every tool call needs an answer, but the attempt has already ended.
-                    content, error = "not run: the task already ended with an earlier call", True
-                else:
-                    reply = await toolbox.call(call.name, call.arguments)
-                    content, error = reply.content, reply.error
-                    if reply.outcome is not None:
-                        outcome = replace(reply.outcome, turns=turn)
-                transcript.add(EventKind.TOOL_RESULT, turn=turn, call_id=call.id, name=call.name,
-                               ok=not error, content=content)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            with telemetry.span(f"turn {turn}", {"ruflo.turn": turn}):
+                answer = await gateway.chat(messages, model=model, context=call_context,
+                                            tools=schemas, max_tokens=max_tokens)
+                messages.append(answer.as_message())
+                transcript.add(EventKind.AGENT_TURN, turn=turn, content=answer.content or "",
+                               tool_calls=[{"name": c.name, "arguments": c.arguments}
+                                           for c in answer.tool_calls],
+                               model=answer.model, finish_reason=answer.finish_reason,
+                               prompt_tokens=answer.usage.prompt_tokens,
+                               completion_tokens=answer.usage.completion_tokens,
+                               cost=answer.cost)
+                if not answer.tool_calls:
+                    others = ", or another task tool" if len(ctx.task_tools) > 1 else ""
+                    messages.append({"role": "user", "content": NUDGE.format(others=others)})
+                    continue
+                for call in answer.tool_calls:
+                    transcript.add(EventKind.TOOL_CALL, turn=turn, call_id=call.id,
+                                   name=call.name, arguments=call.arguments)
+                    if outcome is not None:
+                        # Every tool call needs an answer, but the attempt has already ended.
+                        content = "not run: the task already ended with an earlier call"
+                        error = True
+                    else:
+                        with telemetry.span(f"execute_tool {call.name}", {
+                                "gen_ai.operation.name": "execute_tool",
+                                "gen_ai.tool.name": call.name,
+                                "gen_ai.tool.call.id": call.id}) as tool_span:
+                            reply = await toolbox.call(call.name, call.arguments)
+                            tool_span.set("ruflo.tool.ok", not reply.error)
+                        content, error = reply.content, reply.error
+                        if reply.outcome is not None:
+                            outcome = replace(reply.outcome, turns=turn)
+                    transcript.add(EventKind.TOOL_RESULT, turn=turn, call_id=call.id,
+                                   name=call.name, ok=not error, content=content)
+                    messages.append({"role": "tool", "tool_call_id": call.id,
+                                     "content": content})
 
         if outcome is None:
             outcome = TaskOutcome(OutcomeKind.FAILED, turns=turn,

@@ -9,6 +9,7 @@ twice.
 
 from __future__ import annotations
 
+from ruflo import telemetry
 from ruflo.engine.control import resume_hive
 from ruflo.errors import Conflict, PolicyError
 from ruflo.event_kinds import EventKind
@@ -106,6 +107,12 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
                                data={"approval_id": decided.id, "kind": decided.kind.value,
                                      "status": decided.status.value})
         apply_decision(store, decided, budget=budget)
+    if telemetry.tracing_on():
+        hive = store.get_hive(decided.hive_id)
+        telemetry.mark(hive.config.get(telemetry.TRACEPARENT), f"approval {decided.kind.value}",
+                       {"ruflo.approval.id": decided.id, "ruflo.approval.kind": decided.kind.value,
+                        "ruflo.approval.status": decided.status.value,
+                        "ruflo.approval.decided_by": decided_by})
     return decided
 
 

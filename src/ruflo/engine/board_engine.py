@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from ruflo import telemetry
 from ruflo.agents import (
     SOLO_TOOLS,
     SWARM_TOOLS,
@@ -266,7 +267,10 @@ class BoardEngine(PolicyBoardEngine):
 
     async def _claim_chosen(self, slot: AgentSlot, now: float, task_id: str,
                             alternatives: Sequence[str]) -> Chosen:
-        claimed = await self._claim(slot, task_id, now, alternatives)
+        with telemetry.hive_span(self.hive.config.get(telemetry.TRACEPARENT), "claim", {
+                "ruflo.agent.id": slot.id, "ruflo.task.id": task_id}) as claim_span:
+            claimed = await self._claim(slot, task_id, now, alternatives)
+            claim_span.set("ruflo.claim.task_id", claimed.id if claimed is not None else None)
         if claimed is None:
             return LOST_RACE
         self._claims_changed.set()

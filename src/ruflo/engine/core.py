@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from ruflo import telemetry
 from ruflo.agents import SWARM_TOOLS, Executor, RunContext, TaskTool
 from ruflo.agents.isolated import Integrator, Isolated
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
@@ -357,8 +358,11 @@ class HiveEngine(ABC):
             if task is None:
                 continue
             slot.stop_reason = None
-            slot.work = asyncio.create_task(self._attempt(slot, task),
-                                            name=f"{self.NAME}-work-{slot.agent.name}")
+            work = telemetry.attempt(  # a span in the hive's trace, ids for log lines
+                self._attempt(slot, task), hive_id=self.hive_id,
+                traceparent=self.hive.config.get(telemetry.TRACEPARENT), agent_id=slot.id,
+                agent_name=slot.agent.name, task_id=task.id, title=task.title)
+            slot.work = asyncio.create_task(work, name=f"{self.NAME}-work-{slot.agent.name}")
             try:
                 await slot.work
             finally:

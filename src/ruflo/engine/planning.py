@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ruflo import telemetry
 from ruflo.engine.plan import answer_json, first_problem
 from ruflo.errors import ConfigError, PolicyError
 from ruflo.event_kinds import EventKind
@@ -166,7 +167,20 @@ class Planner:
                       blocked: tuple[str, str | None] | None = None) -> PlanAnswer:
         """How `manager` has the ticket done. `proposed`: the policy's report for it;
         `reports`: the manager's working reports; `blocked`: (the blocker, who escalated it)
-        while it waits on the manager's decision."""
+        while it waits on the manager's decision. A span of the hive's trace when traced."""
+        with telemetry.span(f"delegate {task.title[:60]}", {
+                "ruflo.agent.id": manager.id, "ruflo.task.id": task.id,
+                "ruflo.delegation.proposed": proposed}) as delegation:
+            plan = await self._resolve(org, manager, task, proposed=proposed, reports=reports,
+                                       may_hire=may_hire, max_tokens=max_tokens,
+                                       blocked=blocked)
+            delegation.set("ruflo.delegation.action", plan.action)
+            delegation.set("ruflo.delegation.report", plan.report)
+            return plan
+
+    async def _resolve(self, org: OrgChart, manager: Agent, task: Task, *,
+                       proposed: str | None, reports: Sequence[str], may_hire: bool,
+                       max_tokens: int, blocked: tuple[str, str | None] | None) -> PlanAnswer:
         if self.gateway is None:
             raise ConfigError("company mode needs a gateway for its managers: set "
                               "OPENAI_BASE_URL and OPENAI_API_KEY; the ticket was left as it was")

@@ -18,9 +18,10 @@ Seeding happens once: a board that holds any task is left as it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
+from ruflo import telemetry
 from ruflo.errors import PolicyError
 from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, LOCAL_USER, Agent, Budget, Hive, HiveStatus, Mode, Task, new_id
@@ -115,7 +116,12 @@ def planner_from_settings(settings: Settings, store: Store) -> SettingsPlanner |
 
 def create_hive(store: Store, spec: HiveSpec) -> Hive:
     """Store the hive with its agents and given tasks (one transaction; nothing is planned)."""
-    return store.create_hive(spec.hive(), agents=list(spec.agents), tasks=list(spec.tasks))
+    hive = spec.hive()
+    traceparent = telemetry.hive_traceparent(hive.id, hive.name, hive.mode.value)
+    if traceparent is not None:  # the hive's trace: every process working it joins it
+        hive = replace(hive, config={**hive.config,
+                                                 telemetry.TRACEPARENT: traceparent})
+    return store.create_hive(hive, agents=list(spec.agents), tasks=list(spec.tasks))
 
 
 async def seed_board(store: Store, hive_id: str, planner: Planner | None, *,
@@ -131,7 +137,9 @@ async def seed_board(store: Store, hive_id: str, planner: Planner | None, *,
     if say is not None:
         say(f"planning the objective with {planner.model} (one coordination call)…")
     try:
-        tasks, answer = await planner.plan(hive, agents=len(store.list_agents(hive_id)))
+        with telemetry.joined(hive.config.get(telemetry.TRACEPARENT)), \
+                telemetry.span("plan objective", {"ruflo.hive.id": hive_id}):
+            tasks, answer = await planner.plan(hive, agents=len(store.list_agents(hive_id)))
     except PolicyError as error:
         store.set_hive_status(hive_id, HiveStatus.FAILED,
                               reason="the objective could not be planned")

@@ -28,6 +28,7 @@ import openai
 import stamina
 from openai.types.chat import ChatCompletionChunk
 
+from ruflo import telemetry
 from ruflo.errors import ConfigError, GatewayError, NotFound
 from ruflo.gateway.base import (
     CallContext,
@@ -371,13 +372,21 @@ class GatewayClient:
                                           max_tokens=max_tokens)
 
     def _meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-               usage: Usage, cost: float | None, cost_source: str, request: str | None) -> None:
+               usage: Usage, cost: float | None, cost_source: str, request: str | None,
+               started: float) -> None:
         self.meter(context, reservation, model=model, usage=usage, cost=cost,
-                   cost_source=cost_source, request=request)
+                   cost_source=cost_source, request=request, started=started)
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-              usage: Usage, cost: float | None, cost_source: str, request: str | None) -> None:
-        """Write one call's ledger entry and settle its booking (also the relay's calls)."""
+              usage: Usage, cost: float | None, cost_source: str, request: str | None,
+              started: float | None = None) -> None:
+        """Write one call's ledger entry and settle its booking (also the relay's calls);
+        `started` (monotonic) times the call for the per-model histograms."""
+        telemetry.metered(model, usage.prompt_tokens, usage.completion_tokens, cost,
+                          cost_source, request)
+        if started is not None:
+            telemetry.MODEL_CALLS.observe(model, time.monotonic() - started, usage.prompt_tokens,
+                                          usage.completion_tokens)
         if self.store is not None:
             record(self.store, context, model=model, usage=usage, cost=cost,
                    cost_source=cost_source, request=request)
@@ -395,8 +404,8 @@ class GatewayClient:
         request = self._request(messages, model, tools, max_tokens, temperature)
         reservation = await self._reserve(context, model, messages, tools, max_tokens)
         call = _Call()
-        answer = asyncio.ensure_future(self._chat(call, request, reservation, messages,
-                                                  model=model, context=context, tools=tools))
+        answer = asyncio.ensure_future(self._traced(call, request, reservation, messages,
+                                                    model=model, context=context, tools=tools))
         self._in_flight.add(answer)
         self._calls[answer] = call
         answer.add_done_callback(self._landed(call))
@@ -416,6 +425,21 @@ class GatewayClient:
                 log.info("a call whose caller had stopped failed: %s", error)
         return landed
 
+    async def _traced(self, call: _Call, request: dict[str, Any],
+                      reservation: Reservation | None, messages: Sequence[ChatMessage], *,
+                      model: str, context: CallContext,
+                      tools: Sequence[JSON] | None) -> ChatResult:
+        """`_chat` in a span of the hive's trace (nothing when tracing is off)."""
+        with telemetry.model_call("chat", model, context.hive_id, context.agent_id,
+                                  context.task_id, context.kind.value):
+            telemetry.content("gen_ai.input.messages", lambda: json.dumps(list(messages)))
+            result = await self._chat(call, request, reservation, messages, model=model,
+                                      context=context, tools=tools)
+            telemetry.content("gen_ai.output.messages", lambda: json.dumps(
+                [{"role": "assistant", "content": result.content,
+                  "tool_calls": [c.name for c in result.tool_calls]}]))
+            return result
+
     async def _chat(self, call: _Call, request: dict[str, Any],
                     reservation: Reservation | None, messages: Sequence[ChatMessage], *,
                     model: str, context: CallContext,
@@ -426,8 +450,10 @@ class GatewayClient:
             call.sent = True
             # The SDK's generic post skips its per-call request transformation (milliseconds
             # for a long conversation); the answer is checked here instead of by the SDK.
-            return self._sdk.post("/chat/completions", body=request, cast_to=httpx2.Response)
+            return self._sdk.post("/chat/completions", body=request, cast_to=httpx2.Response,
+                                  options={"headers": telemetry.headers()})
 
+        started = time.monotonic()
         try:
             response = await self._attempts(post)
             try:
@@ -446,7 +472,7 @@ class GatewayClient:
                 completion = (reservation.tokens - prompt if reservation is not None
                               else int(request.get("max_tokens") or 0))
                 self._meter(context, reservation, model=model, usage=Usage(prompt, completion),
-                            cost=None, cost_source="estimate", request=None)
+                            cost=None, cost_source="estimate", request=None, started=started)
             else:
                 self._release(reservation)
             raise
@@ -462,7 +488,7 @@ class GatewayClient:
                                  reported.get("cost") if isinstance(reported, dict) else None)
         rid = request_id(headers, data.get("id"))
         self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
-                    cost_source=source, request=rid)
+                    cost_source=source, request=rid, started=started)
         return ChatResult(result.content, result.tool_calls, result.finish_reason,
                           result.model, usage, cost, rid)
 
@@ -529,10 +555,12 @@ class GatewayClient:
         state = _StreamState()
         headers: Mapping[str, str] = {}
         chunks: openai.AsyncStream[ChatCompletionChunk] | None = None
+        started = time.monotonic()
         try:
             chunks = await self._attempts(lambda: self._sdk.post(
                 "/chat/completions", body=request, cast_to=ChatCompletionChunk, stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk]))
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                options={"headers": telemetry.headers()}))
             headers = chunks.response.headers
             try:
                 async for chunk in chunks:
@@ -553,7 +581,8 @@ class GatewayClient:
         except _CallFailed as failed:
             if state.chunks:
                 # The gateway did work: record it rather than pretend it cost nothing.
-                self._meter_cut(context, reservation, state, headers, messages, tools, model)
+                self._meter_cut(context, reservation, state, headers, messages, tools, model,
+                                started)
             else:
                 self._release(reservation)
             raise self._error(failed, context) from None
@@ -562,7 +591,8 @@ class GatewayClient:
             # answer, it bills what it produced: meter that. Closing the response tells the
             # gateway to stop generating.
             if chunks is not None:
-                self._meter_cut(context, reservation, state, headers, messages, tools, model)
+                self._meter_cut(context, reservation, state, headers, messages, tools, model,
+                                started)
                 with contextlib.suppress(Exception):
                     await chunks.response.aclose()
             else:
@@ -575,7 +605,7 @@ class GatewayClient:
         cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
         rid = request_id(headers, state.response_id)
         self._meter(context, reservation, model=used_model, usage=usage, cost=cost,
-                    cost_source=source, request=rid)
+                    cost_source=source, request=rid, started=started)
         result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
                             state.finish_reason, used_model, usage, cost, rid)
         yield StreamDelta(done=True, result=result)
@@ -583,7 +613,7 @@ class GatewayClient:
     def _meter_cut(self, context: CallContext, reservation: Reservation | None,
                    state: _StreamState, headers: Mapping[str, str],
                    messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
-                   model: str) -> None:
+                   model: str, started: float) -> None:
         """Meter a stream that ended early: its usage if the gateway sent it, else an estimate
         from what arrived (cost_source "estimate", cost unknown: budgets price it by rate)."""
         used_model = state.model or model
@@ -591,13 +621,13 @@ class GatewayClient:
         if state.usage is not None:
             cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
             self._meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
-                        cost_source=source, request=rid)
+                        cost_source=source, request=rid, started=started)
             return
         received = len("".join(state.text)) + sum(len(c["arguments"])
                                                   for c in state.calls.values())
         guess = Usage(estimate_prompt_tokens(messages, tools), received // 4)
         self._meter(context, reservation, model=used_model, usage=guess, cost=None,
-                    cost_source="estimate", request=rid)
+                    cost_source="estimate", request=rid, started=started)
 
     # -- is it there? ----------------------------------------------------------------------------
     async def probe(self) -> None:

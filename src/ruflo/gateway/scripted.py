@@ -328,6 +328,7 @@ class ScriptedGateway:
                                   "key": self._key(request), "protocol": protocol,
                                   "tools": body.get("tools"),
                                   "max_tokens": body.get("max_tokens"),
+                                  "traceparent": request.headers.get("traceparent"),
                                   "rule": rule.name if rule is not None else None})
             default = self.script.default
             default_cost = self.script.cost

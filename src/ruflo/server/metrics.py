@@ -11,8 +11,9 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from ruflo.model import CostKind, TaskState
+from ruflo.model import CostKind, HiveStatus, TaskState
 from ruflo.store.base import Store
+from ruflo.telemetry import MODEL_CALLS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -68,11 +69,30 @@ class ServerMetrics:
             out.append(f"ruflo_server_gateway_errors_total{_labels((('error', error),))} {count}")
         family("ruflo_process_start_time_seconds", "gauge", "Unix time the server started.")
         out.append(f"ruflo_process_start_time_seconds {self.started_at:.3f}")
+        _render_model_calls(out)
         if store is not None:
             _render_work(store, out)
         out.append("")
         return "\n".join(out)
 
+
+
+def _render_model_calls(out: list[str]) -> None:
+    """Histograms of the gateway calls this process made, by model."""
+    calls = MODEL_CALLS.snapshot()
+    for index, (name, text) in enumerate((
+            ("ruflo_model_call_seconds", "Gateway call latency (retries included), by model."),
+            ("ruflo_model_prompt_tokens", "Prompt tokens of a gateway call, by model."),
+            ("ruflo_model_completion_tokens", "Completion tokens of a gateway call, by model."))):
+        _family(out, name, "histogram", text)
+        for model, histograms in sorted(calls.items()):
+            histogram = histograms[index]
+            for le, count in histogram.cumulative():
+                labels = _labels((("model", model), ("le", le)))
+                out.append(f"{name}_bucket{labels} {count}")
+            labels = _labels((("model", model),))
+            out.append(f"{name}_sum{labels} {histogram.total:g}")
+            out.append(f"{name}_count{labels} {histogram.count}")
 
 
 def _family(out: list[str], name: str, kind: str, text: str) -> None:
@@ -103,19 +123,27 @@ def _render_work(store: Store, out: list[str]) -> None:
                    f"{spend.unknown_cost_calls}")
     totals: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
     hives_by_status: defaultdict[str, int] = defaultdict(int)
+    open_by_hive: dict[str, int] = {}
     offset = 0
     while True:
         page = store.list_hives(limit=500, offset=offset)
         for hive in page:
             hives_by_status[hive.status.value] += 1
-            for state, count in store.count_tasks(hive.id).items():
+            counts = store.count_tasks(hive.id)
+            for state, count in counts.items():
                 totals[TaskState(state)] += count
+            if hive.status is HiveStatus.RUNNING:
+                open_by_hive[hive.id] = counts.get(TaskState.OPEN, 0)
         if len(page) < 500:
             break
         offset += 500
     family("ruflo_tasks", "gauge", "Tasks on every board, by state.")
     for state, count in totals.items():
         out.append(f'ruflo_tasks{{state="{state.value}"}} {count}')
+    family("ruflo_board_open_tasks", "gauge",
+           "Open tasks on a running hive's board (what an autoscaler of `ruflo worker` reads).")
+    for hive_id, count in sorted(open_by_hive.items()):
+        out.append(f"ruflo_board_open_tasks{_labels((('hive', hive_id),))} {count}")
     family("ruflo_hives", "gauge", "Hives, by status.")
     for status, count in sorted(hives_by_status.items()):
         out.append(f'ruflo_hives{{status="{status}"}} {count}')
