@@ -59,7 +59,8 @@ class _RefusalsAnswered(logging.Filter):
         return not isinstance(error, A2AError)
 
 
-def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
+def _build_sdk(ctx: ServerContext) -> dict[str, Any]:
+    """The SDK's request handler for ruflo's executor, built once."""
     from a2a.server.context import ServerCallContext
     from a2a.server.request_handlers import DefaultRequestHandlerV2
     from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -91,9 +92,23 @@ def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
     (rpc,) = create_jsonrpc_routes(handler, RPC_PATH, context_builder=CallerContext())
     dispatch = rpc.endpoint
 
+    return {"dispatch": dispatch, "card_to_dict": agent_card_to_dict, "agent_card": agent_card}
+
+
+def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
+    """The card and the JSON-RPC route; the SDK (~0.5 s of imports) is loaded by the first A2A
+    request, so a server nobody reaches over A2A starts and idles without it."""
+    built: dict[str, Any] = {}
+
+    def sdk() -> dict[str, Any]:
+        if not built:
+            built.update(_build_sdk(ctx))
+        return built
+
     async def card(request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
-        return JSONResponse(agent_card_to_dict(agent_card(base, ctx.settings)))
+        parts = sdk()
+        return JSONResponse(parts["card_to_dict"](parts["agent_card"](base, ctx.settings)))
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -102,7 +117,7 @@ def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
             return JSONResponse({"error": "unauthenticated", "message": refused.detail},
                                 status_code=refused.status_code,
                                 headers=dict(refused.headers or {}))
-        answer: Response = await dispatch(request)
+        answer: Response = await sdk()["dispatch"](request)
         return answer
 
     app.router.routes.append(Route(CARD_PATH, card, methods=["GET"]))

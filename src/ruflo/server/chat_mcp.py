@@ -20,14 +20,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-
-from mcp import Client, types
 from ruflo.agents.sandbox import current_sandbox
+
+if TYPE_CHECKING:
+    from mcp import types
 
 log = logging.getLogger("ruflo.server.mcp")
 
@@ -70,6 +68,13 @@ class McpServer:
     @contextlib.asynccontextmanager
     async def client(self) -> Any:
         """A connected, initialized MCP client session, closed on exit."""
+        # The MCP client costs ~0.4 s to import: only a chat that reaches a server pays it.
+        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        from mcp import Client
+
         if self.url is not None:
             http = create_mcp_http_client(headers=dict(self.headers))
             async with http, Client(streamable_http_client(self.url, http_client=http)) as c:
@@ -171,7 +176,9 @@ async def call(server: McpServer, tool: str, arguments: dict[str, Any]) -> dict[
             result = await client.call_tool(tool, arguments)
     except Exception as error:
         return {"error": f"MCP server {server.name!r}: {describe(error)}"}
-    texts = [part.text for part in result.content if isinstance(part, types.TextContent)]
+    from mcp.types import TextContent
+
+    texts = [part.text for part in result.content if isinstance(part, TextContent)]
     if result.is_error:
         return {"error": " ".join(texts)[:2000] or f"{tool} failed"}
     answer: dict[str, Any] = {"content": texts}
