@@ -15,7 +15,9 @@ engine, which pauses the hive as it does for the built-in agent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import typing
@@ -112,6 +114,11 @@ class ModelRelay:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> str:
+        """Listen, in a context of its own: the relay is often started inside the first
+        attempt, whose span and log ids must not cling to every later call it answers."""
+        return await asyncio.create_task(self._start(), context=contextvars.Context())
+
+    async def _start(self) -> str:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
