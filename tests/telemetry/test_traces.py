@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HIVE = Path(__file__).with_name("scripted_hive.py")
+RELAYED = Path(__file__).with_name("relay_hive.py")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -31,8 +32,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_hive(folder: Path, **extra: str) -> tuple[dict[str, Any], str]:
-    done = subprocess.run([sys.executable, str(HIVE), str(folder)], env=_env(**extra),
+def run_hive(folder: Path, script: Path = HIVE, **extra: str) -> tuple[dict[str, Any], str]:
+    done = subprocess.run([sys.executable, str(script), str(folder)], env=_env(**extra),
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("SUMMARY "))
@@ -45,6 +46,15 @@ def test_without_the_variables_nothing_of_opentelemetry_is_imported(tmp_path: Pa
     assert summary["modules"] == []
     assert summary["config"] == {}
     assert summary["traceparents"] == [None] * 4
+
+
+def test_relayed_calls_without_the_variables_import_nothing_of_opentelemetry(
+        tmp_path: Path) -> None:
+    summary, _ = run_hive(tmp_path, RELAYED)
+    assert summary["status"] == "done"
+    assert len(summary["ledger"]) == 12
+    assert summary["modules"] == []
+    assert summary["traceparents"] == [None] * 12, "no traceparent header to the gateway"
 
 
 def test_json_log_lines_parse_and_carry_the_ids(tmp_path: Path) -> None:
@@ -174,6 +184,54 @@ def test_a_scripted_hive_is_one_whole_trace_in_phoenix(phoenix: str, tmp_path: P
     ledger = sorted((prompt, completion, cost) for _, prompt, completion, cost
                     in summary["ledger"])
     assert traced == ledger
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_outside_agents_relayed_calls_are_model_calls_under_its_attempt(
+        phoenix: str, tmp_path: Path) -> None:
+    summary, _ = run_hive(tmp_path, RELAYED, OTEL_EXPORTER_OTLP_ENDPOINT=phoenix,
+                          OTEL_SERVICE_NAME="ruflo-test")
+    assert summary["status"] == "done"
+    _, trace_id, hive_span, _ = summary["config"]["traceparent"].split("-")
+    spans: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while len(spans) < 17 and time.monotonic() < deadline:  # Phoenix stores spans in batches
+        spans = spans_of(phoenix, trace_id)
+        time.sleep(0.2)
+    names = sorted(s["name"] for s in spans)
+    assert len(spans) == 1 + 2 * 8, names  # hive, 2 x (claim, attempt, six relayed calls)
+    by_id = {s["context"]["span_id"]: s for s in spans}
+    assert by_id[hive_span]["name"] == "hive relayed"
+    attempts = {s["attributes"]["ruflo.task.id"]: s for s in spans
+                if s["name"].startswith("attempt ")}
+    assert sorted(attempts) == ["t1", "t2"]
+    assert all(s["parent_id"] == hive_span for s in attempts.values())
+    calls = [s for s in spans if s["attributes"].get("gen_ai.operation.name") == "chat"]
+    assert len(calls) == 12
+    for call in calls:
+        attributes = call["attributes"]
+        task = attributes["ruflo.task.id"]
+        assert call["parent_id"] == attempts[task]["context"]["span_id"], "under its attempt"
+        assert call["name"] == "chat m"
+        assert attributes["gen_ai.request.model"] == "m"
+        assert attributes["gen_ai.response.model"] == "m"
+        assert attributes["gen_ai.provider.name"] == "openai"
+        assert (attributes["ruflo.hive.id"], attributes["ruflo.agent.id"]) == ("h1", "a1")
+        assert call["status_code"] != "ERROR"
+    assert sorted(c["attributes"]["ruflo.relay.protocol"] for c in calls) == sorted(
+        ["chat", "messages", "responses"] * 4)
+    traced = sorted((c["attributes"]["ruflo.task.id"],
+                     c["attributes"]["gen_ai.usage.input_tokens"],
+                     c["attributes"]["gen_ai.usage.output_tokens"],
+                     c["attributes"].get("ruflo.cost", -1.0)) for c in calls)
+    ledger = sorted((task, prompt, completion, -1.0 if cost is None else cost)
+                    for task, prompt, completion, cost in summary["ledger"])
+    assert traced == ledger
+    # Each forwarded request carried its own call's span as the traceparent.
+    assert {tp.split("-")[1] for tp in summary["traceparents"]} == {trace_id}
+    carried = sorted(tp.split("-")[2] for tp in summary["traceparents"])
+    assert carried == sorted(c["context"]["span_id"] for c in calls)
 
 
 def test_asked_without_the_extra_is_one_line_and_untraced(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ engine, which pauses the hive as it does for the built-in agent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import typing
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ruflo import telemetry
 from ruflo.errors import BudgetExceeded, ConfigError, GatewayError, NotFound
 from ruflo.gateway.base import CallContext, Usage
 from ruflo.gateway.budget import Budgets, Reservation, estimate_prompt_tokens
@@ -111,6 +114,11 @@ class ModelRelay:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> str:
+        """Listen, in a context of its own: the relay is often started inside the first
+        attempt, whose span and log ids must not cling to every later call it answers."""
+        return await asyncio.create_task(self._start(), context=contextvars.Context())
+
+    async def _start(self) -> str:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False)
@@ -140,8 +148,9 @@ class ModelRelay:
 
     @contextlib.contextmanager
     def attempt(self, context: CallContext) -> Iterator[tuple[str, Grant]]:
-        """A token for one attempt, revoked when the block ends."""
-        token, grant = self.tokens.mint(context)
+        """A token for one attempt, revoked when the block ends. Called inside the attempt's
+        span (tracing on), the token keeps its context: the spans of its calls join it."""
+        token, grant = self.tokens.mint(context, telemetry.traceparent())
         try:
             yield token, grant
         finally:
@@ -206,6 +215,7 @@ class ModelRelay:
                    if name in request.headers}
         headers["authorization"] = f"Bearer {self.client.api_key}"
         headers["accept-encoding"] = "identity"
+        headers.update(telemetry.headers())  # the call's span, so the gateway's spans join it
         return headers
 
     @staticmethod
@@ -229,6 +239,18 @@ class ModelRelay:
         stopped = self._hive_stopped(grant)
         if stopped is not None:
             return self._refuse(protocol, 403, stopped)
+        context = grant.context
+        with telemetry.relay_call(grant.traceparent, protocol.value, ask.model, context.hive_id,
+                                  context.agent_id, context.task_id,
+                                  context.kind.value) as span:
+            reply = await self._forward(protocol, request, grant, ask, body, raw)
+            if reply.status >= 400:
+                span.set("error.type", str(reply.status))
+            return reply
+
+    async def _forward(self, protocol: Protocol, request: web.Request, grant: Grant, ask: Ask,
+                       body: dict[str, Any], raw: bytes) -> web.StreamResponse:
+        """Book the budget, send the call to the gateway, pass its answer back, meter it."""
         context = grant.context
         reservation: Reservation | None = None
         if self.client.budgets is not None:

@@ -29,6 +29,9 @@ class Grant:
     context: CallContext
     """Who the calls are billed to."""
     digest: bytes
+    traceparent: str | None = None
+    """The trace context the token was minted in (the attempt's span): where the spans of its
+    calls join the hive's trace. None when tracing is off."""
     stop: GatewayError | BudgetExceeded | None = None
     """The first failure that pauses work (refused key, spent budget): the attempt's adapter
     raises it when the command ends, so the engine pauses as it does for the built-in agent."""
@@ -51,10 +54,11 @@ class TokenBook:
     def __init__(self) -> None:
         self._grants: dict[bytes, Grant] = {}
 
-    def mint(self, context: CallContext) -> tuple[str, Grant]:
-        """A new token for one attempt, and its grant."""
+    def mint(self, context: CallContext,
+             traceparent: str | None = None) -> tuple[str, Grant]:
+        """A new token for one attempt (whose span's context is `traceparent`), and its grant."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        grant = Grant(context, _digest(token))
+        grant = Grant(context, _digest(token), traceparent)
         self._grants[grant.digest] = grant
         return token, grant
 

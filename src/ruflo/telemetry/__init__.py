@@ -38,7 +38,9 @@ __all__ = [
     "hive_traceparent",
     "metered",
     "model_call",
+    "relay_call",
     "span",
+    "traceparent",
     "tracing_on",
 ]
 
@@ -276,6 +278,32 @@ def model_call(operation: str, model: str, hive_id: str | None, agent_id: str | 
         "gen_ai.system": provider, "gen_ai.request.model": model,
         "ruflo.hive.id": hive_id, "ruflo.agent.id": agent_id, "ruflo.task.id": task_id,
         "ruflo.cost.kind": kind}, kind=SpanKind.CLIENT)
+
+
+def relay_call(traceparent: str | None, protocol: str, model: str, hive_id: str | None,
+               agent_id: str | None, task_id: str | None,
+               kind: str) -> AbstractContextManager[Any]:
+    """An outside agent's call through the model relay: a `model_call` span joined to the
+    context its token was minted in (the attempt's, else the hive's), whatever the current
+    context is (the relay's request handler). `NOOP` when off."""
+    tracer = _State.tracer if _State.settled else _settle()
+    if tracer is None:
+        return NOOP
+    return _relayed(traceparent, protocol, model, hive_id, agent_id, task_id, kind)
+
+
+@contextmanager
+def _relayed(traceparent: str | None, protocol: str, model: str, hive_id: str | None,
+             agent_id: str | None, task_id: str | None, kind: str) -> Iterator[Any]:
+    with joined(traceparent), model_call("chat", model, hive_id, agent_id, task_id,
+                                         kind) as current:
+        current.set("ruflo.relay.protocol", protocol)
+        yield current
+
+
+def traceparent() -> str | None:
+    """The current span's W3C trace context (where a later span is to join), None when off."""
+    return headers().get(TRACEPARENT)
 
 
 def metered(model: str, prompt_tokens: int, completion_tokens: int, cost: float | None,
