@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ruflo.store.base import Store
 
 __all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
-           "open_isolation", "task_git"]
+           "open_isolation", "task_git", "worktree_bytes"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -101,6 +101,14 @@ def hive_repo(hive: Hive) -> HiveRepo:
         raise ConfigError(f"hive {hive.id}'s workspace {hive.workspace} is no longer a git "
                           "repository")
     return HiveRepo(hive.workspace, hive.id)
+
+
+def worktree_bytes(hive: Hive) -> int | None:
+    """Bytes on disk of a git hive's worktrees (integration + attempts in flight); None for a
+    hive that shares its folder or whose workspace is no longer a repository."""
+    if isolation_of(hive) != "git" or not hive.workspace or not is_git_repo(hive.workspace):
+        return None
+    return HiveRepo(hive.workspace, hive.id).disk_bytes()
 
 
 def isolation_json(hive: Hive) -> JSON:
