@@ -59,11 +59,13 @@ def test_metrics_report_the_disk_of_a_live_hives_worktrees(make_server: Callable
     repo = HiveRepo(str(hive.workspace), hive.id)
     before = _worktree_gauge(served, hive.id)
     assert before == repo.disk_bytes()
-    assert before is not None and before > 0
+    assert before is not None
+    assert before > 0
     tree = repo.open_attempt("in-flight")
     (tree.path / "big.bin").write_bytes(b"x" * 100_000)
     during = _worktree_gauge(served, hive.id)
-    assert during is not None and during >= before + 100_000
+    assert during is not None
+    assert during >= before + 100_000
     repo.remove_attempt("in-flight")
     assert _worktree_gauge(served, hive.id) == before
     served.store.set_hive_status(hive.id, HiveStatus.DONE)
