@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from cli_harness import RUFLO, Cli, work_rules
-from waiting import wait_until
 
 from ruflo.agents.gitwork import HiveRepo, init_repo
 from ruflo.event_kinds import EventKind
 from ruflo.model import HiveStatus, TaskState
+from waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
