@@ -130,8 +130,12 @@ def show(
     task_ref: TaskArgument,
     hive_ref: ShortIdHiveOption = None,
     as_json: JsonOption = False,
+    patch: Annotated[bool, typer.Option(
+        "--patch", help="Under git isolation, print the task's patch too (the first 64 KiB).")
+    ] = False,
 ) -> None:
-    """Show a task with its history (claims, transcript, verdicts)."""
+    """Show a task with its history (claims, transcript, verdicts) and, under git isolation, its
+    branch, commit, merge state and diff stat (--json: and its patch)."""
     from ruflo.commands.hive import event_json, find_hive, task_json
     from ruflo.commands.hive import opened as open_hive_store
     from ruflo.engine.isolation import task_git
@@ -159,7 +163,9 @@ def show(
         typer.echo(f"  branch: {git_info['branch']}  commit: {git_info['commit']}  "
                    f"merged: {git_info['merged']}")
         typer.echo(_printable(str(git_info.get("diff") or "")), nl=False)
-        if git_info.get("patch_truncated"):
+        if patch:
+            typer.echo(_printable(str(git_info.get("patch") or "")), nl=False)
+        if patch and git_info.get("patch_truncated"):
             typer.echo("  (patch cut: see it in full with `git diff "
                        f"{git_info['base']} {git_info['commit']}`)")
     for event in history:
