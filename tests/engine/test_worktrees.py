@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ruflo.agents.gitwork import HiveRepo, init_repo
-from ruflo.commands.task import _printable, task_git
+from ruflo.commands.task import _printable
 from ruflo.engine.board_engine import BoardEngine, LiveParams
-from ruflo.engine.isolation import isolation_config
+from ruflo.engine.isolation import isolation_config, task_git
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
@@ -142,6 +142,12 @@ async def test_four_agents_two_on_the_same_line_conflict_is_integrated_and_nothi
     assert shown["merged"] is True
     assert shown["branch"] == f"ruflo-tasks/{hive.id}/{integration.id}"
     assert "shared.txt" in shown["diff"]
+    assert "+++ b/shared.txt" in shown["patch"]
+    assert shown["patch_truncated"] is False
+    cut = task_git(store.get_hive(hive.id), history, patch_limit=20)
+    assert cut is not None
+    assert cut["patch_truncated"] is True
+    assert cut["patch"] == shown["patch"][:20]
     assert _printable("a\x1b[2Jb\n") == "a?[2Jb\n"
     hive_repo.apply_to_user_branch()
     assert "delta-was-here" in (repo / "shared.txt").read_text()

@@ -30,8 +30,8 @@ from typing import IO
 
 from ruflo.errors import WorkspaceError
 
-__all__ = ["AttemptTree", "Conflict", "GitError", "HiveRepo", "MergeResult", "git", "init_repo",
-           "is_git_repo", "shown"]
+__all__ = ["AttemptTree", "Conflict", "GitError", "HiveRepo", "MergeResult", "capped_patch", "git",
+           "init_repo", "is_git_repo", "shown"]
 
 IDENTITY = ("-c", "user.name=ruflo", "-c", "user.email=ruflo@localhost",
             "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null",
@@ -67,6 +67,23 @@ def git(*args: str, cwd: Path | None = None, check: bool = True,
         raise GitError(f"git {' '.join(args[:3])} failed: "
                        f"{(done.stderr or done.stdout).strip()[:500]}")
     return done
+
+
+def capped_patch(top: Path, base: str, commit: str, limit: int) -> tuple[str, bool] | None:
+    """The patch from `base` to `commit`, at most `limit` bytes of it (git is stopped once that
+    much is read) and whether it was cut; None when git cannot diff the two."""
+    argv = ["git", *IDENTITY, "-C", str(top), "diff", "--no-color", "--no-ext-diff", base, commit]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env=_env()) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(limit + 1)
+        cut = len(data) > limit
+        if cut:
+            proc.kill()
+        code = proc.wait()
+    if code != 0 and not cut:
+        return None
+    return data[:limit].decode("utf-8", "replace"), cut
 
 
 def is_git_repo(folder: str | os.PathLike[str]) -> bool:
@@ -195,7 +212,8 @@ class HiveRepo:
         commit = git("commit-tree", tree_id, *parents, "-m", message,
                      git_dir=tree.git_dir).stdout.strip()
         git("update-ref", f"refs/heads/{tree.branch}", commit, cwd=self.top)
-        changed = git("diff", "--name-only", tree.base, commit, cwd=self.top).stdout.split()
+        names = git("diff", "--name-only", "-z", tree.base, commit, cwd=self.top).stdout
+        changed = [name for name in names.split("\0") if name]
         return commit, changed
 
     def _check_tree(self, tree: AttemptTree, max_file_bytes: int) -> None:
@@ -260,7 +278,8 @@ class HiveRepo:
         done = git("merge", "--no-ff", "-m", message, commit, cwd=cwd, check=False)
         if done.returncode == 0:
             return MergeResult(True, self.head())
-        files = tuple(git("diff", "--name-only", "--diff-filter=U", cwd=cwd).stdout.split())
+        unmerged = git("diff", "--name-only", "-z", "--diff-filter=U", cwd=cwd).stdout
+        files = tuple(name for name in unmerged.split("\0") if name)
         ours = {f: self._side(":2", f) for f in files}
         theirs = {f: self._side(":3", f) for f in files}
         git("merge", "--abort", cwd=cwd, check=False)

@@ -3,8 +3,10 @@
 attempt completes, ruflo commits its tree, merges it into the hive's integration branch (one merge
 at a time per hive) and runs the verify commands of every task merged so far on the result (the
 hive's objective verify runs at its end, on the integration branch). A conflict, or a merge
-after which one of those fails although each branch passed alone, becomes work: an integration task on the board (the tasks'
-skills, the conflicting files and both sides in its description, a higher priority), whose own
+after which one of those fails although each branch passed alone, becomes work: an integration
+task (the tasks' skills, the conflicting files and both sides in its description, a higher
+priority; swarm mode: on the board; company mode: the engine gives it to the task owner's
+manager, engine/company_board.py `_owner_for_new`), whose own
 attempt starts with the merge in its worktree. Depends on the Executor types, gitwork, the
 command runner and the Store protocol.
 """

@@ -7,8 +7,7 @@ Imports only typer and the standard library at module level.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -131,10 +130,15 @@ def show(
     task_ref: TaskArgument,
     hive_ref: ShortIdHiveOption = None,
     as_json: JsonOption = False,
+    patch: Annotated[bool, typer.Option(
+        "--patch", help="Under git isolation, print the task's patch too (the first 64 KiB).")
+    ] = False,
 ) -> None:
-    """Show a task with its history (claims, transcript, verdicts)."""
+    """Show a task with its history (claims, transcript, verdicts) and, under git isolation, its
+    branch, commit, merge state and diff stat (--json: and its patch)."""
     from ruflo.commands.hive import event_json, find_hive, task_json
     from ruflo.commands.hive import opened as open_hive_store
+    from ruflo.engine.isolation import task_git
     from ruflo.engine.view import describe_event
 
     with open_hive_store() as (_, store):
@@ -159,30 +163,13 @@ def show(
         typer.echo(f"  branch: {git_info['branch']}  commit: {git_info['commit']}  "
                    f"merged: {git_info['merged']}")
         typer.echo(_printable(str(git_info.get("diff") or "")), nl=False)
+        if patch:
+            typer.echo(_printable(str(git_info.get("patch") or "")), nl=False)
+        if patch and git_info.get("patch_truncated"):
+            typer.echo("  (patch cut: see it in full with `git diff "
+                       f"{git_info['base']} {git_info['commit']}`)")
     for event in history:
         typer.echo(f"  {describe_event(event, names)}")
-
-
-def task_git(hive: Any, history: list[Any]) -> dict[str, Any] | None:
-    """A task's branch, commit, merge state and diff stat under git isolation (from its
-    events); None when it has no commit."""
-    from ruflo.event_kinds import EventKind
-
-    commits = [e for e in history if e.kind == EventKind.TASK_COMMITTED]
-    if not commits:
-        return None
-    last = commits[-1].data
-    info: dict[str, Any] = {
-        "branch": last.get("branch"), "commit": last.get("commit"), "base": last.get("base"),
-        "files": last.get("files"),
-        "merged": any(e.kind == EventKind.TASK_MERGED for e in history)}
-    from ruflo.agents.gitwork import git, is_git_repo
-
-    if hive.workspace and is_git_repo(hive.workspace):
-        done = git("diff", "--stat", str(last.get("base")), str(last.get("commit")),
-                   cwd=Path(hive.workspace), check=False)
-        info["diff"] = done.stdout if done.returncode == 0 else None
-    return info
 
 
 def _printable(text: str) -> str:

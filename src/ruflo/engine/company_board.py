@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, TaskTool, executor_for
+from ruflo.agents.isolated import merge_commit_of
 from ruflo.engine.approvals import AUTO_POLICY, decide
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
@@ -34,6 +35,7 @@ from ruflo.policies.company import (
     TicketView,
     acting_root,
     auto_decision,
+    nearest_live_manager,
     part_load,
     working_owner,
 )
@@ -157,8 +159,15 @@ class CompanyBoardEngine(HiveEngine):
         return self.store.post_tasks(hive.id, [task])[0]
 
     def _owner_for_new(self, task: Task) -> str:
+        """A sub-ticket goes to its parent's owner; an integration ticket (its parent's merge
+        conflicted or broke a check, agents/isolated.py) to that owner's nearest working
+        manager, who integrates; anything else to the acting root."""
         if task.parent_id is not None and task.parent_id in self.tickets:
-            return self._working_owner(self.tickets[task.parent_id].owner)
+            owner = self.tickets[task.parent_id].owner
+            if merge_commit_of(self.store, task) is not None:
+                manager = nearest_live_manager(self.org, owner, self._alive)
+                return manager if manager is not None else self._working_owner(owner)
+            return self._working_owner(owner)
         return self._acting_root()
 
     def _load_owners(self) -> None:

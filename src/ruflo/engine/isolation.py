@@ -5,26 +5,29 @@ drives it. Depends on the model, the Store protocol and agents/gitwork.py + agen
 in its own worktree, see agents/isolated.py), started from a named commit (the user's HEAD; their
 uncommitted changes are not included and the notice says so); `none` keeps the shared folder and
 says so loudly; a workspace that is not a repository is refused unless `none` is asked for.
+`task_git` (CLI `task show`, the API's task, the hive page): one task's branch, commit, merge
+state, diff stat and patch (cut at PATCH_LIMIT bytes).
 `open_isolation` (every engine, at start): the integration branch and its worktree (idempotent),
 and the leftovers of a killed process removed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ruflo.agents.gitwork import HiveRepo, is_git_repo
+from ruflo.agents.gitwork import HiveRepo, capped_patch, git, is_git_repo
 from ruflo.agents.isolated import Integrator
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
-from ruflo.model import JSON, Hive, TaskState
+from ruflo.model import JSON, Event, Hive, TaskState
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
 __all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
-           "open_isolation"]
+           "open_isolation", "task_git", "worktree_bytes"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -100,6 +103,14 @@ def hive_repo(hive: Hive) -> HiveRepo:
     return HiveRepo(hive.workspace, hive.id)
 
 
+def worktree_bytes(hive: Hive) -> int | None:
+    """Bytes on disk of a git hive's worktrees (integration + attempts in flight); None for a
+    hive that shares its folder or whose workspace is no longer a repository."""
+    if isolation_of(hive) != "git" or not hive.workspace or not is_git_repo(hive.workspace):
+        return None
+    return HiveRepo(hive.workspace, hive.id).disk_bytes()
+
+
 def isolation_json(hive: Hive) -> JSON:
     """What `hive show` and the API say about a hive's isolation."""
     kind = isolation_of(hive)
@@ -109,3 +120,32 @@ def isolation_json(hive: Hive) -> JSON:
     return {"isolation": kind, "branch": repo.branch,
             "start_commit": hive.config.get("start_commit"),
             "live_worktrees": len(repo.leftovers()), "disk_bytes": repo.disk_bytes()}
+
+
+PATCH_LIMIT = 64 * 1024
+"""Bytes of a task's patch that `task_git` returns; the rest is left to `git diff`."""
+
+
+def task_git(hive: Hive, history: Sequence[Event], *,
+             patch_limit: int = PATCH_LIMIT) -> JSON | None:
+    """A task's branch, commit, merge state, diff stat and patch under git isolation, from its
+    events (`history`: the task's own); None when it has no commit. `diff` and `patch` are None
+    when the workspace is no longer a repository or git no longer knows the commits."""
+    commits = [e for e in history if e.kind == EventKind.TASK_COMMITTED]
+    if not commits:
+        return None
+    last = commits[-1].data
+    info: JSON = {
+        "branch": last.get("branch"), "commit": last.get("commit"), "base": last.get("base"),
+        "files": last.get("files"),
+        "merged": any(e.kind == EventKind.TASK_MERGED for e in history),
+        "diff": None, "patch": None, "patch_truncated": False}
+    if hive.workspace and is_git_repo(hive.workspace):
+        top = Path(hive.workspace)
+        base, commit = str(last.get("base")), str(last.get("commit"))
+        done = git("diff", "--stat", base, commit, cwd=top, check=False)
+        info["diff"] = done.stdout if done.returncode == 0 else None
+        patch = capped_patch(top, base, commit, patch_limit)
+        if patch is not None:
+            info["patch"], info["patch_truncated"] = patch
+    return info

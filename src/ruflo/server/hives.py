@@ -8,6 +8,7 @@ Depends on the server context, the store protocol, the core model and engine/sta
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import logging
@@ -19,9 +20,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ruflo.engine.isolation import task_git
 from ruflo.engine.start import HiveSpec
 from ruflo.engine.start import create_hive as create_hive_in
 from ruflo.errors import Conflict, NotFound, PolicyError
+from ruflo.event_kinds import EventKind
 from ruflo.model import (
     Agent,
     ApprovalStatus,
@@ -59,6 +62,8 @@ router = APIRouter(prefix="/api/v2/hives", tags=["hives"], dependencies=[Depends
 Ctx = Annotated[ServerContext, Depends(context)]
 User = Annotated[str, Depends(current_user)]
 HiveId = Annotated[str, Path(max_length=100)]
+GIT_KINDS = [EventKind.TASK_COMMITTED, EventKind.TASK_MERGED]
+"""The events a task's git state is read from (engine/isolation.py task_git)."""
 DEFAULT_SWARM_SIZE = 4
 MAX_SEQ = 2**62
 """The largest seq a client may resume after: both stores hold it as a signed 64-bit integer."""
@@ -378,10 +383,15 @@ def _task_of(ctx: ServerContext, hive_id: str, task_id: str) -> Task:
 @router.get("/{hive_id}/tasks/{task_id}")
 async def show_task(hive_id: HiveId, task_id: Annotated[str, Path(max_length=100)],
                     ctx: Ctx) -> dict[str, Any]:
+    """A task, and under git isolation its branch, commit, merge state, diff stat and patch
+    (`git`, the same as `ruflo task show --json`; null before its first commit)."""
     task = ctx.store.get_task(task_id)
     if task.hive_id != hive_id:
         raise NotFound(f"no task {task_id!r} in hive {hive_id!r}")
-    return record(task)
+    history = [e for e in ctx.store.events(hive_id, kinds=GIT_KINDS) if e.task_id == task.id]
+    git_info = (await asyncio.to_thread(task_git, ctx.store.get_hive(hive_id), history)
+                if history else None)
+    return {**record(task), "git": git_info}
 
 
 @router.get("/{hive_id}/approvals")

@@ -2,7 +2,8 @@
 
 Request counters live in process memory and cost a dict update per request; everything about
 work (gateway calls, tokens, spend, tasks by state) is read from the store at scrape time, so
-nothing runs between scrapes. Depends on the store protocol only.
+nothing runs between scrapes. Depends on the store protocol, and on engine/isolation.py for the
+disk a live git hive's worktrees use (measured at scrape time, unfinished hives only).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
+from ruflo.engine.isolation import worktree_bytes
 from ruflo.model import CostKind, HiveStatus, TaskState
 from ruflo.store.base import Store
 from ruflo.telemetry import MODEL_CALLS
@@ -124,6 +126,7 @@ def _render_work(store: Store, out: list[str]) -> None:
     totals: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
     hives_by_status: defaultdict[str, int] = defaultdict(int)
     open_by_hive: dict[str, int] = {}
+    worktree_disk: dict[str, int] = {}
     offset = 0
     while True:
         page = store.list_hives(limit=500, offset=offset)
@@ -134,6 +137,8 @@ def _render_work(store: Store, out: list[str]) -> None:
                 totals[TaskState(state)] += count
             if hive.status is HiveStatus.RUNNING:
                 open_by_hive[hive.id] = counts.get(TaskState.OPEN, 0)
+            if not hive.status.terminal and (used := worktree_bytes(hive)) is not None:
+                worktree_disk[hive.id] = used
         if len(page) < 500:
             break
         offset += 500
@@ -144,6 +149,10 @@ def _render_work(store: Store, out: list[str]) -> None:
            "Open tasks on a running hive's board (what an autoscaler of `ruflo worker` reads).")
     for hive_id, count in sorted(open_by_hive.items()):
         out.append(f"ruflo_board_open_tasks{_labels((('hive', hive_id),))} {count}")
+    family("ruflo_worktree_bytes", "gauge",
+           "Disk used by an unfinished git hive's worktrees (integration and attempts), bytes.")
+    for hive_id, used in sorted(worktree_disk.items()):
+        out.append(f"ruflo_worktree_bytes{_labels((('hive', hive_id),))} {used}")
     family("ruflo_hives", "gauge", "Hives, by status.")
     for status, count in sorted(hives_by_status.items()):
         out.append(f'ruflo_hives{{status="{status}"}} {count}')

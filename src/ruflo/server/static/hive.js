@@ -108,13 +108,45 @@
           who ? el("span", { class: "task-who", text: (s === "claimed" ? "with " : "by ") + who }) : null,
           task.attempts > 1 ? el("span", { class: "task-note", text: "attempt " + task.attempts }) : null,
           task.blocked_on ? el("span", { class: "task-note", text: "waits on " + (taskTitle(task.blocked_on)) }) : null,
-          task.verified === false ? el("span", { class: "task-note bad", text: "verify failed" }) : null);
+          task.verified === false ? el("span", { class: "task-note bad", text: "verify failed" }) : null,
+          el("button", { type: "button", class: "task-open link", text: "changes",
+                         "aria-label": "Show the changes of " + task.title, onclick: () => showChanges(task.id) }));
         if (task.result) card.title = task.result.slice(0, 500);
         list.append(card);
       }
       $("count-" + s).textContent = String(columns[s].length);
     }
     if (truncated) toast("The board shows the first 1000 tasks.");
+  }
+
+  // A task's branch, commit, merge state and diff: text only (textContent), and control
+  // characters (terminal escapes, NULs) shown as "?" so a hostile file name or patch stays inert.
+  function inert(text) {
+    return String(text || "").replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "?");
+  }
+
+  async function showChanges(taskId) {
+    const section = $("changes-section");
+    section.hidden = false;
+    $("changes-title").textContent = "Changes of “" + taskTitle(taskId) + "”";
+    $("changes-meta").textContent = "loading…";
+    $("changes-stat").textContent = "";
+    $("changes-patch").textContent = "";
+    try {
+      const task = await api("GET", "/api/v2/hives/" + hiveId + "/tasks/" + encodeURIComponent(taskId));
+      const git = task.git;
+      if (!git) {
+        $("changes-meta").textContent = "No commit: this task has not changed the repository (or the hive shares its folder).";
+        return;
+      }
+      $("changes-meta").textContent = inert("branch " + git.branch + " · commit " + String(git.commit).slice(0, 12) +
+        " · " + (git.merged ? "merged" : "not merged"));
+      $("changes-stat").textContent = inert(git.diff === null ? "(the repository no longer has these commits)" : git.diff);
+      $("changes-patch").textContent = inert(git.patch || "") +
+        (git.patch_truncated ? "\n… cut; see it all with git diff " + inert(git.base) + " " + inert(git.commit) : "");
+    } catch (error) {
+      $("changes-meta").textContent = "Could not read the task: " + inert(error.message);
+    }
   }
 
   function thresholdText(agent) {
