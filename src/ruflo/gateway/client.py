@@ -3,11 +3,11 @@
 Depends on the `openai` SDK (retries off: ours come from stamina), the Store protocol (ledger,
 pausing a hive) and the gateway's metering, budgets and error classification. Each call: book the
 budget → call, retrying 429 (as Retry-After says) and 5xx/connection errors (jittered backoff),
-bounded in attempts and time → meter the answer into the ledger → settle the budget.
-A refused key or a spent gateway budget is never retried: the call's hive is paused. A plain call
-whose caller is cancelled (a paused attempt) still lands in the ledger when the gateway answers;
-a stream its reader left is metered with what it delivered. `probe` is one unretried, unmetered
-look at the model list: how an engine whose hive paused for an unreachable gateway finds it back.
+bounded in attempts and time → meter the answer into the ledger → settle the budget. A refused
+key or a spent gateway budget is never retried: the call's hive is paused. A plain call whose
+caller is cancelled (a paused attempt) still lands in the ledger when the gateway answers; a
+stream its reader left is metered with what it delivered. `probe` is one unretried, unmetered look
+at the model list: how an engine whose hive paused for an unreachable gateway finds it back.
 """
 
 from __future__ import annotations
