@@ -6,8 +6,7 @@ budget → call, retrying 429 (as Retry-After says) and 5xx/connection errors (j
 bounded in attempts and time → meter the answer into the ledger → settle the budget. A refused
 key or a spent gateway budget is never retried: the call's hive is paused. A plain call whose
 caller is cancelled (a paused attempt) still lands in the ledger when the gateway answers; a
-stream its reader left is metered with what it delivered. `probe` is one unretried, unmetered look
-at the model list: how an engine whose hive paused for an unreachable gateway finds it back.
+stream its reader left is metered with what it delivered. `probe`: an unmetered look at the models.
 """
 
 from __future__ import annotations
