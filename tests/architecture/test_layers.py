@@ -5,6 +5,7 @@ import circle added breaks it, so the contract is known to bite."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,15 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def lint_imports(src: Path) -> subprocess.CompletedProcess[str]:
-    """lint-imports over the `ruflo` package found in `src`, with the repository's contracts."""
+    """lint-imports over the `ruflo` package found in `src`, with the repository's contracts
+    (its report without terminal colours, which import-linter 2.6 writes even to a pipe)."""
     env = {**os.environ, "PYTHONPATH": str(src), "NO_COLOR": "1"}
-    return subprocess.run(
+    done = subprocess.run(
         [str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
         cwd=src, env=env, capture_output=True, text=True, timeout=120, check=False)
+    plain = re.compile(r"\x1b\[[0-9;]*m")
+    return subprocess.CompletedProcess(done.args, done.returncode,
+                                       plain.sub("", done.stdout), plain.sub("", done.stderr))
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
