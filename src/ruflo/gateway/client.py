@@ -41,7 +41,7 @@ from ruflo.gateway.base import (
 )
 from ruflo.gateway.budget import Budgets, BudgetWarning, Reservation, estimate_prompt_tokens
 from ruflo.gateway.classify import ERROR_CLASSES, Failure, FailureKind, classify, describe
-from ruflo.gateway.metering import PriceTable, call_cost, record, request_id
+from ruflo.gateway.metering import PriceTable, call_cost, record, request_id, resumed_after
 from ruflo.model import JSON, HiveStatus, utcnow
 from ruflo.store.base import Store
 
@@ -316,32 +316,32 @@ class GatewayClient:
             raise _CallFailed(failed.failure, attempts, time.monotonic() - started) from None
         raise AssertionError("stamina ended without a result or an error")
 
-    def _error(self, failed: _CallFailed, context: CallContext | None) -> GatewayError:
-        return self.failure_error(failed.failure, context, attempts=failed.attempts,
+    def _error(self, failed: _CallFailed, context: CallContext | None,
+               started: float | None = None) -> GatewayError:
+        began = None if started is None else time.time() - (time.monotonic() - started)
+        return self.failure_error(failed.failure, context, began=began, attempts=failed.attempts,
                                   elapsed=failed.elapsed)
 
-    def failure_error(self, failure: Failure, context: CallContext | None, *,
-                      attempts: int = 1, elapsed: float = 0.0) -> GatewayError:
-        """The error for a failed call. A refused key or a spent gateway budget pauses the
-        call's hive first (the hive's claimed tasks stay as they are, recoverable), then tells
-        `on_pause`. The model relay (gateway.relay) words its callers' failures here too."""
-        kind = failure.kind
+    def failure_error(self, failure: Failure, context: CallContext | None, *, attempts: int = 1,
+                      elapsed: float = 0.0, began: float | None = None) -> GatewayError:
+        """The error for a failed call. A refused key or a spent gateway budget pauses the call's
+        hive first (unless a person resumed it after the call `began`), then tells `on_pause`.
+        The model relay (gateway.relay) words its callers' failures here too."""
         hive_id = context.hive_id if context is not None else None
-        pausing = kind in (FailureKind.AUTH, FailureKind.BUDGET)
-        paused = False
+        pausing = failure.kind in (FailureKind.AUTH, FailureKind.BUDGET)
+        paused, hive = False, None
         if pausing and hive_id is not None and self.store is not None:
-            try:
+            with contextlib.suppress(NotFound):
                 hive = self.store.get_hive(hive_id)
-            except NotFound:
-                hive = None
             if hive is not None:
                 paused = True
+                if hive.status is HiveStatus.RUNNING and resumed_after(self.store, hive_id, began):
+                    return failure.to_error(self.base_url, paused=True)  # resumed since: stands
                 if hive.status is HiveStatus.RUNNING:
-                    reason = ERROR_CLASSES[kind].pause_reason
+                    reason = ERROR_CLASSES[failure.kind].pause_reason
                     self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
                     log.warning("hive %s paused: %s", hive_id, reason)
-        error = failure.to_error(self.base_url, attempts=attempts, elapsed=elapsed,
-                                 paused=paused)
+        error = failure.to_error(self.base_url, attempts=attempts, elapsed=elapsed, paused=paused)
         if paused and hive_id is not None and self.on_pause is not None:
             self.on_pause(hive_id, error)
         return error
@@ -462,7 +462,7 @@ class GatewayClient:
             result, has_usage = self._completion(data, model)
         except _CallFailed as failed:
             self._release(reservation)
-            raise self._error(failed, context) from None
+            raise self._error(failed, context, started) from None
         except BaseException:
             if call.cut and call.sent:
                 # The client closed before the answer came, but the gateway may still bill the
@@ -584,7 +584,7 @@ class GatewayClient:
                                 started)
             else:
                 self._release(reservation)
-            raise self._error(failed, context) from None
+            raise self._error(failed, context, started) from None
         except BaseException:
             # The reader left (GeneratorExit) or was cancelled. Once the gateway started to
             # answer, it bills what it produced: meter that. Closing the response tells the
