@@ -226,3 +226,17 @@ async def test_http_adapter_unreachable(make_board):
                                                   board.context())
     assert outcome.kind is OutcomeKind.FAILED
     assert "could not be reached" in (outcome.reason or "")
+
+
+@pytest.mark.parametrize("adapter", [AdapterKind.HTTP, AdapterKind.A2A])
+@pytest.mark.parametrize(("config", "refusal"), [
+    ({}, "no http\\(s\\)"),
+    ({"url": "ftp://nowhere"}, "no http\\(s\\)"),
+    ({"url": "http://127.0.0.1:9", "headers": {"X-N": 1}}, "headers must map"),
+    ({"url": "http://127.0.0.1:9", "headers": ["X-N"]}, "headers must map"),
+])
+async def test_outside_adapters_refuse_a_bad_endpoint(make_board, adapter, config, refusal):
+    board = make_board()
+    agent = replace(board.agent, adapter=adapter, adapter_config=config)
+    with pytest.raises(ConfigError, match=f"agent {agent.name}.*{refusal}"):
+        await executor_for(agent).run(board.task, agent, board.hive, board.context())

@@ -218,6 +218,23 @@ async def test_a_message_with_a_hive_id_posts_a_task_on_that_hive(
     assert posted["verified"] is True
 
 
+def test_a_task_posted_over_a2a_depends_only_on_its_hives_tasks(
+        live_server: Callable[..., Served]) -> None:
+    # t1's agent waits far longer than the test on its model: the hive stays running.
+    served = live_server(*work_rules("t1", delay=60.0))
+    hive = served.client.post("/api/v2/hives", json={
+        "objective": "keep going", "agents": 1, "config": FAST,
+        "tasks": [{"title": "t1"}]}).json()
+
+    for field, value in (("depends_on", ["no-such-task"]), ("parent_id", "no-such-task")):
+        refused = rpc(served, "SendMessage", {
+            **send_params({"text": "t2"}, {"data": {field: value}}),
+            "metadata": {"hive_id": hive["id"]}})
+        assert refused.json()["error"]["code"] == -32602
+        assert "no task 'no-such-task' in this hive" in refused.json()["error"]["message"]
+    assert [t.title for t in served.store.list_tasks(hive["id"])] == ["t1"]
+
+
 async def test_a_comparison_asked_for_answers_the_compare_report(
         served: Served, http: httpx.AsyncClient) -> None:
     client = await create_client(served.url, ClientConfig(httpx_client=http))

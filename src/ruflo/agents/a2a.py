@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
+from ruflo.agents.http import endpoint
 from ruflo.agents.loop import Transcript
-from ruflo.agents.process import number, outside_prompt
+from ruflo.agents.process import outside_prompt
 from ruflo.agents.tools import truncate
 from ruflo.agents.workspace import Workspace
-from ruflo.errors import ConfigError, WorkspaceError
+from ruflo.errors import WorkspaceError
 from ruflo.event_kinds import EventKind
 from ruflo.memory.notes import Memory
 from ruflo.model import Agent, Hive, Task
@@ -51,15 +52,7 @@ class A2AExecutor:
     """Sends each task to the agent's remote A2A agent and records how it went."""
 
     async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
-        config = agent.adapter_config
-        url = config.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"agent {agent.name} uses the a2a adapter but its adapter config "
-                              "has no http(s) url of the remote agent's card")
-        headers = config.get("headers") or {}
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise ConfigError(f"agent {agent.name}: adapter headers must map names to strings")
-        timeout = number(config, "timeout", ctx.limits.http_timeout, agent)
+        url, headers, timeout = endpoint(agent, "a2a", "url of the remote agent's card", ctx)
         memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
         transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
         prompt = outside_prompt(task, hive, ctx.workspace, memory, agent)

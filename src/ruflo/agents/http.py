@@ -40,19 +40,26 @@ def public_fields(record: Any, *drop: str) -> JSON:
     return data
 
 
+def endpoint(agent: Agent, adapter: str, what: str,
+             ctx: RunContext) -> tuple[str, dict[str, str], float]:
+    """(url, headers, timeout) from an outside agent's adapter config (http, a2a), checked;
+    `what` names the url in the refusal."""
+    config = agent.adapter_config
+    url = config.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"agent {agent.name} uses the {adapter} adapter but its adapter config "
+                          f"has no http(s) {what}")
+    headers = config.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"agent {agent.name}: adapter headers must map names to strings")
+    return url, headers, number(config, "timeout", ctx.limits.http_timeout, agent)
+
+
 class HttpExecutor:
     """POSTs each task to the agent's webhook and records the answer."""
 
     async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
-        config = agent.adapter_config
-        url = config.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"agent {agent.name} uses the http adapter but its adapter config "
-                              "has no http(s) url")
-        headers = config.get("headers") or {}
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise ConfigError(f"agent {agent.name}: adapter headers must map names to strings")
-        timeout = number(config, "timeout", ctx.limits.http_timeout, agent)
+        url, headers, timeout = endpoint(agent, "http", "url", ctx)
         memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
         transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
         body = {"task": public_fields(task), "agent": public_fields(agent, "adapter_config"),

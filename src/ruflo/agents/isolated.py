@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
-from ruflo.agents.gitwork import GitError, HiveRepo, MergeResult, shown
+from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Task, new_id
 
@@ -65,9 +65,12 @@ class Integrator:
             handle = await asyncio.to_thread(repo.lock)
             try:
                 before = await asyncio.to_thread(repo.head)
-                result: MergeResult = await asyncio.to_thread(
+                result = await asyncio.to_thread(
                     repo.merge, commit, f"ruflo: merge task {task.id} ({task.title[:60]})")
-                for command in self._checks(store, task) if result.merged else []:
+                if not result.merged:
+                    return self._post(store, task, agent, commit, conflict=result.conflict,
+                                      broken=None)
+                for command in self._checks(store, task):
                     passed, output = await self._verify(command, ctx)
                     if not passed:
                         await asyncio.to_thread(repo.undo_last_merge, before)
@@ -77,13 +80,11 @@ class Integrator:
                                                  "output": output[-2000:]})
                         return self._post(store, task, agent, commit, conflict=None,
                                           broken=f"`{command}` fails:\n{output}")
-                if result.merged:
-                    store.append_event(task.hive_id, EventKind.TASK_MERGED, agent_id=agent.id,
-                                       task_id=task.id,
-                                       data={"commit": commit, "integration": result.commit,
-                                             "branch": repo.branch})
-                    return None
-                return self._post(store, task, agent, commit, conflict=result, broken=None)
+                store.append_event(task.hive_id, EventKind.TASK_MERGED, agent_id=agent.id,
+                                   task_id=task.id,
+                                   data={"commit": commit, "integration": result.commit,
+                                         "branch": repo.branch})
+                return None
             finally:
                 repo.unlock(handle)
 
@@ -96,15 +97,16 @@ class Integrator:
         return done.ok, done.output
 
     def _post(self, store: Store, task: Task, agent: Agent, commit: str, *,
-              conflict: MergeResult | None, broken: str | None) -> str:
-        if conflict is not None and conflict.conflict is not None:
-            c = conflict.conflict
-            sides = "\n\n".join(f"--- {f}: integration branch ---\n{c.ours[f]}\n"
-                                f"--- {f}: task {task.id} ---\n{c.theirs[f]}" for f in c.files)
-            why = f"merging it conflicts in {shown(list(c.files))}"
-            detail = (f"Conflicting files: {', '.join(c.files)}. Your folder holds the merge with "
-                      f"conflict markers; resolve every one keeping BOTH sides' intent.\n\n{sides}")
-            files: list[str] = list(c.files)
+              conflict: Conflict | None, broken: str | None) -> str:
+        if conflict is not None:
+            sides = "\n\n".join(f"--- {f}: integration branch ---\n{conflict.ours[f]}\n"
+                                f"--- {f}: task {task.id} ---\n{conflict.theirs[f]}"
+                                for f in conflict.files)
+            why = f"merging it conflicts in {shown(list(conflict.files))}"
+            detail = (f"Conflicting files: {', '.join(conflict.files)}. Your folder holds the "
+                      "merge with conflict markers; resolve every one keeping BOTH sides' "
+                      f"intent.\n\n{sides}")
+            files: list[str] = list(conflict.files)
         else:
             why = "after merging it a merged task's verify command fails"
             detail = (f"The merge is in your folder; a check fails on it although each branch "

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -59,7 +62,17 @@ class _RefusalsAnswered(logging.Filter):
         return not isinstance(error, A2AError)
 
 
-def _build_sdk(ctx: ServerContext) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Sdk:
+    """What the two routes need of the loaded SDK."""
+
+    dispatch: Callable[[Request], Awaitable[Response]]
+    """The JSON-RPC endpoint of the SDK's request handler for ruflo's executor."""
+    card: Callable[[str], dict[str, Any]]
+    """The agent card (as JSON) for the server's base URL."""
+
+
+def _build_sdk(ctx: ServerContext) -> _Sdk:
     """The SDK's request handler for ruflo's executor, built once."""
     from a2a.server.context import ServerCallContext
     from a2a.server.request_handlers import DefaultRequestHandlerV2
@@ -90,25 +103,17 @@ def _build_sdk(ctx: ServerContext) -> dict[str, Any]:
     handler = DefaultRequestHandlerV2(HiveExecutor(ctx), InMemoryTaskStore(),
                                       agent_card("http://localhost", ctx.settings))
     (rpc,) = create_jsonrpc_routes(handler, RPC_PATH, context_builder=CallerContext())
-    dispatch = rpc.endpoint
-
-    return {"dispatch": dispatch, "card_to_dict": agent_card_to_dict, "agent_card": agent_card}
+    return _Sdk(dispatch=rpc.endpoint,
+                card=lambda base: agent_card_to_dict(agent_card(base, ctx.settings)))
 
 
 def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
     """The card and the JSON-RPC route; the SDK (~0.5 s of imports) is loaded by the first A2A
     request, so a server nobody reaches over A2A starts and idles without it."""
-    built: dict[str, Any] = {}
-
-    def sdk() -> dict[str, Any]:
-        if not built:
-            built.update(_build_sdk(ctx))
-        return built
+    sdk = cache(partial(_build_sdk, ctx))
 
     async def card(request: Request) -> Response:
-        base = str(request.base_url).rstrip("/")
-        parts = sdk()
-        return JSONResponse(parts["card_to_dict"](parts["agent_card"](base, ctx.settings)))
+        return JSONResponse(sdk().card(str(request.base_url).rstrip("/")))
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -117,8 +122,7 @@ def _mount_sdk(app: FastAPI, ctx: ServerContext) -> None:
             return JSONResponse({"error": "unauthenticated", "message": refused.detail},
                                 status_code=refused.status_code,
                                 headers=dict(refused.headers or {}))
-        answer: Response = await sdk()["dispatch"](request)
-        return answer
+        return await sdk().dispatch(request)
 
     app.router.routes.append(Route(CARD_PATH, card, methods=["GET"]))
     app.router.routes.append(Route(RPC_PATH, endpoint, methods=["POST"]))

@@ -57,7 +57,7 @@ from ruflo.errors import (
 from ruflo.model import ApprovalStatus, Hive, HiveStatus
 from ruflo.model import TaskState as BoardState
 from ruflo.server import hives
-from ruflo.server.access import may_change, require_operator, task_commands
+from ruflo.server.access import may_change
 from ruflo.server.auth import AuthMode, Caller
 from ruflo.server.context import ServerContext
 from ruflo.server.hive_news import (
@@ -293,16 +293,10 @@ class HiveExecutor(AgentExecutor):
         if not may_change(caller, hive):
             raise InvalidParamsError(message=f"user {caller.name!r} may not post to hive "
                                              f"{hive.id}: only its owner or an operator may")
-        if hive.status.terminal:
-            raise InvalidParamsError(message=f"hive {hive.id} is {hive.status.value}; the task "
-                                             "was not posted")
         objective = str(body.pop("objective", "")).strip()
         body.setdefault("title", objective.splitlines()[0][:500] if objective else "")
         body.setdefault("description", objective)
-        spec = TaskSpec.model_validate(body)
-        require_operator(caller, task_commands("", [spec]), outcome="the task was not posted")
-        (task,) = self.ctx.store.post_tasks(hive.id, hives.board_tasks(hive.id, [spec]))
-        return task.id
+        return hives.add_task(self.ctx, hive, caller, TaskSpec.model_validate(body)).id
 
     async def _answer(self, hive_id: str, caller: Caller, context: RequestContext,
                       updater: TaskUpdater) -> bool:

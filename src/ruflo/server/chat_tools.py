@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ruflo.errors import NotFound, RufloError
 from ruflo.model import ApprovalStatus, Hive
 from ruflo.server import hives
-from ruflo.server.access import may_change, require_operator, task_commands
+from ruflo.server.access import may_change
 from ruflo.server.auth import Caller
 from ruflo.server.chat_mcp import McpServer, tool_name
 from ruflo.server.chat_mcp import call as mcp_call
@@ -136,12 +136,9 @@ async def list_hives(use: ToolUse, args: dict[str, Any]) -> dict[str, Any]:
 
 async def post_task(use: ToolUse, args: dict[str, Any]) -> dict[str, Any]:
     hive = _hive(use, args, change=True)
-    if hive.status.terminal:
-        raise ToolRefused(f"hive {hive.id} is {hive.status.value}; the task was not posted")
     spec = TaskSpec.model_validate({"title": _text(args, "title"),
                                     "description": args.get("description") or ""})
-    require_operator(use.caller, task_commands("", [spec]), outcome="the task was not posted")
-    (task,) = use.ctx.store.post_tasks(hive.id, hives.board_tasks(hive.id, [spec]))
+    task = hives.add_task(use.ctx, hive, use.caller, spec)
     return {"task": {"id": task.id, "title": task.title, "state": task.state.value},
             "hive": card(use.ctx, hive)}
 

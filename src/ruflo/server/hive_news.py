@@ -9,16 +9,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from ruflo.errors import GatewayUnavailable
+from ruflo.event_kinds import EventKind
 from ruflo.model import Hive, HiveStatus
 from ruflo.model import Task as BoardTask
 from ruflo.server.context import ServerContext
 
 NOTABLE = frozenset({
-    "task_posted", "task_claimed", "task_done", "task_failed", "task_released",
-    "task_cancelled", "task_verified", "hive_paused", "hive_running", "budget_warning",
-    "budget_exceeded", "objective_verified", "approval_requested", "approval_decided",
-    "ticket_delegated", "ticket_escalated", "agent_hired", "a2a_message"})
-"""Hive events passed on as progress; the rest (heartbeats, spend...) are not news."""
+    EventKind.TASK_POSTED, EventKind.TASK_CLAIMED, EventKind.TASK_DONE, EventKind.TASK_FAILED,
+    EventKind.TASK_RELEASED, EventKind.TASK_CANCELLED, EventKind.TASK_VERIFIED,
+    EventKind.HIVE_PAUSED, EventKind.HIVE_RUNNING, EventKind.BUDGET_WARNING,
+    EventKind.BUDGET_EXCEEDED, EventKind.OBJECTIVE_VERIFIED, EventKind.APPROVAL_REQUESTED,
+    EventKind.APPROVAL_DECIDED, EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
+    EventKind.AGENT_HIRED, EventKind.A2A_MESSAGE})
+"""Hive events passed on as progress to an outside client; the rest (heartbeats, spend...) are
+not news, and the hive's end comes as the verified summary instead. (The terminal watcher,
+engine/view.py, shows more: lease expiries, lost agents, the hive's end.)"""
 
 
 def waits_for_a_person(hive: Hive) -> bool:

@@ -42,6 +42,7 @@ from ruflo.server.access import (
     require_operator,
     task_commands,
 )
+from ruflo.server.auth import Caller
 from ruflo.server.context import ServerContext, context, current_caller, current_user
 from ruflo.server.event_stream import event_json
 from ruflo.server.schemas import (
@@ -358,16 +359,24 @@ async def post_task(hive: ChangeableHive, body: TaskSpec, request: Request) -> J
     # A hot route: the context and the caller (already known from ChangeableHive) are read from
     # the request rather than solved again as dependencies.
     ctx: ServerContext = request.app.state.ctx
-    caller = await current_caller(request)
-    require_operator(caller, task_commands("", [body]), outcome="the task was not posted")
+    task = add_task(ctx, hive, await current_caller(request), body)
+    return JSONBytes(task_json(task), status_code=201)
+
+
+def add_task(ctx: ServerContext, hive: Hive, caller: Caller, spec: TaskSpec) -> Task:
+    """Post one task on the hive's board, by the rules every way in shares (this route, the
+    chat's tool, an A2A message to a hive): a verify command needs an operator, a finished hive
+    takes no task, and the parent and dependencies must be tasks of this hive. Whether the
+    caller may change the hive is the caller's check (ChangeableHive here)."""
+    require_operator(caller, task_commands("", [spec]), outcome="the task was not posted")
     if hive.status.terminal:
         raise Conflict(f"hive {hive.id} is {hive.status.value}; the task was not posted")
-    if body.parent_id is not None:
-        _task_of(ctx, hive.id, body.parent_id)
-    for dependency in body.depends_on:
+    if spec.parent_id is not None:
+        _task_of(ctx, hive.id, spec.parent_id)
+    for dependency in spec.depends_on:
         _task_of(ctx, hive.id, dependency)
-    (task,) = ctx.store.post_tasks(hive.id, board_tasks(hive.id, [body]))
-    return JSONBytes(task_json(task), status_code=201)
+    (task,) = ctx.store.post_tasks(hive.id, board_tasks(hive.id, [spec]))
+    return task
 
 
 def _task_of(ctx: ServerContext, hive_id: str, task_id: str) -> Task:
