@@ -95,6 +95,13 @@ def shoot(page: Any, name: str) -> Path:
     return path
 
 
+def ask(page: Any, text: str) -> None:
+    """Send `text` from the chat page's message box."""
+    prompt = page.get_by_role("textbox", name="Message")
+    prompt.fill(text)
+    prompt.press("Enter")
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -111,8 +118,10 @@ class Servers:
         self.running: list[tuple[ServerThread, SqlStore, httpx.Client]] = []
         self.gateways: list[ScriptedGateway] = []
 
-    def scripted(self) -> ScriptedGateway:
-        gateway = ScriptedGateway(SCRIPT)
+    def scripted(self, script: dict[str, Any] = SCRIPT) -> ScriptedGateway:
+        """Start a ScriptedGateway following `script` (the harness's own by default), stopped
+        with the servers."""
+        gateway = ScriptedGateway(script)
         gateway.start()
         self.gateways.append(gateway)
         return gateway
