@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Served, Servers, ask, shoot
+from ui_harness import GATEWAY_KEY, Served, Servers, ask, axe_violations, describe, expect, shoot
 
 from ruflo.gateway.scripted import ScriptedGateway
 from xss_corpus import CORPUS

@@ -9,8 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Servers, ask, shoot
+from ui_harness import GATEWAY_KEY, Servers, ask, axe_violations, describe, expect, shoot
 
 from ruflo.model import HiveStatus
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Servers, shoot
+from ui_harness import GATEWAY_KEY, Servers, axe_violations, describe, expect, shoot
 from ui_harness import ask as send
 
 pytestmark = pytest.mark.browser

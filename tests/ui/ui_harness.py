@@ -95,6 +95,27 @@ def shoot(page: Any, name: str) -> Path:
     return path
 
 
+def expect() -> Any:
+    """Playwright's `expect` (imported when a browser test runs, not when tests are collected)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """The serious and critical violations axe-core finds on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [v for v in results.response["violations"] if v.get("impact") in ("serious",
+                                                                               "critical")]
+
+
+def describe(violations: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{v['id']} ({v['impact']}): {v['help']} at "
+                     f"{[n['target'] for n in v['nodes']][:3]}" for v in violations)
+
+
 def ask(page: Any, text: str) -> None:
     """Send `text` from the chat page's message box."""
     prompt = page.get_by_role("textbox", name="Message")
