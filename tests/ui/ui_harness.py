@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ruflo.server.context import ServerContext
 from ruflo.store import open_store
 from ruflo.store.base import Store
 from ruflo.store.sql import SqlStore
-from server_thread import ServerThread
+from server_thread import ServerThread, free_port
 
 GATEWAY_KEY = "sk-ui-test"
 SCRIPT: dict[str, Any] = {
@@ -124,11 +123,8 @@ def ask(page: Any, text: str) -> None:
 
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A loopback port nothing listens on."""
+    return free_port()
 
 
 class Servers:
