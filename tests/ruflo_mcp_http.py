@@ -7,19 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from server_thread import free_port
+from waiting import wait_until
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @contextmanager
@@ -36,14 +31,17 @@ def ruflo_mcp_http(root: Path) -> Iterator[tuple[str, Path]]:
     process = subprocess.Popen([str(BIN / "ruflo"), "mcp", "--transport", "http", "--port",
                                 str(port)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        assert process.poll() is None, f"ruflo mcp exited with {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        while True:  # wait for it to listen (or to die)
-            assert process.poll() is None, f"ruflo mcp exited with {process.returncode}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until(listening, what=f"ruflo mcp did not listen on {port}")
         yield f"http://127.0.0.1:{port}/mcp", data
     finally:
         process.terminate()

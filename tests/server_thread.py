@@ -13,6 +13,15 @@ from ruflo.server.listening import build_server
 from waiting import wait_until
 
 
+def free_port() -> int:
+    """A loopback port free now (bound, then released): for a server started on it next, or as
+    an address nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 class ServerThread:
     """uvicorn serving the app in a thread, with the GatewayClient closed in that loop."""
 

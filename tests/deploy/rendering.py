@@ -69,3 +69,9 @@ def named(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
         if doc["kind"] == kind and doc["metadata"]["name"] == name:
             return doc
     raise AssertionError(f"no {kind}/{name} in the rendered output")
+
+
+def template_labels(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
+    """The labels the pods of that rendered workload get."""
+    labels: dict[str, str] = named(documents, kind, name)["spec"]["template"]["metadata"]["labels"]
+    return labels

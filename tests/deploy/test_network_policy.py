@@ -10,10 +10,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import pytest
 from deploy_files import K8S
 from netpol import Cluster, Outside, Pod, in_block, selects
-from rendering import named, render, render_with
+from rendering import named, render, render_with, template_labels
 
 GATEWAY_PORT = 4000
 WEB, SSH = 3000, 2222
@@ -22,11 +21,6 @@ PROVIDER = Outside("203.0.113.10")
 """A model provider's address (documentation range): what a bypass of the gateway would dial."""
 TELEGRAM = Outside("149.154.167.220")
 LAPTOP = Outside("198.51.100.7")
-
-
-def template_labels(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
-    labels: dict[str, str] = named(documents, kind, name)["spec"]["template"]["metadata"]["labels"]
-    return labels
 
 
 def cluster(documents: list[dict[str, Any]]) -> Cluster:
@@ -101,11 +95,6 @@ def violations(world: Cluster) -> list[str]:
     expect(False, pod(world, "stranger-here"), pod(world, "ruflo-db"), 5432)
     expect(False, pod(world, "ruflo-db"), ANYWHERE, 443)
     return found
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
-    return render(K8S / "overlays" / "postgres-workers")
 
 
 def test_the_rendered_policies_keep_every_promise(rendered: list[dict[str, Any]]) -> None:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from deploy_files import K8S, env_names, pod_spec, secret_keys
 from netpol import Cluster, Pod
-from rendering import named, render, render_with
+from rendering import named, render, render_with, template_labels
 
 GATEWAY_KEY = "OPENAI_API_KEY"
 GATEWAY_URLS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL")
@@ -44,11 +43,6 @@ def key_sources(documents: list[dict[str, Any]], workload: str, name: str) -> li
         if secret and GATEWAY_KEY in (secret_keys(documents, secret["secretName"]) or set()):
             found.append(f"volume {mount['name']} mounts Secret {secret['secretName']}")
     return found
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
-    return render(K8S / "overlays" / "postgres-workers")
 
 
 def test_the_shell_container_holds_no_gateway_key(rendered: list[dict[str, Any]]) -> None:
@@ -191,8 +185,8 @@ def assert_reaches_the_web_port(documents: list[dict[str, Any]], service_name: s
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     target = ports.get(port["targetPort"], port["targetPort"])
     assert target == 3000
-    labels = named(documents, "Deployment", "ruflo")["spec"]["template"]["metadata"]["labels"]
-    ruflo = Pod("ruflo", "ruflo-system", labels, "10.42.0.10", ports)
+    ruflo = Pod("ruflo", "ruflo-system", template_labels(documents, "Deployment", "ruflo"),
+                "10.42.0.10", ports)
     controller = Pod("controller", controller_namespace, {}, "10.42.2.7")
     stranger = Pod("stranger", "default", {}, "10.42.3.3")
     world = Cluster({}, [ruflo, controller, stranger],

@@ -33,6 +33,7 @@ from deploy_files import (
     parse_dockerfile,
 )
 
+from server_thread import free_port
 from waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -116,13 +117,6 @@ def ensure_user() -> pwd.struct_passwd:
     if "tty" not in groups:
         subprocess.run(["usermod", "-aG", "tty", USER], check=True, timeout=60)
     return entry
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class ShellContainer:

@@ -72,3 +72,16 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 @pytest.fixture
 def served(make_server: Callable[..., Served]) -> Served:
     return make_server()
+
+
+@pytest.fixture
+def live_server(make_server: Callable[..., Served]) -> Callable[..., Served]:
+    """Start a real server whose hive routes run the live engine (the runner `ruflo serve`
+    uses), the ScriptedGateway following `rules`, with `auth` as given."""
+
+    def start(*rules: dict[str, Any], auth: str = "none") -> Served:
+        return make_server(script={"keys": [GATEWAY_KEY], "cost": 0.0001, "rules": list(rules)},
+                           live=True, poll_seconds=0.5, auth=auth, retry=RetryPolicy(
+                               attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
+
+    return start

@@ -33,24 +33,13 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import A2AError
-from server_harness import GATEWAY_KEY, Served
+from server_harness import Served
 
 from agent_scripts import work_rules
-from ruflo.gateway.client import RetryPolicy
 from ruflo.model import Event
 
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
 RPC = "/api/v2/a2a"
-
-
-@pytest.fixture
-def live_server(make_server: Callable[..., Served]) -> Callable[..., Served]:
-    def start(*rules: dict[str, Any], auth: str = "none") -> Served:
-        return make_server(script={"keys": [GATEWAY_KEY], "cost": 0.0001, "rules": list(rules)},
-                           live=True, poll_seconds=0.5, auth=auth, retry=RetryPolicy(
-                               attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
-
-    return start
 
 
 def message(*parts: Part, task_id: str = "", metadata: dict[str, Any] | None = None

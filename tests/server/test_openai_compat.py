@@ -15,23 +15,12 @@ from typing import Any
 
 import openai
 import pytest
-from server_harness import GATEWAY_KEY, Served
+from server_harness import Served
 
 from agent_scripts import plan_rule, work_rules
-from ruflo.gateway.client import RetryPolicy
 
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-@pytest.fixture
-def live_server(make_server: Callable[..., Served]) -> Callable[..., Served]:
-    def start(*rules: dict[str, Any], auth: str = "none") -> Served:
-        return make_server(script={"keys": [GATEWAY_KEY], "cost": 0.0001, "rules": list(rules)},
-                           live=True, poll_seconds=0.5, auth=auth, retry=RetryPolicy(
-                               attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
-
-    return start
 
 
 def sdk(served: Served, key: str = "unused") -> openai.OpenAI:

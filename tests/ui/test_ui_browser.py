@@ -8,31 +8,11 @@ import re
 from typing import Any
 
 import pytest
-from ui_harness import Servers, closed_port, shoot
+from ui_harness import Servers, axe_violations, closed_port, describe, expect, shoot
 
 from ruflo.model import Approval, ApprovalKind, ApprovalStatus, HiveStatus, Mode, TaskState, new_id
 
 pytestmark = pytest.mark.browser
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
-
-
-def axe_violations(page: Any) -> list[dict[str, Any]]:
-    """The serious and critical violations axe-core finds on the page as it is now."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    return [v for v in results.response["violations"] if v.get("impact") in ("serious",
-                                                                               "critical")]
-
-
-def describe(violations: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{v['id']} ({v['impact']}): {v['help']} at "
-                     f"{[n['target'] for n in v['nodes']][:3]}" for v in violations)
 
 
 def test_chat_streams_an_answer_and_keeps_the_conversation(servers: Servers, page: Any) -> None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Served, Servers, shoot
+from ui_harness import GATEWAY_KEY, Served, Servers, ask, axe_violations, describe, expect, shoot
 
 from ruflo.gateway.scripted import ScriptedGateway
 from xss_corpus import CORPUS
@@ -39,17 +38,8 @@ LIVE_ELEMENTS = """() => {
 
 
 def scripted(servers: Servers, *rules: dict[str, Any]) -> ScriptedGateway:
-    gateway = ScriptedGateway({"models": ["gpt-4o-mini"], "keys": [GATEWAY_KEY],
-                               "rules": list(rules), "default": {"echo": True}})
-    gateway.start()
-    servers.gateways.append(gateway)
-    return gateway
-
-
-def ask(page: Any, text: str) -> None:
-    prompt = page.get_by_role("textbox", name="Message")
-    prompt.fill(text)
-    prompt.press("Enter")
+    return servers.scripted({"models": ["gpt-4o-mini"], "keys": [GATEWAY_KEY],
+                             "rules": list(rules), "default": {"echo": True}})
 
 
 def test_a_markdown_answer_renders_code_and_table_with_a_copy_button(

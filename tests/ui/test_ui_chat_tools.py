@@ -9,10 +9,8 @@ import re
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Servers, shoot
+from ui_harness import GATEWAY_KEY, Servers, ask, axe_violations, describe, expect, shoot
 
-from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import HiveStatus
 
 pytestmark = pytest.mark.browser
@@ -36,22 +34,9 @@ SCRIPT: dict[str, Any] = {
 }
 
 
-def scripted(servers: Servers) -> ScriptedGateway:
-    gateway = ScriptedGateway(SCRIPT)
-    gateway.start()
-    servers.gateways.append(gateway)
-    return gateway
-
-
-def ask(page: Any, text: str) -> None:
-    prompt = page.get_by_role("textbox", name="Message")
-    prompt.fill(text)
-    prompt.press("Enter")
-
-
 def test_a_hive_started_from_the_chat_after_confirmation_runs_to_done_on_its_card(
         servers: Servers, page: Any) -> None:
-    served = servers.start(gateway_url=scripted(servers).base_url, live=True)
+    served = servers.start(gateway_url=servers.scripted(SCRIPT).base_url, live=True)
     page.goto(served.url + "/")
     loaded_at = page.evaluate("performance.timeOrigin")
     ask(page, "Please start a hive that greets the world")
@@ -89,7 +74,7 @@ def test_a_hive_started_from_the_chat_after_confirmation_runs_to_done_on_its_car
 
 def test_deny_runs_nothing_and_policies_are_set_in_settings(servers: Servers,
                                                             page: Any) -> None:
-    served = servers.start(gateway_url=scripted(servers).base_url)
+    served = servers.start(gateway_url=servers.scripted(SCRIPT).base_url)
     page.goto(served.url + "/")
     ask(page, "start a hive please")
     call = page.get_by_role("group", name="Tool call: Start a hive")
@@ -118,14 +103,12 @@ def test_an_mcp_server_added_in_settings_has_a_tool_called_from_the_chat(
     from ruflo.store import open_store
     from ruflo_mcp_http import ruflo_mcp_http
 
-    gateway = ScriptedGateway({"models": ["gpt-4o-mini"], "keys": [GATEWAY_KEY], "rules": [
+    gateway = servers.scripted({"models": ["gpt-4o-mini"], "keys": [GATEWAY_KEY], "rules": [
         {"match": {"last_user": "(?i)desk", "last_role": "user"}, "reply": {"tool_calls": [
             {"name": "desk__create_hive", "arguments": {"name": "via-mcp",
                                                         "objective": "ship"}}]}},
         {"match": {"last_role": "tool"}, "reply": {"content": "Made it over MCP."}}],
         "default": {"content": "ok"}})
-    gateway.start()
-    servers.gateways.append(gateway)
     served = servers.start(gateway_url=gateway.base_url)
     with ruflo_mcp_http(tmp_path) as (url, data):
         page.goto(served.url + "/")

@@ -7,10 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_ui_browser import axe_violations, describe, expect
-from ui_harness import GATEWAY_KEY, Servers, shoot
-
-from ruflo.gateway.scripted import ScriptedGateway
+from ui_harness import GATEWAY_KEY, Servers, axe_violations, describe, expect, shoot
+from ui_harness import ask as send
 
 pytestmark = pytest.mark.browser
 
@@ -25,9 +23,8 @@ SCRIPT: dict[str, Any] = {
 
 
 def ask(page: Any, text: str) -> None:
-    prompt = page.get_by_role("textbox", name="Message")
-    prompt.fill(text)
-    prompt.press("Enter")
+    """Send `text` and wait until its answer is complete and the box takes the next."""
+    send(page, text)
     expect()(page.locator("#thread .message.assistant.streaming")).to_have_count(0)
     expect()(page.get_by_role("button", name="Send")).to_be_enabled()
 
@@ -39,9 +36,7 @@ def bodies(page: Any) -> list[str]:
 
 def test_edit_and_retry_make_branches_that_can_be_switched(servers: Servers,
                                                            page: Any) -> None:
-    gateway = ScriptedGateway(SCRIPT)
-    gateway.start()
-    servers.gateways.append(gateway)
+    gateway = servers.scripted(SCRIPT)
     served = servers.start(gateway_url=gateway.base_url)
     page.goto(served.url + "/")
     ask(page, "first question")
@@ -101,9 +96,7 @@ def test_edit_and_retry_make_branches_that_can_be_switched(servers: Servers,
 
 def test_an_attached_text_file_goes_with_the_message_and_shows_in_the_thread(
         servers: Servers, page: Any) -> None:
-    gateway = ScriptedGateway(SCRIPT)
-    gateway.start()
-    servers.gateways.append(gateway)
+    gateway = servers.scripted(SCRIPT)
     served = servers.start(gateway_url=gateway.base_url)
     page.goto(served.url + "/")
     page.get_by_label("Attach text files").set_input_files(

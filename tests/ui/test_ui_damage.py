@@ -8,17 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_harness import Servers, shoot
+from ui_harness import Servers, expect, shoot
 
 from ruflo.model import Hive, Mode, new_id
 
 pytestmark = pytest.mark.browser
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
 
 
 def test_a_damaged_hive_is_marked_in_the_list_and_explained_on_its_page(

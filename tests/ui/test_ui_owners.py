@@ -7,25 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ui_harness import Servers, shoot
+from ui_harness import Servers, axe_violations, expect, shoot
 
 from ruflo.model import Approval, ApprovalKind, Hive, Mode, new_id
 
 pytestmark = pytest.mark.browser
 
 
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
-
-
 def serious_violations(page: Any) -> list[str]:
-    from axe_playwright_python.sync_playwright import Axe
-
-    violations = Axe().run(page).response["violations"]
-    return [f"{v['id']}: {v['help']}" for v in violations
-            if v.get("impact") in ("serious", "critical")]
+    return [f"{v['id']}: {v['help']}" for v in axe_violations(page)]
 
 
 def test_the_hive_page_is_read_only_for_those_who_may_only_look(servers: Servers,

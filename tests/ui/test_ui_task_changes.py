@@ -8,17 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_harness import Servers, shoot
+from ui_harness import Servers, expect, shoot
 
 from hostile_git import hostile_git_hive
 
 pytestmark = pytest.mark.browser
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect
 
 
 def test_a_tasks_changes_are_shown_as_inert_text(servers: Servers, page: Any,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ruflo.server.context import ServerContext
 from ruflo.store import open_store
 from ruflo.store.base import Store
 from ruflo.store.sql import SqlStore
-from server_thread import ServerThread
+from server_thread import ServerThread, free_port
 
 GATEWAY_KEY = "sk-ui-test"
 SCRIPT: dict[str, Any] = {
@@ -95,12 +94,37 @@ def shoot(page: Any, name: str) -> Path:
     return path
 
 
+def expect() -> Any:
+    """Playwright's `expect` (imported when a browser test runs, not when tests are collected)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """The serious and critical violations axe-core finds on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [v for v in results.response["violations"] if v.get("impact") in ("serious",
+                                                                               "critical")]
+
+
+def describe(violations: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{v['id']} ({v['impact']}): {v['help']} at "
+                     f"{[n['target'] for n in v['nodes']][:3]}" for v in violations)
+
+
+def ask(page: Any, text: str) -> None:
+    """Send `text` from the chat page's message box."""
+    prompt = page.get_by_role("textbox", name="Message")
+    prompt.fill(text)
+    prompt.press("Enter")
+
+
 def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A loopback port nothing listens on."""
+    return free_port()
 
 
 class Servers:
@@ -111,8 +135,10 @@ class Servers:
         self.running: list[tuple[ServerThread, SqlStore, httpx.Client]] = []
         self.gateways: list[ScriptedGateway] = []
 
-    def scripted(self) -> ScriptedGateway:
-        gateway = ScriptedGateway(SCRIPT)
+    def scripted(self, script: dict[str, Any] = SCRIPT) -> ScriptedGateway:
+        """Start a ScriptedGateway following `script` (the harness's own by default), stopped
+        with the servers."""
+        gateway = ScriptedGateway(script)
         gateway.start()
         self.gateways.append(gateway)
         return gateway
