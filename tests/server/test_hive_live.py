@@ -15,11 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from server_harness import GATEWAY_KEY, Served
+from server_harness import Served
 
 from agent_scripts import plan_rule, work_rules
 from ruflo.config import load_settings
-from ruflo.gateway.client import RetryPolicy
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind
 from ruflo.store import open_store
@@ -27,18 +26,6 @@ from waiting import stays_sync, wait_until
 
 KEY = "sk-hive-live"
 FAST = {"time_unit": 0.05, "lease_seconds": 2.0}
-
-
-@pytest.fixture
-def live_server(make_server: Callable[..., Served]) -> Callable[..., Served]:
-    """A real server whose hive routes run the live engine (the runner `ruflo serve` uses)."""
-
-    def start(*rules: dict[str, Any]) -> Served:
-        return make_server(script={"keys": [GATEWAY_KEY], "cost": 0.0001, "rules": list(rules)},
-                           live=True, poll_seconds=0.5, retry=RetryPolicy(
-                               attempts=2, timeout=5.0, wait_initial=0.01, wait_max=0.05))
-
-    return start
 
 
 def create(served: Served, tasks: list[str], *, agents: int = 2,
