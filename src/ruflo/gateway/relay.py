@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import time
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -59,7 +60,8 @@ class MeteringClient(typing.Protocol):
     prices: PriceTable
 
     def failure_error(self, failure: Failure, context: CallContext | None, *,
-                      attempts: int = 1, elapsed: float = 0.0) -> GatewayError: ...
+                      attempts: int = 1, elapsed: float = 0.0,
+                      began: float | None = None) -> GatewayError: ...
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
               usage: Usage, cost: float | None, cost_source: str,
@@ -269,6 +271,7 @@ class ModelRelay:
             raw = json.dumps(body).encode()
         grant.calls += 1
         assert self._session is not None
+        began = time.time()
         try:
             answer = await self._session.post(self.upstream + protocol.path, data=raw,
                                               headers=self._headers(request))
@@ -278,7 +281,7 @@ class ModelRelay:
                                 "nothing was billed")
         try:
             if answer.status >= 400:
-                return await self._failed(protocol, grant, reservation, answer)
+                return await self._failed(protocol, grant, reservation, answer, began)
             if ask.stream:
                 return await self._stream(protocol, request, grant, reservation, ask, answer)
             return await self._plain(protocol, request, grant, reservation, ask, answer)
@@ -286,7 +289,7 @@ class ModelRelay:
             answer.release()
 
     async def _failed(self, protocol: Protocol, grant: Grant, reservation: Reservation | None,
-                      answer: aiohttp.ClientResponse) -> web.StreamResponse:
+                      answer: aiohttp.ClientResponse, began: float) -> web.StreamResponse:
         self._release(reservation)
         data = await answer.read()
         try:
@@ -295,8 +298,9 @@ class ModelRelay:
             said = data.decode(errors="replace")
         failure = classify_status(answer.status, said, answer.headers)
         if failure.kind in (FailureKind.AUTH, FailureKind.BUDGET):
-            # The same road as the built-in agent's calls: the hive pauses, on_pause is told.
-            error = self.client.failure_error(failure, grant.context)
+            # The same road as the built-in agent's calls: the hive pauses, on_pause is told
+            # (unless a person resumed it after this call began).
+            error = self.client.failure_error(failure, grant.context, began=began)
             grant.halt(error)
             return self._refuse(protocol, 403 if failure.kind is FailureKind.AUTH else 402,
                                 str(error))
