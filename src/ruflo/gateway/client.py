@@ -370,12 +370,6 @@ class GatewayClient:
         return await self.budgets.reserve(context, model=model, messages=messages, tools=tools,
                                           max_tokens=max_tokens)
 
-    def _meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-               usage: Usage, cost: float | None, cost_source: str, request: str | None,
-               started: float) -> None:
-        self.meter(context, reservation, model=model, usage=usage, cost=cost,
-                   cost_source=cost_source, request=request, started=started)
-
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
               usage: Usage, cost: float | None, cost_source: str, request: str | None,
               started: float | None = None) -> None:
@@ -470,8 +464,8 @@ class GatewayClient:
                 prompt = estimate_prompt_tokens(messages, tools)
                 completion = (reservation.tokens - prompt if reservation is not None
                               else int(request.get("max_tokens") or 0))
-                self._meter(context, reservation, model=model, usage=Usage(prompt, completion),
-                            cost=None, cost_source="estimate", request=None, started=started)
+                self.meter(context, reservation, model=model, usage=Usage(prompt, completion),
+                           cost=None, cost_source="estimate", request=None, started=started)
             else:
                 self._release(reservation)
             raise
@@ -486,8 +480,8 @@ class GatewayClient:
                                  self.prices,
                                  reported.get("cost") if isinstance(reported, dict) else None)
         rid = request_id(headers, data.get("id"))
-        self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
-                    cost_source=source, request=rid, started=started)
+        self.meter(context, reservation, model=result.model, usage=usage, cost=cost,
+                   cost_source=source, request=rid, started=started)
         return ChatResult(result.content, result.tool_calls, result.finish_reason,
                           result.model, usage, cost, rid)
 
@@ -603,8 +597,8 @@ class GatewayClient:
         used_model = state.model or model
         cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
         rid = request_id(headers, state.response_id)
-        self._meter(context, reservation, model=used_model, usage=usage, cost=cost,
-                    cost_source=source, request=rid, started=started)
+        self.meter(context, reservation, model=used_model, usage=usage, cost=cost,
+                   cost_source=source, request=rid, started=started)
         result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
                             state.finish_reason, used_model, usage, cost, rid)
         yield StreamDelta(done=True, result=result)
@@ -619,14 +613,14 @@ class GatewayClient:
         rid = request_id(headers, state.response_id)
         if state.usage is not None:
             cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
-            self._meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
-                        cost_source=source, request=rid, started=started)
+            self.meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
+                       cost_source=source, request=rid, started=started)
             return
         received = len("".join(state.text)) + sum(len(c["arguments"])
                                                   for c in state.calls.values())
         guess = Usage(estimate_prompt_tokens(messages, tools), received // 4)
-        self._meter(context, reservation, model=used_model, usage=guess, cost=None,
-                    cost_source="estimate", request=rid, started=started)
+        self.meter(context, reservation, model=used_model, usage=guess, cost=None,
+                   cost_source="estimate", request=rid, started=started)
 
     # -- is it there? ----------------------------------------------------------------------------
     async def probe(self) -> None:
