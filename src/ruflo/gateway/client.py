@@ -29,6 +29,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from ruflo import telemetry
 from ruflo.errors import ConfigError, GatewayError, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import (
     CallContext,
     ChatMessage,
@@ -41,7 +42,7 @@ from ruflo.gateway.base import (
 )
 from ruflo.gateway.budget import Budgets, BudgetWarning, Reservation, estimate_prompt_tokens
 from ruflo.gateway.classify import ERROR_CLASSES, Failure, FailureKind, classify, describe
-from ruflo.gateway.metering import PriceTable, call_cost, record, request_id, resumed_after
+from ruflo.gateway.metering import PriceTable, call_cost, record, request_id
 from ruflo.model import JSON, HiveStatus, utcnow
 from ruflo.store.base import Store
 
@@ -328,21 +329,24 @@ class GatewayClient:
         hive first (unless a person resumed it after the call `began`), then tells `on_pause`.
         The model relay (gateway.relay) words its callers' failures here too."""
         hive_id = context.hive_id if context is not None else None
-        pausing = failure.kind in (FailureKind.AUTH, FailureKind.BUDGET)
-        paused, hive = False, None
-        if pausing and hive_id is not None and self.store is not None:
+        paused = resumed = False
+        if failure.kind in (FailureKind.AUTH, FailureKind.BUDGET) and hive_id is not None \
+                and self.store is not None:
+            hive = None
             with contextlib.suppress(NotFound):
                 hive = self.store.get_hive(hive_id)
-            if hive is not None:
-                paused = True
-                if hive.status is HiveStatus.RUNNING and resumed_after(self.store, hive_id, began):
-                    return failure.to_error(self.base_url, paused=True)  # resumed since: stands
-                if hive.status is HiveStatus.RUNNING:
-                    reason = ERROR_CLASSES[failure.kind].pause_reason
-                    self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
-                    log.warning("hive %s paused: %s", hive_id, reason)
+            paused = hive is not None
+            running = hive is not None and hive.status is HiveStatus.RUNNING
+            if running and began is not None:
+                # A call begun before the hive's last resume: the person's resume stands.
+                resumes = self.store.events(hive_id, kinds=[EventKind.HIVE_RUNNING])
+                resumed = bool(resumes) and resumes[-1].ts.timestamp() > began
+            if running and not resumed:
+                reason = ERROR_CLASSES[failure.kind].pause_reason
+                self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+                log.warning("hive %s paused: %s", hive_id, reason)
         error = failure.to_error(self.base_url, attempts=attempts, elapsed=elapsed, paused=paused)
-        if paused and hive_id is not None and self.on_pause is not None:
+        if paused and not resumed and hive_id is not None and self.on_pause is not None:
             self.on_pause(hive_id, error)
         return error
 
