@@ -21,6 +21,7 @@ from ruflo.gateway.relay import ModelRelay
 from ruflo.gateway.scripted import Match, ScriptedGateway
 from ruflo.model import Budget, HiveStatus
 from ruflo.store.sql import SqlStore
+from ruflo.telemetry import MODEL_CALLS
 
 HiveMaker = Callable[..., Any]
 
@@ -60,6 +61,7 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
         gateway: ScriptedGateway) -> None:
     hive, (agent,), (task,) = make_hive(tasks=1)
     carried: list[tuple[int, int]] = []
+    timed = sum(latency.count for latency, _, _ in MODEL_CALLS.snapshot().values())
     with relay.attempt(CallContext(hive.id, agent.id, task.id)) as (token, _grant):
         oai, claude = sdks(relay, token)
         chat = await oai.chat.completions.create(
@@ -135,6 +137,8 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
     priced = [e for e in entries if e.cost_source == "gateway"]
     assert len(priced) == 4
     assert all(e.cost == pytest.approx(0.002) for e in priced)
+    # Each call is in the per-model histograms of /metrics too, as the client's own calls are.
+    assert sum(latency.count for latency, _, _ in MODEL_CALLS.snapshot().values()) == timed + 9
 
 
 async def test_a_token_bills_its_own_attempt_and_stops_with_it(

@@ -64,8 +64,8 @@ class MeteringClient(typing.Protocol):
                       began: float | None = None) -> GatewayError: ...
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-              usage: Usage, cost: float | None, cost_source: str,
-              request: str | None) -> None: ...
+              usage: Usage, cost: float | None, cost_source: str, request: str | None,
+              started: float | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class ModelRelay:
             raw = json.dumps(body).encode()
         grant.calls += 1
         assert self._session is not None
-        began = time.time()
+        began, started = time.time(), time.monotonic()
         try:
             answer = await self._session.post(self.upstream + protocol.path, data=raw,
                                               headers=self._headers(request))
@@ -283,8 +283,9 @@ class ModelRelay:
             if answer.status >= 400:
                 return await self._failed(protocol, grant, reservation, answer, began)
             if ask.stream:
-                return await self._stream(protocol, request, grant, reservation, ask, answer)
-            return await self._plain(protocol, request, grant, reservation, ask, answer)
+                return await self._stream(protocol, request, grant, reservation, ask, answer,
+                                          started)
+            return await self._plain(protocol, request, grant, reservation, ask, answer, started)
         finally:
             answer.release()
 
@@ -309,12 +310,13 @@ class ModelRelay:
 
     async def _plain(self, protocol: Protocol, request: web.Request, grant: Grant,
                      reservation: Reservation | None, ask: Ask,
-                     answer: aiohttp.ClientResponse) -> web.StreamResponse:
+                     answer: aiohttp.ClientResponse, started: float) -> web.StreamResponse:
         try:
             data = await answer.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             # The gateway may have done the work: book the most it can cost, as an estimate.
-            self._meter(grant, reservation, ask, None, None, None, answer, estimate=True)
+            self._meter(grant, reservation, ask, None, None, None, answer, started,
+                        estimate=True)
             return self._refuse(protocol, 502, f"the gateway's answer was cut ({error})")
         reply = web.Response(body=data, status=answer.status,
                              headers=self._answer_headers(answer))
@@ -329,12 +331,12 @@ class ModelRelay:
         finally:
             # The answer is on its way: metering does not hold it up.
             self._meter(grant, reservation, ask, said.usage, said.model, said.cost, answer,
-                        response_id=said.response_id, received=len(data))
+                        started, response_id=said.response_id, received=len(data))
         return reply
 
     async def _stream(self, protocol: Protocol, request: web.Request, grant: Grant,
                       reservation: Reservation | None, ask: Ask,
-                      answer: aiohttp.ClientResponse) -> web.StreamResponse:
+                      answer: aiohttp.ClientResponse, started: float) -> web.StreamResponse:
         reader = StreamReader(protocol)
         reply = web.StreamResponse(status=answer.status, headers=self._answer_headers(answer))
         try:
@@ -349,8 +351,8 @@ class ModelRelay:
                      type(error).__name__)
         finally:
             self._meter(grant, reservation, ask, reader.usage, reader.model, reader.cost,
-                        answer, response_id=reader.response_id, received=reader.received,
-                        estimate=not reader.finished)
+                        answer, started, response_id=reader.response_id,
+                        received=reader.received, estimate=not reader.finished)
         return reply
 
     # -- metering --------------------------------------------------------------------------------
@@ -360,8 +362,9 @@ class ModelRelay:
 
     def _meter(self, grant: Grant, reservation: Reservation | None, ask: Ask,
                usage: Usage | None, model: str | None, reported: Any,
-               answer: aiohttp.ClientResponse, *, response_id: str | None = None,
-               received: int = 0, estimate: bool = False) -> None:
+               answer: aiohttp.ClientResponse, started: float, *,
+               response_id: str | None = None, received: int = 0,
+               estimate: bool = False) -> None:
         """One ledger entry for one call: the answer's usage and cost; for an answer cut short
         or without usage, tokens estimated from what arrived (cost unknown, "estimate")."""
         headers: Mapping[str, str] = answer.headers
@@ -374,4 +377,4 @@ class ModelRelay:
                 estimate_prompt_tokens(ask.prompt, ask.tools)
             usage, cost, source = Usage(prompt, received // 4), None, "estimate"
         self.client.meter(grant.context, reservation, model=used_model, usage=usage, cost=cost,
-                          cost_source=source, request=rid)
+                          cost_source=source, request=rid, started=started)
