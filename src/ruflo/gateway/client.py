@@ -366,9 +366,10 @@ class GatewayClient:
             request["temperature"] = temperature
         return request
 
-    async def _reserve(self, context: CallContext, model: str,
-                       messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
-                       max_tokens: int | None) -> Reservation | None:
+    async def reserve(self, context: CallContext, model: str,
+                      messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                      max_tokens: int | None) -> Reservation | None:
+        """Book a call's budget; `release` gives it back, `meter` settles it (the relay's too)."""
         if self.budgets is None:
             return None
         return await self.budgets.reserve(context, model=model, messages=messages, tools=tools,
@@ -399,7 +400,7 @@ class GatewayClient:
         the gateway is answering it and will bill it, so it is metered when the answer comes
         (`drain` waits for that), but no retry is started for it. The caller is not held up."""
         request = self._request(messages, model, tools, max_tokens, temperature)
-        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        reservation = await self.reserve(context, model, messages, tools, max_tokens)
         call = _Call()
         answer = asyncio.ensure_future(self._traced(call, request, reservation, messages,
                                                     model=model, context=context, tools=tools))
@@ -459,7 +460,7 @@ class GatewayClient:
                 raise self._bad(f"not JSON: {describe(response.text[:120])}") from None
             result, has_usage = self._completion(data, model)
         except _CallFailed as failed:
-            self._release(reservation)
+            self.release(reservation)
             raise self._error(failed, context, started) from None
         except BaseException:
             if call.cut and call.sent:
@@ -471,7 +472,7 @@ class GatewayClient:
                 self.meter(context, reservation, model=model, usage=Usage(prompt, completion),
                            cost=None, cost_source="estimate", request=None, started=started)
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise
         headers = response.headers
         usage = result.usage
@@ -489,7 +490,7 @@ class GatewayClient:
         return ChatResult(result.content, result.tool_calls, result.finish_reason,
                           result.model, usage, cost, rid)
 
-    def _release(self, reservation: Reservation | None) -> None:
+    def release(self, reservation: Reservation | None) -> None:
         if reservation is not None and self.budgets is not None:
             self.budgets.release(reservation)
 
@@ -548,7 +549,7 @@ class GatewayClient:
         gateway served until then is metered the same way."""
         request = self._request(messages, model, tools, max_tokens, temperature)
         request.update(stream=True, stream_options={"include_usage": True})
-        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        reservation = await self.reserve(context, model, messages, tools, max_tokens)
         state = _StreamState()
         headers: Mapping[str, str] = {}
         chunks: openai.AsyncStream[ChatCompletionChunk] | None = None
@@ -581,7 +582,7 @@ class GatewayClient:
                 self._meter_cut(context, reservation, state, headers, messages, tools, model,
                                 started)
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise self._error(failed, context, started) from None
         except BaseException:
             # The reader left (GeneratorExit) or was cancelled. Once the gateway started to
@@ -593,7 +594,7 @@ class GatewayClient:
                 with contextlib.suppress(Exception):
                     await chunks.response.aclose()
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise
         text = "".join(state.text)
         usage = state.usage or Usage(estimate_prompt_tokens(messages, tools),

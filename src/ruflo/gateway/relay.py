@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -30,8 +30,8 @@ from aiohttp import web
 
 from ruflo import telemetry
 from ruflo.errors import BudgetExceeded, ConfigError, GatewayError, NotFound
-from ruflo.gateway.base import CallContext, Usage
-from ruflo.gateway.budget import Budgets, Reservation, estimate_prompt_tokens
+from ruflo.gateway.base import CallContext, ChatMessage, Usage
+from ruflo.gateway.budget import Reservation, estimate_prompt_tokens
 from ruflo.gateway.classify import Failure, FailureKind, classify_status
 from ruflo.gateway.metering import PriceTable, call_cost, request_id
 from ruflo.gateway.relay_tokens import Grant, TokenBook
@@ -43,7 +43,7 @@ from ruflo.gateway.relay_wire import (
     plain_usage,
     read_request,
 )
-from ruflo.model import HiveStatus
+from ruflo.model import JSON, HiveStatus
 from ruflo.store.base import Store
 
 __all__ = ["MeteringClient", "ModelRelay", "parse_address"]
@@ -56,12 +56,17 @@ class MeteringClient(typing.Protocol):
     base_url: str
     api_key: str
     store: Store | None
-    budgets: Budgets | None
     prices: PriceTable
 
     def failure_error(self, failure: Failure, context: CallContext | None, *,
                       attempts: int = 1, elapsed: float = 0.0,
                       began: float | None = None) -> GatewayError: ...
+
+    async def reserve(self, context: CallContext, model: str,
+                      messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                      max_tokens: int | None) -> Reservation | None: ...
+
+    def release(self, reservation: Reservation | None) -> None: ...
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
               usage: Usage, cost: float | None, cost_source: str, request: str | None,
@@ -254,15 +259,12 @@ class ModelRelay:
                        body: dict[str, Any], raw: bytes) -> web.StreamResponse:
         """Book the budget, send the call to the gateway, pass its answer back, meter it."""
         context = grant.context
-        reservation: Reservation | None = None
-        if self.client.budgets is not None:
-            try:
-                reservation = await self.client.budgets.reserve(
-                    context, model=ask.model, messages=ask.prompt, tools=ask.tools,
-                    max_tokens=ask.max_tokens)
-            except BudgetExceeded as error:
-                grant.halt(error)
-                return self._refuse(protocol, 402, str(error))
+        try:
+            reservation = await self.client.reserve(context, ask.model, ask.prompt, ask.tools,
+                                                    ask.max_tokens)
+        except BudgetExceeded as error:
+            grant.halt(error)
+            return self._refuse(protocol, 402, str(error))
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
         if protocol is Protocol.CHAT and ask.stream and not options.get("include_usage"):
@@ -276,7 +278,7 @@ class ModelRelay:
             answer = await self._session.post(self.upstream + protocol.path, data=raw,
                                               headers=self._headers(request))
         except (aiohttp.ClientError, OSError) as error:
-            self._release(reservation)
+            self.client.release(reservation)
             return self._refuse(protocol, 502, f"the gateway could not be reached ({error}); "
                                 "nothing was billed")
         try:
@@ -291,7 +293,7 @@ class ModelRelay:
 
     async def _failed(self, protocol: Protocol, grant: Grant, reservation: Reservation | None,
                       answer: aiohttp.ClientResponse, began: float) -> web.StreamResponse:
-        self._release(reservation)
+        self.client.release(reservation)
         data = await answer.read()
         try:
             said: Any = json.loads(data)
@@ -356,10 +358,6 @@ class ModelRelay:
         return reply
 
     # -- metering --------------------------------------------------------------------------------
-    def _release(self, reservation: Reservation | None) -> None:
-        if reservation is not None and self.client.budgets is not None:
-            self.client.budgets.release(reservation)
-
     def _meter(self, grant: Grant, reservation: Reservation | None, ask: Ask,
                usage: Usage | None, model: str | None, reported: Any,
                answer: aiohttp.ClientResponse, started: float, *,
