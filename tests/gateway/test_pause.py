@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from ruflo.errors import GatewayAuthError, GatewayBudgetError, GatewayError
 from ruflo.gateway.base import CallContext
 from ruflo.gateway.client import GatewayClient
-from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.gateway.scripted import Match, ScriptedGateway
 from ruflo.model import HiveStatus, TaskState
 from ruflo.store.sql import SqlStore
 
@@ -65,6 +67,31 @@ async def test_a_pulled_key_pauses_the_hive_and_loses_nothing(
     assert claimed[0] is not None
     done = store.finish_task(claimed[0].id, agents[0].id, state=TaskState.DONE, result="ok")
     assert done.state is TaskState.DONE
+
+
+async def test_a_refusal_of_a_call_begun_before_a_resume_leaves_the_hive_running(
+        gateway: ScriptedGateway, store: SqlStore,
+        make_client: Callable[..., GatewayClient], make_hive: HiveMaker) -> None:
+    # A straggler: sent with the old key, refused only after the hive paused and a person
+    # resumed it with a mended key. The person's resume stands.
+    hive, (agent,), _ = make_hive()
+    arrived = threading.Event()
+    gateway.add_rules({"match": Match(when=lambda _: arrived.set() is None), "hold": "late",
+                       "fault": "key_refused"}, first=True)
+    paused: list[str] = []
+    client = make_client(on_pause=lambda hive_id, _error: paused.append(hive_id))
+    call = asyncio.create_task(client.chat(WORK, model="gpt-4o-mini",
+                                           context=CallContext(hive.id, agent.id)))
+    assert await asyncio.to_thread(arrived.wait, 30)
+    store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="gateway refused the key")
+    store.set_hive_status(hive.id, HiveStatus.RUNNING)
+    gateway.open_gate("late")
+    with pytest.raises(GatewayAuthError) as caught:
+        await call
+    assert caught.value.hive_paused, "the engine must not pause the hive for it either"
+    assert store.get_hive(hive.id).status is HiveStatus.RUNNING
+    assert len(store.events(hive.id, kinds=["hive_paused"])) == 1
+    assert paused == []
 
 
 async def test_a_spent_gateway_budget_pauses_with_its_reason(

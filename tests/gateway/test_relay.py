@@ -3,7 +3,9 @@ budgeted, refusing what it must in each protocol's own error shape."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,9 +18,10 @@ from ruflo.errors import BudgetExceeded, GatewayAuthError
 from ruflo.gateway.base import CallContext
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.relay import ModelRelay
-from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.gateway.scripted import Match, ScriptedGateway
 from ruflo.model import Budget, HiveStatus
 from ruflo.store.sql import SqlStore
+from ruflo.telemetry import MODEL_CALLS
 
 HiveMaker = Callable[..., Any]
 
@@ -58,6 +61,7 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
         gateway: ScriptedGateway) -> None:
     hive, (agent,), (task,) = make_hive(tasks=1)
     carried: list[tuple[int, int]] = []
+    timed = sum(latency.count for latency, _, _ in MODEL_CALLS.snapshot().values())
     with relay.attempt(CallContext(hive.id, agent.id, task.id)) as (token, _grant):
         oai, claude = sdks(relay, token)
         chat = await oai.chat.completions.create(
@@ -133,6 +137,8 @@ async def test_three_protocols_plain_streamed_and_tool_calls_one_entry_each(
     priced = [e for e in entries if e.cost_source == "gateway"]
     assert len(priced) == 4
     assert all(e.cost == pytest.approx(0.002) for e in priced)
+    # Each call is in the per-model histograms of /metrics too, as the client's own calls are.
+    assert sum(latency.count for latency, _, _ in MODEL_CALLS.snapshot().values()) == timed + 9
 
 
 async def test_a_token_bills_its_own_attempt_and_stops_with_it(
@@ -213,6 +219,35 @@ async def test_a_refused_gateway_key_pauses_the_hive_like_the_built_in_agent(
     assert store.get_hive(hive.id).status is HiveStatus.PAUSED
     assert paused == [hive.id]
     assert store.ledger(hive_id=hive.id) == []
+
+
+async def test_a_refusal_of_a_call_begun_before_a_resume_leaves_the_hive_running(
+        make_client: Callable[..., GatewayClient], make_hive: HiveMaker, store: SqlStore,
+        gateway: ScriptedGateway) -> None:
+    # The relay's straggler, as the built-in agent's: the person's resume stands.
+    arrived = threading.Event()
+    gateway.add_rules({"match": Match(when=lambda _: arrived.set() is None), "hold": "late",
+                       "fault": "key_refused"}, first=True)
+    paused: list[str] = []
+    client = make_client(on_pause=lambda hive_id, _e: paused.append(hive_id))
+    relay = await client.relay()
+    hive, (agent,), _ = make_hive()
+    with relay.attempt(CallContext(hive.id, agent.id)) as (token, grant):
+        _, claude = sdks(relay, token)
+        call = asyncio.create_task(claude.messages.create(
+            model="m", max_tokens=10, messages=[{"role": "user", "content": "hello"}]))
+        assert await asyncio.to_thread(arrived.wait, 30)
+        store.set_hive_status(hive.id, HiveStatus.PAUSED, reason="gateway refused the key")
+        store.set_hive_status(hive.id, HiveStatus.RUNNING)
+        gateway.open_gate("late")
+        with pytest.raises(anthropic.PermissionDeniedError, match="refused the key"):
+            await call
+        await claude.close()
+    assert isinstance(grant.stop, GatewayAuthError)
+    assert grant.stop.hive_paused, "the engine must not pause the hive for it either"
+    assert store.get_hive(hive.id).status is HiveStatus.RUNNING
+    assert len(store.events(hive.id, kinds=["hive_paused"])) == 1
+    assert paused == []
 
 
 @pytest.mark.parametrize(("path", "body", "said"), [

@@ -29,6 +29,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from ruflo import telemetry
 from ruflo.errors import ConfigError, GatewayError, NotFound
+from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import (
     CallContext,
     ChatMessage,
@@ -41,7 +42,7 @@ from ruflo.gateway.base import (
 )
 from ruflo.gateway.budget import Budgets, BudgetWarning, Reservation, estimate_prompt_tokens
 from ruflo.gateway.classify import ERROR_CLASSES, Failure, FailureKind, classify, describe
-from ruflo.gateway.metering import PriceTable, call_cost, record, request_id, resumed_after
+from ruflo.gateway.metering import PriceTable, call_cost, record, request_id
 from ruflo.model import JSON, HiveStatus, utcnow
 from ruflo.store.base import Store
 
@@ -328,21 +329,24 @@ class GatewayClient:
         hive first (unless a person resumed it after the call `began`), then tells `on_pause`.
         The model relay (gateway.relay) words its callers' failures here too."""
         hive_id = context.hive_id if context is not None else None
-        pausing = failure.kind in (FailureKind.AUTH, FailureKind.BUDGET)
-        paused, hive = False, None
-        if pausing and hive_id is not None and self.store is not None:
+        paused = resumed = False
+        if failure.kind in (FailureKind.AUTH, FailureKind.BUDGET) and hive_id is not None \
+                and self.store is not None:
+            hive = None
             with contextlib.suppress(NotFound):
                 hive = self.store.get_hive(hive_id)
-            if hive is not None:
-                paused = True
-                if hive.status is HiveStatus.RUNNING and resumed_after(self.store, hive_id, began):
-                    return failure.to_error(self.base_url, paused=True)  # resumed since: stands
-                if hive.status is HiveStatus.RUNNING:
-                    reason = ERROR_CLASSES[failure.kind].pause_reason
-                    self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
-                    log.warning("hive %s paused: %s", hive_id, reason)
+            paused = hive is not None
+            running = hive is not None and hive.status is HiveStatus.RUNNING
+            if running and began is not None:
+                # A call begun before the hive's last resume: the person's resume stands.
+                resumes = self.store.events(hive_id, kinds=[EventKind.HIVE_RUNNING])
+                resumed = bool(resumes) and resumes[-1].ts.timestamp() > began
+            if running and not resumed:
+                reason = ERROR_CLASSES[failure.kind].pause_reason
+                self.store.set_hive_status(hive_id, HiveStatus.PAUSED, reason=reason)
+                log.warning("hive %s paused: %s", hive_id, reason)
         error = failure.to_error(self.base_url, attempts=attempts, elapsed=elapsed, paused=paused)
-        if paused and hive_id is not None and self.on_pause is not None:
+        if paused and not resumed and hive_id is not None and self.on_pause is not None:
             self.on_pause(hive_id, error)
         return error
 
@@ -362,19 +366,14 @@ class GatewayClient:
             request["temperature"] = temperature
         return request
 
-    async def _reserve(self, context: CallContext, model: str,
-                       messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
-                       max_tokens: int | None) -> Reservation | None:
+    async def reserve(self, context: CallContext, model: str,
+                      messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                      max_tokens: int | None) -> Reservation | None:
+        """Book a call's budget; `release` gives it back, `meter` settles it (the relay's too)."""
         if self.budgets is None:
             return None
         return await self.budgets.reserve(context, model=model, messages=messages, tools=tools,
                                           max_tokens=max_tokens)
-
-    def _meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-               usage: Usage, cost: float | None, cost_source: str, request: str | None,
-               started: float) -> None:
-        self.meter(context, reservation, model=model, usage=usage, cost=cost,
-                   cost_source=cost_source, request=request, started=started)
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
               usage: Usage, cost: float | None, cost_source: str, request: str | None,
@@ -401,7 +400,7 @@ class GatewayClient:
         the gateway is answering it and will bill it, so it is metered when the answer comes
         (`drain` waits for that), but no retry is started for it. The caller is not held up."""
         request = self._request(messages, model, tools, max_tokens, temperature)
-        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        reservation = await self.reserve(context, model, messages, tools, max_tokens)
         call = _Call()
         answer = asyncio.ensure_future(self._traced(call, request, reservation, messages,
                                                     model=model, context=context, tools=tools))
@@ -461,7 +460,7 @@ class GatewayClient:
                 raise self._bad(f"not JSON: {describe(response.text[:120])}") from None
             result, has_usage = self._completion(data, model)
         except _CallFailed as failed:
-            self._release(reservation)
+            self.release(reservation)
             raise self._error(failed, context, started) from None
         except BaseException:
             if call.cut and call.sent:
@@ -470,10 +469,10 @@ class GatewayClient:
                 prompt = estimate_prompt_tokens(messages, tools)
                 completion = (reservation.tokens - prompt if reservation is not None
                               else int(request.get("max_tokens") or 0))
-                self._meter(context, reservation, model=model, usage=Usage(prompt, completion),
-                            cost=None, cost_source="estimate", request=None, started=started)
+                self.meter(context, reservation, model=model, usage=Usage(prompt, completion),
+                           cost=None, cost_source="estimate", request=None, started=started)
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise
         headers = response.headers
         usage = result.usage
@@ -486,12 +485,12 @@ class GatewayClient:
                                  self.prices,
                                  reported.get("cost") if isinstance(reported, dict) else None)
         rid = request_id(headers, data.get("id"))
-        self._meter(context, reservation, model=result.model, usage=usage, cost=cost,
-                    cost_source=source, request=rid, started=started)
+        self.meter(context, reservation, model=result.model, usage=usage, cost=cost,
+                   cost_source=source, request=rid, started=started)
         return ChatResult(result.content, result.tool_calls, result.finish_reason,
                           result.model, usage, cost, rid)
 
-    def _release(self, reservation: Reservation | None) -> None:
+    def release(self, reservation: Reservation | None) -> None:
         if reservation is not None and self.budgets is not None:
             self.budgets.release(reservation)
 
@@ -550,7 +549,7 @@ class GatewayClient:
         gateway served until then is metered the same way."""
         request = self._request(messages, model, tools, max_tokens, temperature)
         request.update(stream=True, stream_options={"include_usage": True})
-        reservation = await self._reserve(context, model, messages, tools, max_tokens)
+        reservation = await self.reserve(context, model, messages, tools, max_tokens)
         state = _StreamState()
         headers: Mapping[str, str] = {}
         chunks: openai.AsyncStream[ChatCompletionChunk] | None = None
@@ -583,7 +582,7 @@ class GatewayClient:
                 self._meter_cut(context, reservation, state, headers, messages, tools, model,
                                 started)
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise self._error(failed, context, started) from None
         except BaseException:
             # The reader left (GeneratorExit) or was cancelled. Once the gateway started to
@@ -595,7 +594,7 @@ class GatewayClient:
                 with contextlib.suppress(Exception):
                     await chunks.response.aclose()
             else:
-                self._release(reservation)
+                self.release(reservation)
             raise
         text = "".join(state.text)
         usage = state.usage or Usage(estimate_prompt_tokens(messages, tools),
@@ -603,8 +602,8 @@ class GatewayClient:
         used_model = state.model or model
         cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
         rid = request_id(headers, state.response_id)
-        self._meter(context, reservation, model=used_model, usage=usage, cost=cost,
-                    cost_source=source, request=rid, started=started)
+        self.meter(context, reservation, model=used_model, usage=usage, cost=cost,
+                   cost_source=source, request=rid, started=started)
         result = ChatResult(text if text or not state.calls else None, state.tool_calls(),
                             state.finish_reason, used_model, usage, cost, rid)
         yield StreamDelta(done=True, result=result)
@@ -619,14 +618,14 @@ class GatewayClient:
         rid = request_id(headers, state.response_id)
         if state.usage is not None:
             cost, source = call_cost(headers, used_model, state.usage, self.prices, state.cost)
-            self._meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
-                        cost_source=source, request=rid, started=started)
+            self.meter(context, reservation, model=used_model, usage=state.usage, cost=cost,
+                       cost_source=source, request=rid, started=started)
             return
         received = len("".join(state.text)) + sum(len(c["arguments"])
                                                   for c in state.calls.values())
         guess = Usage(estimate_prompt_tokens(messages, tools), received // 4)
-        self._meter(context, reservation, model=used_model, usage=guess, cost=None,
-                    cost_source="estimate", request=rid, started=started)
+        self.meter(context, reservation, model=used_model, usage=guess, cost=None,
+                   cost_source="estimate", request=rid, started=started)
 
     # -- is it there? ----------------------------------------------------------------------------
     async def probe(self) -> None:

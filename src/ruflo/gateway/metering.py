@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruflo.errors import ConfigError
-from ruflo.event_kinds import EventKind
 from ruflo.gateway.base import CallContext, Usage
 from ruflo.model import LedgerEntry
 from ruflo.store.base import Store
@@ -116,12 +115,3 @@ def record(store: Store, context: CallContext, *, model: str, usage: Usage,
         completion_tokens=usage.completion_tokens, cost=cost, cost_source=cost_source,
         kind=context.kind, hive_id=context.hive_id, agent_id=context.agent_id,
         task_id=context.task_id, request_id=request)
-
-
-def resumed_after(store: Store | None, hive_id: str, began: float | None) -> bool:
-    """Whether the hive was resumed after `began` (epoch seconds): a refusal met by a call begun
-    before that resume must not pause the hive again (the person mended the key since)."""
-    if store is None or began is None:
-        return False
-    resumes = store.events(hive_id, kinds=[EventKind.HIVE_RUNNING])
-    return bool(resumes) and resumes[-1].ts.timestamp() > began

@@ -20,8 +20,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import time
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -29,8 +30,8 @@ from aiohttp import web
 
 from ruflo import telemetry
 from ruflo.errors import BudgetExceeded, ConfigError, GatewayError, NotFound
-from ruflo.gateway.base import CallContext, Usage
-from ruflo.gateway.budget import Budgets, Reservation, estimate_prompt_tokens
+from ruflo.gateway.base import CallContext, ChatMessage, Usage
+from ruflo.gateway.budget import Reservation, estimate_prompt_tokens
 from ruflo.gateway.classify import Failure, FailureKind, classify_status
 from ruflo.gateway.metering import PriceTable, call_cost, request_id
 from ruflo.gateway.relay_tokens import Grant, TokenBook
@@ -42,7 +43,7 @@ from ruflo.gateway.relay_wire import (
     plain_usage,
     read_request,
 )
-from ruflo.model import HiveStatus
+from ruflo.model import JSON, HiveStatus
 from ruflo.store.base import Store
 
 __all__ = ["MeteringClient", "ModelRelay", "parse_address"]
@@ -55,15 +56,21 @@ class MeteringClient(typing.Protocol):
     base_url: str
     api_key: str
     store: Store | None
-    budgets: Budgets | None
     prices: PriceTable
 
     def failure_error(self, failure: Failure, context: CallContext | None, *,
-                      attempts: int = 1, elapsed: float = 0.0) -> GatewayError: ...
+                      attempts: int = 1, elapsed: float = 0.0,
+                      began: float | None = None) -> GatewayError: ...
+
+    async def reserve(self, context: CallContext, model: str,
+                      messages: Sequence[ChatMessage], tools: Sequence[JSON] | None,
+                      max_tokens: int | None) -> Reservation | None: ...
+
+    def release(self, reservation: Reservation | None) -> None: ...
 
     def meter(self, context: CallContext, reservation: Reservation | None, *, model: str,
-              usage: Usage, cost: float | None, cost_source: str,
-              request: str | None) -> None: ...
+              usage: Usage, cost: float | None, cost_source: str, request: str | None,
+              started: float | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +259,12 @@ class ModelRelay:
                        body: dict[str, Any], raw: bytes) -> web.StreamResponse:
         """Book the budget, send the call to the gateway, pass its answer back, meter it."""
         context = grant.context
-        reservation: Reservation | None = None
-        if self.client.budgets is not None:
-            try:
-                reservation = await self.client.budgets.reserve(
-                    context, model=ask.model, messages=ask.prompt, tools=ask.tools,
-                    max_tokens=ask.max_tokens)
-            except BudgetExceeded as error:
-                grant.halt(error)
-                return self._refuse(protocol, 402, str(error))
+        try:
+            reservation = await self.client.reserve(context, ask.model, ask.prompt, ask.tools,
+                                                    ask.max_tokens)
+        except BudgetExceeded as error:
+            grant.halt(error)
+            return self._refuse(protocol, 402, str(error))
         options = body.get("stream_options")
         options = options if isinstance(options, dict) else {}
         if protocol is Protocol.CHAT and ask.stream and not options.get("include_usage"):
@@ -269,25 +273,27 @@ class ModelRelay:
             raw = json.dumps(body).encode()
         grant.calls += 1
         assert self._session is not None
+        began, started = time.time(), time.monotonic()
         try:
             answer = await self._session.post(self.upstream + protocol.path, data=raw,
                                               headers=self._headers(request))
         except (aiohttp.ClientError, OSError) as error:
-            self._release(reservation)
+            self.client.release(reservation)
             return self._refuse(protocol, 502, f"the gateway could not be reached ({error}); "
                                 "nothing was billed")
         try:
             if answer.status >= 400:
-                return await self._failed(protocol, grant, reservation, answer)
+                return await self._failed(protocol, grant, reservation, answer, began)
             if ask.stream:
-                return await self._stream(protocol, request, grant, reservation, ask, answer)
-            return await self._plain(protocol, request, grant, reservation, ask, answer)
+                return await self._stream(protocol, request, grant, reservation, ask, answer,
+                                          started)
+            return await self._plain(protocol, request, grant, reservation, ask, answer, started)
         finally:
             answer.release()
 
     async def _failed(self, protocol: Protocol, grant: Grant, reservation: Reservation | None,
-                      answer: aiohttp.ClientResponse) -> web.StreamResponse:
-        self._release(reservation)
+                      answer: aiohttp.ClientResponse, began: float) -> web.StreamResponse:
+        self.client.release(reservation)
         data = await answer.read()
         try:
             said: Any = json.loads(data)
@@ -295,8 +301,9 @@ class ModelRelay:
             said = data.decode(errors="replace")
         failure = classify_status(answer.status, said, answer.headers)
         if failure.kind in (FailureKind.AUTH, FailureKind.BUDGET):
-            # The same road as the built-in agent's calls: the hive pauses, on_pause is told.
-            error = self.client.failure_error(failure, grant.context)
+            # The same road as the built-in agent's calls: the hive pauses, on_pause is told
+            # (unless a person resumed it after this call began).
+            error = self.client.failure_error(failure, grant.context, began=began)
             grant.halt(error)
             return self._refuse(protocol, 403 if failure.kind is FailureKind.AUTH else 402,
                                 str(error))
@@ -305,12 +312,13 @@ class ModelRelay:
 
     async def _plain(self, protocol: Protocol, request: web.Request, grant: Grant,
                      reservation: Reservation | None, ask: Ask,
-                     answer: aiohttp.ClientResponse) -> web.StreamResponse:
+                     answer: aiohttp.ClientResponse, started: float) -> web.StreamResponse:
         try:
             data = await answer.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             # The gateway may have done the work: book the most it can cost, as an estimate.
-            self._meter(grant, reservation, ask, None, None, None, answer, estimate=True)
+            self._meter(grant, reservation, ask, None, None, None, answer, started,
+                        estimate=True)
             return self._refuse(protocol, 502, f"the gateway's answer was cut ({error})")
         reply = web.Response(body=data, status=answer.status,
                              headers=self._answer_headers(answer))
@@ -325,12 +333,12 @@ class ModelRelay:
         finally:
             # The answer is on its way: metering does not hold it up.
             self._meter(grant, reservation, ask, said.usage, said.model, said.cost, answer,
-                        response_id=said.response_id, received=len(data))
+                        started, response_id=said.response_id, received=len(data))
         return reply
 
     async def _stream(self, protocol: Protocol, request: web.Request, grant: Grant,
                       reservation: Reservation | None, ask: Ask,
-                      answer: aiohttp.ClientResponse) -> web.StreamResponse:
+                      answer: aiohttp.ClientResponse, started: float) -> web.StreamResponse:
         reader = StreamReader(protocol)
         reply = web.StreamResponse(status=answer.status, headers=self._answer_headers(answer))
         try:
@@ -345,19 +353,16 @@ class ModelRelay:
                      type(error).__name__)
         finally:
             self._meter(grant, reservation, ask, reader.usage, reader.model, reader.cost,
-                        answer, response_id=reader.response_id, received=reader.received,
-                        estimate=not reader.finished)
+                        answer, started, response_id=reader.response_id,
+                        received=reader.received, estimate=not reader.finished)
         return reply
 
     # -- metering --------------------------------------------------------------------------------
-    def _release(self, reservation: Reservation | None) -> None:
-        if reservation is not None and self.client.budgets is not None:
-            self.client.budgets.release(reservation)
-
     def _meter(self, grant: Grant, reservation: Reservation | None, ask: Ask,
                usage: Usage | None, model: str | None, reported: Any,
-               answer: aiohttp.ClientResponse, *, response_id: str | None = None,
-               received: int = 0, estimate: bool = False) -> None:
+               answer: aiohttp.ClientResponse, started: float, *,
+               response_id: str | None = None, received: int = 0,
+               estimate: bool = False) -> None:
         """One ledger entry for one call: the answer's usage and cost; for an answer cut short
         or without usage, tokens estimated from what arrived (cost unknown, "estimate")."""
         headers: Mapping[str, str] = answer.headers
@@ -370,4 +375,4 @@ class ModelRelay:
                 estimate_prompt_tokens(ask.prompt, ask.tools)
             usage, cost, source = Usage(prompt, received // 4), None, "estimate"
         self.client.meter(grant.context, reservation, model=used_model, usage=usage, cost=cost,
-                          cost_source=source, request=rid)
+                          cost_source=source, request=rid, started=started)

@@ -328,7 +328,6 @@ class SqlCore:
             raise NotFound(f"no {kind} {row_id!r}")
         return build(row)
 
-
     # -- appending events (inside the caller's transaction) ---------------------------------
     def _append(self, hive_id: str, items: Sequence[tuple[str, str | None, str | None, JSON]],
                 ts: float | None = None, *, want: bool = False) -> list[Event]:

@@ -15,7 +15,7 @@ from ruflo.store.rows import LEDGER_COLS, epoch, read_ledger
 
 
 class SqlLedger(SqlCore):
-    """The ledger of metered calls and the running spend totals budgets read., in SQL."""
+    """The ledger of metered calls and the running spend totals budgets read, in SQL."""
 
     def add_ledger_entry(self, *, model: str, prompt_tokens: int, completion_tokens: int,
                          cost: float | None, cost_source: str, kind: CostKind = CostKind.WORK,

@@ -262,48 +262,36 @@ def _bool_or_none(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
-HIVE_UPDATES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "name": ("name", _identity), "objective": ("objective", _identity),
-    "mode": ("mode", _enum_text), "status": ("status", _enum_text),
-    "pause_reason": ("pause_reason", _identity), "workspace": ("workspace", _identity),
-    "config": ("config", dumps), "owner": ("owner", _identity),
+HIVE_UPDATES: dict[str, Callable[[Any], Any]] = {
+    "name": _identity, "objective": _identity, "mode": _enum_text, "status": _enum_text,
+    "pause_reason": _identity, "workspace": _identity, "config": dumps, "owner": _identity,
 }
-AGENT_UPDATES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "name": ("name", _identity), "role": ("role", _identity), "title": ("title", _identity),
-    "capabilities": ("capabilities", _identity), "skills": ("skills", _json_list),
-    "thresholds": ("thresholds", dumps), "adapter": ("adapter", _enum_text),
-    "adapter_config": ("adapter_config", dumps), "model": ("model", _identity),
-    "reports_to": ("reports_to", _identity), "spent_tokens": ("spent_tokens", _identity),
-    "spent_cost": ("spent_cost", _identity), "status": ("status", _enum_text),
-    "current_task": ("current_task", _identity), "heartbeat_at": ("heartbeat_at", epoch),
-    "worker_id": ("worker_id", _identity),
+AGENT_UPDATES: dict[str, Callable[[Any], Any]] = {
+    "name": _identity, "role": _identity, "title": _identity, "capabilities": _identity,
+    "skills": _json_list, "thresholds": dumps, "adapter": _enum_text, "adapter_config": dumps,
+    "model": _identity, "reports_to": _identity, "spent_tokens": _identity,
+    "spent_cost": _identity, "status": _enum_text, "current_task": _identity,
+    "heartbeat_at": epoch, "worker_id": _identity,
 }
-TASK_UPDATES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "title": ("title", _identity), "description": ("description", _identity),
-    "parent_id": ("parent_id", _identity), "skills": ("skills", _json_list),
-    "priority": ("priority", _identity), "effort": ("effort", _identity),
-    "state": ("state", _enum_text), "assignee": ("assignee", _identity),
-    "lease_until": ("lease_until", epoch), "attempts": ("attempts", _identity),
-    "verify": ("verify", _identity),
-    "result": ("result", _identity), "verified": ("verified", _bool_or_none),
-    "blocked_on": ("blocked_on", _identity), "depth": ("depth", _identity),
-    "claimed_at": ("claimed_at", epoch), "finished_at": ("finished_at", epoch),
+TASK_UPDATES: dict[str, Callable[[Any], Any]] = {
+    "title": _identity, "description": _identity, "parent_id": _identity, "skills": _json_list,
+    "priority": _identity, "effort": _identity, "state": _enum_text, "assignee": _identity,
+    "lease_until": epoch, "attempts": _identity, "verify": _identity, "result": _identity,
+    "verified": _bool_or_none, "blocked_on": _identity, "depth": _identity, "claimed_at": epoch,
+    "finished_at": epoch,
 }
-CONVERSATION_UPDATES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "title": ("title", _identity), "model": ("model", _identity),
-    "preprompt": ("preprompt", _identity), "root_message_id": ("root_message_id", _identity),
-    "data": ("data", dumps), "user_id": ("user_id", _identity),
-    "updated_at": ("updated_at", epoch),
+CONVERSATION_UPDATES: dict[str, Callable[[Any], Any]] = {
+    "title": _identity, "model": _identity, "preprompt": _identity, "root_message_id": _identity,
+    "data": dumps, "user_id": _identity, "updated_at": epoch,
 }
-MESSAGE_UPDATES: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "content": ("content", _identity), "role": ("role", _identity),
-    "parent_id": ("parent_id", _identity), "interrupted": ("interrupted", bool),
-    "data": ("data", dumps), "updated_at": ("updated_at", epoch),
+MESSAGE_UPDATES: dict[str, Callable[[Any], Any]] = {
+    "content": _identity, "role": _identity, "parent_id": _identity, "interrupted": bool,
+    "data": dumps, "updated_at": epoch,
 }
 
 UPDATABLE = {"hives": HIVE_UPDATES, "agents": AGENT_UPDATES, "tasks": TASK_UPDATES,
              "conversations": CONVERSATION_UPDATES, "messages": MESSAGE_UPDATES}
-"""Per table: the fields `update_*` may change, with their column and encoder."""
+"""Per table: the fields `update_*` may change (each the name of its column), with their encoder."""
 
 
 def refuse_nul(kind: str, fields: dict[str, Any]) -> None:
@@ -326,7 +314,7 @@ def holds_nul(params: Sequence[Any]) -> bool:
     return any(type(value) is str and "\x00" in value for value in params)
 
 
-def assignments(kind: str, table: dict[str, tuple[str, Callable[[Any], Any]]],
+def assignments(kind: str, table: dict[str, Callable[[Any], Any]],
                  fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
     refuse_nul(kind, fields)
     columns: list[str] = []
@@ -339,8 +327,7 @@ def assignments(kind: str, table: dict[str, tuple[str, Callable[[Any], Any]]],
             continue
         if name not in table:
             raise TypeError(f"{kind} has no updatable field {name!r}")
-        column, encode = table[name]
-        columns.append(f"{column} = ?")
-        values.append(encode(value))
+        columns.append(f"{name} = ?")
+        values.append(table[name](value))
     return columns, values
 
