@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, TaskTool, executor_for
 from ruflo.agents.isolated import merge_commit_of
-from ruflo.engine.approvals import AUTO_POLICY, decide
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
@@ -34,7 +33,6 @@ from ruflo.policies.company import (
     OrgChart,
     TicketView,
     acting_root,
-    auto_decision,
     nearest_live_manager,
     part_load,
     working_owner,
@@ -256,12 +254,6 @@ class CompanyBoardEngine(HiveEngine):
         current = self.store.get_task(task.id)
         if current.state is not TaskState.CLAIMED or current.assignee != member.id:
             raise Conflict(f"ticket {task.id} is no longer held by {member.agent.name}")
-
-    def _auto_decide(self, approval: Approval) -> None:
-        auto = auto_decision(self.hive.config, approval.kind.value)
-        if auto is not None:
-            decide(self.store, approval.id, ApprovalStatus.APPROVED if auto == "approve"
-                   else ApprovalStatus.REJECTED, decided_by=AUTO_POLICY)
 
     # -- what the engine on top says -----------------------------------------------------------
     @abstractmethod
