@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, TaskTool, executor_for
@@ -15,6 +15,7 @@ from ruflo.agents.isolated import merge_commit_of
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
+from ruflo.engine.start import objective_task
 from ruflo.errors import Conflict
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
@@ -147,14 +148,10 @@ class CompanyBoardEngine(HiveEngine):
 
     # -- tickets posted ----------------------------------------------------------------------
     def _post_objective(self) -> Task:
-        hive = self.hive
-        verify = hive.config.get("verify")
-        title = hive.objective.strip().splitlines()[0][:200] if hive.objective.strip() \
-            else hive.name
-        task = Task(id=f"{hive.id[:8]}.objective", hive_id=hive.id, title=title,
-                    description=hive.objective, verify=verify if isinstance(verify, str)
-                    and verify.strip() else None, assignee=self.org.root)
-        return self.store.post_tasks(hive.id, [task])[0]
+        """The objective as the root's first ticket (`objective_task`, under a stable id)."""
+        task = replace(objective_task(self.hive), id=f"{self.hive_id[:8]}.objective",
+                       assignee=self.org.root)
+        return self.store.post_tasks(self.hive_id, [task])[0]
 
     def _owner_for_new(self, task: Task) -> str:
         """A sub-ticket goes to its parent's owner; an integration ticket (its parent's merge
