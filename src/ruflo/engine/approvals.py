@@ -9,6 +9,8 @@ twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ruflo import telemetry
 from ruflo.engine.control import resume_hive
 from ruflo.errors import Conflict, PolicyError
@@ -26,7 +28,7 @@ from ruflo.model import (
 from ruflo.policies.company import auto_decision
 from ruflo.store.base import Store
 
-__all__ = ["AUTO_POLICY", "apply_decision", "decide", "open_budget_override", "pending_for"]
+__all__ = ["AUTO_POLICY", "apply_decision", "auto_decide", "decide", "open_budget_override", "pending_for"]
 
 AUTO_POLICY = "auto-policy (hive config approvals)"
 """`decided_by` of approvals decided by a hive's explicit auto-approval policy."""
@@ -74,11 +76,17 @@ def open_budget_override(store: Store, hive_id: str, *, scope: str, scope_id: st
         data={"scope": scope, "scope_id": scope_id, "spent": spent,
               "budget": {"max_tokens": budget.max_tokens, "max_cost": budget.max_cost},
               "proposed": proposed}))
-    auto = auto_decision(store.get_hive(hive_id).config, ApprovalKind.BUDGET_OVERRIDE.value)
-    if auto is not None:
-        status = ApprovalStatus.APPROVED if auto == "approve" else ApprovalStatus.REJECTED
-        approval = decide(store, approval.id, status, decided_by=AUTO_POLICY)
-    return approval
+    return auto_decide(store, approval, store.get_hive(hive_id).config)
+
+
+def auto_decide(store: Store, approval: Approval, config: Mapping[str, object]) -> Approval:
+    """Decide a new approval at once when the hive's `config` has an auto-approval policy for
+    its kind (`auto_decision`); else it stays pending for a person. Returns it as it stands."""
+    auto = auto_decision(config, approval.kind.value)
+    if auto is None:
+        return approval
+    status = ApprovalStatus.APPROVED if auto == "approve" else ApprovalStatus.REJECTED
+    return decide(store, approval.id, status, decided_by=AUTO_POLICY)
 
 
 def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by: str,

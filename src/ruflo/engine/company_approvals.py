@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ruflo.engine.approvals import apply_decision, open_budget_override
+from ruflo.engine.approvals import apply_decision, auto_decide, open_budget_override
 from ruflo.engine.core import AgentSlot
 from ruflo.engine.hiring import HiringEngine
 from ruflo.errors import BudgetExceeded, Conflict, NotFound
@@ -41,7 +41,7 @@ class CompanyApprovalsEngine(HiringEngine):
             data={"task_id": task.id, "reason": reason}))
         self.tickets[task.id].approval = approval.id
         self.store.update_task(task.id, blocked_on=f"approval {approval.id}: {reason}")
-        self._auto_decide(approval)
+        auto_decide(self.store, approval, self.hive.config)
 
     # -- budgets and approvals -------------------------------------------------------------------
     def _over_budget(self, member: AgentSlot, error: BudgetExceeded) -> None:

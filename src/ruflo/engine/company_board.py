@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, TaskTool, executor_for
 from ruflo.agents.isolated import merge_commit_of
-from ruflo.engine.approvals import AUTO_POLICY, decide
 from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.core import AgentSlot, HiveEngine
 from ruflo.engine.params import LiveParams
+from ruflo.engine.start import objective_task
 from ruflo.errors import Conflict
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
@@ -34,7 +34,6 @@ from ruflo.policies.company import (
     OrgChart,
     TicketView,
     acting_root,
-    auto_decision,
     nearest_live_manager,
     part_load,
     working_owner,
@@ -149,14 +148,10 @@ class CompanyBoardEngine(HiveEngine):
 
     # -- tickets posted ----------------------------------------------------------------------
     def _post_objective(self) -> Task:
-        hive = self.hive
-        verify = hive.config.get("verify")
-        title = hive.objective.strip().splitlines()[0][:200] if hive.objective.strip() \
-            else hive.name
-        task = Task(id=f"{hive.id[:8]}.objective", hive_id=hive.id, title=title,
-                    description=hive.objective, verify=verify if isinstance(verify, str)
-                    and verify.strip() else None, assignee=self.org.root)
-        return self.store.post_tasks(hive.id, [task])[0]
+        """The objective as the root's first ticket (`objective_task`, under a stable id)."""
+        task = replace(objective_task(self.hive), id=f"{self.hive_id[:8]}.objective",
+                       assignee=self.org.root)
+        return self.store.post_tasks(self.hive_id, [task])[0]
 
     def _owner_for_new(self, task: Task) -> str:
         """A sub-ticket goes to its parent's owner; an integration ticket (its parent's merge
@@ -256,12 +251,6 @@ class CompanyBoardEngine(HiveEngine):
         current = self.store.get_task(task.id)
         if current.state is not TaskState.CLAIMED or current.assignee != member.id:
             raise Conflict(f"ticket {task.id} is no longer held by {member.agent.name}")
-
-    def _auto_decide(self, approval: Approval) -> None:
-        auto = auto_decision(self.hive.config, approval.kind.value)
-        if auto is not None:
-            decide(self.store, approval.id, ApprovalStatus.APPROVED if auto == "approve"
-                   else ApprovalStatus.REJECTED, decided_by=AUTO_POLICY)
 
     # -- what the engine on top says -----------------------------------------------------------
     @abstractmethod

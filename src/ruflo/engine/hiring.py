@@ -6,6 +6,7 @@ the Store protocol, ruflo.policies.company and the company engine's board.
 
 from __future__ import annotations
 
+from ruflo.engine.approvals import auto_decide
 from ruflo.engine.company_board import CompanyBoardEngine, Ticket
 from ruflo.engine.core import AgentSlot
 from ruflo.engine.plan import board_id
@@ -67,7 +68,7 @@ class HiringEngine(CompanyBoardEngine):
             return
         self.tickets.setdefault(task.id, Ticket(member.id)).approval = approval.id
         self._record(member.id, AwaitApproval(task.id, approval.id))
-        self._auto_decide(approval)
+        auto_decide(self.store, approval, self.hive.config)
 
     def _hire_decided(self, approval: Approval) -> None:
         """Approved: the new agent joins under the manager and gets the ticket. Rejected: the

@@ -47,16 +47,13 @@ def isolation_config(workspace: str | Path, requested: str | None, *,
         raise ConfigError(f"workspace {folder} is not a git repository: run `git init` there "
                           "(and commit what the hive should start from), or pass "
                           "--isolation none to let the agents share the folder")
-    repo = HiveRepo(folder, "probe")
-    from ruflo.agents.gitwork import git
-
     done = git("rev-parse", "--verify", "--quiet", f"{start or 'HEAD'}^{{commit}}", cwd=folder,
                check=False)
     if done.returncode != 0:
         raise ConfigError(f"workspace {folder} has no commit {start or 'HEAD'} to start from: "
                           "commit something first (git commit --allow-empty -m start)")
     commit = done.stdout.strip()
-    dirty = git("status", "--porcelain", cwd=repo.top).stdout.splitlines()
+    dirty = git("status", "--porcelain", cwd=folder).stdout.splitlines()
     notice = f"isolation: git worktrees, starting from commit {commit[:12]}"
     if dirty:
         notice += (f" ({len(dirty)} uncommitted change(s) in your folder are NOT included; "

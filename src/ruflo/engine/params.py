@@ -12,7 +12,15 @@ from ruflo.errors import ConfigError
 from ruflo.model import JSON, Hive
 from ruflo.policies.swarm import SwarmParams
 
-__all__ = ["LiveParams", "RunSummary"]
+__all__ = ["LiveParams", "RunSummary", "config_number"]
+
+
+def config_number(config: JSON, key: str, default: float) -> float:
+    """A number from a hive's config (`default` when absent); ConfigError for anything else."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"hive config {key!r} must be a number, not {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)

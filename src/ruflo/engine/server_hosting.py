@@ -23,6 +23,7 @@ from ruflo.engine.clock import REAL_CLOCK, LiveClock
 from ruflo.engine.control import cancel_hive, pause_hive, resume_hive
 from ruflo.engine.driving import DRIVER_LEASE_SECONDS, Driving, left_alone
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
+from ruflo.engine.params import config_number
 from ruflo.engine.start import GatewayPlanner, seed_board
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.event_kinds import EventKind
@@ -353,11 +354,11 @@ class EngineRunner:
         """How the hive's engine runs; ConfigError when its config is not usable."""
         config = hive.config
         return LiveParams(
-            lease_seconds=_number(config, "lease_seconds",
+            lease_seconds=config_number(config, "lease_seconds",
                                   float(getattr(self.settings, "lease_seconds", 60.0))),
-            time_unit=_number(config, "time_unit", 10.0),
+            time_unit=config_number(config, "time_unit", 10.0),
             poll_seconds=self.poll_seconds,
-            seed=int(_number(config, "seed", 0.0)),
+            seed=int(config_number(config, "seed", 0.0)),
             stop_on_pause=False,
         ).probing(float(getattr(self.settings, "gateway_probe_seconds", 30.0)))
 
@@ -428,10 +429,3 @@ def _not_a_server(worker: dict[str, Any]) -> bool:
     """Live workers keep their agents from a server; other servers' agents are its to take
     (two servers never drive one hive: the driver lease decides which one does)."""
     return not str(worker["id"]).startswith(SERVER_PREFIX)
-
-
-def _number(config: dict[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"hive config {key!r} must be a number, not {value!r}")
-    return float(value)

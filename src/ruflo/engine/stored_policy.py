@@ -28,7 +28,6 @@ from ruflo.policies import (
     Decompose,
     Delegate,
     Idle,
-    SwarmPolicy,
     Take,
     TaskSpec,
     make_policy,
@@ -152,16 +151,15 @@ def rebuild(hive: Hive, agents: Sequence[Agent], tasks: Sequence[Task], now: flo
     for task_id in load_board(policy, ordered, now):
         if not policy.board.get(task_id).state.terminal:
             policy.cancel(task_id, now)
-    if isinstance(policy, SwarmPolicy):
-        by_id = {task.id: task for task in tasks}
-        _anchor_stimulus(policy, hive, by_id)
+    _anchor_ready(policy, hive, {task.id: task for task in tasks})
     restore_thresholds(policy, agents)
     policy.drain_wakes()
     return policy
 
 
-def _anchor_stimulus(policy: SwarmPolicy, hive: Hive, by_id: dict[str, Task]) -> None:
-    p = policy.params
+def _anchor_ready(policy: BasePolicy, hive: Hive, by_id: dict[str, Task]) -> None:
+    """Tell the policy when each ready task became ready: when it was created, or its last
+    dependency finished (boosted), or it reopened after an attempt (boosted)."""
     for board_task in policy.board.tasks.values():
         task = by_id.get(board_task.id)
         if (task is None or task.state is not TaskState.OPEN or board_task.state is not
@@ -173,9 +171,7 @@ def _anchor_stimulus(policy: SwarmPolicy, hive: Hive, by_id: dict[str, Task]) ->
         became_ready = max([task.created_at, *(f for f in finished if f is not None)])
         if task.attempts > 0:
             became_ready = max(became_ready, task.updated_at)
-        weight = task.priority if task.priority > 1 else 1
-        board_task.stimulus_base = min(p.s_max, p.s0 * weight + (p.boost if boosted else 0.0))
-        board_task.stimulus_at = policy_time(hive, became_ready)
+        policy.became_ready(board_task.id, policy_time(hive, became_ready), boosted=boosted)
 
 
 # -- deciding --------------------------------------------------------------------------------------
@@ -185,10 +181,7 @@ def choose(policy: BasePolicy, agent: Agent, now: float, rng: random.Random,
     decision = policy.choose(agent.id, now, rng)
     policy.drain_wakes()
     if isinstance(decision, Take | Decompose):
-        why = ("the swarm's response-threshold draw took it up"
-               if isinstance(policy, SwarmPolicy) else f"it is this agent's turn "
-                                                       f"({policy.mode.value})")
-        return Choice(decision.task_id, why)
+        return Choice(decision.task_id, policy.take_reason)
     if isinstance(decision, Idle):
         if decision.retry_at is not None:
             wait = max(0.0, decision.retry_at - now) * unit
@@ -344,7 +337,7 @@ class StoredPolicies:
             elif kind == EventKind.AGENT_ADDED and event.agent_id:
                 if event.agent_id in policy.alive:
                     continue
-                if not isinstance(policy, SwarmPolicy):
+                if not policy.joins_in_place:
                     return False  # assigned work is dealt among the members: deal it again
                 joined = store.get_agent(event.agent_id)
                 policy.add_agent(joined, now)

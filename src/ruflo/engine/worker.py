@@ -26,6 +26,7 @@ from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
+from ruflo.engine.params import config_number
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Agent, AgentStatus, Hive, HiveStatus, Mode, TaskState, new_id, utcnow
@@ -289,10 +290,11 @@ class Worker:
         config = hive.config
         params = LiveParams(
             lease_seconds=self.params.lease_seconds,
-            time_unit=self.params.time_unit or float(config.get("time_unit", 10.0)),
+            time_unit=self.params.time_unit or config_number(config, "time_unit", 10.0),
             poll_seconds=self.params.poll_seconds,
             follow_interval=min(FOLLOW_INTERVAL, self.params.poll_seconds / 2),
-            seed=self.params.seed if self.params.seed is not None else int(config.get("seed", 0)),
+            seed=self.params.seed if self.params.seed is not None
+            else int(config_number(config, "seed", 0.0)),
             stop_on_pause=False).probing(self.params.gateway_probe_seconds)
         engine = BoardEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,

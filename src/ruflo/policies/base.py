@@ -243,6 +243,21 @@ class BasePolicy:
         `most`: what an agent may take instead when another process takes that one first."""
         return [task_id]
 
+    # -- put back from storage -------------------------------------------------------------
+    @property
+    def take_reason(self) -> str:
+        """Why the policy hands an agent a task, for someone asking from outside (REST, MCP)."""
+        return f"it is this agent's turn ({self.mode.value})"
+
+    joins_in_place = False
+    """Whether an agent added to a running board leaves it as a board rebuilt with that agent
+    would be. Not for assigned work: it is dealt among the members, so a join deals it again."""
+
+    def became_ready(self, task_id: str, at: float, *, boosted: bool) -> None:
+        """Tell the policy when a ready task of a board put back from storage became ready, and
+        whether a dependency's completion or a reopening marked it then (the swarm anchors its
+        stimulus there, so waiting counts); the others keep no such state."""
+
     # -- subclass hooks --------------------------------------------------------------------
     def _absorb(self, now: float) -> None:
         board = self.board

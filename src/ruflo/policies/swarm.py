@@ -159,6 +159,7 @@ class SwarmPolicy(BasePolicy):
     """
 
     mode = Mode.SWARM
+    joins_in_place = True
 
     def __init__(self, params: SwarmParams | None = None, *, seed: int = 0) -> None:
         self.params = params or SwarmParams()
@@ -245,14 +246,23 @@ class SwarmPolicy(BasePolicy):
             return p.s_max
         return value if value > p.s_min else p.s_min
 
-    def _on_ready(self, task: BoardTask, now: float) -> None:
+    def _anchor(self, task: BoardTask, at: float, *, boosted: bool) -> None:
+        """Anchor the task's stimulus at the moment it became ready: s0·w, plus the boost."""
         p = self.params
         weight = task.priority if task.priority > 1 else 1
-        base = p.s0 * weight
-        if now > task.posted_at:
-            base += p.boost  # dependencies just completed, or it reopened after a lost attempt
-        task.stimulus_base = min(p.s_max, base)
-        task.stimulus_at = now
+        task.stimulus_base = min(p.s_max, p.s0 * weight + (p.boost if boosted else 0.0))
+        task.stimulus_at = at
+
+    @property
+    def take_reason(self) -> str:
+        return "the swarm's response-threshold draw took it up"
+
+    def became_ready(self, task_id: str, at: float, *, boosted: bool) -> None:
+        self._anchor(self.board.tasks[task_id], at, boosted=boosted)
+
+    def _on_ready(self, task: BoardTask, now: float) -> None:
+        # Boosted when dependencies just completed, or it reopened after a lost attempt.
+        self._anchor(task, now, boosted=now > task.posted_at)
         keys = task.skills or (ANY_SKILL,)
         for key in keys:
             queue = self.queues.get(key)
