@@ -186,11 +186,13 @@ def test_two_workers_in_separate_folders_integrate_through_a_bare_remote(
     assert integration in merged
     assert len(merged) == 4  # alpha, beta, the first of gamma/delta, and the integration
     carried = pg_store.get_task(integration).parent_id
-    assert carried not in merged and carried in {f"{hive.id}-gamma", f"{hive.id}-delta"}
+    assert carried not in merged
+    assert carried in {f"{hive.id}-gamma", f"{hive.id}-delta"}
     # The result is the remote's ruflo/<hive>: both edits of the line, every file.
     branch = f"ruflo/{hive.id}"
     final = sh("show", f"{branch}:shared.txt", cwd=bare)
-    assert "gamma-was-here" in final and "delta-was-here" in final
+    assert "gamma-was-here" in final
+    assert "delta-was-here" in final
     assert sh("show", f"{branch}:alpha.txt", cwd=bare) == "alpha"
     assert sh("show", f"{branch}:beta.txt", cwd=bare) == "beta"
     # One merge into the branch per merged task (the integration commit is a merge itself).
@@ -291,7 +293,8 @@ def test_a_remote_that_cannot_serve_the_hive_is_refused_and_nothing_is_stored(
         pg_store: SqlStore, pg_schema_url: str, tmp_path: Path) -> None:
     repo, bare = user_and_remote(tmp_path)
     said = refused(tmp_path, pg_schema_url, str(tmp_path / "nowhere.git"), repo)
-    assert "cannot be reached" in said and "nothing was stored" in said
+    assert "cannot be reached" in said
+    assert "nothing was stored" in said
     # A remote that never received the user's commit.
     other = tmp_path / "other"
     other.mkdir()
@@ -300,11 +303,13 @@ def test_a_remote_that_cannot_serve_the_hive_is_refused_and_nothing_is_stored(
     stranger = tmp_path / "stranger.git"
     subprocess.run(["git", "clone", "--quiet", "--bare", str(other), str(stranger)], check=True)
     said = refused(tmp_path, pg_schema_url, str(stranger), repo)
-    assert "does not have commit" in said and "nothing was stored" in said
+    assert "does not have commit" in said
+    assert "nothing was stored" in said
     assert pg_store.list_hives() == []
     assert sh("branch", "--list", "ruflo/*", cwd=bare) == ""
     # SQLite stays on one machine.
     said = refused(tmp_path, f"sqlite:///{tmp_path / 'one.db'}", str(bare), repo)
-    assert "Postgres" in said and "nothing was stored" in said
+    assert "Postgres" in said
+    assert "nothing was stored" in said
     with pytest.raises(ConfigError, match="needs git isolation"):
         isolation_config(repo, "none", remote=str(bare), dialect="postgresql")

@@ -1,0 +1,135 @@
+"""The pieces of merging across machines, on real git and Postgres: the store's per-hive merge
+lock holds a second process out until the first gives it back (and is freed when its holder
+dies); a merge whose push the remote refuses, because someone moved the branch meanwhile, is
+fetched and made again, once; a worker's copy of the remote is its own bare repository."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from ruflo.agents.base import RunContext
+from ruflo.agents.gitremote import RemoteRepo
+from ruflo.agents.gitwork import init_repo
+from ruflo.agents.isolated import Integrator
+from ruflo.engine.isolation import isolation_config
+from ruflo.errors import ConfigError, StoreError
+from ruflo.event_kinds import EventKind
+from ruflo.model import Agent, Hive, Mode, Task
+from ruflo.store import open_store
+from ruflo.store.sql import SqlStore
+from waiting import stays_sync, wait_until
+
+pytestmark = pytest.mark.postgres
+
+
+def sh(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def remote_setup(tmp_path: Path) -> tuple[Path, Path, str]:
+    repo = tmp_path / "user"
+    repo.mkdir()
+    (repo / "README").write_text("start\n")
+    start = init_repo(repo)
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
+    return repo, bare, start
+
+
+def test_the_merge_lock_holds_other_processes_out_until_given_back(
+        pg_store: SqlStore, pg_schema_url: str) -> None:
+    other = open_store(pg_schema_url)
+    try:
+        release = pg_store.merge_lock("h1")
+        got: list[object] = []
+        waiter = threading.Thread(target=lambda: got.append(other.merge_lock("h1")))
+        waiter.start()
+        other_hive = other.merge_lock("h2")  # another hive's merges are not held up
+        other_hive()
+        stays_sync(lambda: not got, seconds=0.5, what="a second holder got the lock")
+        release()
+        wait_until(lambda: got, what="the waiter to get the lock once it was given back")
+        waiter.join()
+        got[0]()  # type: ignore[operator]
+    finally:
+        other.close()
+
+
+def test_the_merge_lock_is_refused_on_sqlite(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'one.db'}")
+    try:
+        with pytest.raises(StoreError, match="one machine"):
+            store.merge_lock("h")
+    finally:
+        store.close()
+
+
+def test_a_push_refused_because_the_branch_moved_is_fetched_and_merged_again(
+        pg_store: SqlStore, tmp_path: Path) -> None:
+    repo, bare, start = remote_setup(tmp_path)
+    config, _ = isolation_config(repo, None, remote=str(bare), dialect="postgresql")
+    hive = pg_store.create_hive(
+        Hive(id="mv", name="moved", mode=Mode.SWARM, objective="o", workspace=str(repo),
+             config=config),
+        agents=[Agent(id="mv-a", hive_id="mv", name="a")],
+        tasks=[Task(id="mv-t", hive_id="mv", title="t")])
+    mine = RemoteRepo.clone(tmp_path / "machine-1" / "mv", "mv", str(bare))
+    theirs = RemoteRepo.clone(tmp_path / "machine-2" / "mv", "mv", str(bare))
+    assert sh("rev-parse", "--is-bare-repository", cwd=mine.top).strip() == "true"
+    mine.prepare(start)
+    theirs.prepare(start)
+    tree = mine.open_attempt("mv-t")
+    (tree.path / "mine.txt").write_text("mine")
+    commit, changed = mine.commit_attempt(tree, "t")
+    assert changed == ["mine.txt"]
+    assert sh("rev-parse", f"refs/heads/{tree.branch}", cwd=bare).strip() == commit
+
+    class Outpaced(RemoteRepo):
+        """Another machine pushes to the integration branch right before this one does."""
+
+        moved = False
+
+        def publish(self) -> bool:
+            if not self.moved:
+                self.moved = True
+                other = theirs.open_attempt("other")
+                (other.path / "theirs.txt").write_text("theirs")
+                their_commit, _ = theirs.commit_attempt(other, "other")
+                handle = theirs.lock()
+                try:
+                    theirs.catch_up()
+                    assert theirs.merge(their_commit, "theirs").merged
+                    assert theirs.publish()
+                finally:
+                    theirs.unlock(handle)
+            return super().publish()
+
+    racing = Outpaced(mine.top, "mv", str(bare))
+    task, agent = pg_store.get_task("mv-t"), pg_store.get_agent("mv-a")
+    posted = asyncio.run(Integrator(racing).integrate(
+        pg_store, task, agent, commit, RunContext(store=pg_store, workspace=tmp_path)))
+
+    assert posted is None
+    assert racing.moved
+    merged = pg_store.events(hive.id, kinds=[EventKind.TASK_MERGED])
+    assert len(merged) == 1
+    branch = "ruflo/mv"
+    assert sh("show", f"{branch}:mine.txt", cwd=bare) == "mine"
+    assert sh("show", f"{branch}:theirs.txt", cwd=bare) == "theirs"
+    assert merged[0].data["integration"] == sh("rev-parse", branch, cwd=bare).strip()
+
+
+def test_a_worker_folder_that_is_something_else_is_refused(tmp_path: Path) -> None:
+    _, bare, _ = remote_setup(tmp_path)
+    folder = tmp_path / "ws" / "h"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not ruflo's copy"):
+        RemoteRepo.clone(folder, "h", str(bare))
+    assert (folder / "notes.txt").read_text() == "mine"
