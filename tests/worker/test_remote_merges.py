@@ -16,7 +16,7 @@ from ruflo.agents.base import RunContext
 from ruflo.agents.gitremote import RemoteRepo
 from ruflo.agents.gitwork import init_repo
 from ruflo.agents.isolated import Integrator
-from ruflo.engine.isolation import isolation_config
+from ruflo.engine.isolation import hive_repo, isolation_config, open_isolation
 from ruflo.errors import ConfigError, StoreError
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Mode, Task
@@ -133,3 +133,21 @@ def test_a_worker_folder_that_is_something_else_is_refused(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="is not ruflo's copy"):
         RemoteRepo.clone(folder, "h", str(bare))
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_remote_hive_opened_where_its_workspace_is_not_a_repository_says_what_to_do(
+        pg_store: SqlStore, tmp_path: Path) -> None:
+    repo, bare, _ = remote_setup(tmp_path)
+    config, _ = isolation_config(repo, None, remote=str(bare), dialect="postgresql")
+    elsewhere = tmp_path / "not-here"
+    elsewhere.mkdir()
+    hive = pg_store.create_hive(
+        Hive(id="el", name="elsewhere", mode=Mode.SWARM, objective="o",
+             workspace=str(elsewhere), config=config),
+        agents=[Agent(id="el-a", hive_id="el", name="a")])
+    with pytest.raises(ConfigError, match="ruflo worker --hive el"):
+        open_isolation(pg_store, hive)
+    with pytest.raises(ConfigError, match=f"git fetch {bare} ruflo/el"):
+        hive_repo(hive)
+    assert list(elsewhere.iterdir()) == []
+    assert sh("branch", "--list", "ruflo/*", cwd=bare) == ""

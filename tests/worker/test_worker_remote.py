@@ -27,7 +27,7 @@ from ruflo.store.sql import SqlStore
 
 from .harness import RUFLO, WorkerProcess, start_worker, stop_all, wait_for, worker_env
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 KEY = "sk-remote-test"
 LEASE = 3.0

@@ -103,8 +103,13 @@ def open_isolation(store: Store, hive: Hive, *, clones: Path | None = None) -> I
         repo = HiveRepo(hive.workspace, hive.id)
     elif clones is not None:
         repo = RemoteRepo.clone(clones / hive.id, hive.id, remote)
-    else:
+    elif is_git_repo(hive.workspace):
         repo = RemoteRepo(hive.workspace, hive.id, remote)
+    else:
+        raise ConfigError(f"hive {hive.id} keeps its work on the git remote {remote}, and its "
+                          f"workspace {hive.workspace} is not a repository on this machine: host "
+                          f"its agents with `ruflo worker --hive {hive.id}` (each worker keeps a "
+                          "copy of its own); nothing was changed")
     start = hive.config.get("start_commit")
     fresh = not (repo.integration / ".git").exists()
     commit, _ = repo.prepare(start if isinstance(start, str) else None)
@@ -128,10 +133,12 @@ def hive_repo(hive: Hive) -> HiveRepo:
     if isolation_of(hive) != "git" or not hive.workspace:
         raise ConfigError(f"hive {hive.id} shares its folder (isolation none): its result is "
                           f"the folder {hive.workspace} itself; there is no branch to show")
-    if not is_git_repo(hive.workspace):
-        raise ConfigError(f"hive {hive.id}'s workspace {hive.workspace} is no longer a git "
-                          "repository")
     remote = remote_of(hive)
+    if not is_git_repo(hive.workspace):
+        fetch = (f"; its result is on {remote}: git fetch {remote} ruflo/{hive.id}"
+                 if remote is not None else "")
+        raise ConfigError(f"hive {hive.id}'s workspace {hive.workspace} is not a git "
+                          f"repository (here){fetch}")
     if remote is None:
         return HiveRepo(hive.workspace, hive.id)
     repo = RemoteRepo(hive.workspace, hive.id, remote)
