@@ -14,7 +14,7 @@ import pytest
 
 from ruflo.agents.base import RunContext
 from ruflo.agents.gitremote import RemoteRepo
-from ruflo.agents.gitwork import init_repo
+from ruflo.agents.gitwork import GitError, init_repo
 from ruflo.agents.isolated import Integrator
 from ruflo.engine.isolation import hive_repo, isolation_config, open_isolation
 from ruflo.errors import ConfigError, StoreError
@@ -111,7 +111,9 @@ def test_a_push_refused_because_the_branch_moved_is_fetched_and_merged_again(
             return super().publish()
 
     racing = Outpaced(mine.top, "mv", str(bare))
-    task, agent = pg_store.get_task("mv-t"), pg_store.get_agent("mv-a")
+    claimed = pg_store.claim_task(hive.id, "mv-a", lease_seconds=60, task_id="mv-t")
+    assert claimed is not None
+    task, agent = claimed, pg_store.get_agent("mv-a")
     posted = asyncio.run(Integrator(racing).integrate(
         pg_store, task, agent, commit, RunContext(store=pg_store, workspace=tmp_path)))
 
@@ -123,6 +125,32 @@ def test_a_push_refused_because_the_branch_moved_is_fetched_and_merged_again(
     assert sh("show", f"{branch}:mine.txt", cwd=bare) == "mine"
     assert sh("show", f"{branch}:theirs.txt", cwd=bare) == "theirs"
     assert merged[0].data["integration"] == sh("rev-parse", branch, cwd=bare).strip()
+
+
+def test_an_attempt_that_outlived_its_claim_is_not_merged(
+        pg_store: SqlStore, tmp_path: Path) -> None:
+    repo, bare, start = remote_setup(tmp_path)
+    config, _ = isolation_config(repo, None, remote=str(bare), dialect="postgresql")
+    hive = pg_store.create_hive(
+        Hive(id="st", name="stalled", mode=Mode.SWARM, objective="o", workspace=str(repo),
+             config=config),
+        agents=[Agent(id="st-a", hive_id="st", name="a"), Agent(id="st-b", hive_id="st",
+                                                                name="b")],
+        tasks=[Task(id="st-t", hive_id="st", title="t")])
+    copy = RemoteRepo.clone(tmp_path / "machine" / "st", "st", str(bare))
+    copy.prepare(start)
+    tree = copy.open_attempt("st-t")
+    (tree.path / "late.txt").write_text("late")
+    commit, _ = copy.commit_attempt(tree, "t")
+    # Agent a's claim lapsed while it worked; agent b holds the task now.
+    taken = pg_store.claim_task(hive.id, "st-b", lease_seconds=60, task_id="st-t")
+    assert taken is not None
+    with pytest.raises(GitError, match="no longer held by st-a"):
+        asyncio.run(Integrator(copy).integrate(pg_store, taken, pg_store.get_agent("st-a"),
+                                               commit, RunContext(store=pg_store,
+                                                                  workspace=tmp_path)))
+    assert pg_store.events(hive.id, kinds=[EventKind.TASK_MERGED]) == []
+    assert sh("rev-parse", "ruflo/st", cwd=bare).strip() == start
 
 
 def test_a_worker_folder_that_is_something_else_is_refused(tmp_path: Path) -> None:

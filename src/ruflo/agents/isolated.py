@@ -25,7 +25,7 @@ from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Hive, Task, new_id
+from ruflo.model import Agent, Hive, Task, TaskState, new_id
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -93,6 +93,8 @@ class Integrator:
                 if repo.remote is not None:
                     releases.append(await held(lambda: store.merge_lock(task.hive_id)))
                 releases.append(await held(self._file_lock))
+                if repo.remote is not None:
+                    self._still_held(store, task, agent)
                 for _ in range(PUBLISH_TRIES):
                     before = await asyncio.to_thread(repo.catch_up)
                     result = await asyncio.to_thread(
@@ -122,6 +124,15 @@ class Integrator:
             finally:
                 for release in reversed(releases):
                     release()
+
+    @staticmethod
+    def _still_held(store: Store, task: Task, agent: Agent) -> None:
+        """Across machines, only the task's holder merges it: an attempt that outlived its
+        lease (a stalled worker) would merge a task another agent is doing again."""
+        current = store.get_task(task.id)
+        if current.state is not TaskState.CLAIMED or current.assignee != agent.id:
+            raise GitError(f"task {task.id} is no longer held by {agent.id} (its lease ran out): "
+                           "its commit was not merged; whoever holds the task now merges theirs")
 
     async def latest(self) -> Path:
         """The integration worktree at the integration branch's latest head (a remote's,
