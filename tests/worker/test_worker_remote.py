@@ -9,6 +9,7 @@ start commit) store nothing."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -213,6 +214,10 @@ def test_two_workers_in_separate_folders_integrate_through_a_bare_remote(
     assert "+VALUE=0 gamma-was-here delta-was-here" in diff.stdout
     assert "+++ b/alpha.txt" in diff.stdout
     assert sh("rev-parse", "HEAD", cwd=repo) == user_head
+    shown = subprocess.run([str(RUFLO), "hive", "show", hive.id, "--json"], env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["isolation"]["remote"] == str(bare.resolve())
     applied = subprocess.run([str(RUFLO), "hive", "apply", hive.id], env=env,
                              capture_output=True, text=True, timeout=120, check=False)
     assert applied.returncode == 0, applied.stderr
