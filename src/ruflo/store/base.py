@@ -286,6 +286,11 @@ class WorkerStore(Protocol):
     def worker_heartbeat(self, worker_id: str, *, now: datetime | None = None) -> None: ...
     def unregister_worker(self, worker_id: str) -> None: ...
     def list_workers(self, hive_id: str | None = None) -> list[JSON]: ...
+    def merge_lock(self, hive_id: str) -> Callable[[], None]:
+        """Take the hive's merge lock, waiting while another process holds it; returns what
+        gives it back. One merge at a time per hive across machines (a hive on a git remote,
+        agents/isolated.py). Postgres: a session advisory lock on a connection of its own,
+        freed by the server if the process dies. SQLite: StoreError (one machine)."""
     def adoption_lock(self) -> AbstractContextManager[None]:
         """Hold the store-wide lock under which hosts adopt agents, so two processes never
         adopt one agent. Take it outside any transaction.
