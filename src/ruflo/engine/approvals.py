@@ -90,8 +90,9 @@ def auto_decide(store: Store, approval: Approval, config: Mapping[str, object]) 
 
 
 def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by: str,
-           budget: Budget | None = None) -> Approval:
-    """Record a decision and apply it. `budget` replaces the proposed one of a budget override.
+           budget: Budget | None = None, reason: str | None = None) -> Approval:
+    """Record a decision and apply it. `budget` replaces the proposed one of a budget override;
+    `reason` is kept with it (an agent whose action was rejected reads it).
     Raises Conflict when the approval was decided already (nothing is changed)."""
     if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
         raise PolicyError("an approval is decided by approving or rejecting it")
@@ -108,7 +109,8 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
                                data={"approval_id": approval_id, "proposed": {
                                    "max_tokens": budget.max_tokens,
                                    "max_cost": budget.max_cost}, "by": decided_by})
-        decided = store.decide_approval(approval_id, status, decided_by=decided_by)
+        decided = store.decide_approval(approval_id, status, decided_by=decided_by,
+                                        reason=reason)
         if decided_by == AUTO_POLICY:
             store.append_event(decided.hive_id, EventKind.APPROVAL_AUTO_DECIDED,
                                agent_id=decided.agent_id,

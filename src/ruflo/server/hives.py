@@ -420,7 +420,7 @@ async def decide_approval(hive: ChangeableHive,
     if approval.hive_id != hive.id:
         raise NotFound(f"no approval {approval_id!r} in hive {hive.id!r}")
     decided = await ctx.runner.decide_approval(approval.id, ApprovalStatus(body.decision),
-                                               decided_by=user)
+                                               decided_by=user, reason=body.reason)
     return record(decided)
 
 

@@ -393,3 +393,6 @@ class PauseBody(Body):
 
 class ApprovalDecision(Body):
     decision: Literal["approved", "rejected"]
+    reason: Annotated[str | None, StringConstraints(strip_whitespace=True, min_length=1,
+                                                    max_length=2000)] = None
+    """Why: an agent whose action was rejected reads it as its tool error."""
