@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from waiting import stays, wait_for_event
 
 from ruflo.agents import Limits, OutcomeKind
 from ruflo.agents.loop import LLMExecutor
 from ruflo.model import Agent, ApprovalKind, ApprovalStatus
+from waiting import stays, wait_for_event
 
 RUFLO = Path(sys.executable).parent / "ruflo"
 WIPE = "rm -rf build"
@@ -50,7 +50,8 @@ async def ask_and_wait(board, server):
     assert approval.kind is ApprovalKind.ACTION
     assert approval.data["subject"] == WIPE
     assert approval.data["turn"] == 1
-    assert WIPE in approval.subject and "rm -rf" in approval.data["rule"]
+    assert WIPE in approval.subject
+    assert "rm -rf" in approval.data["rule"]
     # Parked before the tool: the folder is still there and no second gateway call is made.
     assert len(server.requests) == 1
     await stays(lambda: len(server.requests) == 1 and not attempt.done(),
@@ -88,7 +89,8 @@ async def test_ask_waits_without_gateway_calls_and_cli_approval_runs_the_command
     assert outcome.turns == 2  # resumed at the same turn: no call was repeated
     assert not (board.workspace / "build").exists()
     second = board.server.requests[1]["messages"]
-    assert second[-1]["role"] == "tool" and "exit code 0" in second[-1]["content"]
+    assert second[-1]["role"] == "tool"
+    assert "exit code 0" in second[-1]["content"]
     assert board.store.get_approval(approval.id).decided_by == "person:ops"
 
 

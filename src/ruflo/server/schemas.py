@@ -391,6 +391,11 @@ class PauseBody(Body):
                                              max_length=500)] = "paused by a person"
 
 
+class ActionsBody(Body):
+    actions: dict[str, Any]
+    """An `actions:` block (agents/permissions.py parse_actions checks it)."""
+
+
 class ApprovalDecision(Body):
     decision: Literal["approved", "rejected"]
     reason: Annotated[str | None, StringConstraints(strip_whitespace=True, min_length=1,
