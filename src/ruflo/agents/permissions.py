@@ -149,7 +149,8 @@ def decide_action(action: Action, subject: str, *, hive: ActionPolicy,
     for who, rules in layers:
         for rule in rules:
             if rule.matches(subject):
-                return Verdict(rule.decision, f"{who} {rule.describe()} says {rule.decision}")
+                what = f"({rule.why})" if rules is SAFE_RULES else rule.describe()
+                return Verdict(rule.decision, f"{who} {what} says {rule.decision}")
     for who, policy in (("the agent's", agent), ("the hive's", hive)):
         if action in policy.defaults:
             decision = policy.defaults[action]

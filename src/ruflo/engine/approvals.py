@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ruflo import telemetry
 from ruflo.engine.control import resume_hive
-from ruflo.errors import Conflict, PolicyError
+from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
@@ -28,7 +28,8 @@ from ruflo.model import (
 from ruflo.policies.company import auto_decision
 from ruflo.store.base import Store
 
-__all__ = ["AUTO_POLICY", "apply_decision", "auto_decide", "decide", "open_budget_override", "pending_for"]
+__all__ = ["AUTO_POLICY", "apply_decision", "auto_decide", "decide", "decided_text",
+           "open_budget_override", "pending_for"]
 
 AUTO_POLICY = "auto-policy (hive config approvals)"
 """`decided_by` of approvals decided by a hive's explicit auto-approval policy."""
@@ -124,6 +125,19 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
                         "ruflo.approval.status": decided.status.value,
                         "ruflo.approval.decided_by": decided_by})
     return decided
+
+
+def decided_text(store: Store, approval_id: str, approve: bool, who: str) -> str:
+    """Decide from a surface that shows one short line back (a Telegram button): what happened,
+    or why nothing was (already decided, no such approval)."""
+    try:
+        decided = decide(store, approval_id, ApprovalStatus.APPROVED if approve
+                         else ApprovalStatus.REJECTED, decided_by=who)
+    except NotFound:
+        return f"no approval {approval_id}: nothing was decided"
+    except Conflict as error:
+        return str(error)
+    return f"{decided.status.value}: {decided.subject}"
 
 
 def applied(store: Store, approval: Approval) -> bool:
