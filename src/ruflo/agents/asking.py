@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,9 +75,11 @@ def subject_of(action: Action, arguments: Mapping[str, object]) -> str:
     return text("branch")
 
 
-def action_key(task_id: str, turn: int, tool: str, arguments: Mapping[str, object]) -> str:
-    """The same action of the same attempt turn has the same key, in any process."""
-    canonical = json.dumps([task_id, turn, tool, arguments], sort_keys=True, default=str)
+def action_key(task_id: str | None, step: int | str, tool: str,
+               arguments: Mapping[str, object]) -> str:
+    """The same action at the same step (an attempt's turn, an outside agent's tool-use id) has
+    the same key, in any process."""
+    canonical = json.dumps([task_id, step, tool, arguments], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -98,10 +101,11 @@ class Asked:
 
 
 class ActionGate:
-    """Decides each governed tool call of one attempt; waits on a person for "ask"."""
+    """Decides each governed tool call of one attempt (or of an outside agent that asks through
+    MCP: `agent` and `task` may then be unknown); waits on a person for "ask"."""
 
-    def __init__(self, store: Store, hive: Hive, agent: Agent, task: Task, workspace: Workspace,
-                 *, poll_seconds: float = 1.0) -> None:
+    def __init__(self, store: Store, hive: Hive, agent: Agent | None, task: Task | None,
+                 workspace: Workspace | None, *, poll_seconds: float = 1.0) -> None:
         self.store, self.hive, self.agent, self.task = store, hive, agent, task
         self.workspace = workspace
         self.poll_seconds = poll_seconds
@@ -128,7 +132,9 @@ class ActionGate:
         return await self.decide(action, tool, arguments, turn=turn)
 
     async def decide(self, action: Action, tool: str, arguments: Mapping[str, object], *,
-                     turn: int) -> Asked:
+                     turn: int | None = None, step: str | None = None) -> Asked:
+        """Decide one action; "ask" waits here until a person decides. `turn` (the loop's) or
+        `step` (an outside agent's tool-use id) makes the approval's key."""
         subject = subject_of(action, arguments)
         verdict = decide_action(action, subject, hive=self.hive_policy, agent=self.agent_policy)
         if verdict.decision is Decision.ALLOW:
@@ -137,7 +143,7 @@ class ActionGate:
             return Asked(verdict, f"error: {tool} was not run: denied by policy ({verdict.reason})."
                                   " Do the task another way, or abstain/escalate if you can't.")
         approval = await asyncio.to_thread(self._open, action, tool, arguments, subject, verdict,
-                                           turn)
+                                           turn, step)
         approval = await self._wait(approval)
         if approval.status is ApprovalStatus.APPROVED:
             return Asked(verdict, None, approval)
@@ -147,8 +153,9 @@ class ActionGate:
                               "another way, or abstain/escalate if you can't.", approval)
 
     def _open(self, action: Action, tool: str, arguments: Mapping[str, object], subject: str,
-              verdict: Verdict, turn: int) -> Approval:
-        key = action_key(self.task.id, turn, tool, arguments)
+              verdict: Verdict, turn: int | None, step: str | None) -> Approval:
+        task_id = self.task.id if self.task else None
+        key = action_key(task_id, step if step is not None else turn or 0, tool, arguments)
         existing = find_action_approval(self.store, self.hive.id, key)
         if existing is not None:
             return existing
@@ -156,11 +163,14 @@ class ActionGate:
         verb = {Action.RUN_COMMAND: "run", Action.WRITE: "write", Action.EDIT: "edit",
                 Action.READ: "read", Action.MEMORY: f"{tool} on",
                 Action.POST_SUBTASKS: "post the subtasks", Action.MERGE: "merge"}[action]
+        who = self.agent.name if self.agent else "an outside agent"
+        where = f" (task {self.task.title!r})" if self.task else ""
         return self.store.create_approval(Approval(
-            id=new_id(), hive_id=self.hive.id, kind=ApprovalKind.ACTION, agent_id=self.agent.id,
-            subject=f"{self.agent.name} wants to {verb} {shown} (task {self.task.title!r}); "
-                    f"{verdict.reason}",
-            data={"key": key, "task_id": self.task.id, "turn": turn, "action": action.value,
+            id=new_id(), hive_id=self.hive.id, kind=ApprovalKind.ACTION,
+            agent_id=self.agent.id if self.agent else None,
+            subject=f"{who} wants to {verb} {shown}{where}; {verdict.reason}",
+            data={"key": key, "task_id": task_id, "turn": turn, "step": step,
+                  "action": action.value,
                   "tool": tool, "subject": subject, "arguments": dict(arguments),
                   "diff": self._diff(action, arguments), "rule": verdict.reason}))
 
@@ -172,7 +182,7 @@ class ActionGate:
         if not isinstance(path, str):
             return None
         try:
-            target = self.workspace.resolve(path)
+            target = self.workspace.resolve(path) if self.workspace else Path(path)
             before = target.read_text(errors="replace") if target.is_file() else ""
         except (WorkspaceError, OSError):
             before = ""

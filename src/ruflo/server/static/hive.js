@@ -194,7 +194,7 @@
       list.append(el("li", { class: "approval", "data-approval-id": approval.id },
         el("p", {}, el("strong", { text: approval.subject })),
         el("p", { class: "muted", text: approval.kind.replace(/_/g, " ") + (by ? " · asked by " + by : "") +
-                  (action ? " · waits at turn " + data.turn + " of task " + taskTitle(data.task_id) : "") +
+                  (action && data.turn != null ? " · waits at turn " + data.turn + " of task " + taskTitle(data.task_id) : "") +
                   " · " + when(approval.created_at) }),
         action ? el("pre", { class: "approval-action", text: data.tool + ": " + data.subject }) : null,
         action && data.diff ? el("pre", { class: "diff approval-diff", tabindex: "0", "aria-label": "The change", text: data.diff }) : null,
