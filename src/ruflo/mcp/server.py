@@ -248,7 +248,9 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         except RufloError as error:
             raise refused(error) from None
 
-    @server.tool()
+    # No structured output: Claude Code reads the answer from exactly one text block, and takes a
+    # structuredContent ({"result": ...}) for an invalid answer when one is present.
+    @server.tool(structured_output=False)
     async def permission_prompt(
         tool_name: Annotated[str, Field(min_length=1, max_length=200)],
         input: dict[str, Any],  # noqa: A002 - the name Claude Code sends
