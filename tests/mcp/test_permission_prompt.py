@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from mcp.client.stdio import StdioServerParameters
 from test_transports import server_env
-from waiting import until
 
 from mcp import Client
 from ruflo.model import Agent, ApprovalKind, ApprovalStatus, Hive, Mode, Task
 from ruflo.store import open_store
+from waiting import until
 
 pytestmark = pytest.mark.integration
 

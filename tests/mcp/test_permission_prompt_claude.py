@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from test_transports import server_env
-from waiting import stays_sync, wait_until
 
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, ApprovalStatus, Hive, Mode, Task
 from ruflo.store import open_store
+from waiting import stays_sync, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -5,6 +5,7 @@ test presses a message's button with `press`. Starlette under uvicorn, on a loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -83,7 +84,5 @@ class BotApi:
             if ready or self._loop.time() >= deadline:
                 return ready
             self._new.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), deadline - self._loop.time())
-            except TimeoutError:
-                pass

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from bot_api import CHAT, TOKEN, BotApi
-from waiting import stays, until
 
 from ruflo.agents import Limits, OutcomeKind, RunContext
 from ruflo.agents.loop import LLMExecutor
@@ -24,6 +23,7 @@ from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, ApprovalStatus, Hive, Mode, Task
 from ruflo.notify.telegram_buttons import read_press
 from ruflo.store import open_store
+from waiting import stays, until
 
 WIPE = "rm -rf build"
 SCRIPT = {"keys": ["sk-test"], "rules": [

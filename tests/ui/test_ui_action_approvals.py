@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from ui_harness import Servers, expect, shoot
-from waiting import stays_sync, wait_until
 
 from ruflo.model import ApprovalStatus, TaskState
+from waiting import stays_sync, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -75,7 +75,7 @@ def test_approving_on_the_hive_page_runs_the_command_and_the_attempt_goes_on(
 
 def test_rejecting_on_the_hive_page_sends_the_reason_to_the_model(
         servers: Servers, page: Any) -> None:
-    served, gateway, hive_id, workspace = waiting_hive(servers, page)
+    _served, gateway, _hive_id, workspace = waiting_hive(servers, page)
     page.get_by_role("textbox", name="Reason for:", exact=False).fill("the cache is precious")
     page.get_by_role("button", name="Reject: ", exact=False).click()
 

@@ -16,8 +16,8 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ruflo.agents.permissions import (

@@ -205,6 +205,8 @@ def parse_actions(raw: object, where: str) -> ActionPolicy:
 
 def _enum(kind: type[E], value: object, where: str, problems: list[str]) -> E | None:
     try:
+        if not isinstance(value, str):
+            raise ValueError(value)
         return kind(value)
     except ValueError:
         choices = ", ".join(m.value for m in kind)

@@ -14,8 +14,8 @@ import typer
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.gateway.base import Gateway
-    from ruflo.store.base import Store
     from ruflo.notify.telegram_buttons import TelegramButtons
+    from ruflo.store.base import Store
 
 app = typer.Typer(help="Run the web server: chat API, hive API, live event streams, probes.")
 

@@ -57,7 +57,8 @@ def ruflo_action(tool_name: str, tool_input: Mapping[str, Any],
         return action, {"path": path, "old": str(tool_input.get("old_string", "")),
                         "new": str(tool_input.get("new_string", ""))}
     if tool_name == "MultiEdit":
-        edits = tool_input.get("edits") if isinstance(tool_input.get("edits"), list) else []
+        raw = tool_input.get("edits")
+        edits: list[Any] = raw if isinstance(raw, list) else []
         first = edits[0] if edits and isinstance(edits[0], dict) else {}
         return action, {"path": path, "old": str(first.get("old_string", "")),
                         "new": str(first.get("new_string", "")), "edits": len(edits)}

@@ -253,7 +253,7 @@ def build_server(desk: Desk) -> MCPServer[Any]:
     @server.tool(structured_output=False)
     async def permission_prompt(
         tool_name: Annotated[str, Field(min_length=1, max_length=200)],
-        input: dict[str, Any],  # noqa: A002 - the name Claude Code sends
+        input: dict[str, Any],
         tool_use_id: Annotated[str | None, Field(max_length=200)] = None,
     ) -> str:
         """For `claude --permission-prompt-tool mcp__ruflo__permission_prompt`: decides a tool

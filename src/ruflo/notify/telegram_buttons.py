@@ -88,14 +88,14 @@ class TelegramButtons:
         return handled
 
     async def _press(self, client: Any, press: dict[str, Any]) -> int:
-        message = press.get("message") if isinstance(press.get("message"), dict) else {}
-        chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+        message = _mapping(press.get("message"))
+        chat = _mapping(message.get("chat"))
         read = read_press(press.get("data"))
         if read is None or str(chat.get("id")) != self.chat_id:
             text, handled = "not a ruflo approval of this chat: nothing was decided", 0
         else:
             approval_id, approve = read
-            who = press.get("from") if isinstance(press.get("from"), dict) else {}
+            who = _mapping(press.get("from"))
             name = who.get("username") or who.get("id") or "someone"
             text = await asyncio.to_thread(self.decide, approval_id, approve, f"telegram:{name}")
             handled = 1
@@ -128,3 +128,7 @@ class TelegramButtons:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout if timeout is not None else self.poll_seconds + 5)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
