@@ -7,7 +7,9 @@ after which one of those fails although each branch passed alone, becomes work: 
 task (the tasks' skills, the conflicting files and both sides in its description, a higher
 priority; swarm mode: on the board; company mode: the engine gives it to the task owner's
 manager, engine/company_board.py `_owner_for_new`), whose own
-attempt starts with the merge in its worktree. Depends on the Executor types, gitwork, the
+attempt starts with the merge in its worktree. Before merging, the `merge` action policy decides
+(agents/asking.py): ask waits for a person; deny or a rejection fails the attempt, its commit
+kept on its branch. Depends on the Executor types, gitwork, the
 command runner and the Store protocol.
 """
 
@@ -17,9 +19,11 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ruflo.agents.asking import ActionGate
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
+from ruflo.agents.permissions import Action
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Task, new_id
 
@@ -152,6 +156,15 @@ class Isolated:
                                    task_id=task.id,
                                    data={"branch": tree.branch, "commit": commit,
                                          "base": tree.base, "files": changed[:200]})
+            # The merge is an action too: a policy may ask a person first, or refuse it.
+            gate = ActionGate(ctx.store, hive, agent, task, None,
+                              poll_seconds=ctx.limits.approval_poll)
+            asked = await gate.decide(Action.MERGE, "merge", {
+                "branch": tree.branch, "commit": commit, "files": changed[:50]},
+                step=f"merge:{commit}")
+            if asked.refusal is not None:
+                return replace(outcome, kind=OutcomeKind.FAILED,
+                               reason=asked.refusal.removeprefix("error: "))
             posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
             if posted is None:
                 return outcome
