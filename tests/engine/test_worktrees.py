@@ -230,8 +230,10 @@ async def test_a_merge_the_policy_asks_about_waits_for_a_person(
     assert approval.data["action"] == "merge"
     assert approval.data["arguments"]["files"] == ["solo.txt"]
     branch = f"ruflo/{hive.id}"
-    assert subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{branch}:solo.txt"],
-                          capture_output=True, check=False).returncode != 0  # not merged yet
+    merged_yet = await asyncio.to_thread(
+        subprocess.run, ["git", "-C", str(repo), "cat-file", "-e", f"{branch}:solo.txt"],
+        capture_output=True, check=False)
+    assert merged_yet.returncode != 0  # not merged while the approval waits
     store.decide_approval(approval.id, ApprovalStatus.APPROVED, decided_by="person:ops")
     final = await asyncio.wait_for(running, 90)
     assert final.status is HiveStatus.DONE, why(store, hive)
