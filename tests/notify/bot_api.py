@@ -40,9 +40,11 @@ class BotApi:
         self.thread.stop()
 
     def press(self, message: dict[str, Any], button: int, *, chat: str = CHAT,
-              user: str = "ops") -> None:
-        """A person presses button `button` (0 approve, 1 reject) under `message`."""
-        data = message["reply_markup"]["inline_keyboard"][0][button]["callback_data"]
+              user: str = "ops", data: str | None = None) -> None:
+        """A person presses button `button` (0 approve, 1 reject) under `message` (or a client
+        sends `data` as if it were a button's)."""
+        if data is None:
+            data = message["reply_markup"]["inline_keyboard"][0][button]["callback_data"]
         with self._lock:
             update_id = 1000 + len(self._updates)
             self._updates.append({"update_id": update_id, "callback_query": {

@@ -132,8 +132,13 @@ async def test_presses_from_another_chat_decide_nothing(setup: Setup) -> None:
     with hive_notifications(setup.settings, setup.store, echo=lambda _: None):
         attempt, message = await parked(setup)
         setup.bot.press(message, 0, chat="666")
-        await until(lambda: setup.bot.answers, what="the press was never answered")
+        setup.bot.press(message, 0, data="ruflo:approve:no-such-approval")
+        setup.bot.press(message, 0, data="ruflo:approve:" + "x" * 40 + ":extra")
+        await until(lambda: len(setup.bot.answers) == 3, what="a press was never answered")
         assert "nothing was decided" in setup.bot.answers[0]["text"]
+        assert setup.bot.answers[1]["text"] == \
+            "no approval no-such-approval: nothing was decided"
+        assert "nothing was decided" in setup.bot.answers[2]["text"]
         assert setup.store.list_approvals(hive_id="h1")[0].status is ApprovalStatus.PENDING
         attempt.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -59,6 +59,13 @@ def test_approving_on_the_hive_page_runs_the_command_and_the_attempt_goes_on(
         servers: Servers, page: Any) -> None:
     served, gateway, hive_id, workspace = waiting_hive(servers, page)
     shoot(page, "action-approval")
+    # While it waits the task stays claimed: the engine keeps renewing its lease.
+    claimed = next(t for t in served.store.list_tasks(hive_id) if t.state is TaskState.CLAIMED)
+    assert claimed.lease_until is not None
+    wait_until(lambda: (served.store.get_task(claimed.id).lease_until or claimed.lease_until)
+               > claimed.lease_until, what="the lease was not renewed while the action waited")
+    assert served.store.get_task(claimed.id).state is TaskState.CLAIMED
+    assert len(gateway.requests) == 1
     page.get_by_role("button", name=f"Approve: ada wants to run `{WIPE}`", exact=False).click()
 
     task = wait_until(lambda: next((t for t in served.store.list_tasks(hive_id)
