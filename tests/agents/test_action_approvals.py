@@ -142,3 +142,26 @@ async def test_an_open_approval_is_found_again_by_a_new_attempt(board):
     assert outcome.kind is OutcomeKind.COMPLETE
     assert [a.id for a in board.store.list_approvals(hive_id=board.hive.id)] == [approval.id]
     assert not (board.workspace / "build").exists()
+
+
+async def test_an_edit_the_hive_asks_about_shows_its_diff(make_board, scripted, gateway_for):
+    board = make_board()
+    hive = board.store.update_hive(board.hive.id, config={"actions": {"edit": "ask"}})
+    (board.workspace / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    server = scripted({"rules": [
+        {"match": {"turn": 1}, "reply": call("edit_file", path="calc.py", old="a - b",
+                                             new="a + b")},
+        {"match": {"turn": 2}, "reply": call("complete", result="fixed")}]})
+    attempt = asyncio.create_task(LLMExecutor().run(
+        board.task, board.agent, hive, board.context(gateway_for(server, board.store),
+                                                     limits=LIMITS)))
+    requested = await wait_for_event(board.store, hive.id, "approval_requested")
+    approval = board.store.get_approval(requested.data["approval_id"])
+    assert approval.data["diff"] == ("--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n"
+                                     " def add(a, b):\n-    return a - b\n+    return a + b\n")
+    assert "the hive's policy for edit says ask" in approval.subject
+    assert (board.workspace / "calc.py").read_text().endswith("a - b\n")
+    board.store.decide_approval(approval.id, ApprovalStatus.APPROVED, decided_by="person:ops")
+    outcome = await asyncio.wait_for(attempt, 60)
+    assert outcome.kind is OutcomeKind.COMPLETE
+    assert (board.workspace / "calc.py").read_text().endswith("a + b\n")
