@@ -58,6 +58,8 @@ class EventKind(enum.StrEnum):
     GATEWAY_BACK = "gateway_back"
     HIVE_PAUSE_DETAIL = "hive_pause_detail"
     HIVE_BUDGET_CHANGED = "hive_budget_changed"
+    ACTIONS_CHANGED = "actions_changed"
+    """A hive's or an agent's action policy was set (agents/permissions.py)."""
     OBJECTIVE_VERIFIED = "objective_verified"
     """The objective's verify command ran on the finished workspace."""
     APPROVAL_AMENDED = "approval_amended"

@@ -86,6 +86,8 @@ class ApprovalKind(enum.StrEnum):
     BUDGET_OVERRIDE = "budget_override"
     HIRE = "hire"
     STRATEGY = "strategy"
+    ACTION = "action"
+    """An agent's action (a command, a file change, a merge) its policy says to ask about."""
 
 
 class ApprovalStatus(enum.StrEnum):

@@ -7,9 +7,11 @@ after which one of those fails although each branch passed alone, becomes work: 
 task (the tasks' skills, the conflicting files and both sides in its description, a higher
 priority; swarm mode: on the board; company mode: the engine gives it to the task owner's
 manager, engine/company_board.py `_owner_for_new`), whose own
-attempt starts with the merge in its worktree. A hive on a git remote (agents/gitremote.py)
-pushes each task branch and merges across machines one at a time under the store's merge
-lock. Depends on the Executor types, gitwork, the
+attempt starts with the merge in its worktree. Before merging, the `merge` action policy decides
+(agents/asking.py): ask waits for a person; deny or a rejection fails the attempt, its commit
+kept on its branch. A hive on a git remote (agents/gitremote.py) pushes each task branch and
+merges across machines one at a time under the store's merge lock. Depends on the Executor
+types, gitwork, the
 command runner and the Store protocol.
 """
 
@@ -21,9 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ruflo.agents.asking import ActionGate
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
+from ruflo.agents.permissions import Action
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Task, TaskState, new_id
 
@@ -214,6 +218,15 @@ class Isolated:
                                    data={"branch": tree.branch, "commit": commit,
                                          "base": tree.base, "files": changed[:200],
                                          "remote": repo.remote})
+            # The merge is an action too: a policy may ask a person first, or refuse it.
+            gate = ActionGate(ctx.store, hive, agent, task, None,
+                              poll_seconds=ctx.limits.approval_poll)
+            asked = await gate.decide(Action.MERGE, "merge", {
+                "branch": tree.branch, "commit": commit, "files": changed[:50]},
+                step=f"merge:{commit}")
+            if asked.refusal is not None:
+                return replace(outcome, kind=OutcomeKind.FAILED,
+                               reason=asked.refusal.removeprefix("error: "))
             try:
                 posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
             except GitError as error:

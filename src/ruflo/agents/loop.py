@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ruflo import telemetry
+from ruflo.agents.asking import ActionGate
 from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome, TaskTool
 from ruflo.agents.tools import ToolBox, tool_schemas, truncate
 from ruflo.agents.workspace import Workspace
@@ -37,7 +38,9 @@ class LLMExecutor:
     the task; then each turn, ask the gateway for the next step — tool calls are run and their
     results (cut to a bound) sent back; a task tool (complete, abstain, post_subtasks,
     delegate, escalate) ends the attempt with its outcome; a plain-text answer gets a nudge back
-    to the tools. Every call asks for at most `completion_tokens` (the agent's `max_tokens`
+    to the tools. Before a tool runs, the hive's and the agent's action policies decide (agents/
+    asking.py): deny → the model reads an error; ask → the loop waits here, spending nothing,
+    until a person approves (the tool runs) or rejects (an error with the reason). Every call asks for at most `completion_tokens` (the agent's `max_tokens`
     setting, else the limits'), which is also what the budget books for the answer. After
     `max_turns` calls without a task tool, the attempt fails. Each turn,
     tool call and tool result is appended to the hive's events; what was done is left as a note
@@ -69,6 +72,8 @@ class LLMExecutor:
         ]
         toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=memory,
                           workspace=workspace)
+        gate = ActionGate(ctx.store, hive, agent, task, workspace,
+                          poll_seconds=limits.approval_poll)
         call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
                                    kind=CostKind.WORK)
         outcome: TaskOutcome | None = None
@@ -93,10 +98,14 @@ class LLMExecutor:
                 for call in answer.tool_calls:
                     transcript.add(EventKind.TOOL_CALL, turn=turn, call_id=call.id,
                                    name=call.name, arguments=call.arguments)
+                    refusal = None if outcome is not None else await gate.refusal(
+                        call.name, call.arguments, turn=turn)
                     if outcome is not None:
                         # Every tool call needs an answer, but the attempt has already ended.
                         content = "not run: the task already ended with an earlier call"
                         error = True
+                    elif refusal is not None:  # denied by policy, or rejected by a person
+                        content, error = refusal, True
                     else:
                         with telemetry.span(f"execute_tool {call.name}", {
                                 "gen_ai.operation.name": "execute_tool",

@@ -182,12 +182,16 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
         config["workload"] = str(workload.source) if workload.source else workload.name
         if workload.verify:
             config["verify"] = workload.verify
+        if workload.actions:
+            config["actions"] = workload.actions
     budget = Budget(max_tokens=budget_tokens, max_cost=budget_cost)
     if org is not None:
         config["max_depth"] = org.max_depth
         config["max_hires"] = org.max_hires
         if org.approvals:
             config["approvals"] = org.approvals
+        if org.actions:
+            config["actions"] = org.actions
         if budget.unlimited:
             budget = org.budget
         name = name or org.name

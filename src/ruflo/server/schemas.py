@@ -391,5 +391,13 @@ class PauseBody(Body):
                                              max_length=500)] = "paused by a person"
 
 
+class ActionsBody(Body):
+    actions: dict[str, Any]
+    """An `actions:` block (agents/permissions.py parse_actions checks it)."""
+
+
 class ApprovalDecision(Body):
     decision: Literal["approved", "rejected"]
+    reason: Annotated[str | None, StringConstraints(strip_whitespace=True, min_length=1,
+                                                    max_length=2000)] = None
+    """Why: an agent whose action was rejected reads it as its tool error."""

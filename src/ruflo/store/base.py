@@ -201,8 +201,9 @@ class ApprovalStore(Protocol):
     def create_approval(self, approval: Approval) -> Approval:
         """Event: approval_requested."""
     def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                        decided_by: str) -> Approval:
-        """Raise Conflict when already decided. Event: approval_decided."""
+                        decided_by: str, reason: str | None = None) -> Approval:
+        """Raise Conflict when already decided. `reason` is kept in the approval's data (an
+        agent whose action was rejected reads it). Event: approval_decided."""
     def get_approval(self, approval_id: str) -> Approval: ...
     def list_approvals(self, *, hive_id: str | None = None,
                        status: ApprovalStatus | None = None) -> list[Approval]: ...
