@@ -69,18 +69,24 @@ def written_parts(turns: int, *, command_turn: int | None = None) -> dict[str, s
     return files
 
 
-def prompt_text(request: dict[str, Any]) -> str:
-    """A request's prompt as a provider reads it, in order: the tools, then every message."""
+def prompt_text(request: dict[str, Any], *, marks: bool = True) -> str:
+    """A request's prompt as a provider reads it, in order: the tools, then every message;
+    without `marks`, cache breakpoints left out (Anthropic's cache does not compare them)."""
+    messages = request["messages"] if marks else json.loads(
+        json.dumps(request["messages"]), object_hook=lambda o: {
+            k: v for k, v in o.items() if k != "cache_control"})
     return json.dumps({"tools": request.get("tools") or []}, sort_keys=True) + "".join(
-        json.dumps(message, sort_keys=True) for message in request["messages"])
+        json.dumps(message, sort_keys=True) for message in messages)
 
 
-def common_prefixes(requests: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+def common_prefixes(requests: list[dict[str, Any]], *,
+                    marks: bool = True) -> list[tuple[int, int, int]]:
     """For each request after the first: (bytes of the request before, bytes of this one, bytes
     of this one that are a byte-identical prefix shared with the one before)."""
     found: list[tuple[int, int, int]] = []
     for before, after in zip(requests, requests[1:], strict=False):
-        a, b = prompt_text(before).encode(), prompt_text(after).encode()
+        a = prompt_text(before, marks=marks).encode()
+        b = prompt_text(after, marks=marks).encode()
         common = 0
         for x, y in zip(a, b, strict=False):
             if x != y:

@@ -85,19 +85,24 @@ def takes_cache_marks(model: str, agent: Agent) -> bool:
 
 
 def with_cache_marks(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """A copy of `messages` with Anthropic cache breakpoints: on the system prompt (stable for
-    every task of the agent) and on the newest message with text (all of it is the next
-    request's prefix). Two of the four breakpoints Anthropic allows; the stored conversation is
-    not changed."""
-    marked = list(messages)
+    """A copy of `messages` for a model that takes cache breakpoints: every text as a content
+    block (so a message reads the same whether it carries a mark or not), with Anthropic's
+    ephemeral mark on the system prompt (stable for every task of the agent) and on the newest
+    message with text (all of it is the next request's prefix): two of the four breakpoints
+    Anthropic allows. The stored conversation is not changed."""
+    marked: list[ChatMessage] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            message = {**message, "content": [{"type": "text", "text": content}]}
+        marked.append(message)
     targets = [0] if marked and marked[0].get("role") == "system" else []
     newest = next((i for i in range(len(marked) - 1, 0, -1)
-                   if isinstance(marked[i].get("content"), str) and marked[i]["content"]), None)
+                   if isinstance(marked[i].get("content"), list)), None)
     if newest is not None:
         targets.append(newest)
     for index in targets:
-        message: dict[str, Any] = dict(marked[index])
-        message["content"] = [{"type": "text", "text": message["content"],
-                               "cache_control": EPHEMERAL}]
-        marked[index] = message
+        blocks: list[dict[str, Any]] = list(marked[index]["content"])
+        blocks[-1] = {**blocks[-1], "cache_control": EPHEMERAL}
+        marked[index] = {**marked[index], "content": blocks}
     return marked
