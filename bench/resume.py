@@ -27,13 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from long_attempt import long_rules  # noqa: E402
-
-from ruflo.agents.gitwork import init_repo  # noqa: E402
-from ruflo.gateway.scripted import ScriptedGateway  # noqa: E402
-from ruflo.gateway.scripted_answer import estimate_tokens, message_text  # noqa: E402
-from ruflo.store import open_store  # noqa: E402
-from waiting import wait_until  # noqa: E402
+from long_attempt import long_rules
+from ruflo.agents.gitwork import init_repo
+from ruflo.gateway.scripted import ScriptedGateway
+from ruflo.gateway.scripted_answer import estimate_tokens, message_text
+from ruflo.store import open_store
+from waiting import wait_until
 
 RUFLO = Path(sys.executable).parent / "ruflo"
 KEY = "sk-bench"

@@ -9,6 +9,7 @@ resumed attempt, whose requests carry the turns from its journal, meets the same
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 from pathlib import Path
@@ -31,7 +32,8 @@ def long_rules(turns: int, *, command_turn: int | None = None, counter: Path | N
     rules: list[dict[str, Any]] = []
     for turn in range(1, turns):
         if turn == command_turn:
-            assert counter is not None and release is not None
+            assert counter is not None
+            assert release is not None
             command = (f"echo ran >> {shlex.quote(str(counter))}; "
                        f"while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.05; done; "
                        "echo released")
@@ -84,7 +86,7 @@ def common_prefixes(requests: list[dict[str, Any]], *,
     """For each request after the first: (bytes of the request before, bytes of this one, bytes
     of this one that are a byte-identical prefix shared with the one before)."""
     found: list[tuple[int, int, int]] = []
-    for before, after in zip(requests, requests[1:], strict=False):
+    for before, after in itertools.pairwise(requests):
         a = prompt_text(before, marks=marks).encode()
         b = prompt_text(after, marks=marks).encode()
         common = 0

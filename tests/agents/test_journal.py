@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from long_attempt import common_prefixes, long_rules, prefix_shares, written_parts
 
+from long_attempt import common_prefixes, long_rules, prefix_shares, written_parts
 from ruflo.agents.base import Limits, OutcomeKind, RunContext
 from ruflo.agents.journal import INTERRUPTED
 from ruflo.agents.loop import LLMExecutor
@@ -74,7 +74,8 @@ async def test_a_cut_attempt_continues_from_its_journal(store: Any, scripted: Sc
             await work
         assert scripted.chat_count == 6
         journal = store.open_journal_of(task.id)
-        assert journal is not None and journal.closed_at is None
+        assert journal is not None
+        assert journal.closed_at is None
 
         # Taken up again, in a fresh folder (as a new git worktree would be).
         outcome = await LLMExecutor().run(task, agent, hive, context(store, second_ws, client))
@@ -97,7 +98,8 @@ async def test_a_cut_attempt_continues_from_its_journal(store: Any, scripted: Sc
     assert events[0].data["interrupted"] == ["run_command"]
     assert sorted(events[0].data["replayed_files"]) == ["part1.txt", "part4.txt"]
     (journal,) = store.task_journals(task.id)
-    assert journal.closed_at is not None and journal.close_reason == "ended: complete"
+    assert journal.closed_at is not None
+    assert journal.close_reason == "ended: complete"
     assert store.open_journal_of(task.id) is None
 
 
@@ -128,7 +130,8 @@ async def test_a_changed_task_or_another_agent_starts_over(store: Any,
         scripted.open_gate("held")
         outcome = await LLMExecutor().run(changed, agent, hive,
                                           context(store, workspace, client))
-        assert outcome.kind is OutcomeKind.COMPLETE and outcome.turns == 4
+        assert outcome.kind is OutcomeKind.COMPLETE
+        assert outcome.turns == 4
         first, second = store.task_journals(task.id)
         assert first.close_reason == "the task changed since this attempt began"
         assert second.close_reason == "ended: complete"
@@ -139,7 +142,8 @@ async def test_a_changed_task_or_another_agent_starts_over(store: Any,
         scripted.open_gate("held")
         outcome = await LLMExecutor().run(changed, other, hive,
                                           context(store, workspace, client))
-        assert outcome.turns == 4 and scripted.chat_count == 3 + 4
+        assert outcome.turns == 4
+        assert scripted.chat_count == 3 + 4
     finally:
         await client.aclose()
     third = store.task_journals(task.id)[2]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from cli_harness import RUFLO, Cli
-from long_attempt import long_rules, written_parts
 
+from long_attempt import long_rules, written_parts
 from ruflo.agents.gitwork import HiveRepo, init_repo
 from ruflo.agents.journal import INTERRUPTED
 from ruflo.event_kinds import EventKind
@@ -85,7 +85,8 @@ def test_sigkill_at_turn_6_resumes_from_the_journal(cli: Cli, tmp_path: Path) ->
             "role": "tool", "tool_call_id": after_kill["messages"][-2]["tool_calls"][0]["id"],
             "content": INTERRUPTED}
         (event,) = store.events(hive_id, kinds=[EventKind.ATTEMPT_RESUMED])
-        assert event.data["turn"] == 6 and event.data["interrupted"] == ["run_command"]
+        assert event.data["turn"] == 6
+        assert event.data["interrupted"] == ["run_command"]
         assert sorted(event.data["replayed_files"]) == ["part1.txt", "part4.txt"]
         repo = HiveRepo(workspace, hive_id)
         for name, text in written_parts(10, command_turn=6).items():
