@@ -161,8 +161,8 @@ class JournalEntry:
     turn: int
     call_id: str | None
     data: JSON
-    """MESSAGE: {"message": the chat message, and for a tool result "name", "arguments", "error"
-    and, for a file tool that wrote, "path" and "after" (the file's text after it)}.
+    """MESSAGE: {"message": the chat message, and for a tool result "name", "error" and, for a
+    file tool that wrote, "path" and "after" (the file's text after it)}.
     TOOL_STARTED: {"name", "arguments"}."""
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from long_attempt import common_prefixes, long_rules, prefix_shares, written_parts
 from ruflo.agents.base import Limits, OutcomeKind, RunContext
-from ruflo.agents.journal import INTERRUPTED
+from ruflo.agents.journal import INTERRUPTED, Journal
 from ruflo.agents.loop import LLMExecutor
 from ruflo.agents.sandbox import Sandbox, SandboxMode
 from ruflo.event_kinds import EventKind
@@ -200,3 +200,68 @@ async def test_anthropic_models_get_cache_breakpoints(store: Any, scripted: Scri
     # The journal keeps the plain conversation: a resume may go to another provider.
     (journal,) = store.task_journals(task.id)
     assert all(isinstance(m["content"], str) for m in journal.opening["messages"])
+
+
+async def test_the_last_answers_calls_are_settled_without_a_model_call(
+        store: Any, scripted: ScriptedGateway, tmp_path: Path) -> None:
+    """A journal whose last answer has a call done, one started (the process died in it) and
+    two not started: the started one is answered as interrupted, the others run, and the
+    `complete` among them ends the attempt — no model call at all."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    hive, agent, task = hive_with_task(store, workspace)
+    journal = Journal.begin(store, task, agent, [{"role": "system", "content": "s"},
+                                                 {"role": "user", "content": "Task: t"}])
+    calls = [("c1", "write_file", {"path": "a.txt", "content": "A"}),
+             ("c2", "read_file", {"path": "a.txt"}),
+             ("c3", "write_file", {"path": "b.txt", "content": "B"}),
+             ("c4", "complete", {"result": "wrote a and b"})]
+    journal.message(1, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+        for i, n, a in calls]})
+    journal.started(1, "c1", "write_file", json.dumps(calls[0][2]))
+    journal.message(1, {"role": "tool", "tool_call_id": "c1", "content": "wrote 1 bytes"},
+                    name="write_file", error=False, path="a.txt", after="A")
+    journal.started(1, "c2", "read_file", json.dumps(calls[1][2]))
+    client = GatewayClient(scripted.base_url, KEY, store=store)
+    try:
+        outcome = await LLMExecutor().run(task, agent, hive, context(store, workspace, client))
+    finally:
+        await client.aclose()
+    assert outcome.kind is OutcomeKind.COMPLETE
+    assert outcome.result == "wrote a and b"
+    assert scripted.chat_count == 0
+    assert (workspace / "a.txt").read_text() == "A"
+    assert (workspace / "b.txt").read_text() == "B"
+    (event,) = store.events(hive.id, kinds=[EventKind.ATTEMPT_RESUMED])
+    assert event.data["interrupted"] == ["read_file"]
+    assert event.data["run_now"] == ["write_file", "complete"]
+    assert event.data["replayed_files"] == ["a.txt"]
+    (closed,) = store.task_journals(task.id)
+    results = [e.data["message"] for e in closed.entries
+               if e.data.get("message", {}).get("role") == "tool"]
+    assert [m["content"] for m in results][1] == INTERRUPTED
+
+
+async def test_an_outcome_recorded_before_the_death_ends_the_attempt(
+        store: Any, scripted: ScriptedGateway, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    hive, agent, task = hive_with_task(store, workspace)
+    journal = Journal.begin(store, task, agent, [{"role": "system", "content": "s"},
+                                                 {"role": "user", "content": "Task: t"}])
+    journal.message(1, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "abstain", "arguments": '{"reason": "not mine"}'}}]})
+    journal.started(1, "c1", "abstain", '{"reason": "not mine"}')
+    journal.message(1, {"role": "tool", "tool_call_id": "c1", "content": "task given back"},
+                    name="abstain", error=False)
+    client = GatewayClient(scripted.base_url, KEY, store=store)
+    try:
+        outcome = await LLMExecutor().run(task, agent, hive, context(store, workspace, client))
+    finally:
+        await client.aclose()
+    assert outcome.kind is OutcomeKind.ABSTAIN
+    assert outcome.reason == "not mine"
+    assert outcome.turns == 1
+    assert scripted.chat_count == 0

@@ -119,6 +119,7 @@ class Journal:
         started: dict[str, bool] = {}
         answered: set[str] = set()
         last_calls: list[JSON] = []
+        asked: dict[str, tuple[str, str]] = {}  # call id -> (name, arguments)
         for entry in self.record.entries:
             data = entry.data
             if entry.kind is JournalEntryKind.TOOL_STARTED:
@@ -130,11 +131,13 @@ class Journal:
                 taken.turn = entry.turn
                 last_calls = list(message.get("tool_calls") or [])
                 answered, started = set(), {}
+                asked = {c["id"]: (c["function"]["name"], c["function"]["arguments"])
+                         for c in last_calls}
             elif message.get("role") == "tool":
-                answered.add(message.get("tool_call_id", ""))
-                if not data.get("error"):
-                    taken.finished_calls.append((str(data.get("name")),
-                                                 str(data.get("arguments") or "{}")))
+                call_id = message.get("tool_call_id", "")
+                answered.add(call_id)
+                if not data.get("error") and call_id in asked:
+                    taken.finished_calls.append(asked[call_id])
                 path, after = data.get("path"), data.get("after")
                 if isinstance(path, str) and isinstance(after, str):
                     taken.writes.append((path, after))
@@ -148,8 +151,8 @@ class Journal:
         return taken
 
     def message(self, turn: int, message: ChatMessage, **details: object) -> None:
-        """Record a message added to the conversation (with a tool result: name, arguments,
-        error, and for a file write its path and the file's text after it)."""
+        """Record a message added to the conversation (with a tool result: the tool's name,
+        whether it failed, and for a file write its path and the file's text after it)."""
         data: dict[str, object] = {"message": message, **details}
         self.store.append_journal(self.record.id, JournalEntryKind.MESSAGE, turn=turn,
                                   call_id=message.get("tool_call_id"), data=data)

@@ -216,8 +216,7 @@ class Attempt:
                             name=call.name, ok=not error, content=content)
         message: ChatMessage = {"role": "tool", "tool_call_id": call.id, "content": content}
         self.messages.append(message)
-        self.journal.message(self.turn, message, name=call.name, arguments=call.arguments,
-                             error=error, **details)
+        self.journal.message(self.turn, message, name=call.name, error=error, **details)
 
 
 def completion_tokens(agent: Agent, limits: Limits) -> int:
