@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from long_attempt import long_rules, written_parts
 
+from long_attempt import long_rules, written_parts
 from ruflo.agents.journal import INTERRUPTED
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.scripted import ScriptedGateway
