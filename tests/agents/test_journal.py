@@ -18,10 +18,11 @@ from ruflo.agents.base import Limits, OutcomeKind, RunContext
 from ruflo.agents.journal import INTERRUPTED, Journal
 from ruflo.agents.loop import LLMExecutor
 from ruflo.agents.sandbox import Sandbox, SandboxMode
+from ruflo.errors import GatewayBudgetError
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
-from ruflo.model import Agent, Hive, Mode, Task
+from ruflo.model import Agent, Hive, JournalEntryKind, Mode, Task
 from waiting import wait_until
 
 KEY = "sk-test"
@@ -265,3 +266,50 @@ async def test_an_outcome_recorded_before_the_death_ends_the_attempt(
     assert outcome.reason == "not mine"
     assert outcome.turns == 1
     assert scripted.chat_count == 0
+
+
+async def test_a_damaged_journal_is_closed_and_the_attempt_starts_over(
+        store: Any, scripted: ScriptedGateway, tmp_path: Path) -> None:
+    scripted.set_rules(long_rules(2))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    hive, agent, task = hive_with_task(store, workspace)
+    journal = Journal.begin(store, task, agent, [{"role": "system", "content": "s"}])
+    store.append_journal(journal.record.id, JournalEntryKind.MESSAGE, turn=1, call_id=None,
+                         data={"message": "not a message"})
+    client = GatewayClient(scripted.base_url, KEY, store=store)
+    try:
+        outcome = await LLMExecutor().run(task, agent, hive, context(store, workspace, client))
+    finally:
+        await client.aclose()
+    assert outcome.kind is OutcomeKind.COMPLETE
+    assert scripted.chat_count == 2
+    damaged, fresh = store.task_journals(task.id)
+    assert damaged.close_reason is not None
+    assert damaged.close_reason.startswith("its journal could not be read")
+    assert fresh.close_reason == "ended: complete"
+
+
+async def test_a_budget_stop_continues_where_it_stopped(store: Any, scripted: ScriptedGateway,
+                                                        tmp_path: Path) -> None:
+    """The gateway refuses turn 4 for budget (the engine pauses the hive and hands the task
+    back); once resumed, the attempt asks turn 4, not turn 1."""
+    rules = long_rules(6)
+    scripted.set_rules([{"match": {"turn": 4}, "fault": "budget_exceeded", "times": 1},
+                        *rules])
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    hive, agent, task = hive_with_task(store, workspace)
+    client = GatewayClient(scripted.base_url, KEY, store=store)
+    try:
+        with pytest.raises(GatewayBudgetError):
+            await LLMExecutor().run(task, agent, hive, context(store, workspace, client))
+        assert scripted.chat_count == 4
+        outcome = await LLMExecutor().run(task, agent, hive, context(store, workspace, client))
+    finally:
+        await client.aclose()
+    assert outcome.kind is OutcomeKind.COMPLETE
+    assert outcome.turns == 6
+    assert scripted.chat_count == 4 + 3, "turns 4, 5 and 6 after the stop; 1-3 not again"
+    (event,) = store.events(hive.id, kinds=[EventKind.ATTEMPT_RESUMED])
+    assert event.data["turn"] == 3

@@ -103,9 +103,15 @@ class Attempt:
         """Take up the task's open journal, or open one with the system and task messages."""
         journal = Journal.take_up(self.ctx.store, self.task, self.agent)
         if journal is not None:
-            self.journal = journal
-            await self._resume(journal.rebuild())
-            return
+            try:
+                taken = journal.rebuild()
+            except (ValueError, KeyError, TypeError, AttributeError) as problem:
+                # A damaged journal must not block the task: it is closed, the attempt begins anew.
+                journal.close(f"its journal could not be read ({problem!r}); started over")
+            else:
+                self.journal = journal
+                await self._resume(taken)
+                return
         notes = self.memory.search_many(task_query(self.task),
                                         [hive_namespace(self.hive.id),
                                          agent_namespace(self.agent.id)], limit=5)
