@@ -72,13 +72,14 @@ def written_parts(turns: int, *, command_turn: int | None = None) -> dict[str, s
 
 
 def prompt_text(request: dict[str, Any], *, marks: bool = True) -> str:
-    """A request's prompt as a provider reads it, in order: the tools, then every message;
-    without `marks`, cache breakpoints left out (Anthropic's cache does not compare them)."""
+    """A request's prompt as a provider reads it, in order: the tools, then every message, each
+    in the order of its keys on the wire; without `marks`, cache breakpoints left out
+    (Anthropic's cache does not compare them)."""
     messages = request["messages"] if marks else json.loads(
         json.dumps(request["messages"]), object_hook=lambda o: {
             k: v for k, v in o.items() if k != "cache_control"})
-    return json.dumps({"tools": request.get("tools") or []}, sort_keys=True) + "".join(
-        json.dumps(message, sort_keys=True) for message in messages)
+    return json.dumps({"tools": request.get("tools") or []}) + "".join(
+        json.dumps(message) for message in messages)
 
 
 def common_prefixes(requests: list[dict[str, Any]], *,
