@@ -22,12 +22,14 @@ from ruflo.model import (
     Agent,
     Approval,
     ApprovalStatus,
+    AttemptJournal,
     Conversation,
     CostKind,
     Event,
     Hive,
     HiveDriver,
     HiveStatus,
+    JournalEntryKind,
     LedgerEntry,
     MemoryEntry,
     Message,
@@ -303,8 +305,27 @@ class WorkerStore(Protocol):
 
 
 @runtime_checkable
+class JournalStore(Protocol):
+    """Attempt journals of the built-in agent: an attempt's opening messages and every message
+    since, so whoever takes the task up next continues it (agents/journal.py)."""
+
+    def open_journal(self, journal: AttemptJournal) -> AttemptJournal:
+        """Store a new, open journal (its `entries` are not read)."""
+    def open_journal_of(self, task_id: str) -> AttemptJournal | None:
+        """The task's open journal with its entries in order, or None."""
+    def task_journals(self, task_id: str) -> list[AttemptJournal]:
+        """Every journal of the task, open or closed, oldest first, with their entries."""
+    def append_journal(self, journal_id: str, kind: JournalEntryKind, *, turn: int,
+                       call_id: str | None, data: JSON) -> int:
+        """Record one entry at the end of an open journal; its sequence number. ValueError
+        (nothing recorded) if the journal is closed or unknown."""
+    def close_journal(self, journal_id: str, reason: str) -> bool:
+        """Close the journal (it will not be resumed); False if it was closed already."""
+
+
+@runtime_checkable
 class Store(Lifecycle, HiveStore, BoardStore, EventStore, LedgerStore, ApprovalStore, ChatStore,
-            TokenStore, MemoryStore, DriverStore, WorkerStore, Protocol):
+            TokenStore, MemoryStore, DriverStore, WorkerStore, JournalStore, Protocol):
     """Durable state of every hive, agent, task, event, ledger entry, conversation and note:
     every role above in one object. Code that needs one role may ask for just that one."""
 
