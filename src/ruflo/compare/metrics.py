@@ -374,6 +374,14 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
     if kill_at is not None:
         for agent in killed:
             add(kill_at, EventKind.COMPARE_AGENT_KILLED, agent, None)
+    integrations = getattr(result, "integrations", None) or []
+    for conflict in integrations:
+        # As a live hive records a conflicting merge (agents/isolated.py).
+        add(conflict.at, EventKind.TASK_POSTED, conflict.agent, conflict.integration_task,
+            {"depends_on": []})
+        add(conflict.at, EventKind.INTEGRATION_POSTED, conflict.agent, conflict.task,
+            {"integration_task": conflict.integration_task, "files": list(conflict.files),
+             "reason": f"simulated conflict with {conflict.partner}"})
     ledger: list[LedgerEntry] = []
     for entry in entries:
         if entry.outcome == "delegated" or entry.task == COORDINATION:
@@ -409,7 +417,8 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
     ended = [t for t in (*done_at.values(), *(e.end for e in entries)) if t is not None]
     finish = max(ended, default=0.0)
     final_state: dict[str, TaskState] = {}
-    for name in list(known) + [n for n in last_of if n not in known]:
+    posted = [c.integration_task for c in integrations if c.integration_task not in last_of]
+    for name in list(known) + [n for n in last_of if n not in known] + posted:
         if name in done_at:
             final_state[name] = TaskState.DONE
         elif name in last_of and last_of[name].outcome in ("failed", "quit"):

@@ -72,7 +72,7 @@ class WorkloadRef:
 
 
 def resolve(names: Sequence[str]) -> list[WorkloadRef]:
-    """Built-in names (ticket, bug, feature), shapes (wide, deep, mixed) or paths to YAML files."""
+    """Built-in names (ticket, bug, feature, registry), shapes (wide, deep, mixed) or paths to YAML files."""
     from ruflo.engine.shapes import SHAPES
 
     refs = []
@@ -134,6 +134,12 @@ class Plan:
     kill_fraction: float | None = None
     tasks: int = 1000
     """Tasks of a generated shape."""
+    files: int = 0
+    """Simulated shapes: each task touches FILES_PER_TASK files drawn from a pool of this many
+    (0: none, no conflicts); a workload file's tasks touch the `files:` they list."""
+    conflict_probability: float = 0.3
+    """Simulated runs: chance that two concurrent tasks sharing a file conflict
+    (engine/conflicts.py)."""
     approvals: str = "reject"
     """How company runs decide approvals (budget override, hire, strategy) without a person:
     reject (default: an unattended run neither waits for a person nor spends past a cap),
@@ -155,6 +161,20 @@ class Plan:
         return len(self.workloads) * len(self.modes) * len(self.seeds) * len(self.variants)
 
 
+FILES_PER_TASK = 2
+
+
+def conflict_rule(plan: Plan, tasks: Sequence[Any], files: dict[str, tuple[str, ...]],
+                  seed: int) -> Any:
+    """The simulator's conflict rule for one run: the workload's files, or for a shape
+    FILES_PER_TASK drawn from a pool of `plan.files`."""
+    from ruflo.engine.conflicts import ConflictRule, draw_files
+
+    if not files and plan.files:
+        files = draw_files([t.id for t in tasks], plan.files, FILES_PER_TASK, seed)
+    return ConflictRule(files, plan.conflict_probability)
+
+
 def kill_count(fraction: float, agents: int) -> int:
     """Agents to kill: the fraction rounded, at least one, never all."""
     return max(1, min(agents - 1, round(fraction * agents)))
@@ -169,13 +189,14 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
 
     agents_n = plan.agents or 100
     tasks: Sequence[Any]
+    files: dict[str, tuple[str, ...]] = {}
     if ref.shape is not None:
         tasks = shape_tasks(ref.shape, plan.tasks, seed)
         crew = shape_agents(ref.shape, agents_n)
     else:
         assert ref.path is not None
         workload = _load(ref)
-        tasks = workload.tasks
+        tasks, files = workload.tasks, workload.files
         crew = list(workload.agents) if workload.agents and plan.agents is None else \
             mixed_agents(agents_n, workload.skills)
     record = RunRecord(ref.name, mode.value, seed, variant, time_unit="effort units")
@@ -190,14 +211,17 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
         victims = random.Random(f"kill:{seed}").sample(
             [a.id for a in crew], kill_count(plan.kill_fraction, len(crew)))
         kill = KillPlan(plan.kill_fraction, at, agents=tuple(victims))
-    result = simulate(tasks, crew, mode, seed=seed, kill=kill, record=True)
+    result = simulate(tasks, crew, mode, seed=seed, kill=kill, record=True,
+                      conflicts=conflict_rule(plan, tasks, files, seed))
     events, ledger, board = simulated_record(result, tasks, killed=victims, kill_at=at,
                                              hive_id=f"sim-{ref.name}-{mode.value}-{seed}")
     record.metrics = run_metrics(events, ledger, board)
     record.timeline = timeline_of(events)
     record.detail = {"agents": len(crew), "lower_bound": result.lower_bound,
                      "makespan_over_lb": result.ratio, "utilisation": result.utilisation,
-                     "stalled": result.stalled, "killed_at": at, "killed": victims}
+                     "stalled": result.stalled, "killed_at": at, "killed": victims,
+                     "conflict_probability": plan.conflict_probability,
+                     "files": plan.files if ref.shape is not None else "the workload's"}
     return record
 
 
@@ -527,6 +551,9 @@ def check(plan: Plan) -> None:
         raise ConfigError("compare needs at least one workload, one mode and one seed; "
                           "nothing was run")
     approval_policy(plan.approvals)
+    if not 0 <= plan.conflict_probability <= 1 or plan.files < 0:
+        raise PolicyError("--conflict-probability must be in [0, 1] and --files >= 0 (got "
+                          f"{plan.conflict_probability}, {plan.files}); nothing was run")
     if plan.kill_fraction is not None and not 0 < plan.kill_fraction < 1:
         raise PolicyError(f"--kill-fraction must be between 0 and 1 (got {plan.kill_fraction}); "
                           "nothing was run")
