@@ -4,10 +4,13 @@ integration task (swarm: on the board; company: the owner's manager decides it).
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
+from ruflo.cli import run
 from ruflo.compare.metrics import run_metrics, simulated_record
 from ruflo.engine.conflicts import INTEGRATE, ConflictRule, draw_files
 from ruflo.engine.shapes import shape_agents, shape_tasks
@@ -144,3 +147,43 @@ def test_bad_rules_are_refused() -> None:
         ConflictRule({}, integration_effort=0)
     with pytest.raises(PolicyError, match="files: need a pool"):
         draw_files(["a"], pool=0)
+
+
+def test_compare_simulate_reports_conflicts_for_a_shape_and_a_workload_with_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUFLO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("RUFLO_CONFIG", raising=False)
+    out = tmp_path / "report"
+    assert run(["compare", "mixed", "registry", "--simulate", "--modes", "swarm,company",
+                "--seeds", "1", "--agents", "12", "--tasks", "300", "--files", "30",
+                "--conflict-probability", "1", "--out", str(out), "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["conflicts"]["probability"] == 1.0
+    assert report["settings"]["conflicts"]["files"] == 30
+    runs = {(r["workload"], r["mode"]): r for r in report["runs"]}
+    for mode in ("swarm", "company"):
+        m = runs[("mixed", mode)]["metrics"]
+        assert m["merge_conflicts"] == m["integration_tasks"] > 0
+        assert m["integration_tokens"] > 0
+        assert m["tasks"] == 300 + m["integration_tasks"]
+    # The registry's three tasks all list formats.py: run at once by the swarm, they conflict.
+    assert runs[("registry", "swarm")]["metrics"]["merge_conflicts"] > 0
+    assert "<h2>Integration</h2>" in (out / "report.html").read_text()
+
+    assert run(["compare", "mixed", "--simulate", "--conflict-probability", "1.5",
+                "--out", str(tmp_path / "no")]) == 2
+    assert not (tmp_path / "no" / "report.json").exists()
+
+
+def test_ruflo_simulate_applies_the_rule_to_a_workloads_files_and_refuses_a_bad_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    registry = Path(__file__).parents[2] / "src/ruflo/compare/workloads/registry/workload.yaml"
+    assert run(["simulate", str(registry), "--agents", "3", "--conflict-probability", "1",
+                "--failure-rate", "0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # Three agents take the three tasks at once, all on formats.py: every pair conflicts.
+    assert data["merge_conflicts"] == 3
+    assert data["tasks"] == data["done"] == 6
+    assert run(["simulate", "mixed", "--files", "5", "--conflict-probability", "-0.1"]) == 2
+    assert "conflict probability must be in [0, 1] (got -0.1); nothing was run" in \
+        capsys.readouterr().err

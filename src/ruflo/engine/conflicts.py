@@ -49,10 +49,11 @@ class ConflictRule:
 
     def __post_init__(self) -> None:
         if not 0 <= self.probability <= 1:
-            raise PolicyError(f"conflict probability must be in [0, 1] (got {self.probability})")
+            raise PolicyError(f"conflict probability must be in [0, 1] (got {self.probability}); "
+                              "nothing was run")
         if self.integration_effort <= 0:
             raise PolicyError("integration effort must be > 0 "
-                              f"(got {self.integration_effort})")
+                              f"(got {self.integration_effort}); nothing was run")
 
 
 class Integration(NamedTuple):
