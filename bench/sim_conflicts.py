@@ -3,7 +3,10 @@ of a swarm and a company run on the mixed shape, measured in the same run for
 - baseline: the simulator of another checkout (`--baseline SRC`, e.g. a worktree of main's
   `src`; without it, the baseline is this checkout without a conflict rule),
 - this checkout without a conflict rule (the hot path's one added check),
-- this checkout with the rule on (FILES_POOL files, 2 per task, p = 0.3).
+- this checkout with the rule's bookkeeping but p = 0 (no conflict drawn: the same run, so the
+  difference is what the rule itself costs),
+- this checkout with the rule on (FILES_POOL files, 2 per task, p = 0.3: more tasks, the
+  integration work, so more decisions; its figure is the whole run's).
 Each case runs in its own process, ROUNDS times alternating; the best round of each is shown.
 Usage: python bench/sim_conflicts.py [--baseline PATH/TO/src] [--agents N] [--tasks N]
 """
@@ -27,21 +30,23 @@ import json, sys
 from ruflo.engine.shapes import shape_agents, shape_tasks
 from ruflo.engine.simulate import simulate
 mode, agents, tasks, rule = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+p = {"p0": 0.0, "on": 0.3}.get(rule)
 board = shape_tasks("mixed", tasks, seed=1)
 crew = shape_agents("mixed", agents)
 extra = {}
-if rule == "on":
+if p is not None:
     from ruflo.engine.conflicts import ConflictRule, draw_files
-    extra["conflicts"] = ConflictRule(draw_files([t.id for t in board], %d, 2, 1), 0.3)
+    extra["conflicts"] = ConflictRule(draw_files([t.id for t in board], int(sys.argv[5]), 2, 1), p)
 r = simulate(board, crew, mode, seed=1, record=False, **extra)
 print(json.dumps({"decisions": r.decisions, "cpu": r.cpu_seconds, "wall": r.wall_seconds,
                   "conflicts": getattr(r, "merge_conflicts", 0), "makespan": r.makespan}))
-""" % FILES_POOL
+"""
 
 
 def measure(src: Path, mode: str, agents: int, tasks: int, rule: str) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(src))
-    done = subprocess.run([sys.executable, "-c", CASE, mode, str(agents), str(tasks), rule],
+    done = subprocess.run([sys.executable, "-c", CASE, mode, str(agents), str(tasks), rule,
+                           str(FILES_POOL)],
                           env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -49,11 +54,11 @@ def measure(src: Path, mode: str, agents: int, tasks: int, rule: str) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", type=Path, default=None)
-    parser.add_argument("--agents", type=int, default=500)
-    parser.add_argument("--tasks", type=int, default=50_000)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=20_000)
     args = parser.parse_args()
     cases = [("baseline", args.baseline or HERE, "off"), ("this, no rule", HERE, "off"),
-             ("this, rule on", HERE, "on")]
+             ("this, p = 0", HERE, "p0"), ("this, p = 0.3", HERE, "on")]
     print(f"## simulator cost of the conflict rule: mixed shape, {args.agents} agents x "
           f"{args.tasks:,} tasks, best of {ROUNDS} rounds per case (separate processes)")
     print(f"baseline: {args.baseline or 'this checkout without a rule'}")

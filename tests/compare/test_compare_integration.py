@@ -106,7 +106,8 @@ def test_parallel_edits_of_the_same_lines_conflict_and_are_integrated_in_both_mo
                          (workspace / "formats.py").read_text()):
                 for name, suffix in ENTRIES.items():
                     assert f'"{name}": "{suffix}",' in tree, (mode, tree)
-                assert "<<<<<<<" not in tree and ">>>>>>>" not in tree
+                assert "<<<<<<<" not in tree
+                assert ">>>>>>>" not in tree
             again = subprocess.run(workload.verify or "false", shell=True, cwd=workspace,
                                    capture_output=True, text=True,
                                    env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})

@@ -27,9 +27,8 @@ from ruflo.policies.base import (
     Idle,
     RandomLike,
     Take,
-    TaskLike,
 )
-from ruflo.policies.board import BoardTask
+from ruflo.policies.board import BoardTask, TaskLike
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#.-]*")
 
