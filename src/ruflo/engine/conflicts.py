@@ -89,8 +89,8 @@ class Conflicts:
         self.rule = rule
         self.files = {t: tuple(dict.fromkeys(fs)) for t, fs in rule.files.items() if fs}
         self.rng = random.Random(f"conflicts-{seed}")
-        self.merged: dict[str, list[tuple[float, str]]] = {}
-        """File → (merge time, task) in merge order."""
+        self.merged: dict[str, tuple[list[float], list[str]]] = {}
+        """File → the merge times and the tasks merged, in merge order."""
         self.count = 0
         self.log: list[Integration] | None = [] if record else None
 
@@ -101,13 +101,25 @@ class Conflicts:
         mine = self.files.get(task.id)
         if not mine:
             return 0
-        shared: dict[str, list[str]] = {}
+        shared: dict[str, list[str]] | None = None
+        merged = self.merged
         for name in mine:
-            merges = self.merged.setdefault(name, [])
-            for _, other in merges[bisect.bisect_right(merges, (started, "\U0010ffff")):]:
-                if other != task.id:
-                    shared.setdefault(other, []).append(name)
-            merges.append((now, task.id))
+            merges = merged.get(name)
+            if merges is None:
+                merged[name] = ([now], [task.id])
+                continue
+            times, ids = merges
+            first = bisect.bisect_right(times, started)
+            if first < len(ids):
+                for other in ids[first:]:
+                    if other != task.id:
+                        if shared is None:
+                            shared = {}
+                        shared.setdefault(other, []).append(name)
+            times.append(now)
+            ids.append(task.id)
+        if shared is None:
+            return 0
         found = 0
         for partner, names in shared.items():
             if self.rng.random() >= self.rule.probability:
