@@ -15,8 +15,8 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def compare(
     workloads: Annotated[list[str], typer.Argument(
-        help="Built-in workloads (ticket, bug, feature, registry), workload YAML files, or simulated "
-             "shapes (wide, deep, mixed).")],
+        help="Built-in workloads (ticket, bug, feature, registry), workload YAML files, or "
+             "simulated shapes (wide, deep, mixed).")],
     modes: Annotated[str, typer.Option(help="Comma-separated: swarm, company, solo, "
                                             "round_robin.")] = "swarm,company,solo",
     seeds: Annotated[int, typer.Option(min=1, help="Runs per workload and mode (seeds 0..N-1).")] = 3,

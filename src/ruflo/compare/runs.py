@@ -25,6 +25,7 @@ from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
 if TYPE_CHECKING:
     from ruflo.engine.board_engine import BoardEngine, LiveParams
     from ruflo.engine.company import CompanyEngine
+    from ruflo.engine.conflicts import ConflictRule
     from ruflo.gateway.base import Gateway
     from ruflo.store.base import Store
     from ruflo.workload import Workload
@@ -72,7 +73,8 @@ class WorkloadRef:
 
 
 def resolve(names: Sequence[str]) -> list[WorkloadRef]:
-    """Built-in names (ticket, bug, feature, registry), shapes (wide, deep, mixed) or paths to YAML files."""
+    """Built-in names (ticket, bug, feature, registry), shapes (wide, deep, mixed) or paths to
+    YAML files."""
     from ruflo.engine.shapes import SHAPES
 
     refs = []
@@ -165,7 +167,7 @@ FILES_PER_TASK = 2
 
 
 def conflict_rule(plan: Plan, tasks: Sequence[Any], files: dict[str, tuple[str, ...]],
-                  seed: int) -> Any:
+                  seed: int) -> ConflictRule:
     """The simulator's conflict rule for one run: the workload's files, or for a shape
     FILES_PER_TASK drawn from a pool of `plan.files`."""
     from ruflo.engine.conflicts import ConflictRule, draw_files
@@ -541,8 +543,9 @@ async def verify_workspace(store: Store, hive_id: str, workload: Workload, works
     result = await run_command(workload.verify, cwd=workspace, env=env, time_limit=600.0,
                                grace=3.0, output_limit=64_000)
     store.append_event(hive_id, EventKind.COMPARE_VERIFIED, data={
-        "command": workload.verify, "folder": str(workspace), "passed": result.ok, "exit_code": result.exit_code,
-        "timed_out": result.timed_out, "output": result.output[-2000:]})
+        "command": workload.verify, "folder": str(workspace), "passed": result.ok,
+        "exit_code": result.exit_code, "timed_out": result.timed_out,
+        "output": result.output[-2000:]})
 
 
 # -- the whole comparison ------------------------------------------------------------------------
