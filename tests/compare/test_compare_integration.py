@@ -1,5 +1,6 @@
 """`ruflo compare` under git isolation: the built-in `registry` workload (three tasks that edit the
-same lines) live on the ScriptedGateway over real HTTP, real git and the real SQLite store. Every
+same lines) live on the ScriptedGateway over real HTTP, real git and the real store (SQLite and
+Postgres). Every
 merge after the first conflicts; the report's integration figures are checked against the hive's
 own events and ledger, and the final tree holds every task's entry. `integration_figures` is
 also checked on hand-made events."""
@@ -32,7 +33,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 "RUFLO_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RUFLO_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RUFLO_LEASE_SECONDS", "1")
+    # Each edit's answer takes a second (so the agents overlap): a lease well above it, so a
+    # late renewal on a busy machine cannot hand a claim to another agent mid-attempt.
+    monkeypatch.setenv("RUFLO_LEASE_SECONDS", "10")
     return tmp_path / "data"
 
 
@@ -43,7 +46,11 @@ def git(folder: str | Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_parallel_edits_of_the_same_lines_conflict_and_are_integrated_in_both_modes(
-        data_dir: Path) -> None:
+        data_dir: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if store_url.startswith("postgresql"):
+        monkeypatch.setenv("DATABASE_URL", store_url)
+    else:
+        assert store_url == f"sqlite:///{data_dir / 'ruflo.db'}"
     code = run(["compare", "registry", "--modes", "swarm,company", "--seeds", "1",
                 "--agents", "3", "--scripted", "--json"])
     assert code == 0
@@ -55,7 +62,7 @@ def test_parallel_edits_of_the_same_lines_conflict_and_are_integrated_in_both_mo
     assert workload.files == {"csv": ("formats.py",), "json": ("formats.py",),
                               "yaml": ("formats.py",)}
 
-    store = open_store(f"sqlite:///{data_dir / 'ruflo.db'}")
+    store = open_store(store_url)
     try:
         integrators = {}
         for mode, entry in runs.items():
