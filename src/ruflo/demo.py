@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ruflo.gateway.scripted import ScriptedGateway
     from ruflo.store.base import Store
 
-WORKLOADS = ("ticket", "bug", "feature")
+WORKLOADS = ("ticket", "bug", "feature", "registry")
 MODES = (Mode.SWARM, Mode.COMPANY, Mode.SOLO)
 SEEDS = (0,)
 

@@ -115,8 +115,9 @@ class TaskModel(_Strict):
     priority: int = Field(default=1, ge=0, le=1000)
     depends_on: list[str] = Field(default_factory=list)
     verify: str | None = None
+    files: list[str] = Field(default_factory=list, max_length=10_000)
 
-    _lists = field_validator("skills", "depends_on", mode="before")(_listify)
+    _lists = field_validator("skills", "depends_on", "files", mode="before")(_listify)
 
 
 class AgentModel(_Strict):
@@ -171,6 +172,9 @@ class Workload:
     source: Path | None = None
     actions: dict[str, Any] | None = None
     """The hive's action policy, validated (recorded in the hive's config)."""
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Task id → the files it is expected to touch (the simulator's conflict rule; live runs
+    find their conflicts through git)."""
 
     @property
     def skills(self) -> list[str]:
@@ -372,6 +376,7 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
         verify=model.verify,
         fixture=fixture,
         source=source,
+        files={t.id: tuple(t.files) for t in model.tasks if t.files},
     )
 
 

@@ -190,3 +190,11 @@ def test_simulate_command_errors_are_one_clear_message(tmp_path: Path) -> None:
     result = ruflo("simulate", "wide", "--mode", "anarchy")
     assert result.returncode == 2
     assert "unknown mode 'anarchy'" in result.stderr
+
+
+def test_task_files_are_read_for_the_conflict_rule_and_bad_ones_refused(tmp_path: Path) -> None:
+    loaded = parse_workload("name: x\ntasks:\n  - {id: a, files: [f.py, g.py]}\n"
+                            "  - {id: b, files: f.py}\n  - {id: c}\n")
+    assert loaded.files == {"a": ("f.py", "g.py"), "b": ("f.py",)}
+    with pytest.raises(PolicyError, match=r"tasks\[0\] \('a'\).files"):
+        parse_workload("name: x\ntasks:\n  - {id: a, files: {f.py: 1}}\n")

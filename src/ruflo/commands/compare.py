@@ -15,8 +15,8 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def compare(
     workloads: Annotated[list[str], typer.Argument(
-        help="Built-in workloads (ticket, bug, feature), workload YAML files, or simulated "
-             "shapes (wide, deep, mixed).")],
+        help="Built-in workloads (ticket, bug, feature, registry), workload YAML files, or "
+             "simulated shapes (wide, deep, mixed).")],
     modes: Annotated[str, typer.Option(help="Comma-separated: swarm, company, solo, "
                                             "round_robin.")] = "swarm,company,solo",
     seeds: Annotated[int, typer.Option(min=1, help="Runs per workload and mode (seeds 0..N-1).")] = 3,
@@ -31,6 +31,12 @@ def compare(
         help="Also run every case with this fraction of the agents killed mid-run, and report "
              "the difference.")] = None,
     tasks: Annotated[int, typer.Option(min=1, help="Tasks of a simulated shape.")] = 1000,
+    files: Annotated[int, typer.Option(
+        min=0, help="Simulated shapes: each task touches 2 files drawn from a pool of this "
+                    "many (0: none, no conflicts). Workload files use their tasks' files:.")] = 0,
+    conflict_probability: Annotated[float, typer.Option(
+        help="Simulated runs: chance that two concurrent tasks sharing a file conflict (each "
+             "conflict costs an integration task).")] = 0.3,
     scripted: Annotated[bool, typer.Option(
         "--scripted", help="Answer from the workloads' ScriptedGateway scripts (not a real "
                            "model) instead of the configured gateway.")] = False,
@@ -67,7 +73,8 @@ def compare(
                           "nothing was run") from None
     plan = Plan(workloads=tuple(resolve(workloads)), modes=tuple(dict.fromkeys(mode_list)),
                 seeds=tuple(range(seeds)), agents=agents, simulate=simulate,
-                kill_fraction=kill_fraction, tasks=tasks, approvals=approvals)
+                kill_fraction=kill_fraction, tasks=tasks, approvals=approvals, files=files,
+                conflict_probability=conflict_probability)
     check(plan)
     settings = load_settings()
     if not plan.simulate:
@@ -94,6 +101,15 @@ def compare(
         "tasks_per_shape": plan.tasks if any(r.shape for r in plan.workloads) else None,
         "auto_approval": plan.auto_approval,
     }
+    if plan.simulate:
+        from ruflo.engine.conflicts import ConflictRule
+
+        recorded["conflicts"] = {
+            "rule": "a task merges when its attempt finishes; it conflicts, with the "
+                    "probability each, with every task sharing a file that merged after the "
+                    "attempt began; each conflict costs an integration task",
+            "probability": plan.conflict_probability, "integration_effort": ConflictRule().integration_effort,
+            "files": plan.files or "the workloads' files:"}
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:
         bar = progress.add_task("comparing", total=plan.total)

@@ -31,6 +31,12 @@ def simulate(
         float | None, typer.Option(help="Virtual time of the kill (default: half the LB).")
     ] = None,
     failure_rate: Annotated[float, typer.Option(help="Chance an attempt fails.")] = 0.02,
+    files: Annotated[int, typer.Option(
+        min=0, help="A shape's tasks each touch 2 files drawn from a pool of this many (0: "
+                    "none). A workload file's tasks touch the files: they list.")] = 0,
+    conflict_probability: Annotated[float, typer.Option(
+        help="Chance that two concurrent tasks sharing a file conflict; each conflict costs an "
+             "integration task (docs/compare.md).")] = 0.3,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     timeline: Annotated[
         Path | None, typer.Option(help="Write who worked on what, when, to this JSON file.")
@@ -56,6 +62,9 @@ def simulate(
         raise PolicyError(
             f"unknown mode {mode!r}; choose one of {', '.join(m.value for m in Mode)}"
         ) from None
+    from ruflo.engine.conflicts import ConflictRule, draw_files
+
+    touched: dict[str, tuple[str, ...]] = {}
     if workload in SHAPES and not Path(workload).exists():
         board = shape_tasks(workload, tasks, seed)
         crew = shape_agents(workload, agents or 8)
@@ -63,6 +72,7 @@ def simulate(
     else:
         loaded = load_workload(workload)
         board = list(loaded.tasks)  # type: ignore[arg-type]
+        touched = dict(loaded.files)
         if agents is None and loaded.agents:
             crew = list(loaded.agents)
         else:
@@ -75,6 +85,9 @@ def simulate(
     elif kill_at is not None:
         raise PolicyError("--kill-at needs --kill-fraction; nothing was run")
     params = SimParams(failure_rate=failure_rate)
+    if files and not touched:
+        touched = draw_files([t.id for t in board], files, 2, seed)
+    rule = ConflictRule(touched, conflict_probability)
 
     err = Console(stderr=True)
     with Progress(
@@ -94,6 +107,7 @@ def simulate(
             seed=seed,
             params=params,
             kill=kill,
+            conflicts=rule,
             record=True if timeline is not None else None,
             on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
@@ -104,6 +118,7 @@ def simulate(
         data = result.to_dict()
         data.pop("done_by", None)
         data.pop("thresholds", None)
+        data.pop("integrations", None)
         data["workload"] = title
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         if not result.all_done:
@@ -130,6 +145,8 @@ def simulate(
     ]
     if run_mode is Mode.COMPANY:
         rows.append(("delegations / escalations", f"{result.delegations} / {result.escalations}"))
+    if touched:
+        rows.append(("merge conflicts (= integration tasks)", str(result.merge_conflicts)))
     if kill is not None:
         rows.append(("killed agents / their tasks recovered", f"{result.killed} / {result.recovered}"))
     rows.append(("wall time", f"{result.wall_seconds:.2f} s"))

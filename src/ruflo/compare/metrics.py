@@ -15,6 +15,10 @@ Definitions (reference/allocation.md; the simulator uses the same ones):
   attempt is counted apart.
 - unclaimed-task age: time from a task becoming ready (posted with its dependencies done, a
   dependency done, reopened) to its claim.
+- integration (git isolation, `integration_figures`): merge conflicts (integration tasks posted
+  for a merge that conflicted), merges undone because a check failed on the result, integration
+  tasks posted, the tokens and cost of the ledger entries of those tasks, and rework: work
+  attempts beyond the first per task plus the undone merges.
 """
 
 from __future__ import annotations
@@ -93,6 +97,16 @@ class RunMetrics:
     """Tasks the killed agents held when they died."""
     recovered_tasks: int = 0
     """Of those, the ones later done by another agent."""
+    merges: int = 0
+    """Task commits merged into the integration branch (git isolation; 0 in a shared folder)."""
+    merge_conflicts: int = 0
+    undone_merges: int = 0
+    """Merges undone because a check failed on the merged result."""
+    integration_tasks: int = 0
+    integration_tokens: int = 0
+    integration_cost: float | None = None
+    rework: int = 0
+    """Work attempts beyond the first per task, plus undone merges."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -212,6 +226,7 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
 
     states = [t.state for t in tasks]
     success_tokens = float(tokens) if success else None
+    integration = integration_figures(events, ledger, claims)
     return RunMetrics(
         success=success, success_basis=basis, tasks=len(tasks),
         done=states.count(TaskState.DONE), failed=states.count(TaskState.FAILED),
@@ -228,7 +243,39 @@ def run_metrics(events: Sequence[Event], ledger: Sequence[LedgerEntry],
         task_switches=switches, released_claims=released, failed_attempts=failed_attempts,
         unclaimed_age_mean=math.fsum(ages) / len(ages) if ages else None,
         unclaimed_age_max=max(ages) if ages else None,
-        killed_agents=len(dead), orphaned_tasks=len(orphaned), recovered_tasks=recovered)
+        killed_agents=len(dead), orphaned_tasks=len(orphaned), recovered_tasks=recovered,
+        **integration)
+
+
+def integration_figures(events: Sequence[Event], ledger: Sequence[LedgerEntry],
+                        claims: Sequence[Attempt] | None = None) -> dict[str, Any]:
+    """How a run integrated its work, from its events and ledger (git isolation; a simulated
+    run's conflicts are mapped to the same events by `simulated_record`):
+    - merges: `task_merged` events;
+    - merge_conflicts: `integration_posted` events naming conflicting files (a merge that
+      could not be joined);
+    - undone_merges: `merge_check_failed` events (a merge undone because a check failed on it;
+      its integration task is posted too, naming no files);
+    - integration_tasks: the integration tasks posted (either cause);
+    - integration_tokens / integration_cost: the ledger entries of those tasks (their work and
+      any planning call about them; cost None when no entry's cost is known);
+    - rework: work attempts beyond the first per task (`attempts`, coordinating claims left
+      out) plus undone merges."""
+    if claims is None:
+        claims = attempts(sorted(events, key=lambda e: e.seq))
+    posted = [e for e in events if e.kind == EventKind.INTEGRATION_POSTED]
+    ids = {str(e.data["integration_task"]) for e in posted if e.data.get("integration_task")}
+    spent = [e for e in ledger if e.task_id in ids]
+    known = [e.cost for e in spent if e.cost is not None]
+    work = [a for a in claims if a.outcome not in COORDINATING]
+    undone = sum(1 for e in events if e.kind == EventKind.MERGE_CHECK_FAILED)
+    return {
+        "merges": sum(1 for e in events if e.kind == EventKind.TASK_MERGED),
+        "merge_conflicts": sum(1 for e in posted if e.data.get("files")),
+        "undone_merges": undone, "integration_tasks": len(ids),
+        "integration_tokens": sum(e.total_tokens for e in spent),
+        "integration_cost": math.fsum(known) if known else None,
+        "rework": len(work) - len({a.task for a in work}) + undone}
 
 
 def unclaimed_ages(events: Sequence[Event]) -> list[float]:
@@ -327,6 +374,14 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
     if kill_at is not None:
         for agent in killed:
             add(kill_at, EventKind.COMPARE_AGENT_KILLED, agent, None)
+    integrations = getattr(result, "integrations", None) or []
+    for conflict in integrations:
+        # As a live hive records a conflicting merge (agents/isolated.py).
+        add(conflict.at, EventKind.TASK_POSTED, conflict.agent, conflict.integration_task,
+            {"depends_on": []})
+        add(conflict.at, EventKind.INTEGRATION_POSTED, conflict.agent, conflict.task,
+            {"integration_task": conflict.integration_task, "files": list(conflict.files),
+             "reason": f"simulated conflict with {conflict.partner}"})
     ledger: list[LedgerEntry] = []
     for entry in entries:
         if entry.outcome == "delegated" or entry.task == COORDINATION:
@@ -362,7 +417,8 @@ def simulated_record(result: Any, tasks: Sequence[Any], *, killed: Sequence[str]
     ended = [t for t in (*done_at.values(), *(e.end for e in entries)) if t is not None]
     finish = max(ended, default=0.0)
     final_state: dict[str, TaskState] = {}
-    for name in list(known) + [n for n in last_of if n not in known]:
+    posted = [c.integration_task for c in integrations if c.integration_task not in last_of]
+    for name in list(known) + [n for n in last_of if n not in known] + posted:
         if name in done_at:
             final_state[name] = TaskState.DONE
         elif name in last_of and last_of[name].outcome in ("failed", "quit"):

@@ -30,9 +30,20 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("task_switches", "task switches", False),
     ("released_claims", "released claims", False),
     ("unclaimed_age_mean", "unclaimed-task age (mean)", False),
+    ("merge_conflicts", "merge conflicts", False),
+    ("undone_merges", "merges undone by a failing check", False),
+    ("integration_tasks", "integration tasks", False),
+    ("integration_tokens", "integration tokens", False),
+    ("integration_cost", "integration cost (USD)", False),
+    ("rework", "rework (extra attempts + undone merges)", False),
 )
 CHARTED = ("success", "makespan", "tokens", "cost", "llm_calls", "duplicate_tokens",
-           "task_switches", "released_claims", "unclaimed_age_mean")
+           "task_switches", "released_claims", "unclaimed_age_mean", "merge_conflicts",
+           "integration_tokens", "rework")
+INTEGRATION = ("merges", "merge_conflicts", "undone_merges", "integration_tasks",
+               "integration_tokens", "integration_cost", "rework")
+"""The integration figures of each run (metrics.integration_figures), as the report's
+"Integration" table shows them."""
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,7 +62,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 values = [total / wins] if wins else []
             else:
                 values = [float(r["metrics"][name]) for r in members
-                          if r["metrics"][name] is not None]
+                          if r["metrics"].get(name) is not None]
             rows.append({"workload": workload, "mode": mode, "variant": variant, "metric": name,
                          "n": len(members), "values": len(values),
                          "mean": statistics.fmean(values) if values else None,
@@ -238,7 +249,7 @@ def render_html(report: dict[str, Any], timeline_runs: Sequence[str] = ()) -> st
         fig = go.Figure()
         for mode in modes:
             mine = [r for r in runs if r["mode"] == mode and r["variant"] == "baseline"
-                    and r["metrics"][metric] is not None]
+                    and r["metrics"].get(metric) is not None]
             fig.add_trace(go.Box(
                 x=[r["workload"] for r in mine],
                 y=[float(r["metrics"][metric]) for r in mine],
@@ -324,6 +335,10 @@ def render_html(report: dict[str, Any], timeline_runs: Sequence[str] = ()) -> st
                         "task switches", "released claims", "unclaimed age", "killed",
                         "recovered"], runs_rows, "runs")
     company_html = _company_table(report)
+    integration_rows = [(r["id"], *(r["metrics"].get(k) for k in INTEGRATION)) for r in runs]
+    integration_html = _table(["run", "merges", "merge conflicts", "merges undone",
+                               "integration tasks", "integration tokens", "integration cost",
+                               "rework"], integration_rows, "integration")
     unavailable = "".join(f"<li><b>{html.escape(u['mode'])}</b>: {html.escape(u['status'])}</li>"
                           for u in report["unavailable"])
     gateway = settings.get("gateway") or {}
@@ -356,6 +371,11 @@ modes {html.escape(', '.join(modes))} · seeds {html.escape(str(settings.get('se
 {''.join(parts)}
 <h2>Every run</h2>
 {runs_html}
+<h2>Integration</h2>
+<p>Each live run works in git worktrees cut from its fixture's first commit; a conflicting merge,
+or one after which a check fails, becomes an integration task (swarm: on the board; company: the
+owner's manager). Simulated runs apply the simulator's conflict rule (docs/compare.md).</p>
+{integration_html}
 {company_html}
 <h2>Settings</h2>
 <pre>{settings_html}</pre>

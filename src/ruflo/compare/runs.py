@@ -20,11 +20,12 @@ from ruflo.compare.workloads import BUILTIN, builtin_path
 from ruflo.engine.start import HiveSpec, start_hive
 from ruflo.errors import ConfigError, PolicyError, RufloError
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Event, HiveStatus, Mode, Task, new_id
+from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
     from ruflo.engine.board_engine import BoardEngine, LiveParams
     from ruflo.engine.company import CompanyEngine
+    from ruflo.engine.conflicts import ConflictRule
     from ruflo.gateway.base import Gateway
     from ruflo.store.base import Store
     from ruflo.workload import Workload
@@ -72,7 +73,8 @@ class WorkloadRef:
 
 
 def resolve(names: Sequence[str]) -> list[WorkloadRef]:
-    """Built-in names (ticket, bug, feature), shapes (wide, deep, mixed) or paths to YAML files."""
+    """Built-in names (ticket, bug, feature, registry), shapes (wide, deep, mixed) or paths to
+    YAML files."""
     from ruflo.engine.shapes import SHAPES
 
     refs = []
@@ -134,6 +136,12 @@ class Plan:
     kill_fraction: float | None = None
     tasks: int = 1000
     """Tasks of a generated shape."""
+    files: int = 0
+    """Simulated shapes: each task touches FILES_PER_TASK files drawn from a pool of this many
+    (0: none, no conflicts); a workload file's tasks touch the `files:` they list."""
+    conflict_probability: float = 0.3
+    """Simulated runs: chance that two concurrent tasks sharing a file conflict
+    (engine/conflicts.py)."""
     approvals: str = "reject"
     """How company runs decide approvals (budget override, hire, strategy) without a person:
     reject (default: an unattended run neither waits for a person nor spends past a cap),
@@ -155,6 +163,20 @@ class Plan:
         return len(self.workloads) * len(self.modes) * len(self.seeds) * len(self.variants)
 
 
+FILES_PER_TASK = 2
+
+
+def conflict_rule(plan: Plan, tasks: Sequence[Any], files: dict[str, tuple[str, ...]],
+                  seed: int) -> ConflictRule:
+    """The simulator's conflict rule for one run: the workload's files, or for a shape
+    FILES_PER_TASK drawn from a pool of `plan.files`."""
+    from ruflo.engine.conflicts import ConflictRule, draw_files
+
+    if not files and plan.files:
+        files = draw_files([t.id for t in tasks], plan.files, FILES_PER_TASK, seed)
+    return ConflictRule(files, plan.conflict_probability)
+
+
 def kill_count(fraction: float, agents: int) -> int:
     """Agents to kill: the fraction rounded, at least one, never all."""
     return max(1, min(agents - 1, round(fraction * agents)))
@@ -169,13 +191,14 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
 
     agents_n = plan.agents or 100
     tasks: Sequence[Any]
+    files: dict[str, tuple[str, ...]] = {}
     if ref.shape is not None:
         tasks = shape_tasks(ref.shape, plan.tasks, seed)
         crew = shape_agents(ref.shape, agents_n)
     else:
         assert ref.path is not None
         workload = _load(ref)
-        tasks = workload.tasks
+        tasks, files = workload.tasks, workload.files
         crew = list(workload.agents) if workload.agents and plan.agents is None else \
             mixed_agents(agents_n, workload.skills)
     record = RunRecord(ref.name, mode.value, seed, variant, time_unit="effort units")
@@ -190,14 +213,17 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
         victims = random.Random(f"kill:{seed}").sample(
             [a.id for a in crew], kill_count(plan.kill_fraction, len(crew)))
         kill = KillPlan(plan.kill_fraction, at, agents=tuple(victims))
-    result = simulate(tasks, crew, mode, seed=seed, kill=kill, record=True)
+    result = simulate(tasks, crew, mode, seed=seed, kill=kill, record=True,
+                      conflicts=conflict_rule(plan, tasks, files, seed))
     events, ledger, board = simulated_record(result, tasks, killed=victims, kill_at=at,
                                              hive_id=f"sim-{ref.name}-{mode.value}-{seed}")
     record.metrics = run_metrics(events, ledger, board)
     record.timeline = timeline_of(events)
     record.detail = {"agents": len(crew), "lower_bound": result.lower_bound,
                      "makespan_over_lb": result.ratio, "utilisation": result.utilisation,
-                     "stalled": result.stalled, "killed_at": at, "killed": victims}
+                     "stalled": result.stalled, "killed_at": at, "killed": victims,
+                     "conflict_probability": plan.conflict_probability,
+                     "files": plan.files if ref.shape is not None else "the workload's"}
     return record
 
 
@@ -240,10 +266,12 @@ def command_env() -> dict[str, str]:
 
 async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
                    variant: str) -> RunRecord:
-    """One live run: a fresh copy of the fixture, a new hive in the store, its engine
+    """One live run: a fresh copy of the fixture made a git repository (every attempt in its
+    own worktree, merged by ruflo: `prepare_workspace`), a new hive in the store, its engine
     (`engine_for`: the company engine for company mode, the live engine otherwise) until the
-    hive ends, then the workload's verify command on the final workspace (an event), and the
-    metrics from the hive's events and ledger.
+    hive ends, then the workload's verify command on the final tree (the integration branch;
+    an event; the run's folder is brought up to it, `final_tree`), and the metrics from the
+    hive's events and ledger.
 
     Swarm, solo and round robin get the workload's tasks on the board; a company gets the
     objective as one ticket owned by its root, which plans it (see COMPANY_ORG)."""
@@ -258,13 +286,10 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
     store = setup.store
     hive_id = new_id()
     workspace = setup.root / f"{ref.name}-{mode.value}-{seed}-{variant}-{hive_id[:8]}"
-    if workload.fixture is not None:
-        shutil.copytree(workload.fixture, workspace)
-    else:
-        workspace.mkdir(parents=True)
+    isolation = prepare_workspace(workload, workspace)
     crew = live_agents(workload, plan.agents or 4, hive_id, mode)
     config: dict[str, Any] = {"seed": seed, "compare": record.id, "verify": workload.verify,
-                              "auto_approval": None}
+                              "auto_approval": None, **isolation}
     if mode is Mode.COMPANY:
         policy = approval_policy(plan.approvals)
         config.update(auto_approval=policy, max_depth=COMPANY_DEPTH)
@@ -316,14 +341,15 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         if killer is not None:
             killer.cancel()
             await asyncio.gather(killer, return_exceptions=True)
-    await verify_workspace(store, hive_id, workload, workspace, setup.env)
     final = store.get_hive(hive_id)
+    result = final_tree(final)
+    await verify_workspace(store, hive_id, workload, Path(result["verified_in"]), setup.env)
     events = store.events(hive_id)
     ledger = store.ledger(hive_id=hive_id)
     record.metrics = run_metrics(events, ledger, store.list_tasks(hive_id))
     record.timeline = timeline_of(events)
     record.detail = {"agents": len(crew), "hive_status": final.status.value,
-                     "hive_reason": final.pause_reason}
+                     "hive_reason": final.pause_reason, "isolation": result}
     if mode is Mode.COMPANY:
         record.detail["org"] = [{"agent": a.id, "name": a.name, "role": a.role,
                                  "reports_to": a.reports_to, "skills": list(a.skills)}
@@ -331,6 +357,48 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         record.detail["company"] = company_figures(events)
         record.detail["auto_approval"] = config["auto_approval"]
     return record
+
+
+def prepare_workspace(workload: Workload, workspace: Path) -> dict[str, Any]:
+    """A run's folder: a fresh copy of the workload's fixture (or an empty folder), made a git
+    repository holding it as its first commit; returns the hive config entries of git isolation
+    (`isolation: git`, `start_commit`), so every attempt works in its own worktree and ruflo
+    integrates the results (docs/worktrees.md)."""
+    from ruflo.agents.gitwork import init_repo
+    from ruflo.engine.isolation import isolation_config
+
+    if workload.fixture is not None:
+        shutil.copytree(workload.fixture, workspace)
+    else:
+        workspace.mkdir(parents=True)
+    init_repo(workspace)
+    config, _notice = isolation_config(workspace, "git")
+    return dict(config)
+
+
+def final_tree(hive: Hive) -> dict[str, Any]:
+    """Where a finished run's result is, and the run's folder brought up to it: the hive's
+    integration branch (`ruflo/<hive>`) is merged into the folder's own branch (ruflo made the
+    folder, nobody else edits it), so the folder holds the final tree. The verify runs on the
+    integration worktree, as the engine's objective verify does; `applied` is the folder's new
+    head, or why the branch could not be merged (then the folder keeps the fixture)."""
+    from ruflo.agents.gitwork import GitError
+    from ruflo.engine.isolation import hive_repo
+
+    assert hive.workspace is not None
+    info: dict[str, Any] = {"isolation": hive.config.get("isolation"),
+                            "start_commit": hive.config.get("start_commit"),
+                            "verified_in": hive.workspace}
+    try:
+        repo = hive_repo(hive)
+        info["branch"] = repo.branch
+        if (repo.integration / ".git").exists():
+            info["verified_in"] = str(repo.integration)
+        info["applied"] = repo.apply_to_user_branch()
+    except (GitError, ConfigError) as error:
+        info["applied"] = None
+        info["not_applied"] = str(error)
+    return info
 
 
 def company_figures(events: Sequence[Event]) -> dict[str, Any]:
@@ -466,7 +534,8 @@ async def _kill_mid_run(engine: BoardEngine | CompanyEngine, store: Store, hive_
 
 async def verify_workspace(store: Store, hive_id: str, workload: Workload, workspace: Path,
                            env: dict[str, str]) -> None:
-    """Run the workload's verify command on the final workspace; its verdict is an event."""
+    """Run the workload's verify command on the final tree (`workspace`: the integration
+    worktree of a git hive); its verdict is an event."""
     if not workload.verify:
         return
     from ruflo.agents.commands import run_command
@@ -474,8 +543,9 @@ async def verify_workspace(store: Store, hive_id: str, workload: Workload, works
     result = await run_command(workload.verify, cwd=workspace, env=env, time_limit=600.0,
                                grace=3.0, output_limit=64_000)
     store.append_event(hive_id, EventKind.COMPARE_VERIFIED, data={
-        "command": workload.verify, "passed": result.ok, "exit_code": result.exit_code,
-        "timed_out": result.timed_out, "output": result.output[-2000:]})
+        "command": workload.verify, "folder": str(workspace), "passed": result.ok,
+        "exit_code": result.exit_code, "timed_out": result.timed_out,
+        "output": result.output[-2000:]})
 
 
 # -- the whole comparison ------------------------------------------------------------------------
@@ -484,6 +554,9 @@ def check(plan: Plan) -> None:
         raise ConfigError("compare needs at least one workload, one mode and one seed; "
                           "nothing was run")
     approval_policy(plan.approvals)
+    if not 0 <= plan.conflict_probability <= 1 or plan.files < 0:
+        raise PolicyError("--conflict-probability must be in [0, 1] and --files >= 0 (got "
+                          f"{plan.conflict_probability}, {plan.files}); nothing was run")
     if plan.kill_fraction is not None and not 0 < plan.kill_fraction < 1:
         raise PolicyError(f"--kill-fraction must be between 0 and 1 (got {plan.kill_fraction}); "
                           "nothing was run")

@@ -484,18 +484,30 @@ class CompanyEngine(CompanyApprovalsEngine):
                     self._maybe_reopen_parent(ended.parent_id)
 
     def _maybe_reopen_parent(self, parent_id: str) -> None:
-        """When every child of a blocked ticket has ended, the ticket reopens for its owner to
-        integrate the parts and close it (its verify command decides)."""
+        """When every child of a blocked ticket (and every task below them: an integration task
+        posted for a child's merge) has ended, the ticket reopens for its owner to integrate the
+        parts and close it (its verify command decides)."""
         try:
             parent = self.store.get_task(parent_id)
         except NotFound:
             return
         ticket = self.tickets.get(parent_id)
+        if parent.state is TaskState.DONE and parent.parent_id is not None:
+            self._maybe_reopen_parent(parent.parent_id)  # a done child's integration task ended
         if parent.state is not TaskState.BLOCKED or ticket is None or \
                 ticket.escalated is not None or ticket.approval is not None:
             return
-        children = [t for t in self.store.list_tasks(self.hive_id) if t.parent_id == parent_id]
-        if not children or not all(t.state.terminal for t in children):
+        tasks = self.store.list_tasks(self.hive_id)
+        children = [t for t in tasks if t.parent_id == parent_id]
+        # Every descendant: a done child's integration task (git isolation) is part of it.
+        below, found = {parent_id}, True
+        while found:
+            found = False
+            for t in tasks:
+                if t.parent_id in below and t.id not in below:
+                    below.add(t.id)
+                    found = True
+        if not children or not all(t.state.terminal for t in tasks if t.id in below - {parent_id}):
             return
         lines = "\n".join(f"- [{t.state.value}] {t.title}: {(t.result or '').strip()[:300]}"
                           for t in children)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruflo.engine.clock import VirtualClock
+from ruflo.engine.conflicts import ConflictRule, Conflicts, Integration
 from ruflo.engine.dispatch import carry_out
 from ruflo.errors import PolicyError
 from ruflo.model import Agent, Mode
@@ -39,8 +40,6 @@ from ruflo.policies.board import BoardTask, lower_bound
 
 # Event kinds, ordered so that at equal times a finish is handled before a wake.
 _DONE, _QUIT, _DELEGATED, _DECOMPOSED, _KILL, _EXPIRE, _POST, _WAKE = range(8)
-
-
 
 COORDINATION = "(coordination)"
 """Timeline name of a manager's delegation work, which belongs to no task."""
@@ -157,6 +156,10 @@ class SimResult:
     """Agent → skill → tasks of that skill it finished (kept for up to `detail_limit` agents)."""
     thresholds: dict[str, dict[str, float]] | None = None
     """Swarm only: each agent's final threshold per skill."""
+    merge_conflicts: int = 0
+    """Conflicts the conflict rule drew (engine/conflicts.py), each one integration task."""
+    integrations: list[Integration] | None = None
+    """Each conflict and its integration task (kept with the timeline)."""
 
     @property
     def decisions_per_second(self) -> float:
@@ -251,13 +254,15 @@ def simulate(
     detail_limit: int = 2000,
     on_progress: Callable[[int, int], None] | None = None,
     on_decision: Callable[[str, Decision], None] | None = None,
+    conflicts: ConflictRule | None = None,
 ) -> SimResult:
     """Run `tasks` with `agents` under `mode` on a virtual clock; the same seed gives the same run.
 
     `arrivals` posts some tasks later (task id → virtual time; a task may not arrive before its
     dependencies); the others are on the board at time 0. `record` keeps the timeline of who worked on what (default: only for boards of at most
     20,000 tasks, so memory stays bounded at scale). `on_progress(finished, total)` is called
-    now and then; `on_decision(agent id, decision)` for every decision the policy makes."""
+    now and then; `on_decision(agent id, decision)` for every decision the policy makes;
+    `conflicts`: the merge-conflict rule (engine/conflicts.py; None: no conflicts)."""
     try:
         mode = Mode(mode)
     except ValueError:
@@ -290,6 +295,7 @@ def simulate(
     policy: BasePolicy = make_policy(mode, agents, seed=seed, swarm=swarm, company=company)
     run = _Run(policy, agents, params, rng, seed, clock, record, len(agents) <= detail_limit)
     run.on_decision = on_decision
+    run.conflicts = Conflicts(conflicts, seed, record) if conflicts and conflicts.files else None
     started = time.perf_counter()
     cpu_started = time.process_time()
     for agent in agents:
@@ -321,6 +327,7 @@ class _Run:
     ) -> None:
         self.policy = policy
         self.on_decision: Callable[[str, Decision], None] | None = None
+        self.conflicts: Conflicts | None = None
         self.board = policy.board
         self.params = params
         self.rng = rng
@@ -559,6 +566,8 @@ class _Run:
             self.duplicate += spent
             agent.unfinished = task.id
         self.policy.on_task_finished(task.id, agent.id, success, now)
+        if success and self.conflicts is not None:
+            self.conflicts.on_merged(self.policy, task, agent.id, now - spent, now)
         self.flush_wakes(now)
         self.decide(agent, now)
 
@@ -681,15 +690,10 @@ class _Run:
             timeline=self.timeline,
             done_by=done_by,
             thresholds=thresholds,
+            merge_conflicts=self.conflicts.count if self.conflicts is not None else 0,
+            integrations=self.conflicts.log if self.conflicts is not None else None,
         )
 
 
-__all__ = [
-    "KillPlan",
-    "SimParams",
-    "SimResult",
-    "TimelineEntry",
-    "company_agents",
-    "lower_bound",
-    "simulate",
-]
+__all__ = ["ConflictRule", "KillPlan", "SimParams", "SimResult", "TimelineEntry",
+           "company_agents", "lower_bound", "simulate"]

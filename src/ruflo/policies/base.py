@@ -120,6 +120,7 @@ class Policy(Protocol):
 
     def add_agent(self, agent: AgentLike, now: float) -> None: ...
     def post(self, tasks: Iterable[TaskLike], now: float) -> None: ...
+    def post_integration(self, task: TaskLike, owner: str, now: float) -> None: ...
     def choose(self, agent_id: str, now: float, rng: RandomLike) -> Decision: ...
     def claim(self, task_id: str, agent_id: str, now: float) -> BoardTask: ...
     def on_task_finished(self, task_id: str, agent_id: str, success: bool, now: float) -> None: ...
@@ -174,6 +175,12 @@ class BasePolicy:
         posted = self.board.post_many(tasks, now)
         self._on_posted(posted, now)
         self._absorb(now)
+
+    def post_integration(self, task: TaskLike, owner: str, now: float) -> None:
+        """An integration task for `owner`'s conflicting merge (the simulator's conflict rule,
+        engine/conflicts.py): on the board like any task; a company hands it to the owner's
+        manager."""
+        self.post([task], now)
 
     def claim(self, task_id: str, agent_id: str, now: float) -> BoardTask:
         return self.board.claim(task_id, agent_id, now)

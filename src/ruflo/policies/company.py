@@ -28,7 +28,7 @@ from ruflo.policies.base import (
     RandomLike,
     Take,
 )
-from ruflo.policies.board import BoardTask
+from ruflo.policies.board import BoardTask, TaskLike
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#.-]*")
 
@@ -417,6 +417,15 @@ class CompanyPolicy(BasePolicy):
                 self._to_inbox(task, owner[0])
             else:
                 self._to_inbox(task, self.acting_root)
+
+    def post_integration(self, task: TaskLike, owner: str, now: float) -> None:
+        """An integration task goes to the owner's nearest working manager (the root's own
+        to the root), who decides it like any ticket."""
+        posted = self.board.post_many([task], now)
+        boss = nearest_live_manager(self.org, owner, self._is_alive) or self.acting_root
+        for ticket in posted:
+            self._to_inbox(ticket, boss)
+        self._absorb(now)
 
     def _on_ready(self, task: BoardTask, now: float) -> None:
         if task.assignee is not None:

@@ -31,8 +31,8 @@ class CompareSpec(Body):
     """The `compare` object of a message's data part."""
 
     workloads: list[WorkloadName] = Field(min_length=1, max_length=10)
-    """Built-in workloads (ticket, bug, feature) or simulated shapes (wide, deep, mixed); never
-    a file on the server."""
+    """Built-in workloads (ticket, bug, feature, registry) or simulated shapes (wide, deep,
+    mixed); never a file on the server."""
     modes: list[Mode] = Field(default_factory=lambda: [Mode.SWARM, Mode.COMPANY], min_length=1,
                               max_length=len(Mode))
     seeds: int = Field(default=1, ge=1, le=10)

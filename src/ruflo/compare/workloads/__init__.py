@@ -1,4 +1,5 @@
-"""The built-in workloads of `ruflo compare`: a ticket, a bug and a feature, each a workload YAML,
+"""The built-in workloads of `ruflo compare`: a ticket, a bug, a feature and a registry (parallel
+tasks that all edit the same lines: their merges conflict), each a workload YAML,
 a fixture repository copied fresh into every live run, and a ScriptedGateway script that makes the
 built-in agent do the work through tool calls (and, for company runs, answers the managers'
 planning calls: docs/compare.md). Depends on the standard library and PyYAML.
@@ -16,7 +17,7 @@ from ruflo.errors import ConfigError
 
 HERE = Path(__file__).parent
 
-BUILTIN = ("ticket", "bug", "feature")
+BUILTIN = ("ticket", "bug", "feature", "registry")
 """Built-in workload names, each a folder here with workload.yaml, repo/ and gateway.yaml."""
 
 
