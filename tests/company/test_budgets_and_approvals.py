@@ -156,7 +156,10 @@ async def test_decisions_recorded_by_the_server_runner_wake_the_engine(
 
     final = await running
     assert final.status is HiveStatus.DONE, final.pause_reason
-    assert decided == 2, "each override doubles the cap: 400, then 800 tokens"
+    # One override (the cap doubled to 400) is enough: the stopped attempt continues from its
+    # journal instead of paying its first turns again (before journals it took 400, then 800).
+    assert decided == 1, "the attempt should continue from its journal after the override"
     applied = store.events(hive.id, kinds=["approval_applied"])
-    assert [e.data["budget"]["max_tokens"] for e in applied] == [400, 800]
-    assert store.get_agent(f"{hive.id}-dev-1").budget.max_tokens == 800
+    assert [e.data["budget"]["max_tokens"] for e in applied] == [400]
+    assert store.get_agent(f"{hive.id}-dev-1").budget.max_tokens == 400
+    assert store.events(hive.id, kinds=["attempt_resumed"]), "the attempt should have resumed"
