@@ -3,8 +3,9 @@ git repository whose agent, at turn 3, asks to run an `rm -rf` command (the safe
 The approval opens and the attempt waits with no gateway call; the process is SIGKILLed while it
 waits; a person decides with a real `ruflo approval` while nothing runs; `ruflo hive resume`
 continues the attempt at turn 3 from its journal, finds the decided approval (no second one), and
-runs the command once (approved) or gives the model the reason as a tool error (rejected). On
-SQLite and on Postgres."""
+runs the command once (approved) or gives the model the reason as a tool error (rejected); if
+nobody decided yet, the resumed attempt waits on the same approval, again with no gateway call.
+On SQLite and on Postgres."""
 
 from __future__ import annotations
 
@@ -103,15 +104,21 @@ def kill_while_it_waits(cli: Cli, tmp_path: Path, env: dict[str, str]) -> tuple[
     return store, workspace, str(counter)
 
 
-def resume(cli: Cli, store: Any, env: dict[str, str]) -> str:
-    """`ruflo hive resume` once the dead driver's lease lapsed; the hive's id."""
+def lapsed(store: Any) -> str:
+    """Wait until the dead driver's lease lapsed; the hive's id."""
     hive_id: str = store.list_hives()[0].id
 
-    def lapsed() -> bool:
+    def gone() -> bool:
         driver = store.hive_driver(hive_id)
         return driver is None or driver.driver_until < datetime.now(UTC)
 
-    wait_until(lapsed, within=60, what="the dead driver's lease to lapse")
+    wait_until(gone, within=60, what="the dead driver's lease to lapse")
+    return hive_id
+
+
+def resume(cli: Cli, store: Any, env: dict[str, str]) -> str:
+    """`ruflo hive resume` once the dead driver's lease lapsed; the hive's id."""
+    hive_id = lapsed(store)
     resumed = cli("hive", "resume", hive_id, "--json", timeout=180, env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert json.loads(resumed.stdout)["status"] == "done"
@@ -190,5 +197,43 @@ def test_rejected_while_nothing_runs_the_resumed_attempt_reads_the_reason(
         resumed_at_turn_3(store, hive_id)
         branch = HiveRepo(workspace, hive_id).branch
         assert git("show", f"{branch}:build/out.o", cwd=workspace).stdout == "object\n"
+    finally:
+        store.close()
+
+
+def test_still_pending_at_resume_the_resumed_attempt_waits_on_the_same_approval(
+        cli: Cli, tmp_path: Path, env: dict[str, str]) -> None:
+    store, _, counter = kill_while_it_waits(cli, tmp_path, env)
+    try:
+        (approval,) = store.list_approvals()
+        hive_id = lapsed(store)
+        out, err = tmp_path / "resume.out", tmp_path / "resume.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            resuming = subprocess.Popen([str(RUFLO), "hive", "resume", hive_id, "--json"],
+                                        env={**cli.env, **env}, stdout=stdout, stderr=stderr,
+                                        text=True)
+        try:
+            wait_until(lambda: store.events(hive_id, kinds=[EventKind.ATTEMPT_RESUMED]),
+                       within=90, what="the attempt resumed", explain=err.read_text)
+            stays_sync(lambda: cli.gateway.chat_count == 3 and resuming.poll() is None
+                       and store.get_approval(approval.id).status is ApprovalStatus.PENDING,
+                       what="the resumed attempt did not wait on the approval")
+            assert [a.id for a in store.list_approvals()] == [approval.id], \
+                "no second approval"
+            done = cli("approval", "approve", approval.id, "--by", "person:ops", env=env)
+            assert done.returncode == 0, done.stderr
+            resuming.wait(timeout=180)
+        finally:
+            if resuming.poll() is None:
+                resuming.kill()
+                resuming.wait(timeout=30)
+        assert resuming.returncode == 0, out.read_text()[-3000:] + err.read_text()[-3000:]
+        assert json.loads(out.read_text())["status"] == "done"
+
+        assert cli.gateway.chat_count == 4, "no turn was asked twice"
+        assert Path(counter).read_text() == "ran\n", "the command ran exactly once"
+        assert [a.id for a in store.list_approvals()] == [approval.id], "no second approval"
+        assert "exit code 0" in cli.gateway.requests[3]["messages"][-1]["content"]
+        resumed_at_turn_3(store, hive_id)
     finally:
         store.close()
