@@ -1,6 +1,8 @@
 """`ruflo approval list|approve|reject`: decisions that wait for a person (budget overrides,
-strategy, hire). Deciding records the decision with its event (a running engine is woken by it)
-and applies a budget override at once: the new cap is set and the agent or hive runs again.
+strategy, hire, an agent's action). Deciding records the decision with its event (a running
+engine is woken by it) and applies a budget override at once: the new cap is set and the agent
+or hive runs again. An action decided while nothing runs is applied by the attempt that takes
+the task up again (docs/approvals.md).
 
 Imports only typer and the standard library at module level.
 """
