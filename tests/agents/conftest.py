@@ -3,7 +3,6 @@ workspace folder, and a real GatewayClient talking to a ScriptedGateway server."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,25 +103,3 @@ async def gateway_for() -> Any:
     for client in clients:
         await client.aclose()
 
-
-def must_run_agent_clis() -> bool:
-    """In CI (or when asked) a missing agent CLI is a failure, never a skip."""
-    return (os.environ.get("CI", "").lower() in ("1", "true", "yes")
-            or os.environ.get("RUFLO_REQUIRE_AGENT_CLIS") == "1")
-
-
-def require_agent_cli(name: str) -> str:
-    """The program of the agent CLI `name` (the real one scripts/install puts in .agent-clis);
-    skips with the reason when it is not installed, fails instead under CI=true or
-    RUFLO_REQUIRE_AGENT_CLIS=1."""
-    from ruflo.agents.presets import find_program, preset_for
-
-    preset = preset_for(name)
-    program = find_program(preset, {}, os.environ.get("PATH"))
-    if program is None:
-        why = (f"requires agent CLI {name}: {preset.program!r} is not on PATH or in "
-               f".agent-clis; scripts/install installs {preset.package}")
-        if must_run_agent_clis():
-            pytest.fail(why + " (CI: the agent CLI tests must run)")
-        pytest.skip(why)
-    return program

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_scripts import fix_rules
 
-from conftest import GATEWAY_KEY, require_agent_cli
+from agent_clis import fix_rules, require_agent_cli
+from conftest import GATEWAY_KEY
 from ruflo.agents import OutcomeKind, executor_for
 from ruflo.agents.commands import command_env
 from ruflo.engine.board_engine import BoardEngine, LiveParams

@@ -36,9 +36,13 @@ class ClaudeCode(Preset):
     def argv(self, program: str, setup: Setup) -> list[str]:
         config = setup.config
         tools = config.get("allowed_tools") or list(ALLOWED_TOOLS)
+        # In ruflo's sandbox nothing outside the worktree can be reached, so it may act without
+        # asking (acceptEdits alone still asks for paths it deems sensitive — and a worktree
+        # lives under the repository's .git folder). Unconfined, it only accepts edits.
+        mode = config.get("permission_mode") or (
+            "bypassPermissions" if setup.confined else "acceptEdits")
         argv = [program, "-p", "--output-format", "stream-json", "--verbose",
-                "--model", setup.model,
-                "--permission-mode", str(config.get("permission_mode") or "acceptEdits"),
+                "--model", setup.model, "--permission-mode", str(mode),
                 "--allowedTools", ",".join(str(t) for t in tools)]
         if config.get("max_turns") is not None:
             argv += ["--max-turns", str(int(config["max_turns"]))]

@@ -1,4 +1,5 @@
-"""ScriptedGateway rules that make an agent fix a file with its own tools: Claude Code (Read,
+"""The agent CLI tests' helpers: the real CLI's program (or a skip, or in CI a failure, when it is
+not installed) and ScriptedGateway rules that make an agent fix a file with its own tools: Claude Code (Read,
 Edit: Anthropic Messages tool_use), Codex (exec_command, then apply_patch through it: Responses
 function calls) and the built-in agent (read_file, edit_file, complete: chat completions).
 
@@ -8,8 +9,11 @@ a rule answers turn 1 (read), turn 2 once the file's text came back (edit), turn
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
+
+import pytest
 
 TOOLS = {"claude-code": "Edit", "codex": "exec_command", "llm": "edit_file"}
 """A tool only that agent's requests offer."""
@@ -24,10 +28,11 @@ def patch(path: str, old: str, new: str) -> str:
 def fix_rules(agent: str, path: str, old: str, new: str, *, marker: str | None = None,
               final: str = "Fixed it.") -> list[dict[str, Any]]:
     """Rules for `agent` to read `path` (a path relative to its worktree), replace the line
-    `old` with `new`, and finish, for the task whose prompt says `marker` (any task: None)."""
+    `old` with `new`, and finish, for the task titled `marker` (any task: None)."""
     base: dict[str, Any] = {"tool": TOOLS[agent]}
     if marker is not None:
-        base["any"] = re.escape(marker)
+        # The task's own line, not the hive's notes (which quote other tasks) in the prompt.
+        base["any"] = f"(?m)^Task: {re.escape(marker)}$"
     if agent == "claude-code":
         read = {"name": "Read", "arguments": {"file_path": path}}
         edit = {"name": "Edit", "arguments": {"file_path": path, "old_string": old.strip(),
@@ -49,3 +54,26 @@ def fix_rules(agent: str, path: str, old: str, new: str, *, marker: str | None =
          "reply": {"tool_calls": [edit]}},
         {"name": f"{name}:done", "match": {**base, "turn": 3}, "reply": done},
     ]
+
+
+def must_run_agent_clis() -> bool:
+    """In CI (or when asked) a missing agent CLI is a failure, never a skip."""
+    return (os.environ.get("CI", "").lower() in ("1", "true", "yes")
+            or os.environ.get("RUFLO_REQUIRE_AGENT_CLIS") == "1")
+
+
+def require_agent_cli(name: str) -> str:
+    """The program of the agent CLI `name` (the real one scripts/install puts in .agent-clis);
+    skips with the reason when it is not installed, fails instead under CI=true or
+    RUFLO_REQUIRE_AGENT_CLIS=1."""
+    from ruflo.agents.presets import find_program, preset_for
+
+    preset = preset_for(name)
+    program = find_program(preset, {}, os.environ.get("PATH"))
+    if program is None:
+        why = (f"requires agent CLI {name}: {preset.program!r} is not on PATH or in "
+               f".agent-clis; scripts/install installs {preset.package}")
+        if must_run_agent_clis():
+            pytest.fail(why + " (CI: the agent CLI tests must run)")
+        pytest.skip(why)
+    return program
