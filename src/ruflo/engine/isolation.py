@@ -1,7 +1,13 @@
 """Which isolation a hive runs with, decided when it starts, and setting it up when an engine
 drives it. Depends on the model, the Store protocol and agents/gitwork.py + agents/isolated.py.
 
-`isolation_config` (the starters): a workspace that is a git repository gets `git` (each attempt
+`prepare_workspace` (every starter: `ruflo orchestrate`, the server's create route and so REST,
+chat, A2A and the OpenAI-compatible route, MCP's create_hive): the one rule for a hive's folder.
+A folder ruflo creates itself (none given, or an empty one) becomes a git repository holding what
+was put in it (a workload's fixture) as its first commit, so the hive runs under git isolation by
+default; a folder given that already holds files must be a repository, or isolation "none" be
+asked for, else it is refused before anything is made or copied.
+`isolation_config` (its decision): a workspace that is a git repository gets `git` (each attempt
 in its own worktree, see agents/isolated.py), started from a named commit (the user's HEAD; their
 uncommitted changes are not included and the notice says so); `none` keeps the shared folder and
 says so loudly; a workspace that is not a repository is refused unless `none` is asked for.
@@ -13,11 +19,13 @@ and the leftovers of a killed process removed.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ruflo.agents.gitwork import HiveRepo, capped_patch, git, is_git_repo
+from ruflo.agents.gitwork import HiveRepo, capped_patch, git, init_repo, is_git_repo
 from ruflo.agents.isolated import Integrator
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
@@ -26,8 +34,9 @@ from ruflo.model import JSON, Event, Hive, TaskState
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
-__all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
-           "open_isolation", "task_git", "worktree_bytes"]
+__all__ = ["ISOLATIONS", "SHARED_NOTICE", "Workspace", "hive_diff", "hive_repo",
+           "isolation_config", "isolation_json", "isolation_of", "open_isolation",
+           "prepare_workspace", "task_git", "worktree_bytes"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -38,15 +47,15 @@ def isolation_config(workspace: str | Path, requested: str | None, *,
                      start: str | None = None) -> tuple[JSON, str]:
     """The hive config entries for its isolation and a one-line notice for the person.
     `requested`: "git", "none" or None (git when the workspace is a repository)."""
-    if requested is not None and requested not in ISOLATIONS:
-        raise ConfigError(f"isolation {requested!r} is not one of {', '.join(ISOLATIONS)}")
+    check_isolation(requested)
     if requested == "none":
         return {"isolation": "none"}, SHARED_NOTICE
     folder = Path(workspace).expanduser().resolve()
     if not is_git_repo(folder):
         raise ConfigError(f"workspace {folder} is not a git repository: run `git init` there "
-                          "(and commit what the hive should start from), or pass "
-                          "--isolation none to let the agents share the folder")
+                          "(and commit what the hive should start from), or choose isolation "
+                          "none (--isolation none; \"isolation\": \"none\" over REST and MCP) to "
+                          "let the agents share the folder; nothing was created")
     done = git("rev-parse", "--verify", "--quiet", f"{start or 'HEAD'}^{{commit}}", cwd=folder,
                check=False)
     if done.returncode != 0:
@@ -59,6 +68,44 @@ def isolation_config(workspace: str | Path, requested: str | None, *,
         notice += (f" ({len(dirty)} uncommitted change(s) in your folder are NOT included; "
                    "commit them first to include them)")
     return {"isolation": "git", "start_commit": commit}, notice
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A new hive's folder, made ready, and its isolation."""
+
+    folder: Path
+    config: JSON
+    """The hive config entries: `isolation`, and `start_commit` under git."""
+    notice: str
+    """One line for the person (the CLI's stderr, the server's log, MCP's answer)."""
+
+
+def check_isolation(requested: str | None) -> None:
+    """ConfigError unless `requested` is None, "git" or "none"."""
+    if requested is not None and requested not in ISOLATIONS:
+        raise ConfigError(f"isolation {requested!r} is not one of {', '.join(ISOLATIONS)}; "
+                          "nothing was created")
+
+
+def prepare_workspace(folder: str | Path, requested: str | None, *,
+                      fixture: Path | None = None) -> Workspace:
+    """Make a new hive's folder ready and decide its isolation (the module's rule); blocking
+    (git). ConfigError saying why, with nothing made or copied, when it can't be had."""
+    check_isolation(requested)
+    path = Path(folder).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"workspace {path} is a file, not a folder; nothing was created")
+    ours = not path.exists() or not any(path.iterdir())
+    if not ours and requested != "none":
+        isolation_config(path, requested)  # refuses a folder that is not a repository, first
+    path.mkdir(parents=True, exist_ok=True)
+    if fixture is not None:
+        shutil.copytree(fixture, path, dirs_exist_ok=True)
+    if ours and requested != "none":
+        init_repo(path)  # a folder ruflo creates: a repository, so the hive runs isolated
+    config, notice = isolation_config(path, requested)
+    return Workspace(path, config, notice)
 
 
 def isolation_of(hive: Hive) -> str:
@@ -146,3 +193,23 @@ def task_git(hive: Hive, history: Sequence[Event], *,
         if patch is not None:
             info["patch"], info["patch_truncated"] = patch
     return info
+
+
+def hive_diff(hive: Hive, *, patch_limit: int = PATCH_LIMIT) -> JSON | None:
+    """A git hive's result: its integration branch against its start commit, as the changed
+    files, a diff stat and the patch (cut at `patch_limit` bytes, `patch_truncated` says so);
+    None for a hive that shares its folder, or when git no longer knows the branch."""
+    start = hive.config.get("start_commit")
+    if (isolation_of(hive) != "git" or not hive.workspace or not isinstance(start, str)
+            or not is_git_repo(hive.workspace)):
+        return None
+    top = Path(hive.workspace)
+    branch = HiveRepo(top, hive.id).branch
+    names = git("diff", "--name-only", "-z", start, branch, cwd=top, check=False)
+    stat = git("diff", "--stat", start, branch, cwd=top, check=False)
+    patch = capped_patch(top, start, branch, patch_limit)
+    if names.returncode != 0 or stat.returncode != 0 or patch is None:
+        return None
+    return {"branch": branch, "start_commit": start,
+            "files": [name for name in names.stdout.split("\0") if name],
+            "diff": stat.stdout, "patch": patch[0], "patch_truncated": patch[1]}
