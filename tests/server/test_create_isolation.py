@@ -108,7 +108,8 @@ def test_a_folder_that_is_not_a_repository_is_refused_unless_none_is_asked(
     assert answer.status_code == 422, answer.text
     message = answer.json()["message"]
     assert f"workspace {plain} is not a git repository" in message
-    assert "git init" in message and '"isolation": "none"' in message
+    assert "git init" in message
+    assert '"isolation": "none"' in message
     assert "nothing was created" in message
     assert served.store.list_hives() == []
     assert sorted(p.name for p in plain.iterdir()) == ["notes.txt"], "the folder is untouched"
