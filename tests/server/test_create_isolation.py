@@ -14,7 +14,7 @@ from typing import Any
 from server_harness import GATEWAY_KEY, Served
 
 from agent_scripts import work_rules
-from ruflo.agents.gitwork import git, init_repo
+from ruflo.agents.gitwork import HiveRepo, git, init_repo
 from ruflo.event_kinds import EventKind
 from ruflo.gateway.client import RetryPolicy
 from ruflo.server.auth import hash_token
@@ -71,7 +71,7 @@ def test_a_hive_in_a_folder_the_server_makes_runs_each_attempt_in_a_worktree(
     assert isolation["isolation"] == "git"
     assert isolation["branch"] == f"ruflo/{hive['id']}"
     assert isolation["start_commit"] == git("rev-parse", "HEAD", cwd=workspace).stdout.strip()
-    assert isolation["live_worktrees"] == 0, "finished attempts' worktrees are removed"
+    assert HiveRepo(workspace, hive["id"]).leftovers() == [], "attempts' worktrees removed"
     # The work is on the integration branch; the folder's own branch is the start.
     assert git("ls-tree", "--name-only", isolation["branch"],
                cwd=workspace).stdout.split() == ["t1.txt", "t2.txt"]

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ruflo.agents.gitwork import HiveRepo, capped_patch, git, init_repo, is_git_repo
+from ruflo.agents.gitwork import (
+    HiveRepo,
+    capped_patch,
+    git,
+    init_repo,
+    integration_branch,
+    is_git_repo,
+)
 from ruflo.agents.isolated import Integrator
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
@@ -34,9 +41,10 @@ from ruflo.model import JSON, Event, Hive, TaskState
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
-__all__ = ["ISOLATIONS", "SHARED_NOTICE", "Workspace", "hive_diff", "hive_repo",
-           "isolation_config", "isolation_json", "isolation_of", "open_isolation",
-           "prepare_workspace", "task_git", "worktree_bytes"]
+__all__ = ["ISOLATIONS", "SHARED_NOTICE", "Workspace", "check_isolation", "hive_diff",
+           "hive_repo", "isolation_config", "isolation_json", "isolation_of",
+           "isolation_summary", "open_isolation", "prepare_workspace", "task_git",
+           "worktree_bytes"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -155,6 +163,16 @@ def worktree_bytes(hive: Hive) -> int | None:
     return HiveRepo(hive.workspace, hive.id).disk_bytes()
 
 
+def isolation_summary(hive: Hive) -> JSON:
+    """A hive's isolation from its config alone (no git run): the API's hive and the hive page,
+    which are read on every change."""
+    kind = isolation_of(hive)
+    if kind != "git":
+        return {"isolation": kind}
+    return {"isolation": kind, "branch": integration_branch(hive.id),
+            "start_commit": hive.config.get("start_commit")}
+
+
 def isolation_json(hive: Hive) -> JSON:
     """What `hive show` and the API say about a hive's isolation."""
     kind = isolation_of(hive)
@@ -204,7 +222,7 @@ def hive_diff(hive: Hive, *, patch_limit: int = PATCH_LIMIT) -> JSON | None:
             or not is_git_repo(hive.workspace)):
         return None
     top = Path(hive.workspace)
-    branch = HiveRepo(top, hive.id).branch
+    branch = integration_branch(hive.id)
     names = git("diff", "--name-only", "-z", start, branch, cwd=top, check=False)
     stat = git("diff", "--stat", start, branch, cwd=top, check=False)
     patch = capped_patch(top, start, branch, patch_limit)

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ruflo.engine.isolation import Workspace, isolation_json, prepare_workspace, task_git
+from ruflo.engine.isolation import Workspace, isolation_summary, prepare_workspace, task_git
 from ruflo.engine.start import HiveSpec
 from ruflo.engine.start import create_hive as create_hive_in
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError
@@ -188,7 +188,7 @@ def hive_detail(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
     agents = ctx.store.list_agents(hive.id)
     return {
         **hive_summary(ctx, hive),
-        "isolation": isolation_json(hive),
+        "isolation": isolation_summary(hive),
         "agents": [plain(agent) for agent in agents],
         "spend": spend_json(ctx.store.spend(hive_id=hive.id)),
         "approvals": [plain(a) for a in ctx.store.list_approvals(

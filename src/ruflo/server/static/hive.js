@@ -71,13 +71,12 @@
     return Boolean(boot.operator) || (state.hive !== null && state.hive.owner === boot.user);
   }
 
-  // What the API's `isolation` says, as a line of text (engine/isolation.py isolation_json).
+  // What the API's `isolation` says, as a line of text (engine/isolation.py isolation_summary).
   function isolationText(isolation) {
     if (!isolation) return "unknown";
     if (isolation.isolation !== "git") return "none: the agents share the workspace folder";
     const start = String(isolation.start_commit || "").slice(0, 12);
-    return "git worktrees, branch " + (isolation.branch || "?") + " from " + (start || "?") +
-      (isolation.live_worktrees !== undefined ? ", " + isolation.live_worktrees + " live worktree(s)" : "");
+    return "git worktrees, branch " + (isolation.branch || "?") + " from " + (start || "?");
   }
 
   function renderHive() {
