@@ -58,6 +58,8 @@ class EventKind(enum.StrEnum):
     GATEWAY_BACK = "gateway_back"
     HIVE_PAUSE_DETAIL = "hive_pause_detail"
     HIVE_BUDGET_CHANGED = "hive_budget_changed"
+    ACTIONS_CHANGED = "actions_changed"
+    """A hive's or an agent's action policy was set (agents/permissions.py)."""
     OBJECTIVE_VERIFIED = "objective_verified"
     """The objective's verify command ran on the finished workspace."""
     APPROVAL_AMENDED = "approval_amended"
@@ -103,6 +105,9 @@ class EventKind(enum.StrEnum):
     A2A_FILE = "a2a_file"
     """An artifact file written into the workspace (or refused)."""
     A2A_CANCEL = "a2a_cancel"
+    ATTEMPT_RESUMED = "attempt_resumed"
+    """The built-in agent took up its attempt's journal: from which turn, the files replayed,
+    the calls answered as interrupted and those run now."""
     AGENT_OUTCOME = "agent_outcome"
     TASK_VERIFIED = "task_verified"
     """A task's verify command ran (by an agent, over REST or over MCP)."""

@@ -86,6 +86,8 @@ class ApprovalKind(enum.StrEnum):
     BUDGET_OVERRIDE = "budget_override"
     HIRE = "hire"
     STRATEGY = "strategy"
+    ACTION = "action"
+    """An agent's action (a command, a file change, a merge) its policy says to ask about."""
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -141,6 +143,48 @@ class Hive:
     damage: str | None = None
     """Set when the stored row could not be read whole: what was wrong with it. The other
     fields are what could be read (an unreadable config reads as empty)."""
+
+
+class JournalEntryKind(enum.StrEnum):
+    """What one entry of an attempt's journal records."""
+
+    MESSAGE = "message"
+    """A message added to the conversation: the model's answer, a nudge, or a tool result."""
+    TOOL_STARTED = "tool_started"
+    """A tool call about to run; without a later result, it was cut short (the process died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One thing an attempt did, in order (see AttemptJournal)."""
+
+    seq: int
+    kind: JournalEntryKind
+    turn: int
+    call_id: str | None
+    data: JSON
+    """MESSAGE: {"message": the chat message, and for a tool result "name", "error" and, for a
+    file tool that wrote, "path" and "after" (the file's text after it)}.
+    TOOL_STARTED: {"name", "arguments"}."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptJournal:
+    """The journal of one attempt of one task by the built-in agent: what it began with and, in
+    `entries`, every message since, so the attempt can continue where it stopped."""
+
+    id: str
+    hive_id: str
+    task_id: str
+    agent_id: str
+    task_hash: str
+    """The hash of what the task asked (title, description, verify) when the attempt began."""
+    opening: JSON
+    """{"messages": the system and task messages the attempt began with}."""
+    opened_at: datetime
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+    entries: tuple[JournalEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

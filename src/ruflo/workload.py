@@ -130,6 +130,8 @@ class AgentModel(_Strict):
     budget: BudgetModel | None = None
     adapter: AdapterKind = AdapterKind.LLM
     config: dict[str, Any] = Field(default_factory=dict)
+    actions: Any = None
+    """This agent's action policy (overrides the hive's per action; agents/permissions.py)."""
 
     _lists = field_validator("skills", mode="before")(_listify)
 
@@ -149,6 +151,8 @@ class WorkloadModel(_Strict):
     agents: list[AgentModel] = Field(default_factory=list)
     generate: GenerateModel | None = None
     """Instead of `tasks`: a generated shape (simulation only)."""
+    actions: Any = None
+    """The hive's action policy (agents/permissions.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,8 @@ class Workload:
     fixture: Path | None = None
     """Folder copied fresh into the workspace of every live run."""
     source: Path | None = None
+    actions: dict[str, Any] | None = None
+    """The hive's action policy, validated (recorded in the hive's config)."""
 
     @property
     def skills(self) -> list[str]:
@@ -319,7 +325,7 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
             capabilities=a.capabilities,
             skills=tuple(a.skills),
             adapter=a.adapter,
-            adapter_config=dict(a.config),
+            adapter_config=agent_config(a, where),
             model=a.model,
             reports_to=a.reports_to,
             budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget(),
@@ -358,6 +364,7 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
             for t in model.tasks
         )
     return Workload(
+        actions=hive_actions(model.actions, where),
         name=model.name,
         objective=model.objective or model.name,
         tasks=tasks,
@@ -376,6 +383,8 @@ class OrgModel(_Strict):
                     Literal["ask", "approve", "reject"]] = Field(default_factory=dict)
     max_depth: int = Field(default=2, ge=0, le=10)
     max_hires: int = Field(default=2, ge=0, le=50)
+    actions: Any = None
+    """The hive's action policy (agents/permissions.py)."""
     agents: list[AgentModel] = Field(min_length=1)
 
 
@@ -393,6 +402,8 @@ class Org:
     """How many times a ticket may be delegated down from the objective."""
     max_hires: int = 2
     """How many agents managers may ask to add in one hive (each a `hire` approval)."""
+    actions: dict[str, Any] | None = None
+    """The hive's action policy, validated (recorded in the hive's config)."""
     source: Path | None = None
 
 
@@ -428,7 +439,7 @@ def parse_org(text: str, source: Path | None = None) -> Org:
     agents = tuple(
         Agent(id=a.name, hive_id="", name=a.name, role=a.role, title=a.title,
               capabilities=a.capabilities, skills=tuple(a.skills), adapter=a.adapter,
-              adapter_config=dict(a.config), model=a.model, reports_to=a.reports_to,
+              adapter_config=agent_config(a, where), model=a.model, reports_to=a.reports_to,
               budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget())
         for a in model.agents)
     from ruflo.policies import OrgChart
@@ -440,4 +451,26 @@ def parse_org(text: str, source: Path | None = None) -> Org:
     budget = Budget(model.budget.max_tokens, model.budget.max_cost) if model.budget else Budget()
     return Org(agents=agents, name=model.name, budget=budget,
                approvals={str(k): str(v) for k, v in model.approvals.items()} or None,
-               max_depth=model.max_depth, max_hires=model.max_hires, source=source)
+               max_depth=model.max_depth, max_hires=model.max_hires, source=source,
+               actions=hive_actions(model.actions, where))
+
+
+def hive_actions(raw: object, where: str) -> dict[str, Any] | None:
+    """A file's `actions:` block, validated and written the one way the hive's config keeps it."""
+    from ruflo.agents.permissions import parse_actions, policy_json
+
+    policy = parse_actions(raw, where)
+    return policy_json(policy) if not policy.empty else None
+
+
+def agent_config(agent: AgentModel, where: str) -> dict[str, Any]:
+    """An agent's adapter config, with its `actions:` block validated into it."""
+    config = dict(agent.config)
+    if "actions" in config and agent.actions is not None:
+        raise PolicyError(f"{where}: agent {agent.name}: give actions once, not in config too; "
+                          "nothing was run")
+    actions = hive_actions(agent.actions if agent.actions is not None
+                           else config.pop("actions", None), f"{where}: agent {agent.name}")
+    if actions:
+        config["actions"] = actions
+    return config

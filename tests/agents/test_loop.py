@@ -245,7 +245,7 @@ async def test_notes_are_read_before_the_task(make_board, scripted, gateway_for)
     Memory(board.store).put(hive_namespace(board.hive.id), "rounding",
                             "The calculator rounding uses banker's rounding on purpose.")
     script = {"rules": [
-        {"match": {"turn": 1, "system": "banker's rounding"},
+        {"match": {"turn": 1, "last_user": "banker.s rounding"},
          "reply": call("abstain", reason="rounding is intended")},
     ]}
     gateway = gateway_for(scripted(script), board.store)

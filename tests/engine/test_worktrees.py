@@ -209,3 +209,32 @@ def test_a_killed_processs_worktrees_are_cleaned_at_the_next_start_and_a_merge_i
     assert cleaned[-1].data["tasks"] == [f"{hive.id}-t"]
     assert f"{hive.id}-t" not in sh("worktree", "list", cwd=repo)
     assert len(store.events(hive.id, kinds=[EventKind.ISOLATION_READY])) == 1
+
+
+async def test_a_merge_the_policy_asks_about_waits_for_a_person(
+        store: Any, client: GatewayClient, gateway_server: ScriptedGateway,
+        tmp_path: Path) -> None:
+    from ruflo.model import ApprovalStatus
+
+    repo = user_repo(tmp_path)
+    gateway_server.add_rules(*turns("solo", ("write_file", {"path": "solo.txt",
+                                                            "content": "solo"})))
+    hive = make_hive(store, repo, [Task(id="solo", hive_id="", title="solo")], verify=None,
+                     agents=1)
+    store.update_hive(hive.id, config={**hive.config, "actions": {"merge": "ask"}})
+    from ruflo.agents.commands import command_env
+
+    engine = BoardEngine(store, hive.id, gateway=client, params=FAST, env=command_env())
+    running = asyncio.create_task(engine.run())
+    approval = await until(lambda: next(iter(store.list_approvals(hive_id=hive.id)), None))
+    assert approval.data["action"] == "merge"
+    assert approval.data["arguments"]["files"] == ["solo.txt"]
+    branch = f"ruflo/{hive.id}"
+    merged_yet = await asyncio.to_thread(
+        subprocess.run, ["git", "-C", str(repo), "cat-file", "-e", f"{branch}:solo.txt"],
+        capture_output=True, check=False)
+    assert merged_yet.returncode != 0  # not merged while the approval waits
+    store.decide_approval(approval.id, ApprovalStatus.APPROVED, decided_by="person:ops")
+    final = await asyncio.wait_for(running, 90)
+    assert final.status is HiveStatus.DONE, why(store, hive)
+    assert sh("cat-file", "-e", f"{branch}:solo.txt", cwd=repo) == ""

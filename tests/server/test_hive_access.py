@@ -222,6 +222,23 @@ def test_the_owner_steers_their_hive_and_operators_steer_any(team: Team) -> None
         assert listed.post(f"{base}/cancel").json()["status"] == "cancelled"
 
 
+def test_only_the_owner_and_operators_set_action_policies(team: Team) -> None:
+    with team.client(OWNER) as owner:
+        hive = created(owner, agents=[{"name": "bot"}])
+        base = f"/api/v2/hives/{hive['id']}"
+        assert owner.put(f"{base}/actions", json={"actions": {"write": "ask"}}).status_code == 200
+    with team.client(OTHER) as other:
+        assert other.get(f"{base}/actions").json()["actions"] == {"write": "ask"}
+        for path in (f"{base}/actions", f"{base}/agents/bot/actions"):
+            refused = other.put(path, json={"actions": {"write": "allow"}})
+            assert refused.status_code == 403, refused.text
+            assert "nothing was changed" in refused.text
+    with team.client(OPERATOR) as operator:
+        assert operator.put(f"{base}/agents/bot/actions",
+                            json={"actions": {"run_command": "deny"}}).status_code == 200
+    assert team.store.get_hive(hive["id"]).config["actions"] == {"write": "ask"}
+
+
 def test_the_name_local_is_not_accepted_from_a_proxy_or_a_token(team: Team) -> None:
     """"local" owns the hives the CLI made; no signed-in user may take the name."""
     if team.auth == "forward":

@@ -12,6 +12,7 @@ from ruflo.store import (
     DriverStore,
     EventStore,
     HiveStore,
+    JournalStore,
     LedgerStore,
     Lifecycle,
     MemoryStore,
@@ -22,7 +23,7 @@ from ruflo.store import (
 from ruflo.store.sql import SqlStore
 
 ROLES = (Lifecycle, HiveStore, BoardStore, EventStore, LedgerStore, ApprovalStore, ChatStore,
-         TokenStore, MemoryStore, DriverStore, WorkerStore)
+         TokenStore, MemoryStore, DriverStore, WorkerStore, JournalStore)
 
 
 def members(protocol: Any) -> set[str]:

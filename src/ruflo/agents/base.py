@@ -108,6 +108,8 @@ class Limits:
     process_timeout: float = 1800.0
     """Outside agent CLIs (process adapter)."""
     http_timeout: float = 300.0
+    approval_poll: float = 1.0
+    """Seconds between looks at an action approval waited on (commit hints wake it sooner)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,8 @@ def _env() -> dict[str, str]:
 
 
 def git(*args: str, cwd: Path | None = None, check: bool = True,
-        git_dir: Path | None = None, work_tree: Path | None = None) -> subprocess.CompletedProcess[str]:
+        git_dir: Path | None = None, work_tree: Path | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     argv = ["git", *IDENTITY]
     if git_dir is not None:
         argv += ["--git-dir", str(git_dir)]
@@ -62,7 +63,11 @@ def git(*args: str, cwd: Path | None = None, check: bool = True,
     if cwd is not None:
         argv += ["-C", str(cwd)]
     argv += list(args)
-    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), check=False)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=_env(), check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args[:3])} gave no answer in {timeout:g} s") from None
     if check and done.returncode != 0:
         raise GitError(f"git {' '.join(args[:3])} failed: "
                        f"{(done.stderr or done.stdout).strip()[:500]}")
@@ -145,6 +150,10 @@ class AttemptTree:
 class HiveRepo:
     """A hive's view of the user's repository."""
 
+    remote: str | None = None
+    """The git remote the hive's integration branch lives on (agents/gitremote.py); None: it
+    lives in this repository."""
+
     def __init__(self, workspace: str | os.PathLike[str], hive_id: str) -> None:
         self.top = Path(workspace).resolve()
         self.hive_id = hive_id
@@ -178,6 +187,24 @@ class HiveRepo:
     def head(self) -> str:
         return git("rev-parse", f"refs/heads/{self.branch}", cwd=self.top).stdout.strip()
 
+    def attempt_base(self) -> str:
+        """The commit a new attempt starts from: the integration branch's head."""
+        return self.head()
+
+    def obtain(self, commit: str) -> None:
+        """Make sure `commit` is here (a remote's commits are fetched first)."""
+
+    def catch_up(self) -> str:
+        """Bring the integration worktree to the integration branch's latest head and return it
+        (call holding `lock`); here the branch is this repository's own."""
+        git("reset", "--hard", "--quiet", self.branch, cwd=self.integration)
+        return self.head()
+
+    def publish(self) -> bool:
+        """Make the integration branch's new head the hive's (call holding `lock`); False when
+        someone else moved it first. Here the branch is already the hive's."""
+        return True
+
     # -- attempts ------------------------------------------------------------------------------
     def attempt_path(self, task_id: str) -> Path:
         return self.home / "attempts" / task_id
@@ -189,10 +216,11 @@ class HiveRepo:
         self.remove_attempt(task_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         branch = f"ruflo-tasks/{self.hive_id}/{task_id}"
-        base = self.head()
+        base = self.attempt_base()
         git("worktree", "add", "--quiet", "--force", "-B", branch, str(path), base, cwd=self.top)
         git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=path).stdout.strip())
         if merge is not None:
+            self.obtain(merge)
             git("merge", "--no-commit", "--no-ff", merge, cwd=path, check=False)
         return AttemptTree(path, git_dir, branch, base, merge)
 

@@ -7,21 +7,29 @@ after which one of those fails although each branch passed alone, becomes work: 
 task (the tasks' skills, the conflicting files and both sides in its description, a higher
 priority; swarm mode: on the board; company mode: the engine gives it to the task owner's
 manager, engine/company_board.py `_owner_for_new`), whose own
-attempt starts with the merge in its worktree. Depends on the Executor types, gitwork, the
+attempt starts with the merge in its worktree. Before merging, the `merge` action policy decides
+(agents/asking.py): ask waits for a person; deny or a rejection fails the attempt, its commit
+kept on its branch. A hive on a git remote (agents/gitremote.py) pushes each task branch and
+merges across machines one at a time under the store's merge lock. Depends on the Executor
+types, gitwork, the
 command runner and the Store protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ruflo.agents.asking import ActionGate
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
+from ruflo.agents.permissions import Action
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Hive, Task, new_id
+from ruflo.model import Agent, Hive, Task, TaskState, new_id
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -38,9 +46,29 @@ def merge_commit_of(store: Store, task: Task) -> str | None:
     return None
 
 
+async def held(take: Callable[[], Callable[[], None]]) -> Callable[[], None]:
+    """Take a blocking lock in a thread; returns what gives it back. A wait cancelled meanwhile
+    gives the lock back as soon as it comes, so a stopped engine never keeps it."""
+    waiting = asyncio.ensure_future(asyncio.to_thread(take))
+    try:
+        return await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        def give_back(done: asyncio.Future[Callable[[], None]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                done.result()()
+
+        waiting.add_done_callback(give_back)
+        raise
+
+
+PUBLISH_TRIES = 5
+"""Merges of one commit in a row whose push a remote may refuse (its branch moved meanwhile)."""
+
+
 class Integrator:
-    """A hive's merges: one at a time in this process (an asyncio lock) and on this machine
-    (the repository's lock file)."""
+    """A hive's merges: one at a time in this process (an asyncio lock), on this machine (the
+    repository's lock file) and, for a hive on a git remote, across machines (the store's
+    merge lock)."""
 
     def __init__(self, repo: HiveRepo) -> None:
         self.repo = repo
@@ -59,34 +87,71 @@ class Integrator:
     async def integrate(self, store: Store, task: Task, agent: Agent, commit: str,
                         ctx: RunContext) -> str | None:
         """Merge `commit`; returns None when merged, else the id of the integration task
-        posted for it."""
+        posted for it. A hive on a git remote merges on the remote branch's latest head under
+        the store's merge lock (one merge at a time across machines) and pushes; a push
+        refused because the branch moved meanwhile means fetch and merge again."""
         repo = self.repo
         async with self._lock:
-            handle = await asyncio.to_thread(repo.lock)
+            releases = []
             try:
-                before = await asyncio.to_thread(repo.head)
-                result = await asyncio.to_thread(
-                    repo.merge, commit, f"ruflo: merge task {task.id} ({task.title[:60]})")
-                if not result.merged:
-                    return self._post(store, task, agent, commit, conflict=result.conflict,
-                                      broken=None)
-                for command in self._checks(store, task):
-                    passed, output = await self._verify(command, ctx)
-                    if not passed:
-                        await asyncio.to_thread(repo.undo_last_merge, before)
-                        store.append_event(task.hive_id, EventKind.MERGE_CHECK_FAILED,
-                                           task_id=task.id,
-                                           data={"command": command, "commit": commit,
-                                                 "output": output[-2000:]})
-                        return self._post(store, task, agent, commit, conflict=None,
-                                          broken=f"`{command}` fails:\n{output}")
-                store.append_event(task.hive_id, EventKind.TASK_MERGED, agent_id=agent.id,
-                                   task_id=task.id,
-                                   data={"commit": commit, "integration": result.commit,
-                                         "branch": repo.branch})
-                return None
+                if repo.remote is not None:
+                    releases.append(await held(lambda: store.merge_lock(task.hive_id)))
+                releases.append(await held(self._file_lock))
+                if repo.remote is not None:
+                    self._still_held(store, task, agent)
+                for _ in range(PUBLISH_TRIES):
+                    before = await asyncio.to_thread(repo.catch_up)
+                    result = await asyncio.to_thread(
+                        repo.merge, commit, f"ruflo: merge task {task.id} ({task.title[:60]})")
+                    if not result.merged:
+                        return self._post(store, task, agent, commit,
+                                          conflict=result.conflict, broken=None)
+                    for command in self._checks(store, task):
+                        passed, output = await self._verify(command, ctx)
+                        if not passed:
+                            await asyncio.to_thread(repo.undo_last_merge, before)
+                            store.append_event(task.hive_id, EventKind.MERGE_CHECK_FAILED,
+                                               task_id=task.id,
+                                               data={"command": command, "commit": commit,
+                                                     "output": output[-2000:]})
+                            return self._post(store, task, agent, commit, conflict=None,
+                                              broken=f"`{command}` fails:\n{output}")
+                    if await asyncio.to_thread(repo.publish):
+                        store.append_event(task.hive_id, EventKind.TASK_MERGED,
+                                           agent_id=agent.id, task_id=task.id,
+                                           data={"commit": commit, "integration": result.commit,
+                                                 "branch": repo.branch, "remote": repo.remote})
+                        return None
+                raise GitError(f"{repo.branch} on {repo.remote} kept moving while task "
+                               f"{task.id} was merged ({PUBLISH_TRIES} tries); its commit "
+                               f"{commit[:12]} is kept on its branch")
             finally:
-                repo.unlock(handle)
+                for release in reversed(releases):
+                    release()
+
+    @staticmethod
+    def _still_held(store: Store, task: Task, agent: Agent) -> None:
+        """Across machines, only the task's holder merges it: an attempt that outlived its
+        lease (a stalled worker) would merge a task another agent is doing again."""
+        current = store.get_task(task.id)
+        if current.state is not TaskState.CLAIMED or current.assignee != agent.id:
+            raise GitError(f"task {task.id} is no longer held by {agent.id} (its lease ran out): "
+                           "its commit was not merged; whoever holds the task now merges theirs")
+
+    async def latest(self) -> Path:
+        """The integration worktree at the integration branch's latest head (a remote's,
+        fetched): where the hive's objective verify runs."""
+        async with self._lock:
+            release = await held(self._file_lock)
+            try:
+                await asyncio.to_thread(self.repo.catch_up)
+            finally:
+                release()
+        return self.repo.integration
+
+    def _file_lock(self) -> Callable[[], None]:
+        handle = self.repo.lock()
+        return lambda: self.repo.unlock(handle)
 
     async def _verify(self, command: str, ctx: RunContext) -> tuple[bool, str]:
         limits = ctx.limits
@@ -151,8 +216,22 @@ class Isolated:
             ctx.store.append_event(hive.id, EventKind.TASK_COMMITTED, agent_id=agent.id,
                                    task_id=task.id,
                                    data={"branch": tree.branch, "commit": commit,
-                                         "base": tree.base, "files": changed[:200]})
-            posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
+                                         "base": tree.base, "files": changed[:200],
+                                         "remote": repo.remote})
+            # The merge is an action too: a policy may ask a person first, or refuse it.
+            gate = ActionGate(ctx.store, hive, agent, task, None,
+                              poll_seconds=ctx.limits.approval_poll)
+            asked = await gate.decide(Action.MERGE, "merge", {
+                "branch": tree.branch, "commit": commit, "files": changed[:50]},
+                step=f"merge:{commit}")
+            if asked.refusal is not None:
+                return replace(outcome, kind=OutcomeKind.FAILED,
+                               reason=asked.refusal.removeprefix("error: "))
+            try:
+                posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
+            except GitError as error:
+                return replace(outcome, kind=OutcomeKind.FAILED,
+                               reason=f"integrating its commit failed: {error}")
             if posted is None:
                 return outcome
             note = f"(integration pending: task {posted} merges it)"

@@ -1,6 +1,8 @@
-"""The built-in agent: a tool-calling loop through the gateway, with every turn in the transcript.
+"""The built-in agent: a tool-calling loop through the gateway, with every turn in the transcript
+and in the attempt's journal.
 
-Depends on the Executor types, the tools, memory and the Gateway and Store protocols.
+Depends on the Executor types, the tools, prompts, journal, memory and the Gateway and Store
+protocols.
 """
 
 from __future__ import annotations
@@ -9,20 +11,29 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ruflo import telemetry
-from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome, TaskTool
-from ruflo.agents.tools import ToolBox, tool_schemas, truncate
+from ruflo.agents.asking import ActionGate
+from ruflo.agents.base import Limits, OutcomeKind, RunContext, TaskOutcome
+from ruflo.agents.journal import FILE_WRITES, INTERRUPTED, Journal, Taken, replay_writes
+from ruflo.agents.prompts import (
+    system_prompt,
+    takes_cache_marks,
+    task_message,
+    with_cache_marks,
+)
+from ruflo.agents.tools import TASK_TOOL_NAMES, ToolBox, ToolReply, tool_schemas, truncate
 from ruflo.agents.workspace import Workspace
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
-from ruflo.gateway.base import CallContext, ChatMessage
+from ruflo.gateway.base import CallContext, ChatMessage, Gateway, ToolCall
 from ruflo.memory.notes import Memory, agent_namespace, hive_namespace
-from ruflo.model import Agent, CostKind, Hive, MemoryEntry, Task
+from ruflo.model import Agent, CostKind, Hive, Task
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
 NUDGE = ("Use the tools to do the task. When it is done, call `complete` with what you did"
          "{others}. Do not answer in plain text.")
+NOT_RUN = "not run: the task already ended with an earlier call"
 
 
 def learned_key(task: Task) -> str:
@@ -33,96 +44,198 @@ def learned_key(task: Task) -> str:
 class LLMExecutor:
     """Does a task by talking to a model that calls tools.
 
-    The loop: read the relevant notes; send the system prompt (role, skills, task, notes) and
-    the task; then each turn, ask the gateway for the next step — tool calls are run and their
-    results (cut to a bound) sent back; a task tool (complete, abstain, post_subtasks,
-    delegate, escalate) ends the attempt with its outcome; a plain-text answer gets a nudge back
-    to the tools. Every call asks for at most `completion_tokens` (the agent's `max_tokens`
-    setting, else the limits'), which is also what the budget books for the answer. After
-    `max_turns` calls without a task tool, the attempt fails. Each turn,
-    tool call and tool result is appended to the hive's events; what was done is left as a note
-    in the hive's memory.
+    The loop: read the relevant notes; send the system prompt (role, skills, how to work) and
+    the task with the notes; then each turn, ask the gateway for the next step — tool calls are
+    run and their results (cut to a bound) sent back; a task tool (complete, abstain,
+    post_subtasks, delegate, escalate) ends the attempt with its outcome; a plain-text answer
+    gets a nudge back to the tools. Before a tool runs, the hive's and the agent's action
+    policies decide (agents/asking.py): deny → the model reads an error; ask → the loop waits
+    there, spending nothing, until a person approves (the tool runs) or rejects (an error with
+    the reason). Every call asks for at most `completion_tokens` (the agent's
+    `max_tokens` setting, else the limits'), which is also what the budget books for the
+    answer. After `max_turns` calls without a task tool, the attempt fails. Each turn, tool call
+    and tool result is appended to the hive's events; what was done is left as a note in the
+    hive's memory.
+
+    Every message is also recorded in the attempt's journal as it happens (agents/journal.py):
+    an attempt stopped by a crash, a pause or a budget continues from its last recorded turn
+    when the task is taken up again, and its journal is closed once it ends with an outcome.
     """
 
     async def run(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext) -> TaskOutcome:
         if ctx.gateway is None:
             raise ConfigError("the built-in agent needs a gateway: set OPENAI_BASE_URL (or "
                               "LITELLM_BASE_URL) and OPENAI_API_KEY; the task was left as it was")
-        gateway = ctx.gateway
-        workspace = Workspace.open(ctx.workspace)
-        memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
-        transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
-        model = agent.model or ctx.model
-        limits = ctx.limits
-        max_tokens = completion_tokens(agent, limits)
-
-        notes = memory.search_many(task_query(task),
-                                   [hive_namespace(hive.id), agent_namespace(agent.id)],
-                                   limit=5)
-        schemas = tool_schemas(ctx.task_tools)
-        transcript.add(EventKind.AGENT_STARTED, executor="llm", model=model,
-                       tools=[s["function"]["name"] for s in schemas],
-                       notes=[f"{n.namespace}/{n.key}" for n in notes])
-        messages: list[ChatMessage] = [
-            {"role": "system", "content": system_prompt(agent, hive, ctx, notes)},
-            {"role": "user", "content": task_prompt(task)},
-        ]
-        toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=memory,
-                          workspace=workspace)
-        call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
-                                   kind=CostKind.WORK)
-        outcome: TaskOutcome | None = None
-        turn = 0
-        while outcome is None and turn < limits.max_turns:
-            turn += 1
-            with telemetry.span(f"turn {turn}", {"ruflo.turn": turn}):
-                answer = await gateway.chat(messages, model=model, context=call_context,
-                                            tools=schemas, max_tokens=max_tokens)
-                messages.append(answer.as_message())
-                transcript.add(EventKind.AGENT_TURN, turn=turn, content=answer.content or "",
-                               tool_calls=[{"name": c.name, "arguments": c.arguments}
-                                           for c in answer.tool_calls],
-                               model=answer.model, finish_reason=answer.finish_reason,
-                               prompt_tokens=answer.usage.prompt_tokens,
-                               completion_tokens=answer.usage.completion_tokens,
-                               cost=answer.cost)
-                if not answer.tool_calls:
-                    others = ", or another task tool" if len(ctx.task_tools) > 1 else ""
-                    messages.append({"role": "user", "content": NUDGE.format(others=others)})
-                    continue
-                for call in answer.tool_calls:
-                    transcript.add(EventKind.TOOL_CALL, turn=turn, call_id=call.id,
-                                   name=call.name, arguments=call.arguments)
-                    if outcome is not None:
-                        # Every tool call needs an answer, but the attempt has already ended.
-                        content = "not run: the task already ended with an earlier call"
-                        error = True
-                    else:
-                        with telemetry.span(f"execute_tool {call.name}", {
-                                "gen_ai.operation.name": "execute_tool",
-                                "gen_ai.tool.name": call.name,
-                                "gen_ai.tool.call.id": call.id}) as tool_span:
-                            reply = await toolbox.call(call.name, call.arguments)
-                            tool_span.set("ruflo.tool.ok", not reply.error)
-                        content, error = reply.content, reply.error
-                        if reply.outcome is not None:
-                            outcome = replace(reply.outcome, turns=turn)
-                    transcript.add(EventKind.TOOL_RESULT, turn=turn, call_id=call.id,
-                                   name=call.name, ok=not error, content=content)
-                    messages.append({"role": "tool", "tool_call_id": call.id,
-                                     "content": content})
-
-        if outcome is None:
-            outcome = TaskOutcome(OutcomeKind.FAILED, turns=turn,
-                                  reason=f"stopped after {limits.max_turns} turns without "
-                                         "finishing the task")
-        transcript.add(EventKind.AGENT_OUTCOME, kind=outcome.kind.value,
-                       result=outcome.result or "", reason=outcome.reason or "",
-                       turns=outcome.turns, changed_files=sorted(set(toolbox.changed_files)))
-        memory.put(hive_namespace(hive.id), learned_key(task),
-                   learned_note(task, agent, outcome, toolbox.changed_files),
-                   tags=(*task.skills, outcome.kind.value))
+        attempt = Attempt(task, agent, hive, ctx, ctx.gateway)
+        await attempt.begin()
+        outcome = await attempt.work()
+        attempt.transcript.add(EventKind.AGENT_OUTCOME, kind=outcome.kind.value,
+                               result=outcome.result or "", reason=outcome.reason or "",
+                               turns=outcome.turns,
+                               changed_files=sorted(set(attempt.toolbox.changed_files)))
+        attempt.journal.close(f"ended: {outcome.kind.value}")
+        attempt.memory.put(hive_namespace(hive.id), learned_key(task),
+                           learned_note(task, agent, outcome, attempt.toolbox.changed_files),
+                           tags=(*task.skills, outcome.kind.value))
         return outcome
+
+
+class Attempt:
+    """One attempt of the built-in agent at a task: its conversation, tools and journal."""
+
+    journal: Journal
+
+    def __init__(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext,
+                 gateway: Gateway) -> None:
+        self.task, self.agent, self.hive, self.ctx, self.gateway = task, agent, hive, ctx, gateway
+        self.memory = ctx.memory if ctx.memory is not None else Memory(ctx.store)
+        self.workspace = Workspace.open(ctx.workspace)
+        self.transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
+        self.model = agent.model or ctx.model
+        self.max_tokens = completion_tokens(agent, ctx.limits)
+        self.cache_marks = takes_cache_marks(self.model, agent)
+        self.schemas = tool_schemas(ctx.task_tools)
+        self.toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=self.memory,
+                               workspace=self.workspace)
+        self.gate = ActionGate(ctx.store, hive, agent, task, self.workspace,
+                               poll_seconds=ctx.limits.approval_poll)
+        self.call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
+                                        kind=CostKind.WORK)
+        self.messages: list[ChatMessage] = []
+        self.turn = 0
+        self.outcome: TaskOutcome | None = None
+
+    async def begin(self) -> None:
+        """Take up the task's open journal, or open one with the system and task messages."""
+        journal = Journal.take_up(self.ctx.store, self.task, self.agent)
+        if journal is not None:
+            try:
+                taken = journal.rebuild()
+            except (ValueError, KeyError, TypeError, AttributeError) as problem:
+                # A damaged journal must not block the task: it is closed, the attempt begins anew.
+                journal.close(f"its journal could not be read ({problem!r}); started over")
+            else:
+                self.journal = journal
+                await self._resume(taken)
+                return
+        notes = self.memory.search_many(task_query(self.task),
+                                        [hive_namespace(self.hive.id),
+                                         agent_namespace(self.agent.id)], limit=5)
+        self.transcript.add(EventKind.AGENT_STARTED, executor="llm", model=self.model,
+                            tools=[s["function"]["name"] for s in self.schemas],
+                            notes=[f"{n.namespace}/{n.key}" for n in notes])
+        self.messages = [
+            {"role": "system", "content": system_prompt(self.agent, self.hive, self.ctx)},
+            {"role": "user", "content": task_message(self.task, notes)},
+        ]
+        self.journal = Journal.begin(self.ctx.store, self.task, self.agent, self.messages)
+
+    async def _resume(self, taken: Taken) -> None:
+        self.messages, self.turn = taken.messages, taken.turn
+        replayed = replay_writes(self.workspace, taken.writes)
+        self.toolbox.changed_files.extend(taken.changed_files)
+        for name, arguments in taken.finished_calls:
+            if name in TASK_TOOL_NAMES and self.outcome is None:
+                # A task tool has no effect but its outcome: deriving it again is safe.
+                reply = await self.toolbox.call(name, arguments)
+                if reply.outcome is not None:
+                    self.outcome = replace(reply.outcome, turns=self.turn)
+        self.transcript.add(EventKind.AGENT_STARTED, executor="llm", model=self.model,
+                            tools=[s["function"]["name"] for s in self.schemas], notes=[],
+                            resumed_from_turn=self.turn)
+        self.transcript.add(EventKind.ATTEMPT_RESUMED, turn=self.turn,
+                            messages=len(self.messages), replayed_files=replayed,
+                            interrupted=[p.name for p in taken.pending if p.started],
+                            run_now=[p.name for p in taken.pending if not p.started])
+        for pending in taken.pending:
+            call = ToolCall(pending.call_id, pending.name, pending.arguments)
+            if pending.started:
+                self._tool_result(call, INTERRUPTED, error=True)
+            else:
+                await self.answer(call)
+
+    async def work(self) -> TaskOutcome:
+        """Turns until a task tool ends the attempt or the turns run out."""
+        limits = self.ctx.limits
+        while self.outcome is None and self.turn < limits.max_turns:
+            self.turn += 1
+            with telemetry.span(f"turn {self.turn}", {"ruflo.turn": self.turn}):
+                await self.step()
+        if self.outcome is None:
+            return TaskOutcome(OutcomeKind.FAILED, turns=self.turn,
+                               reason=f"stopped after {limits.max_turns} turns without "
+                                      "finishing the task")
+        return self.outcome
+
+    async def step(self) -> None:
+        """One turn: ask the model, record its answer, answer each tool call it made."""
+        request = with_cache_marks(self.messages) if self.cache_marks else self.messages
+        answer = await self.gateway.chat(request, model=self.model, context=self.call_context,
+                                         tools=self.schemas, max_tokens=self.max_tokens)
+        message = answer.as_message()
+        self.messages.append(message)
+        self.journal.message(self.turn, message)
+        self.transcript.add(EventKind.AGENT_TURN, turn=self.turn, content=answer.content or "",
+                            tool_calls=[{"name": c.name, "arguments": c.arguments}
+                                        for c in answer.tool_calls],
+                            model=answer.model, finish_reason=answer.finish_reason,
+                            prompt_tokens=answer.usage.prompt_tokens,
+                            completion_tokens=answer.usage.completion_tokens,
+                            cost=answer.cost)
+        if not answer.tool_calls:
+            others = ", or another task tool" if len(self.ctx.task_tools) > 1 else ""
+            nudge: ChatMessage = {"role": "user", "content": NUDGE.format(others=others)}
+            self.messages.append(nudge)
+            self.journal.message(self.turn, nudge)
+            return
+        for call in answer.tool_calls:
+            await self.answer(call)
+
+    async def answer(self, call: ToolCall) -> None:
+        """Run one tool call (or refuse it once the attempt has ended) and record its result."""
+        self.transcript.add(EventKind.TOOL_CALL, turn=self.turn, call_id=call.id,
+                            name=call.name, arguments=call.arguments)
+        if self.outcome is not None:
+            # Every tool call needs an answer, but the attempt has already ended.
+            self._tool_result(call, NOT_RUN, error=True)
+            return
+        # The policy decides before the call counts as started: a process that dies while a
+        # person decides leaves the call unstarted, and the resumed attempt asks the same
+        # approval again (found by task, turn, tool and arguments) instead of calling it cut.
+        refusal = await self.gate.refusal(call.name, call.arguments, turn=self.turn)
+        if refusal is not None:  # denied by policy, or rejected by a person
+            self._tool_result(call, refusal, error=True)
+            return
+        self.journal.started(self.turn, call.id, call.name, call.arguments)
+        reply = await self.dispatch(call)
+        if reply.outcome is not None:
+            self.outcome = replace(reply.outcome, turns=self.turn)
+        self._tool_result(call, reply.content, error=reply.error, **self._written(call, reply))
+
+    async def dispatch(self, call: ToolCall) -> ToolReply:
+        """The one place a tool call of the model is run."""
+        with telemetry.span(f"execute_tool {call.name}", {
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id}) as tool_span:
+            reply = await self.toolbox.call(call.name, call.arguments)
+            tool_span.set("ruflo.tool.ok", not reply.error)
+        return reply
+
+    def _written(self, call: ToolCall, reply: ToolReply) -> dict[str, object]:
+        """For a file write or edit that went through: the path and the file's text after it,
+        which a resumed attempt replays."""
+        if call.name not in FILE_WRITES or reply.error:
+            return {}
+        path = self.toolbox.changed_files[-1]
+        return {"path": path, "after": self.workspace.read_file(path)}
+
+    def _tool_result(self, call: ToolCall, content: str, *, error: bool,
+                     **details: object) -> None:
+        self.transcript.add(EventKind.TOOL_RESULT, turn=self.turn, call_id=call.id,
+                            name=call.name, ok=not error, content=content)
+        message: ChatMessage = {"role": "tool", "tool_call_id": call.id, "content": content}
+        self.messages.append(message)
+        self.journal.message(self.turn, message, name=call.name, error=error, **details)
 
 
 def completion_tokens(agent: Agent, limits: Limits) -> int:
@@ -159,47 +272,6 @@ class Transcript:
 
 def task_query(task: Task) -> str:
     return f"{task.title}\n{task.description}".strip()
-
-
-def task_prompt(task: Task) -> str:
-    lines = [f"Task: {task.title}"]
-    if task.description:
-        lines += ["", task.description]
-    if task.skills:
-        lines += ["", f"Skills: {', '.join(task.skills)}"]
-    if task.verify:
-        lines += ["", f"When you call complete, this command will be run in the workspace and "
-                      f"its exit code decides success: `{task.verify}`. Run it yourself first."]
-    return "\n".join(lines)
-
-
-def system_prompt(agent: Agent, hive: Hive, ctx: RunContext, notes: list[MemoryEntry]) -> str:
-    who = f"You are {agent.name}, a {agent.title or agent.role} in a hive of agents"
-    lines = [f"{who} working on: {hive.objective}." if hive.objective else f"{who}."]
-    if agent.skills:
-        lines.append(f"Your skills: {', '.join(agent.skills)}.")
-    if agent.capabilities:
-        lines.append(agent.capabilities)
-    lines += [
-        "You work in a shared workspace folder: every path is relative to it, and you cannot "
-        "leave it. Read before you edit; edit_file needs the exact text to replace. Run the "
-        "tests (or the task's verify command) before you call complete.",
-        "Leave notes with memory_store when you learn something the others will need.",
-    ]
-    if TaskTool.ABSTAIN in ctx.task_tools:
-        lines.append("If the task does not fit your skills, call abstain with the reason.")
-    if TaskTool.POST_SUBTASKS in ctx.task_tools:
-        lines.append("If the task is too big for one agent, split it with post_subtasks.")
-    if TaskTool.DELEGATE in ctx.task_tools and ctx.reports:
-        reports = "; ".join(f"{a.name} ({a.title or a.role}): {a.capabilities or ', '.join(a.skills)}"
-                            for a in ctx.reports)
-        lines.append(f"Your reports, to whom you may delegate: {reports}.")
-    if TaskTool.ESCALATE in ctx.task_tools:
-        lines.append("If you are blocked, escalate to your manager with the reason.")
-    if notes:
-        lines.append("Notes from the hive that may help:")
-        lines += [f"- [{n.key}] {truncate(n.content, 800)}" for n in notes]
-    return "\n".join(lines)
 
 
 def learned_note(task: Task, agent: Agent, outcome: TaskOutcome, changed: list[str]) -> str:

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
-from ruflo.agents.loop import Transcript, task_prompt
+from ruflo.agents.loop import Transcript
+from ruflo.agents.prompts import task_prompt
 from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate

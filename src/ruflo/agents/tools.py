@@ -90,6 +90,10 @@ TASK_TOOLS: dict[TaskTool, JSON] = {
 }
 
 
+TASK_TOOL_NAMES = frozenset(t.value for t in TaskTool)
+"""Tools whose only effect is the attempt's outcome."""
+
+
 def tool_schemas(task_tools: frozenset[TaskTool]) -> list[JSON]:
     """The tools offered to the model, task tools in a stable order."""
     return [*WORK_TOOLS, *(TASK_TOOLS[t] for t in TaskTool if t in task_tools)]

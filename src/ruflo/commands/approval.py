@@ -23,6 +23,8 @@ app = typer.Typer(help="List, approve and reject the approvals hives wait on.",
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ApprovalArgument = Annotated[str, typer.Argument(help="Approval id (or a unique prefix of it).")]
 ByOption = Annotated[str | None, typer.Option("--by", help="Who decides (default: your login).")]
+ReasonOption = Annotated[str | None, typer.Option(
+    "--reason", help="Why; an agent whose action you reject reads it.")]
 
 
 def approval_json(approval: Approval) -> dict[str, Any]:
@@ -78,7 +80,8 @@ def list_approvals(
 
 
 def _decide(ref: str, approve: bool, by: str | None, as_json: bool,
-            max_tokens: int | None = None, max_cost: float | None = None) -> None:
+            max_tokens: int | None = None, max_cost: float | None = None,
+            reason: str | None = None) -> None:
     from ruflo.commands.hive import opened
     from ruflo.engine.approvals import decide
     from ruflo.model import ApprovalStatus, Budget
@@ -90,7 +93,7 @@ def _decide(ref: str, approve: bool, by: str | None, as_json: bool,
         approval = find_approval(store, ref)
         decided = decide(store, approval.id,
                          ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
-                         decided_by=by or _login(), budget=budget)
+                         decided_by=by or _login(), budget=budget, reason=reason)
         hive = store.get_hive(decided.hive_id)
     if as_json:
         typer.echo(json.dumps({**approval_json(decided), "hive_status": hive.status.value}))
@@ -116,13 +119,17 @@ def approve(
     max_cost: Annotated[float | None, typer.Option(
         min=0, help="Budget override: this money cap (USD) instead of the proposed one.")] = None,
     by: ByOption = None,
+    reason: ReasonOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Approve: a budget override raises the cap and lets the agent or hive go on."""
-    _decide(approval, True, by, as_json, max_tokens, max_cost)
+    """Approve: a budget override raises the cap and lets the agent or hive go on; an agent's
+    action runs and its attempt goes on at that turn."""
+    _decide(approval, True, by, as_json, max_tokens, max_cost, reason)
 
 
 @app.command()
-def reject(approval: ApprovalArgument, by: ByOption = None, as_json: JsonOption = False) -> None:
-    """Reject: the agent or hive stays paused (its tickets go up the chain)."""
-    _decide(approval, False, by, as_json)
+def reject(approval: ApprovalArgument, by: ByOption = None, reason: ReasonOption = None,
+           as_json: JsonOption = False) -> None:
+    """Reject: the agent or hive stays paused (its tickets go up the chain); an agent's action
+    is not run and the agent reads the reason as a tool error."""
+    _decide(approval, False, by, as_json, reason=reason)

@@ -156,6 +156,9 @@ def show(
                    f"{str(isolation.get('start_commit'))[:12]}, "
                    f"{isolation.get('live_worktrees')} live worktree(s), "
                    f"{isolation.get('disk_bytes')} bytes on disk")
+        if isolation.get("remote"):
+            typer.echo(f"  git remote: {isolation['remote']} (the result is its "
+                       f"{isolation.get('branch')}; `ruflo hive diff` fetches it)")
     else:
         typer.echo("  isolation: none (the agents share the workspace folder)")
     typer.echo(f"  spend: {summary.calls} calls, {summary.tokens} tokens, ${summary.cost:.4f}"
@@ -303,7 +306,8 @@ def cancel(hive_ref: HiveArgument, as_json: JsonOption = False) -> None:
 def diff(hive_ref: HiveArgument,
          stat: Annotated[bool, typer.Option("--stat", help="Files changed only.")] = False
          ) -> None:
-    """The hive's result: its integration branch against the commit it started from."""
+    """The hive's result: its integration branch against the commit it started from (a hive
+    on a git remote: fetched from it into your repository's ruflo/<hive> first)."""
     from ruflo.engine.isolation import hive_repo
 
     with opened() as (_settings, store):
@@ -316,7 +320,8 @@ def diff(hive_ref: HiveArgument,
 @app.command()
 def apply(hive_ref: HiveArgument) -> None:
     """Merge the hive's integration branch into your checked-out branch (refuses a dirty
-    tree). To throw the result away instead: git branch -D ruflo/<hive>."""
+    tree; a hive on a git remote: fetched from it first). To throw the result away instead:
+    git branch -D ruflo/<hive>."""
     from ruflo.engine.isolation import hive_repo
 
     with opened() as (_settings, store):

@@ -44,6 +44,11 @@ def mcp(
                                     help="Default hive (id or name) for calls that name none."),
     insecure: bool = typer.Option(False, "--insecure",
                                   help="Allow a non-loopback bind (the MCP server has no auth)."),
+    agent: str | None = typer.Option(
+        None, "--agent", help="permission_prompt: the agent (name in --hive) whose Claude Code "
+                              "asks; its action policy applies over the hive's."),
+    task: str | None = typer.Option(
+        None, "--task", help="permission_prompt: the task (id or title) it works on."),
 ) -> None:
     """Serve the hive tools over MCP."""
     from ruflo.agents.sandbox import sandbox_trace
@@ -67,7 +72,8 @@ def mcp(
         memory = open_memory(store, data_dir=settings.data_dir, long_lived=True)
         desk = Desk(store, memory, lease_seconds=settings.lease_seconds,
                     workspace_root=settings.workspace_dir, default_hive=hive,
-                    planner=planner_from_settings(settings, store))
+                    planner=planner_from_settings(settings, store), asking_agent=agent,
+                    asking_task=task)
         server = build_server(desk)
         where = ("stdio" if transport is Transport.STDIO
                  else f"http://{host}:{port}/mcp")

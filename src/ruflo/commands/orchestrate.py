@@ -53,6 +53,10 @@ def orchestrate(
     isolation: Annotated[str | None, typer.Option(
         help="git: each attempt in its own worktree, merged by ruflo (the default when the "
              "workspace is a git repository); none: the agents share the folder.")] = None,
+    git_remote: Annotated[str | None, typer.Option(
+        "--git-remote", help="A git remote (URL or path) holding your start commit: the hive's "
+                             "integration branch ruflo/<hive> lives there, so `ruflo worker`s "
+                             "on other machines can work on it (Postgres only).")] = None,
     workload: Annotated[Path | None, typer.Option(
         help="Workload YAML with tasks (and agents); without it the objective is planned "
              "into tasks by the LLM.")] = None,
@@ -123,7 +127,7 @@ def orchestrate(
                                workspace=workspace, budget_tokens=budget_tokens,
                                budget_cost=budget_cost, model=model, seed=seed,
                                time_unit=time_unit, name=name, org=chart,
-                               isolation=isolation)
+                               isolation=isolation, git_remote=git_remote)
             typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
                        f"agents, workspace {hive.workspace}", err=True)
             summary = run_in_foreground(settings, store, hive.id, show=not as_json,
@@ -148,7 +152,7 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 workload: Workload | None, *, agents: int, workspace: Path | None,
                 budget_tokens: int | None, budget_cost: float | None, model: str | None,
                 seed: int, time_unit: float, name: str | None, org: Any = None,
-                isolation: str | None = None) -> Hive:
+                isolation: str | None = None, git_remote: str | None = None) -> Hive:
     """Store the hive with its agents and (from a workload) its first tasks; the objective is
     planned when the hive is first driven (`drive`, engine/start.py's rule)."""
     from ruflo.engine import start
@@ -159,7 +163,8 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
 
     hive_id = new_id()
     prepared = prepare_workspace(workspace or settings.workspace_dir / hive_id, isolation,
-                                 fixture=workload.fixture if workload is not None else None)
+                                 fixture=workload.fixture if workload is not None else None,
+                                 remote=git_remote, dialect=store.dialect)
     folder = prepared.folder
     typer.echo(prepared.notice, err=True)
     config: dict[str, Any] = {"seed": seed, "time_unit": time_unit,
@@ -169,12 +174,16 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
         config["workload"] = str(workload.source) if workload.source else workload.name
         if workload.verify:
             config["verify"] = workload.verify
+        if workload.actions:
+            config["actions"] = workload.actions
     budget = Budget(max_tokens=budget_tokens, max_cost=budget_cost)
     if org is not None:
         config["max_depth"] = org.max_depth
         config["max_hires"] = org.max_hires
         if org.approvals:
             config["approvals"] = org.approvals
+        if org.actions:
+            config["actions"] = org.actions
         if budget.unlimited:
             budget = org.budget
         name = name or org.name

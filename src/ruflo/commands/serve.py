@@ -14,6 +14,7 @@ import typer
 if TYPE_CHECKING:
     from ruflo.config import Settings
     from ruflo.gateway.base import Gateway
+    from ruflo.notify.telegram_buttons import TelegramButtons
     from ruflo.store.base import Store
 
 app = typer.Typer(help="Run the web server: chat API, hive API, live event streams, probes.")
@@ -98,11 +99,34 @@ def hive_notifications(settings: Settings, store: Store, *, echo: Callable[[str]
     offer = dispatcher.offer
     dispatcher.start()
     store.add_listener(offer)
+    buttons = telegram_buttons(settings, store)
+    if buttons is not None:
+        buttons.start()
+        echo("notify: telegram approve/reject buttons are read with getUpdates (no inbound "
+             "connection); run one ruflo process per bot")
     try:
         yield
     finally:
+        if buttons is not None:
+            buttons.stop()
         store.remove_listener(offer)
         dispatcher.close(timeout=drain_seconds)
+
+
+def telegram_buttons(settings: Settings, store: Store) -> TelegramButtons | None:
+    """The poller of approve/reject presses, when Telegram is configured."""
+    from ruflo.engine.approvals import decided_text
+    from ruflo.notify.configured import configured_senders
+    from ruflo.notify.telegram import TelegramSender
+    from ruflo.notify.telegram_buttons import TelegramButtons
+
+    sender = configured_senders(settings).senders.get("telegram")
+    if not isinstance(sender, TelegramSender):
+        return None
+    return TelegramButtons(sender.token, sender.chat_id,
+                           lambda approval_id, approve, who: decided_text(
+                               store, approval_id, approve, who),
+                           api_base=sender.api_base)
 
 
 def _gateway_client(settings: Settings, store: Store) -> Gateway:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -35,6 +36,9 @@ def worker(
                        "call).")] = 5.0,
     time_unit: Annotated[float | None, typer.Option(
         min=0.001, help="Seconds per policy time unit (default: the hive's own).")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        help="Folder for this worker's own copy of each hive kept on a git remote "
+             "(<folder>/<hive id>; default: RUFLO_WORKSPACE).")] = None,
     worker_id: Annotated[str | None, typer.Option(
         "--id", help="This worker's id (default: the host name and a random suffix).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings and errors only.")] = False,
@@ -67,7 +71,9 @@ def worker(
                               lease_seconds=settings.lease_seconds, poll_seconds=poll_seconds,
                               time_unit=time_unit, model=settings.model,
                               env=command_env(),
-                              gateway_probe_seconds=settings.gateway_probe_seconds)
+                              gateway_probe_seconds=settings.gateway_probe_seconds,
+                              workspace=(workspace or settings.workspace_dir).expanduser()
+                              .resolve())
         code = asyncio.run(host(settings, store, params, worker_id))
     finally:
         store.close()

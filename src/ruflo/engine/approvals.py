@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ruflo import telemetry
 from ruflo.engine.control import resume_hive
-from ruflo.errors import Conflict, PolicyError
+from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
     JSON,
@@ -28,7 +28,8 @@ from ruflo.model import (
 from ruflo.policies.company import auto_decision
 from ruflo.store.base import Store
 
-__all__ = ["AUTO_POLICY", "apply_decision", "auto_decide", "decide", "open_budget_override", "pending_for"]
+__all__ = ["AUTO_POLICY", "apply_decision", "auto_decide", "decide", "decided_text",
+           "open_budget_override", "pending_for"]
 
 AUTO_POLICY = "auto-policy (hive config approvals)"
 """`decided_by` of approvals decided by a hive's explicit auto-approval policy."""
@@ -90,8 +91,9 @@ def auto_decide(store: Store, approval: Approval, config: Mapping[str, object]) 
 
 
 def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by: str,
-           budget: Budget | None = None) -> Approval:
-    """Record a decision and apply it. `budget` replaces the proposed one of a budget override.
+           budget: Budget | None = None, reason: str | None = None) -> Approval:
+    """Record a decision and apply it. `budget` replaces the proposed one of a budget override;
+    `reason` is kept with it (an agent whose action was rejected reads it).
     Raises Conflict when the approval was decided already (nothing is changed)."""
     if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
         raise PolicyError("an approval is decided by approving or rejecting it")
@@ -108,7 +110,8 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
                                data={"approval_id": approval_id, "proposed": {
                                    "max_tokens": budget.max_tokens,
                                    "max_cost": budget.max_cost}, "by": decided_by})
-        decided = store.decide_approval(approval_id, status, decided_by=decided_by)
+        decided = store.decide_approval(approval_id, status, decided_by=decided_by,
+                                        reason=reason)
         if decided_by == AUTO_POLICY:
             store.append_event(decided.hive_id, EventKind.APPROVAL_AUTO_DECIDED,
                                agent_id=decided.agent_id,
@@ -122,6 +125,19 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
                         "ruflo.approval.status": decided.status.value,
                         "ruflo.approval.decided_by": decided_by})
     return decided
+
+
+def decided_text(store: Store, approval_id: str, approve: bool, who: str) -> str:
+    """Decide from a surface that shows one short line back (a Telegram button): what happened,
+    or why nothing was (already decided, no such approval)."""
+    try:
+        decided = decide(store, approval_id, ApprovalStatus.APPROVED if approve
+                         else ApprovalStatus.REJECTED, decided_by=who)
+    except NotFound:
+        return f"no approval {approval_id}: nothing was decided"
+    except Conflict as error:
+        return str(error)
+    return f"{decided.status.value}: {decided.subject}"
 
 
 def applied(store: Store, approval: Approval) -> bool:

@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ruflo import telemetry
@@ -128,10 +129,11 @@ class BoardEngine(PolicyBoardEngine):
                  memory: Memory | None = None, hosted: Iterable[str] | None = None,
                  on_change: Callable[[], None] | None = None,
                  on_decision: Callable[[str, Decision], None] | None = None,
-                 clock: LiveClock = REAL_CLOCK) -> None:
+                 clock: LiveClock = REAL_CLOCK, clones: Path | None = None) -> None:
         super().__init__(store, hive_id, gateway=gateway, params=params or LiveParams(),
                          executors=executors, model=model, env=env, memory=memory,
                          on_change=on_change, hosted=hosted, clock=clock)
+        self.clones = clones
         self.on_decision = on_decision
         """Called with every decision the policy makes (tests compare runs with it)."""
         self.rng = random.Random(self.params.seed)

@@ -83,6 +83,8 @@ class CompanyApprovalsEngine(HiringEngine):
                 else:
                     self._hand_on(member, "its budget override was rejected")
             return
+        if approval.kind is ApprovalKind.ACTION:
+            return  # the agent's attempt waits on it itself (agents/asking.py)
         if approval.kind is ApprovalKind.HIRE:
             self._hire_decided(approval)
         else:

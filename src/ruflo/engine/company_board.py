@@ -192,7 +192,8 @@ class CompanyBoardEngine(HiveEngine):
         decided_later: list[Approval] = []
         for approval in self.store.list_approvals(hive_id=self.hive_id):
             task_id = approval.data.get("task_id")
-            if not isinstance(task_id, str) or task_id not in self.tickets:
+            if not isinstance(task_id, str) or task_id not in self.tickets or \
+                    approval.kind is ApprovalKind.ACTION:  # waited on inside an attempt
                 continue
             if approval.status is ApprovalStatus.PENDING:
                 self.tickets[task_id].approval = approval.id

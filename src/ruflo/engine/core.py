@@ -25,7 +25,7 @@ from ruflo.engine.control import (
     pause_hive,
     resume_after_outage,
 )
-from ruflo.engine.isolation import open_isolation
+from ruflo.engine.isolation import open_isolation, remote_of
 from ruflo.errors import ConfigError, Conflict, GatewayError, GatewayUnavailable, RufloError
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
@@ -143,6 +143,9 @@ class HiveEngine(ABC):
         """Looking for the gateway to come back, while the hive is paused for it."""
         self._integrator: Integrator | None = None
         """Git isolation's merges (None: the agents share the workspace folder)."""
+        self.clones: Path | None = None
+        """A worker's folder for its own copies of hives on a git remote (`<clones>/<hive>`);
+        None: such a hive works in its workspace (the machine that made it)."""
 
     # -- what an engine adds -----------------------------------------------------------------------
     @abstractmethod
@@ -313,8 +316,9 @@ class HiveEngine(ABC):
         hive = self.hive
         if not hive.workspace:
             raise ConfigError(f"hive {hive.id} has no workspace folder; nothing was run")
-        Path(hive.workspace).mkdir(parents=True, exist_ok=True)
-        self._integrator = open_isolation(self.store, hive)
+        if self.clones is None or remote_of(hive) is None:
+            Path(hive.workspace).mkdir(parents=True, exist_ok=True)
+        self._integrator = open_isolation(self.store, hive, clones=self.clones)
         agents = self.store.list_agents(self.hive_id)
         if not agents:
             raise ConfigError(f"hive {hive.id} has no agents; nothing was run")
@@ -673,7 +677,7 @@ class HiveEngine(ABC):
         from ruflo.agents.commands import command_env, run_command
 
         limits = self.params.limits
-        folder = (self._integrator.repo.integration if self._integrator is not None
+        folder = (await self._integrator.latest() if self._integrator is not None
                   else Path(self.hive.workspace or "."))
         result = await run_command(command, cwd=folder,
                                    env=self.env or command_env(),

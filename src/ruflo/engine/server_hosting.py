@@ -179,10 +179,10 @@ class EngineRunner:
         return hive
 
     async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                              decided_by: str) -> Approval:
+                              decided_by: str, reason: str | None = None) -> Approval:
         from ruflo.engine.approvals import decide
 
-        decided = decide(self.store, approval_id, status, decided_by=decided_by)
+        decided = decide(self.store, approval_id, status, decided_by=decided_by, reason=reason)
         # An approved budget override may have set the hive running again.
         if self.store.get_hive(decided.hive_id).status is HiveStatus.RUNNING:
             await self._launch(decided.hive_id)

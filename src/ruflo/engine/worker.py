@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ruflo.agents import Executor, executor_for
@@ -26,6 +27,7 @@ from ruflo.engine.control import awaits_gateway
 from ruflo.engine.core import wait_at_most
 from ruflo.engine.driving import heartbeat_period, stale_after
 from ruflo.engine.hosting import Host, every_hive, wants_hosting
+from ruflo.engine.isolation import remote_of
 from ruflo.engine.params import config_number
 from ruflo.errors import ConfigError, Conflict, NotFound, RufloError
 from ruflo.event_kinds import EventKind
@@ -83,6 +85,9 @@ class WorkerParams:
     """Environment for agents' commands (see agents.commands.command_env)."""
     gateway_probe_seconds: float = 30.0
     """Longest wait between looks at a gateway that stopped answering (RUFLO_GATEWAY_PROBE_SECONDS)."""
+    workspace: Path | None = None
+    """Where this worker keeps its own copy of each hive on a git remote (`<workspace>/<hive>`);
+    None: such hives are refused (no folder to work in)."""
 
     def __post_init__(self) -> None:
         if self.agents < 1:
@@ -227,13 +232,15 @@ class Worker:
             log.warning("hive %s is paused (%s); waiting for `ruflo hive resume`", hive.id,
                         hive.pause_reason or "no reason given")
 
-    @staticmethod
-    def _refusal(hive: Hive) -> str | None:
+    def _refusal(self, hive: Hive) -> str | None:
         if hive.mode not in DISTRIBUTED_MODES:
             return (f"hive {hive.id} runs in {hive.mode.value} mode, which deals tasks to named "
                     "agents and so runs on one machine; workers host swarm hives")
         if not hive.workspace:
             return f"hive {hive.id} has no workspace folder"
+        if remote_of(hive) is not None and self.params.workspace is None:
+            return (f"hive {hive.id} keeps its work on the git remote {remote_of(hive)}; this "
+                    "worker has no folder for its copy (give it --workspace)")
         return None
 
     def _one_hive_over(self) -> bool:
@@ -299,7 +306,8 @@ class Worker:
         engine = BoardEngine(self.store, hive.id, gateway=self.gateway, params=params,
                             executors=self.executors,
                             model=str(config.get("model") or self.params.model),
-                            env=self.params.env, hosted=[a.id for a in agents], clock=self.clock)
+                            env=self.params.env, hosted=[a.id for a in agents], clock=self.clock,
+                            clones=self.params.workspace)
         attachment = Attachment(hive.id, [a.id for a in agents], engine)
         attachment.run = asyncio.create_task(engine.run(), name=f"ruflo-hive-{hive.id}")
         attachment.run.add_done_callback(lambda _: self._look.set())

@@ -53,8 +53,14 @@ class Desk:
 
     def __init__(self, store: Store, memory: Memory, *, lease_seconds: float,
                  workspace_root: Path, default_hive: str | None = None,
-                 planner: Planner | None = None) -> None:
+                 planner: Planner | None = None, asking_agent: str | None = None,
+                 asking_task: str | None = None) -> None:
         self.store = store
+        self.asking_agent = asking_agent
+        """The agent (by name) whose permission questions `permission_prompt` decides: its
+        policy applies over the hive's. None: the hive's policy only."""
+        self.asking_task = asking_task
+        """The task (id or title) the asking agent works on, shown with its approvals."""
         self.planner = planner
         """Plans a new hive's objective into its first tasks (None: the board starts empty and
         the MCP client posts the tasks)."""

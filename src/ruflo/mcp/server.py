@@ -8,14 +8,20 @@ the Desk (hives, tasks and agents must exist); either way a bad call comes back 
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from ruflo.agents.asking import ActionGate
+from ruflo.agents.workspace import Workspace
 from ruflo.errors import RufloError
 from ruflo.mcp.desk import Desk
+from ruflo.mcp.permission import answer_permission
 from ruflo.model import JSON
 
 INSTRUCTIONS = """\
@@ -247,4 +253,32 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         except RufloError as error:
             raise refused(error) from None
 
+    # No structured output: Claude Code reads the answer from exactly one text block, and takes a
+    # structuredContent ({"result": ...}) for an invalid answer when one is present.
+    @server.tool(structured_output=False)
+    async def permission_prompt(
+        tool_name: Annotated[str, Field(min_length=1, max_length=200)],
+        input: dict[str, Any],
+        tool_use_id: Annotated[str | None, Field(max_length=200)] = None,
+    ) -> str:
+        """For `claude --permission-prompt-tool mcp__ruflo__permission_prompt`: decides a tool
+        call of Claude Code by the default hive's action policies (and the --agent's), waiting
+        for a person when they say ask. Answers Claude Code's JSON: {"behavior": "allow",
+        "updatedInput": ...} or {"behavior": "deny", "message": ...}."""
+        try:
+            gate = await asyncio.to_thread(asking_gate, desk)
+            return json.dumps(await answer_permission(gate, tool_name, input, tool_use_id))
+        except RufloError as error:
+            raise refused(error) from None
+
     return server
+
+
+def asking_gate(desk: Desk) -> ActionGate:
+    """The gate for the server's default hive, the asking agent and its task."""
+    hive = desk.hive(None)
+    agent = desk.agent(hive, desk.asking_agent) if desk.asking_agent else None
+    task = desk.task(hive, desk.asking_task) if desk.asking_task else None
+    folder = Path(hive.workspace) if hive.workspace else None
+    workspace = Workspace.open(folder) if folder is not None and folder.is_dir() else None
+    return ActionGate(desk.store, hive, agent, task, workspace)

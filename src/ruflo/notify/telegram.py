@@ -1,6 +1,7 @@
-"""Telegram Bot API sender (`sendMessage`), with credentials from settings, env or a file.
+"""Telegram Bot API sender (`sendMessage`), with credentials from settings, env or a file. An
+approval's message carries Approve/Reject buttons (notify/telegram_buttons.py reads the presses).
 
-Depends on notify.base and notify.transport.
+Depends on notify.base, notify.transport and notify.telegram_buttons.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ruflo.notify.base import Delivery, Notification
+from ruflo.notify.telegram_buttons import approval_buttons
 from ruflo.notify.transport import describe, json_body, post
 
 TEXT_LIMIT = 4096
@@ -36,6 +38,15 @@ def telegram_text(message: Notification) -> str:
     return "".join(kept) + marker
 
 
+def approval_of(message: Notification) -> str | None:
+    """The approval a message asks a person to decide (it then carries Approve/Reject buttons)."""
+    if message.kind != "approval_requested":
+        return None
+    facts = message.data.get("data")
+    approval_id = facts.get("approval_id") if isinstance(facts, dict) else None
+    return approval_id if isinstance(approval_id, str) and approval_id else None
+
+
 def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -59,8 +70,11 @@ class TelegramSender:
         return f"TelegramSender(chat_id={self.chat_id!r}, api_base={self.api_base!r})"
 
     async def send(self, message: Notification) -> Delivery:
-        payload = {"chat_id": self.chat_id, "text": telegram_text(message),
-                   "disable_web_page_preview": True}
+        payload: dict[str, Any] = {"chat_id": self.chat_id, "text": telegram_text(message),
+                                   "disable_web_page_preview": True}
+        approval_id = approval_of(message)
+        if approval_id is not None:
+            payload["reply_markup"] = approval_buttons(approval_id)
         return await post(
             self.name,
             f"{self.api_base}/bot{self.token}/sendMessage",

@@ -32,7 +32,7 @@ from ruflo.errors import (
     WorkspaceError,
 )
 from ruflo.gateway.base import Gateway
-from ruflo.server import a2a, board, chat, completions, hives, pages, probes
+from ruflo.server import a2a, actions, board, chat, completions, hives, pages, probes
 from ruflo.server.auth import Authenticator
 from ruflo.server.chat_stream import ChatGenerations
 from ruflo.server.context import ServerContext
@@ -210,6 +210,7 @@ def create_app(settings: Any, store: Store, gateway: Gateway | None,
     app.include_router(probes.router)
     app.include_router(board.router)
     app.include_router(hives.router)
+    app.include_router(actions.router)
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(pages.router)

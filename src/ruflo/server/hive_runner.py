@@ -40,8 +40,8 @@ class HiveRunner(Protocol):
         """End the hive: every unfinished task is cancelled."""
 
     async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                              decided_by: str) -> Approval:
-        """Record a person's decision and let the waiting work go on."""
+                              decided_by: str, reason: str | None = None) -> Approval:
+        """Record a person's decision (and why) and let the waiting work go on."""
 
     async def aclose(self) -> None:
         """Stop driving hives (server shutdown); their state stays in the store."""
@@ -92,8 +92,9 @@ class StoreRunner:
                                               reason="cancelled by a person")
 
     async def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                              decided_by: str) -> Approval:
-        return self.store.decide_approval(approval_id, status, decided_by=decided_by)
+                              decided_by: str, reason: str | None = None) -> Approval:
+        return self.store.decide_approval(approval_id, status, decided_by=decided_by,
+                                          reason=reason)
 
     async def aclose(self) -> None:
         return None

@@ -44,6 +44,7 @@ from ruflo.server.access import (
     require_operator,
     task_commands,
 )
+from ruflo.server.actions import checked_actions
 from ruflo.server.auth import Caller
 from ruflo.server.context import ServerContext, context, current_caller, current_user
 from ruflo.server.event_stream import event_json
@@ -273,9 +274,16 @@ def hive_spec(body: HiveCreate, *, default_model: str, owner: str) -> HiveSpec:
     if body.workspace is not None and not PurePath(body.workspace).is_absolute():
         raise PolicyError(f"workspace {body.workspace!r} must be an absolute path of an existing "
                           "folder on the server; nothing was created")
+    config = dict(body.config)
+    if "actions" in config:
+        config["actions"] = checked_actions(config["actions"], "config")
+    agents = [dataclasses.replace(a, adapter_config={
+        **a.adapter_config, "actions": checked_actions(a.adapter_config["actions"],
+                                                       f"agent {a.name}")})
+        if "actions" in a.adapter_config else a for a in agents]
     return HiveSpec(id=hive_id, name=body.name or body.objective.splitlines()[0][:100],
                     mode=mode, objective=body.objective, budget=budget_of(body.budget),
-                    config=dict(body.config), owner=owner, agents=agents,
+                    config=config, owner=owner, agents=agents,
                     workspace=body.workspace, tasks=board_tasks(hive_id, body.tasks))
 
 
@@ -443,7 +451,7 @@ async def decide_approval(hive: ChangeableHive,
     if approval.hive_id != hive.id:
         raise NotFound(f"no approval {approval_id!r} in hive {hive.id!r}")
     decided = await ctx.runner.decide_approval(approval.id, ApprovalStatus(body.decision),
-                                               decided_by=user)
+                                               decided_by=user, reason=body.reason)
     return record(decided)
 
 

@@ -387,7 +387,7 @@ class HiveCreate(Body):
     def _agents_or_org(self) -> HiveCreate:
         if self.agents is not None and self.org is not None:
             raise ValueError("give agents or org, not both")
-        taken = sorted({"isolation", "start_commit"} & set(self.config))
+        taken = sorted({"isolation", "start_commit", "git_remote"} & set(self.config))
         if taken:
             raise ValueError(f"config.{taken[0]} is set by ruflo when the hive starts: give "
                              "the `isolation` field instead")
@@ -401,5 +401,13 @@ class PauseBody(Body):
                                              max_length=500)] = "paused by a person"
 
 
+class ActionsBody(Body):
+    actions: dict[str, Any]
+    """An `actions:` block (agents/permissions.py parse_actions checks it)."""
+
+
 class ApprovalDecision(Body):
     decision: Literal["approved", "rejected"]
+    reason: Annotated[str | None, StringConstraints(strip_whitespace=True, min_length=1,
+                                                    max_length=2000)] = None
+    """Why: an agent whose action was rejected reads it as its tool error."""

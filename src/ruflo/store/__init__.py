@@ -16,6 +16,7 @@ from ruflo.store.base import (
     EventListener,
     EventStore,
     HiveStore,
+    JournalStore,
     LedgerStore,
     Lifecycle,
     Listening,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ruflo.store.sql import SqlStore
 
 __all__ = ["ApprovalStore", "BoardStore", "ChatStore", "DriverStore", "EventListener", "EventStore",
-           "HiveStore", "LedgerStore", "Lifecycle", "Listening", "MemoryStore", "Spend", "Store",
+           "HiveStore", "JournalStore", "LedgerStore", "Lifecycle", "Listening", "MemoryStore", "Spend", "Store",
            "TokenStore", "Wake", "WorkerStore", "open_store"]
 
 

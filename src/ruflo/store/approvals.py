@@ -4,6 +4,7 @@ Depends on the core model and ruflo.store.core.
 
 from __future__ import annotations
 
+import json
 import time
 
 from ruflo.errors import Conflict, NotFound
@@ -32,12 +33,20 @@ class SqlApprovals(SqlCore):
         return approval
 
     def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                        decided_by: str) -> Approval:
+                        decided_by: str, reason: str | None = None) -> Approval:
         status = ApprovalStatus(status)
         if status is ApprovalStatus.PENDING:
             raise ValueError("a decision must approve, reject or cancel")
-        refuse_nul("approval", {"decided_by": decided_by})
+        refuse_nul("approval", {"decided_by": decided_by, "reason": reason or ""})
         with self.transaction():
+            if reason:
+                # The reason goes with the approval's data, for the agent that waits on it.
+                row = self._one("SELECT data FROM approvals WHERE id = ? AND status = 'pending'",
+                                (approval_id,))
+                if row is not None:
+                    data = {**json.loads(row[0]), "reason": reason}
+                    self._exec("UPDATE approvals SET data = ? WHERE id = ?",
+                               (dumps(data), approval_id))
             cur = self._exec(f"UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? "
                              f"WHERE id = ? AND status = 'pending' RETURNING {APPROVAL_COLS}",
                              (str(status), decided_by, time.time(), approval_id))
@@ -50,7 +59,8 @@ class SqlApprovals(SqlCore):
             self._append(approval.hive_id, [(EventKind.APPROVAL_DECIDED, approval.agent_id, None,
                                              {"approval_id": approval_id,
                                               "status": str(status),
-                                              "decided_by": decided_by})])
+                                              "decided_by": decided_by,
+                                              **({"reason": reason} if reason else {})})])
         return approval
 
     def get_approval(self, approval_id: str) -> Approval:

@@ -22,12 +22,14 @@ from ruflo.model import (
     Agent,
     Approval,
     ApprovalStatus,
+    AttemptJournal,
     Conversation,
     CostKind,
     Event,
     Hive,
     HiveDriver,
     HiveStatus,
+    JournalEntryKind,
     LedgerEntry,
     MemoryEntry,
     Message,
@@ -201,8 +203,9 @@ class ApprovalStore(Protocol):
     def create_approval(self, approval: Approval) -> Approval:
         """Event: approval_requested."""
     def decide_approval(self, approval_id: str, status: ApprovalStatus, *,
-                        decided_by: str) -> Approval:
-        """Raise Conflict when already decided. Event: approval_decided."""
+                        decided_by: str, reason: str | None = None) -> Approval:
+        """Raise Conflict when already decided. `reason` is kept in the approval's data (an
+        agent whose action was rejected reads it). Event: approval_decided."""
     def get_approval(self, approval_id: str) -> Approval: ...
     def list_approvals(self, *, hive_id: str | None = None,
                        status: ApprovalStatus | None = None) -> list[Approval]: ...
@@ -286,6 +289,11 @@ class WorkerStore(Protocol):
     def worker_heartbeat(self, worker_id: str, *, now: datetime | None = None) -> None: ...
     def unregister_worker(self, worker_id: str) -> None: ...
     def list_workers(self, hive_id: str | None = None) -> list[JSON]: ...
+    def merge_lock(self, hive_id: str) -> Callable[[], None]:
+        """Take the hive's merge lock, waiting while another process holds it; returns what
+        gives it back. One merge at a time per hive across machines (a hive on a git remote,
+        agents/isolated.py). Postgres: a session advisory lock on a connection of its own,
+        freed by the server if the process dies. SQLite: StoreError (one machine)."""
     def adoption_lock(self) -> AbstractContextManager[None]:
         """Hold the store-wide lock under which hosts adopt agents, so two processes never
         adopt one agent. Take it outside any transaction.
@@ -297,8 +305,27 @@ class WorkerStore(Protocol):
 
 
 @runtime_checkable
+class JournalStore(Protocol):
+    """Attempt journals of the built-in agent: an attempt's opening messages and every message
+    since, so whoever takes the task up next continues it (agents/journal.py)."""
+
+    def open_journal(self, journal: AttemptJournal) -> AttemptJournal:
+        """Store a new, open journal (its `entries` are not read)."""
+    def open_journal_of(self, task_id: str) -> AttemptJournal | None:
+        """The task's open journal with its entries in order, or None."""
+    def task_journals(self, task_id: str) -> list[AttemptJournal]:
+        """Every journal of the task, open or closed, oldest first, with their entries."""
+    def append_journal(self, journal_id: str, kind: JournalEntryKind, *, turn: int,
+                       call_id: str | None, data: JSON) -> int:
+        """Record one entry at the end of an open journal; its sequence number. ValueError
+        (nothing recorded) if the journal is closed or unknown."""
+    def close_journal(self, journal_id: str, reason: str) -> bool:
+        """Close the journal (it will not be resumed); False if it was closed already."""
+
+
+@runtime_checkable
 class Store(Lifecycle, HiveStore, BoardStore, EventStore, LedgerStore, ApprovalStore, ChatStore,
-            TokenStore, MemoryStore, DriverStore, WorkerStore, Protocol):
+            TokenStore, MemoryStore, DriverStore, WorkerStore, JournalStore, Protocol):
     """Durable state of every hive, agent, task, event, ledger entry, conversation and note:
     every role above in one object. Code that needs one role may ask for just that one."""
 

@@ -203,6 +203,9 @@ class SqlBoard(SqlCore):
             if state is TaskState.DONE:
                 self._exec("UPDATE tasks SET pending_deps = pending_deps - 1 WHERE id IN "
                            "(SELECT task_id FROM task_deps WHERE depends_on = ?)", (task_id,))
+            # An attempt left open by a process that died will not be taken up again.
+            self._exec("UPDATE attempt_journals SET closed_at = ?, close_reason = ? WHERE "
+                       "task_id = ? AND closed_at IS NULL", (now, f"the task is {state}", task_id))
             event: JSON = {"verified": verified}
             if result is not None:
                 event["result"] = result[:500]

@@ -22,7 +22,7 @@ from ruflo.errors import StoreCorrupt, StoreError, StoreUnreachable
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The schema revision this code writes; a test keeps it equal to the migrations' head."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

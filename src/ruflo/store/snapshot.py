@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-REVISION = "0004"
+REVISION = "0005"
 """The migration these statements equal; a store is made from them only at this revision."""
 
 SQLITE_SCHEMA: tuple[str, ...] = (
@@ -46,8 +46,11 @@ SQLITE_SCHEMA: tuple[str, ...] = (
     'CREATE TABLE workers (\n\tid TEXT NOT NULL, \n\thive_id TEXT, \n\thost TEXT NOT NULL, \n\tagents INTEGER NOT NULL, \n\tstarted_at FLOAT NOT NULL, \n\theartbeat_at FLOAT NOT NULL, \n\tPRIMARY KEY (id)\n)',
     'CREATE TABLE spend_totals (\n\tscope TEXT NOT NULL, \n\tscope_id TEXT NOT NULL, \n\ttokens BIGINT NOT NULL, \n\tcost FLOAT NOT NULL, \n\tcalls BIGINT NOT NULL, \n\tunknown_cost_calls BIGINT NOT NULL, \n\tPRIMARY KEY (scope, scope_id)\n)',
     'CREATE TABLE hive_drivers (\n\thive_id TEXT NOT NULL, \n\tinstance TEXT NOT NULL, \n\thost TEXT NOT NULL, \n\tpid INTEGER NOT NULL, \n\tdriving_since FLOAT NOT NULL, \n\tdriver_until FLOAT NOT NULL, \n\tPRIMARY KEY (hive_id), \n\tFOREIGN KEY(hive_id) REFERENCES hives (id) ON DELETE CASCADE\n)',
+    'CREATE TABLE attempt_journals (\n\tid TEXT NOT NULL, \n\thive_id TEXT NOT NULL, \n\ttask_id TEXT NOT NULL, \n\tagent_id TEXT NOT NULL, \n\ttask_hash TEXT NOT NULL, \n\topening TEXT NOT NULL, \n\topened_at FLOAT NOT NULL, \n\tclosed_at FLOAT, \n\tclose_reason TEXT, \n\tPRIMARY KEY (id), \n\tFOREIGN KEY(hive_id) REFERENCES hives (id) ON DELETE CASCADE\n)',
+    'CREATE INDEX attempt_journals_task ON attempt_journals (task_id, opened_at)',
+    'CREATE TABLE attempt_entries (\n\tjournal_id TEXT NOT NULL, \n\tseq INTEGER NOT NULL, \n\tkind TEXT NOT NULL, \n\tturn INTEGER NOT NULL, \n\tcall_id TEXT, \n\tdata TEXT NOT NULL, \n\tts FLOAT NOT NULL, \n\tPRIMARY KEY (journal_id, seq), \n\tFOREIGN KEY(journal_id) REFERENCES attempt_journals (id) ON DELETE CASCADE\n)',
     "INSERT INTO ruflo_meta (key, value) VALUES ('app', 'ruflo')",
-    "INSERT INTO alembic_version (version_num) VALUES ('0004')",
+    "INSERT INTO alembic_version (version_num) VALUES ('0005')",
 )
 """Every statement, in the order the migrations ran them (schema, then the rows they insert)."""
 

@@ -13,6 +13,7 @@ from ruflo.store.chat import SqlChat
 from ruflo.store.drivers import SqlDrivers
 from ruflo.store.events import SqlEvents
 from ruflo.store.hives import SqlHives
+from ruflo.store.journal import SqlJournal
 from ruflo.store.ledger import SqlLedger
 from ruflo.store.memory import SqlMemory
 from ruflo.store.rows import TASK_FIELDS
@@ -23,7 +24,7 @@ __all__ = ["TASK_FIELDS", "SqlStore"]
 
 
 class SqlStore(SqlHives, SqlEvents, SqlLedger, SqlApprovals, SqlChat, SqlTokens, SqlMemory,
-               SqlDrivers, SqlWorkers):
+               SqlDrivers, SqlWorkers, SqlJournal):
     """The Store protocol on SQLite (embedded, WAL) or Postgres (psycopg 3). Open it with
     `ruflo.store.open_store`; `SqlStore(url)` works too."""
 

@@ -1,15 +1,15 @@
-"""Workers: the processes hosting agents of shared hives, with their heartbeats, and the lock
-under which they adopt agents. Depends on the core model and ruflo.store.core."""
+"""Workers: the processes hosting agents of shared hives, with their heartbeats, the lock
+under which they adopt agents and the per-hive lock under which they merge. Depends on the core model and ruflo.store.core."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from ruflo.errors import NotFound
+from ruflo.errors import NotFound, StoreError
 from ruflo.model import JSON
 from ruflo.store.core import SqlCore
 from ruflo.store.rows import dt_req, epoch
@@ -18,7 +18,11 @@ log = logging.getLogger("ruflo.store")
 
 ADOPTION_LOCK = 0x7275666C6F5F7731
 """Postgres advisory lock key that serialises agent adoption across processes ("ruflo_w1")."""
+MERGE_LOCK = 0x72666D31
+"""First key of the per-hive advisory lock that serialises merges across machines ("rfm1");
+the second is the hive id's hash."""
 _LOCK = "SELECT pg_advisory_lock(%s)"
+_HIVE_LOCK = "SELECT pg_advisory_lock(%s, hashtext(%s))"
 _UNLOCK = "SELECT pg_advisory_unlock(%s)"
 
 
@@ -54,6 +58,22 @@ class SqlWorkers(SqlCore):
         return [{"id": r[0], "hive_id": r[1], "host": r[2], "agents": r[3],
                  "started_at": dt_req(r[4]), "heartbeat_at": dt_req(r[5])}
                 for r in self._read(sql + " ORDER BY id", params)]
+
+    def merge_lock(self, hive_id: str) -> Callable[[], None]:
+        if not self._sql.postgres:
+            raise StoreError("merges across machines need the shared Postgres store; a SQLite "
+                             "hive stays on one machine (its repository's lock file is enough)")
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(_HIVE_LOCK, (MERGE_LOCK, hive_id))
+            cur.fetchall()
+        except self._operational as error:
+            self._close_conn(conn)
+            raise self._translate(error) from None
+        # A connection of its own: the lock outlives the thread that took it, and closing the
+        # session (or its death with the process) frees it.
+        return lambda: self._close_conn(conn)
 
     @contextmanager
     def adoption_lock(self) -> Iterator[None]:

@@ -38,17 +38,20 @@
     if (state.refreshing) { state.again = true; return; }
     state.refreshing = true;
     try {
-      const [hive, tasks] = await Promise.all([
+      const [hive, tasks, actions] = await Promise.all([
         api("GET", "/api/v2/hives/" + hiveId),
         api("GET", "/api/v2/hives/" + hiveId + "/tasks?limit=1000"),
+        api("GET", "/api/v2/hives/" + hiveId + "/actions"),
       ]);
       state.hive = hive;
+      state.actions = actions;
       state.agents = new Map(hive.agents.map((a) => [a.id, a]));
       state.tasks = new Map(tasks.tasks.map((t) => [t.id, t]));
       renderHive();
       renderBoard(tasks.hasMore);
       renderAgents();
       renderApprovals();
+      renderActions();
       renderSpend();
       renderLog();
       renderTimeline();
@@ -191,18 +194,43 @@
     $("approvals-section").hidden = pending.length === 0;
     for (const approval of pending) {
       const by = agentName(approval.agent_id);
-      const details = Object.keys(approval.data || {}).length ? JSON.stringify(approval.data) : "";
+      const action = approval.kind === "action";
+      const data = approval.data || {};
+      const details = !action && Object.keys(data).length ? JSON.stringify(data) : "";
+      const reason = el("input", { type: "text", class: "approval-reason", maxlength: "2000",
+                                   placeholder: "Why (the agent reads it if you reject)",
+                                   "aria-label": "Reason for: " + approval.subject });
       list.append(el("li", { class: "approval", "data-approval-id": approval.id },
         el("p", {}, el("strong", { text: approval.subject })),
-        el("p", { class: "muted", text: approval.kind.replace(/_/g, " ") + (by ? " · asked by " + by : "") + " · " + when(approval.created_at) }),
+        el("p", { class: "muted", text: approval.kind.replace(/_/g, " ") + (by ? " · asked by " + by : "") +
+                  (action && data.turn != null ? " · waits at turn " + data.turn + " of task " + taskTitle(data.task_id) : "") +
+                  " · " + when(approval.created_at) }),
+        action ? el("pre", { class: "approval-action", text: data.tool + ": " + data.subject }) : null,
+        action && data.diff ? el("pre", { class: "diff approval-diff", tabindex: "0", "aria-label": "The change", text: data.diff }) : null,
         details ? el("p", { class: "approval-data", text: details }) : null,
         !mayChange() ? el("p", { class: "muted", text: "Waiting for the hive's owner or an operator to decide." }) :
         el("div", { class: "row" },
+          reason,
           el("button", { type: "button", class: "primary", "aria-label": "Approve: " + approval.subject,
-                         onclick: () => decide(approval, "approved") }, "Approve"),
+                         onclick: () => decide(approval, "approved", reason.value) }, "Approve"),
           el("button", { type: "button", class: "danger", "aria-label": "Reject: " + approval.subject,
-                         onclick: () => decide(approval, "rejected") }, "Reject"))));
+                         onclick: () => decide(approval, "rejected", reason.value) }, "Reject"))));
     }
+  }
+
+  // What each action does in this hive: the hive's policy, each agent's, and the safe defaults.
+  function renderActions() {
+    const actions = state.actions;
+    const list = $("actions");
+    list.textContent = "";
+    const rows = [["hive", actions.actions]].concat(Object.entries(actions.agents));
+    for (const [who, policy] of rows) {
+      const entries = Object.entries(policy || {});
+      const text = entries.length ? entries.map(([name, rule]) => name + ": " + (typeof rule === "string" ? rule : JSON.stringify(rule))).join(" · ") : "defaults";
+      list.append(el("li", {}, el("strong", { text: who === "hive" ? "Hive" : who }), " — " + text));
+    }
+    $("safe-defaults").textContent = "Ask first, unless a policy's own rule says otherwise: " +
+      actions.safe_defaults.map((r) => r.why.split(":")[0]).join(", ") + ".";
   }
 
   function renderSpend() {
@@ -336,9 +364,11 @@
     refresh();
   }
 
-  async function decide(approval, decision) {
+  async function decide(approval, decision, reason) {
+    const body = { decision: decision };
+    if (reason && reason.trim()) body.reason = reason.trim();
     try {
-      await api("POST", "/api/v2/hives/" + hiveId + "/approvals/" + approval.id, { decision: decision });
+      await api("POST", "/api/v2/hives/" + hiveId + "/approvals/" + approval.id, body);
       toast((decision === "approved" ? "Approved: " : "Rejected: ") + approval.subject);
     } catch (error) { toast(error.message); }
     refresh();
