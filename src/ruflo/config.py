@@ -340,6 +340,9 @@ def boot_trace(settings: Settings) -> list[str]:
     lines.append(f"model relay: {relay} (agents reach models here with a token per attempt; "
                  f"{sources.get('relay_address', 'default')})")
     lines.append(f"data dir: {settings.data_dir} ({sources.get('data_dir', 'default')})")
+    lines.append(f"isolation: git worktrees by default (a hive's folder made under "
+                 f"{settings.workspace_dir} becomes a repository; a folder given must be one, "
+                 "or isolation none be asked for)")
     lines.append(f"config file: {settings.config_file or 'none'}")
     for name in Settings.model_fields:
         if name in ("database_url", "openai_base_url", "litellm_base_url", "openai_api_key",

@@ -94,7 +94,7 @@ async def test_the_sdk_client_starts_a_hive_follows_it_and_gets_the_verified_sum
     assert found[-1] == TaskState.TASK_STATE_COMPLETED
     artifacts = [item.artifact_update.artifact for item in items
                  if item.HasField("artifact_update")]
-    assert len(artifacts) == 1
+    assert [a.name for a in artifacts] == ["summary", "diff"]
     text = get_artifact_text(artifacts[0])
     assert "done; objective verified" in text
     assert "- t1: done (verified)" in text
@@ -104,6 +104,41 @@ async def test_the_sdk_client_starts_a_hive_follows_it_and_gets_the_verified_sum
     assert summary["board"][0]["verified"] is True
     stored = await client.get_task(GetTaskRequest(id=task_id_of(items)))
     assert stored.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [a.name for a in stored.artifacts] == ["summary", "diff"]
+    # The hive ran under git isolation (a folder the server made): its result is the diff of
+    # its integration branch against the start, naming the file the agent wrote.
+    (changes,) = get_data_parts(artifacts[1].parts)
+    assert changes["branch"] == f"ruflo/{hive.id}"
+    assert changes["start_commit"] == hive.config["start_commit"]
+    assert changes["files"] == ["t1.txt"]
+    assert changes["patch_truncated"] is False
+    assert "+t1" in changes["patch"]
+    diff = get_artifact_text(artifacts[1])
+    assert diff.startswith(f"ruflo/{hive.id} against {hive.config['start_commit'][:12]}: "
+                           "1 file(s) changed (t1.txt)")
+    assert "diff --git a/t1.txt b/t1.txt" in diff
+
+
+async def test_a_hive_sharing_its_folder_has_no_diff_artifact(
+        live_server: Callable[..., Served], http: httpx.AsyncClient) -> None:
+    served = live_server(*work_rules("t1"))
+    client = await create_client(served.url, ClientConfig(httpx_client=http))
+    items = await collect(client.send_message(message(new_text_part("write t1"),
+                                                      hive_body("t1", isolation="none"))))
+    assert states(items)[-1] == TaskState.TASK_STATE_COMPLETED
+    artifacts = [item.artifact_update.artifact for item in items
+                 if item.HasField("artifact_update")]
+    assert [a.name for a in artifacts] == ["summary"]
+
+
+async def test_a_bad_isolation_value_is_the_protocols_error(
+        live_server: Callable[..., Served], http: httpx.AsyncClient) -> None:
+    served = live_server(*work_rules("t1"))
+    client = await create_client(served.url, ClientConfig(httpx_client=http))
+    with pytest.raises(A2AError, match="isolation"):
+        await collect(client.send_message(message(new_text_part("write t1"),
+                                                  hive_body("t1", isolation="sideways"))))
+    assert served.store.list_hives() == []
 
 
 @pytest.mark.timeout(120)
@@ -162,7 +197,8 @@ async def test_a_paused_hive_is_input_required_and_resume_goes_on(
     assert "is paused (lunch)" in items[-1].status_update.status.message.parts[0].text
     resumed = await collect(client.send_message(message(new_text_part("resume"),
                                                         task_id=task_id_of(items))))
-    assert states(resumed)[-1] == TaskState.TASK_STATE_COMPLETED
+    assert states(resumed)[-1] == TaskState.TASK_STATE_COMPLETED, (
+        served.store.get_hive(hive_id), [(e.kind, e.data) for e in served.store.events(hive_id)])
     assert served.store.get_hive(hive_id).status.value == "done"
 
 

@@ -68,6 +68,7 @@ def test_a_hive_starts_only_after_the_person_allows_it(
     (hive,) = served.store.list_hives()
     assert hive.objective == "t1"
     assert hive.owner == "local"
+    assert hive.config["isolation"] == "git", "a folder the server made: git isolation"
     done = [u["call"] for u in updates if u["type"] == "tool"][-1]
     assert done["result"]["hive"]["id"] == hive.id
     assert done["result"]["hive"]["url"] == f"/hives/{hive.id}"
@@ -143,6 +144,26 @@ def test_bad_arguments_and_refusals_are_one_line_for_the_model(
     assert call["status"] == "error"
     assert call["error"].startswith("invalid arguments: agents")
     assert served.store.list_hives() == []
+
+    served = server(make_server, {"objective": "x", "isolation": "sideways"})
+    conversation_id = conversation(served)
+    served.client.post("/api/v2/user/settings",
+                       json={"toolPolicies": {"ruflo_start_hive": "allow"}})
+    updates = ask(served, conversation_id)
+    (call,) = [u["call"] for u in updates if u["type"] == "tool"][-1:]
+    assert call["status"] == "error"
+    assert call["error"].startswith("invalid arguments: isolation")
+    assert served.store.list_hives() == []
+
+
+def test_the_model_may_ask_for_a_shared_folder(make_server: Callable[..., Served]) -> None:
+    served = server(make_server, {"objective": "t1", "agents": 1, "isolation": "none"})
+    conversation_id = conversation(served)
+    served.client.post("/api/v2/user/settings",
+                       json={"toolPolicies": {"ruflo_start_hive": "allow"}})
+    assert tool_updates(ask(served, conversation_id)) == ["running", "done"]
+    (hive,) = served.store.list_hives()
+    assert hive.config["isolation"] == "none"
 
 
 def test_a_decision_for_no_waiting_call_is_a_404(make_server: Callable[..., Served]) -> None:

@@ -18,6 +18,7 @@ import pytest
 from server_harness import Served
 
 from agent_scripts import plan_rule, work_rules
+from ruflo.agents.gitwork import git
 from ruflo.config import load_settings
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import CostKind
@@ -79,8 +80,13 @@ def test_a_hive_created_over_http_runs_to_done_and_the_stream_shows_it(
     assert shown["status"] == "done"
     assert counted(shown) == {"done": 3}
     assert shown["spend"]["calls"] == 6, "two gateway calls per task, nothing else"
+    # Git isolation by default: the folder the server made holds its first commit only; the
+    # work is on the hive's integration branch.
     workspace = Path(shown["workspace"])
-    assert sorted(p.name for p in workspace.iterdir()) == ["t1.txt", "t2.txt", "t3.txt"]
+    assert sorted(p.name for p in workspace.iterdir()) == [".git"]
+    assert shown["isolation"]["isolation"] == "git"
+    files = git("ls-tree", "--name-only", shown["isolation"]["branch"], cwd=workspace).stdout
+    assert files.split() == ["t1.txt", "t2.txt", "t3.txt"]
 
 
 def test_an_objective_alone_is_planned_and_run(live_server: Callable[..., Served]) -> None:

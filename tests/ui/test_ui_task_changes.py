@@ -11,6 +11,7 @@ import pytest
 from ui_harness import Servers, expect, shoot
 
 from hostile_git import hostile_git_hive
+from ruflo.model import Hive, Mode
 
 pytestmark = pytest.mark.browser
 
@@ -22,6 +23,9 @@ def test_a_tasks_changes_are_shown_as_inert_text(servers: Servers, page: Any,
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{served.url}/hives/{hive.id}")
+    start = str(hive.config["start_commit"])[:12]
+    expect()(page.locator("#hive-isolation")).to_have_text(
+        f"git worktrees, branch ruflo/{hive.id} from {start}")
     card = page.locator(f"#tasks-done li[data-task-id='{task.id}']")
     expect()(card.locator(".task-title")).to_have_text(task.title)
     card.locator("button.task-open").click()
@@ -38,3 +42,13 @@ def test_a_tasks_changes_are_shown_as_inert_text(servers: Servers, page: Any,
     assert page.evaluate("() => window.pwned === undefined")
     assert "\x1b" not in patch.inner_text()
     assert errors == []
+
+
+def test_a_hive_sharing_its_folder_says_so(servers: Servers, page: Any, tmp_path: Path) -> None:
+    served = servers.start(gateway_url=None)
+    hive = Hive(id="shared", name="shared hive", mode=Mode.SWARM, objective="edit",
+                workspace=str(tmp_path), config={"isolation": "none"})
+    served.store.create_hive(hive, agents=[], tasks=[])
+    page.goto(f"{served.url}/hives/{hive.id}")
+    expect()(page.locator("#hive-isolation")).to_have_text(
+        "none: the agents share the workspace folder")

@@ -111,6 +111,11 @@ def init_repo(folder: str | os.PathLike[str]) -> str:
     return git("rev-parse", "HEAD", cwd=path).stdout.strip()
 
 
+def integration_branch(hive_id: str) -> str:
+    """The branch a hive's verified attempts are merged into."""
+    return f"ruflo/{hive_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Conflict:
     """Files a merge could not join, with both sides of each (truncated)."""
@@ -155,7 +160,7 @@ class HiveRepo:
         common = git("rev-parse", "--git-common-dir", cwd=self.top).stdout.strip()
         self.common = (self.top / common).resolve()
         self.home = self.common / "ruflo" / hive_id
-        self.branch = f"ruflo/{hive_id}"
+        self.branch = integration_branch(hive_id)
         self.integration = self.home / "integration"
 
     # -- the hive's start --------------------------------------------------------------------

@@ -161,29 +161,21 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 adapter: Any = None) -> Hive:
     """Store the hive with its agents and (from a workload) its first tasks; the objective is
     planned when the hive is first driven (`drive`, engine/start.py's rule)."""
-    import shutil
-
-    from ruflo.agents.gitwork import init_repo
     from ruflo.engine import start
-    from ruflo.engine.isolation import isolation_config
+    from ruflo.engine.isolation import prepare_workspace
     from ruflo.engine.plan import tasks_for_hive
     from ruflo.engine.start import HiveSpec
     from ruflo.model import Budget, new_id
 
     hive_id = new_id()
-    folder = (workspace or settings.workspace_dir / hive_id).expanduser().resolve()
-    ours = not folder.exists() or not any(folder.iterdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    if workload is not None and workload.fixture is not None:
-        shutil.copytree(workload.fixture, folder, dirs_exist_ok=True)
-    if ours and isolation != "none":
-        init_repo(folder)  # a folder ruflo creates: a repository, so the hive shows isolation
-    isolated, notice = isolation_config(folder, isolation, remote=git_remote,
-                                        dialect=store.dialect)
-    typer.echo(notice, err=True)
+    prepared = prepare_workspace(workspace or settings.workspace_dir / hive_id, isolation,
+                                 fixture=workload.fixture if workload is not None else None,
+                                 remote=git_remote, dialect=store.dialect)
+    folder = prepared.folder
+    typer.echo(prepared.notice, err=True)
     config: dict[str, Any] = {"seed": seed, "time_unit": time_unit,
                               "lease_seconds": settings.lease_seconds,
-                              "model": model or settings.model, **isolated}
+                              "model": model or settings.model, **prepared.config}
     if workload is not None:
         config["workload"] = str(workload.source) if workload.source else workload.name
         if workload.verify:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ruflo.compare.metrics import RunMetrics, run_metrics, simulated_record
 from ruflo.compare.metrics import timeline as timeline_of
 from ruflo.compare.workloads import BUILTIN, builtin_path
+from ruflo.engine.isolation import prepare_workspace
 from ruflo.engine.start import HiveSpec, start_hive
 from ruflo.errors import ConfigError, PolicyError, RufloError
 from ruflo.event_kinds import EventKind
@@ -286,7 +286,8 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
     store = setup.store
     hive_id = new_id()
     workspace = setup.root / f"{ref.name}-{mode.value}-{seed}-{variant}-{hive_id[:8]}"
-    isolation = prepare_workspace(workload, workspace)
+    # A run's folder: the fixture (or nothing) as a new repository's first commit, git isolation.
+    isolation = dict(prepare_workspace(workspace, "git", fixture=workload.fixture).config)
     crew = live_agents(workload, plan.agents or 4, hive_id, mode)
     config: dict[str, Any] = {"seed": seed, "compare": record.id, "verify": workload.verify,
                               "auto_approval": None, **isolation}
@@ -357,23 +358,6 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         record.detail["company"] = company_figures(events)
         record.detail["auto_approval"] = config["auto_approval"]
     return record
-
-
-def prepare_workspace(workload: Workload, workspace: Path) -> dict[str, Any]:
-    """A run's folder: a fresh copy of the workload's fixture (or an empty folder), made a git
-    repository holding it as its first commit; returns the hive config entries of git isolation
-    (`isolation: git`, `start_commit`), so every attempt works in its own worktree and ruflo
-    integrates the results (docs/worktrees.md)."""
-    from ruflo.agents.gitwork import init_repo
-    from ruflo.engine.isolation import isolation_config
-
-    if workload.fixture is not None:
-        shutil.copytree(workload.fixture, workspace)
-    else:
-        workspace.mkdir(parents=True)
-    init_repo(workspace)
-    config, _notice = isolation_config(workspace, "git")
-    return dict(config)
 
 
 def final_tree(hive: Hive) -> dict[str, Any]:

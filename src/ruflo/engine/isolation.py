@@ -1,7 +1,13 @@
 """Which isolation a hive runs with, decided when it starts, and setting it up when an engine
 drives it. Depends on the model, the Store protocol and agents/gitwork.py + agents/isolated.py.
 
-`isolation_config` (the starters): a workspace that is a git repository gets `git` (each attempt
+`prepare_workspace` (every starter: `ruflo orchestrate`, the server's create route and so REST,
+chat, A2A and the OpenAI-compatible route, MCP's create_hive): the one rule for a hive's folder.
+A folder ruflo creates itself (none given, or an empty one) becomes a git repository holding what
+was put in it (a workload's fixture) as its first commit, so the hive runs under git isolation by
+default; a folder given that already holds files must be a repository, or isolation "none" be
+asked for, else it is refused before anything is made or copied.
+`isolation_config` (its decision): a workspace that is a git repository gets `git` (each attempt
 in its own worktree, see agents/isolated.py), started from a named commit (the user's HEAD; their
 uncommitted changes are not included and the notice says so); `none` keeps the shared folder and
 says so loudly; a workspace that is not a repository is refused unless `none` is asked for.
@@ -15,12 +21,22 @@ copy of their own and push.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ruflo.agents.gitremote import RemoteRepo, check_remote
-from ruflo.agents.gitwork import HiveRepo, capped_patch, git, is_git_repo
+from ruflo.agents.gitwork import (
+    GitError,
+    HiveRepo,
+    capped_patch,
+    git,
+    init_repo,
+    integration_branch,
+    is_git_repo,
+)
 from ruflo.agents.isolated import Integrator
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
@@ -29,8 +45,10 @@ from ruflo.model import JSON, Event, Hive, TaskState
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
-__all__ = ["SHARED_NOTICE", "hive_repo", "isolation_config", "isolation_json", "isolation_of",
-           "open_isolation", "remote_of", "task_git", "worktree_bytes"]
+__all__ = ["ISOLATIONS", "SHARED_NOTICE", "Workspace", "check_isolation", "hive_diff",
+           "hive_repo", "isolation_config", "isolation_json", "isolation_of",
+           "isolation_summary", "open_isolation", "prepare_workspace", "remote_of", "task_git",
+           "worktree_bytes"]
 
 ISOLATIONS = ("git", "none")
 SHARED_NOTICE = ("ISOLATION OFF: every agent edits the one shared folder at once (no worktrees, "
@@ -44,22 +62,15 @@ def isolation_config(workspace: str | Path, requested: str | None, *,
     `requested`: "git", "none" or None (git when the workspace is a repository). `remote`: a
     git remote the hive's integration branch lives on, for workers on other machines (a
     Postgres store only: `dialect`); it must answer and hold the start commit."""
-    if requested is not None and requested not in ISOLATIONS:
-        raise ConfigError(f"isolation {requested!r} is not one of {', '.join(ISOLATIONS)}")
-    if remote is not None and requested == "none":
-        raise ConfigError("a git remote needs git isolation, not --isolation none; nothing was "
-                          "stored")
-    if remote is not None and dialect != "postgresql":
-        raise ConfigError("a git remote is for workers on other machines, which share the "
-                          "Postgres store: set DATABASE_URL=postgresql://... (a SQLite hive "
-                          "stays on one machine); nothing was stored")
+    check_isolation(requested, remote=remote, dialect=dialect)
     if requested == "none":
         return {"isolation": "none"}, SHARED_NOTICE
     folder = Path(workspace).expanduser().resolve()
     if not is_git_repo(folder):
         raise ConfigError(f"workspace {folder} is not a git repository: run `git init` there "
-                          "(and commit what the hive should start from), or pass "
-                          "--isolation none to let the agents share the folder")
+                          "(and commit what the hive should start from), or choose isolation "
+                          "none (--isolation none; \"isolation\": \"none\" over REST and MCP) to "
+                          "let the agents share the folder; nothing was created")
     done = git("rev-parse", "--verify", "--quiet", f"{start or 'HEAD'}^{{commit}}", cwd=folder,
                check=False)
     if done.returncode != 0:
@@ -82,6 +93,55 @@ def remote_of(hive: Hive) -> str | None:
     """The git remote a git hive's integration branch lives on, or None."""
     value = hive.config.get("git_remote")
     return value if isinstance(value, str) and value and isolation_of(hive) == "git" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A new hive's folder, made ready, and its isolation."""
+
+    folder: Path
+    config: JSON
+    """The hive config entries: `isolation`, and under git `start_commit` (and `git_remote`)."""
+    notice: str
+    """One line for the person (the CLI's stderr, the server's log, MCP's answer)."""
+
+
+def check_isolation(requested: str | None, *, remote: str | None = None,
+                    dialect: str = "sqlite") -> None:
+    """ConfigError unless `requested` is None, "git" or "none", and a `remote` goes with git
+    isolation on a Postgres store."""
+    if requested is not None and requested not in ISOLATIONS:
+        raise ConfigError(f"isolation {requested!r} is not one of {', '.join(ISOLATIONS)}; "
+                          "nothing was created")
+    if remote is not None and requested == "none":
+        raise ConfigError("a git remote needs git isolation, not --isolation none; nothing was "
+                          "stored")
+    if remote is not None and dialect != "postgresql":
+        raise ConfigError("a git remote is for workers on other machines, which share the "
+                          "Postgres store: set DATABASE_URL=postgresql://... (a SQLite hive "
+                          "stays on one machine); nothing was stored")
+
+
+def prepare_workspace(folder: str | Path, requested: str | None, *,
+                      fixture: Path | None = None, remote: str | None = None,
+                      dialect: str = "sqlite") -> Workspace:
+    """Make a new hive's folder ready and decide its isolation (the module's rule; `remote`
+    and `dialect` as for `isolation_config`); blocking (git). ConfigError saying why, with
+    nothing made or copied, when it can't be had."""
+    check_isolation(requested, remote=remote, dialect=dialect)
+    path = Path(folder).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"workspace {path} is a file, not a folder; nothing was created")
+    ours = not path.exists() or not any(path.iterdir())
+    if not ours and requested != "none":
+        isolation_config(path, requested)  # refuses a folder that is not a repository, first
+    path.mkdir(parents=True, exist_ok=True)
+    if fixture is not None:
+        shutil.copytree(fixture, path, dirs_exist_ok=True)
+    if ours and requested != "none":
+        init_repo(path)  # a folder ruflo creates: a repository, so the hive runs isolated
+    config, notice = isolation_config(path, requested, remote=remote, dialect=dialect)
+    return Workspace(path, config, notice)
 
 
 def isolation_of(hive: Hive) -> str:
@@ -154,6 +214,16 @@ def worktree_bytes(hive: Hive) -> int | None:
     return HiveRepo(hive.workspace, hive.id).disk_bytes()
 
 
+def isolation_summary(hive: Hive) -> JSON:
+    """A hive's isolation from its config alone (no git run): the API's hive and the hive page,
+    which are read on every change."""
+    kind = isolation_of(hive)
+    if kind != "git":
+        return {"isolation": kind}
+    return {"isolation": kind, "branch": integration_branch(hive.id),
+            "start_commit": hive.config.get("start_commit"), "git_remote": remote_of(hive)}
+
+
 def isolation_json(hive: Hive) -> JSON:
     """What `hive show` and the API say about a hive's isolation."""
     kind = isolation_of(hive)
@@ -192,3 +262,26 @@ def task_git(hive: Hive, history: Sequence[Event], *,
         if patch is not None:
             info["patch"], info["patch_truncated"] = patch
     return info
+
+
+def hive_diff(hive: Hive, *, patch_limit: int = PATCH_LIMIT) -> JSON | None:
+    """A git hive's result: its integration branch against its start commit, as the changed
+    files, a diff stat and the patch (cut at `patch_limit` bytes, `patch_truncated` says so);
+    None for a hive that shares its folder, or when git no longer knows the branch. A hive on a
+    git remote: fetched from it first (`hive_repo`)."""
+    start = hive.config.get("start_commit")
+    if isolation_of(hive) != "git" or not isinstance(start, str):
+        return None
+    try:
+        repo = hive_repo(hive)
+    except (ConfigError, GitError):
+        return None
+    top, branch = repo.top, repo.branch
+    names = git("diff", "--name-only", "-z", start, branch, cwd=top, check=False)
+    stat = git("diff", "--stat", start, branch, cwd=top, check=False)
+    patch = capped_patch(top, start, branch, patch_limit)
+    if names.returncode != 0 or stat.returncode != 0 or patch is None:
+        return None
+    return {"branch": branch, "start_commit": start,
+            "files": [name for name in names.stdout.split("\0") if name],
+            "diff": stat.stdout, "patch": patch[0], "patch_truncated": patch[1]}

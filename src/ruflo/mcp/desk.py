@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ruflo.engine import start, stored_policy
+from ruflo.engine.isolation import check_isolation, isolation_of, prepare_workspace
 from ruflo.engine.start import HiveSpec, Planner
 from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError, RufloError
@@ -159,25 +160,28 @@ class Desk:
     # -- hives ---------------------------------------------------------------------------------
     async def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
                           agents: Sequence[tuple[str, Sequence[str], str]],
-                          workspace: str | None, seed: int) -> JSON:
-        """Store the hive, then seed its first board (engine/start.py: the objective planned by
+                          workspace: str | None, seed: int, isolation: str | None = None) -> JSON:
+        """Make its folder ready and choose its isolation (engine/isolation.py's one rule),
+        store the hive, then seed its first board (engine/start.py: the objective planned by
         this desk's planner; without one the board starts empty, for the client to fill)."""
-        spec = self.hive_spec(name=name, objective=objective, mode=mode, agents=agents,
-                              workspace=workspace, seed=seed)
+        spec, notice = self.hive_spec(name=name, objective=objective, mode=mode, agents=agents,
+                                      workspace=workspace, seed=seed, isolation=isolation)
         with self.store.transaction():
             hive = start.create_hive(self.store, spec)
             self.record(hive.id, "create_hive", caller)
         # Without a planner the MCP client plans: it posts the tasks (engine/start.py, rule 4).
         board = (await start.seed_board(self.store, hive.id, self.planner)
                  if self.planner is not None else [])
-        return {"hive": hive_json(self.store.get_hive(hive.id)),
+        return {"hive": hive_json(self.store.get_hive(hive.id)), "isolation_notice": notice,
                 "agents": [agent_json(a) for a in spec.agents],
                 "tasks": [self.task_json(t) for t in board]}
 
     def hive_spec(self, *, name: str, objective: str, mode: str,
                   agents: Sequence[tuple[str, Sequence[str], str]], workspace: str | None,
-                  seed: int) -> HiveSpec:
-        """What create_hive starts, checked; its workspace folder is made."""
+                  seed: int, isolation: str | None = None) -> tuple[HiveSpec, str]:
+        """What create_hive starts, checked, and the isolation notice; its workspace folder is
+        made ready (engine/isolation.py prepare_workspace)."""
+        check_isolation(isolation)
         try:
             hive_mode = Mode(mode)
         except ValueError:
@@ -200,13 +204,18 @@ class Desk:
         if workspace and not (folder.is_absolute() and folder.is_dir()):
             raise ConfigError(f"workspace {workspace!r} is not an existing folder given by an "
                               "absolute path; nothing was created")
-        folder.mkdir(parents=True, exist_ok=True)
+        prepared = prepare_workspace(folder, isolation)
         members = [Agent(id=new_id(), hive_id=hive_id, name=agent_name, role=role or "worker",
                          skills=tuple(skills), adapter_config={"via": "mcp"})
                    for agent_name, skills, role in agents]
+        notice = prepared.notice
+        if prepared.config["isolation"] == "git":
+            notice += (f"; MCP clients that claim its tasks work in {prepared.folder} itself "
+                       "(only the attempts ruflo runs get worktrees of their own)")
         return HiveSpec(id=hive_id, name=name, mode=hive_mode, objective=objective,
-                        workspace=str(folder), config={"seed": seed, "created_via": "mcp"},
-                        agents=members)
+                        workspace=str(prepared.folder),
+                        config={"seed": seed, "created_via": "mcp", **prepared.config},
+                        agents=members), notice
 
     # -- the board -----------------------------------------------------------------------------
     def post_task(self, caller: str, hive_ref: str | None, *, title: str, description: str,
@@ -485,7 +494,8 @@ def workspace_of(hive: Hive) -> Path | None:
 def hive_json(hive: Hive) -> JSON:
     return {"id": hive.id, "name": hive.name, "mode": hive.mode.value,
             "objective": hive.objective, "status": hive.status.value,
-            "pause_reason": hive.pause_reason, "workspace": hive.workspace}
+            "pause_reason": hive.pause_reason, "workspace": hive.workspace,
+            "isolation": isolation_of(hive)}
 
 
 def agent_json(agent: Agent) -> JSON:

@@ -84,6 +84,11 @@ def build_server(desk: Desk) -> MCPServer[Any]:
                                          "commands run; default: a new folder under ruflo's "
                                          "workspace.")] = None,
         seed: Annotated[int, Field(ge=0, le=2**31)] = 0,
+        isolation: Annotated[Literal["git", "none"] | None, Field(
+            description="git (the default): the hive starts from a named commit and the "
+                        "attempts ruflo runs get their own worktrees; a workspace given must "
+                        "be a git repository (a folder ruflo makes becomes one). none: every "
+                        "agent shares the folder.")] = None,
         ctx: Context | None = None,
     ) -> JSON:
         """Create a hive: a board of tasks worked by agents, with its objective and mode (swarm:
@@ -94,7 +99,7 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         try:
             return await desk.create_hive(caller_of(ctx), name=name, objective=objective, mode=mode,
                                     agents=[(a.name, a.skills, a.role) for a in agents],
-                                    workspace=workspace, seed=seed)
+                                    workspace=workspace, seed=seed, isolation=isolation)
         except RufloError as error:
             raise refused(error) from None
 

@@ -5,7 +5,9 @@ rest of a hive's create body: mode, agents, org, budget, tasks, config), or post
 hive named by `metadata.hive_id`. The A2A task then follows the hive (or that task) through the
 store's events: notable events become `working` updates, a pending approval `input-required`
 (answer "approve" or "reject" on the same task to decide it), and the end `completed`,
-`failed` or `canceled` with the verified summary as the artifact. Cancelling the A2A task
+`failed` or `canceled` with the verified summary as the artifact, and, for a hive under git
+isolation, a second artifact `diff`: its integration branch against its start commit (changed
+files, diff stat, the patch cut at 64 KiB). Cancelling the A2A task
 cancels the hive (or the posted task).
 Depends on a2a-sdk (the optional `a2a` extra), the server's hive routes and the core model.
 """
@@ -45,6 +47,7 @@ from a2a.utils.errors import (
 from fastapi import HTTPException
 from pydantic import ValidationError
 
+from ruflo.engine.isolation import PATCH_LIMIT, hive_diff
 from ruflo.errors import (
     ConfigError,
     Conflict,
@@ -372,6 +375,10 @@ class HiveExecutor(AgentExecutor):
         summary = run_summary(self.ctx, hive.id)
         await updater.add_artifact([new_text_part(summary_text(summary)),
                                     new_data_part(summary)], name="summary")
+        changes = await asyncio.to_thread(hive_diff, hive)
+        if changes is not None:
+            await updater.add_artifact([new_text_part(diff_text(changes)),
+                                        new_data_part(changes)], name="diff")
         await _finish(updater, hive.status, hive.pause_reason or f"hive {hive.id} "
                                                                  f"{hive.status.value}")
         return True
@@ -410,6 +417,17 @@ class HiveExecutor(AgentExecutor):
             await self.ctx.runner.cancel(hive.id)
         await updater.cancel(updater.new_agent_message([new_text_part(
             f"cancelled {'task ' + board_task if board_task else 'hive ' + hive.id}")]))
+
+
+def diff_text(changes: dict[str, Any]) -> str:
+    """The diff artifact's text: what the hive changed on its integration branch, the patch
+    cut at PATCH_LIMIT bytes (said when it is)."""
+    files = changes["files"]
+    head = (f"{changes['branch']} against {str(changes['start_commit'])[:12]}: "
+            f"{len(files)} file(s) changed" + (f" ({', '.join(files[:20])})" if files else ""))
+    cut = (f"\n[the patch was cut at {PATCH_LIMIT} bytes: `ruflo hive diff` shows it whole]"
+           if changes["patch_truncated"] else "")
+    return f"{head}\n\n{changes['patch']}{cut}"
 
 
 async def _finish(updater: TaskUpdater, status: HiveStatus, note: str) -> None:

@@ -72,6 +72,8 @@ def hive_commands(body: HiveCreate) -> list[str]:
     fields += task_commands("tasks", body.tasks)
     if _defines_text(body.config.get("verify")):
         fields.append("config.verify")
+    if body.workspace is not None:
+        fields.append("workspace")  # the agents' commands run in a folder of the caller's choice
     return fields
 
 

@@ -108,7 +108,7 @@ def card(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
 
 async def start_hive(use: ToolUse, args: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"objective": _text(args, "objective")}
-    for key in ("name", "mode", "agents", "org", "tasks"):
+    for key in ("name", "mode", "agents", "org", "tasks", "isolation"):
         if args.get(key) is not None:
             body[key] = args[key]
     if args.get("max_tokens") is not None:
@@ -194,7 +194,11 @@ RUFLO_TOOLS: tuple[ChatTool, ...] = (
                                 "items": _object({"title": {"type": "string"},
                                                   "description": {"type": "string"}},
                                                  ["title"])},
-                      "max_tokens": {"type": "integer", "minimum": 1}}, ["objective"]),
+                      "max_tokens": {"type": "integer", "minimum": 1},
+                      "isolation": {"type": "string", "enum": ["git", "none"],
+                                    "description": "git (default): each attempt in its own "
+                                    "worktree of the hive's repository; none: the agents "
+                                    "share one folder"}}, ["objective"]),
              True, start_hive),
     ChatTool("ruflo_list_hives", "List hives", "The newest hives with their status and counts.",
              _object({}, []), False, list_hives),

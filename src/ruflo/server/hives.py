@@ -15,15 +15,17 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path as FolderPath
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ruflo.engine.isolation import task_git
+from ruflo.engine.isolation import Workspace, isolation_summary, prepare_workspace, task_git
 from ruflo.engine.start import HiveSpec
 from ruflo.engine.start import create_hive as create_hive_in
-from ruflo.errors import Conflict, NotFound, PolicyError
+from ruflo.errors import ConfigError, Conflict, NotFound, PolicyError
 from ruflo.event_kinds import EventKind
 from ruflo.model import (
     Agent,
@@ -187,6 +189,7 @@ def hive_detail(ctx: ServerContext, hive: Hive) -> dict[str, Any]:
     agents = ctx.store.list_agents(hive.id)
     return {
         **hive_summary(ctx, hive),
+        "isolation": isolation_summary(hive),
         "agents": [plain(agent) for agent in agents],
         "spend": spend_json(ctx.store.spend(hive_id=hive.id)),
         "approvals": [plain(a) for a in ctx.store.list_approvals(
@@ -268,6 +271,9 @@ def hive_spec(body: HiveCreate, *, default_model: str, owner: str) -> HiveSpec:
                   for n in range(1, count + 1)]
     if not agents:
         raise PolicyError("a hive needs at least one agent")
+    if body.workspace is not None and not PurePath(body.workspace).is_absolute():
+        raise PolicyError(f"workspace {body.workspace!r} must be an absolute path of an existing "
+                          "folder on the server; nothing was created")
     config = dict(body.config)
     if "actions" in config:
         config["actions"] = checked_actions(config["actions"], "config")
@@ -278,17 +284,22 @@ def hive_spec(body: HiveCreate, *, default_model: str, owner: str) -> HiveSpec:
     return HiveSpec(id=hive_id, name=body.name or body.objective.splitlines()[0][:100],
                     mode=mode, objective=body.objective, budget=budget_of(body.budget),
                     config=config, owner=owner, agents=agents,
-                    tasks=board_tasks(hive_id, body.tasks))
+                    workspace=body.workspace, tasks=board_tasks(hive_id, body.tasks))
 
 
-async def start_hive(ctx: ServerContext, spec: HiveSpec) -> Hive:
-    """The server's way to start a hive (the create route, and any other road that starts hives
-    here): store it in its own workspace folder, then hand it to the runner, which seeds its first
-    board (engine/start.py) and drives it. Raises PolicyError when the planner's answer for the
-    objective was refused (the hive is stored, failed), HTTPException 500 when it was stored but
-    could not be started."""
-    if spec.workspace is None:
-        spec = dataclasses.replace(spec, workspace=str(ctx.settings.workspace_dir / spec.id))
+async def start_hive(ctx: ServerContext, spec: HiveSpec, *, isolation: str | None = None) -> Hive:
+    """The server's way to start a hive (the create route, and every road through it: chat,
+    A2A, the OpenAI-compatible route): its folder made ready and its isolation chosen by
+    engine/isolation.py's one rule (`spec.workspace`, or a folder of its own under the
+    workspace directory, which becomes a repository), then stored, then handed to the runner,
+    which seeds its first board (engine/start.py) and drives it. Raises PolicyError when the
+    folder can't be had (nothing stored) or the planner's answer for the objective was refused
+    (the hive is stored, failed), HTTPException 500 when it was stored but could not be
+    started."""
+    prepared = await asyncio.to_thread(_ready_folder, ctx, spec, isolation)
+    log.info("hive %s: %s", spec.id, prepared.notice)
+    spec = dataclasses.replace(spec, workspace=str(prepared.folder),
+                               config={**spec.config, **prepared.config})
     hive = create_hive_in(ctx.store, spec)
     try:
         await ctx.runner.start(hive.id)
@@ -303,14 +314,26 @@ async def start_hive(ctx: ServerContext, spec: HiveSpec) -> Hive:
     return ctx.store.get_hive(hive.id)
 
 
+def _ready_folder(ctx: ServerContext, spec: HiveSpec, isolation: str | None) -> Workspace:
+    if spec.workspace is not None and not FolderPath(spec.workspace).is_dir():
+        raise PolicyError(f"workspace {spec.workspace} is not an existing folder on the server; "
+                          "nothing was created")
+    try:
+        return prepare_workspace(spec.workspace or ctx.settings.workspace_dir / spec.id,
+                                 isolation)
+    except ConfigError as error:
+        raise PolicyError(str(error)) from None
+
+
 @router.post("", status_code=201)
 async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
-    """Start a hive: store it with its agents and first tasks (none given: its objective is
-    planned, engine/start.py), then hand it to the runner. The caller owns it; process or http
-    agents and verify commands need an operator."""
+    """Start a hive: its folder and isolation (`isolation`, default git; `workspace`, default a
+    new folder the server makes), store it with its agents and first tasks (none given: its
+    objective is planned, engine/start.py), then hand it to the runner. The caller owns it;
+    process or http agents, verify commands and a given workspace need an operator."""
     require_operator(caller, hive_commands(body), outcome="no hive was created")
     spec = hive_spec(body, default_model=ctx.settings.model, owner=caller.name)
-    return shown(hive_detail(ctx, await start_hive(ctx, spec)))
+    return shown(hive_detail(ctx, await start_hive(ctx, spec, isolation=body.isolation)))
 
 
 @router.get("")

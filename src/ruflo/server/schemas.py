@@ -376,11 +376,21 @@ class HiveCreate(Body):
     budget: BudgetSpec | None = None
     tasks: list[TaskSpec] = Field(default_factory=list, max_length=2_000)
     config: JSONObject = Field(default_factory=dict)
+    isolation: Literal["git", "none"] | None = None
+    """git: each attempt in its own worktree (the default; the workspace must be a repository
+    unless the server makes it); none: the agents share the folder (engine/isolation.py)."""
+    workspace: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    """An existing folder on the server, by absolute path (an operator's right); none: the
+    server makes one under its workspace directory."""
 
     @model_validator(mode="after")
     def _agents_or_org(self) -> HiveCreate:
         if self.agents is not None and self.org is not None:
             raise ValueError("give agents or org, not both")
+        taken = sorted({"isolation", "start_commit", "git_remote"} & set(self.config))
+        if taken:
+            raise ValueError(f"config.{taken[0]} is set by ruflo when the hive starts: give "
+                             "the `isolation` field instead")
         if isinstance(self.agents, list) and len(self.agents) > 500:
             raise ValueError("at most 500 agents")
         return self

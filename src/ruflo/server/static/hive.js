@@ -74,6 +74,14 @@
     return Boolean(boot.operator) || (state.hive !== null && state.hive.owner === boot.user);
   }
 
+  // What the API's `isolation` says, as a line of text (engine/isolation.py isolation_summary).
+  function isolationText(isolation) {
+    if (!isolation) return "unknown";
+    if (isolation.isolation !== "git") return "none: the agents share the workspace folder";
+    const start = String(isolation.start_commit || "").slice(0, 12);
+    return "git worktrees, branch " + (isolation.branch || "?") + " from " + (start || "?");
+  }
+
   function renderHive() {
     const hive = state.hive;
     $("hive-owner").textContent = hive.owner;
@@ -87,6 +95,7 @@
     status.className = "status status-" + hive.status;
     $("hive-reason").textContent = hive.status === "paused" && hive.pause_reason ? "— " + hive.pause_reason : "";
     $("hive-objective").textContent = hive.objective;
+    $("hive-isolation").textContent = isolationText(hive.isolation);
     // A stored row that can't be read whole: say what is shown in its stead (the API's note).
     $("hive-damage").textContent = hive.damage || "";
     $("hive-damage").hidden = !hive.damage;
