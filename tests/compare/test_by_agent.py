@@ -194,3 +194,22 @@ def test_simulated_runs_use_the_line_up_names_and_skills(tmp_path: Path, data_di
     html = Path(said["html"]).read_text()
     assert "Who did what" in html
     assert html == render_html(report)
+
+
+def test_the_text_summary_shows_who_did_what_per_run(tmp_path: Path, data_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    lineup = tmp_path / "crew.yaml"
+    lineup.write_text("agents:\n  - {name: coder, skills: [python]}\n"
+                      "  - {name: writer, skills: [docs]}\n")
+    assert run(["compare", "ticket", "--simulate", "--modes", "swarm", "--seeds", "1",
+                "--agents", str(lineup)]) == 0
+    out = capsys.readouterr().out
+    assert "who did what: ticket/swarm/0/baseline" in out
+    assert "coder" in out
+    assert "writer" in out
+    # Runs of many agents leave their table to the report files.
+    assert run(["compare", "wide", "--simulate", "--modes", "swarm", "--seeds", "1",
+                "--agents", "20", "--tasks", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "who did what:" not in out
+    assert "runs of more than 12 agents: who did what is in report.json" in out
