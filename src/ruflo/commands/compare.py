@@ -230,9 +230,11 @@ def agent_table(run: dict[str, Any]) -> Any:
     from ruflo.compare.report import fmt_number
 
     table = Table(title=escape(f"who did what: {run['id']}"))
-    for column in ("agent", "adapter", "took", "done", "failed", "attempts", "tokens", "cost",
+    widest = max((len(row["name"]) for row in run["agents"]), default=5)
+    table.add_column("agent", no_wrap=True, min_width=min(widest, 40))
+    for column in ("adapter", "took", "done", "failed", "attempts", "tokens", "cost",
                    "mean time", "thresholds"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in run["agents"]:
         table.add_row(escape(row["name"]), row["adapter"] or "–", escape(kinds_text(row["taken"])),
                       str(row["done"]), str(row["failed"]), str(row["attempts"]),
