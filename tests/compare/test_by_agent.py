@@ -13,6 +13,7 @@ from ruflo.cli import run
 from ruflo.compare.by_agent import agent_figures, kinds_text, task_kind, thresholds_text
 from ruflo.compare.report import render_html
 from ruflo.model import AdapterKind, Agent, CostKind, Event, LedgerEntry, Task, TaskState
+from ruflo.server.reports import compare_view
 from ruflo.workload import parse_lineup
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -194,6 +195,9 @@ def test_simulated_runs_use_the_line_up_names_and_skills(tmp_path: Path, data_di
     html = Path(said["html"]).read_text()
     assert "Who did what" in html
     assert html == render_html(report)
+    # The reports page names the line-up as the run's agents.
+    facts = dict(compare_view(report).settings)
+    assert facts["Agents per run"] == f"the line-up {lineup}: coder (llm), writer (process)"
 
 
 def test_the_text_summary_shows_who_did_what_per_run(tmp_path: Path, data_dir: Path,

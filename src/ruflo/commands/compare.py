@@ -167,7 +167,7 @@ def agents_option(value: str | None) -> tuple[int | None, Any]:
     if not Path(value).is_file():
         raise PolicyError(f"--agents {value!r} is neither a number of agents nor an agents "
                           "file (a YAML line-up); nothing was run")
-    return None, load_lineup(value)
+    return None, load_lineup(Path(value).resolve())
 
 
 async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_unit: float | None,
