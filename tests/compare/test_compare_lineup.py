@@ -3,7 +3,8 @@ real git: a line-up mixing the built-in agent and an outside agent (a process ag
 script that makes a model call through the relay and edits its worktree) runs the built-in
 `ticket` workload in swarm and company mode; the report's per-agent table shows both agents with
 the tasks each took, matching the hive's own events and ledger. And the same with the real
-Claude Code as the outside agent (slow; needs the CLI that scripts/install puts in place)."""
+Claude Code, and the real Codex, as the outside agent (slow; needs the CLIs scripts/install puts
+in place)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 WORKLOADS = Path(__file__).parents[2] / "src/ruflo/compare/workloads"
 README_OLD = "- `name`: who to greet."
 README_NEW = "- `--shout`: upper-case the greeting."
+ONE_LINE = "- `name`: who to greet; `--shout` upper-cases the greeting."
 
 WRITER = r'''
 """An outside agent: asks the model once (through ruflo's relay), then documents --shout."""
@@ -145,28 +147,31 @@ def test_a_line_up_of_the_built_in_agent_and_a_process_agent_is_compared(
             assert builtin["thresholds"] is None
 
 
-def test_a_line_up_with_the_real_claude_code_is_compared(
-        data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    program = require_agent_cli("claude-code")
-    # The ticket workload as built in, its script taught how Claude Code documents the flag.
+@pytest.mark.integration
+@pytest.mark.parametrize("cli", ["claude-code", "codex"])
+def test_a_line_up_with_a_real_agent_cli_is_compared(
+        cli: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    program = require_agent_cli(cli)
+    # The ticket workload as built in, its script taught how the CLI documents the flag (in
+    # its own protocol: Anthropic Messages for Claude Code, Responses for Codex).
     workload = tmp_path / "ticket"
     shutil.copytree(WORKLOADS / "ticket", workload)
     script = yaml.safe_load((workload / "gateway.yaml").read_text())
-    script["rules"] = fix_rules("claude-code", "README.md", README_OLD,
-                                f"{README_OLD}\n{README_NEW}",
+    # One line for one line: Codex's patch (tests/agent_clis.py) replaces a line with a line.
+    script["rules"] = fix_rules(cli, "README.md", README_OLD, ONE_LINE,
                                 marker="Document the --shout flag") + script["rules"]
     (workload / "gateway.yaml").write_text(yaml.safe_dump(script))
     lineup = {"agents": [
         {"name": "python-1", "skills": ["python"]},
-        {"name": "docs-1", "skills": ["docs"], "adapter": "claude-code",
+        {"name": "docs-1", "skills": ["docs"], "adapter": cli,
          "config": {"program": program, "timeout": 120}}]}
     report = compare(data_dir, str(workload / "workload.yaml"), lineup, tmp_path, "swarm",
                      capsys)
     [entry] = report["runs"]
     rows = check_table(data_dir, entry)
-    assert rows["docs-1"]["adapter"] == "claude-code"
+    assert rows["docs-1"]["adapter"] == cli
     assert rows["python-1"]["taken"] == {"python": 1}
     assert rows["docs-1"]["taken"] == rows["docs-1"]["done_by_kind"] == {"docs": 1}
     assert rows["docs-1"]["calls"] >= 3
     assert rows["docs-1"]["tokens"] > 0
-    assert README_NEW in (Path(entry["workspace"]) / "README.md").read_text()
+    assert ONE_LINE in (Path(entry["workspace"]) / "README.md").read_text()
