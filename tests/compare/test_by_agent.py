@@ -217,3 +217,18 @@ def test_the_text_summary_shows_who_did_what_per_run(tmp_path: Path, data_dir: P
     out = capsys.readouterr().out
     assert "who did what:" not in out
     assert "runs of more than 12 agents: who did what is in report.json" in out
+
+
+def test_hostile_agent_names_stay_text(tmp_path: Path, data_dir: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    lineup = tmp_path / "crew.yaml"
+    lineup.write_text("agents:\n  - {name: '<img src=x onerror=alert(1)>', skills: [python]}\n"
+                      "  - {name: '[red]boom[/red]', skills: ['<b>docs</b>']}\n")
+    assert run(["compare", "ticket", "--simulate", "--modes", "swarm", "--seeds", "1",
+                "--agents", str(lineup), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "[red]boom[/red]" in out, "rich markup in a name is shown, not applied"
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<b>docs</b>" not in html
