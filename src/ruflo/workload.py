@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruflo.errors import PolicyError
 from ruflo.model import AdapterKind, Agent, Budget, Task
 
-__all__ = ["MAX_FILE_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Org", "Workload", "load_org",
-           "load_workload", "parse_org", "parse_workload"]
+__all__ = ["MAX_FILE_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Lineup", "Org", "Workload",
+           "load_lineup", "load_org", "load_workload", "parse_lineup", "parse_org",
+           "parse_workload"]
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """A workload or org file larger than this is refused unread (thousands of tasks fit in 1 MiB)."""
@@ -304,11 +305,7 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
         if agent.name in names:
             problems.append(f"agents[{index}]: duplicate name {agent.name!r}")
         names.setdefault(agent.name, index)
-        cap = agent.config.get("max_tokens")
-        if agent.adapter is AdapterKind.LLM and cap is not None and (
-                isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            problems.append(f"agents[{index}].config.max_tokens: a whole number of tokens above "
-                            f"0 (most tokens one answer may take), not {cap!r}")
+        problems += max_tokens_problem(agent, index)
     fixture: Path | None = None
     if model.fixture is not None:
         base = source.parent if source is not None else Path.cwd()
@@ -319,23 +316,7 @@ def _build(model: WorkloadModel, where: str, source: Path | None) -> Workload:
         head = f"{where}: {len(problems)} problem{'s' if len(problems) > 1 else ''}, nothing was run"
         raise PolicyError(head + "".join(f"\n  - {p}" for p in problems[:5]))
 
-    agents = tuple(
-        Agent(
-            id=a.name,
-            hive_id="",
-            name=a.name,
-            role=a.role,
-            title=a.title,
-            capabilities=a.capabilities,
-            skills=tuple(a.skills),
-            adapter=a.adapter,
-            adapter_config=agent_config(a, where),
-            model=a.model,
-            reports_to=a.reports_to,
-            budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget(),
-        )
-        for a in model.agents
-    )
+    agents = tuple(declared_agent(a, where) for a in model.agents)
     if any(a.reports_to for a in agents):
         from ruflo.policies import OrgChart
 
@@ -441,12 +422,7 @@ def parse_org(text: str, source: Path | None = None) -> Org:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise PolicyError(f"{where}: agents: duplicate name {duplicates[0]!r}, nothing was run")
-    agents = tuple(
-        Agent(id=a.name, hive_id="", name=a.name, role=a.role, title=a.title,
-              capabilities=a.capabilities, skills=tuple(a.skills), adapter=a.adapter,
-              adapter_config=agent_config(a, where), model=a.model, reports_to=a.reports_to,
-              budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget())
-        for a in model.agents)
+    agents = tuple(declared_agent(a, where) for a in model.agents)
     from ruflo.policies import OrgChart
 
     try:
@@ -466,6 +442,87 @@ def hive_actions(raw: object, where: str) -> dict[str, Any] | None:
 
     policy = parse_actions(raw, where)
     return policy_json(policy) if not policy.empty else None
+
+
+def max_tokens_problem(agent: AgentModel, index: int) -> list[str]:
+    cap = agent.config.get("max_tokens")
+    if agent.adapter is AdapterKind.LLM and cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        return [f"agents[{index}].config.max_tokens: a whole number of tokens above 0 (most "
+                f"tokens one answer may take), not {cap!r}"]
+    return []
+
+
+def declared_agent(a: AgentModel, where: str) -> Agent:
+    """An agent as a file declares it: its id is its name (the hive makes it unique)."""
+    return Agent(id=a.name, hive_id="", name=a.name, role=a.role, title=a.title,
+                 capabilities=a.capabilities, skills=tuple(a.skills), adapter=a.adapter,
+                 adapter_config=agent_config(a, where), model=a.model, reports_to=a.reports_to,
+                 budget=Budget(a.budget.max_tokens, a.budget.max_cost) if a.budget else Budget())
+
+
+class LineupModel(_Strict):
+    name: str | None = None
+    agents: list[AgentModel] = Field(min_length=1, max_length=1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Lineup:
+    """An agent line-up file (`ruflo compare --agents FILE`): the agents every run uses instead
+    of the workload's, in the shape workload files give them; an org chart when any has
+    `reports_to`."""
+
+    agents: tuple[Agent, ...]
+    name: str | None = None
+    source: Path | None = None
+
+    @property
+    def has_org(self) -> bool:
+        return any(a.reports_to for a in self.agents)
+
+
+def load_lineup(path: str | Path) -> Lineup:
+    """Read and validate an agent line-up file. Raises PolicyError naming the file and problem."""
+    path = Path(path)
+    try:
+        text = _read_file(path, "agents file")
+    except FileNotFoundError:
+        raise PolicyError(f"agents file {path} does not exist; nothing was run") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"agents file {path} could not be read: {error}; nothing was "
+                          "run") from None
+    return parse_lineup(text, source=path)
+
+
+def parse_lineup(text: str, source: Path | None = None) -> Lineup:
+    """`agents:` (required: name, skills, model, adapter, config, ... as in a workload file; an
+    org chart when any has `reports_to`) and optionally `name`."""
+    where = str(source) if source is not None else "agents file"
+    data = _read_yaml(text, where, kind="agents file")
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}: expected a mapping with agents (a list of agents as in a "
+                          f"workload file) and optionally name; found {type(data).__name__}; "
+                          "nothing was run")
+    try:
+        model = LineupModel.model_validate(data)
+    except ValidationError as error:
+        raise PolicyError(_explain(where, data, error)) from None
+    names = [a.name for a in model.agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PolicyError(f"{where}: agents: duplicate name {duplicates[0]!r}; nothing was run")
+    caps = [p for n, a in enumerate(model.agents) for p in max_tokens_problem(a, n)]
+    if caps:
+        raise PolicyError(f"{where}: {caps[0]}; nothing was run")
+    agents = tuple(declared_agent(a, where) for a in model.agents)
+    if any(a.reports_to for a in agents):
+        from ruflo.policies import OrgChart
+
+        try:
+            OrgChart(agents)
+        except PolicyError as error:
+            raise PolicyError(f"{where}: agents: {error}; nothing was run") from None
+    return Lineup(agents=agents, name=model.name, source=source)
 
 
 def agent_config(agent: AgentModel, where: str) -> dict[str, Any]:

@@ -22,9 +22,11 @@ def compare(
     seeds: Annotated[int, typer.Option(min=1, help="Runs per workload and mode (seeds 0..N-1).")] = 3,
     simulate: Annotated[bool, typer.Option("--simulate", help="Run in the simulator, not "
                                                               "live.")] = False,
-    agents: Annotated[int | None, typer.Option(min=1, help="Agents per run when a workload "
-                                                           "names none (default 4 live, 100 "
-                                                           "simulated).")] = None,
+    agents: Annotated[str | None, typer.Option(
+        metavar="N|FILE",
+        help="N: agents per run when a workload names none (default 4 live, 100 simulated). "
+             "FILE: a YAML agent line-up (name, skills, model, adapter, config, as in workload "
+             "files) every run uses instead of the workload's agents.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: "
                                                   "<data_dir>/reports/<timestamp>).")] = None,
     kill_fraction: Annotated[float | None, typer.Option(
@@ -71,8 +73,9 @@ def compare(
     except ValueError as error:
         raise PolicyError(f"{error}; choose from {', '.join(m.value for m in Mode)}; "
                           "nothing was run") from None
+    count, lineup = agents_option(agents)
     plan = Plan(workloads=tuple(resolve(workloads)), modes=tuple(dict.fromkeys(mode_list)),
-                seeds=tuple(range(seeds)), agents=agents, simulate=simulate,
+                seeds=tuple(range(seeds)), agents=count, lineup=lineup, simulate=simulate,
                 kill_fraction=kill_fraction, tasks=tasks, approvals=approvals, files=files,
                 conflict_probability=conflict_probability)
     check(plan)
@@ -98,6 +101,11 @@ def compare(
                        "shape": r.shape} for r in plan.workloads],
         "modes": [m.value for m in plan.modes], "seeds": list(plan.seeds),
         "agents": plan.agents, "simulate": plan.simulate, "kill_fraction": plan.kill_fraction,
+        "lineup": None if lineup is None else {
+            "file": str(lineup.source), "name": lineup.name,
+            "agents": [{"name": a.name, "adapter": a.adapter.value, "model": a.model,
+                        "skills": list(a.skills), "reports_to": a.reports_to}
+                       for a in lineup.agents]},
         "tasks_per_shape": plan.tasks if any(r.shape for r in plan.workloads) else None,
         "auto_approval": plan.auto_approval,
     }
@@ -134,13 +142,32 @@ def compare(
         sys.stdout.write(json.dumps({"report": str(json_path), "html": str(html_path),
                                      "summary": report["summary"],
                                      "unavailable": report["unavailable"],
-                                     "runs": [{k: r[k] for k in ("id", "status", "hive_id")}
+                                     "runs": [{k: r[k] for k in ("id", "status", "hive_id",
+                                                                  "agents")}
                                               for r in report["runs"]]}, indent=1) + "\n")
     else:
         _print_summary(Console(), report)
         Console().print(f"report: {json_path}\n        {html_path}")
     if not any(r.status == "ok" for r in records):
         raise SystemExit(1)
+
+
+def agents_option(value: str | None) -> tuple[int | None, Any]:
+    """`--agents N` (a count) or `--agents FILE` (a line-up, validated now: nothing runs on a
+    bad file)."""
+    from ruflo.errors import PolicyError
+    from ruflo.workload import load_lineup
+
+    if value is None:
+        return None, None
+    if value.strip().isdigit():
+        if int(value) < 1:
+            raise PolicyError(f"--agents must be at least 1 (got {value}); nothing was run")
+        return int(value), None
+    if not Path(value).is_file():
+        raise PolicyError(f"--agents {value!r} is neither a number of agents nor an agents "
+                          "file (a YAML line-up); nothing was run")
+    return None, load_lineup(Path(value).resolve())
 
 
 async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_unit: float | None,
@@ -190,6 +217,32 @@ async def _live(plan: Any, settings: Any, folder: Path, scripted: bool, time_uni
         store.close()
 
 
+AGENT_ROWS_SHOWN = 12
+"""Runs with more agents than this leave their per-agent table to report.json and the HTML."""
+
+
+def agent_table(run: dict[str, Any]) -> Any:
+    """Who did what in one run (compare.by_agent), as a table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ruflo.compare.by_agent import kinds_text, thresholds_text
+    from ruflo.compare.report import fmt_number
+
+    table = Table(title=escape(f"who did what: {run['id']}"))
+    widest = max((len(row["name"]) for row in run["agents"]), default=5)
+    table.add_column("agent", no_wrap=True, min_width=min(widest, 40))
+    for column in ("adapter", "took", "done", "failed", "attempts", "tokens", "cost",
+                   "mean time", "thresholds"):
+        table.add_column(column, overflow="fold")
+    for row in run["agents"]:
+        table.add_row(escape(row["name"]), row["adapter"] or "–", escape(kinds_text(row["taken"])),
+                      str(row["done"]), str(row["failed"]), str(row["attempts"]),
+                      str(row["tokens"]), fmt_number(row["cost"]),
+                      fmt_number(row["mean_time"]), thresholds_text(row["thresholds"]))
+    return table
+
+
 def _print_summary(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -205,6 +258,17 @@ def _print_summary(console: Any, report: dict[str, Any]) -> None:
                       row["runner_up"], str(row["seeds"]),
                       spread_note(row))
     console.print(table)
+    shown = 0
+    for run in report["runs"]:
+        if not run["agents"]:
+            continue
+        if len(run["agents"]) > AGENT_ROWS_SHOWN:
+            shown = -1
+            continue
+        console.print(agent_table(run))
+    if shown < 0:
+        console.print(f"runs of more than {AGENT_ROWS_SHOWN} agents: who did what is in "
+                      "report.json (runs[].agents) and report.html")
     for effect in report["kill_effects"]:
         change = effect["makespan_change"]
         console.print(f"killing agents: {effect['workload']} · {effect['mode']}: success "

@@ -167,7 +167,8 @@ def write(report: dict[str, Any], folder: Path, *, timeline_runs: Sequence[str] 
 
 
 # -- HTML ----------------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
+def fmt_number(value: Any) -> str:
+    """A figure as the report writes it (plain text): `–` for none, 4 significant digits."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -176,7 +177,49 @@ def _fmt(value: Any) -> str:
         if math.isnan(value):
             return "–"
         return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return html.escape(str(value))
+    return str(value)
+
+
+def _fmt(value: Any) -> str:
+    return html.escape(fmt_number(value))
+
+
+AGENT_ROWS = 30
+"""Per-agent rows the HTML shows per run (the busiest first); report.json has them all."""
+
+
+def _agents_html(report: dict[str, Any]) -> str:
+    """Who did what in each run: per agent, its adapter, the kinds of task it took and finished,
+    how its attempts ended, its spend from the ledger, its mean attempt time and (swarm) the
+    thresholds it learned (compare.by_agent)."""
+    from ruflo.compare.by_agent import kinds_text, thresholds_text
+
+    parts = []
+    for run in report["runs"]:
+        rows = run.get("agents") or []
+        if not rows:
+            continue
+        shown = sorted(rows, key=lambda r: -r["attempts"])[:AGENT_ROWS] \
+            if len(rows) > AGENT_ROWS else rows
+        more = (f"<p>and {len(rows) - len(shown)} more agents (report.json: "
+                "runs[].agents)</p>") if len(rows) > len(shown) else ""
+        parts.append(f"<h3>{html.escape(run['id'])}</h3>" + _table(
+            ["agent", "adapter", "model", "took (tasks per kind)", "done (per kind)", "attempts",
+             "done", "failed", "released", "coordination claims", "LLM calls", "tokens",
+             "cost (USD)", f"mean time ({run['time_unit']})", "thresholds at the end"],
+            [(r["name"], r["adapter"], r["model"], kinds_text(r["taken"]),
+              kinds_text(r["done_by_kind"]), r["attempts"], r["done"], r["failed"],
+              r["released"], r["coordination"], r["calls"], r["tokens"], r["cost"],
+              r["mean_time"], thresholds_text(r["thresholds"])) for r in shown],
+            "agents") + more)
+    if not parts:
+        return ""
+    lineup = report["settings"].get("lineup")
+    said = (f"The agents came from the line-up {lineup['file']}." if lineup else
+            "The agents are the workload's, or the ones the runner made (settings).")
+    return ("<h2>Who did what</h2><p>" + html.escape(said) + " Thresholds are a swarm's "
+            "response thresholds per skill as learned by the end of the run (low: eager).</p>"
+            + "".join(parts))
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -377,6 +420,7 @@ or one after which a check fails, becomes an integration task (swarm: on the boa
 owner's manager). Simulated runs apply the simulator's conflict rule (docs/compare.md).</p>
 {integration_html}
 {company_html}
+{_agents_html(report)}
 <h2>Settings</h2>
 <pre>{settings_html}</pre>
 </body></html>

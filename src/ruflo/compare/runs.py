@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ruflo.compare.by_agent import agent_figures
 from ruflo.compare.metrics import RunMetrics, run_metrics, simulated_record
 from ruflo.compare.metrics import timeline as timeline_of
 from ruflo.compare.workloads import BUILTIN, builtin_path
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ruflo.engine.conflicts import ConflictRule
     from ruflo.gateway.base import Gateway
     from ruflo.store.base import Store
-    from ruflo.workload import Workload
+    from ruflo.workload import Lineup, Workload
 
 BASELINE = "baseline"
 KILLED_VARIANT = "killed"
@@ -44,9 +45,11 @@ ROOT_NAME = "ceo"
 LEAD_NAME = "lead"
 COMPANY_DEPTH = 2
 """Delegations a ticket may go down from the objective: root → lead → engineer."""
-COMPANY_ORG = ("a company run uses the workload's org chart when its agents have reports_to; "
+COMPANY_ORG = ("a company run uses the org chart of its agents (the --agents FILE line-up's, "
+               "else the workload's) when they have reports_to; "
                f"otherwise a generated one: a root ({ROOT_NAME!r}) over one lead ({LEAD_NAME!r}) "
-               "over the same engineers the swarm gets (the workload's agents, or --agents N "
+               "over the same engineers the swarm gets (the --agents FILE line-up, the "
+               "workload's agents, or --agents N "
                "specialists named by skill), so both modes have the same hands on the work and "
                "the managers' calls are the coordination cost. The root gets the objective as "
                "one ticket (with the workload's tasks as the suggested breakdown) and plans it.")
@@ -109,6 +112,8 @@ class RunRecord:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     time_unit: str = "s"
     detail: dict[str, Any] = field(default_factory=dict)
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    """Who did what: one row per agent (compare.by_agent.agent_figures)."""
 
     @property
     def id(self) -> str:
@@ -119,7 +124,7 @@ class RunRecord:
                 "variant": self.variant, "status": self.status, "hive_id": self.hive_id,
                 "workspace": self.workspace, "time_unit": self.time_unit,
                 "metrics": self.metrics.to_json() if self.metrics is not None else None,
-                "detail": self.detail, "timeline": self.timeline}
+                "detail": self.detail, "agents": self.agents, "timeline": self.timeline}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,9 @@ class Plan:
     conflict_probability: float = 0.3
     """Simulated runs: chance that two concurrent tasks sharing a file conflict
     (engine/conflicts.py)."""
+    lineup: Lineup | None = None
+    """`--agents FILE`: the agents every run uses instead of the workload's (live: with their
+    adapters; simulated: their names and skills)."""
     approvals: str = "reject"
     """How company runs decide approvals (budget override, hire, strategy) without a person:
     reject (default: an unattended run neither waits for a person nor spends past a cap),
@@ -201,6 +209,8 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
         tasks, files = workload.tasks, workload.files
         crew = list(workload.agents) if workload.agents and plan.agents is None else \
             mixed_agents(agents_n, workload.skills)
+    if plan.lineup is not None:
+        crew = list(plan.lineup.agents)
     record = RunRecord(ref.name, mode.value, seed, variant, time_unit="effort units")
     kill = None
     victims: list[str] = []
@@ -219,6 +229,9 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
                                              hive_id=f"sim-{ref.name}-{mode.value}-{seed}")
     record.metrics = run_metrics(events, ledger, board)
     record.timeline = timeline_of(events)
+    specs = {t.id: t for t in tasks}  # the simulator's board keeps no skills: the specs do
+    record.agents = agent_figures(events, ledger, [
+        replace(t, skills=tuple(getattr(specs.get(t.id), "skills", ()))) for t in board], crew)
     record.detail = {"agents": len(crew), "lower_bound": result.lower_bound,
                      "makespan_over_lb": result.ratio, "utilisation": result.utilisation,
                      "stalled": result.stalled, "killed_at": at, "killed": victims,
@@ -288,7 +301,7 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
     workspace = setup.root / f"{ref.name}-{mode.value}-{seed}-{variant}-{hive_id[:8]}"
     # A run's folder: the fixture (or nothing) as a new repository's first commit, git isolation.
     isolation = dict(prepare_workspace(workspace, "git", fixture=workload.fixture).config)
-    crew = live_agents(workload, plan.agents or 4, hive_id, mode)
+    crew = live_agents(workload, plan.agents or 4, hive_id, mode, plan.lineup)
     config: dict[str, Any] = {"seed": seed, "compare": record.id, "verify": workload.verify,
                               "auto_approval": None, **isolation}
     if mode is Mode.COMPANY:
@@ -309,8 +322,8 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
         agents=crew, tasks=tasks), None)
     store.append_event(hive_id, EventKind.COMPARE_RUN_STARTED, data={
         "run": record.id, "mode": mode.value, "auto_approval": config["auto_approval"],
-        "org": None if mode is not Mode.COMPANY else
-        "the workload's" if workload.has_org else "generated (root, lead, engineers)"})
+        "org": None if mode is not Mode.COMPANY else org_source(workload, plan.lineup),
+        "lineup": str(plan.lineup.source) if plan.lineup is not None else None})
     record.hive_id, record.workspace = hive_id, str(workspace)
 
     from ruflo.engine.company import engine_for
@@ -347,8 +360,11 @@ async def run_live(setup: LiveSetup, plan: Plan, ref: WorkloadRef, mode: Mode, s
     await verify_workspace(store, hive_id, workload, Path(result["verified_in"]), setup.env)
     events = store.events(hive_id)
     ledger = store.ledger(hive_id=hive_id)
-    record.metrics = run_metrics(events, ledger, store.list_tasks(hive_id))
+    board = store.list_tasks(hive_id)
+    record.metrics = run_metrics(events, ledger, board)
     record.timeline = timeline_of(events)
+    record.agents = agent_figures(events, ledger, board, store.list_agents(hive_id),
+                                  thresholds=mode is Mode.SWARM)
     record.detail = {"agents": len(crew), "hive_status": final.status.value,
                      "hive_reason": final.pause_reason, "isolation": result}
     if mode is Mode.COMPANY:
@@ -440,12 +456,17 @@ def root_of(crew: Sequence[Agent]) -> str:
     return next(a.id for a in crew if a.reports_to is None)
 
 
-def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Agent]:
-    """The workload's agents, or N specialists dealt over its skills and named by them
-    (`python-1`, `docs-1`); in company mode without an org chart, those agents as engineers
-    under a generated root and lead (COMPANY_ORG). Ids are made unique to the hive."""
-    crew = list(workload.agents) or engineers(n, workload.skills)
-    if mode is Mode.COMPANY and not workload.has_org:
+def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode,
+                lineup: Lineup | None = None) -> list[Agent]:
+    """The line-up's agents (`--agents FILE`), else the workload's, else N specialists dealt
+    over its skills and named by them (`python-1`, `docs-1`); in company mode without an org
+    chart, those agents as engineers under a generated root and lead (COMPANY_ORG). Ids are
+    made unique to the hive."""
+    if lineup is not None:
+        crew, has_org = list(lineup.agents), lineup.has_org
+    else:
+        crew, has_org = list(workload.agents) or engineers(n, workload.skills), workload.has_org
+    if mode is Mode.COMPANY and not has_org:
         crew = company_org(crew)
 
     def own(agent_id: str) -> str:
@@ -453,6 +474,14 @@ def live_agents(workload: Workload, n: int, hive_id: str, mode: Mode) -> list[Ag
 
     return [replace(a, id=own(a.id), hive_id=hive_id,
                     reports_to=own(a.reports_to) if a.reports_to else None) for a in crew]
+
+
+def org_source(workload: Workload, lineup: Lineup | None) -> str:
+    """Where a company run's org chart comes from, as its `compare_run_started` event says."""
+    if lineup is not None:
+        return "the --agents file's" if lineup.has_org else \
+            "generated (root, lead, the --agents file's agents)"
+    return "the workload's" if workload.has_org else "generated (root, lead, engineers)"
 
 
 def engineers(n: int, skills: Sequence[str]) -> list[Agent]:
@@ -547,6 +576,35 @@ def check(plan: Plan) -> None:
     for ref in plan.workloads:
         if ref.path is not None:
             _load(ref)  # refuse a bad file before anything runs
+    if plan.lineup is not None and not plan.simulate:
+        check_adapters(plan.lineup)
+
+
+def check_adapters(lineup: Lineup) -> None:
+    """Refuse, before anything runs, a line-up whose agents could not start: a process agent
+    without a command, an agent CLI ruflo has no preset for, or whose program is not installed."""
+    import os
+
+    from ruflo.agents.presets import find_program, preset_for
+    from ruflo.agents.process import parse_command
+    from ruflo.model import AdapterKind
+
+    where = f"agents file {lineup.source}" if lineup.source is not None else "agents file"
+    for agent in lineup.agents:
+        try:
+            if agent.adapter is AdapterKind.PROCESS:
+                parse_command(agent.adapter_config.get("command"), agent)
+            elif agent.adapter.is_agent_cli:
+                preset = preset_for(agent.adapter)
+                if find_program(preset, agent.adapter_config, os.environ.get("PATH")) is None:
+                    raise ConfigError(
+                        f"agent {agent.name} uses {agent.adapter.value}, but its program "
+                        f"{agent.adapter_config.get('program') or preset.program!r} is not "
+                        f"installed (scripts/install installs {preset.package}, or set "
+                        "config.program)")
+        except ConfigError as error:
+            said = str(error).removesuffix("; nothing was run")
+            raise ConfigError(f"{where}: {said}; nothing was run") from None
 
 
 def run_plan_simulated(plan: Plan, on_run: Callable[[RunRecord], None]) -> list[RunRecord]:

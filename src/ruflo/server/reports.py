@@ -287,9 +287,16 @@ def _settings(data: dict[str, Any], settings: dict[str, Any], runs: list[dict[st
     else:
         shown.append(("Seeds", number(seeds)))
     agents = settings.get("agents")
-    shown.append(("Agents per run", number(agents) if agents is not None else
-                  "the workload's own, else "
-                  + ("100" if simulated else "4") + " dealt over its skills"))
+    lineup = settings.get("lineup")
+    if isinstance(lineup, dict):
+        crew = [f"{a.get('name')} ({a.get('adapter')})" for a in lineup.get("agents") or []
+                if isinstance(a, dict)]
+        shown.append(("Agents per run", f"the line-up {lineup.get('file')}: "
+                      + (", ".join(crew) or "–")))
+    else:
+        shown.append(("Agents per run", number(agents) if agents is not None else
+                      "the workload's own, else "
+                      + ("100" if simulated else "4") + " dealt over its skills"))
     shown.append(("Runs", f"{len(runs)}, " + ("simulated" if simulated else "live")))
     if settings.get("engine"):
         shown.append(("Engine", str(settings["engine"])))
