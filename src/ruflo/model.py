@@ -60,13 +60,28 @@ class AgentStatus(enum.StrEnum):
 
 
 class AdapterKind(enum.StrEnum):
-    """How an agent does a task: the built-in LLM tool loop, an external CLI, an HTTP hook, or a
-    remote A2A agent."""
+    """How an agent does a task: the built-in LLM tool loop, an external command, an HTTP hook,
+    a remote A2A agent, or a known agent CLI driven by its preset (ruflo.agents.presets)."""
 
     LLM = "llm"
     PROCESS = "process"
     HTTP = "http"
     A2A = "a2a"
+    CLAUDE_CODE = "claude-code"
+    CODEX = "codex"
+    GEMINI_CLI = "gemini-cli"
+    OPENCODE = "opencode"
+    AIDER = "aider"
+
+    @property
+    def is_agent_cli(self) -> bool:
+        """An agent CLI with a preset: its program, flags and output are known to ruflo."""
+        return self in AGENT_CLIS
+
+
+AGENT_CLIS = frozenset({AdapterKind.CLAUDE_CODE, AdapterKind.CODEX, AdapterKind.GEMINI_CLI,
+                        AdapterKind.OPENCODE, AdapterKind.AIDER})
+"""The adapters that drive a known agent CLI through its preset."""
 
 
 class TaskState(enum.StrEnum):

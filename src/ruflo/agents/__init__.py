@@ -1,5 +1,6 @@
-"""Agents that do the work: the built-in LLM tool loop, outside agent CLIs (process adapter) and
-webhooks (http adapter), remote A2A agents (a2a adapter), confined to a workspace and checked
+"""Agents that do the work: the built-in LLM tool loop, outside commands (process adapter), known
+agent CLIs (claude-code, codex, ... through their presets), webhooks (http adapter), remote A2A
+agents (a2a adapter), confined to a workspace and checked
 by the task's verify command.
 
 Depends on the core model, memory and the Store and Gateway protocols.
@@ -48,6 +49,13 @@ def executor_for(agent: Agent) -> Executor:
         from ruflo.agents.a2a import A2AExecutor
 
         inner = A2AExecutor()
+    elif (agent.adapter is AdapterKind.CLAUDE_CODE or agent.adapter is AdapterKind.CODEX
+          or agent.adapter is AdapterKind.GEMINI_CLI or agent.adapter is AdapterKind.OPENCODE
+          or agent.adapter is AdapterKind.AIDER):
+        from ruflo.agents.presets import preset_for
+        from ruflo.agents.presets.executor import PresetExecutor
+
+        inner = PresetExecutor(preset_for(agent.adapter))
     else:
         assert_never(agent.adapter)
     return Verified(inner)

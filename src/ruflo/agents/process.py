@@ -26,11 +26,13 @@ import codecs
 import contextlib
 import shlex
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
-from ruflo.agents.commands import DEFAULT_PATH, command_env, run_command
+from ruflo.agents.commands import DEFAULT_PATH, CommandResult, command_env, run_command
 from ruflo.agents.loop import Transcript, task_prompt
 from ruflo.agents.relay import gateway_relay
 from ruflo.agents.sandbox import current_sandbox
@@ -72,19 +74,11 @@ class ProcessExecutor:
         prompt = outside_prompt(task, hive, ctx.workspace, memory, agent)
         transcript = Transcript(ctx.store, hive, agent, task, ctx.limits.transcript_chars)
         timeout = number(config, "timeout", ctx.limits.process_timeout, agent)
-        grace = number(config, "grace", ctx.limits.command_grace, agent)
-        extra = config.get("env") or {}
-        if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
-            raise ConfigError(f"agent {agent.name}: adapter env must map names to strings")
-        own = dict(ctx.env) if ctx.env else command_env()
-        env = {**own, **extra}
-        sandbox = ctx.sandbox if ctx.sandbox is not None else current_sandbox()
-        sandbox.require()
+        uses_file = any("{prompt_file}" in a for a in argv)
+        uses_arg = any("{prompt}" in a for a in argv)
 
-        with tempfile.TemporaryDirectory(prefix="ruflo-prompt-") as scratch:
-            prompt_file = Path(scratch) / "prompt.md"
-            uses_file = any("{prompt_file}" in a for a in argv)
-            uses_arg = any("{prompt}" in a for a in argv)
+        def prepare(scratch: Path, env: dict[str, str]) -> Launch:
+            prompt_file = scratch / "prompt.md"
             if uses_file:
                 prompt_file.write_text(prompt)
             values = {"{prompt}": prompt, "{prompt_file}": str(prompt_file),
@@ -93,37 +87,10 @@ class ProcessExecutor:
             transcript.add(EventKind.PROCESS_STARTED, command=[truncate(a, 200) for a in command],
                            prompt_via="file" if uses_file else "argument" if uses_arg
                            else "stdin")
-            stream = OutputStream(transcript)
-            async with contextlib.AsyncExitStack() as relaying:
-                relay = await model_relay(ctx)
-                grant: Grant | None = None
-                if relay is not None:
-                    # The agent's model key: a token for this attempt only, revoked at the end.
-                    token, grant = relaying.enter_context(
-                        relay.attempt(CallContext(hive.id, agent.id, task.id)))
-                    env.update(relay.agent_env(token))
-                    stream.secrets.append(token)
-                if sandbox.confines:
-                    # Its one road out leads to the relay (or nowhere, without one).
-                    pipe = await relaying.enter_async_context(gateway_relay(
-                        relay.agent_env("") if relay is not None else {}, Path(scratch)))
-                    sandbox = sandbox.with_extras(readable=[Path(scratch)],
-                                                  relay=pipe if pipe.routes else None,
-                                                  shown_path=own.get("PATH", DEFAULT_PATH))
-                    env.update(pipe.env)
-                # A stop the relay met (budget, refused key) ends the command as a timeout would.
-                result = await run_command(
-                    command, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
-                    output_limit=ctx.limits.command_output_bytes,
-                    stdin=None if uses_file or uses_arg else prompt.encode(),
-                    on_output=stream.feed, sandbox=sandbox,
-                    halt=grant.stopped if grant is not None else None)
-            stream.flush()
-        if grant is not None and grant.stop is not None:
-            # A refused gateway key or a spent budget: the engine pauses, as for its own calls.
-            transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code, stopped=True,
-                           reason=str(grant.stop).split(";")[0])
-            raise grant.stop
+            return Launch(command, stdin=None if uses_file or uses_arg else prompt.encode())
+
+        stream = OutputStream(transcript)
+        result = await run_outside(task, agent, hive, ctx, prepare, stream, transcript)
         transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code,
                        timed_out=result.timed_out, output_bytes=result.output_bytes,
                        duration=round(result.duration, 3))
@@ -134,6 +101,86 @@ class ProcessExecutor:
                else f"exited with {result.exit_code}")
         return TaskOutcome(OutcomeKind.FAILED, result=tail.strip() or None,
                            reason=f"{argv[0]} {why}")
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One outside agent's command, made once its environment (relay addresses) is known."""
+
+    argv: list[str]
+    stdin: bytes | None = None
+    """Fed to the command; None: it reads nothing (stdin is /dev/null)."""
+    writable: tuple[Path, ...] = ()
+    """Folders it may write besides the workspace (an agent CLI's private home)."""
+    readable: tuple[Path, ...] = ()
+    """Folders it may read besides the system's and its PATH's (the CLI's installation)."""
+
+
+class OutputSink(Protocol):
+    """Where a command's output goes as it comes (the transcript, cut into events)."""
+
+    secrets: list[str]
+
+    def feed(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+async def run_outside(task: Task, agent: Agent, hive: Hive, ctx: RunContext,
+                      prepare: Callable[[Path, dict[str, str]], Launch], sink: OutputSink,
+                      transcript: Transcript) -> CommandResult:
+    """Run an outside agent's command for one attempt: a relay token for this attempt only, the
+    byte pipe as its one road out of the sandbox, the agent's `timeout`, `grace` and `env`
+    settings, its output fed to `sink`. `prepare(scratch, env)` makes the command once the
+    environment is final; `scratch` is a private folder that ends with the attempt.
+
+    A stop the relay met (a spent budget, a refused gateway key) ends the command as a timeout
+    would, is recorded as `process_exited` with `stopped`, and is raised for the engine to pause
+    the hive, as for the built-in agent's own calls."""
+    config = agent.adapter_config
+    timeout = number(config, "timeout", ctx.limits.process_timeout, agent)
+    grace = number(config, "grace", ctx.limits.command_grace, agent)
+    extra = config.get("env") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise ConfigError(f"agent {agent.name}: adapter env must map names to strings")
+    own = dict(ctx.env) if ctx.env else command_env()
+    env = {**own, **extra}
+    sandbox = ctx.sandbox if ctx.sandbox is not None else current_sandbox()
+    sandbox.require()
+    with tempfile.TemporaryDirectory(prefix="ruflo-prompt-") as scratch:
+        async with contextlib.AsyncExitStack() as relaying:
+            relay = await model_relay(ctx)
+            grant: Grant | None = None
+            if relay is not None:
+                # The agent's model key: a token for this attempt only, revoked at the end.
+                token, grant = relaying.enter_context(
+                    relay.attempt(CallContext(hive.id, agent.id, task.id)))
+                env.update(relay.agent_env(token))
+                sink.secrets.append(token)
+            pipe = None
+            if sandbox.confines:
+                # Its one road out leads to the relay (or nowhere, without one).
+                pipe = await relaying.enter_async_context(gateway_relay(
+                    relay.agent_env("") if relay is not None else {}, Path(scratch)))
+                env.update(pipe.env)
+            launch = prepare(Path(scratch), env)
+            if sandbox.confines:
+                sandbox = sandbox.with_extras(
+                    readable=[Path(scratch), *launch.readable], writable=launch.writable,
+                    relay=pipe if pipe is not None and pipe.routes else None,
+                    shown_path=own.get("PATH", DEFAULT_PATH))
+            result = await run_command(
+                launch.argv, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
+                output_limit=ctx.limits.command_output_bytes, stdin=launch.stdin,
+                on_output=sink.feed, sandbox=sandbox,
+                halt=grant.stopped if grant is not None else None)
+        sink.flush()
+    if grant is not None and grant.stop is not None:
+        # A refused gateway key or a spent budget: the engine pauses, as for its own calls.
+        transcript.add(EventKind.PROCESS_EXITED, exit_code=result.exit_code, stopped=True,
+                       reason=str(grant.stop).split(";")[0])
+        raise grant.stop
+    return result
 
 
 class OutputStream:

@@ -82,6 +82,8 @@ class Sandbox:
     RUFLO_SANDBOX_READ, and an attempt's own (an outside agent's prompt folder)."""
     hidden: tuple[Path, ...] = ()
     """Folders never shown even inside a shown one (ruflo's data dir, its config folder)."""
+    writable: tuple[Path, ...] = ()
+    """Folders writable besides the attempt's own: an agent CLI's private home."""
     relay: Relay | None = field(default=None, compare=False)
     """An outside agent's road to the gateway; None: no network at all."""
     shown_path: str | None = None
@@ -104,11 +106,11 @@ class Sandbox:
                 "folders read-only, the rest hidden, no network but the model relay")
 
     def with_extras(self, *, readable: Iterable[Path] = (), relay: Relay | None = None,
-                    shown_path: str | None = None) -> Sandbox:
+                    shown_path: str | None = None, writable: Iterable[Path] = ()) -> Sandbox:
         """This sandbox showing `readable` too (and the folders of `shown_path` rather than the
-        command's PATH), with `relay` as its road to the gateway."""
+        command's PATH) and `writable` writable, with `relay` as its road to the gateway."""
         return replace(self, readable=(*self.readable, *readable), relay=relay,
-                       shown_path=shown_path)
+                       shown_path=shown_path, writable=(*self.writable, *writable))
 
     def require(self) -> None:
         """Raise the refusal (one line: what happened, that nothing ran, what to do)."""
@@ -135,6 +137,9 @@ class Sandbox:
             if secret.is_dir() and any(inside(secret, b) for b in bound):
                 mounts.append((secret, 2, ["--tmpfs", str(secret)]))
         mounts.append((cwd, 3, ["--bind", str(cwd), str(cwd)]))
+        for own in self.writable:
+            own = Path(os.path.realpath(own))
+            mounts.append((own, 3, ["--bind", str(own), str(own)]))
         args = [self.bwrap, *base_layout(hosts=self.relay is None)]
         for _, _, mount in sorted(mounts, key=lambda m: (len(m[0].parts), m[1])):
             args += mount

@@ -48,6 +48,9 @@ def orchestrate(
              "budget; see docs/workloads.md).")] = None,
     agents: Annotated[int, typer.Option(
         min=1, max=1000, help="Agents to run when the workload names none.")] = 4,
+    agent_cli: Annotated[str | None, typer.Option(
+        "--agent-cli", help="Run the --agents N agents with this agent CLI: claude-code, "
+                            "codex, gemini-cli, opencode or aider (docs/agents/).")] = None,
     workspace: Annotated[Path | None, typer.Option(
         help="Folder the agents work in (default: <RUFLO_WORKSPACE>/<hive id>).")] = None,
     isolation: Annotated[str | None, typer.Option(
@@ -89,6 +92,7 @@ def orchestrate(
         raise PolicyError(f"unknown mode {mode!r}; choose swarm, round_robin or solo; "
                           "nothing was run") from None
     loaded = load_workload(workload) if workload is not None else None
+    cli_adapter = agent_cli_adapter(agent_cli, loaded, org)
     chart = None
     if run_mode is Mode.COMPANY:
         from ruflo.workload import load_org
@@ -123,7 +127,7 @@ def orchestrate(
                                workspace=workspace, budget_tokens=budget_tokens,
                                budget_cost=budget_cost, model=model, seed=seed,
                                time_unit=time_unit, name=name, org=chart,
-                               isolation=isolation)
+                               isolation=isolation, adapter=cli_adapter)
             typer.echo(f"hive {hive.id}: {run_mode.value}, {len(store.list_agents(hive.id))} "
                        f"agents, workspace {hive.workspace}", err=True)
             summary = run_in_foreground(settings, store, hive.id, show=not as_json,
@@ -148,7 +152,7 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
                 workload: Workload | None, *, agents: int, workspace: Path | None,
                 budget_tokens: int | None, budget_cost: float | None, model: str | None,
                 seed: int, time_unit: float, name: str | None, org: Any = None,
-                isolation: str | None = None) -> Hive:
+                isolation: str | None = None, adapter: Any = None) -> Hive:
     """Store the hive with its agents and (from a workload) its first tasks; the objective is
     planned when the hive is first driven (`drive`, engine/start.py's rule)."""
     import shutil
@@ -187,7 +191,7 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
             budget = org.budget
         name = name or org.name
     crew = hive_agents(hive_id, org.agents if org is not None else
-                       workload.agents if workload else (), agents)
+                       workload.agents if workload else (), agents, adapter)
     spec = HiveSpec(id=hive_id, name=name or (workload.name if workload else first_line(objective)),
                     mode=mode, objective=objective, budget=budget, workspace=str(folder),
                     config=config, agents=crew,
@@ -195,15 +199,37 @@ def create_hive(settings: Settings, store: SqlStore, objective: str, mode: Any,
     return start.create_hive(store, spec)
 
 
-def hive_agents(hive_id: str, declared: tuple[Agent, ...], count: int) -> list[Agent]:
-    """The workload's agents, or `count` generalists; ids made unique across hives."""
+def agent_cli_adapter(name: str | None, loaded: Workload | None, org: Path | None) -> Any:
+    """The adapter `--agent-cli NAME` asks for (None without it); refused in one line when the
+    name is unknown or the agents are declared elsewhere (their file says their adapter)."""
+    from ruflo.errors import ConfigError
+    from ruflo.model import AGENT_CLIS, AdapterKind
+
+    if name is None:
+        return None
+    if name not in {kind.value for kind in AGENT_CLIS}:
+        names = ", ".join(sorted(kind.value for kind in AGENT_CLIS))
+        raise ConfigError(f"--agent-cli {name!r} is not an agent CLI ruflo knows; choose one of "
+                          f"{names}; nothing was run")
+    if org is not None or (loaded is not None and loaded.agents):
+        raise ConfigError("--agent-cli is for the agents ruflo makes (--agents N); the workload "
+                          "or org file declares its agents: give each one `adapter: "
+                          f"{name}` there; nothing was run")
+    return AdapterKind(name)
+
+
+def hive_agents(hive_id: str, declared: tuple[Agent, ...], count: int,
+                adapter: Any = None) -> list[Agent]:
+    """The workload's agents, or `count` generalists (running `adapter`, if given); ids made
+    unique across hives."""
     from dataclasses import replace
 
     from ruflo.engine.plan import board_id
-    from ruflo.model import Agent
+    from ruflo.model import AdapterKind, Agent
 
     if not declared:
-        return [Agent(id=board_id(hive_id, f"agent-{n}"), hive_id=hive_id, name=f"agent-{n}")
+        return [Agent(id=board_id(hive_id, f"agent-{n}"), hive_id=hive_id, name=f"agent-{n}",
+                      adapter=adapter or AdapterKind.LLM)
                 for n in range(1, count + 1)]
     ids = {a.name: board_id(hive_id, a.name) for a in declared}
     return [replace(a, id=ids[a.name], hive_id=hive_id,
