@@ -4,11 +4,14 @@ plain output read into turns and applied edits. Depends on the preset types.
 aider speaks OpenAI Chat Completions through its own LiteLLM to OPENAI_API_BASE with
 OPENAI_API_KEY: the model relay and the attempt's token; the model is `openai/MODEL`. Everything
 it would write besides the task's files goes to the attempt's private home: chat and input
-history, and the model's metadata file (given, so it never fetches LiteLLM's price list from the
+history, a git identity (else it writes one into the repository's config), and the model's
+metadata file (given, so it never fetches LiteLLM's price list from the
 web). It edits without asking (`--yes-always`), never commits (ruflo integrates the worktree),
 leaves .gitignore alone, checks no updates and sends no analytics. Its repository map is off
 (`--map-tokens 0`): the map's tag cache would be written into the worktree and merged with the
-work. aider has no structured output: the reader takes "Applied edit to PATH" as an edit and the
+work. Inside ruflo's sandbox it runs with `--no-git` (git finds no repository in an attempt's
+worktree there), so it edits the files it is given (`files`) and those the model names; the
+repository's other files it does not see. aider has no structured output: the reader takes "Applied edit to PATH" as an edit and the
 "Tokens: N sent, M received." line as the end of a model turn. Overrides in the agent's adapter
 config: `edit_format` (aider's, e.g. `diff`), `files` (paths added to the chat at the start).
 """
@@ -34,6 +37,9 @@ CONTEXT_TOKENS = 128_000
 APPLIED = re.compile(r"^Applied edit to (?P<path>.+?)\s*$")
 TOKENS = re.compile(r"^Tokens: (?P<sent>[\d.,]+k?) sent, (?P<received>[\d.,]+k?) received")
 FAILED = re.compile(r"^litellm\.(?P<kind>\w+Error): (?P<message>.*)$")
+PREAMBLE = re.compile(r"^(Aider v|Model: |Git repo: |Repo-map: |Added .* to the chat|Analytics |"
+                      r"Detected dumb terminal|Warning|Update git )")
+"""aider's own lines before a model's answer: not part of the answer."""
 
 
 class Aider(Preset):
@@ -47,6 +53,10 @@ class Aider(Preset):
                 "--chat-history-file", str(home / "chat-history.md"),
                 "--input-history-file", str(home / "input-history"),
                 *QUIET_FLAGS]
+        if setup.confined:
+            # Inside ruflo's sandbox the worktree's git metadata (in the repository's .git) is
+            # not shown: git finds no repository there. ruflo commits and merges the work.
+            argv.append("--no-git")
         if config.get("edit_format"):
             argv += ["--edit-format", str(config["edit_format"])]
         return [*argv, f"--message={setup.prompt}", *files]
@@ -57,6 +67,10 @@ class Aider(Preset):
             "input_cost_per_token": 0, "output_cost_per_token": 0,
             "litellm_provider": "openai", "mode": "chat"}}
         (setup.home / "model-metadata.json").write_text(json.dumps(metadata))
+        # An identity of its own: without one aider writes one into the repository's config,
+        # which the sandbox keeps read-only (and which is not the attempt's to change).
+        (setup.home / ".gitconfig").write_text(
+            "[user]\n\tname = ruflo agent (aider)\n\temail = aider@ruflo.invalid\n")
         return {"OPENAI_API_BASE": setup.env.get("OPENAI_BASE_URL", ""),
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True", "AIDER_ANALYTICS": "false",
                 "AIDER_CHECK_UPDATE": "false", "NO_COLOR": "1", "TERM": "dumb"}
@@ -97,7 +111,8 @@ class Plain(Reader):
         failed = FAILED.match(line)
         if failed:
             self.error = f"{failed['kind']}: {failed['message']}"
-        self.said.append(line)
+        if not PREAMBLE.match(line):
+            self.said.append(line)
         return events
 
 
