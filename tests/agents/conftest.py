@@ -102,3 +102,4 @@ async def gateway_for() -> Any:
     yield make
     for client in clients:
         await client.aclose()
+

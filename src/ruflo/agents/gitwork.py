@@ -23,7 +23,7 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -181,11 +181,15 @@ class HiveRepo:
         """A fresh worktree for the task on branch `ruflo/<hive>/<task>` at the integration
         head; `merge`: a commit merged in (conflict markers left for the agent to resolve)."""
         path = self.attempt_path(task_id)
-        self.remove_attempt(task_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         branch = f"ruflo-tasks/{self.hive_id}/{task_id}"
-        base = self.head()
-        git("worktree", "add", "--quiet", "--force", "-B", branch, str(path), base, cwd=self.top)
+        with self.worktree_lock():
+            # git's worktree bookkeeping is not safe for two adds at once (one may read the
+            # other's half-written .git/worktrees entry): attempts start one at a time.
+            self._remove_attempt(task_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            base = self.head()
+            git("worktree", "add", "--quiet", "--force", "-B", branch, str(path), base,
+                cwd=self.top)
         git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=path).stdout.strip())
         if merge is not None:
             git("merge", "--no-commit", "--no-ff", merge, cwd=path, check=False)
@@ -242,6 +246,11 @@ class HiveRepo:
                                "both sides' intent) and finish again")
 
     def remove_attempt(self, task_id: str) -> None:
+        with self.worktree_lock():
+            self._remove_attempt(task_id)
+
+    def _remove_attempt(self, task_id: str) -> None:
+        # `worktree prune` would drop a worktree another attempt is adding: under the lock only.
         path = self.attempt_path(task_id)
         if path.exists():
             git("worktree", "remove", "--force", "--force", str(path), cwd=self.top, check=False)
@@ -252,6 +261,17 @@ class HiveRepo:
         """Task ids of attempt worktrees on disk (after a kill, those nobody works in)."""
         folder = self.home / "attempts"
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    @contextlib.contextmanager
+    def worktree_lock(self) -> Iterator[None]:
+        """Hold the hive's worktree lock (blocks), across processes on this machine."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "worktree.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- integration ---------------------------------------------------------------------------
     def lock(self) -> IO[str]:

@@ -22,6 +22,7 @@ the model relay.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import shlex
@@ -169,11 +170,21 @@ async def run_outside(task: Task, agent: Agent, hive: Hive, ctx: RunContext,
                     readable=[Path(scratch), *launch.readable], writable=launch.writable,
                     relay=pipe if pipe is not None and pipe.routes else None,
                     shown_path=own.get("PATH", DEFAULT_PATH))
-            result = await run_command(
-                launch.argv, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
-                output_limit=ctx.limits.command_output_bytes, stdin=launch.stdin,
-                on_output=sink.feed, sandbox=sandbox,
-                halt=grant.stopped if grant is not None else None)
+            try:
+                result = await run_command(
+                    launch.argv, cwd=ctx.workspace, env=env, time_limit=timeout, grace=grace,
+                    output_limit=ctx.limits.command_output_bytes, stdin=launch.stdin,
+                    on_output=sink.feed, sandbox=sandbox,
+                    halt=grant.stopped if grant is not None else None)
+            except asyncio.CancelledError:
+                # The engine ended the attempt (the hive paused or was cancelled): the command's
+                # process group is stopped by now; the transcript says so.
+                sink.flush()
+                why = (str(grant.stop).split(";")[0] if grant is not None and grant.stop
+                       else "the attempt was cancelled")
+                transcript.add(EventKind.PROCESS_EXITED, exit_code=None, stopped=True,
+                               reason=why)
+                raise
         sink.flush()
     if grant is not None and grant.stop is not None:
         # A refused gateway key or a spent budget: the engine pauses, as for its own calls.

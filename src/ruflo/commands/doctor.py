@@ -1,5 +1,5 @@
-"""`ruflo doctor`: print the boot trace and check the settings, the store, the keys and the
-sandbox.
+"""`ruflo doctor`: print the boot trace and check the settings, the store, the keys, the
+sandbox and the agent CLIs (found, version, a one-call handshake through the model relay).
 
 Imports only typer and the stdlib at module level; settings and the store load when it runs.
 More checks (the gateway) append to `doctor_checks`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,6 +31,8 @@ class Check:
     detail: str
     fatal: bool = True
     """A failed fatal check makes `ruflo doctor` exit non-zero; others are warnings."""
+    data: dict[str, Any] | None = None
+    """Details for scripts (`--json`), e.g. an agent CLI's program, version and handshake."""
 
 
 def check_store(settings: Settings) -> Check:
@@ -161,16 +163,47 @@ def check_sandbox(settings: Settings) -> Check:
     return Check("sandbox", sandbox.confines, detail, fatal=False)
 
 
-def doctor_checks(settings: Settings) -> list[Check]:
-    """Every check the doctor runs, in order. Append new checks here."""
-    return [check_store(settings), check_keys(settings), check_gateway(settings),
-            check_sandbox(settings), check_notify(settings), check_notify_failures(settings),
-            check_memory(settings)]
+def check_agent_clis(settings: Settings, *, skip: str | None = None) -> list[Check]:
+    """One line per agent CLI found (its version, and whether it completes a one-call handshake
+    through the relay to the gateway), one for those not installed. Warnings only: hives that
+    use none of them don't need them."""
+    import asyncio
+
+    from ruflo.agents.presets.handshake import check_agent_clis as find
+
+    reports = asyncio.run(find(settings, skip=skip))
+    checks = [Check(f"agent cli {r.name}", r.handshake is not False,
+                    f"{r.version} at {r.program}: {r.detail}" if r.handshake is not None
+                    else r.detail, fatal=False, data=r.data())
+              for r in reports if r.program is not None]
+    missing = [r for r in reports if r.program is None]
+    if missing:
+        checks.append(Check("agent clis not installed", True,
+                            "; ".join(f"{r.name} {r.detail}" for r in missing), fatal=False,
+                            data={r.name: None for r in missing}))
+    return checks
+
+
+def doctor_checks(settings: Settings, *, agent_clis: bool = True) -> list[Check]:
+    """Every check the doctor runs, in order. Append new checks here. The agent CLIs' handshakes
+    run only when the gateway answered (each is a metered call of the gateway)."""
+    gateway = check_gateway(settings)
+    sandbox = check_sandbox(settings)
+    return [check_store(settings), check_keys(settings), gateway, sandbox,
+            check_notify(settings), check_notify_failures(settings), check_memory(settings),
+            *check_agent_clis(settings, skip=(
+                "--no-handshakes" if not agent_clis else
+                "the gateway check failed" if not gateway.ok else
+                "commands are refused" if not sandbox.ok and sandbox.fatal else None))]
 
 
 @app.callback(invoke_without_command=True)
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-           = False) -> None:
+           = False,
+           handshakes: Annotated[bool, typer.Option(
+               "--handshakes/--no-handshakes",
+               help="Run each agent CLI found once through the relay (a gateway call each).")]
+           = True) -> None:
     """Print the boot trace and check the store; exit 1 when a check fails."""
     from ruflo.agents.sandbox import sandbox_trace
     from ruflo.config import boot_trace, load_settings
@@ -186,7 +219,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
             typer.echo(f"FAIL settings: {error}", err=True)
         raise SystemExit(1) from None
     trace = [*boot_trace(settings), *sandbox_trace(settings)]
-    checks = doctor_checks(settings)
+    checks = doctor_checks(settings, agent_clis=handshakes)
     failed = any(not check.ok and check.fatal for check in checks)
     if as_json:
         typer.echo(json.dumps({"ok": not failed, "trace": trace,

@@ -62,10 +62,16 @@ class Reader:
         """Model turns seen in the output."""
         self.error: str | None = None
         """What the CLI itself reported as its failure, if it did."""
+        self.usage: dict[str, Any] = {}
+        """Tokens the CLI says it used (its own count; the ledger's is the one that is billed)."""
 
     def read(self, line: str) -> list[Event]:
         """The events one line of output stands for (none for a line that only carries state)."""
         return [(EventKind.PROCESS_OUTPUT, {"text": line})] if line.strip() else []
+
+    def finish(self) -> list[Event]:
+        """Events still held when the output ends (a turn whose blocks came one by one)."""
+        return []
 
 
 @dataclass(frozen=True, slots=True)

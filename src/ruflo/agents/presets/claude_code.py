@@ -36,9 +36,13 @@ class ClaudeCode(Preset):
     def argv(self, program: str, setup: Setup) -> list[str]:
         config = setup.config
         tools = config.get("allowed_tools") or list(ALLOWED_TOOLS)
+        # In ruflo's sandbox nothing outside the worktree can be reached, so it may act without
+        # asking (acceptEdits alone still asks for paths it deems sensitive — and a worktree
+        # lives under the repository's .git folder). Unconfined, it only accepts edits.
+        mode = config.get("permission_mode") or (
+            "bypassPermissions" if setup.confined else "acceptEdits")
         argv = [program, "-p", "--output-format", "stream-json", "--verbose",
-                "--model", setup.model,
-                "--permission-mode", str(config.get("permission_mode") or "acceptEdits"),
+                "--model", setup.model, "--permission-mode", str(mode),
                 "--allowedTools", ",".join(str(t) for t in tools)]
         if config.get("max_turns") is not None:
             argv += ["--max-turns", str(int(config["max_turns"]))]
@@ -59,12 +63,14 @@ class ClaudeCode(Preset):
 
 class StreamJson(Reader):
     """`--output-format stream-json --verbose`: one JSON object a line — `system` (init),
-    `assistant` (a message: text and tool_use blocks), `user` (tool_result blocks), `result`
-    (the final answer, is_error, num_turns)."""
+    `assistant` (a message: text and tool_use blocks, one block a line as they stream, all with
+    the message's id), `user` (tool_result blocks), `result` (the final answer, is_error,
+    num_turns, usage). A turn is written once its message is whole."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.messages: set[str] = set()
+        self.message: dict[str, Any] | None = None
+        """The assistant message being received (its blocks so far)."""
 
     def read(self, line: str) -> list[Event]:
         try:
@@ -76,37 +82,48 @@ class StreamJson(Reader):
         kind = event.get("type")
         if kind == "assistant":
             return self.assistant(event.get("message") or {})
+        done = self.finish()
         if kind == "user":
-            return self.results(event.get("message") or {})
+            return done + self.results(event.get("message") or {})
         if kind == "result":
             self.final = str(event.get("result") or "") or self.final
             if event.get("is_error"):
                 self.error = str(event.get("result") or event.get("subtype") or "error")
             self.turns = int(event.get("num_turns") or self.turns)
-            return []
+            self.usage = {k: v for k, v in (event.get("usage") or {}).items()
+                          if isinstance(v, int)}
+            return done
         if kind == "system":
-            return []  # init: the session, tools and model; nothing the transcript needs
-        return super().read(line)
+            return done  # init: the session, tools and model; nothing the transcript needs
+        return done + super().read(line)
 
     def assistant(self, message: dict[str, Any]) -> list[Event]:
-        if message.get("id") not in self.messages:
-            self.messages.add(str(message.get("id")))
-            self.turns += 1
+        held = self.message
+        if held is not None and held.get("id") == message.get("id"):
+            held["content"] = [*held.get("content", []), *(message.get("content") or [])]
+            return []
+        done = self.finish()
+        self.message = {**message, "content": list(message.get("content") or [])}
+        return done
+
+    def finish(self) -> list[Event]:
+        message, self.message = self.message, None
+        if message is None:
+            return []
+        self.turns += 1
         blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
         text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
         calls = [b for b in blocks if b.get("type") == "tool_use"]
         usage = message.get("usage") or {}
+        if text:
+            self.final = text
         events: list[Event] = [(EventKind.AGENT_TURN, {
             "turn": self.turns, "content": text, "model": message.get("model") or "",
             "tool_calls": [{"name": c.get("name"), "arguments": c.get("input")} for c in calls],
-            "prompt_tokens": usage.get("input_tokens"),
-            "completion_tokens": usage.get("output_tokens")})]
-        if text:
-            self.final = text
-        events += [(EventKind.TOOL_CALL, {"turn": self.turns, "call_id": c.get("id"),
-                                          "name": c.get("name"), "arguments": c.get("input")})
-                   for c in calls]
-        return events
+            "prompt_tokens": usage.get("input_tokens")})]
+        return events + [(EventKind.TOOL_CALL, {
+            "turn": self.turns, "call_id": c.get("id"), "name": c.get("name"),
+            "arguments": c.get("input")}) for c in calls]
 
     def results(self, message: dict[str, Any]) -> list[Event]:
         content = message.get("content")

@@ -71,11 +71,10 @@ class ExecJson(Reader):
         if kind in ("item.started", "item.completed"):
             return self.item(event.get("item") or {}, done=kind == "item.completed")
         if kind == "turn.completed":
-            usage = event.get("usage") or {}
-            return [(EventKind.AGENT_TURN, {
-                "turn": self.turns, "content": "", "tool_calls": [],
-                "prompt_tokens": usage.get("input_tokens"),
-                "completion_tokens": usage.get("output_tokens")})]
+            for name, value in (event.get("usage") or {}).items():
+                if isinstance(value, int):
+                    self.usage[name] = self.usage.get(name, 0) + value
+            return []
         if kind in ("turn.failed", "error"):
             error = event.get("error") if kind == "turn.failed" else event
             self.error = str((error or {}).get("message") or "error")

@@ -15,7 +15,14 @@ from pathlib import Path
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import DEFAULT_PATH, command_env
 from ruflo.agents.loop import Transcript
-from ruflo.agents.presets.base import Preset, Reader, Setup, find_program, installation
+from ruflo.agents.presets.base import (
+    Event,
+    Preset,
+    Reader,
+    Setup,
+    find_program,
+    installation,
+)
 from ruflo.agents.process import Launch, number, outside_prompt, run_outside
 from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
@@ -86,7 +93,8 @@ class PresetExecutor:
         transcript.add(EventKind.PROCESS_EXITED, agent_cli=preset.name,
                        exit_code=result.exit_code, timed_out=result.timed_out,
                        output_bytes=result.output_bytes, duration=round(result.duration, 3),
-                       turns=reader.turns, final=final or "", error=reader.error or "")
+                       turns=reader.turns, final=final or "", error=reader.error or "",
+                       usage=reader.usage)
         tail = truncate(result.output, ctx.limits.tool_output_chars).strip()
         if result.ok:
             return TaskOutcome(OutcomeKind.COMPLETE, result=final or tail or "(no output)",
@@ -122,13 +130,17 @@ class ReaderSink:
         if self.pending:
             self.line(self.pending)
             self.pending = ""
+        self.add(self.reader.finish())
         if self.dropped:
             self.transcript.add(EventKind.PROCESS_OUTPUT, text="", dropped_lines=self.dropped)
 
     def line(self, line: str) -> None:
         for secret in self.secrets:
             line = line.replace(secret, "[relay token]")
-        for kind, data in self.reader.read(line):
+        self.add(self.reader.read(line))
+
+    def add(self, events: list[Event]) -> None:
+        for kind, data in events:
             if self.events >= MAX_EVENTS:
                 self.dropped += 1
                 continue

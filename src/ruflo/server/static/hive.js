@@ -232,7 +232,10 @@
     const why = data.reason || (event.kind === "notify_failed"
       ? [data.sender, data.description].filter(Boolean).join(": ") : "");
     const reason = why ? " (" + why + ")" : "";
-    const text = event.kind.replace(/_/g, " ");
+    // An agent's transcript (the built-in agent's or an agent CLI's) names the tool it used.
+    const tool = (event.kind === "tool_call" || event.kind === "tool_result") && data.name
+      ? data.name + (event.kind === "tool_result" && data.ok === false ? " (failed)" : "") : "";
+    const text = event.kind.replace(/_/g, " ") + (tool ? " " + tool : "");
     return [who, text, what].filter(Boolean).join(" ") + reason;
   }
 
