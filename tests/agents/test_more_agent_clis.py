@@ -7,18 +7,15 @@ the relay. A budget stop met mid-attempt ends the program and pauses the hive; r
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from agent_clis import fix_rules, require_agent_cli
 
 from ruflo.agents.commands import command_env
 from ruflo.agents.gitwork import init_repo
-from ruflo.agents.presets import find_program, preset_for
 from ruflo.engine.board_engine import BoardEngine, LiveParams
 from ruflo.engine.control import resume_hive
 from ruflo.engine.isolation import isolation_config
@@ -38,50 +35,6 @@ CALC = f"def add(a, b):\n{BUG}\n"
 VERIFY = "grep -qx '    return a + b' calc.py"
 FAST = LiveParams(lease_seconds=30.0, time_unit=0.05, poll_seconds=0.2)
 FINAL = "Fixed add."
-
-
-def require(cli: str) -> str:
-    """The installed program of `cli`; skips when missing, fails under CI=true (the tests must
-    run there: scripts/install installs them)."""
-    preset = preset_for(cli)
-    program = find_program(preset, {}, os.environ.get("PATH"))
-    if program is None:
-        why = f"agent CLI {cli} not installed ({preset.package}; scripts/install installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return program
-
-
-def fix_rules(cli: str) -> list[dict[str, Any]]:
-    """Rules that make `cli` read calc.py, replace the wrong line with its own edit tool, and
-    finish. Each CLI is told apart by a tool only its requests offer (aider, which has no tools,
-    by its system prompt); aider's edit is its whole-file format in the answer's text."""
-    if cli == "aider":
-        aider = {"system": "(?i)expert software developer"}
-        return [
-            {"name": "aider:edit", "match": {**aider, "any": re.escape(BUG)},
-             "reply": {"content": f"{FINAL}\n\ncalc.py\n```\ndef add(a, b):\n{FIX}\n```\n"}},
-            {"name": "aider:read", "match": aider,
-             "reply": {"content": "The bug is in calc.py; I need to see calc.py."}},
-        ]
-    if cli == "gemini-cli":
-        base: dict[str, Any] = {"tool": "replace"}
-        read = {"name": "read_file", "arguments": {"file_path": "calc.py"}}
-        edit = {"name": "replace", "arguments": {
-            "file_path": "calc.py", "instruction": "add, not subtract",
-            "old_string": BUG.strip(), "new_string": FIX.strip()}}
-    else:
-        base = {"tool": "todowrite"}
-        read = {"name": "read", "arguments": {"filePath": "calc.py"}}
-        edit = {"name": "edit", "arguments": {"filePath": "calc.py", "oldString": BUG.strip(),
-                                              "newString": FIX.strip()}}
-    return [
-        {"name": f"{cli}:read", "match": {**base, "turn": 1}, "reply": {"tool_calls": [read]}},
-        {"name": f"{cli}:edit", "match": {**base, "turn": 2, "last_tool": re.escape(BUG.strip())},
-         "reply": {"tool_calls": [edit]}},
-        {"name": f"{cli}:done", "match": {**base, "turn": 3}, "reply": {"content": FINAL}},
-    ]
 
 
 def git_show(repo: Path, what: str) -> str:
@@ -137,8 +90,8 @@ def why(store: SqlStore, hive: Hive) -> str:
 @pytest.mark.parametrize("cli", CLIS)
 async def test_the_real_cli_reads_and_edits_a_file_in_its_worktree_and_is_metered(
         cli: str, store: SqlStore, gateway: ScriptedGateway, tmp_path: Path) -> None:
-    require(cli)
-    gateway.set_rules(fix_rules(cli))
+    require_agent_cli(cli)
+    gateway.set_rules(fix_rules(cli, "calc.py", BUG, FIX, final=FINAL))
     hive = cli_hive(store, tmp_path, cli)
     async with GatewayClient(gateway.base_url, KEY, store=store) as client:
         final = await drive(store, hive, client)
@@ -155,7 +108,8 @@ async def test_the_real_cli_reads_and_edits_a_file_in_its_worktree_and_is_metere
     # (aider reads the file it is given before its first request).
     served = [r["rule"] for r in gateway.requests if r["rule"]]
     assert [r for r in served if r.endswith((":read", ":edit"))] == (
-        [f"{cli}:edit"] if cli == "aider" else [f"{cli}:read", f"{cli}:edit"])
+        ["aider:calc.py:edit"] if cli == "aider"
+        else [f"{cli}:calc.py:read", f"{cli}:calc.py:edit"])
     # Every call the program made went through the relay: one ledger entry each, billed to
     # this agent and task, with the gateway's own key (never the attempt's token) upstream.
     ledger = store.ledger(hive_id=hive.id)
@@ -185,13 +139,15 @@ async def test_the_real_cli_reads_and_edits_a_file_in_its_worktree_and_is_metere
 @pytest.mark.parametrize("cli", CLIS)
 async def test_a_budget_stop_mid_attempt_ends_the_cli_and_pauses_and_resume_finishes(
         cli: str, store: SqlStore, gateway: ScriptedGateway, tmp_path: Path) -> None:
-    require(cli)
-    rules = fix_rules(cli)
+    require_agent_cli(cli)
+    rules = fix_rules(cli, "calc.py", BUG, FIX, final=FINAL)
     if cli == "aider":
         # aider makes one call per request unless it must go on: its first edit breaks the
         # syntax, its linter says so, and it asks the model again — past the budget.
+        broken = "calc.py\n```\n<<<<<<< SEARCH\ndef add(a, b):\n=======\ndef add(a, b)\n" \
+                 ">>>>>>> REPLACE\n```\n"
         rules.insert(0, {"name": "aider:broken", "match": rules[0]["match"], "times": 1,
-                         "reply": {"content": f"calc.py\n```\ndef add(a, b)\n{FIX}\n```\n"}})
+                         "reply": {"content": broken}})
     gateway.set_rules(rules)
     # Spent by the first call (aider's prompt is the smallest: no tools in it).
     hive = cli_hive(store, tmp_path, cli, budget=Budget(max_tokens=500 if cli == "aider" else 1000))

@@ -13,7 +13,9 @@ work. Inside ruflo's sandbox it runs with `--no-git` (git finds no repository in
 worktree there), so it edits the files it is given (`files`) and those the model names; the
 repository's other files it does not see. aider has no structured output: the reader takes "Applied edit to PATH" as an edit and the
 "Tokens: N sent, M received." line as the end of a model turn. Overrides in the agent's adapter
-config: `edit_format` (aider's, e.g. `diff`), `files` (paths added to the chat at the start).
+config: `edit_format` (aider's; default `diff`, its SEARCH/REPLACE blocks, which capable models
+write well — aider would pick `whole`, the entire file, for a model it does not know), `files`
+(paths added to the chat at the start).
 """
 
 from __future__ import annotations
@@ -57,8 +59,7 @@ class Aider(Preset):
             # Inside ruflo's sandbox the worktree's git metadata (in the repository's .git) is
             # not shown: git finds no repository there. ruflo commits and merges the work.
             argv.append("--no-git")
-        if config.get("edit_format"):
-            argv += ["--edit-format", str(config["edit_format"])]
+        argv += ["--edit-format", str(config.get("edit_format") or "diff")]
         return [*argv, f"--message={setup.prompt}", *files]
 
     def env(self, setup: Setup) -> dict[str, str]:
