@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_clis import fix_rules, require_agent_cli
 
+from agent_clis import fix_rules, require_agent_cli
 from ruflo.agents.commands import command_env
 from ruflo.agents.gitwork import init_repo
 from ruflo.engine.board_engine import BoardEngine, LiveParams
@@ -98,7 +98,8 @@ async def test_the_real_cli_reads_and_edits_a_file_in_its_worktree_and_is_metere
 
     assert final.status is HiveStatus.DONE, why(store, hive)
     [task] = store.list_tasks(hive.id)
-    assert task.state is TaskState.DONE and task.verified is True
+    assert task.state is TaskState.DONE
+    assert task.verified is True
     repo = Path(hive.workspace)
     # The edit was made in the attempt's worktree and merged into the hive's branch; the
     # user's folder is untouched until they apply it.
@@ -129,7 +130,8 @@ async def test_the_real_cli_reads_and_edits_a_file_in_its_worktree_and_is_metere
     assert calls == {"gemini-cli": ["read_file", "replace"], "opencode": ["read", "edit"],
                      "aider": ["edit"]}[cli]
     results = store.events(hive.id, kinds=[EventKind.TOOL_RESULT])
-    assert results and all(r.data["ok"] for r in results)
+    assert results
+    assert all(r.data["ok"] for r in results)
     if cli == "opencode":  # Gemini CLI's stream-json leaves a file's text out of the result
         assert "a - b" in results[0].data["content"]
     turns = store.events(hive.id, kinds=[EventKind.AGENT_TURN])
@@ -166,6 +168,7 @@ async def test_a_budget_stop_mid_attempt_ends_the_cli_and_pauses_and_resume_fini
         final = await drive(store, hive, client)
     assert final.status is HiveStatus.DONE, why(store, hive)
     [task] = store.list_tasks(hive.id)
-    assert task.state is TaskState.DONE and task.verified is True
+    assert task.state is TaskState.DONE
+    assert task.verified is True
     assert git_show(Path(hive.workspace), f"ruflo/{hive.id}:calc.py") == \
         f"def add(a, b):\n{FIX}\n"

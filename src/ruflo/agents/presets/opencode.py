@@ -77,7 +77,7 @@ class RunJson(Reader):
         if not isinstance(event, dict):
             return super().read(line)
         kind = event.get("type")
-        part = event.get("part") if isinstance(event.get("part"), dict) else {}
+        part = mapping(event.get("part"))
         if kind == "step_start":
             self.turns += 1
             return []
@@ -88,7 +88,7 @@ class RunJson(Reader):
         if kind == "tool_use":
             return self.tool(part)
         if kind == "step_finish":
-            tokens = part.get("tokens") if isinstance(part.get("tokens"), dict) else {}
+            tokens = mapping(part.get("tokens"))
             return [(EventKind.AGENT_TURN, {
                 "turn": self.turns, "content": "", "tool_calls": [],
                 "finish": part.get("reason"), "prompt_tokens": tokens.get("input"),
@@ -99,7 +99,7 @@ class RunJson(Reader):
         return super().read(line)
 
     def tool(self, part: dict[str, Any]) -> list[Event]:
-        state = part.get("state") if isinstance(part.get("state"), dict) else {}
+        state = mapping(part.get("state"))
         name, call_id = part.get("tool"), part.get("callID")
         done = state.get("status") in ("completed", "error")
         events: list[Event] = [(EventKind.TOOL_CALL, {"turn": self.turns, "call_id": call_id,
@@ -111,6 +111,10 @@ class RunJson(Reader):
                 "turn": self.turns, "call_id": call_id, "name": name, "ok": ok,
                 "content": str(state.get("output") if ok else state.get("error") or "")}))
         return events
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def error_text(error: Any) -> str:
