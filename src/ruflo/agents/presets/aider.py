@@ -101,14 +101,16 @@ class Plain(Reader):
         tokens = TOKENS.match(line)
         if tokens:
             self.turns += 1
+            sent, received = count(tokens["sent"]), count(tokens["received"])
+            self.usage = {"input_tokens": self.usage.get("input_tokens", 0) + sent,
+                          "output_tokens": self.usage.get("output_tokens", 0) + received}
             answer = "\n".join(self.said).strip()
             self.said = []
             if answer:
                 self.final = answer
             return [*events, (EventKind.AGENT_TURN, {
                 "turn": self.turns, "content": answer, "tool_calls": [],
-                "prompt_tokens": count(tokens["sent"]),
-                "completion_tokens": count(tokens["received"])})]
+                "prompt_tokens": sent, "completion_tokens": received})]
         failed = FAILED.match(line)
         if failed:
             self.error = f"{failed['kind']}: {failed['message']}"

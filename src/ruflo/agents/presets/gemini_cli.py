@@ -88,6 +88,10 @@ class StreamJson(Reader):
                 "text": f"gemini: {event.get('message') or event.get('severity') or line}"})]
         if kind == "result":
             events = self.turn()
+            stats = event.get("stats")
+            if isinstance(stats, dict):
+                self.usage = {k: stats[k] for k in ("input_tokens", "output_tokens",
+                                                    "total_tokens") if k in stats}
             if event.get("status") != "success":
                 error = event.get("error")
                 self.error = str(error.get("message") if isinstance(error, dict)
@@ -96,6 +100,9 @@ class StreamJson(Reader):
         if kind == "init":
             return []
         return super().read(line)
+
+    def finish(self) -> list[Event]:
+        return self.turn()  # output that ended mid-turn (the program was stopped)
 
     def turn(self) -> list[Event]:
         """The assistant's turn gathered so far (its text and the calls it made), if any."""

@@ -89,6 +89,9 @@ class RunJson(Reader):
             return self.tool(part)
         if kind == "step_finish":
             tokens = mapping(part.get("tokens"))
+            for key, name in (("input", "input_tokens"), ("output", "output_tokens")):
+                if isinstance(tokens.get(key), int):
+                    self.usage[name] = self.usage.get(name, 0) + tokens[key]
             return [(EventKind.AGENT_TURN, {
                 "turn": self.turns, "content": "", "tool_calls": [],
                 "finish": part.get("reason"), "prompt_tokens": tokens.get("input"),
