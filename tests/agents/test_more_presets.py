@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from ruflo.agents.commands import command_env, run_command
-from ruflo.agents.gitwork import HiveRepo, init_repo
+from ruflo.agents.gitwork import HiveRepo, git, init_repo
 from ruflo.agents.presets import preset_for
 from ruflo.agents.presets.aider import Plain, count
 from ruflo.agents.presets.base import Setup, find_program, installation
@@ -232,8 +231,7 @@ async def test_git_finds_no_repository_in_a_sandboxed_worktree(tmp_path: Path) -
     hive = HiveRepo(repo, "h1")
     hive.prepare()
     tree = hive.open_attempt("h1-t1")
-    outside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=tree.path,
-                             capture_output=True, text=True, check=False)
+    outside = git("rev-parse", "--is-inside-work-tree", cwd=tree.path, check=False)
     assert outside.stdout.strip() == "true", outside.stderr
     inside = await run_command(["git", "rev-parse", "--is-inside-work-tree"], cwd=tree.path,
                                env=command_env(), sandbox=sandbox)
