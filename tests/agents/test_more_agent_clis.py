@@ -2,12 +2,14 @@
 own protocols (Gemini's streamGenerateContent; chat completions for the other two): each reads a
 file of a git repository and edits it in its attempt's worktree, the task's verify passes, the
 edit is merged into the hive's branch, and every call the program made is in the ledger through
-the relay. A budget stop met mid-attempt ends the program and pauses the hive; resume finishes."""
+the relay. A budget stop or a refused key met mid-attempt ends the program within 10 s and
+pauses the hive; resume finishes the task."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,5 +172,40 @@ async def test_a_budget_stop_mid_attempt_ends_the_cli_and_pauses_and_resume_fini
     [task] = store.list_tasks(hive.id)
     assert task.state is TaskState.DONE
     assert task.verified is True
+    assert git_show(Path(hive.workspace), f"ruflo/{hive.id}:calc.py") == \
+        f"def add(a, b):\n{FIX}\n"
+
+
+@pytest.mark.parametrize("cli", CLIS)
+async def test_a_refused_key_mid_attempt_ends_the_cli_and_pauses_and_resume_finishes(
+        cli: str, store: SqlStore, gateway: ScriptedGateway, tmp_path: Path) -> None:
+    require_agent_cli(cli)
+    rules = fix_rules(cli, "calc.py", BUG, FIX, final=FINAL)
+    edit = next(r for r in rules if r["name"].endswith(":edit"))
+    refused_at: list[float] = []
+
+    def note(_body: object) -> bool:
+        refused_at.append(time.time())
+        return True
+
+    # The gateway refuses the key when the program asks for its edit (aider: its one call).
+    refusal = {"name": "refuse", "match": {**edit["match"], "when": note},
+               "fault": "key_refused", "times": 1}
+    gateway.set_rules([refusal, *rules])
+    hive = cli_hive(store, tmp_path, cli)
+    async with GatewayClient(gateway.base_url, KEY, store=store) as client:
+        paused = await drive(store, hive, client)
+        assert paused.status is HiveStatus.PAUSED, why(store, hive)
+        assert paused.pause_reason == "gateway refused the key"
+        assert refused_at, "the program made the call that met the refusal"
+        [stopped] = [e for e in store.events(hive.id, kinds=[EventKind.PROCESS_EXITED])
+                     if e.data.get("stopped")]
+        assert stopped.ts.timestamp() - refused_at[-1] < 10, "ended within 10 s"
+        assert store.list_tasks(hive.id)[0].state is TaskState.OPEN
+
+        resume_hive(store, hive.id)
+        final = await drive(store, hive, client)
+    assert final.status is HiveStatus.DONE, why(store, hive)
+    assert store.list_tasks(hive.id)[0].verified is True
     assert git_show(Path(hive.workspace), f"ruflo/{hive.id}:calc.py") == \
         f"def add(a, b):\n{FIX}\n"
