@@ -1,10 +1,14 @@
 """The agent CLI tests' helpers: the real CLI's program (or a skip, or in CI a failure, when it is
 not installed) and ScriptedGateway rules that make an agent fix a file with its own tools: Claude Code (Read,
 Edit: Anthropic Messages tool_use), Codex (exec_command, then apply_patch through it: Responses
-function calls) and the built-in agent (read_file, edit_file, complete: chat completions).
+function calls), Gemini CLI (read_file, replace: Gemini function calls), OpenCode (read, edit:
+chat completions), aider (its whole-file edit in the answer's text) and the built-in agent
+(read_file, edit_file, complete: chat completions).
 
-Each agent is told apart by the tools its requests offer, each task by a marker in its prompt;
-a rule answers turn 1 (read), turn 2 once the file's text came back (edit), turn 3 (done).
+Each agent is told apart by the tools its requests offer (aider, which offers none, by its system
+prompt), each task by a marker in its prompt; a rule answers turn 1 (read), turn 2 once the
+file's text came back (edit), turn 3 (done). aider reads the files it is given before its first
+request: its one rule (edit) answers a request that carries the file's text.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 
 import pytest
 
-TOOLS = {"claude-code": "Edit", "codex": "exec_command", "llm": "edit_file"}
+TOOLS = {"claude-code": "Edit", "codex": "exec_command", "gemini-cli": "replace",
+         "opencode": "todowrite", "llm": "edit_file"}
 """A tool only that agent's requests offer."""
 
 
@@ -29,10 +34,13 @@ def fix_rules(agent: str, path: str, old: str, new: str, *, marker: str | None =
               final: str = "Fixed it.") -> list[dict[str, Any]]:
     """Rules for `agent` to read `path` (a path relative to its worktree), replace the line
     `old` with `new`, and finish, for the task titled `marker` (any task: None)."""
+    task = None if marker is None else f"(?m)^Task: {re.escape(marker)}$"
+    if agent == "aider":
+        return aider_rules(path, old, new, task=task, final=final, name=f"aider:{marker or path}")
     base: dict[str, Any] = {"tool": TOOLS[agent]}
-    if marker is not None:
+    if task is not None:
         # The task's own line, not the hive's notes (which quote other tasks) in the prompt.
-        base["any"] = f"(?m)^Task: {re.escape(marker)}$"
+        base["any"] = task
     if agent == "claude-code":
         read = {"name": "Read", "arguments": {"file_path": path}}
         edit = {"name": "Edit", "arguments": {"file_path": path, "old_string": old.strip(),
@@ -41,6 +49,17 @@ def fix_rules(agent: str, path: str, old: str, new: str, *, marker: str | None =
     elif agent == "codex":
         read = {"name": "exec_command", "arguments": {"cmd": f"cat {path}"}}
         edit = {"name": "exec_command", "arguments": {"cmd": patch(path, old, new)}}
+        done = {"content": final}
+    elif agent == "gemini-cli":
+        read = {"name": "read_file", "arguments": {"file_path": path}}
+        edit = {"name": "replace", "arguments": {
+            "file_path": path, "instruction": "fix the line", "old_string": old.strip(),
+            "new_string": new.strip()}}
+        done = {"content": final}
+    elif agent == "opencode":
+        read = {"name": "read", "arguments": {"filePath": path}}
+        edit = {"name": "edit", "arguments": {"filePath": path, "oldString": old.strip(),
+                                              "newString": new.strip()}}
         done = {"content": final}
     else:
         read = {"name": "read_file", "arguments": {"path": path}}
@@ -54,6 +73,19 @@ def fix_rules(agent: str, path: str, old: str, new: str, *, marker: str | None =
          "reply": {"tool_calls": [edit]}},
         {"name": f"{name}:done", "match": {**base, "turn": 3}, "reply": done},
     ]
+
+
+def aider_rules(path: str, old: str, new: str, *, task: str | None, final: str,
+                name: str) -> list[dict[str, Any]]:
+    """aider's turn: given `path` (adapter config `files`), it sends the file's text with its
+    first request; the answer's SEARCH/REPLACE block (its `diff` edit format, the preset's
+    default) is the edit."""
+    match: dict[str, Any] = {"system": "(?i)expert software developer", "any": re.escape(old)}
+    if task is not None:
+        match["last_user"] = task
+    block = f"{path}\n```\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n```\n"
+    return [{"name": f"{name}:edit", "match": match,
+             "reply": {"content": f"{final}\n\n{block}"}}]
 
 
 def must_run_agent_clis() -> bool:

@@ -19,7 +19,8 @@ from ruflo.gateway.scripted import ScriptedGateway
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "sk-doctor-clis"
-VERSIONS = {"claude-code": "2.1.332 (Claude Code)", "codex": "codex-cli 0.171.0"}
+VERSIONS = {"claude-code": "2.1.332 (Claude Code)", "codex": "codex-cli 0.171.0",
+            "gemini-cli": "0.61.0", "opencode": "1.18.33", "aider": "aider 0.86.2"}
 
 
 def doctor(tmp_path: Path, base_url: str, *args: str) -> subprocess.CompletedProcess[str]:

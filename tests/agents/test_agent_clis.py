@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from agent_clis import fix_rules, require_agent_cli
-from conftest import GATEWAY_KEY
 from ruflo.agents import OutcomeKind, executor_for
 from ruflo.agents.commands import command_env
 from ruflo.engine.board_engine import BoardEngine, LiveParams
@@ -26,6 +25,10 @@ from ruflo.store import open_store
 from ruflo.store.sql import SqlStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GATEWAY_KEY = "sk-test"
+"""The agents fixtures' gateway key (tests/agents/conftest.py; not imported: another folder's
+conftest module can stand under that name in a whole-suite run)."""
 
 CLIS = ["claude-code", "codex"]
 BUG, FIX = "    return a - b", "    return a + b"

@@ -469,6 +469,33 @@ def test_inventory_config_map_is_what_the_reconciler_reads(tmp_path: Path) -> No
     assert "claude-flow@alpha" in repr(inventory)
 
 
+def test_the_inventory_declares_every_preset_agent_cli_pinned(tmp_path: Path) -> None:
+    """The shell image carries the agent CLIs the presets drive, at the presets' versions: an
+    npm CLI under npm-global (`name@version`), a Python one under pipx (`name==version`)."""
+    from ruflo.agents.presets import known_presets
+    from ruflo.shell.inventory import load_inventory
+
+    config_map = load_tree(K8S).named("ConfigMap", "ruflo-shell-inventory")
+    assert config_map is not None
+    file = tmp_path / "inventory.yaml"
+    file.write_text(config_map["data"]["inventory.yaml"])
+    inventory = load_inventory(file)
+    declared = {(spec.manager, spec.name): spec.version
+                for manager in ("npm-global", "pipx") for spec in inventory.entries(manager)[0]}
+    presets = known_presets()
+    assert {p.name for p in presets} == {"claude-code", "codex", "gemini-cli", "opencode",
+                                         "aider"}
+    for preset in presets:
+        registry, _, spec = preset.package.partition(":")
+        if registry == "npm":
+            name, _, version = spec.rpartition("@")
+            assert declared.get(("npm-global", name)) == version, preset.name
+        else:
+            assert registry == "pypi", preset.package
+            name, _, version = spec.partition("==")
+            assert declared.get(("pipx", name)) == f"=={version}", preset.name
+
+
 def test_services_expose_web_and_shell_as_in_the_seed() -> None:
     tree = load_tree(K8S)
     web, shell = tree.named("Service", "ruflo"), tree.named("Service", "ruflo-shell")

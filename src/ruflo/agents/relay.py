@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL", "ANTHROPIC_BASE_URL")
+GATEWAY_URL_VARS = ("OPENAI_BASE_URL", "LITELLM_BASE_URL", "ANTHROPIC_BASE_URL",
+                    "GOOGLE_GEMINI_BASE_URL")
 """Variables that name the model relay for a spawned agent (see ruflo.gateway.relay)."""
 
 FORWARDER = Path(__file__).with_name("forwarder.py")

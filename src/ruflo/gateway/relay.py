@@ -3,8 +3,8 @@ stopped by the kill switch, whatever protocol the agent speaks.
 
 Depends on aiohttp, the gateway client (its ledger, budgets and pausing: the same functions the
 built-in agent's calls go through) and the relay's protocol readers and tokens. It speaks OpenAI
-Chat Completions, OpenAI Responses and Anthropic Messages (plain, streamed, with tools) and the
-model list. Per call: the attempt's token is checked (unknown or revoked: refused, nothing
+Chat Completions, OpenAI Responses, Anthropic Messages and Gemini's generateContent (plain,
+streamed, with tools) and the model list. Per call: the attempt's token is checked (unknown or revoked: refused, nothing
 recorded) → the hive must be running → the budget is booked → the request goes to the gateway
 with the gateway key, unchanged but for asking a chat stream for its usage → the answer comes
 back unchanged → its ledger entry (usage read from the answer; a cut stream is estimated from
@@ -24,6 +24,7 @@ import time
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +41,7 @@ from ruflo.gateway.relay_wire import (
     Protocol,
     StreamReader,
     error_body,
+    gemini_target,
     plain_usage,
     read_request,
 )
@@ -102,12 +104,13 @@ class ModelRelay:
         self.host, self.port = parse_address(address)
         self.tokens = TokenBook()
         root = client.base_url[:-3] if client.base_url.endswith("/v1") else client.base_url
+        self.root = root
         self.upstream = root + "/v1"
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
         for protocol in Protocol:
-            for prefix in ("/v1", ""):
+            for prefix in ("/v1beta", "") if protocol is Protocol.GEMINI else ("/v1", ""):
                 app.router.add_post(prefix + protocol.path, self._handler(protocol))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
@@ -164,11 +167,12 @@ class ModelRelay:
             self.tokens.revoke(grant)
 
     def agent_env(self, token: str) -> dict[str, str]:
-        """How an agent CLI finds the relay: OpenAI's and Anthropic's variables, the token as
-        their key (never the gateway key)."""
+        """How an agent CLI finds the relay: OpenAI's, Anthropic's and Gemini's variables, the
+        token as their key (never the gateway key)."""
         return {"OPENAI_BASE_URL": f"{self.url}/v1", "LITELLM_BASE_URL": self.url,
                 "OPENAI_API_KEY": token, "ANTHROPIC_BASE_URL": self.url,
-                "ANTHROPIC_API_KEY": token}
+                "ANTHROPIC_API_KEY": token, "GOOGLE_GEMINI_BASE_URL": self.url,
+                "GEMINI_API_KEY": token}
 
     # -- refusing --------------------------------------------------------------------------------
     @staticmethod
@@ -178,7 +182,9 @@ class ModelRelay:
     def _grant(self, request: web.Request) -> Grant | None:
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else \
-            request.headers.get("x-api-key", "").strip()
+            request.headers.get("x-api-key", "").strip() or \
+            request.headers.get("x-goog-api-key", "").strip() or \
+            request.query.get("key", "").strip()
         return self.tokens.find(token) if token else None
 
     def _hive_stopped(self, grant: Grant) -> str | None:
@@ -225,6 +231,15 @@ class ModelRelay:
         headers.update(telemetry.headers())  # the call's span, so the gateway's spans join it
         return headers
 
+    def _target(self, protocol: Protocol, request: web.Request) -> str:
+        """Where a call goes on the gateway: the same path (LiteLLM serves each protocol);
+        Gemini's with its query (`alt=sse`) but never a `key` in it."""
+        if protocol is not Protocol.GEMINI:
+            return self.upstream + protocol.path
+        query = urlencode([(k, v) for k, v in request.query.items() if k != "key"])
+        path = f"{self.root}/v1beta/models/{request.match_info['target']}"
+        return f"{path}?{query}" if query else path
+
     @staticmethod
     def _answer_headers(answer: aiohttp.ClientResponse) -> dict[str, str]:
         return {name: value for name, value in answer.headers.items()
@@ -240,7 +255,11 @@ class ModelRelay:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("the request body is not a JSON object")
-            ask = read_request(protocol, body)
+            if protocol is Protocol.GEMINI:  # the model and the streaming are in the path
+                model, streamed = gemini_target(request.match_info["target"])
+                ask = read_request(protocol, {**body, "model": model, "stream": streamed})
+            else:
+                ask = read_request(protocol, body)
         except ValueError as error:
             return self._refuse(protocol, 400, f"bad request: {error}; nothing was called")
         stopped = self._hive_stopped(grant)
@@ -275,7 +294,7 @@ class ModelRelay:
         assert self._session is not None
         began, started = time.time(), time.monotonic()
         try:
-            answer = await self._session.post(self.upstream + protocol.path, data=raw,
+            answer = await self._session.post(self._target(protocol, request), data=raw,
                                               headers=self._headers(request))
         except (aiohttp.ClientError, OSError) as error:
             self.client.release(reservation)

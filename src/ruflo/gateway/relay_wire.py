@@ -1,5 +1,6 @@
-"""The three model protocols as the relay reads them: OpenAI Chat Completions, OpenAI Responses
-and Anthropic Messages. Depends on the gateway's base types only.
+"""The model protocols as the relay reads them: OpenAI Chat Completions, OpenAI Responses,
+Anthropic Messages and Google's Gemini (generateContent). Depends on the gateway's base types
+only.
 
 For each protocol: what a request asks for (model, prompt size, max tokens, streamed or not),
 the usage an answer carries (a plain body, or the events of a stream, read as they pass), and
@@ -16,7 +17,8 @@ from typing import Any
 
 from ruflo.gateway.base import ChatMessage, Usage
 
-__all__ = ["Ask", "Protocol", "StreamReader", "error_body", "plain_usage", "read_request"]
+__all__ = ["Ask", "Protocol", "StreamReader", "error_body", "gemini_target", "plain_usage",
+           "read_request"]
 
 
 class Protocol(enum.StrEnum):
@@ -26,11 +28,27 @@ class Protocol(enum.StrEnum):
     """OpenAI Responses (Codex): POST /v1/responses."""
     MESSAGES = "messages"
     """Anthropic Messages (Claude Code): POST /v1/messages."""
+    GEMINI = "gemini"
+    """Google's Gemini API (Gemini CLI): POST /v1beta/models/MODEL:generateContent, or
+    :streamGenerateContent — the model and whether it streams are in the path."""
 
     @property
     def path(self) -> str:
         return {"chat": "/chat/completions", "responses": "/responses",
-                "messages": "/messages"}[self.value]
+                "messages": "/messages", "gemini": "/models/{target}"}[self.value]
+
+
+GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
+"""The Gemini methods the relay carries, and whether each streams."""
+
+
+def gemini_target(target: str) -> tuple[str, bool]:
+    """`MODEL:METHOD` of a Gemini path → (model, streamed); ValueError for another method."""
+    model, _, method = target.partition(":")
+    if not model or method not in GEMINI_METHODS:
+        raise ValueError(f"models/{target} is not a Gemini call the relay carries "
+                         f"({', '.join(GEMINI_METHODS)})")
+    return model, GEMINI_METHODS[method]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +80,13 @@ def read_request(protocol: Protocol, body: Mapping[str, Any]) -> Ask:
             raise ValueError("a chat completion request needs a list of messages")
         limit = _tokens(body.get("max_tokens")) or _tokens(body.get("max_completion_tokens"))
         prompt = [m if isinstance(m, dict) else {"content": m} for m in messages]
+    elif protocol is Protocol.GEMINI:
+        if not isinstance(body.get("contents"), list):
+            raise ValueError("a Gemini request needs a list of contents")
+        config = body.get("generationConfig")
+        limit = _tokens(config.get("maxOutputTokens")) if isinstance(config, Mapping) else None
+        prompt = [{"content": json.dumps(body.get("systemInstruction") or "")},
+                  *({"content": json.dumps(c)} for c in body["contents"])]
     elif protocol is Protocol.RESPONSES:
         if "input" not in body:
             raise ValueError("a responses request needs an input")
@@ -82,6 +107,12 @@ def _usage(protocol: Protocol, raw: Any) -> Usage | None:
         return None
     if protocol is Protocol.CHAT:
         prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    elif protocol is Protocol.GEMINI:
+        # Gemini counts a thinking model's thoughts apart from the answer; both are output.
+        prompt, completion = raw.get("promptTokenCount"), raw.get("candidatesTokenCount")
+        thoughts = raw.get("thoughtsTokenCount")
+        if isinstance(thoughts, int):
+            completion = (completion if isinstance(completion, int) else 0) + thoughts
     else:
         prompt, completion = raw.get("input_tokens"), raw.get("output_tokens")
     if not isinstance(prompt, int) and not isinstance(completion, int):
@@ -109,17 +140,18 @@ def plain_usage(protocol: Protocol, data: Any) -> Answered:
     """Usage, model and id of a plain (not streamed) answer body."""
     if not isinstance(data, Mapping):
         return Answered(None, None, None)
-    raw = data.get("usage")
+    raw = data.get("usageMetadata" if protocol is Protocol.GEMINI else "usage")
     cost = raw.get("cost") if isinstance(raw, Mapping) else None
-    model = data.get("model")
-    rid = data.get("id")
+    model = data.get("modelVersion" if protocol is Protocol.GEMINI else "model")
+    rid = data.get("responseId" if protocol is Protocol.GEMINI else "id")
     return Answered(_usage(protocol, raw), model if isinstance(model, str) else None,
                     rid if isinstance(rid, str) else None, cost)
 
 
 class StreamReader:
     """Reads a server-sent event stream as it passes, for its usage: the last chunk's `usage`
-    (chat), `response.completed` (responses), `message_start` + `message_delta` (messages).
+    (chat), `response.completed` (responses), `message_start` + `message_delta` (messages),
+    the latest `usageMetadata` (gemini).
     Also counts the characters of the answer that arrived, to estimate a cut stream."""
 
     def __init__(self, protocol: Protocol) -> None:
@@ -170,6 +202,8 @@ class StreamReader:
             self._chat(event)
         elif self.protocol is Protocol.RESPONSES:
             self._responses(event)
+        elif self.protocol is Protocol.GEMINI:
+            self._gemini(event)
         else:
             self._messages(event)
 
@@ -207,6 +241,23 @@ class StreamReader:
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self.finished = True
 
+    def _gemini(self, event: dict[str, Any]) -> None:
+        self.response_id = self.response_id or event.get("responseId")
+        self.model = event.get("modelVersion") or self.model
+        raw = event.get("usageMetadata")
+        self._take(_usage(Protocol.GEMINI, raw), raw.get("cost") if isinstance(raw, dict) else None)
+        for candidate in event.get("candidates") or []:
+            if not isinstance(candidate, dict):
+                continue
+            content = candidate.get("content")
+            for part in content.get("parts") or [] if isinstance(content, dict) else []:
+                if isinstance(part, dict):
+                    call = part.get("functionCall")
+                    self.received += len(part.get("text") or "") + \
+                        (len(json.dumps(call.get("args"))) if isinstance(call, dict) else 0)
+            if candidate.get("finishReason"):
+                self.finished = True
+
     def _messages(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "message_start" and isinstance(event.get("message"), dict):
@@ -231,6 +282,11 @@ class StreamReader:
             self.finished = True
 
 
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED",
+                 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+                 502: "UNAVAILABLE", 503: "UNAVAILABLE"}
+"""Google's status names, which its clients read beside the HTTP status."""
+
 ERROR_TYPES = {401: "authentication_error", 402: "budget_exceeded", 403: "permission_error",
                400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error",
                502: "api_error", 503: "overloaded_error"}
@@ -241,4 +297,7 @@ def error_body(protocol: Protocol, status: int, message: str) -> dict[str, Any]:
     kind = ERROR_TYPES.get(status, "api_error")
     if protocol is Protocol.MESSAGES:
         return {"type": "error", "error": {"type": kind, "message": message}}
+    if protocol is Protocol.GEMINI:
+        return {"error": {"code": status, "message": message,
+                          "status": GOOGLE_STATUS.get(status, "UNKNOWN")}}
     return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}

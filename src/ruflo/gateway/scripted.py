@@ -2,8 +2,9 @@
 
 Depends on Starlette, uvicorn and its script and answer modules (nothing else in ruflo). It
 speaks the LiteLLM proxy's dialect: `GET /v1/models` (and `/models`), `POST /v1/messages`
-(Anthropic) and `POST /v1/responses` (OpenAI Responses) through the same rules
-(ruflo.gateway.scripted_protocols), `POST /v1/chat/completions` (plain, SSE
+(Anthropic), `POST /v1/responses` (OpenAI Responses) and `POST /v1beta/models/MODEL:METHOD`
+(Gemini's generateContent / streamGenerateContent) through the same rules
+(ruflo.gateway.scripted_protocols, scripted_gemini), `POST /v1/chat/completions` (plain, SSE
 streaming ending with `data: [DONE]`, tool calls, `usage`, the `x-litellm-call-id` header, the
 cost as LiteLLM reports it: the `x-litellm-response-cost` header on a plain answer, `usage.cost`
 in the last chunk of a stream) and LiteLLM-shaped error bodies. It honours `max_tokens` (the
@@ -45,6 +46,7 @@ from starlette.routing import Route
 from ruflo.errors import ConfigError
 from ruflo.gateway.script import Fault, Match, Reply, Rule, Script, message_text
 from ruflo.gateway.scripted_answer import Served, answer, error_response
+from ruflo.gateway.scripted_gemini import gemini_answer, gemini_chat
 from ruflo.gateway.scripted_protocols import as_chat, messages_answer, responses_answer
 
 __all__ = ["Fault", "Match", "Reply", "Rule", "Script", "ScriptedGateway", "Served"]
@@ -88,6 +90,7 @@ class ScriptedGateway:
             Route("/messages", self._messages, methods=["POST"]),
             Route("/v1/responses", self._responses, methods=["POST"]),
             Route("/responses", self._responses, methods=["POST"]),
+            Route("/v1beta/models/{target}", self._gemini, methods=["POST"]),
             Route("/_scripted/stats", self._admin_stats, methods=["GET"]),
             Route("/_scripted/requests", self._admin_requests, methods=["GET"]),
             Route("/_scripted/fault", self._admin_fault, methods=["POST"]),
@@ -291,11 +294,15 @@ class ScriptedGateway:
 
     @staticmethod
     def _key(request: Request) -> str:
-        """The key a request carries: OpenAI's bearer token, or Anthropic's x-api-key."""
+        """The key a request carries: OpenAI's bearer token, Anthropic's x-api-key, or
+        Google's x-goog-api-key (or its `key` query parameter)."""
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
-        return request.headers.get("x-api-key", "").strip()
+        for header in ("x-api-key", "x-goog-api-key"):
+            if request.headers.get(header, "").strip():
+                return request.headers[header].strip()
+        return request.query_params.get("key", "").strip()
 
     async def _messages(self, request: Request) -> Response:
         return await self._chat(request, "messages")
@@ -303,12 +310,18 @@ class ScriptedGateway:
     async def _responses(self, request: Request) -> Response:
         return await self._chat(request, "responses")
 
+    async def _gemini(self, request: Request) -> Response:
+        return await self._chat(request, "gemini")
+
     async def _chat(self, request: Request, protocol: str = "chat") -> Response:
         try:
             body = json.loads(await request.body())
         except ValueError:
             body = None
-        if protocol != "chat" and isinstance(body, dict):
+        if protocol == "gemini" and isinstance(body, dict):
+            model, _, method = request.path_params["target"].partition(":")
+            body = gemini_chat(model, method, body)
+        elif protocol != "chat" and isinstance(body, dict):
             body = as_chat(protocol, body)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             with self._lock:
@@ -358,7 +371,7 @@ class ScriptedGateway:
                 message=f"no scripted rule matched (last message: "
                         f"{message_text(last.get('content'))[:80]!r})"))
         render = {"chat": answer, "messages": messages_answer,
-                  "responses": responses_answer}[protocol]
+                  "responses": responses_answer, "gemini": gemini_answer}[protocol]
         return render(body, reply or Reply(content="partial answer cut by the gateway"),
                       default_cost, call_id, functools.partial(self._serve, served),
                       cut_after=fault.cut_after if fault else None)

@@ -22,7 +22,8 @@ from ruflo.event_kinds import EventKind
 __all__ = ["AGENT_CLI_DIR", "Event", "Preset", "Reader", "Setup", "find_program", "installed_in"]
 
 AGENT_CLI_DIR = ".agent-clis"
-"""Where scripts/install puts the pinned agent CLIs (npm --prefix), in ruflo's checkout."""
+"""Where scripts/install puts the pinned agent CLIs (npm --prefix), in ruflo's checkout; a
+Python CLI gets a virtualenv of its own there, `venvs/PROGRAM` (its pins stay out of ruflo's)."""
 
 Event = tuple[EventKind, dict[str, Any]]
 """A transcript event a reader found in the output: its kind and its fields."""
@@ -125,17 +126,21 @@ def find_program(preset: Preset, config: Mapping[str, Any], path: str | None) ->
     if on_path is not None:
         return on_path
     for folder in installed_in():
-        candidate = folder / preset.program
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
+        for candidate in (folder / preset.program,
+                          folder.parent.parent / "venvs" / preset.program / "bin" / preset.program):
+            if os.access(candidate, os.X_OK):
+                return str(candidate)
     return None
 
 
 def installation(program: str) -> Path:
     """The folder the sandbox must show for `program` to run: its node_modules (an npm CLI's
-    launcher finds its native binary there), else the folder of the file it links to."""
+    launcher finds its native binary there), its virtualenv (a Python CLI's packages), else the
+    folder of the file it links to."""
     real = Path(os.path.realpath(program))
     for parent in real.parents:
         if parent.name == "node_modules":
             return parent
+    if (real.parent.parent / "pyvenv.cfg").is_file():
+        return real.parent.parent
     return real.parent
