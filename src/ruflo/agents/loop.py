@@ -84,6 +84,8 @@ class Attempt:
     """One attempt of the built-in agent at a task: its conversation, tools and journal."""
 
     journal: Journal
+    gate: ActionGate
+    """Decides each governed tool call; its approvals belong to this attempt's journal."""
 
     def __init__(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext,
                  gateway: Gateway) -> None:
@@ -97,8 +99,6 @@ class Attempt:
         self.schemas = tool_schemas(ctx.task_tools)
         self.toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=self.memory,
                                workspace=self.workspace)
-        self.gate = ActionGate(ctx.store, hive, agent, task, self.workspace,
-                               poll_seconds=ctx.limits.approval_poll)
         self.call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
                                         kind=CostKind.WORK)
         self.messages: list[ChatMessage] = []
@@ -115,7 +115,7 @@ class Attempt:
                 # A damaged journal must not block the task: it is closed, the attempt begins anew.
                 journal.close(f"its journal could not be read ({problem!r}); started over")
             else:
-                self.journal = journal
+                self._keep(journal)
                 await self._resume(taken)
                 return
         notes = self.memory.search_many(task_query(self.task),
@@ -128,7 +128,15 @@ class Attempt:
             {"role": "system", "content": system_prompt(self.agent, self.hive, self.ctx)},
             {"role": "user", "content": task_message(self.task, notes)},
         ]
-        self.journal = Journal.begin(self.ctx.store, self.task, self.agent, self.messages)
+        self._keep(Journal.begin(self.ctx.store, self.task, self.agent, self.messages))
+
+    def _keep(self, journal: Journal) -> None:
+        """Write to this journal, and ask approvals as its attempt: one taken up again finds its
+        own, one that starts over (a new journal) is asked afresh."""
+        self.journal = journal
+        self.gate = ActionGate(self.ctx.store, self.hive, self.agent, self.task, self.workspace,
+                               journal_id=journal.record.id,
+                               poll_seconds=self.ctx.limits.approval_poll)
 
     async def _resume(self, taken: Taken) -> None:
         self.messages, self.turn = taken.messages, taken.turn
@@ -201,7 +209,8 @@ class Attempt:
             return
         # The policy decides before the call counts as started: a process that dies while a
         # person decides leaves the call unstarted, and the resumed attempt asks the same
-        # approval again (found by task, turn, tool and arguments) instead of calling it cut.
+        # approval again (found by task, journal, turn, tool and arguments) instead of calling
+        # it cut.
         refusal = await self.gate.refusal(call.name, call.arguments, turn=self.turn)
         if refusal is not None:  # denied by policy, or rejected by a person
             self._tool_result(call, refusal, error=True)
