@@ -202,3 +202,37 @@ async def test_an_attempt_that_starts_over_is_asked_afresh(board, earlier):
     assert outcome.kind is OutcomeKind.ABSTAIN
     assert "not now" in board.server.requests[1]["messages"][-1]["content"]
     assert (board.workspace / "build" / "out.o").exists()
+
+
+async def test_a_task_cancelled_while_its_action_waits_cancels_the_approval(board):
+    """`ruflo task cancel` while a person is asked: the approval is cancelled (with an event
+    saying why), the waiting attempt stops without running the command or calling the gateway,
+    `ruflo approval list` no longer shows it, and approving it afterwards is refused."""
+    attempt, approval = await ask_and_wait(board, board.server)
+
+    done = await asyncio.to_thread(cli, board, "task", "cancel", board.task.id)
+    assert done.returncode == 0, done.stderr
+    outcome = await asyncio.wait_for(attempt, 60)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "its approval was cancelled (the task is cancelled)" in (outcome.reason or "")
+    assert len(board.server.requests) == 1
+    assert (board.workspace / "build" / "out.o").exists()
+    cancelled = board.store.get_approval(approval.id)
+    assert cancelled.status is ApprovalStatus.CANCELLED
+    assert cancelled.decided_by == "ruflo"
+    [event] = board.store.events(board.hive.id, kinds=["approval_cancelled"])
+    assert event.data == {"approval_id": approval.id, "kind": "action",
+                          "reason": "the task is cancelled"}
+
+    listed = await asyncio.to_thread(cli, board, "approval", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "no approvals waiting"
+    refused = await asyncio.to_thread(cli, board, "approval", "approve", approval.id[:10])
+    assert refused.returncode != 0
+    said = refused.stderr.strip()
+    assert said.count("\n") == 0, said
+    assert f"approval {approval.id} was cancelled (the task is cancelled)" in said
+    assert "nothing was changed" in said
+    assert board.store.get_approval(approval.id).status is ApprovalStatus.CANCELLED
+    assert (board.workspace / "build" / "out.o").exists()

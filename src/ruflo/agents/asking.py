@@ -102,6 +102,11 @@ class Asked:
     refusal: str | None = None
     approval: Approval | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        """The approval was cancelled while it waited: its task, attempt or hive ended."""
+        return self.approval is not None and self.approval.status is ApprovalStatus.CANCELLED
+
 
 class ActionGate:
     """Decides each governed tool call of one attempt (or of an outside agent that asks through
@@ -115,12 +120,6 @@ class ActionGate:
         self.workspace, self.journal_id = workspace, journal_id
         self.poll_seconds = poll_seconds
         self.hive_policy, self.agent_policy = policies_of(hive, agent)
-
-    async def refusal(self, tool: str, raw_arguments: str, *, turn: int) -> str | None:
-        """The error the model reads instead of the tool's result, or None: run the tool (after
-        a person approved it, when the policy asks)."""
-        asked = await self.check(tool, raw_arguments, turn=turn)
-        return asked.refusal if asked is not None else None
 
     async def check(self, tool: str, raw_arguments: str, *, turn: int) -> Asked | None:
         """None when the tool is not governed or its arguments don't read (the toolbox answers
@@ -153,6 +152,9 @@ class ActionGate:
         if approval.status is ApprovalStatus.APPROVED:
             return Asked(verdict, None, approval)
         reason = approval.data.get("reason") or "no reason given"
+        if approval.status is ApprovalStatus.CANCELLED:
+            return Asked(verdict, f"error: {tool} was not run: its approval was cancelled "
+                                  f"({reason}).", approval)
         return Asked(verdict, f"error: {tool} was not run: a person rejected it "
                               f"({approval.decided_by or 'someone'}: {reason}). Do the task "
                               "another way, or abstain/escalate if you can't.", approval)

@@ -51,11 +51,12 @@ class LLMExecutor:
     gets a nudge back to the tools. Before a tool runs, the hive's and the agent's action
     policies decide (agents/asking.py): deny → the model reads an error; ask → the loop waits
     there, spending nothing, until a person approves (the tool runs) or rejects (an error with
-    the reason). Every call asks for at most `completion_tokens` (the agent's
-    `max_tokens` setting, else the limits'), which is also what the budget books for the
-    answer. After `max_turns` calls without a task tool, the attempt fails. Each turn, tool call
-    and tool result is appended to the hive's events; what was done is left as a note in the
-    hive's memory.
+    the reason); an approval cancelled meanwhile (its task, attempt or hive ended) stops the
+    attempt as failed, nothing more run or recorded. Every call asks for at most
+    `completion_tokens` (the agent's `max_tokens` setting, else the limits'), which is also what
+    the budget books for the answer. After `max_turns` calls without a task tool, the attempt
+    fails. Each turn, tool call and tool result is appended to the hive's events; what was done
+    is left as a note in the hive's memory.
 
     Every message is also recorded in the attempt's journal as it happens (agents/journal.py):
     an attempt stopped by a crash, a pause or a budget continues from its last recorded turn
@@ -104,6 +105,9 @@ class Attempt:
         self.messages: list[ChatMessage] = []
         self.turn = 0
         self.outcome: TaskOutcome | None = None
+        self.stopped = False
+        """Stopped from outside: an approval it waited on was cancelled because its task, this
+        attempt's journal or the hive ended. Nothing more is run or recorded."""
 
     async def begin(self) -> None:
         """Take up the task's open journal, or open one with the system and task messages."""
@@ -201,6 +205,8 @@ class Attempt:
 
     async def answer(self, call: ToolCall) -> None:
         """Run one tool call (or refuse it once the attempt has ended) and record its result."""
+        if self.stopped:
+            return
         self.transcript.add(EventKind.TOOL_CALL, turn=self.turn, call_id=call.id,
                             name=call.name, arguments=call.arguments)
         if self.outcome is not None:
@@ -211,9 +217,17 @@ class Attempt:
         # person decides leaves the call unstarted, and the resumed attempt asks the same
         # approval again (found by task, journal, turn, tool and arguments) instead of calling
         # it cut.
-        refusal = await self.gate.refusal(call.name, call.arguments, turn=self.turn)
-        if refusal is not None:  # denied by policy, or rejected by a person
-            self._tool_result(call, refusal, error=True)
+        asked = await self.gate.check(call.name, call.arguments, turn=self.turn)
+        if asked is not None and asked.cancelled:
+            # The task, this attempt or the hive ended while a person was asked: the journal
+            # may be closed already, and nothing this attempt would do can count.
+            self.stopped = True
+            self.outcome = TaskOutcome(OutcomeKind.FAILED, turns=self.turn,
+                                       reason=(asked.refusal or "").removeprefix("error: "))
+            return
+        if asked is not None and asked.refusal is not None:
+            # Denied by policy, or rejected by a person.
+            self._tool_result(call, asked.refusal, error=True)
             return
         self.journal.started(self.turn, call.id, call.name, call.arguments)
         reply = await self.dispatch(call)
