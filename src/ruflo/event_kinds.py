@@ -37,6 +37,9 @@ class EventKind(enum.StrEnum):
     """A claim whose holder stopped renewing it: the task is open again."""
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_DECIDED = "approval_decided"
+    APPROVAL_CANCELLED = "approval_cancelled"
+    """A pending approval that could no longer take effect (its task, attempt or hive ended), set
+    to cancelled by ruflo; `reason` says which."""
 
     # -- the engine, driving a hive
     ENGINE_STARTED = "engine_started"

@@ -332,6 +332,11 @@ class LedgerEntry:
         return self.prompt_tokens + self.completion_tokens
 
 
+CANCELLED_BY = "ruflo"
+"""`decided_by` of an approval ruflo cancelled because it could no longer take effect (its
+task, attempt journal or hive ended)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Approval:
     """A decision that waits for a person (or an explicit auto-approval policy)."""
@@ -347,6 +352,16 @@ class Approval:
     decided_by: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     decided_at: datetime | None = None
+
+    def settled_text(self) -> str:
+        """Why a decision on this approval is refused, in one line: decided already, or
+        cancelled by ruflo because it could no longer take effect."""
+        if self.status is ApprovalStatus.CANCELLED:
+            why = self.data.get("reason") or "it could no longer take effect"
+            return (f"approval {self.id} was cancelled ({why}): it can no longer be decided; "
+                    "nothing was changed")
+        return (f"approval {self.id} was already {self.status.value} by "
+                f"{self.decided_by or 'someone'}; nothing was changed")
 
 
 @dataclass(frozen=True, slots=True)

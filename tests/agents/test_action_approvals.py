@@ -14,8 +14,8 @@ import pytest
 
 from ruflo.agents import Limits, OutcomeKind
 from ruflo.agents.loop import LLMExecutor
-from ruflo.model import Agent, ApprovalKind, ApprovalStatus
-from waiting import stays, wait_for_event
+from ruflo.model import Agent, Approval, ApprovalKind, ApprovalStatus
+from waiting import stays, until, wait_for_event
 
 RUFLO = Path(sys.executable).parent / "ruflo"
 WIPE = "rm -rf build"
@@ -165,3 +165,74 @@ async def test_an_edit_the_hive_asks_about_shows_its_diff(make_board, scripted, 
     outcome = await asyncio.wait_for(attempt, 60)
     assert outcome.kind is OutcomeKind.COMPLETE
     assert (board.workspace / "calc.py").read_text().endswith("a + b\n")
+
+
+@pytest.mark.parametrize("earlier", [ApprovalStatus.APPROVED, ApprovalStatus.REJECTED])
+async def test_an_attempt_that_starts_over_is_asked_afresh(board, earlier):
+    """An earlier attempt's decision is not the next attempt's: when the attempt starts over (its
+    journal was closed: here the task changed) and the model asks for the same action at the
+    same turn, a new approval opens and the attempt waits on it."""
+    attempt, approval = await ask_and_wait(board, board.server)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    board.store.decide_approval(approval.id, earlier, decided_by="person:ops",
+                                reason="that was for the old task")
+    task = board.store.update_task(board.task.id, description="keep the build cache this time")
+
+    board.server.reset_counts()
+    again = asyncio.create_task(LLMExecutor().run(task, board.agent, board.hive,
+                                                  board.context(board.gateway, limits=LIMITS)))
+
+    def others() -> list[Approval]:
+        return [a for a in board.store.list_approvals(hive_id=board.hive.id)
+                if a.id != approval.id]
+
+    await until(lambda: again.done() or others(), what="no approval and no outcome")
+    assert not again.done(), f"the earlier {earlier} decision was taken again: {again.result()}"
+    [fresh] = others()
+    await stays(lambda: len(board.server.requests) == 1 and not again.done(),
+                what="the attempt that started over did not wait for its own approval")
+    assert (board.workspace / "build" / "out.o").exists()
+    assert fresh.status is ApprovalStatus.PENDING
+    assert fresh.data["journal_id"] != approval.data["journal_id"]
+    board.store.decide_approval(fresh.id, ApprovalStatus.REJECTED, decided_by="person:ops",
+                                reason="not now")
+    outcome = await asyncio.wait_for(again, 60)
+    assert outcome.kind is OutcomeKind.ABSTAIN
+    assert "not now" in board.server.requests[1]["messages"][-1]["content"]
+    assert (board.workspace / "build" / "out.o").exists()
+
+
+async def test_a_task_cancelled_while_its_action_waits_cancels_the_approval(board):
+    """`ruflo task cancel` while a person is asked: the approval is cancelled (with an event
+    saying why), the waiting attempt stops without running the command or calling the gateway,
+    `ruflo approval list` no longer shows it, and approving it afterwards is refused."""
+    attempt, approval = await ask_and_wait(board, board.server)
+
+    done = await asyncio.to_thread(cli, board, "task", "cancel", board.task.id)
+    assert done.returncode == 0, done.stderr
+    outcome = await asyncio.wait_for(attempt, 60)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "its approval was cancelled (the task is cancelled)" in (outcome.reason or "")
+    assert len(board.server.requests) == 1
+    assert (board.workspace / "build" / "out.o").exists()
+    cancelled = board.store.get_approval(approval.id)
+    assert cancelled.status is ApprovalStatus.CANCELLED
+    assert cancelled.decided_by == "ruflo"
+    [event] = board.store.events(board.hive.id, kinds=["approval_cancelled"])
+    assert event.data == {"approval_id": approval.id, "kind": "action",
+                          "reason": "the task is cancelled"}
+
+    listed = await asyncio.to_thread(cli, board, "approval", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "no approvals waiting"
+    refused = await asyncio.to_thread(cli, board, "approval", "approve", approval.id[:10])
+    assert refused.returncode == 2
+    said = refused.stderr.strip()
+    assert said.count("\n") == 0, said
+    assert f"approval {approval.id} was cancelled (the task is cancelled)" in said
+    assert "nothing was changed" in said
+    assert board.store.get_approval(approval.id).status is ApprovalStatus.CANCELLED
+    assert (board.workspace / "build" / "out.o").exists()

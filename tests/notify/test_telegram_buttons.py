@@ -18,6 +18,7 @@ from ruflo.agents import Limits, OutcomeKind, RunContext
 from ruflo.agents.loop import LLMExecutor
 from ruflo.commands.serve import hive_notifications
 from ruflo.config import load_settings
+from ruflo.engine.control import cancel_task
 from ruflo.gateway.client import GatewayClient
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, ApprovalStatus, Hive, Mode, Task
@@ -126,6 +127,25 @@ async def test_reject_button_reaches_the_model_and_a_second_press_changes_nothin
     assert "telegram:ops" in tool["content"]
     assert "already rejected by telegram:ops; nothing was changed" in setup.bot.answers[1]["text"]
     assert setup.store.list_approvals(hive_id="h1")[0].status is ApprovalStatus.REJECTED
+
+
+async def test_a_press_on_an_approval_whose_task_was_cancelled_changes_nothing(
+        setup: Setup) -> None:
+    with hive_notifications(setup.settings, setup.store, echo=lambda _: None):
+        attempt, message = await parked(setup)
+        cancel_task(setup.store, "t1")
+        outcome = await asyncio.wait_for(attempt, 60)
+        setup.bot.press(message, 0, user="late")
+        await until(lambda: setup.bot.answers, what="the press was never answered")
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert len(setup.gateway.requests) == 1
+    assert (setup.workspace / "build").exists()
+    approval = setup.store.list_approvals(hive_id="h1")[0]
+    assert approval.status is ApprovalStatus.CANCELLED
+    assert setup.bot.answers[0]["text"] == (
+        f"approval {approval.id} was cancelled (the task is cancelled): it can no longer be "
+        "decided; nothing was changed")
 
 
 async def test_presses_from_another_chat_decide_nothing(setup: Setup) -> None:

@@ -102,6 +102,31 @@ def test_pause_resume_cancel(served: Served) -> None:
     assert "hive_paused" in kinds
 
 
+def test_a_cancelled_hive_cancels_its_approvals_and_deciding_one_is_a_409(
+        served: Served) -> None:
+    hive = create(served, objective="Clean up", agents=1)
+    base = f"/api/v2/hives/{hive['id']}"
+    [task] = served.client.get(f"{base}/tasks").json()["tasks"]
+    action = served.store.create_approval(Approval(
+        id=new_id(), hive_id=hive["id"], kind=ApprovalKind.ACTION, subject="run `rm -rf build`",
+        data={"task_id": task["id"], "journal_id": "j1", "turn": 1}))
+    budget = served.store.create_approval(Approval(
+        id=new_id(), hive_id=hive["id"], kind=ApprovalKind.BUDGET_OVERRIDE, subject="raise it",
+        data={"scope": "hive", "scope_id": hive["id"]}))
+    assert served.client.post(f"{base}/cancel").status_code == 200
+
+    assert served.client.get(base).json()["approvals"] == []
+    listed = served.client.get(f"{base}/approvals", params={"status": "cancelled"}).json()
+    assert {a["id"]: a["data"]["reason"] for a in listed["approvals"]} == {
+        action.id: "the task is cancelled", budget.id: "the hive is cancelled"}
+    refused = served.client.post(f"{base}/approvals/{action.id}", json={"decision": "approved"})
+    assert refused.status_code == 409
+    assert refused.json()["message"] == (
+        f"approval {action.id} was cancelled (the task is cancelled): it can no longer be "
+        "decided; nothing was changed")
+    assert served.store.get_approval(action.id).status.value == "cancelled"
+
+
 def test_post_tasks_approvals_and_ledger(served: Served) -> None:
     hive = create(served, objective="Plan a trip", agents=1)
     base = f"/api/v2/hives/{hive['id']}"

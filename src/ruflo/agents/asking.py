@@ -3,9 +3,10 @@ permissions.py); "ask" opens an `action` approval showing the exact action and w
 Depends on the permissions, the workspace, the model and the Store protocol.
 
 While it waits, no gateway call is made (the loop is parked before the tool runs) and the engine
-keeps renewing the task's lease. An approval is found again by its key (task, turn, tool,
-arguments): an attempt that starts over after the process died finds it pending (and waits on it
-again) or decided, and never opens a second one.
+keeps renewing the task's lease. An approval is found again by its key (task, attempt journal,
+turn, tool, arguments): the attempt taken up again after the process died finds it pending (and
+waits on it again) or decided, and never opens a second one; an attempt that starts over (a new
+journal) is asked afresh. The store cancels an approval whose task, attempt journal or hive ends.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ def subject_of(action: Action, arguments: Mapping[str, object]) -> str:
     return text("branch")
 
 
-def action_key(task_id: str | None, step: int | str, tool: str,
+def action_key(task_id: str | None, journal_id: str | None, step: int | str, tool: str,
                arguments: Mapping[str, object]) -> str:
-    """The same action at the same step (an attempt's turn, an outside agent's tool-use id) has
-    the same key, in any process."""
-    canonical = json.dumps([task_id, step, tool, arguments], sort_keys=True, default=str)
+    """The same action at the same step (an attempt's turn, an outside agent's tool-use id) of
+    the same attempt (its journal: the same when the attempt is taken up again, a new one when
+    it starts over) has the same key, in any process."""
+    canonical = json.dumps([task_id, journal_id, step, tool, arguments], sort_keys=True,
+                           default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -99,23 +102,24 @@ class Asked:
     refusal: str | None = None
     approval: Approval | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        """The approval was cancelled while it waited: its task, attempt or hive ended."""
+        return self.approval is not None and self.approval.status is ApprovalStatus.CANCELLED
+
 
 class ActionGate:
     """Decides each governed tool call of one attempt (or of an outside agent that asks through
-    MCP: `agent` and `task` may then be unknown); waits on a person for "ask"."""
+    MCP: `agent` and `task` may then be unknown); waits on a person for "ask". `journal_id` is
+    the attempt's journal (None outside the built-in agent's loop)."""
 
     def __init__(self, store: Store, hive: Hive, agent: Agent | None, task: Task | None,
-                 workspace: Workspace | None, *, poll_seconds: float = 1.0) -> None:
+                 workspace: Workspace | None, *, journal_id: str | None = None,
+                 poll_seconds: float = 1.0) -> None:
         self.store, self.hive, self.agent, self.task = store, hive, agent, task
-        self.workspace = workspace
+        self.workspace, self.journal_id = workspace, journal_id
         self.poll_seconds = poll_seconds
         self.hive_policy, self.agent_policy = policies_of(hive, agent)
-
-    async def refusal(self, tool: str, raw_arguments: str, *, turn: int) -> str | None:
-        """The error the model reads instead of the tool's result, or None: run the tool (after
-        a person approved it, when the policy asks)."""
-        asked = await self.check(tool, raw_arguments, turn=turn)
-        return asked.refusal if asked is not None else None
 
     async def check(self, tool: str, raw_arguments: str, *, turn: int) -> Asked | None:
         """None when the tool is not governed or its arguments don't read (the toolbox answers
@@ -148,6 +152,9 @@ class ActionGate:
         if approval.status is ApprovalStatus.APPROVED:
             return Asked(verdict, None, approval)
         reason = approval.data.get("reason") or "no reason given"
+        if approval.status is ApprovalStatus.CANCELLED:
+            return Asked(verdict, f"error: {tool} was not run: its approval was cancelled "
+                                  f"({reason}).", approval)
         return Asked(verdict, f"error: {tool} was not run: a person rejected it "
                               f"({approval.decided_by or 'someone'}: {reason}). Do the task "
                               "another way, or abstain/escalate if you can't.", approval)
@@ -155,7 +162,8 @@ class ActionGate:
     def _open(self, action: Action, tool: str, arguments: Mapping[str, object], subject: str,
               verdict: Verdict, turn: int | None, step: str | None) -> Approval:
         task_id = self.task.id if self.task else None
-        key = action_key(task_id, step if step is not None else turn or 0, tool, arguments)
+        key = action_key(task_id, self.journal_id, step if step is not None else turn or 0,
+                         tool, arguments)
         existing = find_action_approval(self.store, self.hive.id, key)
         if existing is not None:
             return existing
@@ -169,7 +177,8 @@ class ActionGate:
             id=new_id(), hive_id=self.hive.id, kind=ApprovalKind.ACTION,
             agent_id=self.agent.id if self.agent else None,
             subject=f"{who} wants to {verb} {shown}{where}; {verdict.reason}",
-            data={"key": key, "task_id": task_id, "turn": turn, "step": step,
+            data={"key": key, "task_id": task_id, "journal_id": self.journal_id,
+                  "turn": turn, "step": step,
                   "action": action.value,
                   "tool": tool, "subject": subject, "arguments": dict(arguments),
                   "diff": self._diff(action, arguments), "rule": verdict.reason}))

@@ -51,11 +51,12 @@ class LLMExecutor:
     gets a nudge back to the tools. Before a tool runs, the hive's and the agent's action
     policies decide (agents/asking.py): deny → the model reads an error; ask → the loop waits
     there, spending nothing, until a person approves (the tool runs) or rejects (an error with
-    the reason). Every call asks for at most `completion_tokens` (the agent's
-    `max_tokens` setting, else the limits'), which is also what the budget books for the
-    answer. After `max_turns` calls without a task tool, the attempt fails. Each turn, tool call
-    and tool result is appended to the hive's events; what was done is left as a note in the
-    hive's memory.
+    the reason); an approval cancelled meanwhile (its task, attempt or hive ended) stops the
+    attempt as failed, nothing more run or recorded. Every call asks for at most
+    `completion_tokens` (the agent's `max_tokens` setting, else the limits'), which is also what
+    the budget books for the answer. After `max_turns` calls without a task tool, the attempt
+    fails. Each turn, tool call and tool result is appended to the hive's events; what was done
+    is left as a note in the hive's memory.
 
     Every message is also recorded in the attempt's journal as it happens (agents/journal.py):
     an attempt stopped by a crash, a pause or a budget continues from its last recorded turn
@@ -84,6 +85,8 @@ class Attempt:
     """One attempt of the built-in agent at a task: its conversation, tools and journal."""
 
     journal: Journal
+    gate: ActionGate
+    """Decides each governed tool call; its approvals belong to this attempt's journal."""
 
     def __init__(self, task: Task, agent: Agent, hive: Hive, ctx: RunContext,
                  gateway: Gateway) -> None:
@@ -97,13 +100,14 @@ class Attempt:
         self.schemas = tool_schemas(ctx.task_tools)
         self.toolbox = ToolBox(task=task, agent=agent, hive=hive, ctx=ctx, memory=self.memory,
                                workspace=self.workspace)
-        self.gate = ActionGate(ctx.store, hive, agent, task, self.workspace,
-                               poll_seconds=ctx.limits.approval_poll)
         self.call_context = CallContext(hive_id=hive.id, agent_id=agent.id, task_id=task.id,
                                         kind=CostKind.WORK)
         self.messages: list[ChatMessage] = []
         self.turn = 0
         self.outcome: TaskOutcome | None = None
+        self.stopped = False
+        """Stopped from outside: an approval it waited on was cancelled because its task, this
+        attempt's journal or the hive ended. Nothing more is run or recorded."""
 
     async def begin(self) -> None:
         """Take up the task's open journal, or open one with the system and task messages."""
@@ -115,7 +119,7 @@ class Attempt:
                 # A damaged journal must not block the task: it is closed, the attempt begins anew.
                 journal.close(f"its journal could not be read ({problem!r}); started over")
             else:
-                self.journal = journal
+                self._keep(journal)
                 await self._resume(taken)
                 return
         notes = self.memory.search_many(task_query(self.task),
@@ -128,7 +132,15 @@ class Attempt:
             {"role": "system", "content": system_prompt(self.agent, self.hive, self.ctx)},
             {"role": "user", "content": task_message(self.task, notes)},
         ]
-        self.journal = Journal.begin(self.ctx.store, self.task, self.agent, self.messages)
+        self._keep(Journal.begin(self.ctx.store, self.task, self.agent, self.messages))
+
+    def _keep(self, journal: Journal) -> None:
+        """Write to this journal, and ask approvals as its attempt: one taken up again finds its
+        own, one that starts over (a new journal) is asked afresh."""
+        self.journal = journal
+        self.gate = ActionGate(self.ctx.store, self.hive, self.agent, self.task, self.workspace,
+                               journal_id=journal.record.id,
+                               poll_seconds=self.ctx.limits.approval_poll)
 
     async def _resume(self, taken: Taken) -> None:
         self.messages, self.turn = taken.messages, taken.turn
@@ -193,6 +205,8 @@ class Attempt:
 
     async def answer(self, call: ToolCall) -> None:
         """Run one tool call (or refuse it once the attempt has ended) and record its result."""
+        if self.stopped:
+            return
         self.transcript.add(EventKind.TOOL_CALL, turn=self.turn, call_id=call.id,
                             name=call.name, arguments=call.arguments)
         if self.outcome is not None:
@@ -201,10 +215,19 @@ class Attempt:
             return
         # The policy decides before the call counts as started: a process that dies while a
         # person decides leaves the call unstarted, and the resumed attempt asks the same
-        # approval again (found by task, turn, tool and arguments) instead of calling it cut.
-        refusal = await self.gate.refusal(call.name, call.arguments, turn=self.turn)
-        if refusal is not None:  # denied by policy, or rejected by a person
-            self._tool_result(call, refusal, error=True)
+        # approval again (found by task, journal, turn, tool and arguments) instead of calling
+        # it cut.
+        asked = await self.gate.check(call.name, call.arguments, turn=self.turn)
+        if asked is not None and asked.cancelled:
+            # The task, this attempt or the hive ended while a person was asked: the journal
+            # may be closed already, and nothing this attempt would do can count.
+            self.stopped = True
+            self.outcome = TaskOutcome(OutcomeKind.FAILED, turns=self.turn,
+                                       reason=(asked.refusal or "").removeprefix("error: "))
+            return
+        if asked is not None and asked.refusal is not None:
+            # Denied by policy, or rejected by a person.
+            self._tool_result(call, asked.refusal, error=True)
             return
         self.journal.started(self.turn, call.id, call.name, call.arguments)
         reply = await self.dispatch(call)

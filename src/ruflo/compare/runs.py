@@ -21,7 +21,7 @@ from ruflo.engine.isolation import prepare_workspace
 from ruflo.engine.start import HiveSpec, start_hive
 from ruflo.errors import ConfigError, PolicyError, RufloError
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Event, Hive, HiveStatus, Mode, Task, new_id
+from ruflo.model import CANCELLED_BY, Agent, Event, Hive, HiveStatus, Mode, Task, new_id
 
 if TYPE_CHECKING:
     from ruflo.engine.board_engine import BoardEngine, LiveParams
@@ -418,6 +418,8 @@ def company_figures(events: Sequence[Event]) -> dict[str, Any]:
         elif event.kind == EventKind.APPROVAL_DECIDED and approval_id in approvals:
             approvals[approval_id].update(status=event.data.get("status"),
                                           decided_by=event.data.get("decided_by"))
+        elif event.kind == EventKind.APPROVAL_CANCELLED and approval_id in approvals:
+            approvals[approval_id].update(status="cancelled", decided_by=CANCELLED_BY)
 
     return {
         "plans": count(EventKind.TICKET_PLANNED), "delegations": count(EventKind.TICKET_DELEGATED),

@@ -94,14 +94,14 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
            budget: Budget | None = None, reason: str | None = None) -> Approval:
     """Record a decision and apply it. `budget` replaces the proposed one of a budget override;
     `reason` is kept with it (an agent whose action was rejected reads it).
-    Raises Conflict when the approval was decided already (nothing is changed)."""
+    Raises Conflict when the approval was decided already, or cancelled because it could no
+    longer take effect (nothing is changed)."""
     if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED):
         raise PolicyError("an approval is decided by approving or rejecting it")
     with store.transaction():
         approval = store.get_approval(approval_id)
         if approval.status is not ApprovalStatus.PENDING:
-            raise Conflict(f"approval {approval_id} was already {approval.status.value} by "
-                           f"{approval.decided_by or 'someone'}; nothing was changed")
+            raise Conflict(approval.settled_text())
         if budget is not None:
             if approval.kind is not ApprovalKind.BUDGET_OVERRIDE:
                 raise PolicyError("only a budget override takes a budget; nothing was changed")

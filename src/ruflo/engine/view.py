@@ -30,7 +30,8 @@ NOTABLE = (EventKind.TASK_POSTED, EventKind.TASK_CLAIMED, EventKind.TASK_DONE,
            EventKind.BUDGET_WARNING, EventKind.BUDGET_EXCEEDED, EventKind.OBJECTIVE_VERIFIED,
            EventKind.ATTEMPT_DISCARDED, EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
            EventKind.TICKET_REASSIGNED, EventKind.CHILDREN_COMPLETED, EventKind.APPROVAL_REQUESTED,
-           EventKind.APPROVAL_DECIDED, EventKind.HIRE_REQUESTED, EventKind.AGENT_HIRED)
+           EventKind.APPROVAL_DECIDED, EventKind.APPROVAL_CANCELLED, EventKind.HIRE_REQUESTED,
+           EventKind.AGENT_HIRED)
 
 STATE_STYLE = {TaskState.OPEN: "cyan", TaskState.CLAIMED: "yellow", TaskState.DONE: "green",
                TaskState.FAILED: "red", TaskState.BLOCKED: "magenta",

@@ -19,8 +19,8 @@ NOTABLE = frozenset({
     EventKind.TASK_RELEASED, EventKind.TASK_CANCELLED, EventKind.TASK_VERIFIED,
     EventKind.HIVE_PAUSED, EventKind.HIVE_RUNNING, EventKind.BUDGET_WARNING,
     EventKind.BUDGET_EXCEEDED, EventKind.OBJECTIVE_VERIFIED, EventKind.APPROVAL_REQUESTED,
-    EventKind.APPROVAL_DECIDED, EventKind.TICKET_DELEGATED, EventKind.TICKET_ESCALATED,
-    EventKind.AGENT_HIRED, EventKind.A2A_MESSAGE})
+    EventKind.APPROVAL_DECIDED, EventKind.APPROVAL_CANCELLED, EventKind.TICKET_DELEGATED,
+    EventKind.TICKET_ESCALATED, EventKind.AGENT_HIRED, EventKind.A2A_MESSAGE})
 """Hive events passed on as progress to an outside client; the rest (heartbeats, spend...) are
 not news, and the hive's end comes as the verified summary instead. (The terminal watcher,
 engine/view.py, shows more: lease expiries, lost agents, the hive's end.)"""

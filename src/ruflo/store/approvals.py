@@ -1,4 +1,6 @@
-"""Approvals: requests a person decides once (approve, reject, cancel).
+"""Approvals: requests a person decides once (approve, reject, cancel), and the cancelling of
+those that can no longer take effect (their task, attempt journal or hive ended), which the board,
+the journals and the hives call in the same transaction as the end.
 Depends on the core model and ruflo.store.core.
 """
 
@@ -9,12 +11,40 @@ import time
 
 from ruflo.errors import Conflict, NotFound
 from ruflo.event_kinds import EventKind
-from ruflo.model import Approval, ApprovalStatus
+from ruflo.model import CANCELLED_BY, JSON, Approval, ApprovalStatus
 from ruflo.store.core import SqlCore
 from ruflo.store.rows import APPROVAL_COLS, dumps, epoch, read_approval, refuse_nul
 
 
-class SqlApprovals(SqlCore):
+class SqlApprovalEnds(SqlCore):
+    """Cancels pending approvals whose task, attempt journal or hive ended."""
+
+    def _cancel_approvals(self, hive_id: str, why: str, *, task_id: str | None = None,
+                          journal_id: str | None = None, now: float | None = None) -> None:
+        """Cancel the hive's pending approvals (only those about `task_id`, or asked by the
+        attempt of `journal_id`, when given), each with an `approval_cancelled` event saying
+        `why`. Runs inside the caller's transaction."""
+        at = time.time() if now is None else now
+        events: list[tuple[str, str | None, str | None, JSON]] = []
+        for approval_id, agent_id, kind, raw in self._read(
+                "SELECT id, agent_id, kind, data FROM approvals WHERE hive_id = ? AND "
+                "status = 'pending' ORDER BY created_at, id", (hive_id,)):
+            data = json.loads(raw)
+            if (task_id is not None and data.get("task_id") != task_id) or \
+                    (journal_id is not None and data.get("journal_id") != journal_id):
+                continue
+            cur = self._exec("UPDATE approvals SET status = 'cancelled', decided_by = ?, "
+                             "decided_at = ?, data = ? WHERE id = ? AND status = 'pending'",
+                             (CANCELLED_BY, at, dumps({**data, "reason": why}), approval_id))
+            if cur.rowcount:
+                about = data.get("task_id")
+                events.append((EventKind.APPROVAL_CANCELLED, agent_id,
+                               about if isinstance(about, str) else None,
+                               {"approval_id": approval_id, "kind": kind, "reason": why}))
+        self._append(hive_id, events, at)
+
+
+class SqlApprovals(SqlApprovalEnds):
     """Approvals, in SQL."""
 
     def create_approval(self, approval: Approval) -> Approval:
@@ -52,9 +82,7 @@ class SqlApprovals(SqlCore):
                              (str(status), decided_by, time.time(), approval_id))
             row = cur.fetchone()
             if row is None:
-                current = self.get_approval(approval_id)
-                raise Conflict(f"approval {approval_id} was already {current.status} by "
-                               f"{current.decided_by}; nothing was changed")
+                raise Conflict(self.get_approval(approval_id).settled_text())
             approval = read_approval(row)
             self._append(approval.hive_id, [(EventKind.APPROVAL_DECIDED, approval.agent_id, None,
                                              {"approval_id": approval_id,

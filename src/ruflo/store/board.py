@@ -1,6 +1,6 @@
 """The board: tasks, their dependencies, claims and leases. The claim and finish path is the
-store's hottest: one statement each, plus the event. Depends on the core model and
-ruflo.store.core.
+store's hottest: one statement each, plus the event (a finish also cancels the task's pending
+approvals). Depends on the core model, ruflo.store.core and ruflo.store.approvals.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.event_kinds import EventKind
 from ruflo.model import JSON, Task, TaskState, find_cycle
+from ruflo.store.approvals import SqlApprovalEnds
 from ruflo.store.base import iter_batches
-from ruflo.store.core import SqlCore
 from ruflo.store.rows import TASK_COLS, dt, dumps, epoch, read_task, refuse_nul
 
 
-class SqlBoard(SqlCore):
+class SqlBoard(SqlApprovalEnds):
     """The board, in SQL."""
 
     def _insert_tasks(self, hive_id: str, tasks: Sequence[Task],
@@ -212,6 +212,8 @@ class SqlBoard(SqlCore):
             if data:
                 event.update(data)
             self._append(task.hive_id, [(f"task_{state}", agent_id, task_id, event)], now)
+            # A decision about this task could no longer take effect.
+            self._cancel_approvals(task.hive_id, f"the task is {state}", task_id=task_id, now=now)
         return task
 
     def release_task(self, task_id: str, agent_id: str, *, reason: str) -> Task:

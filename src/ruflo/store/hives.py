@@ -1,5 +1,6 @@
 """Hives and their agents: creating a hive with its roster and first board, reading, listing and
-updating both. Depends on the core model and ruflo.store.board."""
+updating both; a hive that ends cancels its pending approvals. Depends on the core model and
+ruflo.store.board."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class SqlHives(SqlBoard):
             hive: Hive = self._update_row("hives", "hive", HIVE_COLS, read_hive, hive_id,
                                           {"status": status, "pause_reason": reason})
             self._append(hive_id, [(f"hive_{status}", None, None, {"reason": reason})])
+            if status.terminal:  # no decision can take effect in an ended hive
+                self._cancel_approvals(hive_id, f"the hive is {status}")
         return hive
 
     def update_hive(self, hive_id: str, **fields: Any) -> Hive:

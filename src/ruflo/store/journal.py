@@ -1,6 +1,6 @@
 """Attempt journals: what each attempt of the built-in agent began with and every message since,
-so a process taking the task up again continues it. Depends on the core model and
-ruflo.store.core.
+so a process taking the task up again continues it; closing one cancels the approvals its attempt
+left pending. Depends on the core model, ruflo.store.core and ruflo.store.approvals.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 from ruflo.model import JSON, AttemptJournal, JournalEntry, JournalEntryKind
-from ruflo.store.core import SqlCore
+from ruflo.store.approvals import SqlApprovalEnds
 from ruflo.store.rows import dt, dt_req, dumps, epoch, refuse_nul
 
 _JOURNAL_COLS = ("id, hive_id, task_id, agent_id, task_hash, opening, opened_at, closed_at, "
                  "close_reason")
 
 
-class SqlJournal(SqlCore):
+class SqlJournal(SqlApprovalEnds):
     """Attempt journals, in SQL."""
 
     def open_journal(self, journal: AttemptJournal) -> AttemptJournal:
@@ -57,11 +57,17 @@ class SqlJournal(SqlCore):
         return seq
 
     def close_journal(self, journal_id: str, reason: str) -> bool:
+        now = time.time()
         with self.transaction():
-            cur = self._exec("UPDATE attempt_journals SET closed_at = ?, close_reason = ? "
-                             "WHERE id = ? AND closed_at IS NULL",
-                             (time.time(), reason, journal_id))
-            return bool(cur.rowcount)
+            row = self._exec("UPDATE attempt_journals SET closed_at = ?, close_reason = ? "
+                             "WHERE id = ? AND closed_at IS NULL RETURNING hive_id",
+                             (now, reason, journal_id)).fetchone()
+            if row is None:
+                return False
+            # The attempt will not be taken up again: nothing waits on what it asked.
+            self._cancel_approvals(row[0], f"its attempt's journal was closed: {reason}",
+                                   journal_id=journal_id, now=now)
+            return True
 
     def _with_entries(self, row: Any) -> AttemptJournal:
         entries = tuple(
