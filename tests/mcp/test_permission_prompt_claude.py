@@ -3,14 +3,13 @@ asking `ruflo mcp` before it runs `rm -rf build`: the question waits (no model c
 a real `ruflo approval approve|reject` decides it, and Claude Code runs the command or reads the
 reason. The model is the ScriptedGateway's Anthropic Messages endpoint.
 
-Needs the claude binary: RUFLO_CLAUDE_BIN, or `claude` on PATH (h-cli's install:
-npm install --prefix DIR @anthropic-ai/claude-code@2.1.332)."""
+Needs the claude binary scripts/install puts in .agent-clis (or on PATH): skipped without it,
+failed instead in CI (tests/agent_clis.py `require_agent_cli`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from test_transports import server_env
 
+from agent_clis import require_agent_cli
 from ruflo.gateway.scripted import ScriptedGateway
 from ruflo.model import Agent, ApprovalStatus, Hive, Mode, Task
 from ruflo.store import open_store
@@ -26,7 +26,6 @@ from waiting import stays_sync, wait_until
 pytestmark = pytest.mark.integration
 
 RUFLO = str(Path(sys.executable).with_name("ruflo"))
-CLAUDE = os.environ.get("RUFLO_CLAUDE_BIN") or shutil.which("claude")
 RULES = [
     {"match": {"last_user": "(?i)wipe the build", "turn": 1}, "reply": {"tool_calls": [
         {"name": "Bash", "arguments": {"command": "rm -rf build", "description": "Wipe"}}]}},
@@ -34,9 +33,9 @@ RULES = [
 ]
 
 
-@pytest.mark.skipif(CLAUDE is None, reason="no claude binary (set RUFLO_CLAUDE_BIN)")
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_claude_code_asks_ruflo_and_waits_for_the_person(tmp_path: Path, decision: str) -> None:
+    program = require_agent_cli("claude-code")
     data, work, home = tmp_path / "data", tmp_path / "work", tmp_path / "home"
     (work / "build").mkdir(parents=True)
     home.mkdir()
@@ -56,9 +55,8 @@ def test_claude_code_asks_ruflo_and_waits_for_the_person(tmp_path: Path, decisio
            "ANTHROPIC_AUTH_TOKEN": "sk-test", "ANTHROPIC_MODEL": "claude-sonnet-4-5",
            "ANTHROPIC_SMALL_FAST_MODEL": "claude-sonnet-4-5", "DISABLE_TELEMETRY": "1",
            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "MCP_TOOL_TIMEOUT": "600000"}
-    assert CLAUDE is not None
     claude = subprocess.Popen(
-        [CLAUDE, "-p", "wipe the build folder", "--output-format", "json", "--max-turns", "4",
+        [program, "-p", "wipe the build folder", "--output-format", "json", "--max-turns", "4",
          "--mcp-config", str(config), "--permission-prompt-tool",
          "mcp__ruflo__permission_prompt"], cwd=work, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
