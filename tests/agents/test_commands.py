@@ -12,6 +12,7 @@ import pytest
 
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.sandbox import Sandbox, SandboxMode, current_sandbox
+from waiting import until
 
 
 async def test_exit_code_and_interleaved_output(workspace: Path) -> None:
@@ -144,3 +145,26 @@ async def test_a_halt_stops_the_command_like_a_timeout_but_is_not_one(workspace:
     assert result.timed_out is False
     assert result.exit_code is not None
     assert result.exit_code < 0  # ended by a signal
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+async def test_a_command_cancelled_twice_is_still_stopped_whole(
+        workspace: Path, sandboxed: bool) -> None:
+    """An engine pausing a hive cancels the attempt, then cancels it again as it stops: the
+    second cancellation must not cut short the first one's SIGTERM, grace and SIGKILL, or an
+    agent CLI that shrugs off SIGTERM would outlive its attempt."""
+    sandbox = current_sandbox() if sandboxed else Sandbox(SandboxMode.OFF)
+    length = f"600.{uuid.uuid4().int % 10**9}"
+    script = (f"trap 'echo > got-term' TERM; (trap '' TERM; exec sleep {length}) & "
+              "echo started; while :; do wait; done")
+    started = asyncio.Event()
+    running = asyncio.ensure_future(run_command(
+        script, cwd=workspace, env=command_env(), time_limit=600, grace=2, sandbox=sandbox,
+        on_output=lambda _: started.set()))
+    await asyncio.wait_for(started.wait(), 60)
+    running.cancel()
+    await until(lambda: (workspace / "got-term").exists())  # in its grace period now
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 60)
+    assert running_with(length) == []

@@ -15,9 +15,10 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ruflo.agents.sandbox import Sandbox, current_sandbox
 
@@ -120,6 +121,8 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
     does not exist all come back as a CommandResult the agent can read. Raises ConfigError when
     commands are refused (no working sandbox and no opt-out): nothing runs then. When `halt` is
     set the command is stopped as on a timeout (SIGTERM, grace, SIGKILL), but not called timed out.
+    Cancelled, it stops the command the same way before the cancellation goes on, and a second
+    cancellation meanwhile does not cut that short: no process of the command outlives the call.
     """
     started = time.monotonic()
     sandbox = sandbox if sandbox is not None else current_sandbox()
@@ -179,16 +182,7 @@ async def run_command(command: str | Sequence[str], *, cwd: Path, env: Mapping[s
             timed_out = halt is None or not halt.is_set()
     finally:
         # Also on cancellation: whatever the command started must not outlive it.
-        if process.returncode is None:
-            await stop_group(process, grace)
-        kill_group(process.pid, signal.SIGKILL)
-        for helper in (reader, feeder):
-            if helper is not None and not helper.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(helper), 1.0)
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await helper
+        await to_the_end(end_command(process, grace, (reader, feeder)))
     exit_code = process.returncode
     if sandbox.confines and exit_code is not None and 128 < exit_code <= 128 + 64:
         # bwrap reports a command killed by a signal as 128 + the signal, as a shell does.
@@ -209,11 +203,47 @@ async def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
     try:
         return await asyncio.shield(spawning)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            process = await spawning
-            kill_group(process.pid, signal.SIGKILL)
-            await wait_exit(process, 5.0)
+        await to_the_end(kill_started(spawning))
         raise
+
+
+async def kill_started(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    with contextlib.suppress(Exception):  # it failed to start: nothing runs
+        process = await spawning
+        kill_group(process.pid, signal.SIGKILL)
+        await wait_exit(process, 5.0)
+
+
+async def end_command(process: asyncio.subprocess.Process, grace: float,
+                      helpers: Sequence[asyncio.Future[None] | None]) -> None:
+    """Stop the command's process group (SIGTERM, grace, SIGKILL) and its output's readers."""
+    if process.returncode is None:
+        await stop_group(process, grace)
+    kill_group(process.pid, signal.SIGKILL)
+    for helper in helpers:
+        if helper is not None and not helper.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(helper), 1.0)
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await helper
+
+
+async def to_the_end(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run `cleanup` to its end even when the caller is cancelled meanwhile, again and again
+    (an engine pausing a hive cancels the attempt, then cancels it once more as it stops): a
+    cancellation met on the way is raised once the cleanup is done. Only the cleanup's own
+    cancellation (its event loop closing) cuts it short."""
+    job = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    job.result()
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> bool:
