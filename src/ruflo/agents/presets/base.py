@@ -9,6 +9,7 @@ group) and feeds the output, line by line, to the preset's reader.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -73,6 +74,28 @@ class Reader:
         """Events still held when the output ends (a turn whose blocks came one by one)."""
         return []
 
+
+
+class JsonLines(Reader):
+    """A reader of a CLI that writes one JSON object a line: each object goes to `event`;
+    anything else (a plain line, a JSON value that is not an object) is kept as plain output."""
+
+    def read(self, line: str) -> list[Event]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return super().read(line)
+        if not isinstance(event, dict):
+            return super().read(line)
+        return self.event(event, line)
+
+    def event(self, event: dict[str, Any], line: str) -> list[Event]:
+        """The events one JSON object stands for (`line`: its text, for `plain`)."""
+        raise NotImplementedError
+
+    def plain(self, line: str) -> list[Event]:
+        """`line` kept as plain output (an object the reader does not know)."""
+        return Reader.read(self, line)
 
 @dataclass(frozen=True, slots=True)
 class Preset:

@@ -9,10 +9,9 @@ adapter config: `permission_mode` (default acceptEdits), `allowed_tools` (a list
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ruflo.agents.presets.base import Event, Preset, Reader, Setup
+from ruflo.agents.presets.base import Event, JsonLines, Preset, Reader, Setup
 from ruflo.event_kinds import EventKind
 
 ALLOWED_TOOLS = ("Read", "Write", "Edit", "MultiEdit", "Bash", "Glob", "Grep", "LS",
@@ -61,7 +60,7 @@ class ClaudeCode(Preset):
         return StreamJson()
 
 
-class StreamJson(Reader):
+class StreamJson(JsonLines):
     """`--output-format stream-json --verbose`: one JSON object a line — `system` (init),
     `assistant` (a message: text and tool_use blocks, one block a line as they stream, all with
     the message's id), `user` (tool_result blocks), `result` (the final answer, is_error,
@@ -72,13 +71,7 @@ class StreamJson(Reader):
         self.message: dict[str, Any] | None = None
         """The assistant message being received (its blocks so far)."""
 
-    def read(self, line: str) -> list[Event]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return super().read(line)
-        if not isinstance(event, dict):
-            return super().read(line)
+    def event(self, event: dict[str, Any], line: str) -> list[Event]:
         kind = event.get("type")
         if kind == "assistant":
             return self.assistant(event.get("message") or {})
@@ -95,7 +88,7 @@ class StreamJson(Reader):
             return done
         if kind == "system":
             return done  # init: the session, tools and model; nothing the transcript needs
-        return done + super().read(line)
+        return done + self.plain(line)
 
     def assistant(self, message: dict[str, Any]) -> list[Event]:
         held = self.message

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ruflo.agents.presets.base import Event, Preset, Reader, Setup
+from ruflo.agents.presets.base import Event, JsonLines, Preset, Reader, Setup
 from ruflo.event_kinds import EventKind
 
 
@@ -52,18 +52,12 @@ class Codex(Preset):
         return ExecJson()
 
 
-class ExecJson(Reader):
+class ExecJson(JsonLines):
     """`codex exec --json`: one JSON event a line — thread.started, turn.started,
     item.started / item.completed (agent_message, reasoning, command_execution, file_change,
     mcp_tool_call, ...), turn.completed (usage), turn.failed, error."""
 
-    def read(self, line: str) -> list[Event]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return super().read(line)
-        if not isinstance(event, dict):
-            return super().read(line)
+    def event(self, event: dict[str, Any], line: str) -> list[Event]:
         kind = event.get("type")
         if kind == "turn.started":
             self.turns += 1
@@ -81,7 +75,7 @@ class ExecJson(Reader):
             return [(EventKind.PROCESS_OUTPUT, {"text": f"codex: {self.error}"})]
         if kind in ("thread.started", "item.updated"):
             return []
-        return super().read(line)
+        return self.plain(line)
 
     def item(self, item: dict[str, Any], *, done: bool) -> list[Event]:
         kind, call_id = item.get("type"), item.get("id")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ruflo.agents.presets.base import Event, Preset, Reader, Setup
+from ruflo.agents.presets.base import Event, JsonLines, Preset, Reader, Setup
 from ruflo.event_kinds import EventKind
 
 SETTINGS: dict[str, Any] = {
@@ -47,7 +47,7 @@ class GeminiCli(Preset):
         return StreamJson()
 
 
-class StreamJson(Reader):
+class StreamJson(JsonLines):
     """`--output-format stream-json`: one JSON event a line — init, message (the user's, then
     the assistant's text in `delta` pieces), tool_use, tool_result, error, result (status,
     stats). The assistant's text pieces and the calls it made become one turn (and its tool
@@ -58,13 +58,7 @@ class StreamJson(Reader):
         self.text = ""
         self.calls: list[dict[str, Any]] = []
 
-    def read(self, line: str) -> list[Event]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return super().read(line)
-        if not isinstance(event, dict):
-            return super().read(line)
+    def event(self, event: dict[str, Any], line: str) -> list[Event]:
         kind = event.get("type")
         if kind == "message":
             if event.get("role") == "assistant":
@@ -99,7 +93,7 @@ class StreamJson(Reader):
             return events
         if kind == "init":
             return []
-        return super().read(line)
+        return self.plain(line)
 
     def finish(self) -> list[Event]:
         return self.turn()  # output that ended mid-turn (the program was stopped)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ruflo.agents.presets.base import Event, Preset, Reader, Setup
+from ruflo.agents.presets.base import Event, JsonLines, Preset, Reader, Setup
 from ruflo.event_kinds import EventKind
 
 PROVIDER = "ruflo"
@@ -64,18 +64,12 @@ class OpenCode(Preset):
         return RunJson()
 
 
-class RunJson(Reader):
+class RunJson(JsonLines):
     """`run --format json`: one JSON event a line — step_start (a model turn begins), text
     (its answer), tool_use (a tool with its input, status and output), step_finish (the turn's
     tokens and why it ended), error."""
 
-    def read(self, line: str) -> list[Event]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return super().read(line)
-        if not isinstance(event, dict):
-            return super().read(line)
+    def event(self, event: dict[str, Any], line: str) -> list[Event]:
         kind = event.get("type")
         part = mapping(event.get("part"))
         if kind == "step_start":
@@ -99,7 +93,7 @@ class RunJson(Reader):
         if kind == "error":
             self.error = error_text(event.get("error"))
             return [(EventKind.PROCESS_OUTPUT, {"text": f"opencode: {self.error}"})]
-        return super().read(line)
+        return self.plain(line)
 
     def tool(self, part: dict[str, Any]) -> list[Event]:
         state = mapping(part.get("state"))
