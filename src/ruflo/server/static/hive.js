@@ -13,7 +13,7 @@
 
   const state = {
     hive: null, tasks: new Map(), agents: new Map(), events: [], lastSeq: 0,
-    open: new Map(), spans: [], refreshing: false, again: false, timer: null, gone: false,
+    open: new Map(), spans: [], calls: new Map(), refreshing: false, again: false, timer: null, gone: false,
   };
 
   function agentName(id) {
@@ -54,6 +54,7 @@
       renderActions();
       renderSpend();
       renderLog();
+      renderTranscripts();
       renderTimeline();
     } catch (error) {
       if (error.status === 404) {
@@ -270,8 +271,8 @@
       ? [data.sender, data.description].filter(Boolean).join(": ") : "");
     const reason = why ? " (" + why + ")" : "";
     // An agent's transcript (the built-in agent's or an agent CLI's) names the tool it used.
-    const tool = (event.kind === "tool_call" || event.kind === "tool_result") && data.name
-      ? data.name + (event.kind === "tool_result" && data.ok === false ? " (failed)" : "") : "";
+    const tool = (event.kind === "tool_call" || event.kind === "tool_result") && toolName(data)
+      ? toolName(data) + (event.kind === "tool_result" && data.ok === false ? " (failed)" : "") : "";
     const text = event.kind.replace(/_/g, " ") + (tool ? " " + tool : "");
     return [who, text, what].filter(Boolean).join(" ") + reason;
   }
@@ -286,7 +287,64 @@
     }
   }
 
+  // Each agent's transcript: its turns, tool calls and results and how its tasks went, under
+  // its name; text only, every detail cut short and control characters made inert.
+  const TRANSCRIPT = new Set(["task_claimed", "agent_turn", "tool_call", "tool_result", "process_exited",
+    "task_done", "task_verified", "task_failed", "task_released", "lease_expired"]);
+  const DETAIL_SHOWN = 240;
+
+  function short(value) {
+    const text = inert(typeof value === "string" ? value : JSON.stringify(value));
+    return text.length > DETAIL_SHOWN ? text.slice(0, DETAIL_SHOWN) + "…" : text;
+  }
+
+  // A tool result's tool: its own name, else its call's (Claude Code's results carry only the id).
+  function toolName(data) {
+    return data.name || state.calls.get(data.call_id) || "";
+  }
+
+  function transcriptEntry(event) {
+    const data = event.data || {};
+    const turn = data.turn != null ? "turn " + data.turn + " · " : "";
+    const task = event.task_id ? " (" + taskTitle(event.task_id) + ")" : "";
+    if (event.kind === "tool_call") {
+      return [turn + "tool call " + inert(data.name), short(data.arguments || {})];
+    }
+    if (event.kind === "tool_result") {
+      return [turn + "tool result " + inert(toolName(data) || "(unknown call)") + (data.ok === false ? " (failed)" : ""), short(data.content || "")];
+    }
+    if (event.kind === "agent_turn") {
+      const calls = (data.tool_calls || []).map((c) => inert(c.name)).join(", ");
+      return [turn + "agent turn" + (calls ? ", calls " + calls : ""), short(data.content || "")];
+    }
+    if (event.kind === "process_exited") {
+      return ["process exited " + inert(String(data.exit_code)) + task, short(data.final || data.reason || "")];
+    }
+    return [event.kind.replace(/_/g, " ") + task, data.reason ? short(data.reason) : ""];
+  }
+
+  function renderTranscripts() {
+    const box = $("transcripts");
+    box.textContent = "";
+    for (const agent of state.agents.values()) {
+      const mine = state.events.filter((e) => e.agent_id === agent.id && TRANSCRIPT.has(e.kind));
+      const list = el("ol", { class: "events transcript-events", tabindex: "0",
+                              "aria-label": "Transcript of " + agent.name });
+      for (const event of mine) {
+        const [head, detail] = transcriptEntry(event);
+        list.append(el("li", { value: String(event.seq), "data-kind": event.kind },
+          el("span", { class: "transcript-head", text: head }),
+          detail ? el("span", { class: "transcript-detail", text: detail }) : null));
+      }
+      box.append(el("section", { class: "transcript", "data-agent-id": agent.id, "aria-label": agent.name },
+        el("h3", { text: agent.name + " · " + agent.adapter }),
+        mine.length ? list : el("p", { class: "muted", text: "Nothing yet." })));
+    }
+  }
+
   function track(event) {
+    const data = event.data || {};
+    if (event.kind === "tool_call" && data.call_id && data.name) state.calls.set(data.call_id, String(data.name));
     if (event.kind === "task_claimed" && event.task_id) {
       state.open.set(event.task_id, { agent: event.agent_id, task: event.task_id, start: Date.parse(event.ts), end: null, outcome: null });
     } else if (ENDS.has(event.kind) && event.task_id && state.open.has(event.task_id)) {
