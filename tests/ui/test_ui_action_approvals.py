@@ -38,7 +38,10 @@ def waiting_hive(servers: Servers, page: Any) -> tuple[Any, Any, str, Path]:
     served = servers.start(gateway_url=gateway.base_url, key="sk-test", live=True)
     answer = served.http.post("/api/v2/hives", json={
         "objective": "Clean the build", "agents": [{"name": "ada"}],
-        "tasks": [{"title": "Clean the build"}]})
+        "tasks": [{"title": "Clean the build"}],
+        # The agent works in the hive's folder itself, so the test can put `build` there while
+        # the command waits (under git isolation it works in a worktree cut at claim time).
+        "isolation": "none"})
     assert answer.status_code == 201, answer.text
     hive_id = answer.json()["id"]
     approval = wait_until(lambda: next(iter(served.store.list_approvals(hive_id=hive_id)), None),
