@@ -135,3 +135,44 @@ async def test_a_released_claim_removes_its_worktree(store: SqlStore, tmp_path: 
     assert again["workspace"] == claimed["workspace"]
     assert not exists(again["workspace"], "half.txt")  # a fresh worktree
     assert on_branch(mine, hive["id"], "half.txt") is None
+
+
+def link_out(folder: str, name: str) -> None:
+    Path(folder, name).symlink_to("/etc/hostname")
+
+
+async def test_a_commit_refused_by_ruflos_checks_fails_the_task(store: SqlStore,
+                                                                tmp_path: Path) -> None:
+    mine, _ = user_repo(tmp_path)
+    async with connect(store, tmp_path) as client:
+        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
+                           agents=AGENTS))["hive"]
+        task = (await call(client, "post_task", hive="h", title="t"))["task"]
+        claimed = await call(client, "claim_next_task", hive="h", agent="ada")
+        link_out(claimed["workspace"], "escape")
+        done = await call(client, "complete_task", hive="h", task=task["id"], agent="ada",
+                          result="linked")
+    assert done["task"]["state"] == "failed"
+    assert "escape is a symlink pointing out of the repository" in done["integration"]["refused"]
+    assert "not merged: escape is a symlink" in done["task"]["result"]
+    assert on_branch(mine, hive["id"], "escape") is None
+    assert not exists(claimed["workspace"])
+
+
+async def test_a_vanished_clients_worktree_is_removed_when_a_new_process_claims(
+        store: SqlStore, tmp_path: Path) -> None:
+    mine, _ = user_repo(tmp_path)
+    async with connect(store, tmp_path) as client:
+        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
+                           agents=AGENTS))["hive"]
+        one = (await call(client, "post_task", hive="h", title="one"))["task"]
+        two = (await call(client, "post_task", hive="h", title="two"))["task"]
+        left = await call(client, "claim_next_task", hive="h", agent="ada", task=one["id"])
+    ada = next(a for a in store.list_agents(hive["id"]) if a.name == "ada")
+    store.release_task(one["id"], ada.id, reason="its lease ran out")  # the client vanished
+    assert exists(left["workspace"])
+    async with connect(store, tmp_path) as later:
+        await call(later, "claim_next_task", hive="h", agent="bob", task=two["id"])
+    assert not exists(left["workspace"])
+    cleaned = store.events(hive["id"], kinds=[EventKind.WORKTREES_CLEANED])
+    assert [e.data["tasks"] for e in cleaned] == [[one["id"]]]
