@@ -126,6 +126,8 @@ class EventKind(enum.StrEnum):
     """After a merge a merged task's verify failed: the merge was undone."""
     INTEGRATION_POSTED = "integration_posted"
     """A merge conflicted or broke the verify: an integration task carries it."""
+    WORKTREE_OPENED = "worktree_opened"
+    """An outside client's claim (MCP) got its attempt worktree: its path, branch and base."""
     WORKTREES_CLEANED = "worktrees_cleaned"
     """Leftover attempt worktrees (a killed process's) were removed at start."""
 

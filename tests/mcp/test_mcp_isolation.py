@@ -29,8 +29,7 @@ async def test_a_folder_ruflo_makes_is_a_repository_under_git_isolation(
     assert stored.config["start_commit"] == git("rev-parse", "HEAD", cwd=folder).stdout.strip()
     assert answer["isolation_notice"].startswith("isolation: git worktrees, starting from "
                                                  "commit ")
-    assert f"MCP clients that claim its tasks work in {folder} itself" in \
-        answer["isolation_notice"]
+    assert "each claim gets a git worktree of its own" in answer["isolation_notice"]
 
 
 async def test_a_repository_given_is_recorded_and_left_as_it_is(store: SqlStore,

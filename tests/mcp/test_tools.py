@@ -75,7 +75,7 @@ async def test_post_claim_complete_with_a_passing_verify(store: SqlStore, tmp_pa
         assert claimed["task"]["id"] == posted["id"]
         assert claimed["task"]["state"] == "claimed"
         assert claimed["task"]["assignee"] == "ada"
-        write_file(Path(hive["workspace"], "out.txt"), "done\n")
+        write_file(Path(claimed["workspace"], "out.txt"), "done\n")
         done = await call(client, "complete_task", hive="h", task=posted["id"], agent="ada",
                           result="wrote out.txt")
         assert done["task"]["state"] == "done"

@@ -228,6 +228,20 @@ class HiveRepo:
             git("merge", "--no-commit", "--no-ff", merge, cwd=path, check=False)
         return AttemptTree(path, git_dir, branch, base, merge)
 
+    def attempt_tree(self, task_id: str, base: str, *,
+                     merge: str | None = None) -> AttemptTree | None:
+        """The worktree an earlier `open_attempt` cut at `base` (None when it is gone)."""
+        path = self.attempt_path(task_id)
+        git_dir = self.common / "worktrees"
+        listing = git("worktree", "list", "--porcelain", cwd=self.top).stdout
+        if f"worktree {path}\n" not in listing + "\n" or not path.is_dir():
+            return None
+        found = [d for d in git_dir.iterdir() if (d / "gitdir").is_file()
+                 and Path((d / "gitdir").read_text().strip()).parent == path]
+        if not found:
+            return None
+        return AttemptTree(path, found[0], f"ruflo-tasks/{self.hive_id}/{task_id}", base, merge)
+
     def commit_attempt(self, tree: AttemptTree, message: str, *,
                        max_file_bytes: int = MAX_FILE_BYTES) -> tuple[str, list[str]]:
         """Commit what the attempt left (everything, untracked files too) on its base; returns

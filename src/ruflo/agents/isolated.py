@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ruflo.agents.asking import ActionGate
 from ruflo.agents.base import Executor, OutcomeKind, RunContext, TaskOutcome
 from ruflo.agents.commands import command_env, run_command
-from ruflo.agents.gitwork import Conflict, GitError, HiveRepo, shown
+from ruflo.agents.gitwork import AttemptTree, Conflict, GitError, HiveRepo, shown
 from ruflo.agents.permissions import Action
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, Hive, Task, TaskState, new_id
@@ -34,7 +34,7 @@ from ruflo.model import Agent, Hive, Task, TaskState, new_id
 if TYPE_CHECKING:
     from ruflo.store.base import Store
 
-__all__ = ["Integrator", "Isolated", "merge_commit_of"]
+__all__ = ["Integrator", "Isolated", "land", "merge_commit_of"]
 
 
 def merge_commit_of(store: Store, task: Task) -> str | None:
@@ -208,33 +208,43 @@ class Isolated:
             outcome = await self.inner.run(task, agent, hive, replace(ctx, workspace=tree.path))
             if outcome.kind is not OutcomeKind.COMPLETE:
                 return outcome
-            try:
-                commit, changed = await asyncio.to_thread(
-                    repo.commit_attempt, tree, f"ruflo: task {task.id}: {task.title[:60]}")
-            except GitError as error:
-                return replace(outcome, kind=OutcomeKind.FAILED, reason=str(error))
-            ctx.store.append_event(hive.id, EventKind.TASK_COMMITTED, agent_id=agent.id,
-                                   task_id=task.id,
-                                   data={"branch": tree.branch, "commit": commit,
-                                         "base": tree.base, "files": changed[:200],
-                                         "remote": repo.remote})
-            # The merge is an action too: a policy may ask a person first, or refuse it.
-            gate = ActionGate(ctx.store, hive, agent, task, None,
-                              poll_seconds=ctx.limits.approval_poll)
-            asked = await gate.decide(Action.MERGE, "merge", {
-                "branch": tree.branch, "commit": commit, "files": changed[:50]},
-                step=f"merge:{commit}")
-            if asked.refusal is not None:
-                return replace(outcome, kind=OutcomeKind.FAILED,
-                               reason=asked.refusal.removeprefix("error: "))
-            try:
-                posted = await self.integrator.integrate(ctx.store, task, agent, commit, ctx)
-            except GitError as error:
-                return replace(outcome, kind=OutcomeKind.FAILED,
-                               reason=f"integrating its commit failed: {error}")
+            failed, posted = await land(self.integrator, tree, task, agent, hive, ctx)
+            if failed is not None:
+                return replace(outcome, kind=OutcomeKind.FAILED, reason=failed)
             if posted is None:
                 return outcome
             note = f"(integration pending: task {posted} merges it)"
             return replace(outcome, result=f"{outcome.result or ''}\n{note}".strip())
         finally:
             await asyncio.to_thread(repo.remove_attempt, task.id)
+
+
+async def land(integrator: Integrator, tree: AttemptTree, task: Task, agent: Agent, hive: Hive,
+               ctx: RunContext) -> tuple[str | None, str | None]:
+    """A completed attempt's tree, committed by ruflo (outside any sandbox: gitwork's checks
+    refuse an oversized file, an outward symlink, conflict markers left), the `merge` action
+    decided and the commit integrated. Returns (why it failed, None) or (None, the id of the
+    integration task posted, None when merged). Ruflo's own attempts (`Isolated`) and outside
+    clients' claims (mcp/desk.py) both land here; the caller removes the worktree."""
+    repo = integrator.repo
+    try:
+        commit, changed = await asyncio.to_thread(
+            repo.commit_attempt, tree, f"ruflo: task {task.id}: {task.title[:60]}")
+    except GitError as error:
+        return str(error), None
+    ctx.store.append_event(hive.id, EventKind.TASK_COMMITTED, agent_id=agent.id,
+                           task_id=task.id,
+                           data={"branch": tree.branch, "commit": commit,
+                                 "base": tree.base, "files": changed[:200],
+                                 "remote": repo.remote})
+    # The merge is an action too: a policy may ask a person first, or refuse it.
+    gate = ActionGate(ctx.store, hive, agent, task, None, poll_seconds=ctx.limits.approval_poll)
+    asked = await gate.decide(Action.MERGE, "merge", {
+        "branch": tree.branch, "commit": commit, "files": changed[:50]},
+        step=f"merge:{commit}")
+    if asked.refusal is not None:
+        return asked.refusal.removeprefix("error: "), None
+    try:
+        return None, await integrator.integrate(ctx.store, task, agent, commit, ctx)
+    except GitError as error:
+        return f"integrating its commit failed: {error}", None

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ruflo.agents.gitwork import AttemptTree
 from ruflo.engine import start, stored_policy
+from ruflo.engine.claim_worktrees import ClaimWorktrees
 from ruflo.engine.isolation import check_isolation, isolation_of, prepare_workspace
 from ruflo.engine.start import HiveSpec, Planner
 from ruflo.engine.stored_policy import StoredPolicies
@@ -71,6 +73,8 @@ class Desk:
         self.policies = StoredPolicies()
         """The hives' policies, which choose what `claim_next_task` takes."""
         self.workspace_root = workspace_root
+        self.worktrees = ClaimWorktrees()
+        """A git hive's claims in worktrees of their own (engine/claim_worktrees.py)."""
         self.default_hive: str | None = None
         if default_hive is not None:
             self.default_hive = self.hive(default_hive).id
@@ -210,8 +214,8 @@ class Desk:
                    for agent_name, skills, role in agents]
         notice = prepared.notice
         if prepared.config["isolation"] == "git":
-            notice += (f"; MCP clients that claim its tasks work in {prepared.folder} itself "
-                       "(only the attempts ruflo runs get worktrees of their own)")
+            notice += ("; each claim gets a git worktree of its own (the claim's `workspace`): "
+                       "work there, ruflo commits and merges it on complete_task")
         return HiveSpec(id=hive_id, name=name, mode=hive_mode, objective=objective,
                         workspace=str(prepared.folder),
                         config={"seed": seed, "created_via": "mcp", **prepared.config},
@@ -260,7 +264,7 @@ class Desk:
                 if claimed is None:
                     raise Conflict(f"task {wanted.id} ({wanted.title!r}) is {wanted.state} "
                                    "or waits on dependencies, so it cannot be claimed now")
-                return self._claimed(claimed, agent, "the agent asked for it", reopened)
+                return self._claimed(hive, claimed, agent, "the agent asked for it", reopened)
             return self._choose_and_claim(hive, agent, reopened)
         return self.call(hive_ref, "claim_next_task", caller, claim, agent_name=agent_name)
 
@@ -277,16 +281,24 @@ class Desk:
             claimed = self.store.claim_task(hive.id, agent.id, lease_seconds=self.lease_seconds,
                                             task_id=chosen.task_id)
             if claimed is not None:
-                return self._claimed(claimed, agent, chosen.reason, reopened)
+                return self._claimed(hive, claimed, agent, chosen.reason, reopened)
         raise Conflict("other agents claimed every task this agent chose, eight times running; "
                        "nothing is held: call claim_next_task again")
 
-    def _claimed(self, task: Task, agent: Agent, why: str, reopened: list[str]) -> JSON:
+    def _claimed(self, hive: Hive, task: Task, agent: Agent, why: str,
+                 reopened: list[str]) -> JSON:
         self.store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                 heartbeat_at=utcnow())
+        tree = self.worktrees.open(self.store, hive, task, agent)
+        where = (f"work ONLY in {tree.path} (your own git worktree on branch {tree.branch}; "
+                 "changes made anywhere else are not merged)" if tree is not None else
+                 f"work in {hive.workspace} (the hive's shared folder)" if hive.workspace else
+                 "do the work")
         return {"task": self.task_json(task), "agent": agent.name, "reason": why,
                 "lease_seconds": self.lease_seconds, "reopened_expired": reopened,
-                "next": "do the work, call heartbeat before the lease ends, then complete_task "
+                "workspace": str(tree.path) if tree is not None else hive.workspace,
+                "worktree": tree is not None,
+                "next": f"{where}, call heartbeat before the lease ends, then complete_task "
                         "(or release_task to give it back)"}
 
     def heartbeat(self, caller: str, hive_ref: str | None, *, agent_name: str) -> JSON:
@@ -306,8 +318,13 @@ class Desk:
     async def complete_task(self, caller: str, hive_ref: str | None, *, task_ref: str,
                             agent_name: str, result: str, success: bool) -> JSON:
         """Finish the agent's claim. With success claimed and a verify command on the task, the
-        command runs in the hive's workspace and its exit code decides done or failed."""
+        command runs in the claim's worktree (a git hive) or the hive's workspace and its exit
+        code decides done or failed. In a git hive a passing attempt's worktree is then
+        committed and integrated as ruflo's own attempts are (agents/isolated.py `land`); a
+        commit refused or a merge refused fails the task; a conflict posts an integration task.
+        The worktree is removed once the task is finished, whatever the outcome."""
         hive = self.hive(hive_ref)
+        tree: AttemptTree | None = None
         try:
             agent = self.agent(hive, agent_name)
             task = self.task(hive, task_ref)
@@ -316,11 +333,18 @@ class Desk:
                 raise Conflict(f"task {task.id} ({task.title!r}) is {task.state}"
                                f"{f' (held by {holder})' if holder else ''}, not held by "
                                f"{agent_name!r}; nothing was changed")
+            tree = self.worktrees.tree(self.store, hive, task)
             verdict: JSON | None = None
             if success and task.verify:
-                verdict = await self._verify(hive, task, agent)
+                verdict = await self._verify(hive, task, agent,
+                                             tree.path if tree is not None else None)
             passed = verdict["passed"] if verdict is not None else None
             state = TaskState.DONE if success and passed is not False else TaskState.FAILED
+            landed = (await self.worktrees.land(self.store, hive, task, agent, tree)
+                      if tree is not None and state is TaskState.DONE else None)
+            if landed is not None:
+                state = TaskState.FAILED if landed.refused is not None else state
+                result = f"{result}\n{landed.note()}".strip()
             with self.store.transaction():
                 finished = self.store.finish_task(
                     task.id, agent.id, state=state, result=result,
@@ -335,15 +359,20 @@ class Desk:
             self.record(hive.id, "complete_task", caller, agent_name=agent_name,
                         error=str(error))
             raise
+        if tree is not None:  # a call refused above keeps the claim and so its worktree
+            self.worktrees.drop(self.store, hive, task)
         answer: JSON = {"task": self.task_json(finished)}
         if verdict is not None:
             answer["verify"] = verdict
+        if landed is not None:
+            answer["integration"] = landed.json()
         return answer
 
-    async def _verify(self, hive: Hive, task: Task, agent: Agent) -> JSON:
+    async def _verify(self, hive: Hive, task: Task, agent: Agent,
+                      worktree: Path | None = None) -> JSON:
         from ruflo.agents.commands import command_env, run_command
 
-        folder = workspace_of(hive)
+        folder = worktree if worktree is not None else workspace_of(hive)
         if folder is None:
             self.store.append_event(hive.id, EventKind.TASK_VERIFIED, agent_id=agent.id,
                                     task_id=task.id, data={
@@ -387,6 +416,7 @@ class Desk:
             task = self.task(hive, task_ref)
             released = self.store.release_task(task.id, agent.id, reason=reason)
             self.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None)
+            self.worktrees.drop(self.store, hive, task)
             return {"task": self.task_json(released)}
         return self.call(hive_ref, "release_task", caller, release, agent_name=agent_name)
 

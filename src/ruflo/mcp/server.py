@@ -145,7 +145,8 @@ def build_server(desk: Desk) -> MCPServer[Any]:
     ) -> JSON:
         """Claim the next task for `agent`, chosen by the hive's policy. The claim carries a
         lease (call heartbeat while working); an answer with task null says why and when to
-        ask again."""
+        ask again. Work in the answer's `workspace` folder: in a git hive (`worktree` true) it
+        is your own git worktree, and only what you leave there is committed and merged."""
         try:
             return desk.claim_next_task(caller_of(ctx), hive, agent_name=agent, skills=skills,
                                         task_ref=task)
@@ -171,8 +172,9 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         hive: HiveRef = None,
         ctx: Context | None = None,
     ) -> JSON:
-        """Finish a task you hold. If it has a verify command, that command runs in the hive's
-        workspace and its exit code decides whether it is done or failed."""
+        """Finish a task you hold. If it has a verify command, that command runs in your claim's
+        `workspace` and its exit code decides whether it is done or failed; in a git hive ruflo
+        then commits that worktree and merges it (`integration` in the answer says how)."""
         try:
             return await desk.complete_task(caller_of(ctx), hive, task_ref=task,
                                             agent_name=agent, result=result, success=success)

@@ -7,6 +7,7 @@ back from the store (engine/stored_policy.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field, StringConstraints
 
+from ruflo.engine.claim_worktrees import ClaimWorktrees
 from ruflo.engine.stored_policy import StoredPolicies
 from ruflo.errors import Conflict, NotFound
 from ruflo.event_kinds import EventKind
@@ -152,6 +154,8 @@ _agent_ids: dict[tuple[int, str, str], str] = {}
 
 POLICIES = StoredPolicies()
 """The hives' policies, which choose what a claim without a task id takes."""
+WORKTREES = ClaimWorktrees()
+"""Git hives' claims in worktrees of their own (engine/claim_worktrees.py)."""
 
 CLAIM_TRIES = 8
 """Choices lost to other agents' claims before a claim gives up (409, nothing held)."""
@@ -220,12 +224,16 @@ async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) ->
                                "dependencies, so it cannot be claimed now")
         else:
             task, reason, retry_after = _chosen_claim(store, hive, agent, lease)
+        tree = None
         if task is not None:
             store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                heartbeat_at=utcnow())
+            tree = WORKTREES.open(store, hive, task, agent)  # a git hive: the claim's own
     answer: dict[str, Any] = {"task": None if task is None else task_json(task),
                               "agent": agent.name, "agent_id": agent.id, "lease_seconds": lease,
-                              "reason": reason}
+                              "reason": reason,
+                              "workspace": str(tree.path) if tree is not None else hive.workspace,
+                              "worktree": tree is not None}
     if retry_after is not None:
         answer["retry_after_seconds"] = retry_after
     return JSONBytes(answer)
@@ -251,21 +259,34 @@ def _chosen_claim(store: Any, hive: Hive, agent: Agent,
 async def complete_task(hive: ChangeableHive, task_id: TaskId, body: CompleteBody,
                         ctx: Ctx) -> JSONBytes:
     """Finish the agent's claim: done, or failed when `success` is false or the task's verify
-    command fails in the hive's workspace."""
+    command fails in the claim's workspace. In a git hive the claim's worktree is then
+    committed and integrated (engine/claim_worktrees.py; `integration` says how) and removed."""
     task, agent = held_by(ctx, hive, task_id, body.agent)
-    verdict = await verify(ctx, hive, task, agent) if body.success and task.verify else None
+    tree = await asyncio.to_thread(WORKTREES.tree, ctx.store, hive, task)
+    verdict = (await verify(ctx, hive, task, agent, tree.path if tree is not None else None)
+               if body.success and task.verify else None)
     passed = None if verdict is None else verdict["passed"]
     state = TaskState.DONE if body.success and passed is not False else TaskState.FAILED
+    landed = (await WORKTREES.land(ctx.store, hive, task, agent, tree)
+              if tree is not None and state is TaskState.DONE else None)
+    result = body.result
+    if landed is not None:
+        state = TaskState.FAILED if landed.refused is not None else state
+        result = f"{result}\n{landed.note()}".strip()
     with ctx.store.transaction():
         finished = ctx.store.finish_task(
-            task.id, agent.id, state=state, result=body.result,
+            task.id, agent.id, state=state, result=result,
             verified=passed if isinstance(passed, bool) else None,
             data={"via": "rest", "claimed_success": body.success})
         ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
                                heartbeat_at=utcnow())
+    if tree is not None:
+        await asyncio.to_thread(WORKTREES.drop, ctx.store, hive, task)
     answer = {"task": task_json(finished)}
     if verdict is not None:
         answer["verify"] = verdict
+    if landed is not None:
+        answer["integration"] = landed.json()
     return JSONBytes(answer)
 
 
@@ -278,14 +299,17 @@ async def release_task(hive: ChangeableHive, task_id: TaskId, body: ReleaseBody,
         released = ctx.store.release_task(task.id, agent.id, reason=body.reason)
         ctx.store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
                                heartbeat_at=utcnow())
+    await asyncio.to_thread(WORKTREES.drop, ctx.store, hive, task)
     return JSONBytes({"task": task_json(released)})
 
 
-async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent) -> dict[str, Any]:
-    """Run the task's verify command in the hive's workspace; its exit code decides."""
+async def verify(ctx: ServerContext, hive: Hive, task: Task, agent: Agent,
+                 worktree: Path | None = None) -> dict[str, Any]:
+    """Run the task's verify command in the claim's worktree (a git hive) or the hive's
+    workspace; its exit code decides."""
     from ruflo.agents.commands import command_env, run_command
 
-    folder = Path(hive.workspace) if hive.workspace else None
+    folder = worktree or (Path(hive.workspace) if hive.workspace else None)
     if folder is None or not folder.is_dir():
         verdict: dict[str, Any] = {"command": task.verify, "passed": None,
                                    "skipped": "the hive has no workspace folder, so the verify "
