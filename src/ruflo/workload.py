@@ -187,26 +187,28 @@ class Workload:
         return any(a.reports_to for a in self.agents)
 
 
-def _read_file(path: Path, what: str) -> str:
-    """The file's text, refused unread when it is larger than MAX_FILE_BYTES."""
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise PolicyError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the "
-                          f"{MAX_FILE_BYTES // 2**20} MiB a {what} may be; nothing was stored")
-    return path.read_text(encoding="utf-8")
+def _read_file(path: Path, what: str, *, unchanged: str = "nothing was stored") -> str:
+    """The file's text; PolicyError saying why (and `unchanged`: what was not done) when it is
+    missing, a folder, unreadable, or larger than MAX_FILE_BYTES (then it is not read)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PolicyError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the "
+                              f"{MAX_FILE_BYTES // 2**20} MiB a {what} may be; {unchanged}")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"{what} {path} does not exist; {unchanged}") from None
+    except IsADirectoryError:
+        raise PolicyError(f"{what} {path} is a folder; give the YAML file inside it; "
+                          f"{unchanged}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"{what} {path} could not be read: {error}; {unchanged}") from None
 
 
 def load_workload(path: str | Path) -> Workload:
     """Read and validate a workload file. Raises PolicyError naming the file, field and problem."""
     path = Path(path)
-    try:
-        text = _read_file(path, "workload file")
-    except FileNotFoundError:
-        raise PolicyError(f"workload file {path} does not exist") from None
-    except IsADirectoryError:
-        raise PolicyError(f"workload {path} is a folder; give the YAML file inside it") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError(f"workload file {path} could not be read: {error}") from None
+    text = _read_file(path, "workload file")
     return parse_workload(text, source=path)
 
 
@@ -396,12 +398,7 @@ class Org:
 def load_org(path: str | Path) -> Org:
     """Read and validate an org chart file. Raises PolicyError naming the file and problem."""
     path = Path(path)
-    try:
-        text = _read_file(path, "org file")
-    except FileNotFoundError:
-        raise PolicyError(f"org file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError(f"org file {path} could not be read: {error}") from None
+    text = _read_file(path, "org file")
     return parse_org(text, source=path)
 
 
@@ -484,13 +481,7 @@ class Lineup:
 def load_lineup(path: str | Path) -> Lineup:
     """Read and validate an agent line-up file. Raises PolicyError naming the file and problem."""
     path = Path(path)
-    try:
-        text = _read_file(path, "agents file")
-    except FileNotFoundError:
-        raise PolicyError(f"agents file {path} does not exist; nothing was run") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError(f"agents file {path} could not be read: {error}; nothing was "
-                          "run") from None
+    text = _read_file(path, "agents file", unchanged="nothing was run")
     return parse_lineup(text, source=path)
 
 
