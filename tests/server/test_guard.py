@@ -281,7 +281,7 @@ def test_every_write_route_takes_json_only(served: Served) -> None:
     task_id = served.store.list_tasks(hive_id)[0].id
     conversation = served.client.post("/api/v2/conversations", json={}).json()
     ids = {"hive_id": hive_id, "task_id": task_id, "approval_id": "approval-1",
-           "conversation_id": conversation["conversationId"], "call_id": "call-1",
+           "conversation_id": conversation["conversationId"], "call_id": "call-1", "agent_id": "agent-1",
            "name": "some-server"}
     before = snapshot(served)
     routes = write_routes(served)
