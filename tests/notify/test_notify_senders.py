@@ -132,3 +132,21 @@ def test_credentials_file_reads_prefixed_names(tmp_path) -> None:  # type: ignor
     path.write_text("# alerts\nexport FRANK_C2_TELEGRAM_BOT_TOKEN='123:abc'\n"
                     "FRANK_C2_TELEGRAM_CHAT_ID=-100\n")
     assert read_credentials_file(path) == ("123:abc", "-100")
+
+
+async def test_the_telegram_stand_in_answers_the_button_poller_like_a_quiet_bot(
+        telegram: ProviderStandIn) -> None:
+    """`ruflo serve` polls getUpdates whenever Telegram is configured; the stand-in answers that
+    poll with no presses and keeps it out of `received`, which holds only what was sent."""
+    import httpx
+
+    from ruflo.notify.telegram_buttons import TelegramButtons
+
+    buttons = TelegramButtons("123:SECRET", "42", lambda *_: "unused", api_base=telegram.url,
+                              poll_seconds=0)
+    async with httpx.AsyncClient() as client:
+        assert await buttons.poll_once(client) == 0
+    await TelegramSender("123:SECRET", "42", api_base=telegram.url).send(MESSAGE)
+    assert telegram.polls == 1
+    [sent] = telegram.received
+    assert sent.path.endswith("/sendMessage")

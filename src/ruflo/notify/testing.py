@@ -36,7 +36,12 @@ class Reply:
 
 class ProviderStandIn:
     """`replies` are used in order, one per request; after them every request gets the usual
-    success answer of `style` ("telegram", "resend" or "webhook")."""
+    success answer of `style` ("telegram", "resend" or "webhook").
+
+    `received` holds what was sent to the provider. A Telegram stand-in also answers the
+    approve/reject poller's getUpdates as the Bot API does when nobody pressed anything (it holds
+    the long poll up to a second, then answers with no updates); those polls are counted in
+    `polls`, not kept in `received`, and take no scripted reply."""
 
     def __init__(self, style: str = "telegram") -> None:
         self.style = style
@@ -45,22 +50,30 @@ class ProviderStandIn:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._count = 0
+        self.polls = 0
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                reply = stand_in._take(Received("POST", self.path, dict(self.headers.items()), body))
+                request = Received("POST", self.path, dict(self.headers.items()), body)
+                if stand_in.style == "telegram" and self.path.endswith("/getUpdates"):
+                    self._answer(200, stand_in._no_updates(request))
+                    return
+                reply = stand_in._take(request)
                 if reply.hang:
                     stand_in._closed.wait(60)
                     return
-                payload = json.dumps(reply.body if reply.body is not None
-                                     else stand_in._success()).encode()
-                self.send_response(reply.status)
+                self._answer(reply.status, reply.body if reply.body is not None
+                             else stand_in._success(), reply.headers)
+
+            def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
-                for name, value in reply.headers.items():
+                for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
@@ -102,6 +115,16 @@ class ProviderStandIn:
             self.received.append(request)
             self._count += 1
             return self.replies.popleft() if self.replies else Reply()
+
+    def _no_updates(self, request: Received) -> Any:
+        with self._lock:
+            self.polls += 1
+        try:
+            wait = float(request.json().get("timeout") or 0)
+        except (ValueError, AttributeError):
+            wait = 0.0
+        self._closed.wait(min(wait, 1.0))
+        return {"ok": True, "result": []}
 
     def _success(self) -> Any:
         if self.style == "telegram":
