@@ -10,6 +10,7 @@ protocol, agents/gitwork.py + agents/isolated.py and engine/isolation.py.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from ruflo.agents.base import RunContext
@@ -53,18 +54,26 @@ class ClaimWorktrees:
 
     def __init__(self) -> None:
         self.integrators: dict[str, Integrator] = {}
+        self._opening = threading.Lock()
+
+    @staticmethod
+    def isolated(hive: Hive) -> bool:
+        """Whether the hive's claims get worktrees of their own (a git hive)."""
+        return isolation_of(hive) == "git"
 
     def integrator(self, store: Store, hive: Hive) -> Integrator | None:
         """The git hive's integrator (its integration branch made ready and a killed process's
-        leftover worktrees removed, once per hive here); None for a hive sharing its folder."""
-        if isolation_of(hive) != "git":
+        leftover worktrees removed, once per hive here, even when claims open worktrees from
+        several threads at once); None for a hive sharing its folder."""
+        if not self.isolated(hive):
             return None
-        if hive.id not in self.integrators:
-            integrator = open_isolation(store, hive)
-            if integrator is None:
-                return None
-            self.integrators[hive.id] = integrator
-        return self.integrators[hive.id]
+        with self._opening:
+            if hive.id not in self.integrators:
+                integrator = open_isolation(store, hive)
+                if integrator is None:
+                    return None
+                self.integrators[hive.id] = integrator
+            return self.integrators[hive.id]
 
     def open(self, store: Store, hive: Hive, task: Task, agent: Agent) -> AttemptTree | None:
         """A git hive: the claim's fresh worktree, recorded; blocking (git). None otherwise."""
