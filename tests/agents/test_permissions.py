@@ -89,6 +89,8 @@ def test_a_policy_reads_back_the_same() -> None:
     ({"run_command": {"deflt": "ask"}}, "unknown key 'deflt' (expected default, rules)"),
     (["write"], "expected a mapping of action to allow|ask|deny, not list"),
     ({"write": 3}, "write: expected allow|ask|deny or a mapping"),
+    ({"read": {"rules": [{"glob": "x" * 1001, "decision": "deny"}]}},
+     "read.rules[0]: the pattern has 1001 characters, more than 1000"),
 ])
 def test_bad_policies_are_refused_with_what_is_wrong(raw: object, said: str) -> None:
     with pytest.raises(PolicyError) as refused:
@@ -97,3 +99,22 @@ def test_bad_policies_are_refused_with_what_is_wrong(raw: object, said: str) -> 
     assert text.startswith("hive.yaml: actions: 1 problem")
     assert said in text
     assert text.endswith("nothing was changed")
+
+
+CATASTROPHIC = r"(a|a)+$"
+"""Exponential backtracking on a run of a's that does not match at the end."""
+
+
+@pytest.mark.parametrize(("decision", "decided_instead"), [
+    ("allow", Decision.ASK), ("ask", Decision.ASK), ("deny", Decision.DENY)])
+def test_an_owners_regex_that_runs_out_of_time_asks_a_person(
+        decision: str, decided_instead: Decision) -> None:
+    hive = parse_actions({"run_command": {"rules": [
+        {"regex": CATASTROPHIC, "decision": decision}]}}, "hive")
+    verdict = decide_action(Action.RUN_COMMAND, "a" * 64 + "!", hive=hive, agent=NONE)
+    assert verdict.decision is decided_instead
+    assert "ran out of time (0.05 s) on this run_command subject" in verdict.reason
+    assert CATASTROPHIC in verdict.reason
+    # The same rule still decides quickly where it can: a plain match.
+    assert decide_action(Action.RUN_COMMAND, "aaaa", hive=hive,
+                         agent=NONE).decision is Decision(decision)

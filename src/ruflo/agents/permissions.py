@@ -1,13 +1,17 @@
 """Per-action policies: whether an agent's action (a tool call, a merge) runs, waits for a person
 or is refused. `decide_action` is the one pure function that decides; `parse_actions` reads and
 validates the `actions:` block of a workload, an org file, a hive's config or the API.
-Depends on ruflo.errors only.
+Depends on ruflo.errors and the `regex` library (a rule's regex runs with a time limit).
 
 A policy maps an action to a decision (`allow`, `ask`, `deny`), or to a default plus rules that
 match the action's subject (the command of run_command, the path of read/write/edit, the key of a
 memory note, the task branch of a merge). The first rule that matches wins, looked up in this
 order: the agent's rules, the hive's rules, the safe defaults (SAFE_RULES: destructive commands
 ask); then the agent's default for the action, the hive's, and finally `allow`.
+
+Rules come from hive owners, and a regex can take exponential time on a crafted subject, so each
+runs with a time limit (REGEX_SECONDS); one that runs out asks a person (a deny rule denies)
+rather than hold up the process that decides.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import regex as safe_regex
+
 from ruflo.errors import PolicyError
 
 __all__ = ["ACTION_OF_TOOL", "SAFE_RULES", "Action", "ActionPolicy", "ActionRule", "Decision",
            "Verdict", "decide_action", "parse_actions", "policy_json"]
 
 E = TypeVar("E", bound=enum.StrEnum)
+
+REGEX_SECONDS = 0.05
+"""The time one rule's regex may take on one subject."""
+MAX_PATTERN = 1000
+"""The longest pattern a rule may have (characters)."""
 
 
 class Action(enum.StrEnum):
@@ -78,8 +89,9 @@ class ActionRule:
     """Shown to the person asked (safe defaults say what they guard against)."""
 
     def matches(self, subject: str) -> bool:
+        """Whether the rule matches; TimeoutError when its regex ran out of time."""
         if self.regex is not None:
-            return re.search(self.regex, subject) is not None
+            return safe_regex.search(self.regex, subject, timeout=REGEX_SECONDS) is not None
         assert self.glob is not None
         parts = [subject, *(p.strip() for p in _SEPARATORS.split(subject))]
         return any(fnmatch.fnmatchcase(part, self.glob) for part in parts if part)
@@ -148,8 +160,14 @@ def decide_action(action: Action, subject: str, *, hive: ActionPolicy,
         layers.append(("a safe default", SAFE_RULES))
     for who, rules in layers:
         for rule in rules:
-            if rule.matches(subject):
-                what = f"({rule.why})" if rules is SAFE_RULES else rule.describe()
+            what = f"({rule.why})" if rules is SAFE_RULES else rule.describe()
+            try:
+                matched = rule.matches(subject)
+            except TimeoutError:
+                decision = Decision.DENY if rule.decision is Decision.DENY else Decision.ASK
+                return Verdict(decision, f"{who} {what} ran out of time ({REGEX_SECONDS:g} s) "
+                                         f"on this {action} subject, so it says {decision}")
+            if matched:
                 return Verdict(rule.decision, f"{who} {what} says {rule.decision}")
     for who, policy in (("the agent's", agent), ("the hive's", hive)):
         if action in policy.defaults:
@@ -232,10 +250,14 @@ def _rule(item: object, where: str, problems: list[str]) -> ActionRule | None:
     if not isinstance(pattern, str) or not pattern:
         problems.append(f"{where}: the pattern must be a non-empty string")
         return None
+    if len(pattern) > MAX_PATTERN:
+        problems.append(f"{where}: the pattern has {len(pattern)} characters, more than "
+                        f"{MAX_PATTERN}")
+        return None
     if regex is not None:
         try:
-            re.compile(pattern)
-        except re.error as error:
+            safe_regex.compile(pattern)
+        except safe_regex.error as error:
             problems.append(f"{where}: regex {pattern!r} does not compile ({error})")
             return None
     decision = _enum(Decision, item.get("decision"), f"{where}.decision", problems)
