@@ -121,7 +121,8 @@ class Launch:
 class OutputSink(Protocol):
     """Where a command's output goes as it comes (the transcript, cut into events)."""
 
-    secrets: list[str]
+    lines: OutputLines
+    """Cuts the output into lines; run_outside adds the attempt's relay token to its secrets."""
 
     def feed(self, data: bytes) -> None: ...
 
@@ -158,7 +159,7 @@ async def run_outside(task: Task, agent: Agent, hive: Hive, ctx: RunContext,
                 token, grant = relaying.enter_context(
                     relay.attempt(CallContext(hive.id, agent.id, task.id)))
                 env.update(relay.agent_env(token))
-                sink.secrets.append(token)
+                sink.lines.secrets.append(token)
             pipe = None
             if sandbox.confines:
                 # Its one road out leads to the relay (or nowhere, without one).
@@ -195,47 +196,102 @@ async def run_outside(task: Task, agent: Agent, hive: Hive, ctx: RunContext,
     return result
 
 
+class OutputLines:
+    """A command's output as text cut at line ends, as it comes: what both output sinks read.
+
+    Bytes are read as UTF-8 (a character split between two reads waits for its end; a bad byte
+    shows as U+FFFD). Each piece is whole lines, ending with the line end the command wrote
+    ("\\n", a "\\r" before it kept), as many as have come; with a `limit`, as many as fit in
+    `limit` characters, and a longer line comes in parts of at most `limit`. The last line may
+    have no end. The `secrets` never come out: each shows as "[relay token]", also when the
+    command prints one across two reads or where a long line is cut."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        """Characters one piece may hold; None: a piece holds every line come, however long."""
+        self.secrets: list[str] = []
+        """Text never handed on, one line each (the attempt's relay token, if printed)."""
+        self.pending = ""
+        """The start of a line whose end has not come yet."""
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> list[str]:
+        """The pieces of text that `data` completes."""
+        return self.take(self.decoder.decode(data))
+
+    def finish(self) -> list[str]:
+        """What is left when the output ends, the last line even without a line end."""
+        pieces = self.take(self.decoder.decode(b"", final=True))
+        if self.pending:
+            pieces.append(self.withhold(self.pending))
+            self.pending = ""
+        return pieces
+
+    def take(self, decoded: str) -> list[str]:
+        text, start, pieces = self.pending + decoded, 0, list[str]()
+        searched = len(self.pending)  # the text before it holds no line end
+        while True:
+            bound = len(text) if self.limit is None else start + self.limit
+            end = text.rfind("\n", max(start, searched), bound)
+            if end >= 0:
+                cut: int | None = end + 1
+            elif self.limit is not None and len(text) - start >= self.limit:
+                cut = self.piece_end(text, start, bound)
+            else:
+                cut = None
+            if cut is None:
+                self.pending = text[start:]
+                return pieces
+            pieces.append(self.withhold(text[start:cut]))
+            start = cut
+
+    def piece_end(self, text: str, start: int, at: int) -> int | None:
+        """Where the piece of a long line from `start` ends: at `at`, or earlier where a secret
+        begins that `at` would cut in two, whole or still coming. None: wait for more text."""
+        moved = True
+        while moved:
+            moved = False
+            for secret in self.secrets:
+                for begins in range(max(start, at - len(secret) + 1), at):
+                    if secret.startswith(text[begins:begins + len(secret)]):
+                        at, moved = begins, True
+                        break
+        if at > start:
+            return at
+        # The piece begins with a secret of `limit` characters or more: the secret is the piece.
+        whole = [len(secret) for secret in self.secrets if text.startswith(secret, start)]
+        return start + max(whole) if whole else None
+
+    def withhold(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[relay token]")
+        return text
+
+
 class OutputStream:
     """Cuts a command's output into transcript events of whole lines, up to a bound."""
 
     def __init__(self, transcript: Transcript, chunk_chars: int = 2000) -> None:
         self.transcript = transcript
-        self.chunk_chars = chunk_chars
-        self.pending = ""
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.lines = OutputLines(limit=chunk_chars)
         self.events = 0
         self.dropped = 0
-        self.secrets: list[str] = []
-        """Text never written to the transcript (the attempt's relay token, if it prints it)."""
 
     def feed(self, data: bytes) -> None:
-        self.pending += self.decoder.decode(data)
-        while True:
-            newline = self.pending.rfind("\n", 0, self.chunk_chars)
-            if newline >= 0:
-                cut = newline + 1
-            elif len(self.pending) >= self.chunk_chars:
-                cut = self.chunk_chars
-            else:
-                return
-            self.emit(self.pending[:cut])
-            self.pending = self.pending[cut:]
+        for text in self.lines.feed(data):
+            self.add(text)
 
     def flush(self) -> None:
-        self.pending += self.decoder.decode(b"", final=True)
-        if self.pending:
-            self.emit(self.pending)
-            self.pending = ""
+        for text in self.lines.finish():
+            self.add(text)
         if self.dropped:
             self.transcript.add(EventKind.PROCESS_OUTPUT, text="", dropped_chars=self.dropped)
 
-    def emit(self, text: str) -> None:
+    def add(self, text: str) -> None:
         if self.events >= MAX_OUTPUT_EVENTS:
             self.dropped += len(text)
             return
         self.events += 1
-        for secret in self.secrets:
-            text = text.replace(secret, "[relay token]")
         self.transcript.add(EventKind.PROCESS_OUTPUT, text=text)
 
 

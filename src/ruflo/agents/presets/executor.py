@@ -9,7 +9,6 @@ and what a preset documents for itself (e.g. Claude Code's `permission_mode`).
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 
 from ruflo.agents.base import OutcomeKind, RunContext, TaskOutcome
@@ -23,7 +22,13 @@ from ruflo.agents.presets.base import (
     find_program,
     installation,
 )
-from ruflo.agents.process import Launch, number, outside_prompt, run_outside
+from ruflo.agents.process import (
+    Launch,
+    OutputLines,
+    number,
+    outside_prompt,
+    run_outside,
+)
 from ruflo.agents.sandbox import current_sandbox
 from ruflo.agents.tools import truncate
 from ruflo.errors import ConfigError
@@ -113,31 +118,24 @@ class ReaderSink:
     def __init__(self, transcript: Transcript, reader: Reader) -> None:
         self.transcript = transcript
         self.reader = reader
-        self.pending = ""
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.lines = OutputLines()  # whole lines, however long: the reader parses each
         self.events = 0
         self.dropped = 0
-        self.secrets: list[str] = []
 
     def feed(self, data: bytes) -> None:
-        self.pending += self.decoder.decode(data)
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            self.line(line)
+        for text in self.lines.feed(data):
+            self.read(text)
 
     def flush(self) -> None:
-        self.pending += self.decoder.decode(b"", final=True)
-        if self.pending:
-            self.line(self.pending)
-            self.pending = ""
+        for text in self.lines.finish():
+            self.read(text)
         self.add(self.reader.finish())
         if self.dropped:
             self.transcript.add(EventKind.PROCESS_OUTPUT, text="", dropped_lines=self.dropped)
 
-    def line(self, line: str) -> None:
-        for secret in self.secrets:
-            line = line.replace(secret, "[relay token]")
-        self.add(self.reader.read(line))
+    def read(self, text: str) -> None:
+        for line in text.removesuffix("\n").split("\n"):
+            self.add(self.reader.read(line))
 
     def add(self, events: list[Event]) -> None:
         for kind, data in events:
