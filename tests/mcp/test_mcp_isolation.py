@@ -89,3 +89,26 @@ def test_the_desk_refuses_a_bad_value_before_anything_is_made(store: SqlStore,
         desk.hive_spec(name="h", objective="o", mode="swarm", agents=[], workspace=None,
                        seed=0, isolation="shared")
     assert not (tmp_path / "workspace").exists()
+
+
+async def test_a_git_remote_is_recorded_on_postgres_and_refused_on_sqlite(
+        store: SqlStore, tmp_path: Path) -> None:
+    """MCP's create_hive takes `git_remote` as the CLI's --git-remote does: workers on other
+    machines share a Postgres store, so a SQLite hive is refused with nothing stored."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README").write_text("mine\n")
+    init_repo(mine)
+    bare = tmp_path / "remote.git"
+    git("clone", "--quiet", "--bare", str(mine), str(bare), cwd=tmp_path)
+    async with connect(store, tmp_path) as client:
+        if store.dialect == "postgresql":
+            answer = await call(client, "create_hive", name="h", objective="o",
+                                workspace=str(mine), git_remote=str(bare))
+            assert store.get_hive(answer["hive"]["id"]).config["git_remote"] == str(bare)
+            assert f"integration branch on the remote {bare}" in answer["isolation_notice"]
+            return
+        said = await refused(client, "create_hive", name="h", objective="o",
+                             workspace=str(mine), git_remote=str(bare))
+    assert "a git remote is for workers on other machines" in said
+    assert store.list_hives() == []

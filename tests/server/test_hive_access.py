@@ -117,6 +117,17 @@ def test_only_operators_may_create_hives_that_define_commands(
     assert len(team.store.list_hives()) == 2
 
 
+def test_only_operators_may_name_a_git_remote(team: Team) -> None:
+    """The server would run git against an address of the caller's choice."""
+    with team.client(OWNER) as client:
+        answer = client.post("/api/v2/hives", json={"objective": "bees",
+                                                    "git_remote": "/srv/remote.git"})
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["message"].startswith("git_remote: defining a command the server runs "
+                                               "is an operator's right")
+    assert team.store.list_hives() == [], "nothing was stored"
+
+
 def test_plain_hives_are_anyones_and_owned_by_their_starter(team: Team) -> None:
     with team.client(OWNER) as client:
         hive = created(client, agents=2, tasks=[{"title": "plain"}, {"title": "blank verify",

@@ -164,12 +164,14 @@ class Desk:
     # -- hives ---------------------------------------------------------------------------------
     async def create_hive(self, caller: str, *, name: str, objective: str, mode: str,
                           agents: Sequence[tuple[str, Sequence[str], str]],
-                          workspace: str | None, seed: int, isolation: str | None = None) -> JSON:
+                          workspace: str | None, seed: int, isolation: str | None = None,
+                          git_remote: str | None = None) -> JSON:
         """Make its folder ready and choose its isolation (engine/isolation.py's one rule),
         store the hive, then seed its first board (engine/start.py: the objective planned by
         this desk's planner; without one the board starts empty, for the client to fill)."""
         spec, notice = self.hive_spec(name=name, objective=objective, mode=mode, agents=agents,
-                                      workspace=workspace, seed=seed, isolation=isolation)
+                                      workspace=workspace, seed=seed, isolation=isolation,
+                                      git_remote=git_remote)
         with self.store.transaction():
             hive = start.create_hive(self.store, spec)
             self.record(hive.id, "create_hive", caller)
@@ -182,10 +184,11 @@ class Desk:
 
     def hive_spec(self, *, name: str, objective: str, mode: str,
                   agents: Sequence[tuple[str, Sequence[str], str]], workspace: str | None,
-                  seed: int, isolation: str | None = None) -> tuple[HiveSpec, str]:
+                  seed: int, isolation: str | None = None,
+                  git_remote: str | None = None) -> tuple[HiveSpec, str]:
         """What create_hive starts, checked, and the isolation notice; its workspace folder is
-        made ready (engine/isolation.py prepare_workspace)."""
-        check_isolation(isolation)
+        made ready (engine/isolation.py prepare_workspace; `git_remote` as there)."""
+        check_isolation(isolation, remote=git_remote, dialect=self.store.dialect)
         try:
             hive_mode = Mode(mode)
         except ValueError:
@@ -208,7 +211,8 @@ class Desk:
         if workspace and not (folder.is_absolute() and folder.is_dir()):
             raise ConfigError(f"workspace {workspace!r} is not an existing folder given by an "
                               "absolute path; nothing was created")
-        prepared = prepare_workspace(folder, isolation)
+        prepared = prepare_workspace(folder, isolation, remote=git_remote,
+                                     dialect=self.store.dialect)
         members = [Agent(id=new_id(), hive_id=hive_id, name=agent_name, role=role or "worker",
                          skills=tuple(skills), adapter_config={"via": "mcp"})
                    for agent_name, skills, role in agents]

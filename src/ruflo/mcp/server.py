@@ -89,6 +89,12 @@ def build_server(desk: Desk) -> MCPServer[Any]:
                         "attempts ruflo runs get their own worktrees; a workspace given must "
                         "be a git repository (a folder ruflo makes becomes one). none: every "
                         "agent shares the folder.")] = None,
+        git_remote: Annotated[str | None, Field(
+            max_length=4096, description="A git remote (URL or path) the hive's integration "
+                                         "branch lives on, for `ruflo worker` processes on "
+                                         "other machines; needs git isolation, a Postgres "
+                                         "store, and the workspace's start commit on the "
+                                         "remote.")] = None,
         ctx: Context | None = None,
     ) -> JSON:
         """Create a hive: a board of tasks worked by agents, with its objective and mode (swarm:
@@ -99,7 +105,8 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         try:
             return await desk.create_hive(caller_of(ctx), name=name, objective=objective, mode=mode,
                                     agents=[(a.name, a.skills, a.role) for a in agents],
-                                    workspace=workspace, seed=seed, isolation=isolation)
+                                    workspace=workspace, seed=seed, isolation=isolation,
+                                    git_remote=git_remote)
         except RufloError as error:
             raise refused(error) from None
 

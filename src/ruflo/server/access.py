@@ -74,6 +74,8 @@ def hive_commands(body: HiveCreate) -> list[str]:
         fields.append("config.verify")
     if body.workspace is not None:
         fields.append("workspace")  # the agents' commands run in a folder of the caller's choice
+    if body.git_remote is not None:
+        fields.append("git_remote")  # the server runs git against an address of the caller's
     return fields
 
 

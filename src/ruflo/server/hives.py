@@ -287,7 +287,8 @@ def hive_spec(body: HiveCreate, *, default_model: str, owner: str) -> HiveSpec:
                     workspace=body.workspace, tasks=board_tasks(hive_id, body.tasks))
 
 
-async def start_hive(ctx: ServerContext, spec: HiveSpec, *, isolation: str | None = None) -> Hive:
+async def start_hive(ctx: ServerContext, spec: HiveSpec, *, isolation: str | None = None,
+                     git_remote: str | None = None) -> Hive:
     """The server's way to start a hive (the create route, and every road through it: chat,
     A2A, the OpenAI-compatible route): its folder made ready and its isolation chosen by
     engine/isolation.py's one rule (`spec.workspace`, or a folder of its own under the
@@ -296,7 +297,7 @@ async def start_hive(ctx: ServerContext, spec: HiveSpec, *, isolation: str | Non
     folder can't be had (nothing stored) or the planner's answer for the objective was refused
     (the hive is stored, failed), HTTPException 500 when it was stored but could not be
     started."""
-    prepared = await asyncio.to_thread(_ready_folder, ctx, spec, isolation)
+    prepared = await asyncio.to_thread(_ready_folder, ctx, spec, isolation, git_remote)
     log.info("hive %s: %s", spec.id, prepared.notice)
     spec = dataclasses.replace(spec, workspace=str(prepared.folder),
                                config={**spec.config, **prepared.config})
@@ -314,13 +315,14 @@ async def start_hive(ctx: ServerContext, spec: HiveSpec, *, isolation: str | Non
     return ctx.store.get_hive(hive.id)
 
 
-def _ready_folder(ctx: ServerContext, spec: HiveSpec, isolation: str | None) -> Workspace:
+def _ready_folder(ctx: ServerContext, spec: HiveSpec, isolation: str | None,
+                  git_remote: str | None) -> Workspace:
     if spec.workspace is not None and not FolderPath(spec.workspace).is_dir():
         raise PolicyError(f"workspace {spec.workspace} is not an existing folder on the server; "
                           "nothing was created")
     try:
         return prepare_workspace(spec.workspace or ctx.settings.workspace_dir / spec.id,
-                                 isolation)
+                                 isolation, remote=git_remote, dialect=ctx.store.dialect)
     except ConfigError as error:
         raise PolicyError(str(error)) from None
 
@@ -328,12 +330,15 @@ def _ready_folder(ctx: ServerContext, spec: HiveSpec, isolation: str | None) -> 
 @router.post("", status_code=201)
 async def create_hive(body: HiveCreate, ctx: Ctx, caller: CallerDep) -> dict[str, Any]:
     """Start a hive: its folder and isolation (`isolation`, default git; `workspace`, default a
-    new folder the server makes), store it with its agents and first tasks (none given: its
+    new folder the server makes; `git_remote`, the remote its integration branch lives on for
+    workers on other machines), store it with its agents and first tasks (none given: its
     objective is planned, engine/start.py), then hand it to the runner. The caller owns it;
-    process or http agents, verify commands and a given workspace need an operator."""
+    process or http agents, verify commands, a given workspace and a git remote need an
+    operator."""
     require_operator(caller, hive_commands(body), outcome="no hive was created")
     spec = hive_spec(body, default_model=ctx.settings.model, owner=caller.name)
-    return shown(hive_detail(ctx, await start_hive(ctx, spec, isolation=body.isolation)))
+    return shown(hive_detail(ctx, await start_hive(ctx, spec, isolation=body.isolation,
+                                                   git_remote=body.git_remote)))
 
 
 @router.get("")

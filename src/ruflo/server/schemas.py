@@ -382,6 +382,10 @@ class HiveCreate(Body):
     workspace: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
     """An existing folder on the server, by absolute path (an operator's right); none: the
     server makes one under its workspace directory."""
+    git_remote: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    """A git remote (URL or path the server can reach) the hive's integration branch lives on,
+    so `ruflo worker` processes on other machines clone or fetch it and push their task
+    branches (agents/gitremote.py): git isolation on a Postgres store; an operator's right."""
 
     @model_validator(mode="after")
     def _agents_or_org(self) -> HiveCreate:
