@@ -1,6 +1,6 @@
 """A local stand-in of the Telegram Bot API for tests: sendMessage (kept, with its buttons),
 getUpdates (long polling, offsets confirm, as Telegram does) and answerCallbackQuery (kept). A
-test presses a message's button with `press`. Starlette under uvicorn, on a loopback port."""
+test presses a message's button with `press`, or replies to a message with `reply`. Starlette under uvicorn, on a loopback port."""
 
 from __future__ import annotations
 
@@ -50,6 +50,23 @@ class BotApi:
             self._updates.append({"update_id": update_id, "callback_query": {
                 "id": f"cq{update_id}", "from": {"id": 7, "username": user}, "data": data,
                 "message": {"message_id": message["message_id"], "chat": {"id": int(chat)}}}})
+        if self._loop is not None and self._new is not None:
+            self._loop.call_soon_threadsafe(self._new.set)
+
+    def reply(self, message: dict[str, Any], text: str, *, chat: str = CHAT, user: str = "ops",
+              keyboard: bool = True) -> None:
+        """A person replies to `message` with `text`; Telegram puts the replied-to message in
+        the update (`keyboard`: with its inline keyboard, as sent)."""
+        asked = {"message_id": message["message_id"], "chat": {"id": int(CHAT)},
+                 "text": message["text"]}
+        if keyboard and "reply_markup" in message:
+            asked["reply_markup"] = message["reply_markup"]
+        with self._lock:
+            update_id = 1000 + len(self._updates)
+            self._updates.append({"update_id": update_id, "message": {
+                "message_id": 500 + update_id, "chat": {"id": int(chat)},
+                "from": {"id": 7, "username": user}, "text": text,
+                "reply_to_message": asked}})
         if self._loop is not None and self._new is not None:
             self._loop.call_soon_threadsafe(self._new.set)
 

@@ -163,3 +163,47 @@ async def test_presses_from_another_chat_decide_nothing(setup: Setup) -> None:
         attempt.cancel()
         with pytest.raises(asyncio.CancelledError):
             await attempt
+
+
+@pytest.mark.parametrize("keyboard", [True, False], ids=["buttons", "text-only"])
+async def test_a_reply_rejects_with_the_reason_the_model_reads(setup: Setup,
+                                                               keyboard: bool) -> None:
+    """A person replies "reject ..." to the approval's message; the words after the first reach
+    the model. The approval is found from the replied-to message's buttons or, without them,
+    from the command its text names."""
+    with hive_notifications(setup.settings, setup.store, echo=lambda _: None):
+        attempt, message = await parked(setup)
+        assert message["text"].endswith("to tell the agent your reason.")
+        setup.bot.reply(message, "Reject: build/ holds the release notes", keyboard=keyboard)
+        outcome = await asyncio.wait_for(attempt, 60)
+        answer = await until(lambda: next((m for m in setup.bot.sent[1:]), None),
+                             what="the reply was never answered")
+
+    assert outcome.kind is OutcomeKind.ABSTAIN
+    assert (setup.workspace / "build").exists()
+    tool = setup.gateway.requests[1]["messages"][-1]
+    assert "build/ holds the release notes" in tool["content"]
+    approval = setup.store.list_approvals(hive_id="h1")[0]
+    assert approval.status is ApprovalStatus.REJECTED
+    assert approval.decided_by == "telegram:ops"
+    assert answer["text"].startswith("rejected: ada wants to run `rm -rf build`")
+    assert answer["text"].endswith("(because: build/ holds the release notes)")
+    assert answer["reply_parameters"]["message_id"] == 500 + 1000
+
+
+async def test_a_reply_without_a_decision_word_or_to_another_message_decides_nothing(
+        setup: Setup) -> None:
+    with hive_notifications(setup.settings, setup.store, echo=lambda _: None):
+        attempt, message = await parked(setup)
+        setup.bot.reply(message, "hmm, what is in build?")
+        answer = await until(lambda: next((m for m in setup.bot.sent[1:]), None),
+                             what="the reply was never answered")
+        setup.bot.reply({"message_id": 9, "text": "lunch?"}, "reject")
+        setup.bot.reply(message, "reject", chat="666")
+        await stays(lambda: len(setup.bot.sent) == 2, what="a reply not ruflo's was answered")
+        assert answer["text"] == ("start the reply with approve or reject, then why (not "
+                                  "'hmm,'); nothing was decided")
+        assert setup.store.list_approvals(hive_id="h1")[0].status is ApprovalStatus.PENDING
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt

@@ -124,8 +124,8 @@ def telegram_buttons(settings: Settings, store: Store) -> TelegramButtons | None
     if not isinstance(sender, TelegramSender):
         return None
     return TelegramButtons(sender.token, sender.chat_id,
-                           lambda approval_id, approve, who: decided_text(
-                               store, approval_id, approve, who),
+                           lambda approval_id, approve, who, reason: decided_text(
+                               store, approval_id, approve, who, reason),
                            api_base=sender.api_base)
 
 

@@ -127,17 +127,19 @@ def decide(store: Store, approval_id: str, status: ApprovalStatus, *, decided_by
     return decided
 
 
-def decided_text(store: Store, approval_id: str, approve: bool, who: str) -> str:
-    """Decide from a surface that shows one short line back (a Telegram button): what happened,
-    or why nothing was (already decided, no such approval)."""
+def decided_text(store: Store, approval_id: str, approve: bool, who: str,
+                 reason: str | None = None) -> str:
+    """Decide from a surface that shows one short line back (a Telegram button or reply): what
+    happened, or why nothing was (already decided, no such approval)."""
     try:
         decided = decide(store, approval_id, ApprovalStatus.APPROVED if approve
-                         else ApprovalStatus.REJECTED, decided_by=who)
+                         else ApprovalStatus.REJECTED, decided_by=who, reason=reason)
     except NotFound:
         return f"no approval {approval_id}: nothing was decided"
     except Conflict as error:
         return str(error)
-    return f"{decided.status.value}: {decided.subject}"
+    because = f" (because: {reason})" if reason else ""
+    return f"{decided.status.value}: {decided.subject}{because}"
 
 
 def applied(store: Store, approval: Approval) -> bool:

@@ -6,11 +6,12 @@ Depends on notify.base, notify.transport and notify.telegram_buttons.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from ruflo.notify.base import Delivery, Notification
-from ruflo.notify.telegram_buttons import approval_buttons
+from ruflo.notify.telegram_buttons import REPLY_HINT, approval_buttons
 from ruflo.notify.transport import describe, json_body, post
 
 TEXT_LIMIT = 4096
@@ -70,9 +71,11 @@ class TelegramSender:
         return f"TelegramSender(chat_id={self.chat_id!r}, api_base={self.api_base!r})"
 
     async def send(self, message: Notification) -> Delivery:
+        approval_id = approval_of(message)
+        if approval_id is not None:
+            message = dataclasses.replace(message, text=f"{message.text}\n{REPLY_HINT}")
         payload: dict[str, Any] = {"chat_id": self.chat_id, "text": telegram_text(message),
                                    "disable_web_page_preview": True}
-        approval_id = approval_of(message)
         if approval_id is not None:
             payload["reply_markup"] = approval_buttons(approval_id)
         return await post(

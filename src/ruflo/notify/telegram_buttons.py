@@ -1,6 +1,8 @@
 """Approve/reject buttons in Telegram: the inline keyboard an approval's message carries, and the
 poller that reads the presses through the Bot API's getUpdates (long polling: ruflo calls out,
-nothing calls in) and answers each with answerCallbackQuery.
+nothing calls in) and answers each with answerCallbackQuery. A person who wants to say why
+replies to the approval's message instead ("reject not on Fridays"): the words after the first
+reach the agent as the reason, and the bot answers the reply with what happened.
 Depends on httpx and notify.transport only; the caller hands in `decide`.
 
 Only presses in the configured chat count: anyone who can press a button there may decide, like
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +26,18 @@ log = logging.getLogger("ruflo.notify")
 PREFIX = "ruflo"
 """callback_data is `ruflo:approve:<approval id>` or `ruflo:reject:<approval id>` (≤ 64 bytes)."""
 
-Decide = Callable[[str, bool, str], str]
-"""decide(approval_id, approve, who) → the words shown to the person who pressed (e.g. "approved",
-"already rejected by bob"); called in a worker thread."""
+Decide = Callable[[str, bool, str, str | None], str]
+"""decide(approval_id, approve, who, reason) → the words shown to the person who pressed or
+replied (e.g. "approved", "already rejected by bob"); called in a worker thread."""
+
+REPLY_HINT = ("Reply to this message with `reject` and why (or `approve`) to tell the agent "
+              "your reason.")
+"""The last line of an approval's message in Telegram."""
+
+_WORDS = {"approve": True, "approved": True, "yes": True, "ok": True,
+          "reject": False, "rejected": False, "no": False, "deny": False}
+_ASKED_IN_TEXT = re.compile(r"ruflo approval (?:approve|reject) ([A-Za-z0-9_-]{1,64})")
+MAX_REASON = 2000
 
 
 def approval_buttons(approval_id: str) -> dict[str, Any]:
@@ -67,7 +79,7 @@ class TelegramButtons:
         """One getUpdates (waiting up to `poll_seconds` for a press); returns the presses
         handled. Every update read is confirmed by the next call's offset, handled or not."""
         query: dict[str, Any] = {"timeout": self.poll_seconds,
-                                 "allowed_updates": ["callback_query"]}
+                                 "allowed_updates": ["callback_query", "message"]}
         if self.offset is not None:
             query["offset"] = self.offset
         response = await client.post(f"{self.url}/getUpdates", json=query,
@@ -85,6 +97,9 @@ class TelegramButtons:
             press = update.get("callback_query")
             if isinstance(press, dict):
                 handled += await self._press(client, press)
+            reply = update.get("message")
+            if isinstance(reply, dict):
+                handled += await self._reply(client, reply)
         return handled
 
     async def _press(self, client: Any, press: dict[str, Any]) -> int:
@@ -97,11 +112,42 @@ class TelegramButtons:
             approval_id, approve = read
             who = _mapping(press.get("from"))
             name = who.get("username") or who.get("id") or "someone"
-            text = await asyncio.to_thread(self.decide, approval_id, approve, f"telegram:{name}")
+            text = await asyncio.to_thread(self.decide, approval_id, approve, f"telegram:{name}",
+                                           None)
             handled = 1
             self.decided += 1
         await client.post(f"{self.url}/answerCallbackQuery", timeout=self.timeout,
                           json={"callback_query_id": press.get("id"), "text": text[:200]})
+        return handled
+
+    async def _reply(self, client: Any, message: dict[str, Any]) -> int:
+        """A message in the chat: when it replies to an approval's message, decide that approval
+        with the reply's first word and the rest as the reason; other messages are not ruflo's."""
+        asked = _mapping(message.get("reply_to_message"))
+        text = message.get("text")
+        if str(_mapping(message.get("chat")).get("id")) != self.chat_id or not asked \
+                or not isinstance(text, str):
+            return 0
+        approval_id = approval_asked(asked)
+        if approval_id is None:
+            return 0
+        first, _, rest = text.strip().partition(" ")
+        approve = _WORDS.get(first.strip(".,:;!").lower())
+        if approve is None:
+            answer, handled = (f"start the reply with approve or reject, then why (not "
+                               f"{first[:40]!r}); nothing was decided"), 0
+        else:
+            who = _mapping(message.get("from"))
+            name = who.get("username") or who.get("id") or "someone"
+            answer = await asyncio.to_thread(self.decide, approval_id, approve,
+                                             f"telegram:{name}",
+                                             rest.strip()[:MAX_REASON] or None)
+            handled = 1
+            self.decided += 1
+        await client.post(f"{self.url}/sendMessage", timeout=self.timeout, json={
+            "chat_id": self.chat_id, "text": answer[:4000],
+            "reply_parameters": {"message_id": message.get("message_id"),
+                                 "allow_sending_without_reply": True}})
         return handled
 
     async def run(self, *, retry_seconds: float = 5.0) -> None:
@@ -128,6 +174,20 @@ class TelegramButtons:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout if timeout is not None else self.poll_seconds + 5)
+
+
+def approval_asked(message: dict[str, Any]) -> str | None:
+    """The approval a message of ruflo's asks about: from its buttons, else from the command
+    its text names (a client that leaves the keyboard out of a replied-to message)."""
+    markup = _mapping(message.get("reply_markup")).get("inline_keyboard")
+    if isinstance(markup, list) and markup and isinstance(markup[0], list):
+        for button in markup[0]:
+            read = read_press(_mapping(button).get("callback_data"))
+            if read is not None:
+                return read[0]
+    text = message.get("text")
+    found = _ASKED_IN_TEXT.search(text) if isinstance(text, str) else None
+    return found.group(1) if found else None
 
 
 def _mapping(value: object) -> dict[str, Any]:
