@@ -173,3 +173,39 @@ def test_a_policy_rebuilt_from_the_lean_board_decides_as_one_from_every_task(sto
         if lean_choice.task_id is not None:
             lean.claim(lean_choice.task_id, agent.id, now)
             every.claim(every_choice.task_id, agent.id, now)  # type: ignore[arg-type]
+
+
+class BoardReads:
+    """The store, counting the reads of the board a rebuild makes."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads = 0
+
+    def policy_board(self, hive_id: str) -> list[TaskOutline]:
+        self.reads += 1
+        board: list[TaskOutline] = self.store.policy_board(hive_id)
+        return board
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_new_swarm_agent_claims_first_with_one_read_of_the_board(store: Any) -> None:
+    """The REST route's first claim for a new agent: the policy is brought up to date before
+    the transaction, then the agent registers and is decided for inside it."""
+    hive = hive_with(store, Mode.SWARM, ["t1", "t2"], ["ada"])
+    counting = BoardReads(store)
+    policies = StoredPolicies()
+    policies.refresh(counting, hive)
+    with store.transaction():
+        newcomer = store.add_agent(Agent(id=new_id(), hive_id=hive.id, name="newcomer",
+                                         adapter_config={"via": "rest"}))
+        chosen = policies.decide(counting, hive, newcomer)
+        assert chosen.task_id is not None, "the newcomer is offered a task"
+        assert store.claim_task(hive.id, newcomer.id, lease_seconds=60,
+                                task_id=chosen.task_id) is not None
+    assert counting.reads == 1, "taken in without rebuilding the policy"
+    assert take(counting, policies, hive, "ada") is not None, "the other task is still offered"
+    assert take(counting, policies, hive, "ada") is None
+    assert counting.reads == 1, "the claims since were taken in from the event log"

@@ -295,8 +295,13 @@ class StoredPolicies:
             last = store.last_seq(hive.id)
             policy = self._policy(store, hive, now, last)
             if agent.id not in policy.alive:
-                # Registered after the last event we read (same transaction): take it in.
-                policy = self._rebuilt(store, hive, now, last)
+                # Registered in this transaction, after the last event read (on Postgres its
+                # event has no seq before the commit): take it in as the event log would.
+                if policy.joins_in_place:
+                    policy.add_agent(agent, now)
+                    restore_thresholds(policy, [agent])
+                else:
+                    policy = self._rebuilt(store, hive, now, last)
             unit = time_unit(hive)
             chosen = choose(policy, agent, now, decision_rng(hive, agent, last), unit)
             retries = self._held[key].retries
