@@ -191,12 +191,14 @@ def _anchor_ready(policy: BasePolicy, hive: Hive, by_id: dict[str, TaskOutline])
         if (task is None or task.state is not TaskState.OPEN or board_task.state is not
                 TaskState.OPEN or board_task.waiting or board_task.holder is not None):
             continue
-        finished = [by_id[d].finished_at for d in task.depends_on
-                    if d in by_id and by_id[d].finished_at]
-        boosted = bool(finished) or task.attempts > 0
-        became_ready = max([task.created_at, *(f for f in finished if f is not None)])
-        if task.attempts > 0:
-            became_ready = max(became_ready, task.updated_at)
+        became_ready, boosted = task.created_at, False  # most of a big board: ready as posted
+        if task.depends_on or task.attempts > 0:
+            finished = [by_id[d].finished_at for d in task.depends_on
+                        if d in by_id and by_id[d].finished_at]
+            boosted = bool(finished) or task.attempts > 0
+            became_ready = max([task.created_at, *(f for f in finished if f is not None)])
+            if task.attempts > 0:
+                became_ready = max(became_ready, task.updated_at)
         policy.became_ready(board_task.id, (became_ready - born).total_seconds() / unit,
                             boosted=boosted)
 
