@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -167,19 +168,24 @@ def main() -> None:
     if args.claim:
         claim_once(*args.claim)
         return
+    work = Path(tempfile.mkdtemp(prefix="ruflo-first-claim-"))
+    try:
+        measure(args.base, 1 if args.quick else 3, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def measure(base: str, rounds: int, work: Path) -> None:
     import sqlite3
     from datetime import timedelta
 
     from ruflo.model import utcnow
     from ruflo.store import open_store
 
-    rounds = 1 if args.quick else 3
-    work = Path(tempfile.mkdtemp(prefix="ruflo-first-claim-"))
-    sources = {"base": base_source(args.base, work / "base"), "this tree": ROOT / "src"}
+    sources = {"base": base_source(base, work / "base"), "this tree": ROOT / "src"}
     at = (utcnow() + timedelta(minutes=5)).isoformat()
     load = os.getloadavg()[0]
-    print(f"first claim on a hive of {TASKS:,} tasks: base {args.base} vs this tree, median of "
+    print(f"first claim on a hive of {TASKS:,} tasks: base {base} vs this tree, median of "
           f"{rounds} round(s); load average {load:.1f} on {os.cpu_count()} cores", flush=True)
 
     url = f"sqlite:///{work / 'ruflo.db'}"
