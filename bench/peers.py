@@ -299,21 +299,27 @@ def seed_hive(data_dir: Path, open_tasks: int, *, name: str = "bench") -> str:
     """A running swarm hive with `open_tasks` open tasks, written straight into the store. It
     has no agents of its own: its workers are the bench's REST agents, which register on their
     first claim (the server's engine only drives agents it finds when it starts a hive)."""
-    from ruflo.model import Hive, Mode, Task, new_id
     from ruflo.store import open_store
 
     store = open_store(f"sqlite:///{data_dir / 'ruflo.db'}")
     try:
-        hive_id = new_id()
-        store.create_hive(Hive(id=hive_id, name=name, mode=Mode.SWARM, objective=name))
-        for start in range(0, open_tasks, 1000):
-            store.post_tasks(hive_id, [
-                Task(id=new_id(), hive_id=hive_id, title=f"seeded task {n}",
-                     description="work to do", skills=("python",), priority=n % 5)
-                for n in range(start, min(open_tasks, start + 1000))])
-        return hive_id
+        return seed_tasks(store, open_tasks, name=name)
     finally:
         store.close()
+
+
+def seed_tasks(store: Any, open_tasks: int, *, name: str = "bench") -> str:
+    """`seed_hive` on an open store (SQLite or Postgres): the new hive's id."""
+    from ruflo.model import Hive, Mode, Task, new_id
+
+    hive_id = new_id()
+    store.create_hive(Hive(id=hive_id, name=name, mode=Mode.SWARM, objective=name))
+    for start in range(0, open_tasks, 1000):
+        store.post_tasks(hive_id, [
+            Task(id=new_id(), hive_id=hive_id, title=f"seeded task {n}",
+                 description="work to do", skills=("python",), priority=n % 5)
+            for n in range(start, min(open_tasks, start + 1000))])
+    return hive_id
 
 
 def count_tasks(data_dir: Path, hive_id: str) -> dict[str, int]:

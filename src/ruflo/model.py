@@ -294,6 +294,29 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskOutline:
+    """What a hive's policy reads of a task when it is put back from the store
+    (Store.policy_board): no title, description, verify command or result, which can be large
+    and which no decision looks at."""
+
+    id: str
+    state: TaskState
+    parent_id: str | None
+    skills: tuple[str, ...]
+    priority: int
+    effort: float
+    depends_on: tuple[str, ...]
+    assignee: str | None
+    """Agent holding the claim."""
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    """When a reopened task reopened (the last change to its row)."""
+    finished_at: datetime | None
+    """When a finished dependency finished: its dependents became ready then."""
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened in a hive; append-only, ordered by a gap-free per-hive seq."""
 

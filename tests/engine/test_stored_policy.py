@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from ruflo.engine.stored_policy import StoredPolicies
+from ruflo.engine.stored_policy import (
+    StoredPolicies,
+    choose,
+    decision_rng,
+    policy_time,
+    rebuild,
+)
 from ruflo.errors import PolicyError
-from ruflo.model import Agent, Hive, Mode, Task, TaskState, new_id, utcnow
+from ruflo.model import Agent, Hive, Mode, Task, TaskOutline, TaskState, new_id, utcnow
 
 
 def hive_with(store: Any, mode: Mode, titles: list[str], agents: list[str]) -> Hive:
@@ -124,3 +130,82 @@ def test_a_declined_agent_is_not_decided_for_again_before_its_retry_time(store: 
     policies.decide(store, hive, member(store, hive, "bob"))
     assert member(store, hive, "bob").thresholds != before, \
         "past its retry time the agent is decided for again (and learns)"
+
+
+def outline(task: Task) -> TaskOutline:
+    return TaskOutline(task.id, task.state, task.parent_id, task.skills, task.priority,
+                       task.effort, task.depends_on, task.assignee, task.attempts,
+                       task.created_at, task.updated_at, task.finished_at)
+
+
+def test_a_policy_rebuilt_from_the_lean_board_decides_as_one_from_every_task(store: Any) -> None:
+    hive = hive_with(store, Mode.SWARM, [f"t{n}" for n in range(6)], ["ada", "bob", "cy"])
+    ada = member(store, hive, "ada")
+    first, second, third, fourth, fifth, _ = store.list_tasks(hive.id)
+    waits = [Task(id=new_id(), hive_id=hive.id, title=f"after {dep.title}", priority=3,
+                  depends_on=(dep.id,)) for dep in (first, second, third)]
+    store.post_tasks(hive.id, waits)
+    for task, state in ((first, TaskState.DONE), (second, TaskState.FAILED),
+                        (fifth, TaskState.DONE)):
+        store.claim_task(hive.id, ada.id, lease_seconds=60, task_id=task.id)
+        store.finish_task(task.id, ada.id, state=state)
+    store.claim_task(hive.id, ada.id, lease_seconds=60, task_id=fourth.id)
+    store.release_task(fourth.id, ada.id, reason="reopened: boosted")
+    store.claim_task(hive.id, ada.id, lease_seconds=60, task_id=third.id)
+
+    now = policy_time(hive, utcnow() + timedelta(seconds=30))
+    agents = store.list_agents(hive.id)
+    board, tasks = store.policy_board(hive.id), store.list_tasks(hive.id)
+    assert len(board) == len(tasks) - 1, "the finished task nothing waits on is not read"
+    lean = rebuild(hive, agents, board, now)
+    every = rebuild(hive, agents, [outline(task) for task in tasks], now)
+
+    def seen(policy: Any) -> dict[str, tuple[Any, ...]]:
+        return {t.id: (t.state, t.holder, t.waiting, t.stimulus_base, t.stimulus_at)
+                for t in policy.board.tasks.values() if not t.state.terminal}
+
+    assert seen(lean) == seen(every)
+    last = store.last_seq(hive.id)
+    for agent in agents * 2:
+        lean_choice = choose(lean, agent, now, decision_rng(hive, agent, last), 10.0)
+        every_choice = choose(every, agent, now, decision_rng(hive, agent, last), 10.0)
+        assert lean_choice == every_choice
+        if lean_choice.task_id is not None:
+            lean.claim(lean_choice.task_id, agent.id, now)
+            every.claim(every_choice.task_id, agent.id, now)  # type: ignore[arg-type]
+
+
+class BoardReads:
+    """The store, counting the reads of the board a rebuild makes."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads = 0
+
+    def policy_board(self, hive_id: str) -> list[TaskOutline]:
+        self.reads += 1
+        board: list[TaskOutline] = self.store.policy_board(hive_id)
+        return board
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_new_swarm_agent_claims_first_with_one_read_of_the_board(store: Any) -> None:
+    """The REST route's first claim for a new agent: the policy is brought up to date before
+    the transaction, then the agent registers and is decided for inside it."""
+    hive = hive_with(store, Mode.SWARM, ["t1", "t2"], ["ada"])
+    counting = BoardReads(store)
+    policies = StoredPolicies()
+    policies.refresh(counting, hive)
+    with store.transaction():
+        newcomer = store.add_agent(Agent(id=new_id(), hive_id=hive.id, name="newcomer",
+                                         adapter_config={"via": "rest"}))
+        chosen = policies.decide(counting, hive, newcomer)
+        assert chosen.task_id is not None, "the newcomer is offered a task"
+        assert store.claim_task(hive.id, newcomer.id, lease_seconds=60,
+                                task_id=chosen.task_id) is not None
+    assert counting.reads == 1, "taken in without rebuilding the policy"
+    assert take(counting, policies, hive, "ada") is not None, "the other task is still offered"
+    assert take(counting, policies, hive, "ada") is None
+    assert counting.reads == 1, "the claims since were taken in from the event log"

@@ -212,3 +212,49 @@ def test_hives_and_agents(store: Any) -> None:
         store.get_hive("nope")
     with pytest.raises(NotFound):
         store.append_event("nope", "http_request")
+
+
+def test_policy_board_reads_the_unfinished_tasks_and_the_finished_ones_they_wait_on(
+        store: Any) -> None:
+    hive = make_hive(store)
+    me = agent_id(hive)
+    done, failed, spent, loose, held = (new_id() for _ in range(5))
+    store.post_tasks(hive.id, [
+        Task(id=done, hive_id=hive.id, title="done dep"),
+        Task(id=failed, hive_id=hive.id, title="failed dep"),
+        Task(id=spent, hive_id=hive.id, title="done, nothing waits on it",
+             description="long " * 2000),
+        Task(id=loose, hive_id=hive.id, title="open", skills=("py", "sql"), priority=7,
+             effort=2.5)])
+    after_done, after_failed = new_id(), new_id()
+    store.post_tasks(hive.id, [
+        Task(id=after_done, hive_id=hive.id, title="waits on done", depends_on=(done,)),
+        Task(id=after_failed, hive_id=hive.id, title="waits on failed", depends_on=(failed,)),
+        Task(id=held, hive_id=hive.id, title="held")])
+    for task_id, state in ((done, TaskState.DONE), (failed, TaskState.FAILED),
+                           (spent, TaskState.DONE)):
+        store.claim_task(hive.id, me, lease_seconds=30, task_id=task_id)
+        store.finish_task(task_id, me, state=state, result="r" * 10_000)
+    store.claim_task(hive.id, me, lease_seconds=30, task_id=held)
+
+    board = store.policy_board(hive.id)
+    unfinished = [task.id for task in board if not task.state.terminal]
+    assert unfinished == [loose, after_done, after_failed, held], "posting order"
+    by_id = {task.id: task for task in board}
+    assert set(by_id) == {loose, after_done, after_failed, held, done, failed}, \
+        "a finished task nothing unfinished waits on is not read"
+    assert [task.id for task in board[len(unfinished):]] == [done, failed]
+    full = {task.id: task for task in store.list_tasks(hive.id)}
+    for outline in board:
+        task = full[outline.id]
+        assert (outline.state, outline.parent_id, outline.skills, outline.priority,
+                outline.effort, outline.depends_on, outline.assignee, outline.attempts,
+                outline.created_at, outline.updated_at, outline.finished_at) == (
+            task.state, task.parent_id, task.skills, task.priority, task.effort,
+            task.depends_on, task.assignee, task.attempts, task.created_at, task.updated_at,
+            task.finished_at)
+    assert by_id[held].assignee == me
+    assert by_id[held].state is TaskState.CLAIMED
+    assert by_id[loose].skills == ("py", "sql")
+    assert by_id[done].finished_at is not None
+    assert store.policy_board(make_hive(store).id) == []

@@ -7,7 +7,8 @@ for it: the board (unfinished tasks, claims, when each task became ready) and th
 thresholds are enough to put the policy back in the state a live engine would hold, and the
 decision's randomness is seeded from the hive's event count, so the same history decides the same.
 `StoredPolicies` keeps one rebuilt policy per hive and brings it up to date from the event log,
-so a claim on a board of 40,000 tasks does not read the board again.
+so a claim on a board of 40,000 tasks does not read the board again; a rebuild reads only the
+unfinished tasks and the finished ones they depend on, and only the columns decisions use.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ruflo.errors import Conflict, PolicyError
 from ruflo.event_kinds import EventKind
-from ruflo.model import Agent, Hive, Mode, Task, TaskState, utcnow
+from ruflo.model import Agent, Hive, Mode, TaskOutline, TaskState, utcnow
 from ruflo.policies import (
     BasePolicy,
     Decompose,
@@ -85,7 +86,28 @@ def decision_rng(hive: Hive, agent: Agent, last_seq: int) -> random.Random:
 
 
 # -- the board -------------------------------------------------------------------------------------
-def load_board(policy: BasePolicy, tasks: Iterable[Task], now: float) -> list[str]:
+class OnBoard(Protocol):
+    """What `load_board` reads of a task: a stored Task or a TaskOutline."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> TaskState: ...
+    @property
+    def parent_id(self) -> str | None: ...
+    @property
+    def skills(self) -> tuple[str, ...]: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def effort(self) -> float: ...
+    @property
+    def depends_on(self) -> tuple[str, ...]: ...
+    @property
+    def assignee(self) -> str | None: ...
+
+
+def load_board(policy: BasePolicy, tasks: Iterable[OnBoard], now: float) -> list[str]:
     """Post the unfinished tasks on the policy's board and hand it the stored claims. Returns the
     tasks a failed, cancelled or unknown dependency dooms: they are on the board, still open, for
     the caller to cancel (the live engine cancels them in the store too).
@@ -133,8 +155,11 @@ def restore_thresholds(policy: BasePolicy, agents: Iterable[Agent]) -> None:
         policy.restore_thresholds(agent.id, dict(agent.thresholds))
 
 
-def rebuild(hive: Hive, agents: Sequence[Agent], tasks: Sequence[Task], now: float) -> BasePolicy:
+def rebuild(hive: Hive, agents: Sequence[Agent], tasks: Sequence[TaskOutline],
+            now: float) -> BasePolicy:
     """The hive's policy holding the unfinished board as it stands, agents' thresholds restored.
+    `tasks` are the unfinished tasks and the finished ones they depend on
+    (Store.policy_board); other finished tasks change nothing.
 
     Tasks whose dependency failed or was cancelled can never become ready: they are cancelled on
     the board, with everything that depends on them. Swarm stimulus is anchored at the moment
@@ -157,21 +182,25 @@ def rebuild(hive: Hive, agents: Sequence[Agent], tasks: Sequence[Task], now: flo
     return policy
 
 
-def _anchor_ready(policy: BasePolicy, hive: Hive, by_id: dict[str, Task]) -> None:
+def _anchor_ready(policy: BasePolicy, hive: Hive, by_id: dict[str, TaskOutline]) -> None:
     """Tell the policy when each ready task became ready: when it was created, or its last
     dependency finished (boosted), or it reopened after an attempt (boosted)."""
+    born, unit = hive.created_at, time_unit(hive)  # policy_time's, read once for the board
     for board_task in policy.board.tasks.values():
         task = by_id.get(board_task.id)
         if (task is None or task.state is not TaskState.OPEN or board_task.state is not
                 TaskState.OPEN or board_task.waiting or board_task.holder is not None):
             continue
-        finished = [by_id[d].finished_at for d in task.depends_on
-                    if d in by_id and by_id[d].finished_at]
-        boosted = bool(finished) or task.attempts > 0
-        became_ready = max([task.created_at, *(f for f in finished if f is not None)])
-        if task.attempts > 0:
-            became_ready = max(became_ready, task.updated_at)
-        policy.became_ready(board_task.id, policy_time(hive, became_ready), boosted=boosted)
+        became_ready, boosted = task.created_at, False  # most of a big board: ready as posted
+        if task.depends_on or task.attempts > 0:
+            finished = [by_id[d].finished_at for d in task.depends_on
+                        if d in by_id and by_id[d].finished_at]
+            boosted = bool(finished) or task.attempts > 0
+            became_ready = max([task.created_at, *(f for f in finished if f is not None)])
+            if task.attempts > 0:
+                became_ready = max(became_ready, task.updated_at)
+        policy.became_ready(board_task.id, (became_ready - born).total_seconds() / unit,
+                            boosted=boosted)
 
 
 # -- deciding --------------------------------------------------------------------------------------
@@ -268,8 +297,13 @@ class StoredPolicies:
             last = store.last_seq(hive.id)
             policy = self._policy(store, hive, now, last)
             if agent.id not in policy.alive:
-                # Registered after the last event we read (same transaction): take it in.
-                policy = self._rebuilt(store, hive, now, last)
+                # Registered in this transaction, after the last event read (on Postgres its
+                # event has no seq before the commit): take it in as the event log would.
+                if policy.joins_in_place:
+                    policy.add_agent(agent, now)
+                    restore_thresholds(policy, [agent])
+                else:
+                    policy = self._rebuilt(store, hive, now, last)
             unit = time_unit(hive)
             chosen = choose(policy, agent, now, decision_rng(hive, agent, last), unit)
             retries = self._held[key].retries
@@ -307,7 +341,7 @@ class StoredPolicies:
         before = self._held.pop(key, None)  # the old board goes before the new one is read
         retries = {} if before is None else before.retries
         del before
-        policy = rebuild(hive, store.list_agents(hive.id), store.list_tasks(hive.id), now)
+        policy = rebuild(hive, store.list_agents(hive.id), store.policy_board(hive.id), now)
         self._held[key] = _Held(policy, last, retries)
         self._held.move_to_end(key)
         while len(self._held) > self.limit:

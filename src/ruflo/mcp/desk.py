@@ -402,7 +402,7 @@ class Desk:
             return
         start = stored_policy.policy_time(hive, task.claimed_at)
         policy = stored_policy.rebuild(hive, self.store.list_agents(hive.id),
-                                self.store.list_tasks(hive.id), start)
+                                self.store.policy_board(hive.id), start)
         if policy.board.tasks.get(task.id) is None:
             return
         with_claim = policy.board.get(task.id)

@@ -34,6 +34,7 @@ from ruflo.model import (
     MemoryEntry,
     Message,
     Task,
+    TaskOutline,
     TaskState,
 )
 
@@ -125,6 +126,9 @@ class BoardStore(Protocol):
     def list_tasks(self, hive_id: str, *, states: Sequence[TaskState] | None = None,
                    assignee: str | None = None, limit: int | None = None,
                    offset: int = 0) -> list[Task]: ...
+    def policy_board(self, hive_id: str) -> list[TaskOutline]:
+        """What a rebuilt policy needs of the board: the unfinished tasks (posting order), then
+        the finished tasks they depend on; only the columns a decision reads."""
     def count_tasks(self, hive_id: str) -> dict[TaskState, int]: ...
     def claim_task(self, hive_id: str, agent_id: str, *, lease_seconds: float,
                    task_id: str | None = None, alternatives: Sequence[str] = (),

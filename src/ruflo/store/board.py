@@ -13,10 +13,21 @@ from typing import Any
 
 from ruflo.errors import Conflict, NotFound, PolicyError
 from ruflo.event_kinds import EventKind
-from ruflo.model import JSON, Task, TaskState, find_cycle
+from ruflo.model import JSON, Task, TaskOutline, TaskState, find_cycle
 from ruflo.store.approvals import SqlApprovalEnds
 from ruflo.store.base import iter_batches
-from ruflo.store.rows import TASK_COLS, dt, dumps, epoch, read_task, refuse_nul
+from ruflo.store.rows import (
+    OUTLINE_COLS,
+    TASK_COLS,
+    dt,
+    dumps,
+    epoch,
+    outline_reader,
+    read_task,
+    refuse_nul,
+)
+
+_FINISHED = ", ".join(f"'{state}'" for state in TaskState if state.terminal)
 
 
 class SqlBoard(SqlApprovalEnds):
@@ -122,6 +133,21 @@ class SqlBoard(SqlApprovalEnds):
             sql += f" AND state IN ({', '.join('?' * len(states))})"
             params += [str(state) for state in states]
         return self._read(sql + " ORDER BY ord, id LIMIT ? OFFSET ?", [*params, limit, offset])
+
+    def policy_board(self, hive_id: str) -> list[TaskOutline]:
+        read = outline_reader()
+        board = [read(row) for row in self._read(
+            f"SELECT {OUTLINE_COLS} FROM tasks WHERE hive_id = ? AND state NOT IN "
+            f"({_FINISHED}) ORDER BY ord, id", (hive_id,))]
+        unfinished = {task.id for task in board}
+        # Finished dependencies: when each finished, and whether it succeeded. Their row may
+        # have changed since the first read; then a later event rebuilds the policy anyway.
+        wanted = sorted({dep for task in board for dep in task.depends_on} - unfinished)
+        for chunk in iter_batches(wanted, 500):
+            board += [read(row) for row in self._read(
+                f"SELECT {OUTLINE_COLS} FROM tasks WHERE hive_id = ? AND state IN ({_FINISHED}) "
+                f"AND id IN ({', '.join('?' * len(chunk))}) ORDER BY ord, id", [hive_id, *chunk])]
+        return board
 
     def count_tasks(self, hive_id: str) -> dict[TaskState, int]:
         counts = dict.fromkeys(TaskState, 0)

@@ -35,6 +35,7 @@ from ruflo.model import (
     Message,
     Mode,
     Task,
+    TaskOutline,
     TaskState,
 )
 
@@ -174,6 +175,27 @@ def read_task(row: Sequence[Any]) -> Task:
                 result=row[15], verified=None if verified is None else bool(verified),
                 blocked_on=row[17], depth=row[18], created_at=dt_req(row[19]),
                 updated_at=dt_req(row[20]), claimed_at=dt(row[21]), finished_at=dt(row[22]))
+
+
+OUTLINE_COLS = ("id, state, parent_id, skills, priority, effort, depends_on, assignee, attempts, "
+                "created_at, updated_at, finished_at")
+
+
+def outline_reader() -> Callable[[Sequence[Any]], TaskOutline]:
+    """Rows of OUTLINE_COLS to TaskOutlines, for one board: a skills list is decoded once per
+    distinct text (a board's tasks share a few), and the tuple is shared."""
+    skills: dict[str, tuple[str, ...]] = {}
+
+    def read(row: Sequence[Any]) -> TaskOutline:
+        text = row[3]
+        shared = skills.get(text)
+        if shared is None:
+            shared = skills[text] = _id_list(text)
+        return TaskOutline(row[0], _TASK_STATES[row[1]], row[2], shared, row[4], float(row[5]),
+                           _id_list(row[6]), row[7], row[8], dt_req(row[9]), dt_req(row[10]),
+                           dt(row[11]))
+
+    return read
 
 
 EVENT_COLS = "seq, hive_id, kind, ts, agent_id, task_id, data"
