@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from ruflo.engine.stored_policy import (
+    IDLE_FLOOR,
+    LONGEST_WAIT_SECONDS,
+    TIME_UNIT_SECONDS,
     StoredPolicies,
     choose,
     decision_rng,
@@ -209,3 +212,35 @@ def test_a_new_swarm_agent_claims_first_with_one_read_of_the_board(store: Any) -
     assert take(counting, policies, hive, "ada") is not None, "the other task is still offered"
     assert take(counting, policies, hive, "ada") is None
     assert counting.reads == 1, "the claims since were taken in from the event log"
+
+
+def test_ready_work_outside_the_watched_skills_is_named_and_then_taken(store: Any) -> None:
+    # Ada watches her 8 lowest thresholds (and one skill at random): with her own nine skills'
+    # tasks all held, the only ready task is one she may never look at. No post is coming to
+    # wake her, so the answer must name a wait, and at her idle floor she takes the task.
+    hive_id = new_id()
+    own = [f"s{n}" for n in range(9)]
+    ada = Agent(id=new_id(), hive_id=hive_id, name="ada", skills=tuple(own))
+    bob = Agent(id=new_id(), hive_id=hive_id, name="bob")
+    tasks = [Task(id=new_id(), hive_id=hive_id, title=skill, skills=(skill,)) for skill in own]
+    cobol = Task(id=new_id(), hive_id=hive_id, title="cobol", skills=("cobol",))
+    hive = store.create_hive(
+        Hive(id=hive_id, name=f"h-{hive_id[:6]}", mode=Mode.SWARM, objective="work",
+             config={"seed": 3}), agents=[ada, bob], tasks=[*tasks, cobol])
+    for task in tasks:
+        assert store.claim_task(hive.id, bob.id, lease_seconds=600, task_id=task.id)
+    clock = StoppedClock()
+    policies = StoredPolicies(clock=clock)
+    start = clock.at
+    first = policies.decide(store, hive, member(store, hive, "ada"))
+    for _ in range(20):
+        if first.task_id is not None:
+            break
+        assert first.retry_after_seconds is not None, \
+            f"cobol is ready, yet ada was told to wait for a post: {first.reason}"
+        assert 0 < first.retry_after_seconds <= LONGEST_WAIT_SECONDS
+        clock.at += timedelta(seconds=first.retry_after_seconds)
+        first = policies.decide(store, hive, member(store, hive, "ada"))
+    assert first.task_id == cobol.id, first
+    assert clock.at - start <= timedelta(seconds=IDLE_FLOOR * TIME_UNIT_SECONDS), \
+        "she took it by her idle floor"

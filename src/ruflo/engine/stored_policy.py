@@ -13,6 +13,7 @@ unfinished tasks and the finished ones they depend on, and only the columns deci
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import OrderedDict
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from ruflo.store.base import Store
 
 __all__ = [
+    "IDLE_FLOOR",
+    "LONGEST_WAIT_SECONDS",
     "Choice",
     "StoredPolicies",
     "choose",
@@ -53,6 +56,18 @@ __all__ = [
 
 TIME_UNIT_SECONDS = 10.0
 """Wall seconds per policy time unit, as in the live engine: how fast stimulus grows."""
+
+LONGEST_WAIT_SECONDS = 30.0
+"""The longest `retry_after_seconds` an answer names. A client that waits longer than the server
+keeps its idle connection open (ruflo.server.listening.KEEP_ALIVE_SECONDS) finds it closed; one
+that asks again before its retry time gets the same decline with the time left, not a decision."""
+
+IDLE_FLOOR = 3.0
+"""Policy time units (30 s at the default unit) an agent claiming from outside may pass over
+ready work, declining it or not seeing it among the skills it watches, before it takes the ready
+task it is best suited for. Without this floor its thresholds only rise while it waits (each
+decline raises them; only work done lowers them), so a declining agent could leave ready tasks
+open for minutes while it polls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +245,25 @@ def thresholds_of(policy: BasePolicy, agent_id: str) -> dict[str, float] | None:
     return {k: round(v, 4) for k, v in learned.items()} if learned else None
 
 
+def _wait(units: float, unit: float) -> float:
+    """Seconds to name in an answer for a wait of `units`, at most LONGEST_WAIT_SECONDS; whole
+    milliseconds rounded up, so an agent asking when told is never a moment early."""
+    return min(math.ceil(max(0.0, units) * unit * 1000) / 1000, LONGEST_WAIT_SECONDS)
+
+
+def _at_floor(policy: BasePolicy, agent: Agent, passing: float, unit: float) -> Choice | None:
+    """After `passing` policy units of passing over ready work, at least IDLE_FLOOR: the ready
+    task the agent is best suited for, with no draw. None before the floor, or with nothing
+    ready for it."""
+    if passing < IDLE_FLOOR:
+        return None
+    best = policy.best_ready(agent.id)
+    if best is None:
+        return None
+    return Choice(best, f"it had passed over ready work for {passing * unit:.0f} s (the idle "
+                        "floor), so it takes the ready task it is best suited for")
+
+
 # -- one policy per hive, kept up to date ----------------------------------------------------------
 _SKIPPED = frozenset({EventKind.TASK_VERIFIED})
 """Task events that leave the board as it is."""
@@ -241,6 +275,9 @@ class _Retry:
 
     at: float
     reason: str
+    since: float
+    """When the agent began passing over ready work (policy time): its idle floor counts from
+    there."""
 
 
 @dataclass
@@ -265,7 +302,14 @@ class StoredPolicies:
     policy, so polling faster does not raise its thresholds. The retry times live in this
     process's memory only: a restart, a hive dropped from the `limit`, or another server
     process on the same store lets the agent be decided for once more (one more decline at
-    most, which sets a new retry time there)."""
+    most, which sets a new retry time there).
+
+    What an outside agent can rely on: while ready work the policy could hand it is open, an
+    answer either gives it a task or says when to ask again (`retry_after_seconds`, at most
+    LONGEST_WAIT_SECONDS); no wake-up is promised, as a live engine's waiting pools would give.
+    An answer without either means nothing ready is for the agent: the next task posted (or
+    finished, or released) is the time to ask. After IDLE_FLOOR of passing over ready work the
+    agent takes the ready task it is best suited for (`best_ready`) instead of drawing again."""
 
     def __init__(self, limit: int = 64, *, catch_up_limit: int = 256,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -292,8 +336,9 @@ class StoredPolicies:
             key = (id(store), hive.id)
             retries = self._held[key].retries if key in self._held else {}
             retry = retries.get(agent.id)
+            unit = time_unit(hive)
             if retry is not None and now < retry.at:
-                return Choice(None, retry.reason, round((retry.at - now) * time_unit(hive), 3))
+                return Choice(None, retry.reason, _wait(retry.at - now, unit))
             last = store.last_seq(hive.id)
             policy = self._policy(store, hive, now, last)
             if agent.id not in policy.alive:
@@ -304,14 +349,27 @@ class StoredPolicies:
                     restore_thresholds(policy, [agent])
                 else:
                     policy = self._rebuilt(store, hive, now, last)
-            unit = time_unit(hive)
-            chosen = choose(policy, agent, now, decision_rng(hive, agent, last), unit)
+            # An agent that asks again near its retry time is still passing over ready work.
+            since = now if retry is None or now > retry.at + IDLE_FLOOR else retry.since
+            chosen = _at_floor(policy, agent, now - since, unit)
+            if chosen is None:
+                chosen = choose(policy, agent, now, decision_rng(hive, agent, last), unit)
             retries = self._held[key].retries
-            if chosen.retry_after_seconds is None:
+            at: float | None = None
+            if chosen.retry_after_seconds is not None:
+                at = now + chosen.retry_after_seconds / unit
+            elif chosen.task_id is None and policy.best_ready(agent.id) is not None:
+                # Ready work outside the skills it watches: no wake-up will come, so it asks
+                # again when its idle floor lets it take that work.
+                at = since + IDLE_FLOOR
+                chosen = Choice(None, "no ready task among the skills this agent watches, but "
+                                      "other ready tasks wait: ask again then, when it takes "
+                                      "one of them unless one of its own is ready first")
+            if at is None:
                 retries.pop(agent.id, None)
             else:
-                retries[agent.id] = _Retry(now + chosen.retry_after_seconds / unit,
-                                           chosen.reason)
+                retries[agent.id] = _Retry(at, chosen.reason, since)
+                chosen = Choice(None, chosen.reason, _wait(at - now, unit))
             thresholds = thresholds_of(policy, agent.id)
             if thresholds is not None and thresholds != agent.thresholds:
                 store.update_agent(agent.id, thresholds=thresholds)

@@ -250,6 +250,12 @@ class BasePolicy:
         `most`: what an agent may take instead when another process takes that one first."""
         return [task_id]
 
+    def best_ready(self, agent_id: str) -> str | None:
+        """The ready task the agent is best suited for, whatever a draw would say: what an agent
+        claiming from outside takes at its idle floor (engine/stored_policy.py). None when no
+        ready task is for it (assigned work: its own pile, which `choose` hands it anyway)."""
+        return None
+
     # -- put back from storage -------------------------------------------------------------
     @property
     def take_reason(self) -> str:

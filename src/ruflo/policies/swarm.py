@@ -410,6 +410,24 @@ class SwarmPolicy(BasePolicy):
         delay = p.relook * (1 << doublings) * (0.5 + rng.random())
         return Idle(now + delay)
 
+    def best_ready(self, agent_id: str) -> str | None:
+        """The head of every skill queue, lowest own threshold first, then highest stimulus
+        (priority, then the oldest): a look at the whole board's demand, not only the watched
+        skills. Not part of `choose`; the live engine never calls it."""
+        agent = self.agents.get(agent_id)
+        if agent is None or not agent.alive:
+            return None
+        best: tuple[float, int, int] | None = None
+        chosen: BoardTask | None = None
+        for key in self.skill_keys:
+            task = self.queues[key].head()
+            if task is None:
+                continue
+            rank = (self.theta_for(agent, task), -task.priority, task.seq)
+            if best is None or rank < best:
+                best, chosen = rank, task
+        return None if chosen is None else chosen.id
+
     def _take(self, task: BoardTask) -> Decision:
         p = self.params
         if (

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 GRACEFUL_SECONDS = 5
 """Open streams get this long to end on SIGTERM; Kubernetes waits 30 s before SIGKILL."""
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle keep-alive connection stays open (uvicorn's own default is 5 s): longer than
+the longest wait a claim answer names (engine/stored_policy.py LONGEST_WAIT_SECONDS), so an
+agent that asks again when told finds its connection still there; as long as nginx keeps one."""
 
 
 def check_bind(host: str, auth: str, *, insecure: bool) -> None:
@@ -55,7 +59,8 @@ def uvicorn_config(asgi_app: Any, host: str, port: int, *,
         # Forwarded headers are not believed: the client address decides forward-auth trust,
         # and uvicorn would otherwise let a local caller rewrite it with X-Forwarded-For.
         proxy_headers=False, server_header=False, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=GRACEFUL_SECONDS, log_level="info")
+        timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        log_level="info")
 
 
 def build_server(asgi_app: Any, host: str, port: int) -> Any:
