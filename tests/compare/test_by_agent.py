@@ -192,6 +192,12 @@ def test_simulated_runs_use_the_line_up_names_and_skills(tmp_path: Path, data_di
     by_name = {r["name"]: r for r in swarm["agents"]}
     assert by_name["coder"]["taken"] == {"python": 1}
     assert by_name["writer"]["taken"] == {"docs": 1}
+    # The simulator's swarm learned thresholds too: each agent is eager for its own skill.
+    coder, writer = by_name["coder"]["thresholds"], by_name["writer"]["thresholds"]
+    assert coder["python"] < coder["docs"]
+    assert writer["docs"] < writer["python"]
+    solo = next(r for r in report["runs"] if r["mode"] == "solo")
+    assert all(r["thresholds"] is None for r in solo["agents"])
     html = Path(said["html"]).read_text()
     assert "Who did what" in html
     assert html == render_html(report)

@@ -230,8 +230,12 @@ def run_simulated(plan: Plan, ref: WorkloadRef, mode: Mode, seed: int,
     record.metrics = run_metrics(events, ledger, board)
     record.timeline = timeline_of(events)
     specs = {t.id: t for t in tasks}  # the simulator's board keeps no skills: the specs do
+    learned = result.thresholds or {}  # a swarm's, kept for up to the simulator's detail limit
     record.agents = agent_figures(events, ledger, [
-        replace(t, skills=tuple(getattr(specs.get(t.id), "skills", ()))) for t in board], crew)
+        replace(t, skills=tuple(getattr(specs.get(t.id), "skills", ()))) for t in board],
+        [replace(a, thresholds={k: round(v, 4) for k, v in learned[a.id].items()})
+         if a.id in learned else a for a in crew],
+        thresholds=mode is Mode.SWARM and bool(learned))
     record.detail = {"agents": len(crew), "lower_bound": result.lower_bound,
                      "makespan_over_lb": result.ratio, "utilisation": result.utilisation,
                      "stalled": result.stalled, "killed_at": at, "killed": victims,
