@@ -31,6 +31,7 @@ from ruflo.policies import (
     Delegate,
     Idle,
     Take,
+    TaskLike,
     TaskSpec,
     make_policy,
 )
@@ -101,23 +102,14 @@ def decision_rng(hive: Hive, agent: Agent, last_seq: int) -> random.Random:
 
 
 # -- the board -------------------------------------------------------------------------------------
-class OnBoard(Protocol):
-    """What `load_board` reads of a task: a stored Task or a TaskOutline."""
+class OnBoard(TaskLike, Protocol):
+    """What `load_board` reads of a task: a stored Task or a TaskOutline (a policy's TaskLike,
+    with where it stands on the stored board)."""
 
-    @property
-    def id(self) -> str: ...
     @property
     def state(self) -> TaskState: ...
     @property
     def parent_id(self) -> str | None: ...
-    @property
-    def skills(self) -> tuple[str, ...]: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def effort(self) -> float: ...
-    @property
-    def depends_on(self) -> tuple[str, ...]: ...
     @property
     def assignee(self) -> str | None: ...
 
