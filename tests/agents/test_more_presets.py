@@ -216,10 +216,11 @@ def test_a_python_clis_own_virtualenv_is_found_and_shown_whole(tmp_path: Path,
 
 
 @pytest.mark.integration
-async def test_git_finds_no_repository_in_a_sandboxed_worktree(tmp_path: Path) -> None:
+async def test_git_reads_but_cannot_write_in_a_sandboxed_worktree(tmp_path: Path) -> None:
     """Why aider runs with --no-git inside the sandbox: an attempt's worktree keeps its git
-    metadata in the repository's .git, which the sandbox does not show. Should the sandbox
-    show it one day, this fails, and the aider preset can keep git."""
+    metadata in the repository's .git, which the sandbox shows read-only; aider's git use
+    writes (config.lock, commits). Should the sandbox let it write one day, this fails, and the
+    aider preset can keep git."""
     (tmp_path / "data").mkdir()
     sandbox = sandbox_for(load_settings({"RUFLO_CONFIG": "",
                                          "RUFLO_DATA_DIR": str(tmp_path / "data")}))
@@ -235,5 +236,9 @@ async def test_git_finds_no_repository_in_a_sandboxed_worktree(tmp_path: Path) -
     assert outside.stdout.strip() == "true", outside.stderr
     inside = await run_command(["git", "rev-parse", "--is-inside-work-tree"], cwd=tree.path,
                                env=command_env(), sandbox=sandbox)
-    assert not inside.ok
-    assert "not a git repository" in inside.output
+    assert inside.output.strip() == "true"
+    for argv in (["git", "config", "user.name", "aider"],
+                 ["git", "commit", "--allow-empty", "-qm", "x"]):
+        written = await run_command(argv, cwd=tree.path, env=command_env(), sandbox=sandbox)
+        assert not written.ok, argv
+        assert "Read-only file system" in written.output

@@ -8,6 +8,13 @@ command's PATH and RUFLO_SANDBOX_READ are shown read-only; /tmp and the home fol
 and private; everything else (ruflo's data and store, other workspaces, $HOME's contents,
 /etc/shadow, /run, /var) does not exist there. There is no network: only loopback, which for an
 outside agent carries the model relay (ruflo.agents.relay) to the gateway.
+
+When the attempt's folder is a git worktree (git isolation), what git needs to read it is shown
+read-only too: the worktree's admin folder and the repository's common git folder, so `git
+status`, `git diff` and `git log` work inside while commits, `add` and ref updates fail (ruflo
+commits outside, agents/gitwork.py). Of that folder the config files (a remote URL may carry a
+token), anything named like credentials, other worktrees' admin folders and ruflo's own worktrees
+(other attempts, the integration worktree) stay hidden.
 """
 
 from __future__ import annotations
@@ -132,6 +139,7 @@ class Sandbox:
         for shown in sorted({*self.readable, *interpreter_folders(), *path_folders(path)}):
             if shown.exists() and not under_system(shown):
                 mounts.append((shown, 1, ["--ro-bind", str(shown), str(shown)]))
+        mounts += git_mounts(cwd)
         bound = [m[0] for m in mounts if m[1] == 1] + [cwd]
         for secret in self.hidden:
             if secret.is_dir() and any(inside(secret, b) for b in bound):
@@ -154,6 +162,64 @@ class Sandbox:
         # ignores it (or it would tear the sandbox down at once) and ends when the command does.
         return [ENV, "--ignore-signal=TERM", *args, "--chdir", str(cwd), "--",
                 ENV, "--default-signal=TERM", *command]
+
+
+def git_mounts(cwd: Path) -> list[tuple[Path, int, list[str]]]:
+    """What git needs to read the worktree `cwd` is, read-only, its secrets and the other
+    worktrees hidden; nothing when `cwd` is no worktree (or its `.git` file does not lead to a
+    worktree that names `cwd` back: the command may have rewritten it, and must not choose what
+    is shown)."""
+    found = worktree_folders(cwd)
+    if found is None:
+        return []
+    admin, common = found
+    mounts = [(common, 1, ["--ro-bind", str(common), str(common)]),
+              (admin, 1, ["--ro-bind", str(admin), str(admin)])]
+    for folder in (common / "worktrees", common / "ruflo", common / "remotes",
+                   common / "branches"):
+        if folder.is_dir() and not folder.is_symlink():
+            mounts.append((folder, 2, ["--tmpfs", str(folder)]))
+    secrets = [common / "config", common / "config.worktree", admin / "config.worktree"]
+    secrets += [entry for entry in common.iterdir() if "credential" in entry.name.lower()]
+    for secret in secrets:
+        # A symlink's target is what git reads: hidden where it is shown (inside the git
+        # folders); elsewhere it is not shown at all.
+        secret = Path(os.path.realpath(secret))
+        if not inside(secret, common) or secret == common:
+            continue
+        if secret.is_dir():
+            mounts.append((secret, 2, ["--tmpfs", str(secret)]))
+        elif secret.exists():
+            # A bind mount of a device node is unreadable unless it is a device bind; /dev/null
+            # reads empty (git takes that as no configuration) and swallows writes.
+            mounts.append((secret, 2, ["--dev-bind", "/dev/null", str(secret)]))
+    return mounts
+
+
+def worktree_folders(cwd: Path) -> tuple[Path, Path] | None:
+    """The admin folder (`<common>/worktrees/<id>`) and common git folder of the worktree `cwd`,
+    when its `.git` file leads there and the admin folder's `gitdir` names `cwd` back."""
+    dotgit = cwd / ".git"
+    if dotgit.is_symlink() or not dotgit.is_file():
+        return None
+    said = head_line(dotgit)
+    if not said.startswith("gitdir: "):
+        return None
+    admin = Path(os.path.realpath(cwd / said.removeprefix("gitdir: ")))
+    common = Path(os.path.realpath(admin / (head_line(admin / "commondir") or ".")))
+    back = head_line(admin / "gitdir")
+    if (admin.parent != common / "worktrees" or not back
+            or Path(os.path.realpath(admin / back)) != dotgit):
+        return None
+    return admin, common
+
+
+def head_line(file: Path) -> str:
+    """The first line of a small file ("" when it is missing or no regular file)."""
+    if file.is_symlink() or not file.is_file():
+        return ""
+    with file.open(errors="replace") as handle:
+        return handle.read(4096).partition("\n")[0].strip()
 
 
 def base_layout(*, hosts: bool = True) -> list[str]:

@@ -9,8 +9,8 @@ metadata file (given, so it never fetches LiteLLM's price list from the
 web). It edits without asking (`--yes-always`), never commits (ruflo integrates the worktree),
 leaves .gitignore alone, checks no updates and sends no analytics. Its repository map is off
 (`--map-tokens 0`): the map's tag cache would be written into the worktree and merged with the
-work. Inside ruflo's sandbox it runs with `--no-git` (git finds no repository in an attempt's
-worktree there), so it edits the files it is given (`files`) and those the model names; the
+work. Inside ruflo's sandbox it runs with `--no-git` (an attempt's git metadata is read-only
+there, and aider's git use writes), so it edits the files it is given (`files`) and those the model names; the
 repository's other files it does not see. aider has no structured output: the reader takes "Applied edit to PATH" as an edit and the
 "Tokens: N sent, M received." line as the end of a model turn. Overrides in the agent's adapter
 config: `edit_format` (aider's; default `diff`, its SEARCH/REPLACE blocks, which capable models
@@ -57,7 +57,7 @@ class Aider(Preset):
                 *QUIET_FLAGS]
         if setup.confined:
             # Inside ruflo's sandbox the worktree's git metadata (in the repository's .git) is
-            # not shown: git finds no repository there. ruflo commits and merges the work.
+            # read-only and aider's git use writes. ruflo commits and merges the work.
             argv.append("--no-git")
         argv += ["--edit-format", str(config.get("edit_format") or "diff")]
         return [*argv, f"--message={setup.prompt}", *files]
