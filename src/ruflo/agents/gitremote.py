@@ -136,11 +136,11 @@ class RemoteRepo(HiveRepo):
             self.obtain(start)
             self._push(start, self.branch, force=False)  # refused when another made it: fine
         head = self.fetch_integration()
-        if not (self.integration / ".git").exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            git("worktree", "prune", cwd=self.top)
-            git("worktree", "add", "--quiet", "--force", "-B", self.branch,
-                str(self.integration), head, cwd=self.top)
+        with self.worktree_lock():  # prune would drop an attempt another process is adding
+            if not (self.integration / ".git").exists():
+                git("worktree", "prune", cwd=self.top)
+                git("worktree", "add", "--quiet", "--force", "-B", self.branch,
+                    str(self.integration), head, cwd=self.top)
         return head, []
 
     # -- what HiveRepo asks of a remote ----------------------------------------------------------

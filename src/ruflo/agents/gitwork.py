@@ -178,10 +178,11 @@ class HiveRepo:
             commit = git("rev-parse", "--verify", f"{start or 'HEAD'}^{{commit}}",
                          cwd=self.top).stdout.strip()
             git("branch", self.branch, commit, cwd=self.top)
-        if not (self.integration / ".git").exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            git("worktree", "prune", cwd=self.top)
-            git("worktree", "add", "--quiet", str(self.integration), self.branch, cwd=self.top)
+        with self.worktree_lock():  # prune would drop an attempt another process is adding
+            if not (self.integration / ".git").exists():
+                git("worktree", "prune", cwd=self.top)
+                git("worktree", "add", "--quiet", str(self.integration), self.branch,
+                    cwd=self.top)
         return commit, dirty
 
     def head(self) -> str:
@@ -233,11 +234,14 @@ class HiveRepo:
         """The worktree an earlier `open_attempt` cut at `base` (None when it is gone)."""
         path = self.attempt_path(task_id)
         git_dir = self.common / "worktrees"
-        listing = git("worktree", "list", "--porcelain", cwd=self.top).stdout
-        if f"worktree {path}\n" not in listing + "\n" or not path.is_dir():
-            return None
-        found = [d for d in git_dir.iterdir() if (d / "gitdir").is_file()
-                 and Path((d / "gitdir").read_text().strip()).parent == path]
+        # Under the lock: another attempt being added or removed meanwhile leaves entries of
+        # git's bookkeeping half-written or half-gone.
+        with self.worktree_lock():
+            listing = git("worktree", "list", "--porcelain", cwd=self.top).stdout
+            if f"worktree {path}\n" not in listing + "\n" or not path.is_dir():
+                return None
+            found = [d for d in git_dir.iterdir() if (d / "gitdir").is_file()
+                     and Path((d / "gitdir").read_text().strip()).parent == path]
         if not found:
             return None
         return AttemptTree(path, found[0], f"ruflo-tasks/{self.hive_id}/{task_id}", base, merge)
