@@ -10,25 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ruflo.agents.gitwork import GitError, HiveRepo, init_repo
+from git_repos import ready_hive_repo, sh
+from ruflo.agents.gitwork import GitError, HiveRepo
 from ruflo.engine.isolation import isolation_config
 from ruflo.errors import ConfigError
 
 
-def sh(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> HiveRepo:
-    folder = tmp_path / "repo"
-    folder.mkdir()
-    (folder / "a.txt").write_text("a\n")
-    init_repo(folder)
-    hive = HiveRepo(folder, "h1")
-    hive.prepare()
-    return hive
+    return ready_hive_repo(tmp_path / "repo", {"a.txt": "a\n"})
 
 
 def test_a_deleted_dot_git_and_rewritten_history_do_not_reach_the_integration_branch(

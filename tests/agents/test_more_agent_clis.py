@@ -67,7 +67,8 @@ def cli_hive(store: SqlStore, tmp_path: Path, cli: str, budget: Budget | None = 
     isolation, _ = isolation_config(repo, None)
     hive = Hive(id="hive0", name=cli, mode=Mode.SWARM, objective="keep add correct",
                 workspace=str(repo), budget=budget or Budget(), config=isolation)
-    # aider sees no repository inside the sandbox (it runs with --no-git): it is given the file.
+    # aider runs with --no-git (its git use writes, and the sandbox shows git read-only), so it
+    # does not find the files itself: it is given the file.
     config = {"timeout": 120, **({"files": ["calc.py"]} if cli == "aider" else {})}
     agent = Agent(id="hive0-a0", hive_id=hive.id, name=cli, skills=("python",),
                   adapter=AdapterKind(cli), adapter_config=config)

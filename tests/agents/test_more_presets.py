@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from git_repos import ready_hive_repo
 from ruflo.agents.commands import command_env, run_command
-from ruflo.agents.gitwork import HiveRepo, git, init_repo
+from ruflo.agents.gitwork import git
 from ruflo.agents.presets import preset_for
 from ruflo.agents.presets.aider import Plain, count
 from ruflo.agents.presets.base import Setup, find_program, installation
@@ -225,12 +226,7 @@ async def test_git_reads_but_cannot_write_in_a_sandboxed_worktree(tmp_path: Path
     sandbox = sandbox_for(load_settings({"RUFLO_CONFIG": "",
                                          "RUFLO_DATA_DIR": str(tmp_path / "data")}))
     assert sandbox.confines, sandbox.describe()
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "calc.py").write_text("x = 1\n")
-    init_repo(repo)
-    hive = HiveRepo(repo, "h1")
-    hive.prepare()
+    hive = ready_hive_repo(tmp_path / "repo", {"calc.py": "x = 1\n"})
     tree = hive.open_attempt("h1-t1")
     outside = git("rev-parse", "--is-inside-work-tree", cwd=tree.path, check=False)
     assert outside.stdout.strip() == "true", outside.stderr

@@ -6,11 +6,11 @@ as before (agents/sandbox.py)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from git_repos import ready_hive_repo, sh
 from ruflo.agents.commands import command_env, run_command
 from ruflo.agents.gitwork import HiveRepo, init_repo
 from ruflo.agents.sandbox import Sandbox, git_mounts, sandbox_for
@@ -19,11 +19,6 @@ from ruflo.config import load_settings
 pytestmark = pytest.mark.integration
 
 TOKEN = "FAKE-TOKEN-7f3a9c"
-
-
-def sh(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -37,14 +32,9 @@ def sandbox(tmp_path: Path) -> Sandbox:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> HiveRepo:
-    folder = tmp_path / "repo"
-    folder.mkdir()
-    (folder / "a.txt").write_text("a\n")
-    init_repo(folder)
-    sh("remote", "add", "origin", f"https://user:{TOKEN}@example.invalid/r.git", cwd=folder)
-    (folder / ".git" / "my.credentials").write_text(f"https://user:{TOKEN}@example.invalid\n")
-    hive = HiveRepo(folder, "h1")
-    hive.prepare()
+    hive = ready_hive_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    sh("remote", "add", "origin", f"https://user:{TOKEN}@example.invalid/r.git", cwd=hive.top)
+    (hive.top / ".git" / "my.credentials").write_text(f"https://user:{TOKEN}@example.invalid\n")
     return hive
 
 

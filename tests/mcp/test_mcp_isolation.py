@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_tools import call, connect, make_desk, refused
 
+from git_repos import bare_clone, user_repo
 from ruflo.agents.gitwork import git, init_repo
 from ruflo.errors import ConfigError
 from ruflo.store.sql import SqlStore
@@ -96,11 +97,8 @@ async def test_a_git_remote_is_recorded_on_postgres_and_refused_on_sqlite(
     """MCP's create_hive takes `git_remote` as the CLI's --git-remote does: workers on other
     machines share a Postgres store, so a SQLite hive is refused with nothing stored."""
     mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "README").write_text("mine\n")
-    init_repo(mine)
-    bare = tmp_path / "remote.git"
-    git("clone", "--quiet", "--bare", str(mine), str(bare), cwd=tmp_path)
+    user_repo(mine, {"README": "mine\n"})
+    bare = bare_clone(mine, tmp_path / "remote.git")
     async with connect(store, tmp_path) as client:
         if store.dialect == "postgresql":
             answer = await call(client, "create_hive", name="h", objective="o",

@@ -11,18 +11,14 @@ from pathlib import Path
 import pytest
 from server_harness import Served
 
-from ruflo.agents.gitwork import git, init_repo
+from git_repos import bare_clone, user_repo
+from ruflo.agents.gitwork import git
 
 
 def remote_setup(tmp_path: Path) -> tuple[Path, Path]:
     """The user's repository and a bare remote cloned from it (both hold the start)."""
-    repo = tmp_path / "user"
-    repo.mkdir()
-    (repo / "README").write_text("start\n")
-    init_repo(repo)
-    bare = tmp_path / "remote.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
-    return repo, bare
+    user_repo(tmp_path / "user", {"README": "start\n"})
+    return tmp_path / "user", bare_clone(tmp_path / "user", tmp_path / "remote.git")
 
 
 def body(repo: Path, remote: str) -> dict[str, object]:

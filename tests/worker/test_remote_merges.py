@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from git_repos import bare_clone, user_repo
 from ruflo.agents.base import RunContext
 from ruflo.agents.gitremote import RemoteRepo
-from ruflo.agents.gitwork import GitError, init_repo
+from ruflo.agents.gitwork import GitError
 from ruflo.agents.isolated import Integrator
 from ruflo.engine.isolation import hive_repo, isolation_config, open_isolation
 from ruflo.errors import ConfigError, StoreError
@@ -34,12 +35,8 @@ def sh(*args: str, cwd: Path) -> str:
 
 def remote_setup(tmp_path: Path) -> tuple[Path, Path, str]:
     repo = tmp_path / "user"
-    repo.mkdir()
-    (repo / "README").write_text("start\n")
-    start = init_repo(repo)
-    bare = tmp_path / "remote.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
-    return repo, bare, start
+    start = user_repo(repo, {"README": "start\n"})
+    return repo, bare_clone(repo, tmp_path / "remote.git"), start
 
 
 def test_the_merge_lock_holds_other_processes_out_until_given_back(

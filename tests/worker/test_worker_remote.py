@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ruflo.agents.gitwork import init_repo
+from git_repos import bare_clone, user_repo
 from ruflo.engine.isolation import isolation_config
 from ruflo.errors import ConfigError
 from ruflo.event_kinds import EventKind
@@ -51,13 +51,8 @@ def gateway() -> Iterator[ScriptedGateway]:
 def user_and_remote(tmp_path: Path) -> tuple[Path, Path]:
     """The user's repository and a bare clone of it: the remote."""
     repo = tmp_path / "user"
-    repo.mkdir()
-    (repo / "shared.txt").write_text(SHARED)
-    (repo / "README").write_text("the user's project\n")
-    init_repo(repo)
-    bare = tmp_path / "remote.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(bare)], check=True)
-    return repo, bare
+    user_repo(repo, {"shared.txt": SHARED, "README": "the user's project\n"})
+    return repo, bare_clone(repo, tmp_path / "remote.git")
 
 
 def turns(title: str, *calls: tuple[str, dict[str, Any]],
@@ -301,12 +296,8 @@ def test_a_remote_that_cannot_serve_the_hive_is_refused_and_nothing_is_stored(
     assert "cannot be reached" in said
     assert "nothing was stored" in said
     # A remote that never received the user's commit.
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "x").write_text("x")
-    init_repo(other)
-    stranger = tmp_path / "stranger.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(other), str(stranger)], check=True)
+    user_repo(tmp_path / "other", {"x": "x"})
+    stranger = bare_clone(tmp_path / "other", tmp_path / "stranger.git")
     said = refused(tmp_path, pg_schema_url, str(stranger), repo)
     assert "does not have commit" in said
     assert "nothing was stored" in said
