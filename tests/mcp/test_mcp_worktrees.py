@@ -7,10 +7,12 @@ integration task; what a client writes into the hive's folder instead is not mer
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from test_tools import call, connect
 
-from ruflo.agents.gitwork import git, init_repo
+import git_repos
+from ruflo.agents.gitwork import git
 from ruflo.event_kinds import EventKind
 from ruflo.store.sql import SqlStore
 
@@ -19,9 +21,13 @@ AGENTS = [{"name": "ada", "skills": ["python"]}, {"name": "bob", "skills": ["pyt
 
 def user_repo(tmp_path: Path) -> tuple[Path, str]:
     mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "line.txt").write_text("original\n")
-    return mine, init_repo(mine)
+    return mine, git_repos.user_repo(mine, {"line.txt": "original\n"})
+
+
+async def git_hive(client: Any, mine: Path) -> dict[str, Any]:
+    """Hive "h" on the user's repository (git isolation), with ada and bob."""
+    return dict((await call(client, "create_hive", name="h", objective="o",
+                            workspace=str(mine), agents=AGENTS))["hive"])
 
 
 def write(folder: str | Path, name: str, text: str) -> None:
@@ -41,8 +47,7 @@ async def test_a_claim_works_in_its_worktree_and_complete_merges_it(store: SqlSt
                                                                     tmp_path: Path) -> None:
     mine, head = user_repo(tmp_path)
     async with connect(store, tmp_path) as client:
-        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
-                           agents=AGENTS))["hive"]
+        hive = await git_hive(client, mine)
         task = (await call(client, "post_task", hive="h", title="write it",
                            verify="test -f out.txt && pwd"))["task"]
         claimed = await call(client, "claim_next_task", hive="h", agent="ada")
@@ -103,8 +108,7 @@ async def test_a_client_writing_into_the_hive_folder_is_not_merged(store: SqlSto
                                                                    tmp_path: Path) -> None:
     mine, _ = user_repo(tmp_path)
     async with connect(store, tmp_path) as client:
-        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
-                           agents=AGENTS))["hive"]
+        hive = await git_hive(client, mine)
         checked = (await call(client, "post_task", hive="h", title="checked",
                               verify="test -f out.txt"))["task"]
         unchecked = (await call(client, "post_task", hive="h", title="unchecked"))["task"]
@@ -124,8 +128,7 @@ async def test_a_client_writing_into_the_hive_folder_is_not_merged(store: SqlSto
 async def test_a_released_claim_removes_its_worktree(store: SqlStore, tmp_path: Path) -> None:
     mine, _ = user_repo(tmp_path)
     async with connect(store, tmp_path) as client:
-        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
-                           agents=AGENTS))["hive"]
+        hive = await git_hive(client, mine)
         task = (await call(client, "post_task", hive="h", title="t"))["task"]
         claimed = await call(client, "claim_next_task", hive="h", agent="ada")
         write(claimed["workspace"], "half.txt", "half done\n")
@@ -145,8 +148,7 @@ async def test_a_commit_refused_by_ruflos_checks_fails_the_task(store: SqlStore,
                                                                 tmp_path: Path) -> None:
     mine, _ = user_repo(tmp_path)
     async with connect(store, tmp_path) as client:
-        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
-                           agents=AGENTS))["hive"]
+        hive = await git_hive(client, mine)
         task = (await call(client, "post_task", hive="h", title="t"))["task"]
         claimed = await call(client, "claim_next_task", hive="h", agent="ada")
         link_out(claimed["workspace"], "escape")
@@ -163,8 +165,7 @@ async def test_a_vanished_clients_worktree_is_removed_when_a_new_process_claims(
         store: SqlStore, tmp_path: Path) -> None:
     mine, _ = user_repo(tmp_path)
     async with connect(store, tmp_path) as client:
-        hive = (await call(client, "create_hive", name="h", objective="o", workspace=str(mine),
-                           agents=AGENTS))["hive"]
+        hive = await git_hive(client, mine)
         one = (await call(client, "post_task", hive="h", title="one"))["task"]
         two = (await call(client, "post_task", hive="h", title="two"))["task"]
         left = await call(client, "claim_next_task", hive="h", agent="ada", task=one["id"])
