@@ -22,6 +22,26 @@ Counter = Callable[[int, int, float | None], None]
 """Told each completion served: prompt tokens, completion tokens, the cost it reported."""
 
 
+def append_turn(chat: list[dict[str, Any]], role: Any, text: str,
+                calls: list[dict[str, Any]]) -> None:
+    """Add a turn read from another protocol (Anthropic, Gemini) to a chat request's messages:
+    its text and its tool calls in chat-completions form; a turn with neither adds nothing."""
+    if text or calls:
+        entry: dict[str, Any] = {"role": role, "content": text or None}
+        if calls:
+            entry["tool_calls"] = calls
+        chat.append(entry)
+
+
+def call_arguments(raw: str) -> Any:
+    """A tool call's arguments for a protocol that sends them as an object; {} for a call cut at
+    max_tokens, whose arguments never became whole."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
+
+
 class StreamCut(Exception):
     """Raised inside a streaming body to drop the connection mid-answer (a scripted fault)."""
 

@@ -16,7 +16,14 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ruflo.gateway.script import Reply
-from ruflo.gateway.scripted_answer import CHARS_PER_TOKEN, Counter, compose, paced
+from ruflo.gateway.scripted_answer import (
+    CHARS_PER_TOKEN,
+    Counter,
+    append_turn,
+    call_arguments,
+    compose,
+    paced,
+)
 
 __all__ = ["GEMINI_METHODS", "gemini_answer", "gemini_chat"]
 
@@ -67,11 +74,7 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
                  for call in (p.get("functionCall") for p in parts)
                  if isinstance(call, Mapping)]
         text = _parts_text(parts)
-        if text or calls:
-            entry: dict[str, Any] = {"role": role, "content": text or None}
-            if calls:
-                entry["tool_calls"] = calls
-            chat.append(entry)
+        append_turn(chat, role, text, calls)
     return chat
 
 
@@ -104,7 +107,7 @@ def gemini_answer(chat: Mapping[str, Any], reply: Reply, default_cost: float | N
              "candidatesTokenCount": made.usage["completion_tokens"],
              "totalTokenCount": made.usage["total_tokens"]}
     calls = [{"functionCall": {"id": c["id"], "name": c["function"]["name"],
-                               "args": _arguments(c["function"]["arguments"])}}
+                               "args": call_arguments(c["function"]["arguments"])}}
              for c in made.calls]
 
     def response(parts: list[dict[str, Any]], done: bool) -> dict[str, Any]:
@@ -150,8 +153,3 @@ def gemini_answer(chat: Mapping[str, Any], reply: Reply, default_cost: float | N
                              media_type="text/event-stream", headers=headers)
 
 
-def _arguments(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {}  # a call cut at max_tokens: its arguments never became whole

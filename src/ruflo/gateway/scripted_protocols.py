@@ -19,6 +19,8 @@ from ruflo.gateway.scripted_answer import (
     CHARS_PER_TOKEN,
     Composed,
     Counter,
+    append_turn,
+    call_arguments,
     compose,
     paced,
 )
@@ -67,11 +69,7 @@ def _from_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         for result in (b for b in blocks if b.get("type") == "tool_result"):
             chat.append({"role": "tool", "tool_call_id": result.get("tool_use_id"),
                          "content": _text(result.get("content"))})
-        if text or calls:
-            entry: dict[str, Any] = {"role": role, "content": text or None}
-            if calls:
-                entry["tool_calls"] = calls
-            chat.append(entry)
+        append_turn(chat, role, text, calls)
     return chat
 
 
@@ -122,11 +120,6 @@ def _event(kind: str, data: Mapping[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
 
-def _arguments(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {}  # a call cut at max_tokens: its input never became whole
 
 
 # -- Anthropic Messages ------------------------------------------------------------------------
@@ -140,7 +133,7 @@ def messages_answer(chat: Mapping[str, Any], reply: Reply, default_cost: float |
     usage = {"input_tokens": made.usage["prompt_tokens"],
              "output_tokens": made.usage["completion_tokens"]}
     calls = [{"type": "tool_use", "id": c["id"].replace("call_", "toolu_", 1),
-              "name": c["function"]["name"], "input": _arguments(c["function"]["arguments"])}
+              "name": c["function"]["name"], "input": call_arguments(c["function"]["arguments"])}
              for c in made.calls]
     headers = {"x-litellm-call-id": call_id}
     if not chat.get("stream"):
