@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_tools import call, connect
+from test_tools import call, connect, refused
 
 import git_repos
 from ruflo.agents.gitwork import git
@@ -138,6 +138,26 @@ async def test_a_released_claim_removes_its_worktree(store: SqlStore, tmp_path: 
     assert again["workspace"] == claimed["workspace"]
     assert not exists(again["workspace"], "half.txt")  # a fresh worktree
     assert on_branch(mine, hive["id"], "half.txt") is None
+
+
+async def test_a_claim_whose_worktree_cannot_be_opened_is_given_back(
+        store: SqlStore, tmp_path: Path) -> None:
+    mine, _ = user_repo(tmp_path)
+    async with connect(store, tmp_path) as client:
+        hive = await git_hive(client, mine)
+        first = (await call(client, "post_task", hive="h", title="one"))["task"]
+        second = (await call(client, "post_task", hive="h", title="two"))["task"]
+        await call(client, "claim_next_task", hive="h", agent="ada", task=first["id"])
+        # Someone deletes the hive's integration branch under it: git has nothing to cut from.
+        git("update-ref", "-d", f"refs/heads/ruflo/{hive['id']}", cwd=mine)
+        said = await refused(client, "claim_next_task", hive="h", agent="bob",
+                             task=second["id"])
+    assert f"task {second['id']} could not get a worktree of its own" in said
+    assert "the claim was given back, nothing is held" in said
+    task = store.get_task(second["id"])
+    assert (task.state.value, task.assignee) == ("open", None)
+    [bob] = [a for a in store.list_agents(hive["id"]) if a.name == "bob"]
+    assert (bob.status.value, bob.current_task) == ("idle", None)
 
 
 def link_out(folder: str, name: str) -> None:

@@ -1,6 +1,7 @@
 """Outside clients' claims in a git hive (MCP's claim_next_task, the REST board's claim): each
 claim gets its attempt's worktree as ruflo's own attempts do (agents/gitwork.py open_attempt),
-recorded with the commit it was cut at (`worktree_opened`); completing it runs the verify there,
+recorded with the commit it was cut at (`worktree_opened`), after the claim is committed (a
+claim whose worktree git cannot open is given back); completing it runs the verify there,
 then lands it through agents/isolated.py `land` (ruflo's commit with its checks, the `merge`
 action, the hive's Integrator: one merge at a time, a conflict posts an integration task); a
 finished or released claim's worktree is removed, and one left by a killed process is removed
@@ -17,8 +18,9 @@ from ruflo.agents.base import RunContext
 from ruflo.agents.gitwork import AttemptTree
 from ruflo.agents.isolated import Integrator, land, merge_commit_of
 from ruflo.engine.isolation import isolation_of, open_isolation
+from ruflo.errors import WorkspaceError
 from ruflo.event_kinds import EventKind
-from ruflo.model import JSON, Agent, Hive, Task
+from ruflo.model import JSON, Agent, AgentStatus, Hive, Task, utcnow
 
 if TYPE_CHECKING:
     from ruflo.store.base import Store
@@ -86,6 +88,26 @@ class ClaimWorktrees:
                            data={"path": str(tree.path), "branch": tree.branch,
                                  "base": tree.base, "merge": tree.extra_parent})
         return tree
+
+    def open_for_claim(self, store: Store, hive: Hive, task: Task,
+                       agent: Agent) -> AttemptTree | None:
+        """`open` for a claim already committed (so no transaction waits on git); blocking.
+        When the worktree cannot be opened, the claim is given back (the task open again, the
+        agent idle) and WorkspaceError says so; other errors are raised as they are, after the
+        same giving back."""
+        try:
+            return self.open(store, hive, task, agent)
+        except Exception as error:
+            with store.transaction():
+                store.release_task(task.id, agent.id,
+                                   reason=f"its worktree could not be opened: {error}")
+                store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
+                                   heartbeat_at=utcnow())
+            if isinstance(error, WorkspaceError):
+                raise WorkspaceError(f"task {task.id} could not get a worktree of its own "
+                                     f"({error}); the claim was given back, nothing is held") \
+                    from None
+            raise
 
     def tree(self, store: Store, hive: Hive, task: Task) -> AttemptTree | None:
         """The worktree the task's claim was given (None: none, or it is gone)."""

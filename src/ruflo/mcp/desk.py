@@ -9,7 +9,9 @@ same transaction as its effect when it succeeds, and on its own when it is refus
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -47,6 +49,17 @@ DEFAULT_NAMESPACE = "default"
 VERIFY_TIMEOUT = 600.0
 VERIFY_OUTPUT_CHARS = 2_000
 BOARD_TASK_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim committed, before its worktree is opened (a git hive) and it is answered."""
+
+    hive: Hive
+    task: Task
+    agent: Agent
+    why: str
+    reopened: list[str]
 
 
 class Desk:
@@ -244,11 +257,12 @@ class Desk:
             return {"task": self.task_json(posted)}
         return self.call(hive_ref, "post_task", caller, post, agent_name=agent_name)
 
-    def claim_next_task(self, caller: str, hive_ref: str | None, *, agent_name: str,
-                        skills: Sequence[str], task_ref: str | None) -> JSON:
+    async def claim_next_task(self, caller: str, hive_ref: str | None, *, agent_name: str,
+                              skills: Sequence[str], task_ref: str | None) -> JSON:
         """Expire lapsed leases, register the agent if new, then let the hive's policy choose
-        (or claim `task_ref` when the agent names one)."""
-        def claim(hive: Hive) -> JSON:
+        (or claim `task_ref` when the agent names one). In a git hive the claim's worktree is
+        opened once the claim is committed, off the event loop (engine/claim_worktrees.py)."""
+        def claim(hive: Hive) -> JSON | Claimed:
             if hive.status is not HiveStatus.RUNNING:
                 why = f" ({hive.pause_reason})" if hive.pause_reason else ""
                 raise Conflict(f"hive {hive.name!r} is {hive.status}{why}; no task was claimed")
@@ -270,9 +284,17 @@ class Desk:
                                    "or waits on dependencies, so it cannot be claimed now")
                 return self._claimed(hive, claimed, agent, "the agent asked for it", reopened)
             return self._choose_and_claim(hive, agent, reopened)
-        return self.call(hive_ref, "claim_next_task", caller, claim, agent_name=agent_name)
+        claimed = self.call(hive_ref, "claim_next_task", caller, claim, agent_name=agent_name)
+        if not isinstance(claimed, Claimed):
+            return claimed
+        tree = None
+        if self.worktrees.isolated(claimed.hive):
+            tree = await asyncio.to_thread(self.worktrees.open_for_claim, self.store,
+                                           claimed.hive, claimed.task, claimed.agent)
+        return self._claimed_json(claimed, tree)
 
-    def _choose_and_claim(self, hive: Hive, agent: Agent, reopened: list[str]) -> JSON:
+    def _choose_and_claim(self, hive: Hive, agent: Agent,
+                          reopened: list[str]) -> JSON | Claimed:
         for _ in range(8):
             chosen = self.policies.decide(self.store, hive, agent)
             if chosen.task_id is None:
@@ -290,16 +312,20 @@ class Desk:
                        "nothing is held: call claim_next_task again")
 
     def _claimed(self, hive: Hive, task: Task, agent: Agent, why: str,
-                 reopened: list[str]) -> JSON:
+                 reopened: list[str]) -> Claimed:
         self.store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                 heartbeat_at=utcnow())
-        tree = self.worktrees.open(self.store, hive, task, agent)
+        return Claimed(hive, task, agent, why, reopened)
+
+    def _claimed_json(self, claimed: Claimed, tree: AttemptTree | None) -> JSON:
+        hive = claimed.hive
         where = (f"work ONLY in {tree.path} (your own git worktree on branch {tree.branch}; "
                  "changes made anywhere else are not merged)" if tree is not None else
                  f"work in {hive.workspace} (the hive's shared folder)" if hive.workspace else
                  "do the work")
-        return {"task": self.task_json(task), "agent": agent.name, "reason": why,
-                "lease_seconds": self.lease_seconds, "reopened_expired": reopened,
+        return {"task": self.task_json(claimed.task), "agent": claimed.agent.name,
+                "reason": claimed.why, "lease_seconds": self.lease_seconds,
+                "reopened_expired": claimed.reopened,
                 "workspace": str(tree.path) if tree is not None else hive.workspace,
                 "worktree": tree is not None,
                 "next": f"{where}, call heartbeat before the lease ends, then complete_task "

@@ -155,8 +155,8 @@ def build_server(desk: Desk) -> MCPServer[Any]:
         ask again. Work in the answer's `workspace` folder: in a git hive (`worktree` true) it
         is your own git worktree, and only what you leave there is committed and merged."""
         try:
-            return desk.claim_next_task(caller_of(ctx), hive, agent_name=agent, skills=skills,
-                                        task_ref=task)
+            return await desk.claim_next_task(caller_of(ctx), hive, agent_name=agent,
+                                              skills=skills, task_ref=task)
         except RufloError as error:
             raise refused(error) from None
 

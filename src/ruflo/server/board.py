@@ -19,10 +19,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field, StringConstraints
 
-from ruflo.agents.gitwork import AttemptTree
 from ruflo.engine.claim_worktrees import ClaimWorktrees
 from ruflo.engine.stored_policy import StoredPolicies
-from ruflo.errors import Conflict, NotFound, WorkspaceError
+from ruflo.errors import Conflict, NotFound
 from ruflo.event_kinds import EventKind
 from ruflo.model import Agent, AgentStatus, Hive, HiveStatus, Task, TaskState, new_id, utcnow
 from ruflo.server.access import ChangeableHive
@@ -228,8 +227,10 @@ async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) ->
         if task is not None:
             store.update_agent(agent.id, status=AgentStatus.WORKING, current_task=task.id,
                                heartbeat_at=utcnow())
-    tree = (await _claim_worktree(store, hive, task, agent)
-            if task is not None and WORKTREES.isolated(hive) else None)
+    tree = None
+    if task is not None and WORKTREES.isolated(hive):
+        # After the commit and off the event loop: git may take a while on a large repository.
+        tree = await asyncio.to_thread(WORKTREES.open_for_claim, store, hive, task, agent)
     answer: dict[str, Any] = {"task": None if task is None else task_json(task),
                               "agent": agent.name, "agent_id": agent.id, "lease_seconds": lease,
                               "reason": reason,
@@ -238,26 +239,6 @@ async def claim_task(hive: ChangeableHive, body: ClaimBody, request: Request) ->
     if retry_after is not None:
         answer["retry_after_seconds"] = retry_after
     return JSONBytes(answer)
-
-
-async def _claim_worktree(store: Any, hive: Hive, task: Task,
-                          agent: Agent) -> AttemptTree | None:
-    """A git hive's claim gets its own worktree, opened after the claim committed and off the
-    event loop (git can take a while on a large repository; other requests go on meanwhile).
-    When it cannot be opened, the claim is given back and the agent told so."""
-    try:
-        return await asyncio.to_thread(WORKTREES.open, store, hive, task, agent)
-    except Exception as error:
-        with store.transaction():
-            store.release_task(task.id, agent.id,
-                               reason=f"its worktree could not be opened: {error}")
-            store.update_agent(agent.id, status=AgentStatus.IDLE, current_task=None,
-                               heartbeat_at=utcnow())
-        if isinstance(error, WorkspaceError):
-            raise WorkspaceError(f"task {task.id} could not get a worktree of its own "
-                                 f"({error}); the claim was given back, nothing is held") \
-                from None
-        raise
 
 
 def _chosen_claim(store: Any, hive: Hive, agent: Agent,
