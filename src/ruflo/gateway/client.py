@@ -290,7 +290,7 @@ class GatewayClient:
         started = time.monotonic()
         attempts = 0
 
-        def backoff(error: Exception) -> bool | float:
+        def backoff(error: BaseException) -> bool | float:
             if not isinstance(error, _AttemptFailed):
                 return False
             failure = error.failure
